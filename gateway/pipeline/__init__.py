@@ -1,0 +1,36 @@
+"""The query pipeline: client text -> governed DuckDB SQL, one small step at a time.
+
+Like sqlglot's optimizer, ``STEPS`` is a plain tuple of functions ``step(query, context)``
+applied in order; each does one thing and can be tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.pipeline.bind import bind_sources, generate_sql
+from gateway.pipeline.parse import parse_statement
+from gateway.pipeline.query import PlanContext, PlanLimits, Query
+from gateway.pipeline.read_only import require_read_only
+from gateway.pipeline.resolve import resolve_products
+
+Step = Callable[[Query, PlanContext], Query]
+
+STEPS: tuple[Step, ...] = (
+    parse_statement,
+    require_read_only,
+    resolve_products,
+    bind_sources,
+    generate_sql,
+)
+
+
+def plan(text: str, context: PlanContext, steps: tuple[Step, ...] = STEPS) -> Query:
+    """Run ``text`` through every step; raise a MeshgateError at the first refusal."""
+    query = Query(text=text)
+    for step in steps:
+        query = step(query, context)
+    return query
+
+
+__all__ = ["STEPS", "PlanContext", "PlanLimits", "Query", "plan"]

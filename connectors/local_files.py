@@ -1,0 +1,78 @@
+"""Products stored as files on the local file system (ODCS server type ``local``).
+
+``format: parquet`` with ``path`` naming a file, a glob, or a directory (read recursively;
+``key=value`` folders are read as hive partitions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlglot import exp
+
+from connectors.base import AttachDatabase, Connector, SourceSpec
+
+_GLOB_CHARS = frozenset("*?[")
+SUPPORTED_FORMATS = ("parquet",)
+
+
+class LocalFilesConnector(Connector):
+    """Parquet files: one file, a glob, or a (hive-partitioned) directory."""
+
+    server_type = "local"
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        file_format = (spec.server.format or "").lower()
+        if file_format not in SUPPORTED_FORMATS:
+            raise spec.fail(
+                spec.field("format"),
+                f"unsupported format {spec.server.format!r}",
+                f"use one of: {', '.join(SUPPORTED_FORMATS)}",
+            )
+        raw = spec.server.path or spec.server.location
+        is_glob = bool(raw and _GLOB_CHARS & set(raw))
+        if is_glob:
+            root = self.resolve_path(_glob_root(raw))
+            self.pattern = str(root / raw[len(_glob_root(raw)) :].lstrip("/"))
+            self.root = root
+        else:
+            self.root = self.resolve_path(raw)
+            self.pattern = str(self.root / "**" / "*.parquet") if self.root.is_dir() else str(
+                self.root
+            )
+        self.hive_partitioned = self.root.is_dir() and any(
+            "=" in child.name for child in self.root.iterdir() if child.is_dir()
+        )
+
+    @property
+    def data_paths(self) -> tuple[Path, ...]:
+        return (self.root,)
+
+    def check_available(self) -> None:
+        super().check_available()
+        if self.root.is_dir() and not any(self.root.glob("**/*.parquet")):
+            raise self.spec.fail(
+                self.spec.field("path"),
+                f"no .parquet files under {self.root}",
+                "publish the data or fix the path",
+            )
+
+    def scan(self, attach: AttachDatabase) -> exp.Expression:
+        self.check_available()
+        return exp.func(
+            "read_parquet",
+            exp.Literal.string(self.pattern),
+            exp.EQ(this=exp.column("hive_partitioning"), expression=exp.Boolean(this=self.hive_partitioned)),
+        )
+
+
+def _glob_root(raw: str) -> str:
+    """The leading part of a glob before its first wildcard segment."""
+    parts = Path(raw).parts
+    fixed = []
+    for part in parts:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return str(Path(*fixed)) if fixed else "."

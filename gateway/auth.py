@@ -1,0 +1,145 @@
+"""Authentication: username/password handshake answering a bearer token, checked on every call.
+
+ADBC and ``FlightClient.authenticate_basic_token`` send ``authorization: Basic ...`` on
+the Handshake RPC and expect ``authorization: Bearer <token>`` in the response headers;
+every later call carries that bearer header. pyarrow's ``ServerAuthHandler`` cannot
+answer headers, so the check is a server middleware; a no-op auth handler is installed
+only because pyarrow answers UNIMPLEMENTED to Handshake without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+
+import pyarrow.flight as flight
+
+from gateway.config import UserSettings
+from gateway.errors import AuthenticationError
+from gateway.passwords import verify_password
+from gateway.principal import Principal
+
+MIDDLEWARE_KEY = "auth"
+
+
+class UserDirectory:
+    """The users of the mesh config, checked by password."""
+
+    def __init__(self, users: Mapping[str, UserSettings]) -> None:
+        self._users = dict(users)
+
+    def authenticate(self, user: str, password: str) -> Principal:
+        settings = self._users.get(user)
+        if settings is None or not verify_password(password, settings.password_hash):
+            raise AuthenticationError("invalid username or password")
+        return self.principal(user)
+
+    def principal(self, user: str) -> Principal:
+        settings = self._users[user]
+        return Principal(user, tuple(settings.roles), dict(settings.attributes))
+
+
+class TokenStore:
+    """Bearer tokens with an expiry; thread-safe; tokens can be revoked."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        self._ttl = ttl_seconds
+        self._tokens: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, principal: Principal) -> str:
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
+            self._tokens[token] = (principal, now + self._ttl)
+        return token
+
+    def principal(self, token: str) -> Principal:
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None:
+            raise AuthenticationError("unknown or revoked token: authenticate again")
+        principal, expires = entry
+        if expires <= time.monotonic():
+            self.revoke(token)
+            raise AuthenticationError("token expired: authenticate again")
+        return principal
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+
+
+class AuthMiddleware(flight.ServerMiddleware):
+    """Carries the caller's identity to the RPC; answers the token after a handshake."""
+
+    def __init__(self, principal: Principal, issued_token: str | None = None) -> None:
+        self.principal = principal
+        self._issued_token = issued_token
+
+    def sending_headers(self) -> dict[str, str]:
+        if self._issued_token is None:
+            return {}
+        return {"authorization": f"Bearer {self._issued_token}"}
+
+
+class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
+    """Checks Basic credentials on Handshake and the bearer token on every other call."""
+
+    def __init__(self, users: UserDirectory, tokens: TokenStore) -> None:
+        self._users = users
+        self._tokens = tokens
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+        try:
+            return self._start_call(info, headers)
+        except AuthenticationError as exc:
+            raise flight.FlightUnauthenticatedError(str(exc)) from None
+
+    def _start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+        value = _header(headers, "authorization")
+        scheme, _, credentials = value.partition(" ")
+        scheme = scheme.lower()
+        if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
+            user, password = _decode_basic(credentials)
+            principal = self._users.authenticate(user, password)
+            return AuthMiddleware(principal, self._tokens.issue(principal))
+        if scheme == "bearer" and credentials:
+            return AuthMiddleware(self._tokens.principal(credentials.strip()))
+        if not value:
+            raise AuthenticationError(
+                "authentication required: connect with a username and password"
+            )
+        raise AuthenticationError("unsupported authorization scheme: use Basic, then Bearer")
+
+
+class HandshakeAuthHandler(flight.ServerAuthHandler):
+    """Lets Handshake through to the middleware, which does the real check."""
+
+    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
+        return None
+
+    def is_valid(self, token: bytes) -> str:
+        return ""
+
+
+def _header(headers: dict, name: str) -> str:
+    values = headers.get(name) or headers.get(name.title()) or []
+    return values[0] if values else ""
+
+
+def _decode_basic(credentials: str) -> tuple[str, str]:
+    raw = credentials.strip()
+    raw += "=" * (-len(raw) % 4)  # the Go driver omits base64 padding
+    try:
+        decoded = base64.b64decode(raw, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationError("malformed Basic credentials") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise AuthenticationError("malformed Basic credentials: expected user:password")
+    return user, password

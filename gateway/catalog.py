@@ -1,0 +1,163 @@
+"""The catalog: every servable product of a mesh, as an immutable, reloadable snapshot.
+
+``load_catalog`` reads every contract, binds each product to its source in a fresh
+engine (checking the contract against the real data) and keeps going past broken
+contracts: their problems are recorded and every other product is served.
+``CatalogHolder`` hands out the current snapshot to concurrent requests and swaps in a
+new one when contract files change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import structlog
+
+from connectors.errors import ConnectorError
+from connectors.registry import connector_for
+from gateway.config import EngineSettings
+from gateway.contracts import ColumnContract, ContractError, ProductContract, find_contracts, read_contract
+from gateway.engine import Engine
+
+log = structlog.get_logger("meshgate.catalog")
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product that passed validation and can be queried."""
+
+    contract: ProductContract
+    schema: pa.Schema
+
+    @property
+    def key(self) -> str:
+        return self.contract.key
+
+    @property
+    def domain(self) -> str:
+        return self.contract.domain
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @property
+    def columns(self) -> tuple[ColumnContract, ...]:
+        return self.contract.columns
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """A contract that could not be served, and why."""
+
+    path: Path
+    message: str
+
+
+class Catalog:
+    """An immutable snapshot of the mesh's products, with the engine that serves them."""
+
+    def __init__(
+        self,
+        mesh_dir: Path,
+        products: dict[str, Product],
+        problems: tuple[ContractProblem, ...],
+        engine: Engine,
+        signature: tuple,
+    ) -> None:
+        self.mesh_dir = mesh_dir
+        self._products = products
+        self.problems = problems
+        self.engine = engine
+        self.signature = signature
+
+    def product(self, domain: str, name: str) -> Product | None:
+        return self._products.get(f"{domain.lower()}.{name.lower()}")
+
+    def products_named(self, name: str) -> list[Product]:
+        return [p for p in self._products.values() if p.name == name.lower()]
+
+    def __iter__(self) -> Iterator[Product]:
+        return iter(sorted(self._products.values(), key=lambda p: p.key))
+
+    def __len__(self) -> int:
+        return len(self._products)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(sorted({p.domain for p in self._products.values()}))
+
+
+def contracts_signature(mesh_dir: Path) -> tuple:
+    """What identifies the current state of the contract files (paths, sizes, mtimes)."""
+    entries = []
+    for path in find_contracts(mesh_dir):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+def load_catalog(mesh_dir: Path, settings: EngineSettings) -> Catalog:
+    """Read, validate and bind every contract of ``mesh_dir`` into a new engine."""
+    signature = contracts_signature(mesh_dir)
+    engine = Engine(settings)
+    products: dict[str, Product] = {}
+    problems: list[ContractProblem] = []
+    for path in find_contracts(mesh_dir):
+        try:
+            contracts = read_contract(path)
+        except ContractError as exc:
+            problems.append(ContractProblem(path, str(exc)))
+            continue
+        for contract in contracts:
+            if contract.key in products:
+                problems.append(ContractProblem(path, (
+                    f"{path}: product {contract.key} is already published by "
+                    f"{products[contract.key].contract.contract_path}; rename one of them")))
+                continue
+            try:
+                schema = engine.bind(contract, connector_for(contract.source))
+            except (ContractError, ConnectorError) as exc:
+                problems.append(ContractProblem(path, str(exc)))
+                continue
+            except Exception as exc:  # the source itself is unreadable (corrupt file, ...)
+                problems.append(ContractProblem(path, (
+                    f"{path}: product {contract.key}: the source cannot be read "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0]}); fix the data")))
+                continue
+            products[contract.key] = Product(contract, schema)
+    engine.lock()
+    for problem in problems:
+        log.warning("contract_rejected", path=str(problem.path), error=problem.message)
+    return Catalog(mesh_dir, products, tuple(problems), engine, signature)
+
+
+class CatalogHolder:
+    """Thread-safe access to the current catalog; reloads when contracts change."""
+
+    def __init__(self, mesh_dir: Path, settings: EngineSettings) -> None:
+        self._mesh_dir = mesh_dir
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._current = load_catalog(mesh_dir, settings)
+
+    @property
+    def current(self) -> Catalog:
+        return self._current
+
+    def reload_if_changed(self) -> bool:
+        """Load a new snapshot when contract files changed; True when it swapped."""
+        with self._lock:
+            if contracts_signature(self._mesh_dir) == self._current.signature:
+                return False
+            fresh = load_catalog(self._mesh_dir, self._settings)
+            self._current = fresh
+            log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))
+            return True

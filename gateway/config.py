@@ -1,0 +1,100 @@
+"""The mesh configuration: ``<mesh>/mesh.toml``, validated once at load.
+
+Example::
+
+    [gateway]
+    name = "demo-mesh"
+    host = "127.0.0.1"
+    port = 8815
+
+    [engine]
+    memory_limit = "2GB"
+    threads = 2
+
+    [users.alice]
+    password_hash = "scrypt$16384$8$1$..."
+    roles = ["analyst_eu"]
+    attributes = { region = "EU" }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+from gateway.passwords import is_password_hash
+
+CONFIG_FILE_NAME = "mesh.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Strict):
+    """Where the gateway listens and how long its tokens live."""
+
+    name: str = "meshgate"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8815, ge=0, le=65535)
+    token_ttl_seconds: int = Field(default=3600, gt=0)
+    ticket_ttl_seconds: int = Field(default=600, gt=0)
+    max_prepared_statements_per_user: int = Field(default=256, gt=0)
+
+
+class EngineSettings(_Strict):
+    """Limits of the DuckDB engine that executes governed queries."""
+
+    memory_limit: str = "2GB"
+    threads: int = Field(default=2, gt=0)
+    batch_rows: int = Field(default=65536, gt=0)
+    batch_bytes: int = Field(default=4 * 1024 * 1024, gt=0, le=12 * 1024 * 1024)
+
+
+class UserSettings(_Strict):
+    """One user: a scrypt password hash, roles and attributes (governance gives them meaning)."""
+
+    password_hash: str
+    roles: tuple[str, ...] = ()
+    attributes: dict[str, str | int | float | bool] = {}
+
+    @field_validator("password_hash")
+    @classmethod
+    def _must_be_hash(cls, value: str) -> str:
+        if not is_password_hash(value):
+            raise ValueError(
+                "must be a scrypt hash (scrypt$n$r$p$salt$hash), never a plaintext password; "
+                "create one with `meshgate hash-password`"
+            )
+        return value
+
+
+class MeshConfig(_Strict):
+    """The whole ``mesh.toml``."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    engine: EngineSettings = EngineSettings()
+    users: dict[str, UserSettings] = {}
+
+
+def load_config(mesh_dir: Path) -> MeshConfig:
+    """Read and validate ``mesh_dir/mesh.toml``; raise ConfigError naming file and field."""
+    path = mesh_dir / CONFIG_FILE_NAME
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: mesh config not found; create it or run `meshgate demo {mesh_dir}`"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return MeshConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field `{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc

@@ -1,0 +1,220 @@
+"""Data product contracts: ODCS v3 YAML files (``<domain>/<product>.odcs.yaml``).
+
+``read_contract`` validates a file with the ``open-data-contract-standard`` model and
+returns one ``ProductContract`` per schema object. Every error names the file, the field
+and what to do. Whether the declared columns exist in the source is checked later, by the
+engine, against the real data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from open_data_contract_standard.model import OpenDataContractStandard, SchemaProperty
+from pydantic import ValidationError
+
+from connectors.base import SourceSpec
+from gateway.errors import MeshgateError
+
+CONTRACT_SUFFIX = ".odcs.yaml"
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class ContractError(MeshgateError):
+    """A contract file that cannot be served; the message names file, field and fix."""
+
+
+@dataclass(frozen=True)
+class ColumnContract:
+    """One declared column of a product."""
+
+    name: str
+    physical_type: str | None
+    logical_type: str | None
+    description: str
+    tags: tuple[str, ...]
+    classification: str | None
+    primary_key_position: int | None
+    required: bool
+    field: str
+
+
+@dataclass(frozen=True)
+class ProductContract:
+    """One product as its contract declares it."""
+
+    domain: str
+    name: str
+    description: str
+    owner: str
+    version: str
+    status: str
+    contract_path: Path
+    columns: tuple[ColumnContract, ...]
+    source: SourceSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}.{self.name}"
+
+
+def find_contracts(mesh_dir: Path) -> list[Path]:
+    """Every ``*.odcs.yaml`` directly inside a domain folder of ``mesh_dir``."""
+    return sorted(
+        path
+        for domain_dir in mesh_dir.iterdir()
+        if domain_dir.is_dir() and not domain_dir.name.startswith(".")
+        for path in domain_dir.glob(f"*{CONTRACT_SUFFIX}")
+    )
+
+
+def read_contract(path: Path) -> list[ProductContract]:
+    """Parse and validate one contract file; raise ContractError naming file and field."""
+    domain_dir = path.parent
+    contract = _load_model(path)
+    domain = _require(path, "domain", contract.domain, "name the owning domain")
+    if domain != domain_dir.name:
+        raise ContractError(
+            f"{path}: field `domain`: {domain!r} differs from the domain folder "
+            f"{domain_dir.name!r}; a domain publishes contracts only in its own folder"
+        )
+    _check_name(path, "domain", domain)
+    if not contract.servers:
+        raise ContractError(
+            f"{path}: field `servers`: missing; add one server (type duckdb, or type local "
+            "with format parquet) saying where the data lives"
+        )
+    if not contract.schema_:
+        raise ContractError(f"{path}: field `schema`: missing; declare the product's columns")
+    return [
+        _product(path, contract, index)
+        for index in range(len(contract.schema_))
+    ]
+
+
+def _load_model(path: Path) -> OpenDataContractStandard:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        raise ContractError(
+            f"{path}: invalid YAML at {where}: {exc.problem}; fix the YAML syntax"
+        ) from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ContractError(f"{path}: cannot read contract: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ContractError(f"{path}: a contract must be a YAML mapping (ODCS v3), got {type(raw).__name__}")
+    try:
+        return OpenDataContractStandard.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field `{_loc(err['loc'])}`: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise ContractError(
+            f"{path}: not a valid ODCS v3 contract: {problems}; see "
+            "https://bitol-io.github.io/open-data-contract-standard/"
+        ) from exc
+
+
+def _product(path: Path, contract: OpenDataContractStandard, index: int) -> ProductContract:
+    schema_object = contract.schema_[index]
+    field = f"schema[{index}]"
+    name = _require(path, f"{field}.name", schema_object.name, "name the product")
+    _check_name(path, f"{field}.name", name)
+    properties = schema_object.properties or []
+    if not properties:
+        raise ContractError(f"{path}: field `{field}.properties`: no columns declared; list them")
+    columns = tuple(
+        _column(path, prop, f"{field}.properties[{i}]") for i, prop in enumerate(properties)
+    )
+    seen: set[str] = set()
+    for column in columns:
+        if column.name.lower() in seen:
+            raise ContractError(
+                f"{path}: field `{column.field}.name`: column {column.name!r} declared twice"
+            )
+        seen.add(column.name.lower())
+    server = contract.servers[0]
+    source = SourceSpec(
+        product=f"{contract.domain}.{name}",
+        contract_path=path,
+        domain_dir=path.parent,
+        server=server,
+        server_index=0,
+        physical_name=schema_object.physicalName or name,
+    )
+    return ProductContract(
+        domain=contract.domain,
+        name=name,
+        description=_text(schema_object.description) or _describe(contract),
+        owner=_owner(contract),
+        version=contract.version or "",
+        status=contract.status or "",
+        contract_path=path,
+        columns=columns,
+        source=source,
+    )
+
+
+def _column(path: Path, prop: SchemaProperty, field: str) -> ColumnContract:
+    name = _require(path, f"{field}.name", prop.name, "name the column")
+    if not (prop.physicalType or prop.logicalType):
+        raise ContractError(
+            f"{path}: field `{field}` (column {name!r}): no physicalType or logicalType; "
+            "declare the column's type, e.g. physicalType: BIGINT"
+        )
+    return ColumnContract(
+        name=name,
+        physical_type=prop.physicalType,
+        logical_type=prop.logicalType,
+        description=prop.description or "",
+        tags=tuple(prop.tags or ()),
+        classification=prop.classification,
+        primary_key_position=(prop.primaryKeyPosition or 1) if prop.primaryKey else None,
+        required=bool(prop.required),
+        field=field,
+    )
+
+
+def _require(path: Path, field: str, value: str | None, fix: str) -> str:
+    if not value:
+        raise ContractError(f"{path}: field `{field}`: missing; {fix}")
+    return value
+
+
+def _check_name(path: Path, field: str, value: str) -> None:
+    if not _NAME.match(value):
+        raise ContractError(
+            f"{path}: field `{field}`: {value!r} is not a valid name; use lower-case letters, "
+            "digits and underscores, starting with a letter"
+        )
+
+
+def _owner(contract: OpenDataContractStandard) -> str:
+    team = contract.team
+    if team is None:
+        return ""
+    members = team if isinstance(team, list) else (team.members or [])
+    owners = [m.username or m.name or "" for m in members if (m.role or "").lower() == "owner"]
+    if owners:
+        return owners[0]
+    return "" if isinstance(team, list) else (team.name or "")
+
+
+def _describe(contract: OpenDataContractStandard) -> str:
+    description = contract.description
+    if description is None:
+        return ""
+    return description.purpose or description.usage or ""
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc).replace("schema_", "schema")

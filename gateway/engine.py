@@ -1,0 +1,154 @@
+"""The DuckDB engine that executes governed queries.
+
+One in-memory DuckDB database per catalog snapshot: DuckDB product files are ATTACHed
+read-only, every product becomes a view ``memory.<domain>.<product>`` over exactly its
+declared columns, then the database is hardened and its configuration locked. Each query
+gets its own cursor (a DuckDB connection to that database) and streams Arrow batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from connectors.base import Connector
+from gateway.config import EngineSettings
+from gateway.contracts import ProductContract
+from gateway.source_check import check_columns
+
+INTERNAL_CATALOG = "memory"
+_POOL_SIZE = 16
+
+
+class Engine:
+    """A hardened DuckDB database holding one view per product."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._spill_dir = Path(tempfile.mkdtemp(prefix="meshgate-spill-"))
+        self._db = duckdb.connect(
+            ":memory:", config={"temp_directory": str(self._spill_dir)}
+        )
+        self._attached: dict[Path, str] = {}
+        self._readable: set[Path] = set()
+        self._locked = False
+        self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+
+    def bind(self, contract: ProductContract, connector: Connector) -> pa.Schema:
+        """Create the product's view after checking the contract against the source.
+
+        Raises ContractError or ConnectorError; the database is unchanged on error.
+        """
+        assert not self._locked, "bind every product before lock()"
+        scan = connector.scan(self._attach)
+        probe = exp.select("*").from_(scan).limit(0)
+        actual = self._db.sql(probe.sql("duckdb"))
+        check_columns(contract, list(zip(actual.columns, map(str, actual.types))))
+        view = exp.Create(
+            kind="VIEW",
+            this=exp.table_(contract.name, db=contract.domain, quoted=True),
+            expression=exp.select(
+                *(exp.column(c.name, quoted=True) for c in contract.columns)
+            ).from_(scan),
+        )
+        self._db.execute(
+            exp.Create(kind="SCHEMA", this=exp.to_identifier(contract.domain, quoted=True),
+                       exists=True).sql("duckdb")
+        )
+        self._db.execute(view.sql("duckdb"))
+        self._readable.update(connector.data_paths)
+        return self._db.sql(
+            exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0)
+            .sql("duckdb")
+        ).to_arrow_table().schema
+
+    def lock(self) -> None:
+        """Harden the database: only product data readable, no extensions, config locked."""
+        directories = sorted(str(p) + "/" for p in self._readable if p.is_dir())
+        files = sorted(str(p) for p in self._readable if not p.is_dir())
+        settings = self.settings
+        statements = [
+            ("allowed_directories", directories),
+            ("allowed_paths", files),
+            ("enable_external_access", False),
+            ("autoinstall_known_extensions", False),
+            ("autoload_known_extensions", False),
+            ("memory_limit", settings.memory_limit),
+            ("threads", settings.threads),
+            ("lock_configuration", True),
+        ]
+        for name, value in statements:
+            self._db.execute(
+                exp.Set(expressions=[exp.SetItem(this=exp.EQ(
+                    this=exp.to_identifier(name), expression=_literal(value)))]).sql("duckdb")
+            )
+        self._locked = True
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection for one query, returned to a small pool afterwards."""
+        try:
+            cursor = self._idle.get_nowait()
+        except queue.Empty:
+            cursor = self._db.cursor()
+        healthy = False
+        try:
+            yield cursor
+            healthy = True
+        finally:
+            if healthy and self._idle.qsize() < _POOL_SIZE:
+                self._idle.put(cursor)
+            else:
+                cursor.close()
+
+    def result_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """The Arrow schema of ``sql``'s result, planned without reading the data."""
+        with self.cursor() as cursor:
+            relation = cursor.sql(sql, params=list(params) if params else None)
+            return relation.limit(0).to_arrow_table().schema
+
+    def close(self) -> None:
+        """Close the database and remove its spill directory."""
+        with self._lock:
+            while not self._idle.empty():
+                self._idle.get_nowait().close()
+            self._db.close()
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+
+    def _attach(self, path: Path) -> str:
+        alias = self._attached.get(path)
+        if alias is None:
+            alias = "src_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+            attach = exp.Attach(
+                this=exp.alias_(exp.Literal.string(str(path)), alias),
+                expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))],
+            )
+            self._db.execute(attach.sql("duckdb"))
+            self._attached[path] = alias
+        return alias
+
+
+def product_table(domain: str, name: str) -> exp.Table:
+    """The internal, fully qualified reference to a product's view."""
+    return exp.table_(name, db=domain, catalog=INTERNAL_CATALOG, quoted=True)
+
+
+def _literal(value: object) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int):
+        return exp.Literal.number(value)
+    if isinstance(value, list):
+        return exp.Array(expressions=[exp.Literal.string(v) for v in value])
+    return exp.Literal.string(str(value))

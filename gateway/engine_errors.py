@@ -1,0 +1,50 @@
+"""Turn DuckDB exceptions into messages that are safe to send to a client.
+
+Conversion and range errors quote data values (``Could not convert string 'x'``), which
+may come from rows the caller may not see, so they become a generic message; errors
+about names (binder, catalog, parser) keep their first line only, without DuckDB's
+echo of the executed SQL. The full original stays in the server log.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import structlog
+
+from gateway.errors import QueryFailed
+
+log = structlog.get_logger("meshgate.engine")
+
+_NAME_ERRORS = (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException)
+_VALUE_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    duckdb.TypeMismatchException,
+    duckdb.ConstraintException,
+)
+
+
+def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> QueryFailed:
+    """A QueryFailed whose message never quotes data values."""
+    log.warning("engine_error", error_type=type(exc).__name__, error=str(exc), products=products)
+    where = f" (products: {', '.join(products)})" if products else ""
+    if isinstance(exc, _NAME_ERRORS):
+        return QueryFailed(_first_line(exc) + where)
+    if isinstance(exc, duckdb.InterruptException):
+        return QueryFailed("query cancelled")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return QueryFailed(f"query exceeded the engine memory limit{where}; add filters or aggregate")
+    if isinstance(exc, _VALUE_ERRORS):
+        return QueryFailed(
+            f"{type(exc).__name__.removesuffix('Exception')} error while evaluating the query"
+            f"{where}; the offending value is not shown. Check casts and function arguments"
+        )
+    if isinstance(exc, duckdb.IOException):
+        return QueryFailed(f"a product's data could not be read{where}; its owners were notified in the log")
+    return QueryFailed(f"the query failed ({type(exc).__name__}){where}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split("\nLINE ")[0]

@@ -1,0 +1,44 @@
+"""Errors of the gateway package.
+
+Every error carries a message meant for a person: what went wrong, where (file, field,
+product, column) and, when there is one, the fix. ``client_message`` is what may be sent
+to a Flight client; it never contains data values.
+"""
+
+from __future__ import annotations
+
+
+class MeshgateError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+    @property
+    def client_message(self) -> str:
+        return str(self)
+
+
+class ConfigError(MeshgateError):
+    """The mesh configuration file is missing or invalid."""
+
+
+class AuthenticationError(MeshgateError):
+    """Credentials or token missing, wrong, expired or revoked."""
+
+
+class QueryRefused(MeshgateError):
+    """The statement is not an allowed read of catalogued products."""
+
+
+class UnknownObject(MeshgateError):
+    """The statement names a product, schema or column that does not exist (for this user)."""
+
+
+class QueryFailed(MeshgateError):
+    """The engine could not run an accepted statement; the message is safe to show."""
+
+
+class NotSupported(MeshgateError):
+    """A Flight SQL feature the gateway does not offer."""
+
+
+class HandleNotFound(MeshgateError):
+    """A ticket or prepared-statement handle that is unknown, expired, or not the caller's."""

@@ -1,0 +1,42 @@
+"""Step: parse the client's text into exactly one DuckDB-dialect statement."""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from gateway.errors import QueryRefused
+from gateway.pipeline.query import PlanContext, Query
+
+
+def parse_statement(query: Query, context: PlanContext) -> Query:
+    """Parse ``query.text``; refuse empty, oversized, multiple or unparseable statements."""
+    text = query.text
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > context.limits.max_statement_bytes:
+        raise QueryRefused(
+            f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes}"
+        )
+    try:
+        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+    except (ParseError, TokenError) as exc:
+        raise QueryRefused(f"SQL syntax error: {_first_error(exc)}") from exc
+    except RecursionError as exc:
+        raise QueryRefused("statement is nested too deeply to analyse") from exc
+    if not statements:
+        raise QueryRefused("empty statement: send one SELECT query")
+    if len(statements) > 1:
+        raise QueryRefused(
+            f"{len(statements)} statements sent; send exactly one read-only statement"
+        )
+    ast = statements[0]
+    return query.evolve(ast=ast, parameter_count=len(list(ast.find_all(exp.Placeholder))))
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        first = errors[0]
+        return f"{first.get('description')} (line {first.get('line')}, column {first.get('col')})"
+    return str(exc).splitlines()[0]
