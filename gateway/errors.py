@@ -24,8 +24,12 @@ class AuthenticationError(MeshgateError):
     """Credentials or token missing, wrong, expired or revoked."""
 
 
+class InvalidQuery(MeshgateError):
+    """The statement cannot be understood: syntax error, wrong parameter count."""
+
+
 class QueryRefused(MeshgateError):
-    """The statement is not an allowed read of catalogued products."""
+    """The statement is understood but not allowed: a write, a file read, a forbidden function."""
 
 
 class UnknownObject(MeshgateError):

@@ -6,7 +6,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from gateway.errors import QueryRefused
+from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 
 
@@ -21,11 +21,11 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
     try:
         statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
     except (ParseError, TokenError) as exc:
-        raise QueryRefused(f"SQL syntax error: {_first_error(exc)}") from exc
+        raise InvalidQuery(f"SQL syntax error: {_first_error(exc)}") from exc
     except RecursionError as exc:
         raise QueryRefused("statement is nested too deeply to analyse") from exc
     if not statements:
-        raise QueryRefused("empty statement: send one SELECT query")
+        raise InvalidQuery("empty statement: send one SELECT query")
     if len(statements) > 1:
         raise QueryRefused(
             f"{len(statements)} statements sent; send exactly one read-only statement"

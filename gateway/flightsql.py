@@ -1,0 +1,88 @@
+"""Flight SQL messages in and out: ``google.protobuf.Any``-packed commands and results.
+
+A descriptor command or ticket that is not a Flight SQL ``Any`` is taken as raw UTF-8
+SQL, so that plain ``pyarrow.flight`` clients can send ``for_command(b"SELECT ...")``.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+from gateway import flightsql_pb2 as pb
+from gateway.errors import InvalidQuery, NotSupported
+
+TYPE_URL_PREFIX = "type.googleapis.com/"
+_PACKAGE = "arrow.flight.protocol.sql."
+
+_MESSAGES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (
+        pb.CommandGetSqlInfo,
+        pb.CommandGetXdbcTypeInfo,
+        pb.CommandGetCatalogs,
+        pb.CommandGetDbSchemas,
+        pb.CommandGetTables,
+        pb.CommandGetTableTypes,
+        pb.CommandGetPrimaryKeys,
+        pb.CommandGetExportedKeys,
+        pb.CommandGetImportedKeys,
+        pb.CommandGetCrossReference,
+        pb.CommandStatementQuery,
+        pb.CommandStatementSubstraitPlan,
+        pb.TicketStatementQuery,
+        pb.CommandPreparedStatementQuery,
+        pb.CommandStatementUpdate,
+        pb.CommandPreparedStatementUpdate,
+        pb.CommandStatementIngest,
+        pb.ActionCreatePreparedStatementRequest,
+        pb.ActionClosePreparedStatementRequest,
+        pb.ActionBeginTransactionRequest,
+        pb.ActionEndTransactionRequest,
+        pb.ActionCancelQueryRequest,
+        pb.ActionCreatePreparedSubstraitPlanRequest,
+    )
+}
+
+
+def decode(raw: bytes) -> Message | str:
+    """The Flight SQL message packed in ``raw``, or ``raw`` as SQL text."""
+    envelope = any_pb2.Any()
+    try:
+        envelope.ParseFromString(raw)
+    except DecodeError:
+        return _as_sql(raw)
+    if not envelope.type_url.startswith(TYPE_URL_PREFIX + _PACKAGE):
+        return _as_sql(raw)
+    name = envelope.type_url.removeprefix(TYPE_URL_PREFIX)
+    cls = _MESSAGES.get(name)
+    if cls is None:
+        raise NotSupported(f"Flight SQL message {name} is not supported by this server")
+    message = cls()
+    if not envelope.Unpack(message):
+        raise InvalidQuery(f"malformed Flight SQL message {name}")
+    return message
+
+
+def decode_as(raw: bytes, cls: type[Message]) -> Message:
+    """Decode ``raw`` and require a message of type ``cls``."""
+    message = decode(raw)
+    if not isinstance(message, cls):
+        raise InvalidQuery(f"expected a {cls.DESCRIPTOR.name} message")
+    return message
+
+
+def pack(message: Message) -> bytes:
+    """``message`` wrapped in an ``Any`` and serialized."""
+    envelope = any_pb2.Any()
+    envelope.Pack(message)
+    return envelope.SerializeToString()
+
+
+def _as_sql(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidQuery(
+            "the command is neither a Flight SQL message nor UTF-8 SQL text"
+        ) from exc

@@ -1,0 +1,128 @@
+"""The Arrow Flight SQL server: RPCs only. Each one authenticates (middleware), delegates to
+``SqlService`` and maps errors to clean Flight statuses at this boundary."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import structlog
+
+from gateway.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler, TokenStore, UserDirectory
+from gateway.errors import (
+    AuthenticationError,
+    HandleNotFound,
+    MeshgateError,
+    NotSupported,
+    QueryRefused,
+)
+from gateway.principal import Principal
+from gateway.service import ACTION_CLOSE_PREPARED_STATEMENT, ACTION_CREATE_PREPARED_STATEMENT, SqlService
+
+log = structlog.get_logger("meshgate.server")
+R = TypeVar("R")
+
+
+def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
+    """Map every exception to a Flight status with a clean message.
+
+    INVALID_ARGUMENT, NOT_FOUND and UNIMPLEMENTED can only be raised as Python exceptions,
+    whose traceback pyarrow appends to the message unless ``sys.tracebacklimit`` is 0:
+    ``gateway.logs.configure_server_process`` sets it in the server process.
+    """
+
+    @functools.wraps(rpc)
+    def wrapper(self, context, *args):
+        try:
+            return rpc(self, context, *args)
+        except flight.FlightError:
+            raise
+        except AuthenticationError as exc:
+            raise flight.FlightUnauthenticatedError(exc.client_message) from None
+        except NotSupported as exc:
+            raise NotImplementedError(exc.client_message) from None
+        except HandleNotFound as exc:
+            raise KeyError(exc.client_message) from None
+        except QueryRefused as exc:
+            raise flight.FlightUnauthorizedError(exc.client_message) from None
+        except MeshgateError as exc:
+            raise pa.ArrowInvalid(exc.client_message) from None
+        except Exception:
+            log.exception("internal_error", rpc=rpc.__name__)
+            raise flight.FlightInternalError("internal error; see the server log") from None
+
+    return wrapper
+
+
+class MeshgateFlightServer(flight.FlightServerBase):
+    """Arrow Flight SQL endpoint of the gateway."""
+
+    def __init__(self, location: str, service: SqlService, users: UserDirectory, tokens: TokenStore, **kwargs) -> None:
+        super().__init__(
+            location,
+            auth_handler=HandshakeAuthHandler(),
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens)},
+            **kwargs,
+        )
+        self.service = service
+
+    @_flight_boundary
+    def get_flight_info(self, context, descriptor):
+        return self.service.flight_info(_principal(context), descriptor)
+
+    @_flight_boundary
+    def get_schema(self, context, descriptor):
+        return flight.SchemaResult(self.service.schema(_principal(context), descriptor))
+
+    @_flight_boundary
+    def do_get(self, context, ticket):
+        schema, batches = self.service.stream(_principal(context), ticket.ticket, context.is_cancelled)
+        return flight.GeneratorStream(schema, _guard_stream(batches))
+
+    @_flight_boundary
+    def do_put(self, context, descriptor, reader, writer):
+        answer = self.service.put(_principal(context), descriptor, reader)
+        if answer is not None:
+            writer.write(pa.py_buffer(answer))
+
+    @_flight_boundary
+    def do_action(self, context, action):
+        body = action.body.to_pybytes() if action.body is not None else b""
+        return [flight.Result(pa.py_buffer(r)) for r in self.service.action(_principal(context), action.type, body)]
+
+    def list_actions(self, context):
+        return [
+            flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
+            flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
+        ]
+
+    @_flight_boundary
+    def list_flights(self, context, criteria):
+        raise NotSupported("ListFlights is not supported; use Flight SQL GetTables")
+
+    @_flight_boundary
+    def do_exchange(self, context, descriptor, reader, writer):
+        raise NotSupported("DoExchange is not supported")
+
+
+def _principal(context: flight.ServerCallContext) -> Principal:
+    middleware = context.get_middleware(MIDDLEWARE_KEY)
+    if middleware is None:
+        raise AuthenticationError("authentication required")
+    return middleware.principal
+
+
+def _guard_stream(batches):
+    """Errors raised while streaming reach the client as clean messages too."""
+    try:
+        yield from batches
+    except MeshgateError as exc:
+        raise pa.ArrowInvalid(exc.client_message) from None
+    except flight.FlightError:
+        raise
+    except Exception:
+        log.exception("internal_error", rpc="do_get")
+        raise flight.FlightInternalError("internal error; see the server log") from None

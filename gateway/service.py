@@ -1,0 +1,227 @@
+"""Flight SQL semantics of the gateway: commands in, FlightInfo / Arrow streams out.
+
+The Flight server (``gateway.server``) only unwraps RPCs and calls this service with the
+authenticated principal. Every statement, whatever path it arrives by (ad-hoc query,
+prepared statement, raw SQL command or ticket), is planned by the same pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from gateway import flightsql, metadata
+from gateway import flightsql_pb2 as pb
+from gateway.catalog import Catalog, CatalogHolder
+from gateway.config import GatewaySettings
+from gateway.errors import InvalidQuery, NotSupported, QueryRefused
+from gateway.execution import PlannedQuery, result_schema, stream_batches
+from gateway.handles import HandleStore
+from gateway.pipeline import PlanContext, plan
+from gateway.principal import Principal
+
+ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
+ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
+
+_WRITES = (
+    pb.CommandStatementUpdate,
+    pb.CommandPreparedStatementUpdate,
+    pb.CommandStatementIngest,
+)
+_READ_ONLY_MESSAGE = "the gateway is read-only: updates, inserts and ingestion are refused"
+
+
+@dataclass
+class PreparedStatement:
+    """A statement prepared by one user; parameters arrive later by DoPut."""
+
+    text: str
+    parameter_count: int
+    parameters: tuple[object, ...] | None = None
+
+
+class SqlService:
+    """Answers Flight SQL requests for one mesh."""
+
+    def __init__(self, catalogs: CatalogHolder, settings: GatewaySettings) -> None:
+        self._catalogs = catalogs
+        self._tickets: HandleStore[PlannedQuery] = HandleStore(
+            "ticket", settings.ticket_ttl_seconds, capacity=10_000
+        )
+        self._prepared: HandleStore[PreparedStatement] = HandleStore(
+            "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000
+        )
+
+    # -- planning ---------------------------------------------------------------------
+
+    def plan(
+        self, principal: Principal, text: str, parameters: Sequence[object] | None = ()
+    ) -> PlannedQuery:
+        """Run ``text`` through the pipeline and compute its result schema.
+
+        ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time.
+        """
+        catalog = self._catalogs.current
+        query = plan(text, PlanContext(principal, catalog))
+        if parameters is None:
+            parameters = (None,) * query.parameter_count
+        if query.parameter_count != len(parameters):
+            raise InvalidQuery(
+                f"the statement has {query.parameter_count} parameter(s) but "
+                f"{len(parameters)} value(s) were bound"
+            )
+        keys = query.product_keys
+        schema = result_schema(catalog, query.sql, parameters, keys)
+        return PlannedQuery(principal, catalog, text, query.sql, keys, schema, tuple(parameters))
+
+    # -- GetFlightInfo / GetSchema ------------------------------------------------------
+
+    def flight_info(self, principal: Principal, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        command = flightsql.decode(descriptor.command)
+        if isinstance(command, (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)):
+            planned = self._plan_command(principal, command)
+            ticket = pb.TicketStatementQuery(
+                statement_handle=self._tickets.put(principal.user, planned)
+            )
+            return _info(descriptor, planned.schema, flightsql.pack(ticket))
+        schema = self._metadata_schema(command)
+        return _info(descriptor, schema, descriptor.command)
+
+    def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
+        command = flightsql.decode(descriptor.command)
+        if isinstance(command, (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)):
+            return self._plan_command(principal, command).schema
+        return self._metadata_schema(command)
+
+    def _plan_command(self, principal: Principal, command: object) -> PlannedQuery:
+        if isinstance(command, str):
+            return self.plan(principal, command)
+        if isinstance(command, pb.CommandStatementQuery):
+            if command.HasField("transaction_id"):
+                raise NotSupported("transactions are not supported: the gateway is read-only")
+            return self.plan(principal, command.query)
+        prepared = self._prepared.get(principal.user, command.prepared_statement_handle)
+        if prepared.parameters is None and prepared.parameter_count:
+            raise InvalidQuery(
+                f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"
+            )
+        return self.plan(principal, prepared.text, prepared.parameters or ())
+
+    def _metadata_schema(self, command: object) -> pa.Schema:
+        if isinstance(command, _WRITES):
+            raise QueryRefused(_READ_ONLY_MESSAGE)
+        if isinstance(command, pb.CommandGetTables):
+            return metadata.schemas.GET_TABLES_WITH_SCHEMA if command.include_schema else metadata.schemas.GET_TABLES
+        schema = _METADATA_SCHEMAS.get(type(command))
+        if schema is None:
+            raise NotSupported(f"{type(command).__name__} is not supported by this server")
+        return schema
+
+    # -- DoGet ------------------------------------------------------------------------
+
+    def stream(
+        self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """The schema and batches for a ticket from GetFlightInfo (or raw SQL)."""
+        command = flightsql.decode(ticket)
+        if isinstance(command, pb.TicketStatementQuery):
+            planned = self._tickets.get(principal.user, command.statement_handle)
+        elif isinstance(command, (str, pb.CommandStatementQuery)):
+            planned = self._plan_command(principal, command)
+        else:
+            table = self._metadata_table(principal, command)
+            return table.schema, iter(table.to_batches())
+        return planned.schema, stream_batches(planned, is_cancelled)
+
+    def _metadata_table(self, principal: Principal, command: object) -> pa.Table:
+        products = list(self.visible_products(principal, self._catalogs.current))
+        if isinstance(command, pb.CommandGetSqlInfo):
+            return pa.Table.from_batches([metadata.sql_info(list(command.info))])
+        if isinstance(command, pb.CommandGetCatalogs):
+            return metadata.catalogs()
+        if isinstance(command, pb.CommandGetDbSchemas):
+            return metadata.db_schemas(products, command)
+        if isinstance(command, pb.CommandGetTables):
+            return metadata.tables(products, command)
+        if isinstance(command, pb.CommandGetTableTypes):
+            return metadata.table_types()
+        if isinstance(command, pb.CommandGetPrimaryKeys):
+            return metadata.primary_keys(products, command)
+        if isinstance(command, (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference)):
+            return metadata.no_keys()
+        self._metadata_schema(command)  # raises the right refusal
+        raise NotSupported(f"{type(command).__name__} is not supported by this server")
+
+    def visible_products(self, principal: Principal, catalog: Catalog):
+        """The products ``principal`` may see in metadata."""
+        return iter(catalog)
+
+    # -- DoPut ------------------------------------------------------------------------
+
+    def put(self, principal: Principal, descriptor: flight.FlightDescriptor, reader: flight.MetadataRecordBatchReader) -> bytes | None:
+        """Bind prepared-statement parameters; refuse every kind of write."""
+        command = flightsql.decode(descriptor.command)
+        if isinstance(command, _WRITES) or isinstance(command, str):
+            raise QueryRefused(_READ_ONLY_MESSAGE)
+        if not isinstance(command, pb.CommandPreparedStatementQuery):
+            raise NotSupported(f"DoPut with {type(command).__name__} is not supported")
+        handle = command.prepared_statement_handle
+        prepared = self._prepared.get(principal.user, handle)
+        table = reader.read_all()
+        if table.num_rows != 1:
+            raise InvalidQuery(
+                f"bind exactly one row of parameters per execution (got {table.num_rows})"
+            )
+        if table.num_columns != prepared.parameter_count:
+            raise InvalidQuery(
+                f"the statement has {prepared.parameter_count} parameter(s) but "
+                f"{table.num_columns} were bound"
+            )
+        values = tuple(column[0].as_py() for column in table.columns)
+        self._prepared.replace(principal.user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values))
+        return pb.DoPutPreparedStatementResult(prepared_statement_handle=handle).SerializeToString()
+
+    # -- DoAction ---------------------------------------------------------------------
+
+    def action(self, principal: Principal, action_type: str, body: bytes) -> list[bytes]:
+        if action_type == ACTION_CREATE_PREPARED_STATEMENT:
+            request = flightsql.decode_as(body, pb.ActionCreatePreparedStatementRequest)
+            if request.HasField("transaction_id"):
+                raise NotSupported("transactions are not supported: the gateway is read-only")
+            return [self._prepare(principal, request.query)]
+        if action_type == ACTION_CLOSE_PREPARED_STATEMENT:
+            request = flightsql.decode_as(body, pb.ActionClosePreparedStatementRequest)
+            self._prepared.discard(principal.user, request.prepared_statement_handle)
+            return []
+        raise NotSupported(f"action {action_type!r} is not supported by this server")
+
+    def _prepare(self, principal: Principal, text: str) -> bytes:
+        planned = self.plan(principal, text, parameters=None)
+        count = len(planned.parameters)
+        handle = self._prepared.put(principal.user, PreparedStatement(text, count))
+        parameter_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
+        result = pb.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle,
+            dataset_schema=planned.schema.serialize().to_pybytes(),
+            parameter_schema=parameter_schema.serialize().to_pybytes(),
+        )
+        return flightsql.pack(result)
+
+
+_METADATA_SCHEMAS: dict[type, pa.Schema] = {
+    pb.CommandGetSqlInfo: metadata.schemas.GET_SQL_INFO,
+    pb.CommandGetCatalogs: metadata.schemas.GET_CATALOGS,
+    pb.CommandGetDbSchemas: metadata.schemas.GET_DB_SCHEMAS,
+    pb.CommandGetTableTypes: metadata.schemas.GET_TABLE_TYPES,
+    pb.CommandGetPrimaryKeys: metadata.schemas.GET_PRIMARY_KEYS,
+    pb.CommandGetImportedKeys: metadata.schemas.GET_IMPORTED_KEYS,
+    pb.CommandGetExportedKeys: metadata.schemas.GET_EXPORTED_KEYS,
+    pb.CommandGetCrossReference: metadata.schemas.GET_CROSS_REFERENCE,
+}
+
+
+def _info(descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: bytes) -> flight.FlightInfo:
+    return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
