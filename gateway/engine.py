@@ -118,6 +118,12 @@ class Engine:
             relation = cursor.sql(sql, params=list(params) if params else None)
             return relation.limit(0).to_arrow_table().schema
 
+    def row_count(self, domain: str, name: str) -> int:
+        """How many rows a product has."""
+        count = exp.select(exp.func("count", exp.Star())).from_(product_table(domain, name))
+        with self.cursor() as cursor:
+            return cursor.sql(count.sql("duckdb")).fetchall()[0][0]
+
     def close(self) -> None:
         """Close the database and remove its spill directory."""
         with self._lock:

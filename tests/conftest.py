@@ -1,0 +1,32 @@
+"""Shared fixtures: a demo mesh written once, and a real gateway process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import write_demo_mesh
+from support import RunningGateway, start_gateway, stop_gateway
+
+
+@pytest.fixture(scope="session")
+def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pristine demo mesh, shared read-only by the whole session."""
+    return write_demo_mesh(tmp_path_factory.mktemp("mesh") / "demo")
+
+
+@pytest.fixture
+def mesh_copy(demo_mesh: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo mesh that a test may change."""
+    return Path(shutil.copytree(demo_mesh, tmp_path / "mesh"))
+
+
+@pytest.fixture(scope="session")
+def gateway(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One gateway for the session, serving the pristine demo mesh."""
+    running = start_gateway(demo_mesh, tmp_path_factory.mktemp("logs") / "gateway.log")
+    yield running
+    stop_gateway(running)

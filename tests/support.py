@@ -1,0 +1,92 @@
+"""Test helpers: start a real gateway process, connect with ADBC or pyarrow.flight."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningGateway:
+    """A gateway process serving a mesh on 127.0.0.1."""
+
+    uri: str
+    mesh_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> RunningGateway:
+    """Start ``meshgate serve`` in a subprocess and wait until it accepts a handshake."""
+    import pyarrow.flight as flight
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", str(mesh_dir), "--port", str(port), "--json-logs"],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
+    uri = f"grpc://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            client = flight.FlightClient(uri)
+            client.authenticate_basic_token("bob", "bob")
+            client.close()
+            return RunningGateway(uri, mesh_dir, process, log_path)
+        except flight.FlightError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+
+
+def stop_gateway(gateway: RunningGateway) -> None:
+    gateway.process.terminate()
+    try:
+        gateway.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        gateway.process.wait()
+
+
+def adbc_connect(uri: str, user: str, password: str | None = None):
+    """An ADBC DB-API connection as ``user`` (demo password = user name)."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    return flightsql.connect(
+        uri,
+        db_kwargs={"username": user, "password": user if password is None else password},
+        autocommit=True,
+    )
+
+
+def flight_client(uri: str, user: str):
+    """A plain pyarrow.flight client and call options carrying ``user``'s bearer token."""
+    import pyarrow.flight as flight
+
+    client = flight.FlightClient(uri)
+    header = client.authenticate_basic_token(user, user)
+    return client, flight.FlightCallOptions(headers=[header])
