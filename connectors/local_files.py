@@ -32,6 +32,12 @@ class LocalFilesConnector(Connector):
             )
         raw = spec.server.path or spec.server.location
         is_glob = bool(raw and _GLOB_CHARS & set(raw))
+        if is_glob and ".." in Path(raw).parts:
+            raise spec.fail(
+                spec.field("path"),
+                f"{raw!r}: a glob may not contain '..'",
+                "a domain publishes only data inside its own folder",
+            )
         if is_glob:
             root = self.resolve_path(_glob_root(raw))
             self.pattern = str(root / raw[len(_glob_root(raw)) :].lstrip("/"))

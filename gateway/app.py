@@ -9,10 +9,10 @@ from pathlib import Path
 import structlog
 
 from gateway.auth import TokenStore, UserDirectory
-from gateway.catalog import CatalogHolder
 from gateway.config import MeshConfig, load_config
 from gateway.server import MeshgateFlightServer
 from gateway.service import SqlService
+from gateway.state import MeshState
 
 log = structlog.get_logger("meshgate.app")
 
@@ -25,7 +25,7 @@ class Gateway:
 
     mesh_dir: Path
     config: MeshConfig
-    catalogs: CatalogHolder
+    state: MeshState
     service: SqlService
     server: MeshgateFlightServer
     _stop: threading.Event
@@ -46,8 +46,8 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     """Load the mesh, bind every product and start listening (returns immediately)."""
     mesh_dir = mesh_dir.resolve()
     config = load_config(mesh_dir)
-    catalogs = CatalogHolder(mesh_dir, config.engine)
-    service = SqlService(catalogs, config.gateway)
+    state = MeshState(mesh_dir, config)
+    service = SqlService(state)
     location = f"grpc://{host or config.gateway.host}:{config.gateway.port if port is None else port}"
     server = MeshgateFlightServer(
         location,
@@ -57,16 +57,17 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     )
     stop = threading.Event()
     threading.Thread(
-        target=_watch_contracts, args=(catalogs, stop), name="meshgate-reload", daemon=True
+        target=_watch_files, args=(state, stop), name="meshgate-reload", daemon=True
     ).start()
     log.info("gateway_started", location=location.rsplit(":", 1)[0] + f":{server.port}",
-             products=len(catalogs.current), problems=len(catalogs.current.problems))
-    return Gateway(mesh_dir, config, catalogs, service, server, stop)
+             products=len(state.current.catalog), problems=len(state.current.catalog.problems))
+    return Gateway(mesh_dir, config, state, service, server, stop)
 
 
-def _watch_contracts(catalogs: CatalogHolder, stop: threading.Event) -> None:
+def _watch_files(state: MeshState, stop: threading.Event) -> None:
+    """Reload contracts and policy files when they change, every second."""
     while not stop.wait(RELOAD_INTERVAL_SECONDS):
         try:
-            catalogs.reload_if_changed()
+            state.refresh()
         except Exception:  # a reload must never take the server down
-            log.exception("catalog_reload_failed")
+            log.exception("reload_failed")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from connectors.registry import connector_for
 from gateway.config import EngineSettings
 from gateway.contracts import ColumnContract, ContractError, ProductContract, find_contracts, read_contract
 from gateway.engine import Engine
+from policies.rules import ColumnShape, ProductShape
 
 log = structlog.get_logger("meshgate.catalog")
 
@@ -32,6 +34,7 @@ class Product:
 
     contract: ProductContract
     schema: pa.Schema
+    column_types: dict[str, str]
 
     @property
     def key(self) -> str:
@@ -48,6 +51,12 @@ class Product:
     @property
     def columns(self) -> tuple[ColumnContract, ...]:
         return self.contract.columns
+
+    def restricted_to(self, column_names: list[str], schema: pa.Schema) -> Product:
+        """This product as one user sees it: only ``column_names``, with ``schema``."""
+        keep = set(column_names)
+        contract = replace(self.contract, columns=tuple(c for c in self.columns if c.name in keep))
+        return Product(contract, schema, {k: v for k, v in self.column_types.items() if k in keep})
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,21 @@ class Catalog:
     def __len__(self) -> int:
         return len(self._products)
 
+    @cached_property
+    def shapes(self) -> dict[str, ProductShape]:
+        """The products as policies see them (names, DuckDB types, tags)."""
+        return {
+            p.key: ProductShape(
+                p.domain,
+                p.name,
+                tuple(
+                    ColumnShape(c.name, p.column_types[c.name], frozenset(c.tags))
+                    for c in p.columns
+                ),
+            )
+            for p in self._products.values()
+        }
+
     @property
     def domains(self) -> tuple[str, ...]:
         return tuple(sorted({p.domain for p in self._products.values()}))
@@ -123,7 +147,7 @@ def load_catalog(mesh_dir: Path, settings: EngineSettings) -> Catalog:
                     f"{products[contract.key].contract.contract_path}; rename one of them")))
                 continue
             try:
-                schema = engine.bind(contract, connector_for(contract.source))
+                schema, column_types = engine.bind(contract, connector_for(contract.source))
             except (ContractError, ConnectorError) as exc:
                 problems.append(ContractProblem(path, str(exc)))
                 continue
@@ -132,7 +156,7 @@ def load_catalog(mesh_dir: Path, settings: EngineSettings) -> Catalog:
                     f"{path}: product {contract.key}: the source cannot be read "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0]}); fix the data")))
                 continue
-            products[contract.key] = Product(contract, schema)
+            products[contract.key] = Product(contract, schema, column_types)
     engine.lock()
     for problem in problems:
         log.warning("contract_rejected", path=str(problem.path), error=problem.message)

@@ -73,7 +73,7 @@ def serve(
 
 
 def _print_banner(gateway, address: str) -> None:
-    catalog = gateway.catalogs.current
+    catalog = gateway.state.current.catalog
     console.print(f"[bold]Meshgate[/bold] serving {len(catalog)} products on [bold]{address}[/bold]")
     for product in catalog:
         console.print(f"  {product.key:<24} {product.contract.description}")
@@ -143,23 +143,23 @@ def query(
 ) -> None:
     """Run SQL through the same pipeline as the server, as USER, and print a table."""
     from gateway.auth import UserDirectory
-    from gateway.catalog import CatalogHolder
     from gateway.config import load_config
-    from gateway.execution import stream_batches
     from gateway.service import SqlService
+    from gateway.state import MeshState
 
     path = _mesh(mesh_dir)
     try:
         config = load_config(path)
         if user not in config.users:
             raise MeshgateError(f"unknown user {user!r}; users of {path}: {', '.join(config.users)}")
-        service = SqlService(CatalogHolder(path, config.engine), config.gateway)
-        planned = service.plan(UserDirectory(config.users).principal(user), sql)
-        table = Table(*planned.schema.names)
+        service = SqlService(MeshState(path, config))
+        principal = UserDirectory(config.users).principal(user)
+        schema, batches = service.stream(principal, sql.encode("utf-8"), lambda: False)
+        table = Table(*schema.names)
         shown = 0
-        for batch in stream_batches(planned, lambda: False):
+        for batch in batches:
             for row in islice(batch.to_pylist(), max_rows - shown):
-                table.add_row(*("NULL" if v is None else str(v) for v in row.values()))
+                table.add_row(*(escape("NULL" if v is None else str(v)) for v in row.values()))
                 shown += 1
             if shown >= max_rows:
                 break

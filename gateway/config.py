@@ -72,11 +72,22 @@ class UserSettings(_Strict):
         return value
 
 
+class GovernanceSettings(_Strict):
+    """Keys and switches of governance."""
+
+    hash_key: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Secret key of the `hash` mask; deterministic, so masked keys still join.",
+    )
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
     gateway: GatewaySettings = GatewaySettings()
     engine: EngineSettings = EngineSettings()
+    governance: GovernanceSettings = GovernanceSettings()
     users: dict[str, UserSettings] = {}
 
 

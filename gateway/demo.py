@@ -20,12 +20,14 @@ ship date follow from its order.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from pathlib import Path
 
 import duckdb
 
 from gateway.config import CONFIG_FILE_NAME, EngineSettings, GatewaySettings
+from gateway.demo_policies import write_demo_policies
 from gateway.passwords import hash_password
 
 #: Changing the seed changes every generated value.
@@ -38,7 +40,7 @@ SHIPMENT_COUNT = 150_000
 #: Demo users: name -> (roles, attributes). Each user's password is the user name.
 DEMO_USERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "alice": (("analyst_eu",), {"region": "EU"}),
-    "bob": (("admin", "pii_reader"), {}),
+    "bob": (("admin",), {}),
     "carol": (("marketing",), {}),
     "dave": ((), {}),
     "erin": (("ops",), {}),
@@ -95,6 +97,7 @@ def write_demo_mesh(target: Path, *, overwrite: bool = False) -> Path:
     _write_data(target)
     for relative, text in _CONTRACTS.items():
         (target / relative).write_text(text, encoding="utf-8")
+    write_demo_policies(target)
     (target / "README.md").write_text(_README, encoding="utf-8")
     # Written last: a demo that failed half-way is not mistaken for a complete mesh.
     (target / CONFIG_FILE_NAME).write_text(_mesh_toml(), encoding="utf-8")
@@ -260,6 +263,10 @@ def _mesh_toml() -> str:
         "[engine]",
         f"memory_limit = {_toml(engine.memory_limit)}",
         f"threads = {_toml(engine.threads)}",
+        "",
+        "[governance]",
+        "# Secret key of the `hash` mask (random per demo): keep it out of queries and logs.",
+        f"hash_key = {_toml(secrets.token_hex(32))}",
     ]
     for name, (roles, attributes) in DEMO_USERS.items():
         lines += ["", f"[users.{name}]", f"password_hash = {_toml(hash_password(name))}"]

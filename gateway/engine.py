@@ -45,10 +45,11 @@ class Engine:
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._lock = threading.Lock()
 
-    def bind(self, contract: ProductContract, connector: Connector) -> pa.Schema:
+    def bind(self, contract: ProductContract, connector: Connector) -> tuple[pa.Schema, dict[str, str]]:
         """Create the product's view after checking the contract against the source.
 
-        Raises ContractError or ConnectorError; the database is unchanged on error.
+        Returns the view's Arrow schema and DuckDB column types. Raises ContractError or
+        ConnectorError; the database is unchanged on error.
         """
         assert not self._locked, "bind every product before lock()"
         scan = connector.scan(self._attach)
@@ -68,10 +69,11 @@ class Engine:
         )
         self._db.execute(view.sql("duckdb"))
         self._readable.update(connector.data_paths)
-        return self._db.sql(
-            exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0)
-            .sql("duckdb")
-        ).to_arrow_table().schema
+        relation = self._db.sql(
+            exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0).sql("duckdb")
+        )
+        types = dict(zip(relation.columns, map(str, relation.types)))
+        return relation.to_arrow_table().schema, types
 
     def lock(self) -> None:
         """Harden the database: only product data readable, no extensions, config locked."""

@@ -13,6 +13,7 @@ import structlog
 from gateway.catalog import Catalog
 from gateway.engine_errors import safe_engine_error
 from gateway.errors import QueryFailed
+from gateway.pipeline.query import Query
 from gateway.principal import Principal
 
 log = structlog.get_logger("meshgate.query")
@@ -26,11 +27,14 @@ class PlannedQuery:
 
     principal: Principal
     catalog: Catalog
-    original: str
-    sql: str
+    query: Query
     products: tuple[str, ...]
     schema: pa.Schema
     parameters: tuple[object, ...] = ()
+
+    @property
+    def sql(self) -> str:
+        return self.query.sql
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 The Flight server (``gateway.server``) only unwraps RPCs and calls this service with the
 authenticated principal. Every statement, whatever path it arrives by (ad-hoc query,
-prepared statement, raw SQL command or ticket), is planned by the same pipeline.
+prepared statement at prepare and at every execution, raw SQL command or ticket,
+EXPLAIN), is planned by the same pipeline, which authorizes and rewrites it; metadata
+shows each user only the products and columns they may read.
 """
 
 from __future__ import annotations
@@ -10,18 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
+from sqlglot import exp
 
-from gateway import flightsql, metadata
+from gateway import explain, flightsql, metadata
 from gateway import flightsql_pb2 as pb
-from gateway.catalog import Catalog, CatalogHolder
-from gateway.config import GatewaySettings
+from gateway.catalog import Product
+from gateway.engine_errors import safe_engine_error
 from gateway.errors import InvalidQuery, NotSupported, QueryRefused
 from gateway.execution import PlannedQuery, result_schema, stream_batches
 from gateway.handles import HandleStore
 from gateway.pipeline import PlanContext, plan
+from gateway.pipeline.secure import secure_subquery
 from gateway.principal import Principal
+from gateway.state import MeshSnapshot, MeshState
 
 ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
 ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
@@ -32,6 +38,7 @@ _WRITES = (
     pb.CommandStatementIngest,
 )
 _READ_ONLY_MESSAGE = "the gateway is read-only: updates, inserts and ingestion are refused"
+_STATEMENTS = (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
 
 
 @dataclass
@@ -46,16 +53,23 @@ class PreparedStatement:
 class SqlService:
     """Answers Flight SQL requests for one mesh."""
 
-    def __init__(self, catalogs: CatalogHolder, settings: GatewaySettings) -> None:
-        self._catalogs = catalogs
+    def __init__(self, state: MeshState) -> None:
+        self._state = state
+        settings = state.config.gateway
+        self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000
         )
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
             "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000
         )
+        self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
 
     # -- planning ---------------------------------------------------------------------
+
+    def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
+        snapshot = snapshot or self._state.current
+        return PlanContext(principal, snapshot.catalog, snapshot.governor, hash_key=self._hash_key)
 
     def plan(
         self, principal: Principal, text: str, parameters: Sequence[object] | None = ()
@@ -64,8 +78,8 @@ class SqlService:
 
         ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time.
         """
-        catalog = self._catalogs.current
-        query = plan(text, PlanContext(principal, catalog))
+        context = self.context(principal)
+        query = plan(text, context)
         if parameters is None:
             parameters = (None,) * query.parameter_count
         if query.parameter_count != len(parameters):
@@ -74,14 +88,19 @@ class SqlService:
                 f"{len(parameters)} value(s) were bound"
             )
         keys = query.product_keys
-        schema = result_schema(catalog, query.sql, parameters, keys)
-        return PlannedQuery(principal, catalog, text, query.sql, keys, schema, tuple(parameters))
+        if query.explain == "policy":
+            schema = explain.POLICY_SCHEMA
+        elif query.explain == "plan":
+            schema = explain.EXPLAIN_SCHEMA
+        else:
+            schema = result_schema(context.catalog, query.sql, parameters, keys)
+        return PlannedQuery(principal, context.catalog, query, keys, schema, tuple(parameters))
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
     def flight_info(self, principal: Principal, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         command = flightsql.decode(descriptor.command)
-        if isinstance(command, (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)):
+        if isinstance(command, _STATEMENTS):
             planned = self._plan_command(principal, command)
             ticket = pb.TicketStatementQuery(
                 statement_handle=self._tickets.put(principal.user, planned)
@@ -92,7 +111,7 @@ class SqlService:
 
     def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
         command = flightsql.decode(descriptor.command)
-        if isinstance(command, (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)):
+        if isinstance(command, _STATEMENTS):
             return self._plan_command(principal, command).schema
         return self._metadata_schema(command)
 
@@ -134,30 +153,64 @@ class SqlService:
         else:
             table = self._metadata_table(principal, command)
             return table.schema, iter(table.to_batches())
+        if planned.query.explain:
+            table = self._explanation(planned)
+            return table.schema, iter(table.to_batches())
         return planned.schema, stream_batches(planned, is_cancelled)
 
+    def _explanation(self, planned: PlannedQuery) -> pa.Table:
+        if planned.query.explain == "policy":
+            return explain.policy_explanation(planned.query)
+        try:
+            return explain.plan_explanation(planned.catalog, planned.query, planned.parameters)
+        except duckdb.Error as exc:
+            raise safe_engine_error(exc, planned.products) from exc
+
     def _metadata_table(self, principal: Principal, command: object) -> pa.Table:
-        products = list(self.visible_products(principal, self._catalogs.current))
         if isinstance(command, pb.CommandGetSqlInfo):
             return pa.Table.from_batches([metadata.sql_info(list(command.info))])
         if isinstance(command, pb.CommandGetCatalogs):
             return metadata.catalogs()
+        if isinstance(command, pb.CommandGetTableTypes):
+            return metadata.table_types()
+        if isinstance(command, (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference)):
+            return metadata.no_keys()
+        products = self.visible_products(principal)
         if isinstance(command, pb.CommandGetDbSchemas):
             return metadata.db_schemas(products, command)
         if isinstance(command, pb.CommandGetTables):
             return metadata.tables(products, command)
-        if isinstance(command, pb.CommandGetTableTypes):
-            return metadata.table_types()
         if isinstance(command, pb.CommandGetPrimaryKeys):
             return metadata.primary_keys(products, command)
-        if isinstance(command, (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference)):
-            return metadata.no_keys()
         self._metadata_schema(command)  # raises the right refusal
         raise NotSupported(f"{type(command).__name__} is not supported by this server")
 
-    def visible_products(self, principal: Principal, catalog: Catalog):
-        """The products ``principal`` may see in metadata."""
-        return iter(catalog)
+    def visible_products(self, principal: Principal) -> list[Product]:
+        """The products ``principal`` may read, each reduced to the columns they may see,
+        with the schema they would get (masks may change a column's type)."""
+        snapshot = self._state.current
+        context = self.context(principal, snapshot)
+        visible = []
+        for product in snapshot.catalog:
+            access = snapshot.governor.access(context.subject, product.key)
+            if not access.allowed or not access.visible_columns:
+                continue
+            visible.append(product.restricted_to(
+                [c.name for c in access.visible_columns],
+                self._user_schema(snapshot, principal, product, access),
+            ))
+        return visible
+
+    def _user_schema(self, snapshot: MeshSnapshot, principal: Principal, product: Product, access) -> pa.Schema:
+        key = (snapshot.governor.version, principal.user, product.key)
+        schema = self._schemas.get(key)
+        if schema is None:
+            select = secure_subquery(product.domain, product.name, access, product.column_types)
+            schema = snapshot.catalog.engine.result_schema(select.sql("duckdb"))
+            if len(self._schemas) > 10_000:
+                self._schemas.clear()
+            self._schemas[key] = schema
+        return schema
 
     # -- DoPut ------------------------------------------------------------------------
 

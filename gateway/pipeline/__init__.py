@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.pipeline.bind import bind_sources, generate_sql
+from gateway.pipeline.authorize import authorize
 from gateway.pipeline.parse import parse_statement
 from gateway.pipeline.query import PlanContext, PlanLimits, Query
 from gateway.pipeline.read_only import require_read_only
 from gateway.pipeline.resolve import resolve_products
+from gateway.pipeline.secure import generate_sql, secure_sources
 
 Step = Callable[[Query, PlanContext], Query]
 
@@ -20,7 +21,8 @@ STEPS: tuple[Step, ...] = (
     parse_statement,
     require_read_only,
     resolve_products,
-    bind_sources,
+    authorize,
+    secure_sources,
     generate_sql,
 )
 

@@ -1,4 +1,8 @@
-"""Step: parse the client's text into exactly one DuckDB-dialect statement."""
+"""Step: parse the client's text into exactly one DuckDB-dialect statement.
+
+``EXPLAIN <query>`` and ``EXPLAIN POLICY <query>`` are recognised here (sqlglot reads
+them as a generic command): the query inside is what the rest of the pipeline plans.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from sqlglot.errors import ParseError, TokenError
 from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 
+_EXPLAIN_POLICY = "POLICY"
+
 
 def parse_statement(query: Query, context: PlanContext) -> Query:
     """Parse ``query.text``; refuse empty, oversized, multiple or unparseable statements."""
@@ -18,6 +24,23 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         raise QueryRefused(
             f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes}"
         )
+    ast = _parse_one(text)
+    explain = None
+    if isinstance(ast, exp.Command) and str(ast.this).upper() == "EXPLAIN":
+        inner = ast.expression.name if ast.expression else ""
+        head, _, rest = inner.lstrip().partition(" ")
+        explain = "plan"
+        if head.upper() == _EXPLAIN_POLICY:
+            explain, inner = "policy", rest
+        ast = _parse_one(inner)
+        if isinstance(ast, exp.Command):
+            raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
+    return query.evolve(
+        ast=ast, explain=explain, parameter_count=len(list(ast.find_all(exp.Placeholder)))
+    )
+
+
+def _parse_one(text: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
     except (ParseError, TokenError) as exc:
@@ -30,8 +53,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         raise QueryRefused(
             f"{len(statements)} statements sent; send exactly one read-only statement"
         )
-    ast = statements[0]
-    return query.evolve(ast=ast, parameter_count=len(list(ast.find_all(exp.Placeholder))))
+    return statements[0]
 
 
 def _first_error(exc: Exception) -> str:

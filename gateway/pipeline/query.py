@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from gateway.principal import Principal
+from policies.engine import Governor, ProductAccess, Subject
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog, Product
@@ -22,11 +23,18 @@ class PlanLimits:
 
 @dataclass(frozen=True)
 class PlanContext:
-    """What a step may consult: who asks, what exists, which limits apply."""
+    """What a step may consult: who asks, what exists, the policy in force, the limits."""
 
     principal: Principal
     catalog: Catalog
+    governor: Governor
     limits: PlanLimits = PlanLimits()
+    hash_key: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        principal = self.principal
+        return Subject(principal.user, principal.roles, principal.attributes)
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,12 @@ class Query:
 
     text: str
     ast: exp.Expression | None = None
+    explain: str | None = None  # None, "plan" or "policy"
     products: tuple[Product, ...] = ()
+    accesses: dict[str, ProductAccess] = field(default_factory=dict)
     parameter_count: int = 0
     sql: str | None = None
-    notes: tuple[str, ...] = field(default=())
+    display_sql: str | None = None
 
     def evolve(self, **changes: object) -> Query:
         """A copy with ``changes`` applied (steps never mutate their input)."""

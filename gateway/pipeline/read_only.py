@@ -1,4 +1,5 @@
-"""Step: accept only one read-only query; refuse writes, DDL, commands and file access."""
+"""Step: accept only one read-only query; refuse writes, DDL, commands, table functions and
+any function outside the allow-list (``policies.safe_sql``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from sqlglot import exp
 
 from gateway.errors import QueryRefused
 from gateway.pipeline.query import PlanContext, Query
+from policies.safe_sql import function_refusal
 
 _READ_STATEMENTS = (exp.Query, exp.Values)
 
@@ -28,20 +30,6 @@ _FORBIDDEN = (
     exp.Show,
 )
 
-#: Functions that read files, run SQL hidden in strings, or reveal the server's settings.
-_FORBIDDEN_FUNCTIONS = frozenset(
-    {
-        "query", "query_table", "getenv", "current_setting", "glob", "read_blob", "read_text",
-        "read_csv", "read_csv_auto", "read_json", "read_json_auto", "read_ndjson",
-        "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema", "sniff_csv",
-        "duckdb_settings", "duckdb_databases", "duckdb_tables", "duckdb_views",
-        "duckdb_columns", "duckdb_functions", "duckdb_extensions", "duckdb_secrets",
-        "load_extension", "install_extension", "pragma_version", "current_database",
-        "current_schema", "current_schemas", "which_secret", "read_xlsx",
-    }
-)
-
-
 def require_read_only(query: Query, context: PlanContext) -> Query:
     """Refuse anything but a read of products: see ``_FORBIDDEN`` and table functions."""
     ast = query.ast
@@ -60,15 +48,11 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
                 "table functions are not allowed; read data products by name, e.g. "
                 "SELECT * FROM sales.orders"
             )
-        if isinstance(node, exp.Func) and _function_name(node) in _FORBIDDEN_FUNCTIONS:
-            raise QueryRefused(f"function {_function_name(node)}() is not allowed")
+        if isinstance(node, exp.Func):
+            refusal = function_refusal(node)
+            if refusal:
+                raise QueryRefused(refusal)
     return query
-
-
-def _function_name(node: exp.Func) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.this).lower()
-    return node.sql_name().lower()
 
 
 def _statement_kind(node: exp.Expression) -> str:

@@ -12,6 +12,7 @@ from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from gateway.errors import QueryRefused, UnknownObject
+from gateway.pipeline.authorize import not_readable_message
 from gateway.pipeline.query import PlanContext, Query
 
 FLIGHT_SQL_CATALOG = "mesh"
@@ -61,14 +62,15 @@ def _product_for(table: exp.Table, context: PlanContext):
             f"catalog {FLIGHT_SQL_CATALOG!r} (or leave it out: SELECT * FROM domain.product)"
         )
     if not domain:
-        candidates = [p.key for p in catalog.products_named(name)]
+        candidates = [
+            p.key for p in catalog.products_named(name)
+            if context.governor.may_read(context.subject, p.key)
+        ]
         hint = f"; did you mean {' or '.join(candidates)}?" if candidates else ""
         raise UnknownObject(
             f"unknown product {table.name!r}: address products as <domain>.<product>{hint}"
         )
     product = catalog.product(domain, name)
     if product is None:
-        raise UnknownObject(
-            f"unknown product {domain}.{name}; `meshgate products` lists the products you can read"
-        )
+        raise UnknownObject(not_readable_message(f"{domain}.{name}"))
     return product

@@ -1,0 +1,85 @@
+"""Step: replace every product reference by a secure subquery, then generate the SQL.
+
+``sales.orders AS o`` becomes ``(SELECT <visible columns, masked> FROM memory.sales.orders
+WHERE <row filter>) AS o``. Masks and filters sit underneath everything the user wrote,
+so joins, aggregates, windows, predicates, ``COLUMNS(*)``, ``#n`` and whole-row
+references only ever see filtered, masked values, and denied columns do not exist.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from gateway.engine import product_table
+from gateway.errors import QueryRefused
+from gateway.pipeline.query import PlanContext, Query
+from policies.engine import ProductAccess
+
+_CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
+_REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
+
+
+def secure_subquery(
+    domain: str, name: str, access: ProductAccess, column_types: dict[str, str]
+) -> exp.Select:
+    """The filtered, masked SELECT standing in for one product."""
+    projections = []
+    for column in access.visible_columns:
+        reference = exp.column(column.name, quoted=True)
+        if column.mask is None:
+            projections.append(reference)
+        else:
+            data_type = exp.DataType.build(column_types[column.name], dialect="duckdb")
+            projections.append(exp.alias_(column.mask.build(reference, data_type), column.name, quoted=True))
+    select = exp.select(*projections).from_(product_table(domain, name))
+    if access.row_filter is not None:
+        select = select.where(access.row_filter.copy())
+    return select
+
+
+def secure_sources(query: Query, context: PlanContext) -> Query:
+    """Swap product tables for secure subqueries and normalise column qualifiers."""
+    ast = query.ast.copy()
+    products = {p.key: p for p in query.products}
+    unaliased: set[tuple[str, str]] = set()
+    for table in list(ast.find_all(exp.Table)):
+        if not table.db:
+            continue  # a CTE reference; real product references are always qualified
+        product = products[f"{table.db.lower()}.{table.name.lower()}"]
+        for arg in _REFUSED_TABLE_ARGS:
+            if table.args.get(arg):
+                raise QueryRefused(f"{arg.upper()} on a product reference is not supported")
+        alias = table.args.get("alias")
+        if alias is None:
+            alias = exp.TableAlias(this=exp.to_identifier(product.name))
+            unaliased.add((product.domain, product.name))
+        select = secure_subquery(
+            product.domain, product.name, query.accesses[product.key], product.column_types
+        )
+        subquery = exp.Subquery(this=select, alias=alias)
+        for arg in _CARRIED_TABLE_ARGS:
+            if table.args.get(arg):
+                subquery.set(arg, table.args[arg])
+        table.replace(subquery)
+    if unaliased:
+        for column in ast.find_all(exp.Column):
+            if column.args.get("db") and (column.db.lower(), column.table.lower()) in unaliased:
+                column.set("db", None)
+                column.set("catalog", None)
+    return query.evolve(ast=ast)
+
+
+def generate_sql(query: Query, context: PlanContext) -> Query:
+    """Render the final AST as DuckDB SQL (the only text the engine runs) and a display
+    copy in which the hash key is replaced by a marker (for EXPLAIN, errors and audit)."""
+    sql = query.ast.sql(dialect="duckdb")
+    display = sql
+    key = context.hash_key
+    if key:
+        shown = query.ast.transform(
+            lambda node: exp.Literal.string("<hash key>")
+            if isinstance(node, exp.Literal) and node.is_string and node.this == key
+            else node
+        )
+        display = shown.sql(dialect="duckdb")
+    return query.evolve(sql=sql, display_sql=display)

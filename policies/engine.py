@@ -1,0 +1,256 @@
+"""Policy decisions: who may read which product and column, with which rows and masks.
+
+Casbin decides (default deny, any deny overrides allow, role hierarchy via ``g``). On top
+of those decisions Meshgate combines, per product:
+- rows: the OR of the filters of each of the user's subjects (the user and every role
+  they hold) that may read the product; a subject without a filter sees every row;
+- columns: invisible when Casbin denies ``read`` on them;
+- masks: the least restrictive domain mask over the granting subjects, then the global
+  floor: when a global mask applies, a domain may choose another mask but never none.
+Decisions are cached per user for the life of one policy version (a ``Governor``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import reduce
+from importlib import resources
+
+import casbin
+from sqlglot import exp
+
+from policies.filters import bind_attributes, parse_filter
+from policies.loader import GLOBAL_SCOPE, PolicyFile
+from policies.masks import compile_mask
+from policies.rules import Action, CompiledMask, Effect, ProductShape, Rule, object_matcher
+
+_FALLBACK_MASK = "null"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks, as policies see them."""
+
+    user: str
+    roles: tuple[str, ...]
+    attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class ColumnAccess:
+    """One column of a product for one user."""
+
+    name: str
+    visible: bool
+    mask: CompiledMask | None
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProductAccess:
+    """What one user may see of one product."""
+
+    product: str
+    allowed: bool
+    row_filter: exp.Expression | None
+    columns: tuple[ColumnAccess, ...]
+    reasons: tuple[str, ...]
+
+    @property
+    def visible_columns(self) -> tuple[ColumnAccess, ...]:
+        return tuple(c for c in self.columns if c.visible)
+
+
+def _model() -> casbin.Model:
+    model = casbin.Model()
+    model.load_model_from_text(resources.files("policies").joinpath("model.conf").read_text())
+    return model
+
+
+class Governor:
+    """Decisions for one version of the mesh's policy files."""
+
+    def __init__(
+        self,
+        files: Iterable[PolicyFile],
+        products: Mapping[str, ProductShape],
+        user_roles: Mapping[str, Iterable[str]],
+        hash_key: str | None,
+        version: int = 0,
+        closed_domains: frozenset[str] = frozenset(),
+    ) -> None:
+        self.version = version
+        self.products = dict(products)
+        self.closed_domains = closed_domains
+        self._hash_key = hash_key
+        files = list(files)
+        self.rules: tuple[Rule, ...] = tuple(r for f in files for r in f.rules)
+        tags = {f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns}
+        self._match = object_matcher(tags)
+        links = [(l.member, l.role) for f in files for l in f.links]
+        links += [(user, role) for user, roles in user_roles.items() for role in roles]
+        self._all = self._enforcer(self.rules, links)
+        self._global = self._enforcer([r for r in self.rules if r.scope == GLOBAL_SCOPE], links)
+        self._domain = self._enforcer([r for r in self.rules if r.scope != GLOBAL_SCOPE], links)
+        self._filters = {
+            id(r): parse_filter(r.argument, [c.name for c in products[r.object].columns])
+            for r in self.rules
+            if r.action is Action.FILTER and r.object in products
+        }
+        self._cache: dict[tuple[str, str], ProductAccess] = {}
+        self._lock = threading.Lock()
+
+    def _enforcer(self, rules: Iterable[Rule], links: list[tuple[str, str]]) -> casbin.Enforcer:
+        enforcer = casbin.Enforcer(_model())
+        enforcer.add_function("objectMatch", self._match)
+        policies = [r.as_casbin() for r in rules]
+        if policies:
+            enforcer.add_policies(policies)
+        if links:
+            enforcer.add_grouping_policies([list(link) for link in links])
+        return enforcer
+
+    # -- decisions --------------------------------------------------------------------
+
+    def may_read(self, subject: Subject, product_key: str) -> bool:
+        return self.access(subject, product_key).allowed
+
+    def access(self, subject: Subject, product_key: str) -> ProductAccess:
+        """What ``subject`` may see of ``product_key`` (cached for this policy version)."""
+        key = (subject.user, product_key)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._decide(subject, product_key)
+            with self._lock:
+                self._cache[key] = cached
+        return cached
+
+    def _decide(self, subject: Subject, product_key: str) -> ProductAccess:
+        product = self.products.get(product_key)
+        if product is None:
+            return ProductAccess(product_key, False, None, (), ("not in this policy's catalog",))
+        user = subject.user
+        if product.domain in self.closed_domains:
+            return _denied(product, f"domain {product.domain}'s policy file is invalid: access is closed until it is fixed")
+        if not self._all.enforce(user, product_key, Action.READ.value):
+            return _denied(product, self._explain_denial(user, product_key))
+        # Each of the user's direct roles (with what it inherits), and the user's own
+        # rules, is one "grant"; the user sees the union of what the grants allow.
+        grants = [_Grant(user, is_user=True)] + [
+            _Grant(role, is_user=False) for role in self._all.get_roles_for_user(user)
+        ]
+        granting = [g for g in grants if self._grants_read(g, product_key)]
+        row_filter, filter_reasons = self._row_filter(subject, product_key, granting)
+        columns = tuple(self._column(subject, product, column.name, granting) for column in product.columns)
+        reasons = tuple(
+            f"read allowed by {r.origin}"
+            for g in granting
+            for r in self._rules(Action.READ, product_key, g, Effect.ALLOW)
+        ) + filter_reasons
+        return ProductAccess(product_key, True, row_filter, columns, tuple(dict.fromkeys(reasons)))
+
+    def _grants_read(self, grant: _Grant, obj: str) -> bool:
+        if grant.is_user:
+            return bool(self._rules(Action.READ, obj, grant, Effect.ALLOW))
+        return self._all.enforce(grant.name, obj, Action.READ.value)
+
+    def _row_filter(
+        self, subject: Subject, product_key: str, granting: list[_Grant]
+    ) -> tuple[exp.Expression | None, tuple[str, ...]]:
+        per_grant: list[exp.Expression] = []
+        reasons: list[str] = []
+        for grant in granting:
+            rules = [
+                r for r in self._rules(Action.FILTER, product_key, grant, Effect.ALLOW)
+                if r.object == product_key
+            ]
+            if not rules:
+                return None, ()  # this grant reads every row: so does the union
+            bound = [bind_attributes(self._filters[id(r)], subject.attributes) for r in rules]
+            per_grant.append(reduce(exp.and_, bound))
+            reasons += [f"rows filtered by {r.origin}: {r.argument}" for r in rules]
+        return reduce(exp.or_, per_grant), tuple(dict.fromkeys(reasons))
+
+    def _column(self, subject: Subject, product: ProductShape, column: str, granting: list[_Grant]) -> ColumnAccess:
+        obj = f"{product.key}.{column}"
+        user = subject.user
+        if not self._all.enforce(user, obj, Action.READ.value):
+            return ColumnAccess(column, False, None, (self._explain_denial(user, obj),))
+        domain_masks = [
+            self._strongest(self._domain_masks(grant, obj), product, column) for grant in granting
+        ]
+        chosen = None
+        if domain_masks and all(m is not None for m in domain_masks):
+            chosen = min(domain_masks, key=lambda m: m[0].strength)
+        if chosen is None and self._global.enforce(user, obj, Action.MASK.value):
+            floor = [
+                r for grant in [_Grant(user, True), *(_Grant(role, False) for role in self._all.get_roles_for_user(user))]
+                for r in self._rules(Action.MASK, obj, grant, Effect.ALLOW, scope=GLOBAL_SCOPE)
+            ]
+            chosen = self._strongest(floor, product, column)
+        if chosen is None:
+            return ColumnAccess(column, True, None, ())
+        mask, rule = chosen
+        return ColumnAccess(column, True, mask, (f"masked with {mask.spec} by {rule.origin}",))
+
+    def _domain_masks(self, grant: _Grant, obj: str) -> list[Rule]:
+        allows = self._rules(Action.MASK, obj, grant, Effect.ALLOW, scope="domain")
+        if not allows:
+            return []
+        if grant.is_user:
+            exempt = self._rules(Action.MASK, obj, grant, Effect.DENY, scope="domain")
+            return [] if exempt else allows
+        return allows if self._domain.enforce(grant.name, obj, Action.MASK.value) else []
+
+    def _strongest(self, rules: list[Rule], product: ProductShape, column: str) -> tuple[CompiledMask, Rule] | None:
+        shape = product.column(column)
+        data_type = exp.DataType.build(shape.duck_type, dialect="duckdb")
+        compiled = []
+        for rule in rules:
+            try:
+                compiled.append((compile_mask(rule.argument, data_type, self._hash_key), rule))
+            except ValueError:  # a mask that does not fit this column's type: fail closed
+                compiled.append((compile_mask(_FALLBACK_MASK, data_type, None), rule))
+        return max(compiled, key=lambda pair: pair[0].strength) if compiled else None
+
+    def _rules(
+        self, action: Action, obj: str, grant: _Grant, effect: Effect, scope: str | None = None
+    ) -> list[Rule]:
+        """The rules of ``action``/``effect`` on ``obj`` that apply to ``grant``: for the
+        user's own grant, rules naming the user or *; for a role, the role, what it
+        inherits, and *. ``scope`` "global" or "domain" narrows to that layer."""
+        role_manager = self._all.get_role_manager()
+
+        def applies(rule: Rule) -> bool:
+            if rule.subject in ("*", grant.name):
+                return True
+            return not grant.is_user and role_manager.has_link(grant.name, rule.subject)
+
+        return [
+            r for r in self.rules
+            if r.action is action and r.effect is effect
+            and (scope is None or (r.scope == GLOBAL_SCOPE) == (scope == GLOBAL_SCOPE))
+            and self._match(obj, r.object)
+            and applies(r)
+        ]
+
+    def _explain_denial(self, user: str, obj: str) -> str:
+        grants = [_Grant(user, True), *(_Grant(r, False) for r in self._all.get_roles_for_user(user))]
+        denies = [r for g in grants for r in self._rules(Action.READ, obj, g, Effect.DENY)]
+        if denies:
+            return f"read denied by {', '.join(r.origin for r in denies)}"
+        return "no rule grants read (default deny)"
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """One source of permissions: a role the user holds, or the user's own rules."""
+
+    name: str
+    is_user: bool
+
+
+def _denied(product: ProductShape, reason: str) -> ProductAccess:
+    return ProductAccess(product.key, False, None, (), (reason,))

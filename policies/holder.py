@@ -1,0 +1,93 @@
+"""The policy in force, reloaded when its files change; a broken file never opens access.
+
+Each file is validated on its own. When a file turns invalid its last good version stays
+in force and the error (file:line) is logged. A domain file that has never been valid
+closes that domain; a global file that has never been valid closes every domain.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from policies.engine import Governor
+from policies.errors import PolicyError
+from policies.loader import GLOBAL_SCOPE, PolicyFile, policy_paths, read_policy_file
+from policies.rules import ProductShape
+
+log = structlog.get_logger("meshgate.policy")
+
+
+class PolicyHolder:
+    """Thread-safe access to the current Governor."""
+
+    def __init__(self, mesh_dir: Path, hash_key: str | None, user_roles: Mapping[str, tuple[str, ...]]) -> None:
+        self._mesh_dir = mesh_dir
+        self._hash_key = hash_key
+        self._user_roles = dict(user_roles)
+        self._lock = threading.Lock()
+        self._good: dict[str, PolicyFile] = {}
+        self._errors: dict[str, PolicyError] = {}
+        self._signature: tuple = ()
+        self._version = 0
+        self._governor: Governor | None = None
+
+    @property
+    def governor(self) -> Governor:
+        assert self._governor is not None, "call refresh() first"
+        return self._governor
+
+    @property
+    def errors(self) -> tuple[PolicyError, ...]:
+        return tuple(self._errors.values())
+
+    def refresh(self, products: Mapping[str, ProductShape]) -> bool:
+        """Reload when policy files or products changed; True when a new Governor took over."""
+        domains = sorted({p.domain for p in products.values()})
+        paths = policy_paths(self._mesh_dir, domains)
+        signature = (_files_signature(paths), id(products))
+        with self._lock:
+            if signature == self._signature and self._governor is not None:
+                return False
+            for scope, path in paths.items():
+                try:
+                    self._good[scope] = read_policy_file(path, scope, products, self._hash_key)
+                    self._errors.pop(scope, None)
+                except PolicyError as exc:
+                    if scope not in self._errors or str(self._errors[scope]) != str(exc):
+                        log.error("policy_rejected", file=str(exc.path), line=exc.line, error=str(exc),
+                                  kept="last good version" if scope in self._good else "domain closed")
+                    self._errors[scope] = exc
+            for scope in list(self._good):
+                if scope not in paths:
+                    del self._good[scope]
+            closed = {scope for scope in self._errors if scope not in self._good}
+            if GLOBAL_SCOPE in closed:
+                closed = set(domains)
+            self._version += 1
+            self._governor = Governor(
+                [f for s, f in self._good.items() if s not in closed or s == GLOBAL_SCOPE],
+                products,
+                self._user_roles,
+                self._hash_key,
+                version=self._version,
+                closed_domains=frozenset(closed),
+            )
+            self._signature = signature
+            log.info("policy_loaded", version=self._version, rules=len(self._governor.rules),
+                     closed_domains=sorted(closed))
+            return True
+
+
+def _files_signature(paths: Mapping[str, Path]) -> tuple:
+    entries = []
+    for scope, path in sorted(paths.items()):
+        try:
+            stat = path.stat()
+            entries.append((scope, stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            entries.append((scope, None, None))
+    return tuple(entries)
