@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.audit import AuditLog
 from gateway.auth import TokenStore, UserDirectory
 from gateway.config import MeshConfig, load_config
 from gateway.server import MeshgateFlightServer
@@ -47,7 +48,8 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     mesh_dir = mesh_dir.resolve()
     config = load_config(mesh_dir)
     state = MeshState(mesh_dir, config)
-    service = SqlService(state)
+    audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
+    service = SqlService(state, audit)
     location = f"grpc://{host or config.gateway.host}:{config.gateway.port if port is None else port}"
     server = MeshgateFlightServer(
         location,

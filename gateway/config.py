@@ -82,12 +82,23 @@ class GovernanceSettings(_Strict):
     )
 
 
+class AuditSettings(_Strict):
+    """Where the audit log lives (relative paths are inside the mesh directory)."""
+
+    directory: str = ".meshgate/audit"
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    def path(self, mesh_dir: Path) -> Path:
+        return mesh_dir / self.directory
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
     gateway: GatewaySettings = GatewaySettings()
     engine: EngineSettings = EngineSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    audit: AuditSettings = AuditSettings()
     users: dict[str, UserSettings] = {}
 
 

@@ -36,6 +36,15 @@ class UnknownObject(MeshgateError):
     """The statement names a product, schema or column that does not exist (for this user)."""
 
 
+class AccessDenied(UnknownObject):
+    """Policy denies a product; the client sees the same message as for an unknown one,
+    the audit log records ``reason`` (which rule, or default deny)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class QueryFailed(MeshgateError):
     """The engine could not run an accepted statement; the message is safe to show."""
 

@@ -66,15 +66,18 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
 def stream_batches(
     planned: PlannedQuery,
     is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Execute ``planned`` and yield its batches, each at most ``batch_bytes`` big.
 
-    Stops the query in DuckDB when the client cancels or disconnects, and logs one line
-    with user, products, rows, bytes and duration.
+    Stops the query in DuckDB when the client cancels or disconnects, logs one line with
+    user, products, rows, bytes and duration, and calls ``on_finish(stats, outcome,
+    error)`` at the end whatever happened.
     """
     settings = planned.catalog.engine.settings
     stats = StreamStats()
     outcome = "ok"
+    error: str | None = None
     with planned.catalog.engine.cursor() as cursor:
         try:
             relation = cursor.sql(planned.sql, params=list(planned.parameters) or None)
@@ -92,15 +95,19 @@ def stream_batches(
                     yield piece
         except duckdb.Error as exc:
             outcome = "error"
-            raise safe_engine_error(exc, planned.products) from exc
+            failure = safe_engine_error(exc, planned.products)
+            error = failure.client_message
+            raise failure from exc
         except GeneratorExit:
             outcome = "disconnected"
             cursor.interrupt()
             raise
-        except QueryFailed:
-            outcome = "error"
+        except QueryFailed as exc:
+            outcome, error = "error", exc.client_message
             raise
         finally:
+            if on_finish is not None:
+                on_finish(stats, outcome, error)
             log.info(
                 "query",
                 user=planned.principal.user,

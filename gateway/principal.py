@@ -12,3 +12,4 @@ class Principal:
     user: str
     roles: tuple[str, ...] = ()
     attributes: dict[str, str | int | float | bool] = field(default_factory=dict, hash=False)
+    client: str = field(default="", compare=False)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -112,7 +113,7 @@ def _principal(context: flight.ServerCallContext) -> Principal:
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise AuthenticationError("authentication required")
-    return middleware.principal
+    return replace(middleware.principal, client=context.peer())
 
 
 def _guard_stream(batches):

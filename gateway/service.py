@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
-from sqlglot import exp
 
 from gateway import explain, flightsql, metadata
 from gateway import flightsql_pb2 as pb
 from gateway.catalog import Product
 from gateway.engine_errors import safe_engine_error
-from gateway.errors import InvalidQuery, NotSupported, QueryRefused
-from gateway.execution import PlannedQuery, result_schema, stream_batches
+from gateway.audit import AuditLog, monotonic_ms
+from gateway.errors import AccessDenied, InvalidQuery, MeshgateError, NotSupported, QueryRefused, UnknownObject
+from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches
 from gateway.handles import HandleStore
 from gateway.pipeline import PlanContext, plan
 from gateway.pipeline.secure import secure_subquery
@@ -53,8 +53,9 @@ class PreparedStatement:
 class SqlService:
     """Answers Flight SQL requests for one mesh."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(self, state: MeshState, audit: AuditLog | None = None) -> None:
         self._state = state
+        self._audit = audit
         settings = state.config.gateway
         self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
@@ -79,21 +80,25 @@ class SqlService:
         ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time.
         """
         context = self.context(principal)
-        query = plan(text, context)
-        if parameters is None:
-            parameters = (None,) * query.parameter_count
-        if query.parameter_count != len(parameters):
-            raise InvalidQuery(
-                f"the statement has {query.parameter_count} parameter(s) but "
-                f"{len(parameters)} value(s) were bound"
-            )
-        keys = query.product_keys
-        if query.explain == "policy":
-            schema = explain.POLICY_SCHEMA
-        elif query.explain == "plan":
-            schema = explain.EXPLAIN_SCHEMA
-        else:
-            schema = result_schema(context.catalog, query.sql, parameters, keys)
+        try:
+            query = plan(text, context)
+            if parameters is None:
+                parameters = (None,) * query.parameter_count
+            if query.parameter_count != len(parameters):
+                raise InvalidQuery(
+                    f"the statement has {query.parameter_count} parameter(s) but "
+                    f"{len(parameters)} value(s) were bound"
+                )
+            keys = query.product_keys
+            if query.explain == "policy":
+                schema = explain.POLICY_SCHEMA
+            elif query.explain == "plan":
+                schema = explain.EXPLAIN_SCHEMA
+            else:
+                schema = result_schema(context.catalog, query.sql, parameters, keys)
+        except MeshgateError as exc:
+            self._audit_refusal(principal, text, exc)
+            raise
         return PlannedQuery(principal, context.catalog, query, keys, schema, tuple(parameters))
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
@@ -153,10 +158,80 @@ class SqlService:
         else:
             table = self._metadata_table(principal, command)
             return table.schema, iter(table.to_batches())
+        finish = self._audit_begin(planned)
         if planned.query.explain:
             table = self._explanation(planned)
+            finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
-        return planned.schema, stream_batches(planned, is_cancelled)
+        return planned.schema, stream_batches(planned, is_cancelled, finish)
+
+    # -- audit ------------------------------------------------------------------------
+
+    def _audit_refusal(self, principal: Principal, text: str, exc: MeshgateError) -> None:
+        if self._audit is None:
+            return
+        if isinstance(exc, AccessDenied):
+            decision = "denied"
+        elif isinstance(exc, (QueryRefused, UnknownObject)):
+            decision = "refused"
+        else:
+            decision = "failed"
+        self._audit.record(
+            "query_refused",
+            query_id=self._audit.new_query_id(),
+            user=principal.user,
+            roles=list(principal.roles),
+            client=principal.client,
+            sql=text,
+            decision=decision,
+            error=exc.client_message,
+            reason=getattr(exc, "reason", None),
+        )
+
+    def _audit_begin(self, planned: PlannedQuery) -> Callable[[StreamStats, str, str | None], None]:
+        """Record (durably) that ``planned`` starts; return the callback that records its end."""
+        if self._audit is None:
+            return lambda stats, outcome, error: None
+        audit = self._audit
+        query_id = audit.new_query_id()
+        query = planned.query
+        audit.record(
+            "query_begin",
+            query_id=query_id,
+            user=planned.principal.user,
+            roles=list(planned.principal.roles),
+            client=planned.principal.client,
+            sql=query.text,
+            governed_sql=query.display_sql,
+            explain=query.explain,
+            products=list(planned.products),
+            columns={
+                key: {
+                    "visible": [c.name for c in access.visible_columns],
+                    "masked": {c.name: c.mask.spec for c in access.visible_columns if c.mask},
+                    "row_filter": access.row_filter is not None,
+                }
+                for key, access in query.accesses.items()
+            },
+            rules=[reason for access in query.accesses.values() for reason in access.reasons]
+            + [r for a in query.accesses.values() for c in a.columns for r in c.reasons],
+            decision="allowed",
+            parameters=len(planned.parameters),
+        )
+
+        def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
+            audit.record(
+                "query_end",
+                query_id=query_id,
+                user=planned.principal.user,
+                outcome=outcome,
+                rows=stats.rows,
+                bytes=stats.bytes,
+                duration_ms=monotonic_ms(stats.started),
+                error=error,
+            )
+
+        return finish
 
     def _explanation(self, planned: PlannedQuery) -> pa.Table:
         if planned.query.explain == "policy":

@@ -6,7 +6,7 @@ refusal does not reveal what the mesh holds.
 
 from __future__ import annotations
 
-from gateway.errors import UnknownObject
+from gateway.errors import AccessDenied
 from gateway.pipeline.query import PlanContext, Query
 
 
@@ -16,7 +16,8 @@ def authorize(query: Query, context: PlanContext) -> Query:
     for product in query.products:
         access = context.governor.access(context.subject, product.key)
         if not access.allowed or not access.visible_columns:
-            raise UnknownObject(not_readable_message(product.key))
+            reason = "; ".join(access.reasons) or "every column is denied"
+            raise AccessDenied(not_readable_message(product.key), f"{product.key}: {reason}")
         accesses[product.key] = access
     return query.evolve(accesses=accesses)
 

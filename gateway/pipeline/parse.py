@@ -6,6 +6,8 @@ them as a generic command): the query inside is what the rest of the pipeline pl
 
 from __future__ import annotations
 
+import logging
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -14,6 +16,10 @@ from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 
 _EXPLAIN_POLICY = "POLICY"
+
+# sqlglot warns when it falls back to a generic Command (EXPLAIN, SHOW, ...); the
+# pipeline handles those itself, so the warning is noise in the server log.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 def parse_statement(query: Query, context: PlanContext) -> Query:

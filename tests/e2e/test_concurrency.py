@@ -1,0 +1,264 @@
+"""Concurrent clients and cancellation, against real server processes.
+
+Every wait here is bounded: threads are joined with a timeout and the server log is
+polled for a few seconds at most, so the whole file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import adbc_driver_manager
+import pyarrow.flight as flight
+import pytest
+
+from e2e_helpers import query_log_lines, wait_for_query_log
+from support import adbc_connect, flight_client, start_gateway, stop_gateway
+
+#: A result of about 4e9 rows: it never finishes within a test, it can only be stopped.
+ENDLESS = "SELECT a.*, b.name FROM sales.orders a CROSS JOIN crm.customers b"
+#: About 4e10 rows aggregated into one row: minutes of work before the first batch exists.
+LONG_AGGREGATE = "SELECT sum(a.order_id * b.order_id % 7) AS s FROM sales.orders a, sales.orders b"
+STOPPED = {"cancelled", "disconnected"}
+#: How long the server may take to notice that a client went away.
+STOP_WITHIN_SECONDS = 5.0
+#: The user of the cancellation tests, so their log lines are easy to find.
+CANCEL_USER = "dave"
+
+QUERIES = [
+    ("alice", "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY region", None),
+    ("bob", "SELECT * FROM crm.customers WHERE region = ? ORDER BY customer_id", ["APAC"]),
+    ("carol", "SELECT carrier, region, count(*) AS n FROM logistics.shipments GROUP BY ALL ORDER BY ALL", None),
+    ("erin", "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM sales.orders o "
+             "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1", None),
+    ("bob", "SELECT * FROM sales.orders WHERE order_date = ? ORDER BY order_id", ["2024-02-29"]),
+    ("alice", "SELECT order_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY order_id) AS rn "
+              "FROM sales.orders WHERE customer_id < 300 ORDER BY order_id", None),
+    ("carol", "SELECT * FROM sales.orders ORDER BY order_id", None),
+    ("erin", "SELECT s.carrier, sum(o.amount) AS value FROM logistics.shipments s "
+             "JOIN sales.orders o USING (order_id) GROUP BY 1 ORDER BY 1", None),
+]
+
+
+def run_in_threads(target, count: int, timeout: float) -> list:
+    """Run ``target(i)`` in ``count`` threads at once; return results (or exceptions)."""
+    results: list = [None] * count
+
+    def wrapper(i: int) -> None:
+        try:
+            results[i] = target(i)
+        except BaseException as exc:  # reported by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"threads still running after {timeout} s"
+    return results
+
+
+def test_eight_concurrent_adbc_clients_get_correct_results(gateway, direct_arrow):
+    expected = [direct_arrow(sql, params) for _, sql, params in QUERIES]
+    barrier = threading.Barrier(len(QUERIES), timeout=20)
+
+    def client(i: int):
+        user, sql, params = QUERIES[i]
+        with adbc_connect(gateway.uri, user) as conn, conn.cursor() as cur:
+            barrier.wait()
+            tables = []
+            for _ in range(2):
+                cur.execute(sql, params)
+                tables.append(cur.fetch_arrow_table())
+            return tables
+
+    started = time.monotonic()
+    results = run_in_threads(client, len(QUERIES), timeout=45)
+    for i, result in enumerate(results):
+        assert not isinstance(result, BaseException), f"client {i} failed: {result!r}"
+        for table in result:
+            assert table.schema.types == expected[i].schema.types, i
+            assert table.equals(expected[i]), f"client {i} ({QUERIES[i][1][:40]}...) got wrong rows"
+    assert time.monotonic() - started < 45
+
+
+def test_concurrent_prepared_statements_keep_their_own_parameters(gateway, direct):
+    sql = "SELECT count(*) AS n, min(customer_id) AS lo FROM sales.orders WHERE customer_id >= ?"
+    thresholds = [1, 2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500]
+    expected = [direct.execute(sql, [t]).fetchall() for t in thresholds]
+    barrier = threading.Barrier(len(thresholds), timeout=20)
+
+    def client(i: int):
+        with adbc_connect(gateway.uri, "bob") as conn, conn.cursor() as cur:
+            barrier.wait()
+            answers = []
+            for _ in range(5):
+                cur.execute(sql, (thresholds[i],))
+                answers.append(cur.fetchall())
+            return answers
+
+    results = run_in_threads(client, len(thresholds), timeout=45)
+    for i, result in enumerate(results):
+        assert not isinstance(result, BaseException), f"client {i} failed: {result!r}"
+        assert all(answer == expected[i] for answer in result), (i, result, expected[i])
+
+
+def test_concurrent_plain_flight_streams(gateway, direct_arrow):
+    sql = "SELECT * FROM logistics.shipments WHERE region = '{}' ORDER BY shipment_id"
+    regions = ["EU", "US", "APAC", "EU", "US", "APAC", "EU", "US"]
+    expected = {r: direct_arrow(sql.format(r)) for r in set(regions)}
+
+    def client(i: int):
+        client, options = flight_client(gateway.uri, "carol")
+        try:
+            return client.do_get(flight.Ticket(sql.format(regions[i]).encode()), options).read_all()
+        finally:
+            client.close()
+
+    results = run_in_threads(client, len(regions), timeout=45)
+    for region, table in zip(regions, results):
+        assert not isinstance(table, BaseException), repr(table)
+        assert table.equals(expected[region])
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+def _query_lines(gateway) -> int:
+    return len(query_log_lines(gateway.log()))
+
+
+def _assert_answers(gateway, timeout: float = 5.0) -> None:
+    started = time.monotonic()
+    with adbc_connect(gateway.uri, "carol") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM crm.customers")
+        assert cur.fetchall() == [(20_000,)]
+    assert time.monotonic() - started < timeout
+
+
+def test_closing_a_flight_reader_stops_the_query(gateway):
+    before = _query_lines(gateway)
+    client, options = flight_client(gateway.uri, CANCEL_USER)
+    try:
+        reader = client.do_get(flight.Ticket(ENDLESS.encode()), options)
+        chunk = reader.read_chunk()
+        assert chunk.data.num_rows > 0
+        reader.cancel()
+        cancelled_at = time.monotonic()
+        line = wait_for_query_log(
+            gateway, user=CANCEL_USER, after=before, timeout=STOP_WITHIN_SECONDS, outcomes=STOPPED
+        )
+    finally:
+        client.close()
+    assert line is not None, f"the server did not stop the query within {STOP_WITHIN_SECONDS} s"
+    assert time.monotonic() - cancelled_at < STOP_WITHIN_SECONDS
+    assert line["products"] == ["crm.customers", "sales.orders"]
+    assert 0 < line["rows"] < 50_000_000
+    _assert_answers(gateway)
+
+
+def test_closing_an_adbc_reader_stops_the_query(gateway):
+    before = _query_lines(gateway)
+    with adbc_connect(gateway.uri, CANCEL_USER) as conn:
+        cur = conn.cursor()
+        cur.execute(ENDLESS)
+        reader = cur.fetch_record_batch()
+        batch = reader.read_next_batch()
+        assert batch.num_rows > 0
+        reader.close()
+        cur.close()
+        closed_at = time.monotonic()
+        line = wait_for_query_log(
+            gateway, user=CANCEL_USER, after=before, timeout=STOP_WITHIN_SECONDS, outcomes=STOPPED
+        )
+    assert line is not None, f"the server did not stop the query within {STOP_WITHIN_SECONDS} s"
+    assert time.monotonic() - closed_at < STOP_WITHIN_SECONDS
+    assert line["rows"] < 50_000_000
+    _assert_answers(gateway)
+
+
+def test_adbc_cancel_after_first_batch_stops_the_query(gateway):
+    before = _query_lines(gateway)
+    with adbc_connect(gateway.uri, CANCEL_USER) as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(ENDLESS)
+            reader = cur.fetch_record_batch()
+            assert reader.read_next_batch().num_rows > 0
+            cur.adbc_cancel()
+            cancelled_at = time.monotonic()
+            with pytest.raises(adbc_driver_manager.Error):
+                for _ in range(10_000):
+                    reader.read_next_batch()
+            line = wait_for_query_log(
+                gateway, user=CANCEL_USER, after=before, timeout=STOP_WITHIN_SECONDS, outcomes=STOPPED
+            )
+        finally:
+            cur.close()
+    assert line is not None, f"the server did not stop the query within {STOP_WITHIN_SECONDS} s"
+    assert time.monotonic() - cancelled_at < STOP_WITHIN_SECONDS
+    _assert_answers(gateway)
+
+
+def test_every_stopped_query_is_logged_once(gateway):
+    """The previous cancellations each left exactly one stopped-query line, no errors."""
+    lines = [r for r in query_log_lines(gateway.log()) if r.get("user") == CANCEL_USER]
+    stopped = [r for r in lines if r["outcome"] in STOPPED]
+    assert len(stopped) >= 3
+    assert all(r["outcome"] != "error" for r in lines)
+    assert all(isinstance(r["duration_ms"], (int, float)) and r["duration_ms"] >= 0 for r in lines)
+
+
+def test_adbc_cancel_stops_a_query_before_its_first_batch(mesh_copy, tmp_path):
+    """A query still computing its first batch is stopped too, not left to run for minutes.
+
+    Runs on a private gateway: if the query is not stopped it keeps that server's
+    engine busy, and the server is killed at the end of the test.
+    """
+    private = start_gateway(mesh_copy, tmp_path / "gateway.log")
+    try:
+        before = _query_lines(private)
+        conn = adbc_connect(private.uri, CANCEL_USER)
+        cur = conn.cursor()
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                cur.execute(LONG_AGGREGATE)
+                outcome["rows"] = cur.fetchall()
+            except adbc_driver_manager.Error as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        time.sleep(1.5)  # the engine is now busy on the aggregate
+        assert worker.is_alive(), f"the aggregate finished too early: {outcome}"
+        cur.adbc_cancel()
+        cancelled_at = time.monotonic()
+        worker.join(10)
+        assert not worker.is_alive(), "adbc_cancel() did not unblock the client"
+        assert "error" in outcome, outcome
+        line = wait_for_query_log(
+            private, user=CANCEL_USER, after=before, timeout=STOP_WITHIN_SECONDS, outcomes=STOPPED
+        )
+        assert line is not None, (
+            f"the server was still running the cancelled query {STOP_WITHIN_SECONDS} s after "
+            f"the client cancelled it (no 'query' log line with outcome cancelled/disconnected)"
+        )
+        assert time.monotonic() - cancelled_at < STOP_WITHIN_SECONDS
+        _assert_answers(private)
+        cur.close()
+        conn.close()
+    finally:
+        stop_gateway(private)
+
+
+def test_server_still_answers_after_cancellations(gateway, direct_arrow):
+    sql = "SELECT region, count(*) AS n FROM logistics.shipments GROUP BY region ORDER BY region"
+    with adbc_connect(gateway.uri, CANCEL_USER) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        assert cur.fetch_arrow_table().equals(direct_arrow(sql))
+    assert gateway.process.poll() is None
