@@ -108,29 +108,38 @@ def demo(
 
 
 @app.command()
-def products(mesh_dir: MeshDir = None) -> None:
+def products(
+    mesh_dir: MeshDir = None,
+    user: Annotated[Optional[str], typer.Option(help="Show only what this user may see.")] = None,
+) -> None:
     """List the mesh's products: owner, rows, columns and validation status."""
-    from gateway.catalog import load_catalog
-    from gateway.config import load_config
-
     path = _mesh(mesh_dir)
     try:
-        catalog = load_catalog(path, load_config(path).engine)
+        service, directory = _service(path)
+        catalog = service.snapshot.catalog
+        listed = list(catalog)
+        if user is not None:
+            listed = service.visible_products(directory.principal(_known_user(service, user)))
     except MeshgateError as exc:
         _fail(exc)
-    table = Table(title=f"Products of {path}")
+    title = f"Products of {path}" + (f" visible to {user}" if user else "")
+    table = Table(title=title)
     for column in ("product", "owner", "rows", "columns", "status"):
         table.add_column(column)
-    for product in catalog:
-        rows = catalog.engine.row_count(product.domain, product.name)
+    for product in listed:
+        rows = catalog.engine.row_count(product.domain, product.name) if user is None else None
         columns = ", ".join(
             f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
         )
-        table.add_row(product.key, product.contract.owner, f"{rows:,}", escape(columns), "[green]ok[/green]")
-    for problem in catalog.problems:
+        shown_rows = "" if rows is None else f"{rows:,}"
+        table.add_row(product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]")
+    problems = [] if user else catalog.problems
+    for problem in problems:
         table.add_row(problem.path.parent.name + "/" + problem.path.name, "", "", "", f"[red]{escape(problem.message)}[/red]")
     console.print(table)
-    if catalog.problems:
+    for error in service.policy_errors if not user else ():
+        err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
+    if problems:
         raise typer.Exit(code=2)
 
 
@@ -142,18 +151,10 @@ def query(
     max_rows: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
 ) -> None:
     """Run SQL through the same pipeline as the server, as USER, and print a table."""
-    from gateway.auth import UserDirectory
-    from gateway.config import load_config
-    from gateway.service import SqlService
-    from gateway.state import MeshState
-
     path = _mesh(mesh_dir)
     try:
-        config = load_config(path)
-        if user not in config.users:
-            raise MeshgateError(f"unknown user {user!r}; users of {path}: {', '.join(config.users)}")
-        service = SqlService(MeshState(path, config))
-        principal = UserDirectory(config.users).principal(user)
+        service, directory = _service(path)
+        principal = directory.principal(_known_user(service, user))
         schema, batches = service.stream(principal, sql.encode("utf-8"), lambda: False)
         table = Table(*schema.names)
         shown = 0
@@ -167,6 +168,130 @@ def query(
         _fail(exc)
     console.print(table)
     console.print(f"{shown} row(s) shown (at most {max_rows}).")
+
+
+@app.command()
+def explain(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    mesh_dir: Annotated[Optional[Path], typer.Option("--mesh", help="Mesh directory.")] = None,
+    user: Annotated[str, typer.Option(help="Explain for this user.")] = "bob",
+) -> None:
+    """Show the governed SQL and, per product and column, which rule allowed, filtered or masked it."""
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        principal = directory.principal(_known_user(service, user))
+        _, batches = service.stream(principal, f"EXPLAIN POLICY {sql}".encode(), lambda: False)
+        rows = [row for batch in batches for row in batch.to_pylist()]
+    except MeshgateError as exc:
+        _fail(exc)
+    console.print(f"[bold]Governed SQL for {user}:[/bold]")
+    console.print(rows[0]["rule"], highlight=False, markup=False)
+    table = Table("product", "column", "decision", "rule", title="Decisions")
+    for row in rows[1:]:
+        table.add_row(*(escape(str(row[k] or "")) for k in ("product", "column", "decision", "rule")))
+    console.print(table)
+
+
+policy_app = typer.Typer(help="Policy tools for domain teams.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("test")
+def policy_test(mesh_dir: MeshDir = None) -> None:
+    """Run the mesh's policy tests (``<domain>/policy_tests.yaml``); exit 1 on any failure."""
+    import pyarrow as pa
+
+    from gateway.errors import AccessDenied, QueryRefused
+    from policies.testing import PolicyTestFileError, find_case_files, load_cases, run_cases
+
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        cases = [case for file in find_case_files(path) for case in load_cases(file)]
+    except (MeshgateError, PolicyTestFileError) as exc:
+        _fail(exc)
+
+    def runner(user: str, sql: str) -> pa.Table:
+        principal = directory.principal(_known_user(service, user))
+        schema, batches = service.stream(principal, sql.encode(), lambda: False)
+        return pa.Table.from_batches(list(batches), schema=schema)
+
+    results = run_cases(cases, runner, lambda exc: isinstance(exc, (AccessDenied, QueryRefused)))
+    failed = 0
+    for result in results:
+        mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+        failed += not result.passed
+        console.print(f"{mark} {escape(result.case.where)}: {escape(result.case.name)}"
+                      + ("" if result.passed else f"\n     {escape(result.message)}"))
+    console.print(f"{len(results) - failed} passed, {failed} failed")
+    if failed or service.policy_errors:
+        for error in service.policy_errors:
+            err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def audit(
+    mesh_dir: MeshDir = None,
+    user: Annotated[Optional[str], typer.Option(help="Only this user's queries.")] = None,
+    product: Annotated[Optional[str], typer.Option(help="Only queries reading this product.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="ISO time, e.g. 2026-11-25T10:00.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest records to show at most.")] = 50,
+) -> None:
+    """Query the audit log: who ran what, what was decided, rows and bytes returned."""
+    from datetime import datetime
+
+    from gateway.audit import read_audit
+    from gateway.config import load_config
+
+    path = _mesh(mesh_dir)
+    try:
+        directory = load_config(path).audit.path(path)
+        since_time = datetime.fromisoformat(since) if since else None
+    except (MeshgateError, ValueError) as exc:
+        _fail(exc)
+    ends = {}
+    selected = []
+    for record in read_audit(directory):
+        if record["event"] == "query_end":
+            ends[record["query_id"]] = record
+            continue
+        if user and record.get("user") != user:
+            continue
+        if product and product not in record.get("products", [product] if product in record.get("sql", "") else []):
+            continue
+        if since_time and datetime.fromisoformat(record["time"]).replace(tzinfo=None) < since_time.replace(tzinfo=None):
+            continue
+        selected.append(record)
+    table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
+    for record in selected[-limit:]:
+        end = ends.get(record["query_id"], {})
+        table.add_row(
+            record["time"][:19], record.get("user", ""), record.get("decision", ""),
+            ", ".join(record.get("products", [])), str(end.get("rows", "")), str(end.get("bytes", "")),
+            str(end.get("duration_ms", "")),
+            escape(record.get("error") or end.get("error") or record.get("sql", "")),
+        )
+    console.print(table)
+
+
+def _service(path: Path):
+    """A SqlService over the mesh at ``path`` (no server) and its user directory."""
+    from gateway.auth import UserDirectory
+    from gateway.config import load_config
+    from gateway.service import SqlService
+    from gateway.state import MeshState
+
+    config = load_config(path)
+    return SqlService(MeshState(path, config)), UserDirectory(config.users)
+
+
+def _known_user(service, user: str) -> str:
+    users = service.users
+    if user not in users:
+        raise MeshgateError(f"unknown user {user!r}; users of this mesh: {', '.join(users)}")
+    return user
 
 
 @app.command("hash-password")

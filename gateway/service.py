@@ -66,6 +66,18 @@ class SqlService:
         )
         self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
 
+    @property
+    def snapshot(self) -> MeshSnapshot:
+        return self._state.current
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return tuple(self._state.config.users)
+
+    @property
+    def policy_errors(self) -> tuple:
+        return self._state.policies.errors
+
     # -- planning ---------------------------------------------------------------------
 
     def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:

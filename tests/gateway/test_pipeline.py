@@ -106,6 +106,15 @@ ACCEPTED = [
      {"sales.orders"}),
     ("SELECT region, count(*) FROM logistics.shipments GROUP BY ALL ORDER BY ALL", {"logistics.shipments"}),
     ("WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t", set()),
+    ("SELECT date_trunc('month', order_date) AS m, sum(amount), avg(amount), count(DISTINCT customer_id), "
+     "min(lower(region)), max(upper(region)), round(sum(amount) / count(*), 2), coalesce(max(amount), 0) "
+     "FROM sales.orders GROUP BY 1 ORDER BY 1 LIMIT 3", {"sales.orders"}),
+    ("SELECT order_id, row_number() OVER (PARTITION BY region ORDER BY amount DESC) AS rn, "
+     "strftime(order_date, '%Y-%m') AS ym, CAST(amount AS DOUBLE) AS a, amount::VARCHAR AS s "
+     "FROM sales.orders QUALIFY rn <= 2", {"sales.orders"}),
+    ("SELECT c.region, count(*) FILTER (WHERE s.carrier = 'DHL') FROM logistics.shipments s "
+     "JOIN sales.orders o ON s.order_id = o.order_id JOIN crm.customers c ON o.customer_id = c.customer_id "
+     "GROUP BY ALL", {"logistics.shipments", "sales.orders", "crm.customers"}),
 ]
 
 
