@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import structlog
 
@@ -143,24 +144,36 @@ def load_catalog(mesh_dir: Path, settings: EngineSettings) -> Catalog:
         for contract in contracts:
             if contract.key in products:
                 problems.append(ContractProblem(path, (
-                    f"{path}: product {contract.key} is already published by "
-                    f"{products[contract.key].contract.contract_path}; rename one of them")))
+                    f"{path}: field `{contract.schema_field}.name`: product {contract.key} is "
+                    f"already published by {products[contract.key].contract.contract_path}; "
+                    "rename one of them")))
                 continue
             try:
                 schema, column_types = engine.bind(contract, connector_for(contract.source))
             except (ContractError, ConnectorError) as exc:
                 problems.append(ContractProblem(path, str(exc)))
                 continue
-            except Exception as exc:  # the source itself is unreadable (corrupt file, ...)
+            except duckdb.CatalogException as exc:  # the table is not in the database file
                 problems.append(ContractProblem(path, (
-                    f"{path}: product {contract.key}: the source cannot be read "
-                    f"({type(exc).__name__}: {str(exc).splitlines()[0]}); fix the data")))
+                    f"{path}: field `{contract.schema_field}.physicalName` (product "
+                    f"{contract.key}): table {contract.source.physical_name!r} not found in "
+                    f"{contract.source.server.path} ({_first_line(exc)}); fix the table name")))
+                continue
+            except duckdb.Error as exc:  # the source itself is unreadable (corrupt file, ...)
+                problems.append(ContractProblem(path, (
+                    f"{path}: field `{contract.source.field('path')}` (product {contract.key}): "
+                    f"the data cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                    "fix the data: republish the files or fix the path")))
                 continue
             products[contract.key] = Product(contract, schema, column_types)
     engine.lock()
     for problem in problems:
         log.warning("contract_rejected", path=str(problem.path), error=problem.message)
     return Catalog(mesh_dir, products, tuple(problems), engine, signature)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class CatalogHolder:

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from open_data_contract_standard.model import OpenDataContractStandard, SchemaProperty
+from open_data_contract_standard.model import (
+    OpenDataContractStandard,
+    SchemaObject,
+    SchemaProperty,
+    Server,
+)
 from pydantic import ValidationError
 
 from connectors.base import SourceSpec
@@ -55,6 +60,7 @@ class ProductContract:
     contract_path: Path
     columns: tuple[ColumnContract, ...]
     source: SourceSpec
+    schema_field: str = "schema[0]"
 
     @property
     def key(self) -> str:
@@ -108,6 +114,7 @@ def _load_model(path: Path) -> OpenDataContractStandard:
         raise ContractError(f"{path}: cannot read contract: {exc}") from exc
     if not isinstance(raw, dict):
         raise ContractError(f"{path}: a contract must be a YAML mapping (ODCS v3), got {type(raw).__name__}")
+    _check_unknown_keys(path, raw)
     try:
         return OpenDataContractStandard.model_validate(raw)
     except ValidationError as exc:
@@ -135,7 +142,8 @@ def _product(path: Path, contract: OpenDataContractStandard, index: int) -> Prod
     for column in columns:
         if column.name.lower() in seen:
             raise ContractError(
-                f"{path}: field `{column.field}.name`: column {column.name!r} declared twice"
+                f"{path}: field `{column.field}.name`: column {column.name!r} declared twice "
+                "(names are case-insensitive); remove or rename one of them"
             )
         seen.add(column.name.lower())
     server = contract.servers[0]
@@ -157,6 +165,7 @@ def _product(path: Path, contract: OpenDataContractStandard, index: int) -> Prod
         contract_path=path,
         columns=columns,
         source=source,
+        schema_field=field,
     )
 
 
@@ -217,4 +226,41 @@ def _text(value: object) -> str:
 
 
 def _loc(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc).replace("schema_", "schema")
+    """A pydantic error location as a contract field path: ``schema[0].properties[1].required``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part).replace("schema_", "schema")
+    return text
+
+
+#: Keys ODCS allows on each nested object (pydantic ignores unknown ones there).
+_NESTED_KEYS = {
+    "servers": set(Server.model_fields) | {"schema"},
+    "schema": set(SchemaObject.model_fields),
+    "properties": set(SchemaProperty.model_fields),
+}
+
+
+def _check_unknown_keys(path: Path, raw: dict) -> None:
+    """Refuse misspelled keys in servers, schema objects and properties: a typo such as
+    ``tag:`` for ``tags:`` would otherwise silently drop a column's pii tag."""
+    def check(items: object, kind: str, field: str) -> None:
+        if not isinstance(items, list):
+            return
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            unknown = sorted(set(item) - _NESTED_KEYS[kind])
+            if unknown:
+                raise ContractError(
+                    f"{path}: field `{field}[{index}].{unknown[0]}`: unknown key {unknown[0]!r} "
+                    f"(ODCS v3 {kind} keys: {', '.join(sorted(_NESTED_KEYS[kind]))}); fix the spelling"
+                )
+            if kind == "schema":
+                check(item.get("properties"), "properties", f"{field}[{index}].properties")
+
+    check(raw.get("servers"), "servers", "servers")
+    check(raw.get("schema"), "schema", "schema")

@@ -86,6 +86,7 @@ class Engine:
             ("enable_external_access", False),
             ("autoinstall_known_extensions", False),
             ("autoload_known_extensions", False),
+            ("python_enable_replacements", False),
             ("memory_limit", settings.memory_limit),
             ("threads", settings.threads),
             ("lock_configuration", True),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.errors import QueryRefused
+
 from gateway.pipeline.authorize import authorize
 from gateway.pipeline.parse import parse_statement
 from gateway.pipeline.query import PlanContext, PlanLimits, Query
@@ -30,8 +32,11 @@ STEPS: tuple[Step, ...] = (
 def plan(text: str, context: PlanContext, steps: tuple[Step, ...] = STEPS) -> Query:
     """Run ``text`` through every step; raise a MeshgateError at the first refusal."""
     query = Query(text=text)
-    for step in steps:
-        query = step(query, context)
+    try:
+        for step in steps:
+            query = step(query, context)
+    except RecursionError as exc:  # a tree too deep for some step: refuse, never crash
+        raise QueryRefused("statement is too deeply nested to analyse") from exc
     return query
 
 

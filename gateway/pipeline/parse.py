@@ -10,12 +10,17 @@ import logging
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 
 _EXPLAIN_POLICY = "POLICY"
+_DIALECT = DuckDB()
+_OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
 
 # sqlglot warns when it falls back to a generic Command (EXPLAIN, SHOW, ...); the
 # pipeline handles those itself, so the warning is noise in the server log.
@@ -30,6 +35,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         raise QueryRefused(
             f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes}"
         )
+    _check_nesting(text, context.limits.max_nesting)
     ast = _parse_one(text)
     explain = None
     if isinstance(ast, exp.Command) and str(ast.this).upper() == "EXPLAIN":
@@ -44,6 +50,24 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
     return query.evolve(
         ast=ast, explain=explain, parameter_count=len(list(ast.find_all(exp.Placeholder)))
     )
+
+
+def _check_nesting(text: str, limit: int) -> None:
+    """Refuse deep nesting before parsing: sqlglot's parser recurses per level (and its
+    compiled build crashes the process a few thousand levels down)."""
+    try:
+        tokens = _DIALECT.tokenize(text)
+    except (TokenError, ValueError) as exc:
+        raise InvalidQuery(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
+    depth = deepest = 0
+    for token in tokens:
+        if token.token_type in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.token_type in _CLOSERS:
+            depth -= 1
+    if deepest > limit:
+        raise QueryRefused(f"statement nests {deepest} levels deep, over the limit of {limit}")
 
 
 def _parse_one(text: str) -> exp.Expression:

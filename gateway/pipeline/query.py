@@ -19,6 +19,7 @@ class PlanLimits:
     """Bounds on what the planner accepts."""
 
     max_statement_bytes: int = 1_000_000
+    max_nesting: int = 64
 
 
 @dataclass(frozen=True)

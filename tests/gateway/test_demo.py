@@ -222,7 +222,7 @@ def test_config_loads_and_passwords_are_user_names(mesh: Path) -> None:
     assert config.gateway.name == "demo-mesh"
     assert {name: user.roles for name, user in config.users.items()} == {
         "alice": ("analyst_eu",),
-        "bob": ("admin", "pii_reader"),
+        "bob": ("admin",),
         "carol": ("marketing",),
         "dave": (),
         "erin": ("ops",),
