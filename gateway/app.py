@@ -56,6 +56,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         service,
         UserDirectory(config.users),
         TokenStore(config.gateway.token_ttl_seconds),
+        secrets=(config.governance.hash_key or "",),
     )
     stop = threading.Event()
     threading.Thread(

@@ -39,21 +39,8 @@ def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
     def wrapper(self, context, *args):
         try:
             return rpc(self, context, *args)
-        except flight.FlightError:
-            raise
-        except AuthenticationError as exc:
-            raise flight.FlightUnauthenticatedError(exc.client_message) from None
-        except NotSupported as exc:
-            raise NotImplementedError(exc.client_message) from None
-        except HandleNotFound as exc:
-            raise KeyError(exc.client_message) from None
-        except QueryRefused as exc:
-            raise flight.FlightUnauthorizedError(exc.client_message) from None
-        except MeshgateError as exc:
-            raise pa.ArrowInvalid(exc.client_message) from None
-        except Exception:
-            log.exception("internal_error", rpc=rpc.__name__)
-            raise flight.FlightInternalError("internal error; see the server log") from None
+        except Exception as exc:
+            raise self.client_error(exc, rpc.__name__) from None
 
     return wrapper
 
@@ -61,7 +48,15 @@ def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
 class MeshgateFlightServer(flight.FlightServerBase):
     """Arrow Flight SQL endpoint of the gateway."""
 
-    def __init__(self, location: str, service: SqlService, users: UserDirectory, tokens: TokenStore, **kwargs) -> None:
+    def __init__(
+        self,
+        location: str,
+        service: SqlService,
+        users: UserDirectory,
+        tokens: TokenStore,
+        secrets: tuple[str, ...] = (),
+        **kwargs,
+    ) -> None:
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
@@ -69,6 +64,28 @@ class MeshgateFlightServer(flight.FlightServerBase):
             **kwargs,
         )
         self.service = service
+        self._secrets = tuple(s for s in secrets if s)
+
+    def client_error(self, exc: Exception, rpc: str) -> Exception:
+        """The Flight error a client receives for ``exc``: a clean status and a message
+        scrubbed of secrets (the hash key), never a traceback or an engine internal."""
+        if isinstance(exc, flight.FlightError):
+            return exc
+        if not isinstance(exc, MeshgateError):
+            log.exception("internal_error", rpc=rpc, exc_info=exc)
+            return flight.FlightInternalError("internal error; see the server log")
+        message = exc.client_message
+        for secret in self._secrets:
+            message = message.replace(secret, "<hidden>")
+        if isinstance(exc, AuthenticationError):
+            return flight.FlightUnauthenticatedError(message)
+        if isinstance(exc, NotSupported):
+            return NotImplementedError(message)
+        if isinstance(exc, HandleNotFound):
+            return KeyError(message)
+        if isinstance(exc, QueryRefused):
+            return flight.FlightUnauthorizedError(message)
+        return pa.ArrowInvalid(message)
 
     @_flight_boundary
     def get_flight_info(self, context, descriptor):
@@ -81,7 +98,14 @@ class MeshgateFlightServer(flight.FlightServerBase):
     @_flight_boundary
     def do_get(self, context, ticket):
         schema, batches = self.service.stream(_principal(context), ticket.ticket, context.is_cancelled)
-        return flight.GeneratorStream(schema, _guard_stream(batches))
+        return flight.GeneratorStream(schema, self._guard_stream(batches))
+
+    def _guard_stream(self, batches):
+        """Errors raised while streaming reach the client as clean messages too."""
+        try:
+            yield from batches
+        except Exception as exc:
+            raise self.client_error(exc, "do_get") from None
 
     @_flight_boundary
     def do_put(self, context, descriptor, reader, writer):
@@ -114,16 +138,3 @@ def _principal(context: flight.ServerCallContext) -> Principal:
     if middleware is None:
         raise AuthenticationError("authentication required")
     return replace(middleware.principal, client=context.peer())
-
-
-def _guard_stream(batches):
-    """Errors raised while streaming reach the client as clean messages too."""
-    try:
-        yield from batches
-    except MeshgateError as exc:
-        raise pa.ArrowInvalid(exc.client_message) from None
-    except flight.FlightError:
-        raise
-    except Exception:
-        log.exception("internal_error", rpc="do_get")
-        raise flight.FlightInternalError("internal error; see the server log") from None

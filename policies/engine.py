@@ -139,7 +139,7 @@ class Governor:
         # Each of the user's direct roles (with what it inherits), and the user's own
         # rules, is one "grant"; the user sees the union of what the grants allow.
         grants = [_Grant(user, is_user=True)] + [
-            _Grant(role, is_user=False) for role in self._all.get_roles_for_user(user)
+            _Grant(role, is_user=False) for role in sorted(self._all.get_roles_for_user(user))
         ]
         granting = [g for g in grants if self._grants_read(g, product_key)]
         row_filter, filter_reasons = self._row_filter(subject, product_key, granting)
