@@ -296,6 +296,21 @@ def test_get_objects_depths_and_filters(conn):
     nothing = conn.adbc_get_objects(depth="tables", catalog_filter="other").read_all().to_pylist()
     assert all(not c["catalog_db_schemas"] for c in nothing)
 
+    views = conn.adbc_get_objects(depth="tables", table_types_filter=["VIEW"]).read_all().to_pylist()
+    assert [t for c in views for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] or []] == []
+
+    by_name = conn.adbc_get_objects(depth="tables", table_name_filter="%s").read_all().to_pylist()
+    assert sorted(
+        t["table_name"] for c in by_name for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] or []
+    ) == ["customers", "orders", "shipments"]
+
+    ssn_like = conn.adbc_get_objects(
+        depth="all", catalog_filter="mesh", db_schema_filter="crm", table_name_filter="customers",
+        column_name_filter="%s%",
+    ).read_all().to_pylist()
+    columns = ssn_like[0]["catalog_db_schemas"][0]["db_schema_tables"][0]["table_columns"]
+    assert sorted(c["column_name"] for c in columns) == ["customer_id", "ssn"]
+
 
 def test_get_table_schema_orders(conn, direct_arrow):
     schema = conn.adbc_get_table_schema("orders", db_schema_filter="sales")
@@ -412,6 +427,45 @@ def test_cte_subquery_and_set_operation(cur, direct_arrow):
     got = cur.fetch_arrow_table()
     assert got.num_rows == 2
     assert_same_table(got, direct_arrow(sql))
+
+
+def test_identifiers_are_case_insensitive_and_quotable(cur):
+    for sql in (
+        "SELECT COUNT(*) FROM SALES.ORDERS",
+        'SELECT count(*) FROM "sales"."orders"',
+        "SELECT count(*) FROM mesh.sales.orders",
+        "SELECT count(sales.orders.amount) FROM sales.orders",
+        "SELECT count(o.amount) FROM sales.orders AS o",
+        "FROM sales.orders SELECT count(*)",
+    ):
+        cur.execute(sql)
+        assert cur.fetchall() == [(200_000,)], sql
+
+
+def test_unicode_values_and_column_names(cur):
+    cur.execute("SELECT 'ünïcödé 🎉' AS \"wéird name\", 'it''s' AS quote")
+    table = cur.fetch_arrow_table()
+    assert table.column_names == ["wéird name", "quote"]
+    assert table.to_pylist() == [{"wéird name": "ünïcödé 🎉", "quote": "it's"}]
+
+
+def test_self_join_of_a_product(cur, direct_arrow):
+    sql = """
+        SELECT a.region, count(*) AS pairs
+        FROM sales.orders a JOIN sales.orders b
+          ON a.customer_id = b.customer_id AND a.order_id < b.order_id
+        WHERE a.customer_id <= 200
+        GROUP BY a.region ORDER BY a.region
+    """
+    cur.execute(sql)
+    assert_same_table(cur.fetch_arrow_table(), direct_arrow(sql))
+
+
+def test_empty_result_keeps_its_schema(cur):
+    cur.execute("SELECT * FROM logistics.shipments WHERE shipment_id < 0")
+    table = cur.fetch_arrow_table()
+    assert table.num_rows == 0
+    assert table.schema.types == SHIPMENTS_SCHEMA.types
 
 
 def test_full_scan_of_orders_is_streamed_in_several_batches(cur, direct_arrow):

@@ -12,7 +12,7 @@ import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
 
-from support import adbc_connect, start_gateway
+from support import adbc_connect, start_gateway, stop_gateway
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
 SQL = flight.FlightDescriptor.for_command(b"SELECT 1 AS x")
@@ -215,3 +215,27 @@ def test_plaintext_password_in_mesh_toml_is_refused_at_start(mesh_copy, tmp_path
     assert "users.bob.password_hash" in log
     assert "plaintext" in log
     assert "gateway exited early" in str(failed.value)
+
+
+def test_tokens_expire(mesh_copy, tmp_path):
+    config = mesh_copy / "mesh.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[gateway]\n", "[gateway]\ntoken_ttl_seconds = 1\n", 1),
+        encoding="utf-8",
+    )
+    private = start_gateway(mesh_copy, tmp_path / "gateway.log", timeout=30)
+    try:
+        client = flight.FlightClient(private.uri)
+        try:
+            options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
+            assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all().num_rows == 1
+            time.sleep(1.3)
+            with pytest.raises(flight.FlightUnauthenticatedError) as expired:
+                client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all()
+            assert "expired" in str(expired.value) or "authenticate again" in str(expired.value)
+            fresh = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
+            assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), fresh).read_all().num_rows == 1
+        finally:
+            client.close()
+    finally:
+        stop_gateway(private)

