@@ -19,7 +19,7 @@ import pyarrow.flight as flight
 
 from gateway.config import UserSettings
 from gateway.errors import AuthenticationError
-from gateway.passwords import verify_password
+from gateway.passwords import hash_password, verify_password
 from gateway.principal import Principal
 
 MIDDLEWARE_KEY = "auth"
@@ -30,10 +30,13 @@ class UserDirectory:
 
     def __init__(self, users: Mapping[str, UserSettings]) -> None:
         self._users = dict(users)
+        # Checked for unknown users too, so that timing does not tell which users exist.
+        self._decoy_hash = hash_password(secrets.token_urlsafe(16))
 
     def authenticate(self, user: str, password: str) -> Principal:
         settings = self._users.get(user)
-        if settings is None or not verify_password(password, settings.password_hash):
+        stored = settings.password_hash if settings is not None else self._decoy_hash
+        if not verify_password(password, stored) or settings is None:
             raise AuthenticationError("invalid username or password")
         return self.principal(user)
 

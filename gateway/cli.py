@@ -277,14 +277,14 @@ def audit(
 
 
 def _service(path: Path):
-    """A SqlService over the mesh at ``path`` (no server) and its user directory."""
+    """A SqlService over the mesh at ``path`` (no server, operator's view) and its users."""
     from gateway.auth import UserDirectory
     from gateway.config import load_config
     from gateway.service import SqlService
     from gateway.state import MeshState
 
     config = load_config(path)
-    return SqlService(MeshState(path, config)), UserDirectory(config.users)
+    return SqlService(MeshState(path, config), operator_view=True), UserDirectory(config.users)
 
 
 def _known_user(service, user: str) -> str:

@@ -43,6 +43,7 @@ class Engine:
         self._readable: set[Path] = set()
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._tainted: set[duckdb.DuckDBPyConnection] = set()
         self._lock = threading.Lock()
 
     def bind(self, contract: ProductContract, connector: Connector) -> tuple[pa.Schema, dict[str, str]]:
@@ -100,7 +101,10 @@ class Engine:
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection for one query, returned to a small pool afterwards."""
+        """A DuckDB connection for one query, returned to a small pool afterwards.
+
+        A connection that saw an error or an interrupt is closed, never reused.
+        """
         try:
             cursor = self._idle.get_nowait()
         except queue.Empty:
@@ -108,18 +112,24 @@ class Engine:
         healthy = False
         try:
             yield cursor
-            healthy = True
+            healthy = cursor not in self._tainted
         finally:
+            self._tainted.discard(cursor)
             if healthy and self._idle.qsize() < _POOL_SIZE:
                 self._idle.put(cursor)
             else:
                 cursor.close()
 
+    def interrupt(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Stop the query running on ``cursor``; the cursor is not reused afterwards."""
+        self._tainted.add(cursor)
+        cursor.interrupt()
+
     def result_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
         """The Arrow schema of ``sql``'s result, planned without reading the data."""
         with self.cursor() as cursor:
             relation = cursor.sql(sql, params=list(params) if params else None)
-            return relation.limit(0).to_arrow_table().schema
+            return plain_schema(relation.limit(0).to_arrow_table().schema)
 
     def row_count(self, domain: str, name: str) -> int:
         """How many rows a product has."""
@@ -146,6 +156,17 @@ class Engine:
             self._db.execute(attach.sql("duckdb"))
             self._attached[path] = alias
         return alias
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary (DuckDB ENUM) columns as their value type: batches are
+    streamed without dictionary messages, which Flight generator streams do not send."""
+    if not any(pa.types.is_dictionary(f.type) for f in schema):
+        return schema
+    return pa.schema(
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
 
 
 def product_table(domain: str, name: str) -> exp.Table:

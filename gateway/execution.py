@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import pyarrow as pa
 import structlog
 
 from gateway.catalog import Catalog
+from gateway.engine import Engine
 from gateway.engine_errors import safe_engine_error
 from gateway.errors import QueryFailed
 from gateway.pipeline.query import Query
@@ -31,6 +33,7 @@ class PlannedQuery:
     products: tuple[str, ...]
     schema: pa.Schema
     parameters: tuple[object, ...] = ()
+    governor_version: int = 0
 
     @property
     def sql(self) -> str:
@@ -63,6 +66,48 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     return max(1, min(max_rows, max_bytes // max(width, 1)))
 
 
+class Watchdog:
+    """One thread that interrupts running queries whose client has gone or cancelled,
+    also while DuckDB is still computing their first batch."""
+
+    def __init__(self, interval_seconds: float = 0.1) -> None:
+        self._interval = interval_seconds
+        self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool]]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool]) -> int:
+        token = id(cursor)
+        with self._lock:
+            self._running[token] = (engine, cursor, is_cancelled)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+                self._thread.start()
+        return token
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True when the watchdog interrupted the query."""
+        with self._lock:
+            entry = self._running.pop(token, None)
+        return entry is None
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                for token, (engine, cursor, is_cancelled) in list(self._running.items()):
+                    try:
+                        cancelled = is_cancelled()
+                    except Exception:  # a context that cannot answer any more: the call is over
+                        cancelled = True
+                    if cancelled:
+                        engine.interrupt(cursor)
+                        del self._running[token]
+
+
+WATCHDOG = Watchdog()
+
+
 def stream_batches(
     planned: PlannedQuery,
     is_cancelled: Callable[[], bool],
@@ -70,29 +115,34 @@ def stream_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Execute ``planned`` and yield its batches, each at most ``batch_bytes`` big.
 
-    Stops the query in DuckDB when the client cancels or disconnects, logs one line with
-    user, products, rows, bytes and duration, and calls ``on_finish(stats, outcome,
-    error)`` at the end whatever happened.
+    The query is interrupted in DuckDB as soon as the client cancels or disconnects (the
+    watchdog checks every 0.1 s, also before the first batch); one log line gives user,
+    products, rows, bytes and duration, and ``on_finish(stats, outcome, error)`` is
+    called at the end whatever happened.
     """
-    settings = planned.catalog.engine.settings
+    engine = planned.catalog.engine
+    settings = engine.settings
     stats = StreamStats()
     outcome = "ok"
     error: str | None = None
-    with planned.catalog.engine.cursor() as cursor:
+    with engine.cursor() as cursor:
+        token = WATCHDOG.watch(engine, cursor, is_cancelled)
+        reader = None
         try:
             relation = cursor.sql(planned.sql, params=list(planned.parameters) or None)
             reader = relation.to_arrow_reader(
                 rows_per_batch(planned.schema, settings.batch_rows, settings.batch_bytes)
             )
+            decode = reader.schema != planned.schema
             for batch in reader:
+                if decode:
+                    batch = batch.cast(planned.schema)
                 for piece in _split_by_bytes(batch, settings.batch_bytes):
-                    if is_cancelled():
-                        outcome = "cancelled"
-                        cursor.interrupt()
-                        return
                     stats.rows += piece.num_rows
                     stats.bytes += piece.nbytes
                     yield piece
+        except duckdb.InterruptException:
+            outcome = "cancelled"
         except duckdb.Error as exc:
             outcome = "error"
             failure = safe_engine_error(exc, planned.products)
@@ -100,12 +150,16 @@ def stream_batches(
             raise failure from exc
         except GeneratorExit:
             outcome = "disconnected"
-            cursor.interrupt()
+            engine.interrupt(cursor)
             raise
         except QueryFailed as exc:
             outcome, error = "error", exc.client_message
             raise
         finally:
+            if WATCHDOG.release(token) and outcome == "ok":
+                outcome = "cancelled"
+            if reader is not None:
+                reader.close()
             if on_finish is not None:
                 on_finish(stats, outcome, error)
             log.info(

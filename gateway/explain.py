@@ -18,14 +18,20 @@ POLICY_SCHEMA = pa.schema(
 )
 
 
-def policy_explanation(query: Query) -> pa.Table:
-    """One row per product and column: allowed, filtered, masked or denied, and by which rule."""
+def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
+    """One row per product and column: allowed, filtered, masked or denied, and by which rule.
+
+    Columns the user may not see are listed only with ``show_hidden`` (the operator's
+    ``meshgate explain``): over Flight SQL an invisible column must stay invisible.
+    """
     rows = [{"product": "(query)", "column": None, "decision": "rewritten SQL", "rule": query.display_sql}]
     for key, access in sorted(query.accesses.items()):
         for reason in access.reasons:
             decision = "rows filtered" if reason.startswith("rows filtered") else "read allowed"
             rows.append({"product": key, "column": None, "decision": decision, "rule": reason})
         for column in access.columns:
+            if not column.visible and not show_hidden:
+                continue
             if not column.visible:
                 decision = "denied (invisible)"
             elif column.mask is not None:

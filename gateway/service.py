@@ -53,9 +53,12 @@ class PreparedStatement:
 class SqlService:
     """Answers Flight SQL requests for one mesh."""
 
-    def __init__(self, state: MeshState, audit: AuditLog | None = None) -> None:
+    def __init__(self, state: MeshState, audit: AuditLog | None = None, operator_view: bool = False) -> None:
+        """``operator_view``: EXPLAIN POLICY also lists columns hidden from the user (for
+        the local ``meshgate explain`` command, never for Flight clients)."""
         self._state = state
         self._audit = audit
+        self._operator_view = operator_view
         settings = state.config.gateway
         self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
@@ -111,7 +114,9 @@ class SqlService:
         except MeshgateError as exc:
             self._audit_refusal(principal, text, exc)
             raise
-        return PlannedQuery(principal, context.catalog, query, keys, schema, tuple(parameters))
+        return PlannedQuery(
+            principal, context.catalog, query, keys, schema, tuple(parameters), context.governor.version
+        )
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
@@ -164,7 +169,7 @@ class SqlService:
         """The schema and batches for a ticket from GetFlightInfo (or raw SQL)."""
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
-            planned = self._tickets.get(principal.user, command.statement_handle)
+            planned = self._current(self._tickets.get(principal.user, command.statement_handle))
         elif isinstance(command, (str, pb.CommandStatementQuery)):
             planned = self._plan_command(principal, command)
         else:
@@ -245,9 +250,20 @@ class SqlService:
 
         return finish
 
+    def _current(self, planned: PlannedQuery) -> PlannedQuery:
+        """``planned`` again if the catalog or policy changed since it was planned: a ticket
+        never outlives the rules it was granted under."""
+        snapshot = self._state.current
+        if planned.catalog is snapshot.catalog and planned.governor_version == snapshot.governor.version:
+            return planned
+        replanned = self.plan(planned.principal, planned.query.text, planned.parameters)
+        if replanned.schema != planned.schema:
+            raise InvalidQuery("the catalog or the policy changed since this query was planned; run it again")
+        return replanned
+
     def _explanation(self, planned: PlannedQuery) -> pa.Table:
         if planned.query.explain == "policy":
-            return explain.policy_explanation(planned.query)
+            return explain.policy_explanation(planned.query, show_hidden=self._operator_view)
         try:
             return explain.plan_explanation(planned.catalog, planned.query, planned.parameters)
         except duckdb.Error as exc:

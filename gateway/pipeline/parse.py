@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
@@ -35,8 +34,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         raise QueryRefused(
             f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes}"
         )
-    _check_nesting(text, context.limits.max_nesting)
-    ast = _parse_one(text)
+    ast = _parse_one(text, context.limits.max_nesting)
     explain = None
     if isinstance(ast, exp.Command) and str(ast.this).upper() == "EXPLAIN":
         inner = ast.expression.name if ast.expression else ""
@@ -44,7 +42,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         explain = "plan"
         if head.upper() == _EXPLAIN_POLICY:
             explain, inner = "policy", rest
-        ast = _parse_one(inner)
+        ast = _parse_one(inner, context.limits.max_nesting)
         if isinstance(ast, exp.Command):
             raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
     return query.evolve(
@@ -52,13 +50,26 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
     )
 
 
-def _check_nesting(text: str, limit: int) -> None:
-    """Refuse deep nesting before parsing: sqlglot's parser recurses per level (and its
-    compiled build crashes the process a few thousand levels down)."""
+def _tokenize(text: str) -> list[Token]:
+    """DuckDB-dialect tokens, with ``?::`` read as DuckDB does (a parameter, then a cast)
+    rather than as Postgres' JSON operator."""
     try:
         tokens = _DIALECT.tokenize(text)
     except (TokenError, ValueError) as exc:
         raise InvalidQuery(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
+    fixed: list[Token] = []
+    for token in tokens:
+        if token.token_type == TokenType.QDCOLON:
+            fixed.append(Token(TokenType.PLACEHOLDER, "?", token.line, token.col - 2, token.start, token.start, []))
+            fixed.append(Token(TokenType.DCOLON, "::", token.line, token.col, token.start + 1, token.end, token.comments))
+        else:
+            fixed.append(token)
+    return fixed
+
+
+def _check_nesting(tokens: list[Token], limit: int) -> None:
+    """Refuse deep nesting before parsing: sqlglot's parser recurses per level (and its
+    compiled build crashes the process a few thousand levels down)."""
     depth = deepest = 0
     for token in tokens:
         if token.token_type in _OPENERS:
@@ -70,9 +81,11 @@ def _check_nesting(text: str, limit: int) -> None:
         raise QueryRefused(f"statement nests {deepest} levels deep, over the limit of {limit}")
 
 
-def _parse_one(text: str) -> exp.Expression:
+def _parse_one(text: str, max_nesting: int) -> exp.Expression:
+    tokens = _tokenize(text)
+    _check_nesting(tokens, max_nesting)
     try:
-        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+        statements = [s for s in _DIALECT.parser().parse(tokens, text) if s is not None]
     except (ParseError, TokenError) as exc:
         raise InvalidQuery(f"SQL syntax error: {_first_error(exc)}") from exc
     except RecursionError as exc:

@@ -58,4 +58,6 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
 def _statement_kind(node: exp.Expression) -> str:
     if isinstance(node, exp.Command):
         return f"{str(node.this).upper()} command"
+    if isinstance(node, (exp.Column, exp.Identifier, exp.Literal)):
+        return f"the bare word {node.sql('duckdb')!r}, which is not a query"
     return node.key.upper()

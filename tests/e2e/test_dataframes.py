@@ -29,7 +29,7 @@ QUERIES = {
 
 @pytest.fixture(scope="module")
 def conn(gateway):
-    with adbc_connect(gateway.uri, "erin") as connection:
+    with adbc_connect(gateway.uri, "bob") as connection:
         yield connection
 
 

@@ -64,7 +64,7 @@ def assert_clean(message: str, mesh: Path) -> None:
 
 
 def assert_server_answers(gateway) -> None:
-    with adbc_connect(gateway.uri, "carol") as conn, conn.cursor() as cur:
+    with adbc_connect(gateway.uri, "bob") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM sales.orders")
         assert cur.fetchall() == [(200_000,)]
 
@@ -138,7 +138,7 @@ def test_oversized_statement_is_refused(cur, demo_mesh):
 
 def test_deeply_nested_expression_is_refused_cleanly(cur, demo_mesh):
     message = adbc_failure(cur, "SELECT " + "(" * 3000 + "1" + ")" * 3000 + " AS x")
-    assert "nested too deeply" in message
+    assert "nest" in message and "deep" in message
     assert_clean(message, demo_mesh)
 
 
@@ -152,7 +152,7 @@ def test_deeply_nested_subqueries_are_refused_cleanly(cur, gateway, demo_mesh):
     message = error_text(info.value)
     assert info.value.status_code != adbc_driver_manager.AdbcStatusCode.INTERNAL, message
     assert "internal error" not in message
-    assert "nested too deeply" in message
+    assert "nest" in message and "deep" in message
     assert_clean(message, demo_mesh)
     assert gateway.process.poll() is None
 

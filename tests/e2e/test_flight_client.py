@@ -96,7 +96,7 @@ def test_raw_sql_ticket_reads_products(bob, direct_arrow):
 def test_gateway_client_query_pandas_and_arrow(gateway, direct_arrow):
     sql = "SELECT * FROM crm.customers WHERE customer_id BETWEEN 100 AND 199 ORDER BY customer_id"
     expected = direct_arrow(sql)
-    with mesh_connect(gateway.uri, "carol", "carol") as mesh:
+    with mesh_connect(gateway.uri, "bob", "bob") as mesh:
         table = mesh.query_arrow(sql)
         frame = mesh.query_pandas(sql)
         reader = mesh.query_reader("SELECT * FROM sales.orders")
@@ -109,7 +109,7 @@ def test_gateway_client_query_pandas_and_arrow(gateway, direct_arrow):
 
 def test_gateway_client_wrong_password(gateway):
     with pytest.raises(flight.FlightUnauthenticatedError):
-        mesh_connect(gateway.uri, "carol", "not-carol")
+        mesh_connect(gateway.uri, "bob", "not-bob")
 
 
 def test_ticket_replayed_by_another_user_is_refused(bob, alice):
