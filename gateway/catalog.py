@@ -117,10 +117,10 @@ class Catalog:
         return tuple(sorted({p.domain for p in self._products.values()}))
 
 
-def contracts_signature(mesh_dir: Path) -> tuple:
+def contracts_signature(mesh_dir: Path, domains: frozenset[str] | None = None) -> tuple:
     """What identifies the current state of the contract files (paths, sizes, mtimes)."""
     entries = []
-    for path in find_contracts(mesh_dir):
+    for path in find_contracts(mesh_dir, domains):
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -129,13 +129,16 @@ def contracts_signature(mesh_dir: Path) -> tuple:
     return tuple(entries)
 
 
-def load_catalog(mesh_dir: Path, settings: EngineSettings) -> Catalog:
-    """Read, validate and bind every contract of ``mesh_dir`` into a new engine."""
-    signature = contracts_signature(mesh_dir)
+def load_catalog(
+    mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None
+) -> Catalog:
+    """Read, validate and bind every contract of ``mesh_dir`` (of ``domains``, when given,
+    as a domain node does) into a new engine."""
+    signature = contracts_signature(mesh_dir, domains)
     engine = Engine(settings)
     products: dict[str, Product] = {}
     problems: list[ContractProblem] = []
-    for path in find_contracts(mesh_dir):
+    for path in find_contracts(mesh_dir, domains):
         try:
             contracts = read_contract(path)
         except ContractError as exc:
@@ -179,11 +182,12 @@ def _first_line(exc: BaseException) -> str:
 class CatalogHolder:
     """Thread-safe access to the current catalog; reloads when contracts change."""
 
-    def __init__(self, mesh_dir: Path, settings: EngineSettings) -> None:
+    def __init__(self, mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None) -> None:
         self._mesh_dir = mesh_dir
         self._settings = settings
+        self._domains = domains
         self._lock = threading.Lock()
-        self._current = load_catalog(mesh_dir, settings)
+        self._current = load_catalog(mesh_dir, settings, domains)
 
     @property
     def current(self) -> Catalog:
@@ -192,9 +196,9 @@ class CatalogHolder:
     def reload_if_changed(self) -> bool:
         """Load a new snapshot when contract files changed; True when it swapped."""
         with self._lock:
-            if contracts_signature(self._mesh_dir) == self._current.signature:
+            if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
                 return False
-            fresh = load_catalog(self._mesh_dir, self._settings)
+            fresh = load_catalog(self._mesh_dir, self._settings, self._domains)
             self._current = fresh
             log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))
             return True

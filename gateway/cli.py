@@ -72,6 +72,30 @@ def serve(
     gateway.serve_forever()
 
 
+@app.command()
+def node(
+    mesh_dir: Annotated[Path, typer.Argument(help="Mesh directory (the node reads only its domain).")],
+    domain: Annotated[str, typer.Option(help="The domain this node serves.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8821,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
+) -> None:
+    """Run a domain node: serves DOMAIN's products to tickets sealed by the gateway."""
+    from gateway.config import load_config
+    from gateway.logs import configure_logging, configure_server_process
+    from gateway.node import DomainNode
+
+    configure_logging(json_lines=json_logs)
+    configure_server_process()
+    try:
+        server = DomainNode(f"grpc://{host}:{port}", mesh_dir.resolve(), load_config(mesh_dir), domain)
+    except MeshgateError as exc:
+        _fail(exc)
+    console.print(f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
+                  f"({len(server.catalogs.current)} products)")
+    server.serve()
+
+
 def _print_banner(gateway, address: str) -> None:
     catalog = gateway.state.current.catalog
     console.print(f"[bold]Meshgate[/bold] serving {len(catalog)} products on [bold]{address}[/bold]")
@@ -137,6 +161,13 @@ def products(
     for problem in problems:
         table.add_row(problem.path.parent.name + "/" + problem.path.name, "", "", "", f"[red]{escape(problem.message)}[/red]")
     console.print(table)
+    if service.nodes is not None:
+        nodes = Table("domain", "node", "reachable", "detail", title="Domain nodes")
+        for domain in service.nodes.domains:
+            for replica in service.nodes.health(domain):
+                nodes.add_row(domain, replica["location"], "yes" if replica["reachable"] else "[red]no[/red]",
+                              escape(", ".join(replica.get("products", [])) or replica.get("error", "")))
+        console.print(nodes)
     for error in service.policy_errors if not user else ():
         err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
     if problems:

@@ -92,6 +92,21 @@ class AuditSettings(_Strict):
         return mesh_dir / self.directory
 
 
+class NodesSettings(_Strict):
+    """Mesh mode: domains served by their own node processes.
+
+    ``domains`` maps a domain to its node locations (replicas, tried in order), e.g.
+    ``sales = ["grpc://10.0.0.5:8821"]``. ``ticket_key`` is the 32-byte hex key the gateway
+    seals tickets with (AES-256-GCM: authenticated and encrypted, because a ticket carries
+    governed SQL) and every node opens them with.
+    """
+
+    ticket_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    ticket_ttl_seconds: int = Field(default=60, gt=0)
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    domains: dict[str, tuple[str, ...]] = {}
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
@@ -99,6 +114,7 @@ class MeshConfig(_Strict):
     engine: EngineSettings = EngineSettings()
     governance: GovernanceSettings = GovernanceSettings()
     audit: AuditSettings = AuditSettings()
+    nodes: NodesSettings = NodesSettings()
     users: dict[str, UserSettings] = {}
 
 

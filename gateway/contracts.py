@@ -67,12 +67,13 @@ class ProductContract:
         return f"{self.domain}.{self.name}"
 
 
-def find_contracts(mesh_dir: Path) -> list[Path]:
-    """Every ``*.odcs.yaml`` directly inside a domain folder of ``mesh_dir``."""
+def find_contracts(mesh_dir: Path, domains: frozenset[str] | None = None) -> list[Path]:
+    """Every ``*.odcs.yaml`` directly inside a domain folder of ``mesh_dir`` (of ``domains``)."""
     return sorted(
         path
         for domain_dir in mesh_dir.iterdir()
         if domain_dir.is_dir() and not domain_dir.name.startswith(".")
+        and (domains is None or domain_dir.name in domains)
         for path in domain_dir.glob(f"*{CONTRACT_SUFFIX}")
     )
 

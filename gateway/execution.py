@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -120,8 +120,29 @@ def stream_batches(
     products, rows, bytes and duration, and ``on_finish(stats, outcome, error)`` is
     called at the end whatever happened.
     """
-    engine = planned.catalog.engine
+    yield from stream_sql(
+        planned.catalog.engine, planned.sql, planned.parameters, planned.schema, is_cancelled,
+        on_finish, user=planned.principal.user, products=list(planned.products),
+    )
+
+
+def stream_sql(
+    engine: Engine,
+    sql: str,
+    parameters: Sequence[object],
+    schema: pa.Schema,
+    is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
+    tables: Mapping[str, pa.Table] | None = None,
+    **log_fields: object,
+) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` on ``engine`` and yield batches of ``schema`` (see ``stream_batches``).
+
+    ``tables`` are Arrow tables made visible to ``sql`` under their names for this query
+    only (the fragments of a federated query).
+    """
     settings = engine.settings
+    products = tuple(log_fields.get("products", ()))
     stats = StreamStats()
     outcome = "ok"
     error: str | None = None
@@ -129,14 +150,16 @@ def stream_batches(
         token = WATCHDOG.watch(engine, cursor, is_cancelled)
         reader = None
         try:
-            relation = cursor.sql(planned.sql, params=list(planned.parameters) or None)
+            for name, table in (tables or {}).items():
+                cursor.register(name, table)
+            relation = cursor.sql(sql, params=list(parameters) or None)
             reader = relation.to_arrow_reader(
-                rows_per_batch(planned.schema, settings.batch_rows, settings.batch_bytes)
+                rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
             )
-            decode = reader.schema != planned.schema
+            decode = reader.schema != schema
             for batch in reader:
                 if decode:
-                    batch = batch.cast(planned.schema)
+                    batch = _conform(batch, schema)
                 for piece in _split_by_bytes(batch, settings.batch_bytes):
                     stats.rows += piece.num_rows
                     stats.bytes += piece.nbytes
@@ -145,7 +168,7 @@ def stream_batches(
             outcome = "cancelled"
         except duckdb.Error as exc:
             outcome = "error"
-            failure = safe_engine_error(exc, planned.products)
+            failure = safe_engine_error(exc, products)
             error = failure.client_message
             raise failure from exc
         except GeneratorExit:
@@ -160,17 +183,27 @@ def stream_batches(
                 outcome = "cancelled"
             if reader is not None:
                 reader.close()
+            for name in tables or {}:
+                cursor.unregister(name)
             if on_finish is not None:
                 on_finish(stats, outcome, error)
             log.info(
                 "query",
-                user=planned.principal.user,
-                products=list(planned.products),
+                **log_fields,
                 rows=stats.rows,
                 bytes=stats.bytes,
                 duration_ms=round((time.perf_counter() - stats.started) * 1000, 2),
                 outcome=outcome,
             )
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` as ``schema``: dictionaries decoded, columns renamed positionally."""
+    columns = [
+        column.cast(field.type) if column.type != field.type else column
+        for column, field in zip(batch.columns, schema)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def _split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:

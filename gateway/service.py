@@ -10,24 +10,41 @@ shows each user only the products and columns they may read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
+import structlog
 
 from gateway import explain, flightsql, metadata
 from gateway import flightsql_pb2 as pb
 from gateway.catalog import Product
 from gateway.engine_errors import safe_engine_error
 from gateway.audit import AuditLog, monotonic_ms
-from gateway.errors import AccessDenied, InvalidQuery, MeshgateError, NotSupported, QueryRefused, UnknownObject
-from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches
+from gateway.federation import NodeDirectory, NodeUnavailable, inline_parameters, split_fragments
+from gateway.errors import (
+    AccessDenied,
+    AuthenticationError,
+    HandleNotFound,
+    InvalidQuery,
+    MeshgateError,
+    NotSupported,
+    QueryRefused,
+    UnknownObject,
+)
+from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
 from gateway.handles import HandleStore
 from gateway.pipeline import PlanContext, plan
 from gateway.pipeline.secure import secure_subquery
 from gateway.principal import Principal
 from gateway.state import MeshSnapshot, MeshState
+from gateway.tickets import MAGIC as TICKET_MAGIC
+from gateway.tickets import TicketError
+
+log = structlog.get_logger("meshgate.service")
 
 ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
 ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
@@ -59,6 +76,8 @@ class SqlService:
         self._state = state
         self._audit = audit
         self._operator_view = operator_view
+        nodes = state.config.nodes
+        self.nodes = NodeDirectory(nodes) if nodes.domains and nodes.ticket_key else None
         settings = state.config.gateway
         self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
@@ -124,12 +143,77 @@ class SqlService:
         command = flightsql.decode(descriptor.command)
         if isinstance(command, _STATEMENTS):
             planned = self._plan_command(principal, command)
+            domain = self._node_domain(planned)
+            if domain is not None:
+                return self._node_info(descriptor, planned, domain)
             ticket = pb.TicketStatementQuery(
                 statement_handle=self._tickets.put(principal.user, planned)
             )
             return _info(descriptor, planned.schema, flightsql.pack(ticket))
         schema = self._metadata_schema(command)
         return _info(descriptor, schema, descriptor.command)
+
+    # -- mesh mode --------------------------------------------------------------------
+
+    def _node_domain(self, planned: PlannedQuery) -> str | None:
+        """The domain whose node alone can answer ``planned`` (mesh mode), else None."""
+        if self.nodes is None or planned.query.explain:
+            return None
+        domains = {key.split(".", 1)[0] for key in planned.products}
+        if len(domains) == 1 and self.nodes.serves(domain := domains.pop()):
+            return domain
+        return None
+
+    def _seal(self, planned: PlannedQuery, domain: str) -> bytes:
+        return self.nodes.sealer.seal(
+            domain, planned.sql, planned.parameters, planned.principal.user, planned.products
+        )
+
+    def _node_info(self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str) -> flight.FlightInfo:
+        """Rows flow from the domain's node straight to the client (replicas in order);
+        a client that ignores locations sends the ticket back here and is relayed."""
+        self._audit_begin(planned, node=domain)
+        expires = pa.scalar(
+            datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds), pa.timestamp("us", "UTC")
+        )
+        endpoint = flight.FlightEndpoint(
+            self._seal(planned, domain), list(self.nodes.locations(domain)), expiration_time=expires
+        )
+        return flight.FlightInfo(planned.schema, descriptor, [endpoint], -1, -1)
+
+    def _relay(self, principal: Principal, sealed: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Proxy mode: stream a node ticket's rows through the gateway."""
+        try:
+            ticket = self.nodes.sealer.open(sealed)
+        except TicketError as exc:
+            raise AuthenticationError(f"ticket refused: {exc}") from exc
+        if ticket.user != principal.user:
+            raise HandleNotFound("unknown or expired ticket; run the statement again")
+        reader = self.nodes.fetch(ticket.domain, sealed)
+        return reader.schema, _relayed(reader, ticket.domain)
+
+    def _federated(self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish) -> Iterator[pa.RecordBatch]:
+        """A query spanning domains: fragments from the nodes, finished in the gateway."""
+        products = {p.key: p for p in planned.query.products}
+        plan_ = split_fragments(
+            inline_parameters(planned.query.ast, planned.parameters),
+            {key: products[key].column_types for key in planned.products},
+            self.nodes,
+        )
+        user = planned.principal.user
+        with ThreadPoolExecutor(max_workers=max(1, len(plan_.fragments))) as pool:
+            tables = list(pool.map(lambda f: self.nodes.fetch_table(f, user), plan_.fragments))
+        log.info(
+            "federated_query", user=user, pushed_down=plan_.pushed_down,
+            fragments=[{"domain": f.domain, "products": list(f.products), "rows": t.num_rows, "bytes": t.nbytes}
+                       for f, t in zip(plan_.fragments, tables)],
+            bytes_moved=sum(t.nbytes for t in tables),
+        )
+        yield from stream_sql(
+            planned.catalog.engine, plan_.final_sql, (), planned.schema, is_cancelled, finish,
+            tables={f.name: t for f, t in zip(plan_.fragments, tables)},
+            user=user, products=list(planned.products), federated=True,
+        )
 
     def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
         command = flightsql.decode(descriptor.command)
@@ -167,6 +251,8 @@ class SqlService:
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The schema and batches for a ticket from GetFlightInfo (or raw SQL)."""
+        if self.nodes is not None and ticket.startswith(TICKET_MAGIC):
+            return self._relay(principal, ticket)
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
             planned = self._current(self._tickets.get(principal.user, command.statement_handle))
@@ -180,6 +266,12 @@ class SqlService:
             table = self._explanation(planned)
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
+        domain = self._node_domain(planned)
+        if domain is not None:
+            schema, batches = self._relay(planned.principal, self._seal(planned, domain))
+            return planned.schema, _conformed(batches, planned.schema)
+        if self.nodes is not None and any(self.nodes.serves(k.split(".", 1)[0]) for k in planned.products):
+            return planned.schema, self._federated(planned, is_cancelled, finish)
         return planned.schema, stream_batches(planned, is_cancelled, finish)
 
     # -- audit ------------------------------------------------------------------------
@@ -205,7 +297,7 @@ class SqlService:
             reason=getattr(exc, "reason", None),
         )
 
-    def _audit_begin(self, planned: PlannedQuery) -> Callable[[StreamStats, str, str | None], None]:
+    def _audit_begin(self, planned: PlannedQuery, node: str | None = None) -> Callable[[StreamStats, str, str | None], None]:
         """Record (durably) that ``planned`` starts; return the callback that records its end."""
         if self._audit is None:
             return lambda stats, outcome, error: None
@@ -234,6 +326,7 @@ class SqlService:
             + [r for a in query.accesses.values() for c in a.columns for r in c.reasons],
             decision="allowed",
             parameters=len(planned.parameters),
+            node=node,
         )
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
@@ -377,6 +470,19 @@ _METADATA_SCHEMAS: dict[type, pa.Schema] = {
     pb.CommandGetExportedKeys: metadata.schemas.GET_EXPORTED_KEYS,
     pb.CommandGetCrossReference: metadata.schemas.GET_CROSS_REFERENCE,
 }
+
+
+def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:
+    try:
+        for chunk in reader:
+            yield chunk.data
+    except flight.FlightError as exc:
+        raise NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed") from exc
+
+
+def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield batch if batch.schema == schema else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
 def _info(descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: bytes) -> flight.FlightInfo:

@@ -187,10 +187,14 @@ def pack(message) -> bytes:
     return envelope.SerializeToString()
 
 
-def flight_get_tables(client, options, **fields) -> pa.Table:
-    command = pb.CommandGetTables(include_schema=True, **fields)
+def flight_command(client, options, command) -> pa.Table:
+    """A Flight SQL metadata command: GetFlightInfo, then DoGet of its ticket."""
     info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(command)), options)
     return client.do_get(info.endpoints[0].ticket, options).read_all()
+
+
+def flight_get_tables(client, options, **fields) -> pa.Table:
+    return flight_command(client, options, pb.CommandGetTables(include_schema=True, **fields))
 
 
 def assert_denied_like_unknown(run, case: Case, sql_template: str) -> None:
@@ -331,9 +335,11 @@ def path_metadata(case: Case, oracle, adbc, flights) -> None:
     }
     tables = flight_get_tables(client, options, db_schema_filter_pattern=case.domain,
                                table_name_filter_pattern=case.name).to_pylist()
+    keys = flight_command(client, options, pb.CommandGetPrimaryKeys(db_schema=case.domain, table=case.name)).to_pylist()
     if not case.allowed:
         assert case.product not in listed
         assert tables == []
+        assert keys == []
         with pytest.raises(Exception) as denied:
             connection.adbc_get_table_schema(case.name, db_schema_filter=case.domain)
         with pytest.raises(Exception) as unknown:
@@ -348,6 +354,7 @@ def path_metadata(case: Case, oracle, adbc, flights) -> None:
     schema = connection.adbc_get_table_schema(case.name, db_schema_filter=case.domain)
     assert schema.names == expected.names
     assert schema.types == expected.types
+    assert [k["column_name"] for k in keys] == [PRIMARY_KEY[case.product]]
     assert len(tables) == 1
     served = pa.ipc.read_schema(pa.py_buffer(tables[0]["table_schema"]))
     assert served.names == expected.names
@@ -402,8 +409,7 @@ def test_catalog_lists_only_readable_products_and_domains(user, adbc, flights, o
     client, options = flights(user)
     tables = flight_get_tables(client, options).to_pylist()
     assert {f"{t['db_schema_name']}.{t['table_name']}" for t in tables} == VISIBLE[user]
-    info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(pb.CommandGetDbSchemas())), options)
-    schemas = client.do_get(info.endpoints[0].ticket, options).read_all().to_pylist()
+    schemas = flight_command(client, options, pb.CommandGetDbSchemas()).to_pylist()
     assert {s["db_schema_name"] for s in schemas} == {p.split(".")[0] for p in VISIBLE[user]}
 
 
@@ -566,3 +572,54 @@ def test_explain_policy_does_not_reveal_carols_invisible_column(adbc):
     rows = adbc_query(adbc("carol"), "EXPLAIN POLICY SELECT * FROM crm.customers").to_pylist()
     mentions = [r for r in rows if "ssn" in str(r).lower()]
     assert mentions == [], f"EXPLAIN POLICY reveals the invisible column: {mentions}"
+
+
+@pytest.mark.parametrize("column", ["region", "order_id"])
+def test_stats_do_not_reveal_rows_outside_alices_row_filter(column, adbc, oracle):
+    """``stats(x)`` reports the statistics DuckDB keeps for the base table: through the
+    row filter it would show alice the min/max of orders she may not read (regions
+    APAC..US, order ids up to the table's last). Refusing it is fine; leaking is not."""
+    eu = oracle.raw(
+        f"SELECT min({column})::VARCHAR AS lo, max({column})::VARCHAR AS hi FROM sales.orders WHERE region = 'EU'"
+    ).to_pylist()[0]
+    everything = oracle.raw(
+        f"SELECT min({column})::VARCHAR AS lo, max({column})::VARCHAR AS hi FROM sales.orders"
+    ).to_pylist()[0]
+    outside = {v for v in everything.values() if v not in eu.values()}
+    assert outside, "the premise: the full table's bounds differ from the EU rows' bounds"
+    try:
+        table = adbc_query(adbc("alice"), f"SELECT CAST(stats({column}) AS VARCHAR) AS s FROM sales.orders LIMIT 1")
+    except Exception:  # noqa: BLE001 - refusing stats() is an acceptable answer
+        return
+    text = str(table.to_pylist())
+    leaked = [v for v in outside if f": {v}," in text or f": {v}}}" in text or f"'{v}'" in text]
+    assert not leaked, f"stats({column}) shows alice values of rows outside her filter: {text}"
+
+
+REFERENCE_SPELLINGS = [
+    "SELECT count(*) AS n, sum(amount) AS s FROM sales.orders",
+    "SELECT count(*) AS n, sum(amount) AS s FROM mesh.sales.orders",
+    'SELECT count(*) AS n, sum(amount) AS s FROM "sales"."orders"',
+    'SELECT count(*) AS n, sum(amount) AS s FROM "mesh"."sales"."orders"',
+    "SELECT count(*) AS n, sum(amount) AS s FROM SALES.ORDERS",
+    "SELECT count(*) AS n, sum(sales.orders.amount) AS s FROM sales.orders",
+    "SELECT count(*) AS n, sum(mesh.sales.orders.amount) AS s FROM mesh.sales.orders",
+    "SELECT count(*) AS n, sum(o.amount) AS s FROM sales.orders AS o",
+    "SELECT count(*) AS n, sum(amount) AS s FROM (SELECT * FROM sales.orders) AS orders",
+    "SELECT count(*) AS n, sum(amount) AS s FROM (FROM sales.orders)",
+    "WITH orders AS (SELECT * FROM sales.orders) SELECT count(*) AS n, sum(amount) AS s FROM orders",
+    "SELECT count(*) AS n, sum(amount) AS s FROM sales.orders WHERE order_id IN (SELECT order_id FROM sales.orders)",
+    "SELECT count(*) AS n, sum(x.amount) AS s FROM sales.orders x, LATERAL (SELECT 1) l",
+]
+
+
+@pytest.mark.parametrize("sql", REFERENCE_SPELLINGS, ids=[f"ref{i}" for i in range(len(REFERENCE_SPELLINGS))])
+@pytest.mark.parametrize("user", ["alice", "erin"])
+def test_every_spelling_of_a_product_reference_is_governed(user, sql, adbc, oracle):
+    expected = oracle.run(user, "SELECT count(*) AS n, sum(amount) AS s FROM sales.orders")
+    try:
+        actual = adbc_query(adbc(user), sql)
+    except Exception as exc:  # noqa: BLE001 - a refusal is safe; print why for the record
+        assert "not allowed" in str(exc) or "not supported" in str(exc) or "unknown" in str(exc), exc
+        return
+    assert actual.to_pylist() == expected.to_pylist(), sql

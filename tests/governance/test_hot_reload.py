@@ -319,3 +319,20 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
     assert bob.endswith("@example.com")
     assert denied(served, "alice", "crm.contacts")
     assert denied(served, "dave", "crm.contacts")
+
+
+def policy_versions(gateway: RunningGateway) -> list[int]:
+    return [r["version"] for r in json_log_records(gateway.log()) if r.get("event") == "policy_loaded"]
+
+
+def test_deleted_global_file_does_not_drop_the_pii_floor(served: RunningGateway):
+    """A global file that disappears (a deploy that unlinks before it writes, a bad
+    checkout) must not lift the mesh-wide pii floor: fail closed, like a broken file."""
+    global_policy = served.mesh_dir / "policies" / "global.csv"
+    loaded = len(policy_versions(served))
+    rejected = len(rejections(served))
+    global_policy.unlink()
+    wait_until(lambda: len(policy_versions(served)) > loaded or len(rejections(served)) > rejected,
+               RELOAD_TIMEOUT, what="the watcher to notice the missing global file")
+    row = query(served, "alice", "SELECT ssn, email FROM crm.customers ORDER BY customer_id LIMIT 1").to_pylist()
+    assert row and is_hash(row[0]["ssn"]), f"alice reads raw pii once the global file is gone: {row}"
