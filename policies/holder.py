@@ -1,8 +1,9 @@
 """The policy in force, reloaded when its files change; a broken file never opens access.
 
-Each file is validated on its own. When a file turns invalid its last good version stays
-in force and the error (file:line) is logged. A domain file that has never been valid
-closes that domain; a global file that has never been valid closes every domain.
+Each file is validated on its own. When a file turns invalid or is deleted, its last good
+version stays in force and the error (file:line) is logged. A domain file that has never
+been valid closes that domain (a domain without any policy file has only the global
+rules); a global file that is missing or has never been valid closes every domain.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class PolicyHolder:
                     self._good[scope] = read_policy_file(path, scope, products, self._hash_key)
                     self._errors.pop(scope, None)
                 except PolicyError as exc:
+                    if scope != GLOBAL_SCOPE and scope not in self._good and not path.exists():
+                        # a domain that never had rules of its own: only the global ones apply
+                        self._good[scope] = PolicyFile(path, scope, (), ())
+                        continue
                     if scope not in self._errors or str(self._errors[scope]) != str(exc):
                         log.error("policy_rejected", file=str(exc.path), line=exc.line, error=str(exc),
                                   kept="last good version" if scope in self._good else "domain closed")

@@ -52,8 +52,8 @@ def read_policy_file(
     links: list[RoleLink] = []
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return PolicyFile(path, scope, (), ())
+    except FileNotFoundError as exc:
+        raise PolicyError(path, 0, "policy file missing") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(path, 0, f"cannot read the policy file: {exc}") from exc
     checker = _LineChecker(path, scope, products, hash_key)

@@ -30,8 +30,9 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "load_extension", "install_extension", "json_serialize_sql", "json_deserialize_sql",
         "json_serialize_plan", "json_execute_serialized_sql", "enum_range", "enum_range_boundary",
         "enum_first", "enum_last", "enum_code",
-        # error() turns a predicate into an oracle on rows a row filter hides
-        "error",
+        # error() turns a predicate into an oracle on rows a row filter hides;
+        # stats() shows the base table's min/max through any filter
+        "error", "stats",
     }
 )
 _NONDETERMINISTIC = frozenset({"random", "rand", "uuid", "uuidv4", "uuidv7", "gen_random_uuid"})

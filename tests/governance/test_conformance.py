@@ -290,6 +290,11 @@ def path_explain(case: Case, oracle, adbc, flights) -> None:
         assert oracle.key not in value, "EXPLAIN shows the hash key"
     governed = values["governed_sql"]
     assert ("<hash key>" in governed) == case.hashes, governed
+    # The row filter, with alice's attribute bound as a literal, sits in the governed SQL.
+    assert ("region = 'EU'" in governed) == bool(case.filtered_by), governed
+    mask_functions = {"hash": "sha256", "partial_email": "split_part", "round:100": "round"}
+    for spec, _ in case.masks.values():
+        assert mask_functions[spec] in governed, (spec, governed)
     for column in case.invisible:
         assert column not in governed.lower(), f"the governed SQL names invisible column {column}"
 
@@ -542,7 +547,10 @@ def test_carol_naming_ssn_errors_exactly_like_a_nonexistent_column(shape, adbc, 
     client, options = flights("carol")
     runners = {
         "adbc": lambda sql: adbc_query(adbc("carol"), sql),
+        "adbc_prepared": lambda sql: adbc_query(adbc("carol"), sql + " OFFSET ?", (0,)),
         "flight": lambda sql: flight_info_query(client, options, sql),
+        "flight_ticket": lambda sql: flight_ticket_query(client, options, sql),
+        "explain": lambda sql: adbc_query(adbc("carol"), "EXPLAIN " + sql),
     }
     for name, run in runners.items():
         with pytest.raises(Exception) as hidden:
@@ -551,6 +559,10 @@ def test_carol_naming_ssn_errors_exactly_like_a_nonexistent_column(shape, adbc, 
             run(shape.format(c="no_such_col"))
         assert type(hidden.value) is type(missing.value), name
         assert normalized_error(hidden.value, "ssn") == normalized_error(missing.value, "no_such_col"), name
+    # EXPLAIN POLICY does not bind the statement: both answer, and identically.
+    hidden = adbc_query(adbc("carol"), "EXPLAIN POLICY " + shape.format(c="ssn")).to_pylist()
+    missing = adbc_query(adbc("carol"), "EXPLAIN POLICY " + shape.format(c="no_such_col")).to_pylist()
+    assert str(hidden).replace("ssn", "X") == str(missing).replace("no_such_col", "X")
 
 
 def test_carol_select_star_and_struct_forms_never_carry_ssn(adbc, oracle):
