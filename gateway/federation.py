@@ -9,8 +9,9 @@
   joins the fragments in the gateway's DuckDB. Policy is applied before splitting: every
   fragment is a secure subquery, already filtered and masked.
 
-The executor of a fragment is chosen in ``FragmentExecutor``: today a node over Flight;
-for joins bigger than one machine, a Spark Connect executor would plug in there.
+Where a fragment runs is chosen by ``executor_for``: today a ``FragmentExecutor`` is the
+domain's node over Flight; for joins bigger than one machine, a Spark Connect executor
+(sqlglot transpiles a fragment to Spark SQL) would implement the same protocol there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -62,8 +64,14 @@ class FederatedPlan:
     pushed_down: bool
 
 
+class FragmentExecutor(Protocol):
+    """Runs one fragment of a federated query and returns its (governed) rows."""
+
+    def fetch_table(self, fragment: Fragment, user: str) -> pa.Table: ...
+
+
 class NodeDirectory:
-    """The node replicas of every node-served domain."""
+    """The node replicas of every node-served domain (a FragmentExecutor)."""
 
     def __init__(self, settings: NodesSettings) -> None:
         self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
@@ -137,6 +145,11 @@ class NodeDirectory:
             raise NodeUnavailable(
                 f"domain {fragment.domain}'s node stopped while streaming; the query failed"
             ) from exc
+
+
+def executor_for(fragment: Fragment, nodes: NodeDirectory) -> FragmentExecutor:
+    """The seam where a fragment's executor is chosen (today: its domain's node)."""
+    return nodes
 
 
 def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> exp.Expression:

@@ -24,7 +24,13 @@ from gateway import flightsql_pb2 as pb
 from gateway.catalog import Product
 from gateway.engine_errors import safe_engine_error
 from gateway.audit import AuditLog, monotonic_ms
-from gateway.federation import NodeDirectory, NodeUnavailable, inline_parameters, split_fragments
+from gateway.federation import (
+    NodeDirectory,
+    NodeUnavailable,
+    executor_for,
+    inline_parameters,
+    split_fragments,
+)
 from gateway.errors import (
     AccessDenied,
     AuthenticationError,
@@ -202,7 +208,9 @@ class SqlService:
         )
         user = planned.principal.user
         with ThreadPoolExecutor(max_workers=max(1, len(plan_.fragments))) as pool:
-            tables = list(pool.map(lambda f: self.nodes.fetch_table(f, user), plan_.fragments))
+            tables = list(pool.map(
+                lambda f: executor_for(f, self.nodes).fetch_table(f, user), plan_.fragments
+            ))
         log.info(
             "federated_query", user=user, pushed_down=plan_.pushed_down,
             fragments=[{"domain": f.domain, "products": list(f.products), "rows": t.num_rows, "bytes": t.nbytes}
