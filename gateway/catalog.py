@@ -22,7 +22,13 @@ import structlog
 from connectors.errors import ConnectorError
 from connectors.registry import connector_for
 from gateway.config import EngineSettings
-from gateway.contracts import ColumnContract, ContractError, ProductContract, find_contracts, read_contract
+from gateway.contracts import (
+    ColumnContract,
+    ContractError,
+    ProductContract,
+    find_contracts,
+    read_contract,
+)
 from gateway.engine import Engine
 from policies.rules import ColumnShape, ProductShape
 

@@ -75,7 +75,7 @@ class NodeDirectory:
 
     def __init__(self, settings: NodesSettings) -> None:
         self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
-        self._locations = {d: tuple(l) for d, l in settings.domains.items() if l}
+        self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
         self._timeout = settings.connect_timeout_seconds
         self._clients: dict[str, flight.FlightClient] = {}
         self._lock = threading.Lock()

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
 
-from gateway.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler, TokenStore, UserDirectory
+from gateway.auth import (
+    MIDDLEWARE_KEY,
+    AuthMiddlewareFactory,
+    HandshakeAuthHandler,
+    TokenStore,
+    UserDirectory,
+)
 from gateway.errors import (
     AuthenticationError,
     HandleNotFound,
@@ -21,7 +27,11 @@ from gateway.errors import (
     QueryRefused,
 )
 from gateway.principal import Principal
-from gateway.service import ACTION_CLOSE_PREPARED_STATEMENT, ACTION_CREATE_PREPARED_STATEMENT, SqlService
+from gateway.service import (
+    ACTION_CLOSE_PREPARED_STATEMENT,
+    ACTION_CREATE_PREPARED_STATEMENT,
+    SqlService,
+)
 
 log = structlog.get_logger("meshgate.server")
 R = TypeVar("R")

@@ -21,16 +21,9 @@ import structlog
 
 from gateway import explain, flightsql, metadata
 from gateway import flightsql_pb2 as pb
+from gateway.audit import AuditLog, monotonic_ms
 from gateway.catalog import Product
 from gateway.engine_errors import safe_engine_error
-from gateway.audit import AuditLog, monotonic_ms
-from gateway.federation import (
-    NodeDirectory,
-    NodeUnavailable,
-    executor_for,
-    inline_parameters,
-    split_fragments,
-)
 from gateway.errors import (
     AccessDenied,
     AuthenticationError,
@@ -42,6 +35,13 @@ from gateway.errors import (
     UnknownObject,
 )
 from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
+from gateway.federation import (
+    NodeDirectory,
+    NodeUnavailable,
+    executor_for,
+    inline_parameters,
+    split_fragments,
+)
 from gateway.handles import HandleStore
 from gateway.pipeline import PlanContext, plan
 from gateway.pipeline.secure import secure_subquery

@@ -89,7 +89,7 @@ class Governor:
         self.rules: tuple[Rule, ...] = tuple(r for f in files for r in f.rules)
         tags = {f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns}
         self._match = object_matcher(tags)
-        links = [(l.member, l.role) for f in files for l in f.links]
+        links = [(link.member, link.role) for f in files for link in f.links]
         links += [(user, role) for user, roles in user_roles.items() for role in roles]
         self._all = self._enforcer(self.rules, links)
         self._global = self._enforcer([r for r in self.rules if r.scope == GLOBAL_SCOPE], links)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.errors import QueryRefused
-
 from gateway.pipeline.authorize import authorize
 from gateway.pipeline.parse import parse_statement
 from gateway.pipeline.query import PlanContext, PlanLimits, Query
