@@ -43,6 +43,8 @@ class GatewaySettings(_Strict):
     token_ttl_seconds: int = Field(default=3600, gt=0)
     ticket_ttl_seconds: int = Field(default=600, gt=0)
     max_prepared_statements_per_user: int = Field(default=256, gt=0)
+    max_concurrent_queries_per_user: int = Field(default=8, gt=0)
+    max_queries_per_minute_per_user: int = Field(default=6000, gt=0)
 
 
 class EngineSettings(_Strict):
@@ -52,6 +54,10 @@ class EngineSettings(_Strict):
     threads: int = Field(default=2, gt=0)
     batch_rows: int = Field(default=65536, gt=0)
     batch_bytes: int = Field(default=4 * 1024 * 1024, gt=0, le=12 * 1024 * 1024)
+    query_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_result_rows: int = Field(default=200_000_000, gt=0)
+    max_result_bytes: int = Field(default=16 * 1024**3, gt=0)
+    max_spill_size: str = "10GB"
 
 
 class UserSettings(_Strict):

@@ -89,6 +89,7 @@ class Engine:
             ("autoload_known_extensions", False),
             ("python_enable_replacements", False),
             ("memory_limit", settings.memory_limit),
+            ("max_temp_directory_size", settings.max_spill_size),
             ("threads", settings.threads),
             ("lock_configuration", True),
         ]

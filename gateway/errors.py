@@ -49,6 +49,10 @@ class QueryFailed(MeshgateError):
     """The engine could not run an accepted statement; the message is safe to show."""
 
 
+class ResourceExhausted(MeshgateError):
+    """A per-user or per-query limit was reached; the message says when to retry."""
+
+
 class NotSupported(MeshgateError):
     """A Flight SQL feature the gateway does not offer."""
 

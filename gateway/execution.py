@@ -14,7 +14,7 @@ import structlog
 from gateway.catalog import Catalog
 from gateway.engine import Engine
 from gateway.engine_errors import safe_engine_error
-from gateway.errors import QueryFailed
+from gateway.errors import QueryFailed, ResourceExhausted
 from gateway.pipeline.query import Query
 from gateway.principal import Principal
 
@@ -67,42 +67,48 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
 
 
 class Watchdog:
-    """One thread that interrupts running queries whose client has gone or cancelled,
-    also while DuckDB is still computing their first batch."""
+    """One thread that interrupts running queries whose client has gone or cancelled, or
+    whose time is up, also while DuckDB is still computing their first batch."""
 
     def __init__(self, interval_seconds: float = 0.1) -> None:
         self._interval = interval_seconds
-        self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool]]] = {}
+        self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]] = {}
+        self._stopped: dict[int, str] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool]) -> int:
+    def watch(
+        self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> int:
         token = id(cursor)
         with self._lock:
-            self._running[token] = (engine, cursor, is_cancelled)
+            self._running[token] = (engine, cursor, is_cancelled, time.monotonic() + timeout_seconds)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
                 self._thread.start()
         return token
 
-    def release(self, token: int) -> bool:
-        """Stop watching; True when the watchdog interrupted the query."""
+    def release(self, token: int) -> str | None:
+        """Stop watching; the reason ("cancelled" or "timeout") if the watchdog stopped it."""
         with self._lock:
-            entry = self._running.pop(token, None)
-        return entry is None
+            self._running.pop(token, None)
+            return self._stopped.pop(token, None)
 
     def _loop(self) -> None:
         while True:
             time.sleep(self._interval)
+            now = time.monotonic()
             with self._lock:
-                for token, (engine, cursor, is_cancelled) in list(self._running.items()):
+                for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
                     try:
-                        cancelled = is_cancelled()
+                        reason = "cancelled" if is_cancelled() else ("timeout" if now > deadline else None)
                     except Exception:  # a context that cannot answer any more: the call is over
-                        cancelled = True
-                    if cancelled:
+                        reason = "cancelled"
+                    if reason:
                         engine.interrupt(cursor)
                         del self._running[token]
+                        self._stopped[token] = reason
 
 
 WATCHDOG = Watchdog()
@@ -147,7 +153,7 @@ def stream_sql(
     outcome = "ok"
     error: str | None = None
     with engine.cursor() as cursor:
-        token = WATCHDOG.watch(engine, cursor, is_cancelled)
+        token = WATCHDOG.watch(engine, cursor, is_cancelled, settings.query_timeout_seconds)
         reader = None
         try:
             for name, table in (tables or {}).items():
@@ -163,9 +169,18 @@ def stream_sql(
                 for piece in _split_by_bytes(batch, settings.batch_bytes):
                     stats.rows += piece.num_rows
                     stats.bytes += piece.nbytes
+                    if stats.rows > settings.max_result_rows or stats.bytes > settings.max_result_bytes:
+                        raise ResourceExhausted(
+                            f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
+                            f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
+                        )
                     yield piece
         except duckdb.InterruptException:
-            outcome = "cancelled"
+            outcome = WATCHDOG.release(token) or "cancelled"
+            if outcome == "timeout":
+                error = (f"the query exceeded the time limit of {settings.query_timeout_seconds:g} s; "
+                         "add filters or aggregate")
+                raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
             failure = safe_engine_error(exc, products)
@@ -175,12 +190,15 @@ def stream_sql(
             outcome = "disconnected"
             engine.interrupt(cursor)
             raise
-        except QueryFailed as exc:
-            outcome, error = "error", exc.client_message
+        except (QueryFailed, ResourceExhausted) as exc:
+            if outcome == "ok":
+                outcome, error = "error", exc.client_message
+                engine.interrupt(cursor)
             raise
         finally:
-            if WATCHDOG.release(token) and outcome == "ok":
-                outcome = "cancelled"
+            stopped_by = WATCHDOG.release(token)
+            if stopped_by and outcome == "ok":
+                outcome = stopped_by
             if reader is not None:
                 reader.close()
             for name in tables or {}:

@@ -25,6 +25,7 @@ from gateway.errors import (
     MeshgateError,
     NotSupported,
     QueryRefused,
+    ResourceExhausted,
 )
 from gateway.principal import Principal
 from gateway.service import (
@@ -95,6 +96,10 @@ class MeshgateFlightServer(flight.FlightServerBase):
             return KeyError(message)
         if isinstance(exc, QueryRefused):
             return flight.FlightUnauthorizedError(message)
+        if isinstance(exc, ResourceExhausted):
+            # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED; UNAVAILABLE is the
+            # retryable status it can send, and the message says when to retry.
+            return flight.FlightUnavailableError(message)
         return pa.ArrowInvalid(message)
 
     @_flight_boundary

@@ -43,6 +43,7 @@ from gateway.federation import (
     split_fragments,
 )
 from gateway.handles import HandleStore
+from gateway.limits import UserLimiter
 from gateway.pipeline import PlanContext, plan
 from gateway.pipeline.secure import secure_subquery
 from gateway.principal import Principal
@@ -85,6 +86,9 @@ class SqlService:
         nodes = state.config.nodes
         self.nodes = NodeDirectory(nodes) if nodes.domains and nodes.ticket_key else None
         settings = state.config.gateway
+        self.limiter = UserLimiter(
+            settings.max_concurrent_queries_per_user, settings.max_queries_per_minute_per_user
+        )
         self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000
@@ -230,6 +234,7 @@ class SqlService:
         return self._metadata_schema(command)
 
     def _plan_command(self, principal: Principal, command: object) -> PlannedQuery:
+        self.limiter.admit(principal.user)
         if isinstance(command, str):
             return self.plan(principal, command)
         if isinstance(command, pb.CommandStatementQuery):
@@ -258,7 +263,18 @@ class SqlService:
     def stream(
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """The schema and batches for a ticket from GetFlightInfo (or raw SQL)."""
+        """The schema and batches for a ticket from GetFlightInfo (or raw SQL); the batches
+        run in one of the user's concurrent-query slots."""
+        schema, batches = self._stream(principal, ticket, is_cancelled)
+        return schema, self._in_slot(principal.user, batches)
+
+    def _in_slot(self, user: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        with self.limiter.running(user):
+            yield from batches
+
+    def _stream(
+        self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         if self.nodes is not None and ticket.startswith(TICKET_MAGIC):
             return self._relay(principal, ticket)
         command = flightsql.decode(ticket)

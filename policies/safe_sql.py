@@ -62,6 +62,9 @@ def function_name(node: exp.Func) -> str:
 def function_refusal(node: exp.Func, scalar_only: bool = False) -> str | None:
     """Why ``node`` may not be called, or None when it may."""
     name = function_name(node)
+    amplification = amplification_refusal(node)
+    if amplification:
+        return amplification
     kinds = duckdb_function_kinds().get(name)
     if name in FORBIDDEN_FUNCTIONS or (kinds is not None and not kinds & _QUERY_KINDS):
         return f"function {name}() is not allowed"
@@ -93,3 +96,104 @@ def check_scalar_expression(expression: exp.Expression, allowed_columns: Collect
                 raise PolicyExpressionError(
                     f"unknown column {node.sql('duckdb')}; allowed: {', '.join(sorted(allowed))}"
                 )
+
+
+# -- functions whose result grows with an argument ------------------------------------
+#
+# DuckDB's memory_limit and max_execution_time do not bound a scalar function that builds
+# one huge value (``len(range(0, 3e8))``, ``repeat('x', 2e9))``). Such "amplifiers" are
+# allowed only with constant size arguments under a bound, never inside another amplifier
+# or a lambda (where they would run once per element).
+
+MAX_GENERATED_ELEMENTS = 100_000
+MAX_GENERATED_WIDTH = 10_000
+
+#: function name -> positions of its size arguments (None: every numeric argument).
+_AMPLIFIERS: dict[str, tuple[int, ...] | None] = {
+    "range": None,
+    "generate_series": None,
+    "repeat": (1,),
+    "lpad": (1,),
+    "rpad": (1,),
+    "list_resize": (1,),
+    "array_resize": (1,),
+    "bar": (3,),
+}
+_FORMATTERS = frozenset({"printf", "format"})
+
+
+def amplification_refusal(node: exp.Func) -> str | None:
+    """Why ``node`` could build an unbounded value, or None when it cannot."""
+    name = function_name(node)
+    if name not in _AMPLIFIERS and name not in _FORMATTERS:
+        return None
+    if any(
+        isinstance(a, exp.Lambda) or (isinstance(a, exp.Func) and function_name(a) in _AMPLIFIERS)
+        for a in _ancestors(node)
+    ):
+        return f"{name}() may not be nested in a lambda or another generating function"
+    arguments = list(node.iter_expressions())
+    if name in _FORMATTERS:
+        pattern = arguments[0] if arguments else None
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+            return f"{name}() needs a constant format string"
+        widths = [int(w) for w in _digits(pattern.this)]
+        if any(w > MAX_GENERATED_WIDTH for w in widths):
+            return f"{name}() widths are limited to {MAX_GENERATED_WIDTH}"
+        return None
+    positions = _AMPLIFIERS[name]
+    sizes = [a for i, a in enumerate(arguments) if positions is None or i in positions]
+    values = [_constant_number(a) for a in sizes]
+    if any(v is None for v in values):
+        return f"{name}() needs constant size arguments"
+    if name in ("range", "generate_series"):
+        start, stop, step = _series_bounds(values)
+        count = abs((stop - start) / step) if step else float("inf")
+        if count > MAX_GENERATED_ELEMENTS:
+            return f"{name}() is limited to {MAX_GENERATED_ELEMENTS:,} elements"
+        return None
+    if name == "bar" and not sizes:
+        return None
+    if any(abs(v) > MAX_GENERATED_WIDTH for v in values):
+        return f"{name}() sizes are limited to {MAX_GENERATED_WIDTH:,}"
+    return None
+
+
+def _ancestors(node: exp.Expression):
+    parent = node.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
+
+
+def _series_bounds(values: list[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return 0.0, values[0], 1.0
+    if len(values) == 2:
+        return values[0], values[1], 1.0
+    return values[0], values[1], values[2]
+
+
+def _constant_number(node: exp.Expression) -> float | None:
+    if isinstance(node, exp.Neg):
+        inner = _constant_number(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Paren):
+        return _constant_number(node.this)
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return float(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def _digits(text: str) -> list[str]:
+    runs, current = [], ""
+    for char in text:
+        if char.isdigit():
+            current += char
+        elif current:
+            runs.append(current)
+            current = ""
+    return runs + ([current] if current else [])
