@@ -190,6 +190,26 @@ def write_mesh(config: BenchConfig, log: Callable[[str], None] = print) -> Mesh:
     return Mesh(mesh_dir, data_dir, hash_key, columns)
 
 
+def load_mesh(mesh_dir: Path, data_dir: Path | None = None) -> Mesh:
+    """The description of a mesh written by :func:`write_mesh` (columns by DESCRIBE)."""
+    import tomllib
+
+    config = tomllib.loads((mesh_dir / "mesh.toml").read_text(encoding="utf-8"))
+    mesh = Mesh(mesh_dir, data_dir or mesh_dir, config["governance"]["hash_key"], {})
+    con = duckdb.connect(":memory:")
+    try:
+        for table in TABLES:
+            path = _sql_string(str(mesh.table_path(table)))
+            if TABLE_DOMAIN[table] == DUCKDB_DOMAIN:
+                con.execute(f"ATTACH IF NOT EXISTS {path} AS src (READ_ONLY)")
+                mesh.columns[table] = describe(con, f"src.main.{table}")
+            else:
+                mesh.columns[table] = describe(con, f"SELECT * FROM read_parquet({path})")
+    finally:
+        con.close()
+    return mesh
+
+
 # --------------------------------------------------------------------------- contracts
 
 

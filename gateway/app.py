@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from gateway.audit import AuditLog
-from gateway.auth import TokenStore, UserDirectory
+from gateway.auth import LoginGuard, TokenStore, UserDirectory
 from gateway.config import MeshConfig, load_config
+from gateway.errors import ConfigError
 from gateway.server import MeshgateFlightServer
 from gateway.service import SqlService
 from gateway.state import MeshState
@@ -36,7 +39,25 @@ class Gateway:
         return self.server.port
 
     def serve_forever(self) -> None:
-        self.server.serve()
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        self.drain_and_shutdown()
+
+    def drain_and_shutdown(self) -> None:
+        """Refuse new queries, let running ones finish for the grace period, then stop."""
+        grace = self.config.gateway.shutdown_grace_seconds
+        self.service.draining = True
+        log.info("shutting_down", running=self.service.active_streams, grace_seconds=grace)
+        deadline = time.monotonic() + grace
+        while self.service.active_streams and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.service.active_streams:
+            log.warning("shutdown_cancels_queries", running=self.service.active_streams)
+        self.shutdown()
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -50,13 +71,24 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     state = MeshState(mesh_dir, config)
     audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
     service = SqlService(state, audit)
-    location = f"grpc://{host or config.gateway.host}:{config.gateway.port if port is None else port}"
+    settings = config.gateway
+    tls = _tls_certificates(mesh_dir, settings)
+    scheme = "grpc+tls" if tls else "grpc"
+    location = f"{scheme}://{host or settings.host}:{settings.port if port is None else port}"
+
+    def failed_login(user: str, reason: str) -> None:
+        audit.record("login_failed", user=user, error=reason)
+        log.warning("login_failed", user=user, error=reason)
+
     server = MeshgateFlightServer(
         location,
         service,
         UserDirectory(config.users),
-        TokenStore(config.gateway.token_ttl_seconds),
+        TokenStore(settings.token_ttl_seconds),
+        LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
         secrets=(config.governance.hash_key or "",),
+        on_failed_login=failed_login,
+        tls_certificates=tls,
     )
     stop = threading.Event()
     threading.Thread(
@@ -65,6 +97,25 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     log.info("gateway_started", location=location.rsplit(":", 1)[0] + f":{server.port}",
              products=len(state.current.catalog), problems=len(state.current.catalog.problems))
     return Gateway(mesh_dir, config, state, service, server, stop)
+
+
+def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
+    """The (certificate, key) pair from config, or [] for plaintext gRPC."""
+    if not settings.tls_cert_file and not settings.tls_key_file:
+        return []
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ConfigError(
+            f"{mesh_dir / 'mesh.toml'}: fields `gateway.tls_cert_file` and `gateway.tls_key_file` "
+            "go together; give both or neither"
+        )
+    pair = []
+    for field, name in (("tls_cert_file", settings.tls_cert_file), ("tls_key_file", settings.tls_key_file)):
+        path = Path(name) if Path(name).is_absolute() else mesh_dir / name
+        try:
+            pair.append(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `gateway.{field}`: cannot read {path}: {exc}") from exc
+    return [(pair[0], pair[1])]
 
 
 def _watch_files(state: MeshState, stop: threading.Event) -> None:

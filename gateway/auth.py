@@ -13,7 +13,7 @@ import base64
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pyarrow.flight as flight
 
@@ -77,12 +77,42 @@ class TokenStore:
             self._tokens.pop(token, None)
 
 
+class LoginGuard:
+    """Locks a user out for a while after too many failed logins (and says so)."""
+
+    def __init__(self, max_failures: int, lockout_seconds: float) -> None:
+        self._max = max_failures
+        self._lockout = lockout_seconds
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(user, []) if t > now - self._lockout]
+            self._failures[user] = recent
+            if len(recent) >= self._max:
+                wait = int(recent[0] + self._lockout - now) + 1
+                raise AuthenticationError(f"too many failed logins; retry in {wait} s")
+
+    def failed(self, user: str) -> None:
+        with self._lock:
+            self._failures.setdefault(user, []).append(time.monotonic())
+            if len(self._failures) > 100_000:  # bounded: forget the oldest users
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._failures.pop(user, None)
+
+
 class AuthMiddleware(flight.ServerMiddleware):
     """Carries the caller's identity to the RPC; answers the token after a handshake."""
 
-    def __init__(self, principal: Principal, issued_token: str | None = None) -> None:
+    def __init__(self, principal: Principal, issued_token: str | None = None, token: str | None = None) -> None:
         self.principal = principal
         self._issued_token = issued_token
+        self.token = token or issued_token
 
     def sending_headers(self) -> dict[str, str]:
         if self._issued_token is None:
@@ -93,9 +123,14 @@ class AuthMiddleware(flight.ServerMiddleware):
 class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
     """Checks Basic credentials on Handshake and the bearer token on every other call."""
 
-    def __init__(self, users: UserDirectory, tokens: TokenStore) -> None:
+    def __init__(
+        self, users: UserDirectory, tokens: TokenStore, guard: LoginGuard,
+        on_failed_login: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._users = users
         self._tokens = tokens
+        self._guard = guard
+        self._on_failed_login = on_failed_login
 
     def start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
         try:
@@ -109,10 +144,19 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme = scheme.lower()
         if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
             user, password = _decode_basic(credentials)
-            principal = self._users.authenticate(user, password)
+            self._guard.check(user)
+            try:
+                principal = self._users.authenticate(user, password)
+            except AuthenticationError as exc:
+                self._guard.failed(user)
+                if self._on_failed_login is not None:
+                    self._on_failed_login(user, str(exc))
+                raise
+            self._guard.succeeded(user)
             return AuthMiddleware(principal, self._tokens.issue(principal))
         if scheme == "bearer" and credentials:
-            return AuthMiddleware(self._tokens.principal(credentials.strip()))
+            token = credentials.strip()
+            return AuthMiddleware(self._tokens.principal(token), token=token)
         if not value:
             raise AuthenticationError(
                 "authentication required: connect with a username and password"

@@ -45,6 +45,11 @@ class GatewaySettings(_Strict):
     max_prepared_statements_per_user: int = Field(default=256, gt=0)
     max_concurrent_queries_per_user: int = Field(default=8, gt=0)
     max_queries_per_minute_per_user: int = Field(default=6000, gt=0)
+    max_failed_logins: int = Field(default=5, gt=0, description="per user, before a lockout")
+    failed_login_lockout_seconds: int = Field(default=60, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    tls_cert_file: str | None = Field(default=None, description="PEM certificate (relative: to the mesh)")
+    tls_key_file: str | None = Field(default=None, description="PEM private key (relative: to the mesh)")
 
 
 class EngineSettings(_Strict):

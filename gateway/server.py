@@ -35,6 +35,8 @@ from gateway.service import (
 )
 
 log = structlog.get_logger("meshgate.server")
+
+ACTION_LOGOUT = "Logout"
 R = TypeVar("R")
 
 
@@ -65,16 +67,19 @@ class MeshgateFlightServer(flight.FlightServerBase):
         service: SqlService,
         users: UserDirectory,
         tokens: TokenStore,
+        guard: LoginGuard,
         secrets: tuple[str, ...] = (),
+        on_failed_login: Callable[[str, str], None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
-            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens)},
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens, guard, on_failed_login)},
             **kwargs,
         )
         self.service = service
+        self._tokens = tokens
         self._secrets = tuple(s for s in secrets if s)
 
     def client_error(self, exc: Exception, rpc: str) -> Exception:
@@ -130,6 +135,11 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def do_action(self, context, action):
+        if action.type == ACTION_LOGOUT:
+            middleware = context.get_middleware(MIDDLEWARE_KEY)
+            if middleware is not None and middleware.token:
+                self._tokens.revoke(middleware.token)
+            return []
         body = action.body.to_pybytes() if action.body is not None else b""
         return [flight.Result(pa.py_buffer(r)) for r in self.service.action(_principal(context), action.type, body)]
 
@@ -137,6 +147,7 @@ class MeshgateFlightServer(flight.FlightServerBase):
         return [
             flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
             flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
+            flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
         ]
 
     @_flight_boundary

@@ -9,6 +9,7 @@ shows each user only the products and columns they may read.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from gateway.errors import (
     MeshgateError,
     NotSupported,
     QueryRefused,
+    ResourceExhausted,
     UnknownObject,
 )
 from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
@@ -86,6 +88,9 @@ class SqlService:
         nodes = state.config.nodes
         self.nodes = NodeDirectory(nodes) if nodes.domains and nodes.ticket_key else None
         settings = state.config.gateway
+        self.draining = False
+        self._active = 0
+        self._active_lock = threading.Lock()
         self.limiter = UserLimiter(
             settings.max_concurrent_queries_per_user, settings.max_queries_per_minute_per_user
         )
@@ -234,6 +239,7 @@ class SqlService:
         return self._metadata_schema(command)
 
     def _plan_command(self, principal: Principal, command: object) -> PlannedQuery:
+        self._refuse_when_draining()
         self.limiter.admit(principal.user)
         if isinstance(command, str):
             return self.plan(principal, command)
@@ -265,12 +271,27 @@ class SqlService:
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The schema and batches for a ticket from GetFlightInfo (or raw SQL); the batches
         run in one of the user's concurrent-query slots."""
+        self._refuse_when_draining()
         schema, batches = self._stream(principal, ticket, is_cancelled)
         return schema, self._in_slot(principal.user, batches)
 
+    @property
+    def active_streams(self) -> int:
+        return self._active
+
     def _in_slot(self, user: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with self.limiter.running(user):
-            yield from batches
+            with self._active_lock:
+                self._active += 1
+            try:
+                yield from batches
+            finally:
+                with self._active_lock:
+                    self._active -= 1
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise ResourceExhausted("the gateway is shutting down; retry on another instance or in a moment")
 
     def _stream(
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]

@@ -55,7 +55,11 @@ class PolicyHolder:
                 return False
             for scope, path in paths.items():
                 try:
-                    self._good[scope] = read_policy_file(path, scope, products, self._hash_key)
+                    loaded = read_policy_file(path, scope, products, self._hash_key)
+                    if scope == GLOBAL_SCOPE and not loaded.rules:
+                        raise PolicyError(path, 0, "the global policy holds no rule; it is the floor every "
+                                          "domain builds on (a truncated file is never taken as valid)")
+                    self._good[scope] = loaded
                     self._errors.pop(scope, None)
                 except PolicyError as exc:
                     if scope != GLOBAL_SCOPE and scope not in self._good and not path.exists():

@@ -41,6 +41,45 @@ def flight_login_error(uri: str, user: str, password: str) -> flight.FlightUnaut
     return info.value
 
 
+def _mesh_with(mesh_dir, tmp_path_factory, settings: str):
+    """A copy of ``mesh_dir`` with extra ``[gateway]`` settings."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("auth-mesh") / "mesh"
+    shutil.copytree(mesh_dir, copy)
+    config = copy / "mesh.toml"
+    config.write_text(config.read_text().replace("[gateway]\n", f"[gateway]\n{settings}\n", 1))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def gateway(demo_mesh, tmp_path_factory):
+    """This module logs in wrongly on purpose, many times: its own gateway, with a lockout
+    threshold high enough not to interfere (the lockout has its own test below)."""
+    mesh = _mesh_with(demo_mesh, tmp_path_factory, "max_failed_logins = 10000")
+    running = start_gateway(mesh, tmp_path_factory.mktemp("auth-logs") / "gateway.log")
+    yield running
+    stop_gateway(running)
+
+
+def test_repeated_failed_logins_lock_the_user_out_and_are_audited(demo_mesh, tmp_path_factory):
+    mesh = _mesh_with(demo_mesh, tmp_path_factory, "max_failed_logins = 3\nfailed_login_lockout_seconds = 30")
+    running = start_gateway(mesh, tmp_path_factory.mktemp("lockout-logs") / "gateway.log")
+    try:
+        for _ in range(3):
+            assert core(flight_login_error(running.uri, "carol", "wrong")) == "invalid username or password"
+        locked = core(flight_login_error(running.uri, "carol", "carol"))  # even the right password
+        assert locked.startswith("too many failed logins; retry in")
+        with adbc_connect(running.uri, "erin") as conn, conn.cursor() as cur:  # others unaffected
+            cur.execute("SELECT 1 AS x")
+            assert cur.fetchall() == [(1,)]
+        audit = (mesh / ".meshgate" / "audit" / "audit.jsonl").read_text()
+        assert audit.count('"event":"login_failed","user":"carol"') >= 3
+        assert "wrong" not in audit  # the attempted password is never recorded
+    finally:
+        stop_gateway(running)
+
+
 def core(message: str) -> str:
     """The server's message without transport decorations."""
     return str(message).split(". Detail:")[0].split(" (Unauthenticated")[0]

@@ -16,17 +16,19 @@ from datetime import datetime
 
 import pyarrow.flight as flight
 import pytest
-
 from gov_support import (
     DENIED_TEMPLATE,
     audit_file,
     audit_records,
     audit_text,
+    hash_key,
     rule_origin,
     strip_ansi,
     wait_until,
 )
-from support import REPO, adbc_connect, flight_client
+from support import REPO, adbc_connect, flight_client, start_gateway, stop_gateway
+
+from gateway.audit import read_audit
 
 BEGIN_FIELDS = {"time", "event", "query_id", "user", "roles", "client", "sql", "governed_sql",
                 "products", "columns", "rules", "decision"}
@@ -69,11 +71,14 @@ def one(records: list[dict], event: str) -> dict:
     return found[0]
 
 
+def ended(mesh, sql: str, executions: int = 1) -> list[dict] | None:
+    """``sql``'s records once ``executions`` query_end records are written, else None."""
+    records = records_for(mesh, sql)
+    return records if sum(r["event"] == "query_end" for r in records) >= executions else None
+
+
 def wait_for_end(mesh, sql: str) -> list[dict]:
-    return wait_until(
-        lambda: (lambda rs: rs if any(r["event"] == "query_end" for r in rs) else None)(records_for(mesh, sql)),
-        timeout=10, what=f"the query_end record of {sql!r}",
-    )
+    return wait_until(lambda: ended(mesh, sql), timeout=10, what=f"the query_end record of {sql!r}")
 
 
 def test_allowed_query_records_begin_and_end_with_every_field(gateway, demo_key):
@@ -168,11 +173,8 @@ def test_prepared_statement_executions_are_each_recorded(gateway):
     finally:
         connection.close()
     assert counts[0] == 0 and counts[1] > 0
-    records = wait_until(
-        lambda: (lambda rs: rs if sum(r["event"] == "query_end" for r in rs) == 2 else None)(
-            records_for(gateway.mesh_dir, sql)),
-        timeout=10, what="two executions recorded",
-    )
+    records = wait_until(lambda: ended(gateway.mesh_dir, sql, executions=2), timeout=10,
+                         what="two executions recorded")
     begins = [r for r in records if r["event"] == "query_begin"]
     assert len(begins) == 2
     assert all(b["parameters"] == 1 and b["columns"]["sales.orders"]["row_filter"] for b in begins)
@@ -268,7 +270,7 @@ def test_audit_cli_lists_a_users_queries(gateway):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "audit", str(gateway.mesh_dir), "--user", "alice", "--limit", "100000"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     out = strip_ansi(result.stdout)
@@ -282,9 +284,6 @@ def test_audit_cli_lists_a_users_queries(gateway):
 def test_rotated_audit_files_are_complete_and_listed_by_the_cli(mesh_copy, tmp_path):
     """With a tiny size limit the log rotates many times: no record is lost or torn, the
     key appears in none of the files, and the CLI reads the rotated files too."""
-    from gov_support import hash_key
-    from support import start_gateway, stop_gateway
-
     config = mesh_copy / "mesh.toml"
     config.write_text(config.read_text(encoding="utf-8") + "\n[audit]\nmax_file_bytes = 1500\n", encoding="utf-8")
     key = hash_key(mesh_copy)
@@ -301,8 +300,6 @@ def test_rotated_audit_files_are_complete_and_listed_by_the_cli(mesh_copy, tmp_p
     directory = mesh_copy / ".meshgate" / "audit"
     files = sorted(directory.glob("audit-*.jsonl"))
     assert len(files) >= 3, f"expected rotation, got {[f.name for f in files]}"
-    from gateway.audit import read_audit
-
     records = list(read_audit(directory))
     for marker in markers:
         mine = [r for r in records if marker in r.get("sql", "")]
@@ -318,7 +315,7 @@ def test_rotated_audit_files_are_complete_and_listed_by_the_cli(mesh_copy, tmp_p
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "audit", str(mesh_copy), "--user", "alice", "--limit", "1000"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     out = strip_ansi(result.stdout)

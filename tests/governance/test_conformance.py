@@ -25,8 +25,6 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from google.protobuf import any_pb2
-
-from gateway import flightsql_pb2 as pb
 from gov_support import (
     DENIED_TEMPLATE,
     PRIMARY_KEY,
@@ -37,6 +35,8 @@ from gov_support import (
     rule_origin,
 )
 from support import adbc_connect, flight_client
+
+from gateway import flightsql_pb2 as pb
 
 # --------------------------------------------------------------------------- the demo rules
 
@@ -256,14 +256,22 @@ def path_adbc_prepared_params(case: Case, oracle, adbc, flights) -> None:
         cursor.close()
 
 
+def flight_schema(client, options, sql: str) -> pa.Schema:
+    return client.get_schema(flight.FlightDescriptor.for_command(sql.encode("utf-8")), options).schema
+
+
 def path_flight_info_do_get(case: Case, oracle, adbc, flights) -> None:
     client, options = flights(case.user)
     sql = full_scan(case)
     if not case.allowed:
         assert_denied_like_unknown(lambda text: flight_info_query(client, options, text), case, sql)
+        assert_denied_like_unknown(lambda text: flight_schema(client, options, text), case, sql)
         return
     text = sql.format(p=case.product)
-    assert_tables_equal(flight_info_query(client, options, text), oracle.run(case.user, text), case.id)
+    expected = oracle.run(case.user, text)
+    assert_tables_equal(flight_info_query(client, options, text), expected, case.id)
+    schema = flight_schema(client, options, text)  # GetSchema answers like GetFlightInfo
+    assert schema.names == expected.column_names and schema.types == expected.schema.types
 
 
 def path_flight_ticket(case: Case, oracle, adbc, flights) -> None:
@@ -513,6 +521,11 @@ def test_aggregates_run_over_filtered_and_masked_rows(adbc, oracle):
     compare("alice", "WITH o AS (SELECT * FROM sales.orders) SELECT DISTINCT region FROM o ORDER BY 1", adbc, oracle)
     compare("alice", "SELECT region FROM sales.orders UNION SELECT region FROM sales.orders ORDER BY 1", adbc, oracle)
     compare("erin", "SELECT region, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY 1", adbc, oracle)
+    # Grouping by a masked column groups the masked values (many raw values per group).
+    compare("alice", "SELECT email, count(*) AS n FROM crm.customers GROUP BY email ORDER BY n DESC, email LIMIT 10",
+            adbc, oracle)
+    compare("erin", "SELECT amount, count(*) AS n FROM sales.orders GROUP BY amount ORDER BY n DESC, amount LIMIT 10",
+            adbc, oracle)
 
 
 def test_prepared_statement_is_authorized_at_every_execution(adbc, oracle):
@@ -635,3 +648,27 @@ def test_every_spelling_of_a_product_reference_is_governed(user, sql, adbc, orac
         assert "not allowed" in str(exc) or "not supported" in str(exc) or "unknown" in str(exc), exc
         return
     assert actual.to_pylist() == expected.to_pylist(), sql
+
+
+def test_tickets_and_prepared_handles_are_bound_to_their_user(flights):
+    """bob's ticket or prepared statement, presented by carol, reads nothing."""
+    bob, bob_options = flights("bob")
+    carol, carol_options = flights("carol")
+    sql = "SELECT * FROM sales.orders LIMIT 5"
+    info = bob.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), bob_options)
+    with pytest.raises(Exception) as stolen:
+        carol.do_get(info.endpoints[0].ticket, carol_options).read_all()
+    assert "sales.orders" not in str(stolen.value).replace(sql, "")
+    request = pb.ActionCreatePreparedStatementRequest(query=sql)
+    results = list(bob.do_action(flight.Action("CreatePreparedStatement", pack(request)), bob_options))
+    envelope = any_pb2.Any()
+    envelope.ParseFromString(results[0].body.to_pybytes())
+    prepared = pb.ActionCreatePreparedStatementResult()
+    assert envelope.Unpack(prepared)
+    command = pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle)
+    with pytest.raises(Exception):
+        info = carol.get_flight_info(flight.FlightDescriptor.for_command(pack(command)), carol_options)
+        carol.do_get(info.endpoints[0].ticket, carol_options).read_all()
+    # bob himself can run it.
+    info = bob.get_flight_info(flight.FlightDescriptor.for_command(pack(command)), bob_options)
+    assert bob.do_get(info.endpoints[0].ticket, bob_options).read_all().num_rows == 5

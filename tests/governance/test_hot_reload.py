@@ -15,7 +15,6 @@ from pathlib import Path
 import duckdb
 import pyarrow.flight as flight
 import pytest
-
 from gov_support import (
     DENIED_TEMPLATE,
     hash_key,
@@ -340,3 +339,19 @@ def test_deleted_global_file_does_not_drop_the_pii_floor(served: RunningGateway)
         assert DENIED_TEMPLATE.format(key="crm.customers") in str(exc), exc
         return
     assert row and is_hash(row[0]["ssn"]), f"alice reads raw pii once the global file is gone: {row}"
+
+
+def test_role_hierarchy_change_in_the_global_file_takes_effect(served: RunningGateway):
+    """`g` lines reload too: making marketing a pii_reader lifts the hash on carol's
+    email (the global floor's exemption); taking it back restores the hash."""
+    global_policy = served.mesh_dir / "policies" / "global.csv"
+    demo_text = global_policy.read_text(encoding="utf-8")
+    sql = "SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1"
+    assert is_hash(query(served, "carol", sql).column(0)[0].as_py())
+    rewrite(global_policy, demo_text + "g, marketing, pii_reader\n")
+    wait_until(lambda: query(served, "carol", sql).column(0)[0].as_py().endswith("@example.com"), RELOAD_TIMEOUT,
+               what="carol's email unmasked")
+    assert "ssn" not in columns_of(served, "carol", "crm.customers")  # the domain's deny still holds
+    rewrite(global_policy, demo_text)
+    wait_until(lambda: is_hash(query(served, "carol", sql).column(0)[0].as_py()), RELOAD_TIMEOUT,
+               what="carol's email hashed again")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from gov_support import hash_key, rule_origin, strip_ansi
 from support import REPO
 
@@ -17,7 +17,7 @@ def meshgate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
+        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
     )
     result.stdout = strip_ansi(result.stdout)
     result.stderr = strip_ansi(result.stderr)
@@ -28,7 +28,8 @@ def test_policy_test_passes_on_the_demo(demo_mesh: Path):
     result = meshgate("policy", "test", str(demo_mesh))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
-    assert "8 passed, 0 failed" in result.stdout, result.stdout
+    summary = re.search(r"(\d+) passed, (\d+) failed", result.stdout)
+    assert summary and int(summary.group(1)) >= 8 and summary.group(2) == "0", result.stdout
 
 
 WRONG_CASES = {
@@ -74,7 +75,8 @@ def test_policy_test_fails_and_names_a_wrong_expectation(mesh_copy: Path, kind: 
     failing = [line for line in result.stdout.splitlines() if "FAIL" in line]
     assert len(failing) == 1 and name in failing[0], result.stdout
     assert "policy_tests.yaml" in failing[0]
-    assert "8 passed, 1 failed" in result.stdout, result.stdout
+    summary = re.search(r"(\d+) passed, (\d+) failed", result.stdout)
+    assert summary and int(summary.group(1)) >= 8 and summary.group(2) == "1", result.stdout
 
 
 def test_policy_test_rejects_a_malformed_case_file(mesh_copy: Path):

@@ -1,0 +1,202 @@
+"""Server processes of a run: the gateway, the bare Flight servers, ROAPI; RSS sampling.
+
+Every process is started by :class:`Processes` and killed (by its own pid) when the run
+ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server subprocess listening on ``uri``."""
+
+    name: str
+    uri: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children."""
+        try:
+            proc = psutil.Process(self.process.pid)
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0
+
+
+@dataclass
+class Processes:
+    """Owns every server subprocess of a run."""
+
+    logs_dir: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def _spawn(self, name: str, command: list[str], port: int, env: dict | None = None) -> Server:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{name}.log"
+        log_file = log_path.open("wb")
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+        log_file.close()
+        server = Server(name, f"grpc://127.0.0.1:{port}", process, log_path)
+        self.servers.append(server)
+        return server
+
+    def _wait(self, server: Server, ready, timeout: float) -> Server:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"{server.name} exited early:\n{server.log()[-4000:]}")
+            try:
+                ready(server.uri)
+                return server
+            except Exception as exc:  # not listening yet
+                last_error = exc
+            if time.monotonic() > deadline:
+                self.stop(server)
+                raise RuntimeError(f"{server.name} did not come up in {timeout:.0f} s: {last_error}\n{server.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def start_gateway(self, mesh_dir: Path, user: str, password: str, timeout: float = 120.0) -> Server:
+        """``python -m gateway.cli serve MESH --port P`` as tests/support.py starts it,
+        ready once a Basic handshake as ``user`` succeeds."""
+        import pyarrow.flight as flight
+
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        command = [sys.executable, "-m", "gateway.cli", "serve", str(mesh_dir), "--port", str(port), "--json-logs"]
+        server = self._spawn("gateway", command, port, env)
+
+        def ready(uri: str) -> None:
+            client = flight.FlightClient(uri)
+            try:
+                client.authenticate_basic_token(user, password)
+            finally:
+                client.close()
+
+        return self._wait(server, ready, timeout)
+
+    def start_bare(self, name: str, mesh_dir: Path, mode: str, batch_rows: int, threads: int,
+                   memory_limit: str, preload: str | None = None, timeout: float = 600.0) -> Server:
+        """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess."""
+        port = free_port()
+        command = [sys.executable, "-m", "benchmarks.bare_server", "--mesh", str(mesh_dir),
+                   "--port", str(port), "--mode", mode, "--batch-rows", str(batch_rows),
+                   "--threads", str(threads), "--memory-limit", memory_limit]
+        if preload:
+            command += ["--preload", preload]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        server = self._spawn(name, command, port, env)
+        return self._wait(server, _flight_ping, timeout)
+
+    def start_roapi(self, executable: str, tables: dict[str, Path], timeout: float = 600.0) -> Server:
+        """ROAPI with its Flight SQL endpoint (HTTP and Postgres on private ports)."""
+        port = free_port()
+        command = [executable, "--addr-flight-sql", f"127.0.0.1:{port}",
+                   "--addr-http", f"127.0.0.1:{free_port()}",
+                   "--addr-postgres", f"127.0.0.1:{free_port()}"]
+        for name, path in tables.items():
+            command += ["-t", f"{name}={path}"]
+        server = self._spawn("roapi", command, port)
+
+        def ready(uri: str) -> None:
+            import adbc_driver_flightsql.dbapi as flightsql
+
+            with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetch_arrow_table()
+
+        return self._wait(server, ready, timeout)
+
+    def stop(self, server: Server) -> None:
+        process = server.process
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if server in self.servers:
+            self.servers.remove(server)
+
+    def stop_all(self) -> None:
+        for server in list(self.servers):
+            self.stop(server)
+
+
+def _flight_ping(uri: str) -> None:
+    import pyarrow.flight as flight
+
+    client = flight.FlightClient(uri)
+    try:
+        list(client.list_actions())
+    finally:
+        client.close()
+
+
+class RssSampler:
+    """Samples a server's RSS every ``interval`` seconds, labelled by the current phase."""
+
+    def __init__(self, server: Server, interval: float = 0.05) -> None:
+        self.server = server
+        self.interval = interval
+        self.phase = "start"
+        self.samples: list[tuple[float, str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - self._started, self.phase, self.server.rss_bytes()))
+            self._stop.wait(self.interval)
+
+    def peak(self, phase: str | None = None) -> int:
+        values = [rss for _, p, rss in self.samples if phase is None or p == phase]
+        return max(values, default=0)
+
+    def phase_samples(self, phase: str) -> list[int]:
+        return [rss for _, p, rss in self.samples if p == phase]
