@@ -25,6 +25,14 @@ SAMPLE_QUERY = (
 )
 
 
+@app.callback()
+def _configure() -> None:
+    """Plain, structured logs for every command (never rich tracebacks with locals)."""
+    from gateway.logs import configure_logging
+
+    configure_logging()
+
+
 def default_mesh_dir() -> Path:
     """The demo mesh's cache location (``$MESHGATE_HOME`` or ``~/.cache/meshgate``)."""
     home = os.environ.get("MESHGATE_HOME") or Path(

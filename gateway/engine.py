@@ -41,6 +41,8 @@ class Engine:
         )
         self._attached: dict[Path, str] = {}
         self._readable: set[Path] = set()
+        self._paths_of: dict[str, tuple[Path, ...]] = {}
+        self.health: dict[str, str] = {}
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._tainted: set[duckdb.DuckDBPyConnection] = set()
@@ -70,6 +72,8 @@ class Engine:
         )
         self._db.execute(view.sql("duckdb"))
         self._readable.update(connector.data_paths)
+        self._paths_of[contract.key] = connector.data_paths
+        self.health[contract.key] = "ok"
         relation = self._db.sql(
             exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0).sql("duckdb")
         )
@@ -131,6 +135,19 @@ class Engine:
         with self.cursor() as cursor:
             relation = cursor.sql(sql, params=list(params) if params else None)
             return plain_schema(relation.limit(0).to_arrow_table().schema)
+
+    def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
+        """The products among ``candidates`` whose data files an engine error names
+        (all candidates when it names none)."""
+        named = tuple(
+            key for key in candidates if any(str(path) in message for path in self._paths_of.get(key, ()))
+        )
+        return named or candidates
+
+    def mark_health(self, products: tuple[str, ...], status: str) -> None:
+        for key in products:
+            if key in self.health:
+                self.health[key] = status
 
     def row_count(self, domain: str, name: str) -> int:
         """How many rows a product has."""

@@ -25,10 +25,25 @@ _VALUE_ERRORS = (
 )
 
 
+def is_data_error(exc: BaseException) -> bool:
+    """True when DuckDB failed reading a product's files (gone, truncated, corrupt)."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) or (
+        isinstance(exc, duckdb.InvalidInputException)
+        and any(word in text for word in ("parquet", "magic bytes", "no files found", "file"))
+    )
+
+
 def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> QueryFailed:
     """A QueryFailed whose message never quotes data values."""
     log.warning("engine_error", error_type=type(exc).__name__, error=str(exc), products=products)
     where = f" (products: {', '.join(products)})" if products else ""
+    if is_data_error(exc):
+        return QueryFailed(
+            f"the data of {', '.join(products) or 'a product'} could not be read (files missing, "
+            "truncated or corrupt); the product is marked unhealthy and its owners see the "
+            "details in the server log"
+        )
     if isinstance(exc, _NAME_ERRORS):
         return QueryFailed(_first_line(exc) + where)
     if isinstance(exc, duckdb.InterruptException):
@@ -40,8 +55,6 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
             f"{type(exc).__name__.removesuffix('Exception')} error while evaluating the query"
             f"{where}; the offending value is not shown. Check casts and function arguments"
         )
-    if isinstance(exc, duckdb.IOException):
-        return QueryFailed(f"a product's data could not be read{where}; its owners were notified in the log")
     return QueryFailed(f"the query failed ({type(exc).__name__}){where}")
 
 

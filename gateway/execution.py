@@ -13,7 +13,7 @@ import structlog
 
 from gateway.catalog import Catalog
 from gateway.engine import Engine
-from gateway.engine_errors import safe_engine_error
+from gateway.engine_errors import is_data_error, safe_engine_error
 from gateway.errors import QueryFailed, ResourceExhausted
 from gateway.pipeline.query import Query
 from gateway.principal import Principal
@@ -54,6 +54,9 @@ def result_schema(catalog: Catalog, sql: str, parameters: Sequence[object], prod
     try:
         return catalog.engine.result_schema(sql, parameters)
     except duckdb.Error as exc:
+        if is_data_error(exc):
+            products = catalog.engine.products_behind(str(exc), products)
+            catalog.engine.mark_health(products, f"unhealthy: {type(exc).__name__}")
         raise safe_engine_error(exc, products) from exc
 
 
@@ -183,6 +186,9 @@ def stream_sql(
                 raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
+            if is_data_error(exc):
+                products = engine.products_behind(str(exc), products)
+                engine.mark_health(products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}")
             failure = safe_engine_error(exc, products)
             error = failure.client_message
             raise failure from exc
@@ -196,6 +202,8 @@ def stream_sql(
                 engine.interrupt(cursor)
             raise
         finally:
+            if outcome == "ok":
+                engine.mark_health(products, "ok")
             stopped_by = WATCHDOG.release(token)
             if stopped_by and outcome == "ok":
                 outcome = stopped_by

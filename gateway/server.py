@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -37,6 +38,7 @@ from gateway.service import (
 log = structlog.get_logger("meshgate.server")
 
 ACTION_LOGOUT = "Logout"
+ACTION_HEALTH = "Health"
 R = TypeVar("R")
 
 
@@ -135,6 +137,9 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def do_action(self, context, action):
+        if action.type == ACTION_HEALTH:
+            health = self.service.health(_principal(context))
+            return [flight.Result(pa.py_buffer(json.dumps(health).encode()))]
         if action.type == ACTION_LOGOUT:
             middleware = context.get_middleware(MIDDLEWARE_KEY)
             if middleware is not None and middleware.token:
@@ -148,6 +153,7 @@ class MeshgateFlightServer(flight.FlightServerBase):
             flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
             flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
             flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
+            flight.ActionType(ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"),
         ]
 
     @_flight_boundary

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
+from sqlglot import exp
 
 from gateway import explain, flightsql, metadata
 from gateway import flightsql_pb2 as pb
@@ -47,7 +48,7 @@ from gateway.federation import (
 from gateway.handles import HandleStore
 from gateway.limits import UserLimiter
 from gateway.pipeline import PlanContext, plan
-from gateway.pipeline.secure import secure_subquery
+from gateway.pipeline.secure import governed_columns
 from gateway.principal import Principal
 from gateway.state import MeshSnapshot, MeshState
 from gateway.tickets import MAGIC as TICKET_MAGIC
@@ -275,6 +276,17 @@ class SqlService:
         schema, batches = self._stream(principal, ticket, is_cancelled)
         return schema, self._in_slot(principal.user, batches)
 
+    def health(self, principal: Principal | None = None) -> dict:
+        """Products' health (those ``principal`` may read, or all) and node reachability."""
+        snapshot = self._state.current
+        health = snapshot.catalog.engine.health
+        keys = [p.key for p in (self.visible_products(principal) if principal else snapshot.catalog)]
+        answer: dict = {"status": "draining" if self.draining else "ok",
+                        "products": {key: health.get(key, "unknown") for key in keys}}
+        if self.nodes is not None:
+            answer["nodes"] = {d: self.nodes.health(d) for d in self.nodes.domains}
+        return answer
+
     @property
     def active_streams(self) -> int:
         return self._active
@@ -443,10 +455,12 @@ class SqlService:
         return visible
 
     def _user_schema(self, snapshot: MeshSnapshot, principal: Principal, product: Product, access) -> pa.Schema:
+        """The schema ``principal`` gets from ``product`` (masks may change types), learnt
+        from typed NULLs: metadata never reads the product's data."""
         key = (snapshot.governor.version, principal.user, product.key)
         schema = self._schemas.get(key)
         if schema is None:
-            select = secure_subquery(product.domain, product.name, access, product.column_types)
+            select = exp.select(*governed_columns(access, product.column_types, typed_nulls=True))
             schema = snapshot.catalog.engine.result_schema(select.sql("duckdb"))
             if len(self._schemas) > 10_000:
                 self._schemas.clear()

@@ -19,18 +19,33 @@ _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
 _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
 
 
+def governed_columns(
+    access: ProductAccess, column_types: dict[str, str], typed_nulls: bool = False
+) -> list[exp.Expression]:
+    """The visible columns, masked where a mask applies; with ``typed_nulls`` each column
+    is a NULL of its type instead (to learn the result types without reading data)."""
+    projections: list[exp.Expression] = []
+    for column in access.visible_columns:
+        data_type = exp.DataType.build(column_types[column.name], dialect="duckdb")
+        value = (
+            exp.Cast(this=exp.Null(), to=data_type.copy())
+            if typed_nulls
+            else exp.column(column.name, quoted=True)
+        )
+        if column.mask is not None:
+            value = column.mask.build(value, data_type)
+        if column.mask is not None or typed_nulls:
+            projections.append(exp.alias_(value, column.name, quoted=True))
+        else:
+            projections.append(value)
+    return projections
+
+
 def secure_subquery(
     domain: str, name: str, access: ProductAccess, column_types: dict[str, str]
 ) -> exp.Select:
     """The filtered, masked SELECT standing in for one product."""
-    projections = []
-    for column in access.visible_columns:
-        reference = exp.column(column.name, quoted=True)
-        if column.mask is None:
-            projections.append(reference)
-        else:
-            data_type = exp.DataType.build(column_types[column.name], dialect="duckdb")
-            projections.append(exp.alias_(column.mask.build(reference, data_type), column.name, quoted=True))
+    projections = governed_columns(access, column_types)
     select = exp.select(*projections).from_(product_table(domain, name))
     if access.row_filter is not None:
         select = select.where(access.row_filter.copy())
