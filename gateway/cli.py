@@ -333,6 +333,19 @@ def _known_user(service, user: str) -> str:
     return user
 
 
+@app.command()
+def bench(
+    scale: Annotated[Optional[float], typer.Option(help="TPC-H scale factor (default 1; quick: 0.01).")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (data, mesh, logs, report).")] = Path("bench-out"),
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: SF0.01, 1 repetition.")] = False,
+    repetitions: Annotated[Optional[int], typer.Option(help="Repetitions per figure (default 5).")] = None,
+) -> None:
+    """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (``benchmarks/``)."""
+    from benchmarks.cli import run
+
+    console.print(str(run(scale=scale, out=out, quick=quick, repetitions=repetitions)))
+
+
 @app.command("hash-password")
 def hash_password_command(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
