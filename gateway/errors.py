@@ -53,6 +53,10 @@ class ResourceExhausted(MeshgateError):
     """A per-user or per-query limit was reached; the message says when to retry."""
 
 
+class Unavailable(MeshgateError):
+    """A part of the mesh the query needs is down (a domain node); retrying may help."""
+
+
 class NotSupported(MeshgateError):
     """A Flight SQL feature the gateway does not offer."""
 

@@ -224,11 +224,18 @@ def stream_sql(
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` as ``schema``: dictionaries decoded, columns renamed positionally."""
-    columns = [
-        column.cast(field.type) if column.type != field.type else column
-        for column, field in zip(batch.columns, schema)
-    ]
+    """``batch`` as ``schema``: dictionaries decoded, columns renamed positionally. Any
+    other difference is a planning bug: fail rather than convert data silently."""
+    columns = []
+    for column, field in zip(batch.columns, schema, strict=True):
+        if column.type != field.type:
+            if not (pa.types.is_dictionary(column.type) and column.type.value_type == field.type):
+                raise QueryFailed(
+                    f"internal error: column {field.name!r} came back as {column.type}, planned "
+                    f"as {field.type}; the query was stopped"
+                )
+            column = column.cast(field.type)
+        columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -20,6 +20,7 @@ import datetime as dt
 import decimal
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,13 +36,15 @@ from sqlglot.optimizer.qualify import qualify
 
 from gateway.config import NodesSettings
 from gateway.engine import INTERNAL_CATALOG
-from gateway.errors import QueryFailed
+from gateway.errors import Unavailable
 from gateway.tickets import TicketSealer
 
 log = structlog.get_logger("meshgate.federation")
 
+_HEALTH_CACHE_SECONDS = 1.0
 
-class NodeUnavailable(QueryFailed):
+
+class NodeUnavailable(Unavailable):
     """No replica of a domain's node answered."""
 
 
@@ -67,7 +70,7 @@ class FederatedPlan:
 class FragmentExecutor(Protocol):
     """Runs one fragment of a federated query and returns its (governed) rows."""
 
-    def fetch_table(self, fragment: Fragment, user: str) -> pa.Table: ...
+    def fetch_table(self, fragment: Fragment, user: str, policy_version: int = 0) -> pa.Table: ...
 
 
 class NodeDirectory:
@@ -78,6 +81,7 @@ class NodeDirectory:
         self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
         self._timeout = settings.connect_timeout_seconds
         self._clients: dict[str, flight.FlightClient] = {}
+        self._checked: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def serves(self, domain: str) -> bool:
@@ -96,6 +100,29 @@ class NodeDirectory:
             if client is None:
                 client = self._clients[location] = flight.FlightClient(location)
             return client
+
+    def reachable_locations(self, domain: str) -> list[str]:
+        """``domain``'s replicas that answered a health check within the last second, in
+        configured order; NodeUnavailable (naming the domain) when none does."""
+        now = time.monotonic()
+        alive = []
+        for location in self.locations(domain):
+            checked = self._checked.get(location)
+            if checked is None or now - checked[0] > _HEALTH_CACHE_SECONDS:
+                try:
+                    self._action(location, "health")
+                    checked = (now, True)
+                except flight.FlightError:
+                    checked = (now, False)
+                self._checked[location] = checked
+            if checked[1]:
+                alive.append(location)
+        if not alive:
+            raise NodeUnavailable(
+                f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
+                "answered; queries that do not touch it still work"
+            )
+        return alive
 
     def health(self, domain: str) -> list[dict]:
         """Each replica of ``domain``: reachable or not, and what it reports."""
@@ -134,8 +161,10 @@ class NodeDirectory:
             "queries that do not touch it still work"
         )
 
-    def fetch_table(self, fragment: Fragment, user: str) -> pa.Table:
-        sealed = self.sealer.seal(fragment.domain, fragment.sql, (), user, fragment.products)
+    def fetch_table(self, fragment: Fragment, user: str, policy_version: int = 0) -> pa.Table:
+        sealed = self.sealer.seal(
+            fragment.domain, fragment.sql, (), user, fragment.products, policy_version=policy_version
+        )
         reader = self.fetch(fragment.domain, sealed)
         try:
             return reader.read_all()
@@ -153,10 +182,10 @@ def executor_for(fragment: Fragment, nodes: NodeDirectory) -> FragmentExecutor:
 
 
 def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> exp.Expression:
-    """``ast`` with each ``?`` replaced by a typed literal (so it can be split)."""
-    values = iter(parameters)
+    """``ast`` with each ``$n`` (the parse step numbers every ``?``) replaced by a typed
+    literal of parameter n, so that the query can be split into fragments."""
     return ast.transform(
-        lambda node: _literal(next(values)) if isinstance(node, exp.Placeholder) else node
+        lambda node: _literal(parameters[int(node.this) - 1]) if isinstance(node, exp.Placeholder) else node
     )
 
 
@@ -172,12 +201,24 @@ def split_fragments(
         domain, product = key.split(".", 1)
         schema[INTERNAL_CATALOG].setdefault(domain, {})[product] = dict(columns)
     optimized, pushed = ast.copy(), True
+    if any(ast.find_all(*_UNTRACKED_REFERENCES)):
+        optimized, pushed = ast.copy(), False
+        return _cut_fragments(optimized, nodes, pushed)
     try:
         optimized = qualify(optimized, schema=schema, dialect="duckdb", quote_identifiers=True)
         optimized = pushdown_projections(optimized)
         optimized = pushdown_predicates(optimized, dialect="duckdb")
     except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
         optimized, pushed = ast.copy(), False  # still correct: whole governed products move
+    return _cut_fragments(optimized, nodes, pushed)
+
+
+#: Column references that sqlglot's projection pushdown cannot see (``#3``, ``COLUMNS``,
+#: ``*`` modifiers, lambdas): with them, whole governed products move, unpruned.
+_UNTRACKED_REFERENCES = (exp.PositionalColumn, exp.Columns, exp.Lambda)
+
+
+def _cut_fragments(optimized: exp.Expression, nodes: NodeDirectory, pushed: bool) -> FederatedPlan:
     fragments = []
     for subquery in list(optimized.find_all(exp.Subquery)):
         table = _sole_product_table(subquery)
@@ -208,10 +249,18 @@ def _literal(value: object) -> exp.Expression:
         return exp.Null()
     if isinstance(value, bool):
         return exp.Boolean(this=value)
-    if isinstance(value, (int, float)):
-        return exp.Literal.number(value)
+    if isinstance(value, int):  # typed as DuckDB's Python binding types them
+        return exp.Cast(this=exp.Literal.number(value), to=exp.DataType.build("BIGINT"))
+    if isinstance(value, float):
+        return exp.Cast(this=exp.Literal.number(repr(value)), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, decimal.Decimal):
-        return exp.Cast(this=exp.Literal.string(str(value)), to=exp.DataType.build("DECIMAL(38, 10)"))
+        sign, digits, exponent = value.as_tuple()
+        scale = max(0, -exponent)
+        precision = max(len(digits), scale + 1)
+        return exp.Cast(
+            this=exp.Literal.string(str(value)),
+            to=exp.DataType.build(f"DECIMAL({min(precision, 38)}, {min(scale, 38)})"),
+        )
     if isinstance(value, dt.datetime):
         return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("TIMESTAMP"))
     if isinstance(value, dt.date):

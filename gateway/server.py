@@ -27,6 +27,7 @@ from gateway.errors import (
     NotSupported,
     QueryRefused,
     ResourceExhausted,
+    Unavailable,
 )
 from gateway.principal import Principal
 from gateway.service import (
@@ -103,6 +104,8 @@ class MeshgateFlightServer(flight.FlightServerBase):
             return KeyError(message)
         if isinstance(exc, QueryRefused):
             return flight.FlightUnauthorizedError(message)
+        if isinstance(exc, Unavailable):
+            return flight.FlightUnavailableError(message)
         if isinstance(exc, ResourceExhausted):
             # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED; UNAVAILABLE is the
             # retryable status it can send, and the message says when to retry.

@@ -182,7 +182,8 @@ class SqlService:
 
     def _seal(self, planned: PlannedQuery, domain: str) -> bytes:
         return self.nodes.sealer.seal(
-            domain, planned.sql, planned.parameters, planned.principal.user, planned.products
+            domain, planned.sql, planned.parameters, planned.principal.user, planned.products,
+            policy_version=planned.governor_version,
         )
 
     def _node_info(self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str) -> flight.FlightInfo:
@@ -193,7 +194,7 @@ class SqlService:
             datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds), pa.timestamp("us", "UTC")
         )
         endpoint = flight.FlightEndpoint(
-            self._seal(planned, domain), list(self.nodes.locations(domain)), expiration_time=expires
+            self._seal(planned, domain), self.nodes.reachable_locations(domain), expiration_time=expires
         )
         return flight.FlightInfo(planned.schema, descriptor, [endpoint], -1, -1)
 
@@ -205,6 +206,8 @@ class SqlService:
             raise AuthenticationError(f"ticket refused: {exc}") from exc
         if ticket.user != principal.user:
             raise HandleNotFound("unknown or expired ticket; run the statement again")
+        if ticket.policy_version != self._state.current.governor.version:
+            raise InvalidQuery("the policy changed since this query was planned; run it again")
         reader = self.nodes.fetch(ticket.domain, sealed)
         return reader.schema, _relayed(reader, ticket.domain)
 
@@ -219,7 +222,8 @@ class SqlService:
         user = planned.principal.user
         with ThreadPoolExecutor(max_workers=max(1, len(plan_.fragments))) as pool:
             tables = list(pool.map(
-                lambda f: executor_for(f, self.nodes).fetch_table(f, user), plan_.fragments
+                lambda f: executor_for(f, self.nodes).fetch_table(f, user, planned.governor_version),
+                plan_.fragments,
             ))
         log.info(
             "federated_query", user=user, pushed_down=plan_.pushed_down,

@@ -40,6 +40,7 @@ class NodeTicket:
     expires_at: float
     purpose: str = "rows"  # "rows" or "schema"
     nonce: bytes = b""
+    policy_version: int = 0
 
 
 class TicketSealer:
@@ -51,7 +52,7 @@ class TicketSealer:
 
     def seal(
         self, domain: str, sql: str, parameters: tuple[object, ...], user: str,
-        products: tuple[str, ...], purpose: str = "rows",
+        products: tuple[str, ...], purpose: str = "rows", policy_version: int = 0,
     ) -> bytes:
         payload = {
             "domain": domain,
@@ -61,6 +62,7 @@ class TicketSealer:
             "products": list(products),
             "expires_at": time.time() + self.ttl_seconds,
             "purpose": purpose,
+            "policy_version": policy_version,
         }
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, json.dumps(payload).encode(), _AAD)
@@ -86,6 +88,7 @@ class TicketSealer:
             expires_at=payload["expires_at"],
             purpose=payload["purpose"],
             nonce=nonce,
+            policy_version=payload.get("policy_version", 0),
         )
 
 

@@ -45,25 +45,46 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         ast = _parse_one(inner, context.limits.max_nesting)
         if isinstance(ast, exp.Command):
             raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
-    return query.evolve(
-        ast=ast, explain=explain, parameter_count=len(list(ast.find_all(exp.Placeholder)))
-    )
+    return query.evolve(ast=ast, explain=explain, parameter_count=_parameter_count(ast))
+
+
+def _parameter_count(ast: exp.Expression) -> int:
+    """How many values the statement needs: its highest ``$n``."""
+    numbers = []
+    for placeholder in ast.find_all(exp.Placeholder):
+        if not str(placeholder.this).isdigit():
+            raise InvalidQuery("named parameters are not supported; use ? or $1, $2, ...")
+        numbers.append(int(placeholder.this))
+    return max(numbers, default=0)
 
 
 def _tokenize(text: str) -> list[Token]:
-    """DuckDB-dialect tokens, with ``?::`` read as DuckDB does (a parameter, then a cast)
-    rather than as Postgres' JSON operator."""
+    """DuckDB-dialect tokens, with two normalisations:
+
+    - ``?::`` is read as DuckDB does (a parameter, then a cast), not as Postgres' JSON
+      operator;
+    - every ``?`` becomes ``$n``, numbered in the order of the text, which is the order
+      DuckDB binds them in. The AST then names each parameter, so no later rewrite (a
+      LIMIT moved before a WHERE, a fragment split off) can shuffle them.
+    """
     try:
         tokens = _DIALECT.tokenize(text)
     except (TokenError, ValueError) as exc:
         raise InvalidQuery(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
     fixed: list[Token] = []
+    numbered = 0
     for token in tokens:
-        if token.token_type == TokenType.QDCOLON:
-            fixed.append(Token(TokenType.PLACEHOLDER, "?", token.line, token.col - 2, token.start, token.start, []))
-            fixed.append(Token(TokenType.DCOLON, "::", token.line, token.col, token.start + 1, token.end, token.comments))
+        cast = token.token_type == TokenType.QDCOLON
+        if cast or token.token_type == TokenType.PLACEHOLDER:
+            numbered += 1
+            fixed.append(Token(TokenType.PARAMETER, "$", token.line, token.col, token.start, token.start, []))
+            fixed.append(Token(TokenType.NUMBER, str(numbered), token.line, token.col, token.start, token.start, []))
+            if cast:
+                fixed.append(Token(TokenType.DCOLON, "::", token.line, token.col, token.start + 1, token.end, token.comments))
         else:
             fixed.append(token)
+    if numbered and any(t.token_type == TokenType.PARAMETER for t in tokens):
+        raise InvalidQuery("use either ? or $n parameters in one statement, not both")
     return fixed
 
 
