@@ -146,6 +146,8 @@ class SqlService:
                 schema = explain.EXPLAIN_SCHEMA
             else:
                 schema = result_schema(context.catalog, query.sql, parameters, keys)
+                if self._hash_key and any(self._hash_key in name for name in schema.names):
+                    raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
         except MeshgateError as exc:
             self._audit_refusal(principal, text, exc)
             raise

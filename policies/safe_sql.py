@@ -51,17 +51,51 @@ def duckdb_function_kinds() -> dict[str, frozenset[str]]:
 
 
 def function_name(node: exp.Func) -> str:
-    """The name DuckDB will see for ``node`` (lower case)."""
+    """The name DuckDB will see for ``node`` (lower case).
+
+    sqlglot may render a function under another name (``GenerateSeries`` as ``range``), so
+    the name comes from the DuckDB generator, run on a copy of the call whose arguments are
+    placeholders: constant time per call, cached per class and argument shape.
+    """
     if isinstance(node, exp.Anonymous):
         return str(node.this).lower()
-    generated = node.sql("duckdb")
+    shape = tuple(
+        (key, type(value).__name__ if isinstance(value, (exp.Expression, list)) else value)
+        for key, value in sorted(node.args.items())
+    )
+    return _generated_name(type(node), shape)
+
+
+@lru_cache(maxsize=4096)
+def _generated_name(cls: type[exp.Func], shape: tuple) -> str:
+    args = {}
+    for key, value in shape:
+        if value == "list":
+            args[key] = [exp.Null()]
+        elif isinstance(value, str) and hasattr(exp, value) and value[0].isupper():
+            args[key] = exp.DataType.build("INT") if value == "DataType" else exp.Null()
+        else:
+            args[key] = value
+    try:
+        generated = cls(**args).sql("duckdb")
+    except Exception:  # an unusual argument shape: fall back to sqlglot's own name
+        return cls.sql_names()[0].lower() if cls.sql_names() else cls.__name__.lower()
     head = generated.split("(", 1)[0].strip().lower()
-    return head if head.replace("_", "").isalnum() else node.sql_name().lower()
+    return head if head.replace("_", "").isalnum() else cls.key.lower()
+
+
+_FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "has_", "pragma_")
+_FORBIDDEN_CATALOG_HELPERS = frozenset(
+    {"format_type", "get_block_size", "col_description", "obj_description", "shobj_description",
+     "current_role", "current_user", "session_user", "version"}
+)
 
 
 def function_refusal(node: exp.Func, scalar_only: bool = False) -> str | None:
     """Why ``node`` may not be called, or None when it may."""
     name = function_name(node)
+    if name.startswith(_FORBIDDEN_PREFIXES) or name in _FORBIDDEN_CATALOG_HELPERS:
+        return f"function {name}() is not allowed (catalog introspection)"
     amplification = amplification_refusal(node)
     if amplification:
         return amplification

@@ -17,6 +17,7 @@ from gateway.errors import InvalidQuery, QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 
 _EXPLAIN_POLICY = "POLICY"
+_MAX_TREE_DEPTH = 400
 _DIALECT = DuckDB()
 _OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
 _CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
@@ -117,7 +118,19 @@ def _parse_one(text: str, max_nesting: int) -> exp.Expression:
         raise QueryRefused(
             f"{len(statements)} statements sent; send exactly one read-only statement"
         )
+    _check_depth(statements[0], _MAX_TREE_DEPTH)
     return statements[0]
+
+
+def _check_depth(ast: exp.Expression, limit: int) -> None:
+    """Refuse expression trees deeper than ``limit`` (long operator chains nest without
+    brackets); every later step walks the tree, some recursively."""
+    stack = [(ast, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise QueryRefused(f"statement is more than {limit} expressions deep; split it up")
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
 
 
 def _first_error(exc: Exception) -> str:

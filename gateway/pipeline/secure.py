@@ -52,9 +52,24 @@ def secure_subquery(
     return select
 
 
+def _name_subquery_columns(ast: exp.Expression) -> None:
+    """Alias every unaliased output column that contains a subquery with the user's own
+    text: DuckDB names such a column after its SQL, which after rewriting would be the
+    governed SQL (masks and the hash key)."""
+    for select in ast.find_all(exp.Select):
+        for index, projection in enumerate(select.expressions):
+            if isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
+                continue
+            if projection.find(exp.Query, exp.Subquery, exp.Exists) is None:
+                continue
+            name = projection.sql(dialect="duckdb")
+            select.expressions[index] = exp.alias_(projection, name[:255], quoted=True)
+
+
 def secure_sources(query: Query, context: PlanContext) -> Query:
     """Swap product tables for secure subqueries and normalise column qualifiers."""
     ast = query.ast.copy()
+    _name_subquery_columns(ast)
     products = {p.key: p for p in query.products}
     unaliased: set[tuple[str, str]] = set()
     for table in list(ast.find_all(exp.Table)):
