@@ -14,6 +14,7 @@ from gateway.audit import AuditLog
 from gateway.auth import LoginGuard, TokenStore, UserDirectory
 from gateway.config import MeshConfig, load_config
 from gateway.errors import ConfigError
+from gateway.execution import WATCHDOG
 from gateway.server import MeshgateFlightServer
 from gateway.service import SqlService
 from gateway.state import MeshState
@@ -57,6 +58,10 @@ class Gateway:
             time.sleep(0.05)
         if self.service.active_streams:
             log.warning("shutdown_cancels_queries", running=self.service.active_streams)
+            WATCHDOG.stop_all()
+            deadline = time.monotonic() + 2
+            while self.service.active_streams and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.shutdown()
 
     def shutdown(self) -> None:

@@ -30,6 +30,7 @@ class AuditLog:
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._rotations = 0
         self._fd = self._open()
 
     def _open(self) -> int:
@@ -52,7 +53,8 @@ class AuditLog:
     def _rotate(self) -> None:
         os.close(self._fd)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        os.replace(self.directory / CURRENT_FILE, self.directory / f"audit-{stamp}.jsonl")
+        self._rotations += 1  # never two rotated files with one name, however fast
+        os.replace(self.directory / CURRENT_FILE, self.directory / f"audit-{stamp}-{self._rotations:06d}.jsonl")
         self._fd = self._open()
 
     def close(self) -> None:

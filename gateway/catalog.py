@@ -10,7 +10,7 @@ new one when contract files change.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -118,6 +118,13 @@ class Catalog:
             for p in self._products.values()
         }
 
+    def contracts_by_file(self) -> dict[Path, list[ProductContract]]:
+        """The contracts of the products served, grouped by contract file."""
+        grouped: dict[Path, list[ProductContract]] = {}
+        for product in self._products.values():
+            grouped.setdefault(product.contract.contract_path, []).append(product.contract)
+        return grouped
+
     @property
     def domains(self) -> tuple[str, ...]:
         return tuple(sorted({p.domain for p in self._products.values()}))
@@ -136,10 +143,17 @@ def contracts_signature(mesh_dir: Path, domains: frozenset[str] | None = None) -
 
 
 def load_catalog(
-    mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None
+    mesh_dir: Path,
+    settings: EngineSettings,
+    domains: frozenset[str] | None = None,
+    last_good: Mapping[Path, list[ProductContract]] | None = None,
 ) -> Catalog:
     """Read, validate and bind every contract of ``mesh_dir`` (of ``domains``, when given,
-    as a domain node does) into a new engine."""
+    as a domain node does) into a new engine.
+
+    ``last_good`` holds the contracts of a previous load by file: a file that has turned
+    invalid keeps serving its last good version (the error is still reported).
+    """
     signature = contracts_signature(mesh_dir, domains)
     engine = Engine(settings)
     products: dict[str, Product] = {}
@@ -149,7 +163,7 @@ def load_catalog(
             contracts = read_contract(path)
         except ContractError as exc:
             problems.append(ContractProblem(path, str(exc)))
-            continue
+            contracts = list((last_good or {}).get(path, []))
         for contract in contracts:
             if contract.key in products:
                 problems.append(ContractProblem(path, (
@@ -161,7 +175,14 @@ def load_catalog(
                 schema, column_types = engine.bind(contract, connector_for(contract.source))
             except (ContractError, ConnectorError) as exc:
                 problems.append(ContractProblem(path, str(exc)))
-                continue
+                previous = [c for c in (last_good or {}).get(path, []) if c.key == contract.key]
+                if not previous or previous[0] == contract:
+                    continue
+                try:  # the edit contradicts the data: the last good version still fits it
+                    schema, column_types = engine.bind(previous[0], connector_for(previous[0].source))
+                    contract = previous[0]
+                except (ContractError, ConnectorError, duckdb.Error):
+                    continue
             except duckdb.CatalogException as exc:  # the table is not in the database file
                 problems.append(ContractProblem(path, (
                     f"{path}: field `{contract.schema_field}.physicalName` (product "
@@ -204,7 +225,9 @@ class CatalogHolder:
         with self._lock:
             if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
                 return False
-            fresh = load_catalog(self._mesh_dir, self._settings, self._domains)
+            fresh = load_catalog(
+                self._mesh_dir, self._settings, self._domains, self._current.contracts_by_file()
+            )
             self._current = fresh
             log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))
             return True

@@ -133,8 +133,13 @@ class Engine:
     def result_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
         """The Arrow schema of ``sql``'s result, planned without reading the data."""
         with self.cursor() as cursor:
-            relation = cursor.sql(sql, params=list(params) if params else None)
-            return plain_schema(relation.limit(0).to_arrow_table().schema)
+            return self.schema_on(cursor, sql, params)
+
+    @staticmethod
+    def schema_on(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """``result_schema`` on a given cursor."""
+        relation = cursor.sql(sql, params=list(params) if params else None)
+        return plain_schema(relation.limit(0).to_arrow_table().schema)
 
     def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
         """The products among ``candidates`` whose data files an engine error names

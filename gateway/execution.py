@@ -51,8 +51,18 @@ class StreamStats:
 
 def result_schema(catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...]) -> pa.Schema:
     """The result schema of ``sql`` (planned by DuckDB, no data read)."""
+    engine = catalog.engine
     try:
-        return catalog.engine.result_schema(sql, parameters)
+        with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
+            token = WATCHDOG.watch(engine, cursor, lambda: False, engine.settings.query_timeout_seconds)
+            try:
+                return engine.schema_on(cursor, sql, parameters)
+            finally:
+                WATCHDOG.release(token)
+    except duckdb.InterruptException as exc:
+        raise QueryFailed(
+            f"planning the query exceeded the time limit of {engine.settings.query_timeout_seconds:g} s"
+        ) from exc
     except duckdb.Error as exc:
         if is_data_error(exc):
             products = catalog.engine.products_behind(str(exc), products)
@@ -97,6 +107,15 @@ class Watchdog:
         with self._lock:
             self._running.pop(token, None)
             return self._stopped.pop(token, None)
+
+    def stop_all(self, reason: str = "shutdown") -> int:
+        """Interrupt every running query (at shutdown); returns how many."""
+        with self._lock:
+            for token, (engine, cursor, _, _) in list(self._running.items()):
+                engine.interrupt(cursor)
+                del self._running[token]
+                self._stopped[token] = reason
+            return len(self._stopped)
 
     def _loop(self) -> None:
         while True:

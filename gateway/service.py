@@ -324,18 +324,29 @@ class SqlService:
         else:
             table = self._metadata_table(principal, command)
             return table.schema, iter(table.to_batches())
-        finish = self._audit_begin(planned)
         if planned.query.explain:
+            finish = self._audit_begin(planned)
             table = self._explanation(planned)
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
         domain = self._node_domain(planned)
         if domain is not None:
-            schema, batches = self._relay(planned.principal, self._seal(planned, domain))
-            return planned.schema, _conformed(batches, planned.schema)
+            _, batches = self._relay(planned.principal, self._seal(planned, domain))
+            return planned.schema, self._audited(
+                planned, lambda finish: _finishing(_conformed(batches, planned.schema), finish)
+            )
         if self.nodes is not None and any(self.nodes.serves(k.split(".", 1)[0]) for k in planned.products):
-            return planned.schema, self._federated(planned, is_cancelled, finish)
-        return planned.schema, stream_batches(planned, is_cancelled, finish)
+            return planned.schema, self._audited(
+                planned, lambda finish: self._federated(planned, is_cancelled, finish)
+            )
+        return planned.schema, self._audited(
+            planned, lambda finish: stream_batches(planned, is_cancelled, finish)
+        )
+
+    def _audited(self, planned: PlannedQuery, start: Callable) -> Iterator[pa.RecordBatch]:
+        """The stream ``start(finish)``, preceded by its durable audit record: the record is
+        written when streaming begins, before the first batch, and always gets its end."""
+        yield from start(self._audit_begin(planned))
 
     # -- audit ------------------------------------------------------------------------
 
@@ -543,6 +554,24 @@ def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.Reco
             yield chunk.data
     except flight.FlightError as exc:
         raise NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed") from exc
+
+
+def _finishing(batches: Iterator[pa.RecordBatch], finish) -> Iterator[pa.RecordBatch]:
+    """Relayed batches, counted, with ``finish`` called at the end whatever happened."""
+    stats, outcome, error = StreamStats(), "ok", None
+    try:
+        for batch in batches:
+            stats.rows += batch.num_rows
+            stats.bytes += batch.nbytes
+            yield batch
+    except GeneratorExit:
+        outcome = "disconnected"
+        raise
+    except MeshgateError as exc:
+        outcome, error = "error", exc.client_message
+        raise
+    finally:
+        finish(stats, outcome, error)
 
 
 def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -20,8 +20,9 @@ def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def mesh_copy(demo_mesh: Path, tmp_path: Path) -> Path:
-    """A private copy of the demo mesh that a test may change."""
-    return Path(shutil.copytree(demo_mesh, tmp_path / "mesh"))
+    """A private copy of the demo mesh that a test may change (without the session
+    gateway's runtime state, such as its audit log)."""
+    return Path(shutil.copytree(demo_mesh, tmp_path / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
 
 
 @pytest.fixture(scope="session")

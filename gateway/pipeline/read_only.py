@@ -7,7 +7,7 @@ from sqlglot import exp
 
 from gateway.errors import QueryRefused
 from gateway.pipeline.query import PlanContext, Query
-from policies.safe_sql import function_refusal
+from policies.safe_sql import function_refusal, statement_amplification_refusal
 
 _READ_STATEMENTS = (exp.Query, exp.Values)
 
@@ -52,6 +52,9 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
             refusal = function_refusal(node)
             if refusal:
                 raise QueryRefused(refusal)
+    refusal = statement_amplification_refusal(ast)
+    if refusal:
+        raise QueryRefused(refusal)
     return query
 
 

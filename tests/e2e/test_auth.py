@@ -46,7 +46,7 @@ def _mesh_with(mesh_dir, tmp_path_factory, settings: str):
     import shutil
 
     copy = tmp_path_factory.mktemp("auth-mesh") / "mesh"
-    shutil.copytree(mesh_dir, copy)
+    shutil.copytree(mesh_dir, copy, ignore=shutil.ignore_patterns(".meshgate"))
     config = copy / "mesh.toml"
     config.write_text(config.read_text().replace("[gateway]\n", f"[gateway]\n{settings}\n", 1))
     return copy

@@ -160,7 +160,7 @@ def node_action(uri: str, name: str, body: bytes = b"", timeout: float = 5.0) ->
 def mesh(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
     """Demo copy + [nodes], sales (2 replicas), crm, logistics nodes and one gateway."""
     root = tmp_path_factory.mktemp("mesh-mode")
-    mesh_dir = Path(shutil.copytree(demo_mesh, root / "mesh"))
+    mesh_dir = Path(shutil.copytree(demo_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
     shutil.rmtree(mesh_dir / ".meshgate", ignore_errors=True)
     key = os.urandom(32).hex()
     logs = root / "logs"
