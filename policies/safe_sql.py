@@ -171,7 +171,10 @@ def amplification_refusal(node: exp.Func) -> str | None:
         pattern = arguments[0] if arguments else None
         if not (isinstance(pattern, exp.Literal) and pattern.is_string):
             return f"{name}() needs a constant format string"
-        widths = [int(w) for w in _digits(pattern.this)]
+        text = pattern.this
+        if "*" in text or _has_nested_field(text):
+            return f"{name}() widths must be written in the format string, not passed as arguments"
+        widths = [int(w) for w in _digits(text)]
         if any(w > MAX_GENERATED_WIDTH for w in widths):
             return f"{name}() widths are limited to {MAX_GENERATED_WIDTH}"
         return None
@@ -191,6 +194,49 @@ def amplification_refusal(node: exp.Func) -> str | None:
     if any(abs(v) > MAX_GENERATED_WIDTH for v in values):
         return f"{name}() sizes are limited to {MAX_GENERATED_WIDTH:,}"
     return None
+
+
+def amplification_factor(node: exp.Func) -> float:
+    """How much larger than its inputs an (allowed) amplifier's output can be."""
+    name = function_name(node)
+    positions = _AMPLIFIERS.get(name, ())
+    if name not in _AMPLIFIERS:
+        return 1.0
+    arguments = list(node.iter_expressions())
+    values = [_constant_number(a) or 1.0 for i, a in enumerate(arguments) if positions is None or i in positions]
+    if name in ("range", "generate_series"):
+        start, stop, step = _series_bounds(values)
+        return max(1.0, abs((stop - start) / step)) if step else float("inf")
+    return max([1.0, *map(abs, values)])
+
+
+MAX_STATEMENT_AMPLIFICATION = 1_000_000
+
+
+def statement_amplification_refusal(ast: exp.Expression) -> str | None:
+    """Amplifiers can feed each other through subqueries and CTEs: bound their product
+    over the whole statement."""
+    total = 1.0
+    for node in ast.find_all(exp.Func):
+        total *= amplification_factor(node)
+    if total > MAX_STATEMENT_AMPLIFICATION:
+        return (
+            f"the generating functions of this statement could build values {total:,.0f} times "
+            f"larger than their inputs (limit {MAX_STATEMENT_AMPLIFICATION:,})"
+        )
+    return None
+
+
+def _has_nested_field(text: str) -> bool:
+    depth = 0
+    for char in text:
+        if char == "{":
+            depth += 1
+            if depth > 1:
+                return True
+        elif char == "}":
+            depth = max(0, depth - 1)
+    return False
 
 
 def _ancestors(node: exp.Expression):
