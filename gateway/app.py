@@ -42,8 +42,13 @@ class Gateway:
     def serve_forever(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         stop = threading.Event()
+
+        def on_signal(*_: object) -> None:
+            self.service.draining = True  # refuse new queries at once
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, on_signal)
         while not stop.wait(0.5):
             pass
         self.drain_and_shutdown()
@@ -74,6 +79,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     mesh_dir = mesh_dir.resolve()
     config = load_config(mesh_dir)
     state = MeshState(mesh_dir, config)
+    WATCHDOG.memory_ceiling = config.engine.process_memory_ceiling_bytes
     audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
     service = SqlService(state, audit)
     settings = config.gateway

@@ -63,6 +63,11 @@ class EngineSettings(_Strict):
     max_result_rows: int = Field(default=200_000_000, gt=0)
     max_result_bytes: int = Field(default=16 * 1024**3, gt=0)
     max_spill_size: str = "10GB"
+    process_memory_ceiling_bytes: int = Field(
+        default=8 * 1024**3, gt=0,
+        description="RSS of the gateway past which running queries are stopped (a safety net "
+        "for values DuckDB's memory_limit does not bound)",
+    )
 
 
 class UserSettings(_Strict):

@@ -28,10 +28,15 @@ _VALUE_ERRORS = (
 def is_data_error(exc: BaseException) -> bool:
     """True when DuckDB failed reading a product's files (gone, truncated, corrupt)."""
     text = str(exc).lower()
-    return isinstance(exc, duckdb.IOException) or (
-        isinstance(exc, duckdb.InvalidInputException)
-        and any(word in text for word in ("parquet", "magic bytes", "no files found", "file"))
-    )
+    if isinstance(exc, (duckdb.IOException, duckdb.PermissionException)):
+        return True
+    if isinstance(exc, (duckdb.InvalidInputException, duckdb.Error)) and not isinstance(
+        exc, (duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException)
+    ):
+        return any(word in text for word in (
+            "parquet", "magic bytes", "no files found", "file", "database", "checksum", "block"
+        ))
+    return False
 
 
 def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> QueryFailed:

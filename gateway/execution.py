@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -89,6 +90,8 @@ class Watchdog:
         self._stopped: dict[int, str] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        #: Process RSS past which every running query is stopped (set from config).
+        self.memory_ceiling = float("inf")
 
     def watch(
         self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool],
@@ -121,6 +124,9 @@ class Watchdog:
         while True:
             time.sleep(self._interval)
             now = time.monotonic()
+            if self._running and _process_rss() > self.memory_ceiling:
+                log.warning("memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling)
+                self.stop_all("memory")
             with self._lock:
                 for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
                     try:
@@ -134,6 +140,18 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
+
+
+def _process_rss() -> int:
+    """This process's resident memory in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def stream_batches(
@@ -197,12 +215,15 @@ def stream_sql(
                             f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
                         )
                     yield piece
-        except duckdb.InterruptException:
-            outcome = WATCHDOG.release(token) or "cancelled"
-            if outcome == "timeout":
-                error = (f"the query exceeded the time limit of {settings.query_timeout_seconds:g} s; "
-                         "add filters or aggregate")
-                raise QueryFailed(error) from None
+        except (duckdb.InterruptException, OSError, pa.ArrowException) as exc:
+            stopped_by = WATCHDOG.release(token)
+            if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
+                raise  # a genuine reader failure, not our interrupt
+            outcome = stopped_by or "cancelled"
+            error = _STOP_MESSAGES.get(outcome, "the query was stopped").format(
+                timeout=settings.query_timeout_seconds
+            )
+            raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
             if is_data_error(exc):
@@ -221,11 +242,9 @@ def stream_sql(
                 engine.interrupt(cursor)
             raise
         finally:
+            WATCHDOG.release(token)
             if outcome == "ok":
                 engine.mark_health(products, "ok")
-            stopped_by = WATCHDOG.release(token)
-            if stopped_by and outcome == "ok":
-                outcome = stopped_by
             if reader is not None:
                 reader.close()
             for name in tables or {}:
@@ -240,6 +259,14 @@ def stream_sql(
                 duration_ms=round((time.perf_counter() - stats.started) * 1000, 2),
                 outcome=outcome,
             )
+
+
+_STOP_MESSAGES = {
+    "timeout": "the query exceeded the time limit of {timeout:g} s; add filters or aggregate",
+    "shutdown": "the query was cancelled: the gateway is shutting down; run it again",
+    "cancelled": "the query was cancelled",
+    "memory": "the query was stopped: the gateway's memory is nearly exhausted; add filters or aggregate",
+}
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

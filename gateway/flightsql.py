@@ -59,7 +59,11 @@ def decode(raw: bytes) -> Message | str:
     if cls is None:
         raise NotSupported(f"Flight SQL message {name} is not supported by this server")
     message = cls()
-    if not envelope.Unpack(message):
+    try:
+        unpacked = envelope.Unpack(message)
+    except DecodeError:
+        unpacked = False
+    if not unpacked:
         raise InvalidQuery(f"malformed Flight SQL message {name}")
     return message
 

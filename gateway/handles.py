@@ -19,10 +19,11 @@ class HandleStore(Generic[T]):
     A handle used by another user is reported exactly like an unknown one.
     """
 
-    def __init__(self, kind: str, ttl_seconds: float, capacity: int) -> None:
+    def __init__(self, kind: str, ttl_seconds: float, capacity: int, per_owner: int = 256) -> None:
         self._kind = kind
         self._ttl = ttl_seconds
         self._capacity = capacity
+        self._per_owner = per_owner
         self._entries: OrderedDict[bytes, tuple[str, float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -30,10 +31,20 @@ class HandleStore(Generic[T]):
         handle = secrets.token_bytes(16)
         now = time.monotonic()
         with self._lock:
+            mine = [h for h, entry in self._entries.items() if entry[0] == owner]
+            for old in mine[: max(0, len(mine) - self._per_owner + 1)]:
+                del self._entries[old]  # an owner's oldest go first: no one evicts others
             self._entries[handle] = (owner, now + self._ttl, value)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return handle
+
+    def take(self, owner: str, handle: bytes) -> T:
+        """``get`` and forget: a single-use handle."""
+        value = self.get(owner, handle)
+        with self._lock:
+            self._entries.pop(handle, None)
+        return value
 
     def get(self, owner: str, handle: bytes) -> T:
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -97,7 +97,7 @@ class SqlService:
         )
         self._hash_key = state.config.governance.hash_key
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
-            "ticket", settings.ticket_ttl_seconds, capacity=10_000
+            "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
             "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000
@@ -164,9 +164,9 @@ class SqlService:
             domain = self._node_domain(planned)
             if domain is not None:
                 return self._node_info(descriptor, planned, domain)
-            ticket = pb.TicketStatementQuery(
-                statement_handle=self._tickets.put(principal.user, planned)
-            )
+            # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
+            kept = replace(planned, query=planned.query.evolve(ast=None))
+            ticket = pb.TicketStatementQuery(statement_handle=self._tickets.put(principal.user, kept))
             return _info(descriptor, planned.schema, flightsql.pack(ticket))
         schema = self._metadata_schema(command)
         return _info(descriptor, schema, descriptor.command)
@@ -215,6 +215,8 @@ class SqlService:
 
     def _federated(self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish) -> Iterator[pa.RecordBatch]:
         """A query spanning domains: fragments from the nodes, finished in the gateway."""
+        if planned.query.ast is None:
+            planned = self.plan(planned.principal, planned.query.text, planned.parameters)
         products = {p.key: p for p in planned.query.products}
         plan_ = split_fragments(
             inline_parameters(planned.query.ast, planned.parameters),
@@ -318,7 +320,7 @@ class SqlService:
             return self._relay(principal, ticket)
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
-            planned = self._current(self._tickets.get(principal.user, command.statement_handle))
+            planned = self._current(self._tickets.take(principal.user, command.statement_handle))
         elif isinstance(command, (str, pb.CommandStatementQuery)):
             planned = self._plan_command(principal, command)
         else:

@@ -196,9 +196,26 @@ def amplification_refusal(node: exp.Func) -> str | None:
     return None
 
 
+#: Functions that substitute text: the output can grow by the replacement's length for
+#: every match. The replacement (argument index) must be a constant.
+_REPLACERS = {"replace": 2, "regexp_replace": 2, "translate": 2, "list_transform": None,
+              "array_transform": None, "apply": None, "list_apply": None, "array_apply": None}
+MAX_STRING_CONSTANT = 1_000
+
+
 def amplification_factor(node: exp.Func) -> float:
     """How much larger than its inputs an (allowed) amplifier's output can be."""
     name = function_name(node)
+    if name in _REPLACERS:
+        index = _REPLACERS[name]
+        arguments = list(node.iter_expressions())
+        if index is None:  # a lambda over a list: each element may become a constant
+            longest = max((len(l.this) for l in node.find_all(exp.Literal) if l.is_string), default=1)
+            return float(max(1, longest))
+        replacement = arguments[index] if len(arguments) > index else None
+        if isinstance(replacement, exp.Literal) and replacement.is_string:
+            return float(max(1, len(replacement.this)))
+        return float("inf")  # a replacement computed from data: unbounded
     positions = _AMPLIFIERS.get(name, ())
     if name not in _AMPLIFIERS:
         return 1.0
@@ -216,6 +233,9 @@ MAX_STATEMENT_AMPLIFICATION = 1_000_000
 def statement_amplification_refusal(ast: exp.Expression) -> str | None:
     """Amplifiers can feed each other through subqueries and CTEs: bound their product
     over the whole statement."""
+    for literal in ast.find_all(exp.Literal):
+        if literal.is_string and len(literal.this) > MAX_STRING_CONSTANT:
+            return f"string constants are limited to {MAX_STRING_CONSTANT:,} characters"
     total = 1.0
     for node in ast.find_all(exp.Func):
         total *= amplification_factor(node)

@@ -110,6 +110,8 @@ def _parse_one(text: str, max_nesting: int) -> exp.Expression:
         statements = [s for s in _DIALECT.parser().parse(tokens, text) if s is not None]
     except (ParseError, TokenError) as exc:
         raise InvalidQuery(f"SQL syntax error: {_first_error(exc)}") from exc
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:  # sqlglot on odd input
+        raise InvalidQuery("SQL syntax error: the statement could not be parsed") from exc
     except RecursionError as exc:
         raise QueryRefused("statement is nested too deeply to analyse") from exc
     if not statements:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class PlanLimits:
     """Bounds on what the planner accepts."""
 
-    max_statement_bytes: int = 1_000_000
+    max_statement_bytes: int = 256 * 1024
     max_nesting: int = 64
 
 

@@ -102,7 +102,7 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
 def generate_sql(query: Query, context: PlanContext) -> Query:
     """Render the final AST as DuckDB SQL (the only text the engine runs) and a display
     copy in which the hash key is replaced by a marker (for EXPLAIN, errors and audit)."""
-    sql = query.ast.sql(dialect="duckdb")
+    sql = query.ast.sql(dialect="duckdb", comments=False)
     display = sql
     key = context.hash_key
     if key:
@@ -111,5 +111,5 @@ def generate_sql(query: Query, context: PlanContext) -> Query:
             if isinstance(node, exp.Literal) and node.is_string and node.this == key
             else node
         )
-        display = shown.sql(dialect="duckdb")
+        display = shown.sql(dialect="duckdb", comments=False)
     return query.evolve(sql=sql, display_sql=display)

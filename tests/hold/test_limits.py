@@ -1,0 +1,347 @@
+"""Per-query and per-user limits hold, and a runaway query cannot take the server down.
+
+Each group runs on its own gateway process and mesh copy with changed ``[engine]`` /
+``[gateway]`` settings:
+
+- ``limited``: query_timeout_seconds = 1, max_result_rows = 1000, memory_limit = 256MB.
+- ``per_user``: max_concurrent_queries_per_user = 2, max_queries_per_minute_per_user = 20.
+- the runaway probes that currently get through the amplifier allow-list run each on a
+  throw-away gateway (killed afterwards: they may leave it busy computing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hold_support import (
+    MB,
+    STATUS_ERRORS,
+    Private,
+    RssSampler,
+    message,
+    private_gateway,
+    run_sql,
+    serves,
+    timed,
+    wait_until,
+)
+from pyarrow import flight
+
+CROSS_JOIN = "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
+
+#: RSS the server may gain while refusing or stopping one runaway query (memory_limit is 256MB).
+RSS_HEADROOM = 400 * MB
+
+
+@pytest.fixture(scope="module")
+def limited(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
+    with private_gateway(
+        demo_mesh,
+        tmp_path_factory.mktemp("limited"),
+        engine={"query_timeout_seconds": 1, "max_result_rows": 1000, "memory_limit": "256MB"},
+    ) as running:
+        yield running
+
+
+# --------------------------------------------------------------------------- timeout
+
+
+def test_timeout_stops_a_long_cross_join_with_a_clear_error(limited: Private) -> None:
+    other: dict = {}
+
+    def bystander() -> None:
+        time.sleep(0.3)
+        other["result"] = timed(run_sql, limited, "bob", "SELECT count(*) AS n FROM crm.customers", timeout=10)
+
+    thread = threading.Thread(target=bystander)
+    thread.start()
+    seconds, _, error = timed(run_sql, limited, "alice", CROSS_JOIN, timeout=30)
+    thread.join()
+
+    assert isinstance(error, STATUS_ERRORS), error
+    assert "time limit of 1 s" in message(error)
+    assert seconds < 4, f"the timeout of 1 s stopped the query only after {seconds:.1f} s"
+    other_seconds, table, other_error = other["result"]
+    assert other_error is None, other_error
+    assert table.column(0).to_pylist() == [20_000]
+    assert other_seconds < 3
+    assert serves(limited)
+    outcomes = [e.get("outcome") for e in limited.events("query") if e.get("user") == "alice"]
+    assert "timeout" in outcomes
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def test_max_result_rows_refuses_a_larger_result_and_allows_a_smaller_one(limited: Private) -> None:
+    small = run_sql(limited, "alice", "SELECT * FROM sales.orders ORDER BY order_id LIMIT 1000")
+    assert small.num_rows == 1000
+
+    for sql in ("SELECT * FROM sales.orders LIMIT 1001", "SELECT * FROM sales.orders"):
+        seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+        assert isinstance(error, STATUS_ERRORS), sql
+        text = message(error)
+        assert "exceeds the limit of 1,000 rows" in text, text
+        assert "Traceback" not in text
+        assert seconds < 5
+    assert serves(limited)
+
+
+# --------------------------------------------------------------------------- runaway functions
+
+RUNAWAY_REFUSED = [
+    "SELECT len(range(0, 300000000))",
+    "SELECT repeat('x', 2000000000)",
+    "SELECT printf('%999999999d', 1)",
+    "SELECT repeat(repeat('x', 10000), 10000)",
+    "SELECT len(repeat(repeat(repeat('x', 1000), 1000), 1000))",
+    "SELECT list_transform(range(10), x -> range(100000))",
+    "SELECT len(generate_series(1, 1000000000))",
+    "SELECT lpad('x', 2000000000, 'y')",
+    "SELECT len(list_resize([1], 1000000000))",
+    "SELECT format('{:>999999999}', 'x')",
+]
+
+
+@pytest.mark.parametrize("sql", RUNAWAY_REFUSED)
+def test_runaway_scalar_function_is_refused_quickly(limited: Private, sql: str) -> None:
+    before = limited.rss()
+    with RssSampler(limited.pid) as sampler:
+        seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+    assert isinstance(error, STATUS_ERRORS), f"{sql} was answered"
+    assert seconds < 2, f"{sql}: refused only after {seconds:.1f} s"
+    assert sampler.peak - before < RSS_HEADROOM, f"{sql}: RSS grew by {(sampler.peak - before) // MB} MB"
+    assert limited.alive()
+    assert serves(limited)
+
+
+#: Amplifications that the allow-list does not see: a width or size that is not a
+#: literal of the generating call itself, or a function that is not on the list of
+#: generating functions at all. Each is sized to need ~0.4-1.3 GB (never more, whatever the
+#: gateway does); the engine's memory_limit is 256MB and its timeout 1 s.
+RUNAWAY_BYPASSES = {
+    "printf_star_width": "SELECT len(printf('%*d', 300000000, 1))",
+    "format_nested_width": "SELECT len(format('{:>{}}', 'x', 300000000))",
+    "repeat_through_subquery": (
+        "SELECT len(repeat(s, 10000)) FROM (SELECT repeat(s, 3) AS s FROM (SELECT repeat('x', 10000) AS s))"
+    ),
+    "repeat_through_cte": (
+        "WITH a AS (SELECT repeat('x', 10000) AS s), b AS (SELECT repeat(s, 3) AS s FROM a) "
+        "SELECT len(repeat(s, 10000)) FROM b"
+    ),
+    # no generating function at all: replace() multiplies its input's size by the
+    # replacement's (19,881 x 19,881 = 4e8 characters from a 400-byte statement)
+    "replace_squared": (
+        f"SELECT len(replace(s, 'x', s)) AS n FROM (SELECT replace('{'x' * 141}', 'x', '{'x' * 141}') AS s)"
+    ),
+    # a lambda over an allowed range(20000) returning a 20,000-character literal: 4e8
+    "lambda_over_literal": (
+        f"SELECT len(array_to_string(list_transform(range(20000), i -> '{'x' * 20_000}'), '')) AS n"
+    ),
+    # every empty match replaced by a 20,000-character literal: 4e8
+    "regexp_replace_empty_match": (
+        f"SELECT len(regexp_replace('{'x' * 20_000}', '', '{'y' * 20_000}', 'g')) AS n"
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", list(RUNAWAY_BYPASSES.values()), ids=list(RUNAWAY_BYPASSES))
+def test_runaway_amplification_that_bypasses_the_allow_list_is_bounded(
+    demo_mesh: Path, tmp_path: Path, sql: str
+) -> None:
+    """A query that builds one huge value some other way than with a literal size must
+    still be refused, or stopped by the timeout / memory limit, with RSS bounded."""
+    with private_gateway(
+        demo_mesh, tmp_path, engine={"query_timeout_seconds": 1, "memory_limit": "256MB"}
+    ) as running:
+        before = running.rss()
+        with RssSampler(running.pid) as sampler:
+            seconds, table, error = timed(run_sql, running, "alice", sql, timeout=5)
+        grew = (sampler.peak - before) // MB
+        outcome = "answered" if table is not None else message(error)[:120]
+        assert seconds < 3 and grew < RSS_HEADROOM // MB, (
+            f"{sql[:110]}{'...' if len(sql) > 110 else ''}\n -> {outcome} after {seconds:.1f} s; server RSS grew by {grew} MB "
+            "(memory_limit 256MB, query_timeout_seconds 1)"
+        )
+        assert error is not None, f"{sql[:110]} was answered: the value was built past every limit"
+
+
+def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(demo_mesh: Path, tmp_path: Path) -> None:
+    """A client that reads its stream slowly, past the timeout, must get the timeout error
+    (not INTERNAL), and the audit must agree with what the client received."""
+    with private_gateway(demo_mesh, tmp_path, engine={"query_timeout_seconds": 1}) as running:
+        client, options = running.client("bob")
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(b"SELECT * FROM sales.orders"), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        time.sleep(2.0)  # the first batches wait in gRPC's buffers; DuckDB holds the rest
+        _, table, error = timed(reader.read_all)
+        end = wait_until(lambda: [r for r in running.audit() if r["event"] == "query_end"], 5)
+        assert end, "no query_end record"
+        outcome = end[-1]["outcome"]
+        if error is None:
+            assert table.num_rows == 200_000
+            assert outcome == "ok", f"the client received every row, the audit says outcome={outcome}"
+        else:
+            assert not isinstance(error, flight.FlightInternalError), (
+                f"a slow reader stopped by the timeout got INTERNAL ({message(error)}); audit outcome={outcome}"
+            )
+            assert "time limit" in message(error)
+            assert outcome == "timeout"
+        assert "internal_error" not in running.log()
+
+
+def test_planning_is_bounded_by_the_query_timeout(demo_mesh: Path, tmp_path: Path) -> None:
+    """GetFlightInfo computes the result schema with DuckDB, which constant-folds scalar
+    expressions: that work must be bounded by the timeout too (no watchdog runs there)."""
+    sql = "SELECT len(printf('%*d', 500000000, 1)) AS n"
+    with private_gateway(demo_mesh, tmp_path, engine={"query_timeout_seconds": 1}) as running:
+        client, options = running.client("alice")
+        options = flight.FlightCallOptions(headers=options.headers, timeout=10)
+        seconds, _, error = timed(
+            client.get_flight_info, flight.FlightDescriptor.for_command(sql.encode()), options
+        )
+        assert seconds < 2, (
+            f"GetFlightInfo ran {seconds:.1f} s under query_timeout_seconds = 1 "
+            f"({'refused: ' + message(error)[:80] if error else 'planned'})"
+        )
+
+
+# --------------------------------------------------------------------------- statement size
+
+
+def test_ten_megabyte_statement_is_refused_quickly(limited: Private) -> None:
+    sql = "SELECT 1 AS one -- " + "x" * (10 * 1024 * 1024)
+    seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+    assert isinstance(error, STATUS_ERRORS)
+    assert "over the limit" in message(error)
+    assert seconds < 2, f"refused after {seconds:.1f} s"
+    assert serves(limited)
+
+
+NESTED = {
+    "parentheses": "SELECT " + "(" * 10_000 + "1" + ")" * 10_000,
+    "subqueries": "SELECT " + "(SELECT " * 5_000 + "1" + ")" * 5_000,
+    "brackets": "SELECT " + "[" * 10_000 + "1" + "]" * 10_000,
+    "case": "SELECT " + "CASE WHEN true THEN " * 5_000 + "1" + " END" * 5_000,
+    "not": "SELECT " + "NOT " * 10_000 + "true",
+    "unary_minus": "SELECT " + "- " * 10_000 + "1",
+    "casts": "SELECT 1" + "::INTEGER" * 10_000,
+}
+
+
+@pytest.mark.parametrize("sql", list(NESTED.values()), ids=list(NESTED))
+def test_deep_nesting_is_refused_quickly(limited: Private, sql: str) -> None:
+    seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+    assert isinstance(error, STATUS_ERRORS), "a 10,000-deep statement was answered"
+    assert "Traceback" not in message(error)
+    assert seconds < 2, f"refused after {seconds:.1f} s"
+    assert limited.alive()
+    assert serves(limited)
+
+
+#: Deep chains of binary operators are not counted by the nesting check (which counts
+#: brackets and CASE) and make each function check regenerate the whole subtree:
+#: planning time is quadratic in the depth (~80 s for 3,000 arrows, a 15 KB statement).
+OPERATOR_CHAINS = {
+    "json_arrows": "SELECT " + "'{}' -> " * 3_000 + "1",
+    "lambda_arrows": "SELECT list_transform([1], " + "x -> " * 3_000 + "1)",
+}
+
+
+@pytest.mark.parametrize("sql", list(OPERATOR_CHAINS.values()), ids=list(OPERATOR_CHAINS))
+def test_deep_operator_chain_is_refused_quickly(demo_mesh: Path, tmp_path: Path, sql: str) -> None:
+    with private_gateway(demo_mesh, tmp_path) as running:
+        seconds, _, error = timed(run_sql, running, "alice", sql, timeout=4)
+        assert seconds < 2, (
+            f"a {len(sql):,}-byte statement ({sql[:40]}...) held the server for {seconds:.1f} s "
+            f"({message(error)[:80] if error else 'answered'})"
+        )
+
+
+# --------------------------------------------------------------------------- retained plans
+
+
+def test_unredeemed_tickets_do_not_pin_unbounded_memory(demo_mesh: Path, tmp_path: Path) -> None:
+    """Every GetFlightInfo keeps its planned query (text, AST, governed SQL) behind the
+    ticket for ticket_ttl_seconds, up to 10,000 tickets for all users together: one user
+    sending large statements and never fetching them makes the server hold ~4x the bytes
+    sent (10,000 x 1 MB statements: tens of GB). 400 x 250 KB here."""
+    with private_gateway(demo_mesh, tmp_path) as running:
+        client, options = running.client("erin")
+        padding = "x" * 250_000
+        before = running.rss()
+        for i in range(400):
+            sql = f"SELECT {i} AS n -- {padding}"
+            client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+        time.sleep(0.5)
+        grew = (running.rss() - before) // MB
+        assert grew < 100, (
+            f"400 unredeemed tickets for 100 MB of statements pinned {grew} MB of server memory"
+        )
+
+
+# --------------------------------------------------------------------------- per user
+
+
+@pytest.fixture(scope="module")
+def per_user(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
+    with private_gateway(
+        demo_mesh,
+        tmp_path_factory.mktemp("per_user"),
+        gateway={"max_concurrent_queries_per_user": 2, "max_queries_per_minute_per_user": 20},
+        engine={"query_timeout_seconds": 3},
+    ) as running:
+        yield running
+
+
+def _assert_resource_exhausted(error: BaseException | None) -> None:
+    assert isinstance(error, flight.FlightUnavailableError), f"expected UNAVAILABLE, got {error!r}"
+    text = message(error).lower()
+    assert "resource exhausted" in text and "retry" in text, text
+
+
+def test_concurrent_query_limit_refuses_the_third_query_only(per_user: Private) -> None:
+    """Two long queries of erin hold both of her slots: her third is refused with a retry
+    hint, while alice runs normally."""
+    results: list = []
+
+    def long_query() -> None:
+        results.append(timed(run_sql, per_user, "erin", CROSS_JOIN, timeout=20))
+
+    holders = [threading.Thread(target=long_query) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(1.0)  # both are computing now (timeout 3 s)
+    _, _, error = timed(run_sql, per_user, "erin", "SELECT 1", timeout=10)
+    _assert_resource_exhausted(error)
+    seconds, table, other_error = timed(run_sql, per_user, "alice", "SELECT count(*) FROM sales.orders", timeout=10)
+    assert other_error is None, other_error
+    assert seconds < 5
+    assert table.column(0).to_pylist() == [89_906]
+    for thread in holders:
+        thread.join()
+    assert all(isinstance(e, STATUS_ERRORS) and "time limit" in message(e) for _, _, e in results), results
+    # slots are released: erin may query again
+    assert run_sql(per_user, "erin", "SELECT 2 AS two").column(0).to_pylist() == [2]
+
+
+def test_queries_per_minute_limit_refuses_the_over_limit_user_only(per_user: Private) -> None:
+    client = per_user.client("carol")
+    refused = None
+    for attempt in range(25):
+        _, _, error = timed(run_sql, per_user, "carol", "SELECT 1", client=client)
+        if error is not None:
+            refused = attempt, error
+            break
+    assert refused is not None, "25 queries within a minute were all admitted (limit 20)"
+    attempt, error = refused
+    assert attempt == 20, f"refused at query {attempt + 1}, limit is 20"
+    _assert_resource_exhausted(error)
+    assert " s" in message(error)  # says in how many seconds
+    # another user is unaffected
+    for _ in range(5):
+        assert run_sql(per_user, "bob", "SELECT 1 AS one").column(0).to_pylist() == [1]
