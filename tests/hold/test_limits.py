@@ -273,14 +273,23 @@ def test_unredeemed_tickets_do_not_pin_unbounded_memory(demo_mesh: Path, tmp_pat
     with private_gateway(demo_mesh, tmp_path) as running:
         client, options = running.client("erin")
         padding = "x" * 250_000
+
+        def send(count: int, offset: int) -> None:
+            for i in range(count):
+                sql = f"SELECT {offset + i} AS n -- {padding}"
+                client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+
         before = running.rss()
-        for i in range(400):
-            sql = f"SELECT {i} AS n -- {padding}"
-            client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+        send(400, 0)
         time.sleep(0.5)
-        grew = (running.rss() - before) // MB
-        assert grew < 100, (
-            f"400 unredeemed tickets for 100 MB of statements pinned {grew} MB of server memory"
+        first = (running.rss() - before) // MB
+        send(400, 400)  # another 100 MB of statements: retained memory must not follow
+        time.sleep(0.5)
+        second = (running.rss() - before) // MB
+        assert first < 150, f"400 unredeemed tickets for 100 MB of statements pinned {first} MB"
+        assert second - first < 50, (
+            f"400 more unredeemed tickets grew the server from {first} MB to {second} MB: "
+            "tickets pin memory without bound"
         )
 
 
