@@ -23,12 +23,11 @@ PRODUCT = "orders.lineitem"
 
 
 def measure(mesh_dir: Path, lines: int, samples: int, budget: float) -> dict:
+    from benchmarks.policy_scale import policy_files, probe_users
+    from benchmarks.settings import ANALYST_USER
     from gateway.config import load_config
     from gateway.state import MeshState
     from policies.engine import Governor, Subject
-
-    from benchmarks.policy_scale import policy_files, probe_users
-    from benchmarks.settings import ANALYST_USER
 
     config = load_config(mesh_dir)
     state = MeshState(mesh_dir, config)

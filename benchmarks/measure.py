@@ -64,24 +64,25 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
 
 def interleaved(
     variants: dict[str, Callable[[], object]], repetitions: int, calls: int = 1, warmup: int = 1,
-    on_repetition: Callable[[], None] | None = None,
+    on_repetition: Callable[[], None] | None = None, raw: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Run every variant in turn (A B C A B C ...), ``warmup`` rounds first (not kept).
 
-    Each repetition calls every variant ``calls`` times, round robin; the repetition's
-    value for a variant is the median of its calls (ms). Returns variant -> values.
+    Each repetition runs each variant as a block of ``calls`` consecutive calls (a steady
+    client), the variants one after the other; the repetition's value for a variant is
+    the median of its block (ms). Returns variant -> one value per repetition; ``raw``,
+    when given, receives every call's time.
     """
     for _ in range(warmup):
         for action in variants.values():
             action()
     results: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repetitions):
-        samples: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(calls):
-            for name, action in variants.items():
-                samples[name].append(timed(action)[0])
-        for name, values in samples.items():
-            results[name].append(statistics.median(values))
+        for name, action in variants.items():
+            block = [timed(action)[0] for _ in range(calls)]
+            results[name].append(statistics.median(block))
+            if raw is not None:
+                raw.setdefault(name, []).extend(block)
         if on_repetition is not None:
             on_repetition()
     return results
@@ -94,7 +95,7 @@ def _normalise(value: object) -> object:
     if isinstance(value, float):
         return float(f"{value:.9g}") if math.isfinite(value) else repr(value)
     if isinstance(value, Decimal):
-        return value.normalize() if value == value else repr(value)
+        return repr(value) if value.is_nan() else value.normalize()
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return value
@@ -138,8 +139,20 @@ class AdbcClient:
         self.cursor = self.connection.cursor()
 
     def query(self, sql: str) -> pa.Table:
+        """Execute on the reused cursor: the driver prepares a statement when the text
+        differs from the previous one and reuses it otherwise (DB-API semantics)."""
         self.cursor.execute(sql)
         return self.cursor.fetch_arrow_table()
+
+    def query_new_statement(self, sql: str) -> pa.Table:
+        """Execute as a one-off statement (a fresh cursor, closed afterwards): the server
+        sees CreatePreparedStatement, GetFlightInfo, DoGet, ClosePreparedStatement."""
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.fetch_arrow_table()
+        finally:
+            cursor.close()
 
     def drain(self, sql: str) -> tuple[int, int]:
         """Stream the result batch by batch without keeping it: (rows, bytes)."""

@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from policies.loader import GLOBAL_SCOPE, PolicyFile
-from policies.rules import Action, Effect, ProductShape, RoleLink, Rule
-
 from benchmarks.data import DOMAIN_POLICIES, GLOBAL_POLICY
 from benchmarks.settings import ANALYST_USER
+from policies.loader import GLOBAL_SCOPE, PolicyFile
+from policies.rules import Action, Effect, ProductShape, RoleLink, Rule
 
 _GLOBAL_PATH = Path("policies/global.csv")
 

@@ -62,6 +62,8 @@ class Processes:
 
     logs_dir: Path
     servers: list[Server] = field(default_factory=list)
+    #: Every server ever started by this object (running or not).
+    started: list[Server] = field(default_factory=list)
 
     def _spawn(self, name: str, command: list[str], port: int, env: dict | None = None) -> Server:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +75,7 @@ class Processes:
         log_file.close()
         server = Server(name, f"grpc://127.0.0.1:{port}", process, log_path)
         self.servers.append(server)
+        self.started.append(server)
         return server
 
     def _wait(self, server: Server, ready, timeout: float) -> Server:
@@ -158,6 +161,10 @@ class Processes:
         for server in list(self.servers):
             self.stop(server)
 
+    def report(self) -> list[dict]:
+        """Name, pid and exit code of every process started (None: still running)."""
+        return [{"name": s.name, "pid": s.process.pid, "returncode": s.process.poll()} for s in self.started]
+
 
 def _flight_ping(uri: str) -> None:
     import pyarrow.flight as flight
@@ -172,7 +179,7 @@ def _flight_ping(uri: str) -> None:
 class RssSampler:
     """Samples a server's RSS every ``interval`` seconds, labelled by the current phase."""
 
-    def __init__(self, server: Server, interval: float = 0.05) -> None:
+    def __init__(self, server: Server, interval: float = 0.1) -> None:
         self.server = server
         self.interval = interval
         self.phase = "start"
@@ -200,3 +207,61 @@ class RssSampler:
 
     def phase_samples(self, phase: str) -> list[int]:
         return [rss for _, p, rss in self.samples if p == phase]
+
+
+class LoadSampler:
+    """Machine CPU use by processes outside this run, per phase (a noise indicator).
+
+    Every ``interval`` seconds: the machine's busy CPU (in cores) minus the CPU used by
+    this process and its children (the gateway, bare servers, ROAPI, decision workers).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.phase = "start"
+        self.samples: list[tuple[str, float, float]] = []  # (phase, machine cores, foreign cores)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="load-sampler", daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    def _own_cpu_seconds() -> float:
+        me = psutil.Process()
+        total = 0.0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    def _loop(self) -> None:
+        cores = psutil.cpu_count() or 1
+        psutil.cpu_percent(interval=None)
+        own_before, at_before = self._own_cpu_seconds(), time.perf_counter()
+        while not self._stop.wait(self.interval):
+            machine = psutil.cpu_percent(interval=None) / 100 * cores
+            own_now, at_now = self._own_cpu_seconds(), time.perf_counter()
+            own = max(0.0, (own_now - own_before) / max(at_now - at_before, 1e-6))
+            own_before, at_before = own_now, at_now
+            self.samples.append((self.phase, machine, max(0.0, machine - own)))
+
+    def summary(self) -> dict:
+        phases: dict[str, list[float]] = {}
+        for phase, _, foreign in self.samples:
+            phases.setdefault(phase, []).append(foreign)
+        return {
+            "foreign_cores_mean": {p: sum(v) / len(v) for p, v in phases.items()},
+            "foreign_cores_max": {p: max(v) for p, v in phases.items()},
+            "overall_foreign_cores_mean": (sum(f for _, _, f in self.samples) / len(self.samples))
+            if self.samples else None,
+            "cores": psutil.cpu_count(),
+        }

@@ -15,7 +15,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 
@@ -64,6 +63,8 @@ class Context:
     governed: duckdb.DuckDBPyConnection
     batch_rows: int
     log: Callable[[str], None]
+    #: The bare pyarrow.flight server streaming DuckDB readers (transport baseline).
+    bare: Server | None = None
     advance: Callable[[float], None] = lambda amount: None
     results: dict = field(default_factory=dict)
 
@@ -87,28 +88,36 @@ def small_queries(ctx: Context) -> dict:
     config = ctx.config
     ctx.sampler.phase = "small_queries"
     adbc, fl = ctx.adbc(), ctx.flight()
+    bare = FlightClient(ctx.bare.uri) if ctx.bare is not None else None
     queries = {"select_1": SELECT_ONE, "point_lookup": point_lookup()}
     out: dict = {"calls_per_repetition": config.small_query_calls, "queries": {}}
     try:
         for name, sql in queries.items():
-            timings = interleaved(
-                {
-                    "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
-                    "adbc": lambda sql=sql: adbc.query(sql),
-                    "flight": lambda sql=sql: fl.query(sql),
-                },
-                config.repetitions, calls=config.small_query_calls, warmup=3,
-            )
+            variants = {
+                "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
+                "adbc": lambda sql=sql: adbc.query(sql),
+                "flight": lambda sql=sql: fl.query(sql),
+                "adbc_new_statement": lambda sql=sql: adbc.query_new_statement(sql),
+            }
+            if bare is not None:
+                variants["bare_flight"] = lambda sql=sql: bare.query(sql)
+            calls: dict[str, list[float]] = {}
+            timings = interleaved(variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls)
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}
+            entry["calls_ms"] = {k: [round(v, 4) for v in values] for k, values in calls.items()}
+            entry["p99_ms"] = {k: percentile(values, 99) for k, values in calls.items()}
             base = entry["duckdb"]["median"]
-            for client in ("adbc", "flight"):
-                entry[f"{client}_ratio"] = ratio(entry[client]["median"], base)
-                entry[f"{client}_overhead_ms"] = entry[client]["median"] - base
+            for client in variants:
+                if client != "duckdb":
+                    entry[f"{client}_ratio"] = ratio(entry[client]["median"], base)
+                    entry[f"{client}_overhead_ms"] = entry[client]["median"] - base
             out["queries"][name] = entry
             ctx.advance(1)
     finally:
         adbc.close()
         fl.close()
+        if bare is not None:
+            bare.close()
     return out
 
 
@@ -124,11 +133,14 @@ def tpch(ctx: Context) -> dict:
     try:
         for number in QUERY_NUMBERS:
             sql = qualified(number, config.scale)
+            # A one-off statement per execution, as an analyst running a query gets it;
+            # "gateway_prepared" re-executes the statement the cursor already prepared.
             variants = {
-                "gateway": lambda sql=sql: bench.query(sql),
+                "gateway": lambda sql=sql: bench.query_new_statement(sql),
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
-                "gateway_policy": lambda sql=sql: analyst.query(sql),
+                "gateway_policy": lambda sql=sql: analyst.query_new_statement(sql),
                 "duckdb_policy": lambda sql=sql: duck_query(ctx.governed, sql),
+                "gateway_prepared": lambda sql=sql: bench.query(sql),
             }
             entry: dict = {"sql": sql}
             try:
@@ -144,6 +156,7 @@ def tpch(ctx: Context) -> dict:
                     entry[name] = summary(values)
                 entry["ratio"] = ratio(entry["gateway"]["median"], entry["duckdb"]["median"])
                 entry["ratio_policy"] = ratio(entry["gateway_policy"]["median"], entry["duckdb_policy"]["median"])
+                entry["ratio_prepared"] = ratio(entry["gateway_prepared"]["median"], entry["duckdb"]["median"])
                 entry["paired_ratios"] = [g / d for g, d in zip(timings["gateway"], timings["duckdb"])]
                 entry["paired_ratios_policy"] = [
                     g / d for g, d in zip(timings["gateway_policy"], timings["duckdb_policy"])
@@ -170,6 +183,8 @@ def tpch(ctx: Context) -> dict:
         "geomean_ratio": geomean(e["ratio"] for e in ok),
         "max_ratio": worst,
         "max_ratio_query": worst_query,
+        "geomean_ratio_prepared": geomean(e["ratio_prepared"] for e in ok),
+        "max_ratio_prepared": _worst(per_query, "ratio_prepared")[0],
         "geomean_ratio_policy": geomean(e["ratio_policy"] for e in ok),
         "sum_ratio_policy": ratio(sum_gw_policy, sum_duck_policy),
         "max_ratio_policy": worst_policy,
@@ -201,8 +216,8 @@ def large_result(ctx: Context) -> dict:
     ctx.sampler.phase = "large_result_setup"
     settings = dict(mesh_dir=ctx.mesh.mesh_dir, batch_rows=ctx.batch_rows,
                     threads=config.engine_threads, memory_limit=config.engine_memory_limit)
-    ctx.log("starting the bare pyarrow.flight servers (DuckDB reader; in-memory table)")
-    bare = ctx.procs.start_bare("bare-duckdb", mode="duckdb", **settings)
+    ctx.log("starting the bare pyarrow.flight server streaming an in-memory table")
+    bare = ctx.bare or ctx.procs.start_bare("bare-duckdb", mode="duckdb", **settings)
     memory = ctx.procs.start_bare("bare-memory", mode="memory", preload=LARGE_QUERY, **settings)
     ctx.sampler.phase = "large_result"
     adbc, fl = ctx.adbc(), ctx.flight()
@@ -236,7 +251,8 @@ def large_result(ctx: Context) -> dict:
     finally:
         for client in (adbc, fl, bare_client, memory_client):
             client.close()
-        ctx.procs.stop(bare)
+        if bare is not ctx.bare:
+            ctx.procs.stop(bare)
         ctx.procs.stop(memory)
     return out
 
@@ -339,13 +355,23 @@ class _count_optimizer_calls:
 
 
 def _optimize_in_source() -> list[str]:
-    """Lines of the gateway and policies packages that call sqlglot's optimize()."""
+    """Calls of a function named ``optimize`` in the gateway, policies and connectors
+    packages (found in the syntax tree: comments and docstrings do not count)."""
+    import ast
+
     hits = []
     for package in ("gateway", "policies", "connectors"):
         for path in sorted((REPO / package).rglob("*.py")):
-            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-                if "optimize(" in line and not line.lstrip().startswith("#"):
-                    hits.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                    if name == "optimize":
+                        hits.append(f"{path.relative_to(REPO)}:{node.lineno}")
     return hits
 
 
@@ -362,7 +388,7 @@ def decisions(ctx: Context) -> dict:
         started = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=REPO,
-                                  env={**_env(), "PYTHONPATH": str(REPO)})
+                                  env={**_env(), "PYTHONPATH": str(REPO)}, check=False)
         except subprocess.TimeoutExpired:
             out[str(lines)] = {"lines": lines, "error": f"timed out after {limit:.0f} s (building the Governor "
                                "and deciding did not finish)"}
@@ -493,6 +519,7 @@ def concurrency(ctx: Context) -> dict:
                 "p99_ms": percentile(latencies, 99),
                 "lookup_p50_ms": percentile(lookups, 50),
                 "lookup_p99_ms": percentile(lookups, 99),
+                "latencies_ms": [round(ms, 3) for ms in latencies],
             }
         third = max(1, len(rss_samples) // 3)
         entry["gateway_rss_mb"] = {
@@ -597,6 +624,9 @@ def peer(ctx: Context) -> dict:
                 entry["roapi_vs_gateway"] = ratio(entry["roapi"]["median"], entry["gateway"]["median"])
             except Exception as exc:
                 entry["error"] = _error_text(exc)
+                if "larger than max" in entry["error"]:
+                    entry["error_note"] = ("ROAPI sent one gRPC message above the ADBC client's default 16 MiB "
+                                           "limit (its Arrow batches are not bounded by size)")
                 peer_client.close()
                 peer_client = AdbcClient(roapi.uri)
             per_query[str(number)] = entry
@@ -639,7 +669,7 @@ def peer(ctx: Context) -> dict:
 
 def _version(command: list[str]) -> str:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     except Exception:
         return "unknown"
 

@@ -9,7 +9,7 @@ the ``exp.Table`` nodes, generate), never by string concatenation.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sqlglot
 from sqlglot import exp
@@ -378,7 +378,7 @@ def raw_query(number: int, scale: float = 1.0) -> str:
     return text.strip()
 
 
-@lru_cache(maxsize=None)
+@cache
 def qualified(number: int, scale: float = 1.0) -> str:
     """TPC-H query ``number`` with every TPC-H table written ``<domain>.<table>``."""
     return qualify_tables(raw_query(number, scale))
