@@ -80,6 +80,15 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     return max(1, min(max_rows, max_bytes // max(width, 1)))
 
 
+@dataclass
+class StalledStream:
+    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``)."""
+
+    stream: Iterator
+    deadline: float
+    expired: bool = False
+
+
 class Watchdog:
     """One thread that interrupts running queries whose client has gone or cancelled, or
     whose time is up, also while DuckDB is still computing their first batch."""
@@ -88,10 +97,16 @@ class Watchdog:
         self._interval = interval_seconds
         self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]] = {}
         self._stopped: dict[int, str] = {}
+        self._streams: dict[int, StalledStream] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         #: Process RSS past which every running query is stopped (set from config).
         self.memory_ceiling = float("inf")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+            self._thread.start()
 
     def watch(
         self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool],
@@ -111,6 +126,32 @@ class Watchdog:
             self._running.pop(token, None)
             return self._stopped.pop(token, None)
 
+    def watch_stream(self, stream: Iterator, timeout_seconds: float) -> StalledStream:
+        """Also watch a whole result stream: a client that stops reading leaves it suspended
+        between batches, where no engine interrupt reaches it. Past the deadline the stream
+        is closed (its cursor and slot are freed) and marked, so that it ends with an error."""
+        stalled = StalledStream(stream, time.monotonic() + timeout_seconds)
+        with self._lock:
+            self._streams[id(stalled)] = stalled
+            self._ensure_thread()
+        return stalled
+
+    def unwatch_stream(self, stalled: StalledStream) -> None:
+        with self._lock:
+            self._streams.pop(id(stalled), None)
+
+    def _close_stalled(self, now: float) -> None:
+        """Close streams past their deadline. Called WITHOUT the lock: closing runs the
+        stream's cleanup, which releases its own watch (and takes the lock)."""
+        with self._lock:
+            due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
+        for stalled in due:
+            stalled.expired = True
+            try:
+                stalled.stream.close()  # suspended at a yield: runs its cleanup now
+            except ValueError:  # being iterated right now: the engine interrupt handles it
+                stalled.expired = False
+
     def stop_all(self, reason: str = "shutdown") -> int:
         """Interrupt every running query (at shutdown); returns how many."""
         with self._lock:
@@ -127,6 +168,7 @@ class Watchdog:
             if self._running and _process_rss() > self.memory_ceiling:
                 log.warning("memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling)
                 self.stop_all("memory")
+            self._close_stalled(now)
             with self._lock:
                 for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
                     try:

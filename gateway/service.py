@@ -33,11 +33,12 @@ from gateway.errors import (
     InvalidQuery,
     MeshgateError,
     NotSupported,
+    QueryFailed,
     QueryRefused,
     ResourceExhausted,
     UnknownObject,
 )
-from gateway.execution import PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
+from gateway.execution import WATCHDOG, PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
 from gateway.federation import (
     NodeDirectory,
     NodeUnavailable,
@@ -282,7 +283,9 @@ class SqlService:
         run in one of the user's concurrent-query slots."""
         self._refuse_when_draining()
         schema, batches = self._stream(principal, ticket, is_cancelled)
-        return schema, self._in_slot(principal.user, batches)
+        inner = self._in_slot(principal.user, batches)
+        timeout = self._state.config.engine.query_timeout_seconds
+        return schema, _expiring(inner, WATCHDOG.watch_stream(inner, timeout + 1.0), timeout)
 
     def health(self, principal: Principal | None = None) -> dict:
         """Products' health (those ``principal`` may read, or all) and node reachability."""
@@ -556,6 +559,20 @@ def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.Reco
             yield chunk.data
     except flight.FlightError as exc:
         raise NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed") from exc
+
+
+def _expiring(inner: Iterator[pa.RecordBatch], stalled, timeout: float) -> Iterator[pa.RecordBatch]:
+    """``inner``, ending with an error (never a silently short result) when the watchdog
+    closed it because the client stopped reading past the time limit."""
+    try:
+        yield from inner
+        if stalled.expired:
+            raise QueryFailed(
+                f"the query exceeded the time limit of {timeout:g} s while the client was not "
+                "reading; run it again and read the result as it arrives"
+            )
+    finally:
+        WATCHDOG.unwatch_stream(stalled)
 
 
 def _finishing(batches: Iterator[pa.RecordBatch], finish) -> Iterator[pa.RecordBatch]:

@@ -111,11 +111,6 @@ def test_client_cancel_stops_the_query(demo_mesh: Path, tmp_path: Path) -> None:
         assert run_sql(running, "bob", "SELECT 1 AS one", timeout=10).num_rows == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: the timeout interrupts DuckDB, but the stream (and the user's slot) is "
-    "released only when the client reads again or disconnects; see the closing note",
-)
 def test_client_that_never_reads_is_stopped_by_the_timeout(demo_mesh: Path, tmp_path: Path) -> None:
     """A connected client that opens a stream and never reads must not hold the query (its
     DuckDB cursor and the user's slot) past the query timeout."""

@@ -1,0 +1,146 @@
+"""Entry point of a benchmark run: ``run(scale, out, quick, repetitions) -> report path``.
+
+``python -m benchmarks`` and ``meshgate bench`` both call :func:`run`. One run generates
+(or reuses) the TPC-H data, writes the benchmark mesh, starts the gateway exactly as the
+tests do (``python -m gateway.cli serve MESH --port P``), measures the six sections, stops
+every process it started, and writes ``report.md``, ``results.json`` and the charts.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks import suites
+from benchmarks.data import open_baseline, write_mesh
+from benchmarks.procs import LoadSampler, Processes, RssSampler
+from benchmarks.report import SECTIONS, machine_info, write_outputs
+from benchmarks.settings import ADMIN_USER, BenchConfig
+from benchmarks.tpch import QUERY_NUMBERS
+
+DEFAULT_OUT = Path("bench-out")
+
+
+def run(
+    scale: float | None = None,
+    out: Path = DEFAULT_OUT,
+    quick: bool = False,
+    repetitions: int | None = None,
+) -> Path:
+    """Run the whole benchmark; return the path of ``report.md``.
+
+    ``scale`` None: SF1 (quick: SF0.01). ``repetitions`` None: 5 (quick: 1).
+    """
+    _quiet_library_logs()
+    return run_config(BenchConfig.make(scale=scale, out=out, quick=quick, repetitions=repetitions))
+
+
+def _quiet_library_logs() -> None:
+    """The planning section loads the mesh in-process: keep the gateway's info lines
+    (policy loaded, ...) out of the progress display."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _steps(config: BenchConfig) -> dict[str, int]:
+    return {
+        "small_queries": 2,
+        "tpch": len(QUERY_NUMBERS),
+        "large_result": config.repetitions,
+        "planning": len(QUERY_NUMBERS) + len(config.policy_sizes),
+        "concurrency": len(config.concurrency_levels),
+        "peer": 2 + len(QUERY_NUMBERS) if config.include_peer else 0,
+    }
+
+
+def _gateway_batch_rows(plain, mesh_dir: Path) -> int:
+    """The gateway's batch row count for lineitem (the bare servers use the same)."""
+    try:
+        from gateway.config import load_config
+        from gateway.execution import rows_per_batch
+
+        settings = load_config(mesh_dir).engine
+        schema = plain.sql(suites.LARGE_QUERY).limit(0).to_arrow_table().schema
+        return rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
+    except Exception:  # the gateway's internals moved: a safe size under ADBC's 16 MiB
+        return 32_768
+
+
+def run_config(config: BenchConfig, console: Console | None = None) -> Path:
+    """Run with every knob of ``config``; return the path of ``report.md``."""
+    console = console or Console(stderr=True)
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    steps = _steps(config)
+    sections: dict = {}
+    peak_rss = None
+    machine_load: dict = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False, refresh_per_second=2,
+    ) as progress:
+        log = progress.console.print
+        task = progress.add_task("data", total=sum(steps.values()))
+        mesh = write_mesh(config, log)
+        procs = Processes(config.logs_dir)
+        plain = governed = None
+        try:
+            progress.update(task, description="starting the gateway")
+            gateway = procs.start_gateway(mesh.mesh_dir, ADMIN_USER, ADMIN_USER)
+            log(f"gateway on {gateway.uri} (pid {gateway.process.pid}), mesh {mesh.mesh_dir}")
+            plain = open_baseline(mesh, config.engine_threads, config.engine_memory_limit)
+            governed = open_baseline(mesh, config.engine_threads, config.engine_memory_limit, governed=True)
+            batch_rows = _gateway_batch_rows(plain, mesh.mesh_dir)
+            bare = procs.start_bare("bare-duckdb", mesh.mesh_dir, "duckdb", batch_rows,
+                                    config.engine_threads, config.engine_memory_limit)
+            with RssSampler(gateway) as sampler, LoadSampler() as load:
+                context = suites.Context(
+                    config=config, mesh=mesh, procs=procs, gateway=gateway, sampler=sampler,
+                    plain=plain, governed=governed, batch_rows=batch_rows,
+                    log=log, advance=lambda amount: progress.advance(task, amount), results=sections,
+                    bare=bare,
+                )
+                functions = {
+                    "small_queries": suites.small_queries, "tpch": suites.tpch,
+                    "large_result": suites.large_result, "planning": suites.planning,
+                    "concurrency": suites.concurrency, "peer": suites.peer,
+                }
+                for name in SECTIONS:
+                    if name == "peer" and not config.include_peer:
+                        sections[name] = {"skipped": "disabled in this run"}
+                        continue
+                    progress.update(task, description=name.replace("_", " "))
+                    load.phase = name
+                    section_started = time.perf_counter()
+                    sections[name] = suites.safe_section(context, name, functions[name])
+                    sections[name]["section_seconds"] = time.perf_counter() - section_started
+                peak_rss = sampler.peak() / 1e6
+            machine_load = load.summary()
+        finally:
+            procs.stop_all()
+            for con in (plain, governed):
+                if con is not None:
+                    con.close()
+        progress.update(task, description="report")
+    results = {
+        "started": started_at,
+        "duration_s": time.perf_counter() - started,
+        "config": config.as_json(),
+        "machine": machine_info(),
+        "machine_load": machine_load,
+        "gateway_peak_rss_mb": peak_rss,
+        "processes": procs.report(),
+        "sections": sections,
+    }
+    report = write_outputs(results, out)
+    console.print(f"report: {report}")
+    return report
