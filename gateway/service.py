@@ -76,6 +76,7 @@ class PreparedStatement:
     text: str
     parameter_count: int
     parameters: tuple[object, ...] | None = None
+    planned: PlannedQuery | None = None  # the prepare-time plan, reused while still current
 
 
 class SqlService:
@@ -258,6 +259,8 @@ class SqlService:
                 raise NotSupported("transactions are not supported: the gateway is read-only")
             return self.plan(principal, command.query)
         prepared = self._prepared.get(principal.user, command.prepared_statement_handle)
+        if prepared.planned is not None and not prepared.parameter_count:
+            return self._current(prepared.planned)  # planned at prepare; re-planned if stale
         if prepared.parameters is None and prepared.parameter_count:
             raise InvalidQuery(
                 f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"
@@ -511,7 +514,9 @@ class SqlService:
                 f"{table.num_columns} were bound"
             )
         values = tuple(column[0].as_py() for column in table.columns)
-        self._prepared.replace(principal.user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values))
+        self._prepared.replace(
+            principal.user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values)
+        )
         return pb.DoPutPreparedStatementResult(prepared_statement_handle=handle).SerializeToString()
 
     # -- DoAction ---------------------------------------------------------------------
@@ -531,7 +536,8 @@ class SqlService:
     def _prepare(self, principal: Principal, text: str) -> bytes:
         planned = self.plan(principal, text, parameters=None)
         count = len(planned.parameters)
-        handle = self._prepared.put(principal.user, PreparedStatement(text, count))
+        reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
+        handle = self._prepared.put(principal.user, PreparedStatement(text, count, planned=reusable))
         parameter_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
