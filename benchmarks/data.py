@@ -33,6 +33,7 @@ from sqlglot import exp
 
 from benchmarks.settings import ADMIN_USER, ANALYST_USER, LINEITEM_FILTER, BenchConfig
 from benchmarks.tpch import DOMAINS, DUCKDB_DOMAIN, TABLE_DOMAIN
+from gateway.demo_policies import GLOBAL_POLICY as DEMO_GLOBAL_POLICY
 
 DUCKDB_FILE = "tpch.duckdb"
 TABLES: tuple[str, ...] = tuple(TABLE_DOMAIN)
@@ -296,13 +297,7 @@ def _mesh_toml(config: BenchConfig, hash_key: str, hash_password: Callable[[str]
     return "\n".join(lines) + "\n"
 
 
-GLOBAL_POLICY = """\
-# Benchmark mesh: the platform floor.
-g, admin, pii_reader
-p, admin, *, read, allow
-p, *, tag:pii, mask, allow, hash
-p, pii_reader, tag:pii, mask, deny
-"""
+GLOBAL_POLICY = DEMO_GLOBAL_POLICY  # the same platform floor as the demo mesh
 
 DOMAIN_POLICIES = {
     "orders": f"""\
