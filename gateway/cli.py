@@ -120,6 +120,7 @@ def _print_banner(gateway, address: str) -> None:
         "print(cur.fetch_arrow_table())",
         highlight=False,
         markup=False,
+        soft_wrap=True,  # never break a line: the snippet must paste as it is
     )
     console.print("\nDemo users (password = user name): alice, bob, carol, erin, dave. Ctrl-C stops.\n")
 
