@@ -315,14 +315,14 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """``batch`` as ``schema``: dictionaries decoded, columns renamed positionally. Any
     other difference is a planning bug: fail rather than convert data silently."""
     columns = []
-    for column, field in zip(batch.columns, schema, strict=True):
-        if column.type != field.type:
-            if not (pa.types.is_dictionary(column.type) and column.type.value_type == field.type):
+    for column, target in zip(batch.columns, schema, strict=True):
+        if column.type != target.type:
+            if not (pa.types.is_dictionary(column.type) and column.type.value_type == target.type):
                 raise QueryFailed(
-                    f"internal error: column {field.name!r} came back as {column.type}, planned "
-                    f"as {field.type}; the query was stopped"
+                    f"internal error: column {target.name!r} came back as {column.type}, planned "
+                    f"as {target.type}; the query was stopped"
                 )
-            column = column.cast(field.type)
+            column = column.cast(target.type)
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 

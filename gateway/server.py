@@ -17,6 +17,7 @@ from gateway.auth import (
     MIDDLEWARE_KEY,
     AuthMiddlewareFactory,
     HandshakeAuthHandler,
+    LoginGuard,
     TokenStore,
     UserDirectory,
 )

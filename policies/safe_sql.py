@@ -210,7 +210,7 @@ def amplification_factor(node: exp.Func) -> float:
         index = _REPLACERS[name]
         arguments = list(node.iter_expressions())
         if index is None:  # a lambda over a list: each element may become a constant
-            longest = max((len(l.this) for l in node.find_all(exp.Literal) if l.is_string), default=1)
+            longest = max((len(lit.this) for lit in node.find_all(exp.Literal) if lit.is_string), default=1)
             return float(max(1, longest))
         replacement = arguments[index] if len(arguments) > index else None
         if isinstance(replacement, exp.Literal) and replacement.is_string:
