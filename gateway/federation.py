@@ -144,21 +144,27 @@ class NodeDirectory:
         return json.loads(results[0].body.to_pybytes())
 
     def fetch(self, domain: str, sealed: bytes) -> flight.FlightStreamReader:
-        """A reader of ``sealed``'s rows from the first replica of ``domain`` that answers."""
+        """A reader of ``sealed``'s rows from the first replica of ``domain`` that answers.
+
+        Replicas come from ``reachable_locations`` (health cached for a second, not one
+        health call per fetch); a replica that fails to start the stream is marked down
+        and the next one is tried.
+        """
         errors = []
-        for location in self.locations(domain):
-            client = self._client(location)
+        for location in self.reachable_locations(domain):
             try:
-                self._action(location, "health")  # fail fast on a dead replica
-                return client.do_get(flight.Ticket(sealed))
+                reader = self._client(location).do_get(flight.Ticket(sealed))
+                reader.schema  # noqa: B018 - the first message: the stream really started
+                return reader
             except flight.FlightUnauthenticatedError:
                 raise
             except flight.FlightError as exc:
+                self._checked[location] = (time.monotonic(), False)
                 errors.append(f"{location}: {str(exc).splitlines()[0]}")
         log.warning("domain_unavailable", domain=domain, errors=errors)
         raise NodeUnavailable(
-            f"domain {domain} is unavailable: none of its {len(errors)} node(s) answered; "
-            "queries that do not touch it still work"
+            f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
+            "answered; queries that do not touch it still work"
         )
 
     def fetch_table(self, fragment: Fragment, user: str, policy_version: int = 0) -> pa.Table:
