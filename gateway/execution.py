@@ -275,7 +275,12 @@ def stream_sql(
             error = failure.client_message
             raise failure from exc
         except GeneratorExit:
-            outcome = "disconnected"
+            # Closed by the client going away, or by the watchdog because the client stopped
+            # reading past the time limit (the client then gets the time-limit error).
+            timed_out = time.perf_counter() - stats.started > settings.query_timeout_seconds
+            outcome = "timeout" if timed_out else "disconnected"
+            if timed_out:
+                error = _STOP_MESSAGES["timeout"].format(timeout=settings.query_timeout_seconds)
             engine.interrupt(cursor)
             raise
         except (QueryFailed, ResourceExhausted) as exc:
