@@ -121,6 +121,16 @@ class NodesSettings(_Strict):
     ticket_ttl_seconds: int = Field(default=60, gt=0)
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
     domains: dict[str, tuple[str, ...]] = {}
+    fragment_pushdown: bool = Field(
+        default=True,
+        description="push columns, single-product filters and partial aggregates into cross-domain "
+        "fragments; false moves whole governed products (kept for comparison)",
+    )
+    split_endpoints: int = Field(
+        default=1, ge=1, le=16,
+        description="split a single-product scan into up to this many endpoints (by file or row range) "
+        "that the client fetches in parallel",
+    )
 
 
 class MeshConfig(_Strict):
