@@ -1,0 +1,160 @@
+"""Mesh-mode processes for tests: domain nodes and a gateway on 127.0.0.1 (see ``start_mesh``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyarrow import flight
+from support import REPO, RunningGateway, free_port, start_gateway, stop_gateway
+
+
+@dataclass
+class RunningNode:
+    """One domain node process (``meshgate node``) on 127.0.0.1."""
+
+    mesh_dir: Path
+    domain: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "node", str(self.mesh_dir), "--domain", self.domain,
+                 "--port", str(self.port), "--json-logs"],
+                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node {self.domain} exited early:\n{self.log_path.read_text(errors='replace')}")
+            try:
+                if node_action(self.uri, "health", timeout=1.0)["status"] == "ok":
+                    return
+            except flight.FlightError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {self.domain} not ready after {timeout} s")
+            time.sleep(0.05)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, not a shutdown) and reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Mesh:
+    """The mesh-mode deployment of this module."""
+
+    mesh_dir: Path
+    key: str
+    nodes: dict[str, list[RunningNode]]
+    gateway: RunningGateway | None = None
+    extra: list = field(default_factory=list)
+
+    def node(self, domain: str, replica: int = 0) -> RunningNode:
+        return self.nodes[domain][replica]
+
+    def ensure_running(self, *domains: str) -> None:
+        """Restart (same port) any replica of ``domains`` that a previous test killed."""
+        restarted = [n for d in domains for n in self.nodes[d] if not n.alive]
+        for node in restarted:
+            node.spawn()
+        for node in restarted:
+            node.wait_ready()
+
+    def stats(self, domain: str) -> dict[str, int]:
+        """Counters summed over the live replicas of ``domain``."""
+        total = {"tickets": 0, "rows": 0, "bytes": 0, "refused": 0}
+        for node in self.nodes[domain]:
+            if node.alive:
+                for key, value in node_action(node.uri, "stats").items():
+                    total[key] += value
+        return total
+
+    def node_audit_path(self, domain: str) -> Path:
+        return self.mesh_dir / ".meshgate" / "audit" / f"node-{domain}" / "audit.jsonl"
+
+
+def node_action(uri: str, name: str, body: bytes = b"", timeout: float = 5.0) -> dict:
+    client = flight.FlightClient(uri)
+    try:
+        results = list(client.do_action(flight.Action(name, body), flight.FlightCallOptions(timeout=timeout)))
+        return json.loads(results[0].body.to_pybytes())
+    finally:
+        client.close()
+
+
+
+@contextmanager
+def running_mesh(
+    source_mesh: Path, root: Path, layout: Mapping[str, int], ticket_ttl_seconds: int = 60,
+    nodes_settings: Mapping[str, object] | None = None,
+) -> Iterator[Mesh]:
+    """A copy of ``source_mesh`` with a ``[nodes]`` section, ``layout[domain]`` node replicas per
+    domain and one gateway; every process is stopped on exit, even on failure.
+    ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``)."""
+    mesh_dir = Path(shutil.copytree(source_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
+    key = os.urandom(32).hex()
+    logs = root / "logs"
+    logs.mkdir()
+    nodes = {
+        domain: [RunningNode(mesh_dir, domain, free_port(), logs / f"node-{domain}-{i}.log") for i in range(count)]
+        for domain, count in layout.items()
+    }
+    with (mesh_dir / "mesh.toml").open("a", encoding="utf-8") as config:
+        config.write(f'\n[nodes]\nticket_key = "{key}"\nticket_ttl_seconds = {ticket_ttl_seconds}\n')
+        for name, value in (nodes_settings or {}).items():
+            config.write(f"{name} = {json.dumps(value)}\n")
+        config.write("\n[nodes.domains]\n")
+        for domain, replicas in nodes.items():
+            config.write(f"{domain} = {json.dumps([n.uri for n in replicas])}\n")
+    running = Mesh(mesh_dir, key, nodes)
+    try:
+        for replicas in nodes.values():
+            for node in replicas:
+                node.spawn()
+        running.gateway = start_gateway(mesh_dir, logs / "gateway.log")
+        for replicas in nodes.values():
+            for node in replicas:
+                node.wait_ready()
+        yield running
+    finally:
+        for replicas in nodes.values():
+            for node in replicas:
+                node.stop()
+        if running.gateway is not None:
+            stop_gateway(running.gateway)
