@@ -19,14 +19,20 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import structlog
 from sqlglot import exp
 
 from connectors.base import Connector
+from gateway.arrow_types import ArrowTypeCache
 from gateway.config import EngineSettings
 from gateway.contracts import ProductContract
 from gateway.source_check import check_columns
 
+log = structlog.get_logger("meshgate.engine")
+
 INTERNAL_CATALOG = "memory"
+#: Schema of the hidden partition views (never catalogued: no user can name them).
+PARTITION_SCHEMA = "__meshgate_partitions"
 _POOL_SIZE = 16
 
 
@@ -43,13 +49,19 @@ class Engine:
         self._readable: set[Path] = set()
         self._paths_of: dict[str, tuple[Path, ...]] = {}
         self.health: dict[str, str] = {}
+        #: product key -> (partition views bound, pieces to divide); see ``partition_table``.
+        self.partitions: dict[str, tuple[int, int]] = {}
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._tainted: set[duckdb.DuckDBPyConnection] = set()
         self._lock = threading.Lock()
+        self._arrow_types = ArrowTypeCache()
 
-    def bind(self, contract: ProductContract, connector: Connector) -> tuple[pa.Schema, dict[str, str]]:
-        """Create the product's view after checking the contract against the source.
+    def bind(
+        self, contract: ProductContract, connector: Connector, partitions: int = 1
+    ) -> tuple[pa.Schema, dict[str, str]]:
+        """Create the product's view after checking the contract against the source, and
+        ``partitions`` hidden partition views when ``partitions > 1`` and the source splits.
 
         Returns the view's Arrow schema and DuckDB column types. Raises ContractError or
         ConnectorError; the database is unchanged on error.
@@ -71,6 +83,8 @@ class Engine:
                        exists=True).sql("duckdb")
         )
         self._db.execute(view.sql("duckdb"))
+        if partitions > 1:
+            self._bind_partitions(contract, connector, partitions)
         self._readable.update(connector.data_paths)
         self._paths_of[contract.key] = connector.data_paths
         self.health[contract.key] = "ok"
@@ -79,6 +93,31 @@ class Engine:
         )
         types = dict(zip(relation.columns, map(str, relation.types)))
         return relation.to_arrow_table().schema, types
+
+    def _bind_partitions(self, contract: ProductContract, connector: Connector, count: int) -> None:
+        """One view per partition of the product, over exactly its declared columns; a
+        source that cannot be split (or fails to) is simply served unsplit."""
+        try:
+            partitioning = connector.partitions(count, self._attach, self._value)
+            if partitioning is None:
+                return
+            self._db.execute(exp.Create(kind="SCHEMA", this=exp.to_identifier(PARTITION_SCHEMA, quoted=True),
+                                        exists=True).sql("duckdb"))
+            for index, part in enumerate(partitioning.scans):
+                view = exp.Create(
+                    kind="VIEW", replace=True,
+                    this=partition_table(contract.domain, contract.name, index, count),
+                    expression=exp.select(*(exp.column(c.name, quoted=True) for c in contract.columns))
+                    .from_(part.scan).where(part.where),
+                )
+                self._db.execute(view.sql("duckdb"))
+        except duckdb.Error as exc:
+            log.warning("partitions_unavailable", product=contract.key, error=str(exc).splitlines()[0])
+            return
+        self.partitions[contract.key] = (len(partitioning.scans), partitioning.pieces)
+
+    def _value(self, query: exp.Query) -> object:
+        return self._db.sql(query.sql("duckdb")).fetchone()[0]
 
     def lock(self) -> None:
         """Harden the database: only product data readable, no extensions, config locked."""
@@ -135,11 +174,10 @@ class Engine:
         with self.cursor() as cursor:
             return self.schema_on(cursor, sql, params)
 
-    @staticmethod
-    def schema_on(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
-        """``result_schema`` on a given cursor."""
+    def schema_on(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """``result_schema`` on a given cursor: the query is bound, not planned nor run."""
         relation = cursor.sql(sql, params=list(params) if params else None)
-        return plain_schema(relation.limit(0).to_arrow_table().schema)
+        return plain_schema(self._arrow_types.schema(cursor, relation))
 
     def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
         """The products among ``candidates`` whose data files an engine error names
@@ -195,6 +233,11 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
 def product_table(domain: str, name: str) -> exp.Table:
     """The internal, fully qualified reference to a product's view."""
     return exp.table_(name, db=domain, catalog=INTERNAL_CATALOG, quoted=True)
+
+
+def partition_table(domain: str, name: str, index: int, count: int) -> exp.Table:
+    """The hidden view of partition ``index`` (of ``count``) of a product."""
+    return exp.table_(f"{domain}.{name}#{index}/{count}", db=PARTITION_SCHEMA, catalog=INTERNAL_CATALOG, quoted=True)
 
 
 def _literal(value: object) -> exp.Expression:

@@ -1,0 +1,49 @@
+"""Arrow schemas of bound DuckDB relations, without running them.
+
+Running ``relation.limit(0)`` to learn a result's Arrow schema optimizes, plans and opens
+every scan of the query: on TPC-H it costs more than parsing, authorizing and rewriting
+the query together. Binding alone (``cursor.sql(sql)``) already gives the result's column
+names and DuckDB types; this module turns those into Arrow types the way DuckDB itself
+does, by asking DuckDB once per distinct type (a typed NULL, zero rows) and caching the
+answer. DuckDB stays the only authority on its own Arrow conversion: nothing here maps
+types by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pyarrow as pa
+
+
+class ArrowTypeCache:
+    """DuckDB type -> Arrow type, learned from DuckDB and kept for the engine's lifetime
+    (an engine's settings, such as its time zone, are locked, so the answers never change)."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, pa.DataType] = {}
+        self._lock = threading.Lock()
+
+    def schema(self, cursor: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation) -> pa.Schema:
+        """The Arrow schema ``relation`` would stream (ENUMs as dictionaries, as DuckDB
+        sends them), learning unseen types on ``cursor``."""
+        names = relation.columns
+        if len({name.lower() for name in names}) < len(names):
+            # DuckDB renames repeated result names (``a``, ``a_1``, ...): let it, exactly.
+            return relation.limit(0).to_arrow_table().schema
+        types = relation.types
+        keys = [str(duck_type) for duck_type in types]
+        missing = {key: duck_type for key, duck_type in zip(keys, types) if key not in self._types}
+        if missing:
+            self._learn(cursor, missing)
+        return pa.schema([pa.field(name, self._types[key]) for name, key in zip(names, keys)])
+
+    def _learn(self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.DuckDBPyType]) -> None:
+        nulls = [
+            duckdb.ConstantExpression(None).cast(duck_type).alias(f"c{index}")
+            for index, duck_type in enumerate(missing.values())
+        ]
+        learned = cursor.sql("SELECT 1").select(*nulls).limit(0).to_arrow_table().schema
+        with self._lock:
+            self._types.update(zip(missing, learned.types))
