@@ -1,9 +1,10 @@
 """Casbin decision time at a given policy size, measured in a child process (R7).
 
-Building a Governor over a very large policy can take minutes, so the harness runs each
-size here, under a wall-clock limit, and reads one JSON object from stdout:
+Each size runs here, in its own process under a wall-clock limit (a policy version that
+regresses to minutes of loading fails its size, not the run), and the harness reads one
+JSON object from stdout:
 
-- ``build_s``: seconds to build the Governor (three Casbin enforcers, role links, filters);
+- ``build_s``: seconds to build the Governor (rule index, Casbin role links, row filters);
 - ``uncached_ms``: ``governor.access(subject, "orders.lineitem")`` for a fresh user each
   time (a user holding the analyst role whom this Governor has never seen: nothing cached);
 - ``cached_us``: the same call repeated for one user (the per-policy-version cache).

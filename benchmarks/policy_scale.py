@@ -60,6 +60,7 @@ def policy_files(
     base = len(rules) + len(links)
     extra = max(0, lines - base)
     real = sorted(products.values(), key=lambda p: p.key)
+    paths = {p.domain: Path(p.domain) / "policy.csv" for p in real}  # one Path per file, not per line
     roles = max(1, extra // 25)
     generated_links: list[RoleLink] = []
     n_links = extra // 10
@@ -86,7 +87,7 @@ def policy_files(
             fields = ["p", role, key, "filter", "allow", f"{column} IS NOT NULL" if not synthetic else "1 = 1"]
         else:
             fields = ["p", role, f"{product.domain}.*", "read", "allow"]
-        rules.append((product.domain, _rule(fields, product.domain, Path(product.domain) / "policy.csv", 1000 + i)))
+        rules.append((product.domain, _rule(fields, product.domain, paths[product.domain], 1000 + i)))
     by_scope: dict[str, list[Rule]] = {}
     for scope, rule in rules:
         by_scope.setdefault(scope, []).append(rule)

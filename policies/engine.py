@@ -8,6 +8,8 @@ of those decisions Meshgate combines, per product:
 - masks: the least restrictive domain mask over the granting subjects, then the global
   floor: when a global mask applies, a domain may choose another mask but never none.
 Decisions are cached per user for the life of one policy version (a ``Governor``).
+Each decision reads only the rules that can apply to it (``policies.decider``), so its cost
+does not grow with the size of the policy.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import reduce
-from importlib import resources
 
-import casbin
 from sqlglot import exp
 
+from policies.decider import ALL, DOMAIN, GLOBAL, Decider, Layer, in_layer
 from policies.filters import bind_attributes, parse_filter
-from policies.loader import GLOBAL_SCOPE, PolicyFile
+from policies.loader import PolicyFile
 from policies.masks import compile_mask
-from policies.rules import Action, CompiledMask, Effect, ProductShape, Rule, object_matcher
+from policies.rules import Action, CompiledMask, Effect, ProductShape, Rule
 
 _FALLBACK_MASK = "null"
 
@@ -63,12 +64,6 @@ class ProductAccess:
         return tuple(c for c in self.columns if c.visible)
 
 
-def _model() -> casbin.Model:
-    model = casbin.Model()
-    model.load_model_from_text(resources.files("policies").joinpath("model.conf").read_text())
-    return model
-
-
 class Governor:
     """Decisions for one version of the mesh's policy files."""
 
@@ -88,12 +83,9 @@ class Governor:
         files = list(files)
         self.rules: tuple[Rule, ...] = tuple(r for f in files for r in f.rules)
         tags = {f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns}
-        self._match = object_matcher(tags)
         links = [(link.member, link.role) for f in files for link in f.links]
         links += [(user, role) for user, roles in user_roles.items() for role in roles]
-        self._all = self._enforcer(self.rules, links)
-        self._global = self._enforcer([r for r in self.rules if r.scope == GLOBAL_SCOPE], links)
-        self._domain = self._enforcer([r for r in self.rules if r.scope != GLOBAL_SCOPE], links)
+        self._decider = Decider(self.rules, links, tags)
         self._filters = {
             id(r): parse_filter(r.argument, [c.name for c in products[r.object].columns])
             for r in self.rules
@@ -101,16 +93,6 @@ class Governor:
         }
         self._cache: dict[tuple[str, str], ProductAccess] = {}
         self._lock = threading.Lock()
-
-    def _enforcer(self, rules: Iterable[Rule], links: list[tuple[str, str]]) -> casbin.Enforcer:
-        enforcer = casbin.Enforcer(_model())
-        enforcer.add_function("objectMatch", self._match)
-        policies = [r.as_casbin() for r in rules]
-        if policies:
-            enforcer.add_policies(policies)
-        if links:
-            enforcer.add_grouping_policies([list(link) for link in links])
-        return enforcer
 
     # -- decisions --------------------------------------------------------------------
 
@@ -134,12 +116,12 @@ class Governor:
         user = subject.user
         if product.domain in self.closed_domains:
             return _denied(product, f"domain {product.domain}'s policy file is invalid: access is closed until it is fixed")
-        if not self._all.enforce(user, product_key, Action.READ.value):
+        if not self._decider.enforce(user, product_key, Action.READ):
             return _denied(product, self._explain_denial(user, product_key))
         # Each of the user's direct roles (with what it inherits), and the user's own
         # rules, is one "grant"; the user sees the union of what the grants allow.
         grants = [_Grant(user, is_user=True)] + [
-            _Grant(role, is_user=False) for role in sorted(self._all.get_roles_for_user(user))
+            _Grant(role, is_user=False) for role in sorted(self._decider.roles_for(user))
         ]
         granting = [g for g in grants if self._grants_read(g, product_key)]
         row_filter, filter_reasons = self._row_filter(subject, product_key, granting)
@@ -154,7 +136,7 @@ class Governor:
     def _grants_read(self, grant: _Grant, obj: str) -> bool:
         if grant.is_user:
             return bool(self._rules(Action.READ, obj, grant, Effect.ALLOW))
-        return self._all.enforce(grant.name, obj, Action.READ.value)
+        return self._decider.enforce(grant.name, obj, Action.READ)
 
     def _row_filter(
         self, subject: Subject, product_key: str, granting: list[_Grant]
@@ -176,7 +158,7 @@ class Governor:
     def _column(self, subject: Subject, product: ProductShape, column: str, granting: list[_Grant]) -> ColumnAccess:
         obj = f"{product.key}.{column}"
         user = subject.user
-        if not self._all.enforce(user, obj, Action.READ.value):
+        if not self._decider.enforce(user, obj, Action.READ):
             return ColumnAccess(column, False, None, (self._explain_denial(user, obj),))
         domain_masks = [
             self._strongest(self._domain_masks(grant, obj), product, column) for grant in granting
@@ -184,10 +166,10 @@ class Governor:
         chosen = None
         if domain_masks and all(m is not None for m in domain_masks):
             chosen = min(domain_masks, key=lambda m: m[0].strength)
-        if chosen is None and self._global.enforce(user, obj, Action.MASK.value):
+        if chosen is None and self._decider.enforce(user, obj, Action.MASK, GLOBAL):
             floor = [
-                r for grant in [_Grant(user, True), *(_Grant(role, False) for role in self._all.get_roles_for_user(user))]
-                for r in self._rules(Action.MASK, obj, grant, Effect.ALLOW, scope=GLOBAL_SCOPE)
+                r for grant in self._grants(user)
+                for r in self._rules(Action.MASK, obj, grant, Effect.ALLOW, GLOBAL)
             ]
             chosen = self._strongest(floor, product, column)
         if chosen is None:
@@ -196,13 +178,13 @@ class Governor:
         return ColumnAccess(column, True, mask, (f"masked with {mask.spec} by {rule.origin}",))
 
     def _domain_masks(self, grant: _Grant, obj: str) -> list[Rule]:
-        allows = self._rules(Action.MASK, obj, grant, Effect.ALLOW, scope="domain")
+        allows = self._rules(Action.MASK, obj, grant, Effect.ALLOW, DOMAIN)
         if not allows:
             return []
         if grant.is_user:
-            exempt = self._rules(Action.MASK, obj, grant, Effect.DENY, scope="domain")
+            exempt = self._rules(Action.MASK, obj, grant, Effect.DENY, DOMAIN)
             return [] if exempt else allows
-        return allows if self._domain.enforce(grant.name, obj, Action.MASK.value) else []
+        return allows if self._decider.enforce(grant.name, obj, Action.MASK, DOMAIN) else []
 
     def _strongest(self, rules: list[Rule], product: ProductShape, column: str) -> tuple[CompiledMask, Rule] | None:
         shape = product.column(column)
@@ -216,29 +198,32 @@ class Governor:
         return max(compiled, key=lambda pair: pair[0].strength) if compiled else None
 
     def _rules(
-        self, action: Action, obj: str, grant: _Grant, effect: Effect, scope: str | None = None
+        self, action: Action, obj: str, grant: _Grant, effect: Effect, layer: Layer = ALL
     ) -> list[Rule]:
-        """The rules of ``action``/``effect`` on ``obj`` that apply to ``grant``: for the
-        user's own grant, rules naming the user or *; for a role, the role, what it
-        inherits, and *. ``scope`` "global" or "domain" narrows to that layer."""
-        role_manager = self._all.get_role_manager()
+        """The rules of ``action``/``effect`` on ``obj`` that apply to ``grant``, in policy
+        order: for the user's own grant, rules naming the user or *; for a role, the role,
+        what it inherits, and *. ``layer`` GLOBAL or DOMAIN narrows to that layer."""
+        if grant.is_user:
+            subjects = frozenset(("*", grant.name))
+        else:
+            subjects = self._decider.subjects(grant.name)
 
         def applies(rule: Rule) -> bool:
             if rule.subject in ("*", grant.name):
                 return True
-            return not grant.is_user and role_manager.has_link(grant.name, rule.subject)
+            return not grant.is_user and self._decider.has_link(grant.name, rule.subject)
 
         return [
-            r for r in self.rules
-            if r.action is action and r.effect is effect
-            and (scope is None or (r.scope == GLOBAL_SCOPE) == (scope == GLOBAL_SCOPE))
-            and self._match(obj, r.object)
-            and applies(r)
+            r for r in self._decider.candidates(action, obj, subjects)
+            if r.effect is effect and in_layer(r, layer) and applies(r)
         ]
 
+    def _grants(self, user: str) -> list[_Grant]:
+        """The user's own grant, then one per role the user holds directly."""
+        return [_Grant(user, True), *(_Grant(role, False) for role in self._decider.roles_for(user))]
+
     def _explain_denial(self, user: str, obj: str) -> str:
-        grants = [_Grant(user, True), *(_Grant(r, False) for r in self._all.get_roles_for_user(user))]
-        denies = [r for g in grants for r in self._rules(Action.READ, obj, g, Effect.DENY)]
+        denies = [r for g in self._grants(user) for r in self._rules(Action.READ, obj, g, Effect.DENY)]
         if denies:
             return f"read denied by {', '.join(r.origin for r in denies)}"
         return "no rule grants read (default deny)"
