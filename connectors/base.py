@@ -21,6 +21,29 @@ from connectors.errors import ConnectorError
 #: Given a database file, ATTACH it read-only (once) and return its catalog alias.
 AttachDatabase = Callable[[Path], str]
 
+#: Run a one-value query on the engine (before it is locked) and return that value.
+QueryValue = Callable[[exp.Query], object]
+
+
+@dataclass(frozen=True)
+class PartitionScan:
+    """One partition of a product: the rows of ``scan`` for which ``where`` holds."""
+
+    scan: exp.Expression
+    where: exp.Expression
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """A product's rows divided into disjoint scans that together read every row once.
+
+    ``pieces`` is how many independent units (files, row blocks) there are to divide:
+    below 2, splitting a scan only adds round trips.
+    """
+
+    scans: tuple[PartitionScan, ...]
+    pieces: int
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -61,6 +84,12 @@ class Connector(ABC):
     @abstractmethod
     def scan(self, attach: AttachDatabase) -> exp.Expression:
         """The table expression reading the product's rows (a table or a table function)."""
+
+    def partitions(self, count: int, attach: AttachDatabase, value: QueryValue) -> Partitioning | None:
+        """``count`` disjoint partition scans of the product, or None when the source cannot
+        be split. Membership must depend on the data alone (never on when or where it is
+        computed): the gateway and every node replica bind the same partitions."""
+        return None
 
     def check_available(self) -> None:
         """Raise ConnectorError when the source files are gone."""

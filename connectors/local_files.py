@@ -10,10 +10,19 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from connectors.base import AttachDatabase, Connector, SourceSpec
+from connectors.base import (
+    AttachDatabase,
+    Connector,
+    Partitioning,
+    PartitionScan,
+    QueryValue,
+    SourceSpec,
+)
 
 _GLOB_CHARS = frozenset("*?[")
 SUPPORTED_FORMATS = ("parquet",)
+#: The file-name column of partition scans (a name no contract column collides with).
+_FILE_COLUMN = "__meshgate_file"
 
 
 class LocalFilesConnector(Connector):
@@ -66,11 +75,43 @@ class LocalFilesConnector(Connector):
 
     def scan(self, attach: AttachDatabase) -> exp.Expression:
         self.check_available()
+        return self._read_parquet()
+
+    def partitions(self, count: int, attach: AttachDatabase, value: QueryValue) -> Partitioning | None:
+        """File groups: a file belongs to partition ``md5(path below the root) % count``.
+
+        A pure function of the file's own name, so every node replica and every moment
+        agree (a file published meanwhile lands in exactly one partition), and DuckDB
+        prunes the other files before reading them (a filter on the file-name column).
+        """
+        if self.pattern == str(self.root):
+            return None  # one file: nothing to divide by file
+        self.check_available()
+        files = value(exp.select(exp.func("count", exp.Star())).from_(
+            exp.Anonymous(this="glob", expressions=[exp.Literal.string(self.pattern)])))
+        scan = self._read_parquet(_option("filename", exp.Literal.string(_FILE_COLUMN)))
+        below_root = exp.func(
+            "substr", exp.column(_FILE_COLUMN, quoted=True), exp.Literal.number(len(str(self.root)) + 2)
+        )
+        bucket = exp.Mod(this=exp.func("md5_number", below_root), expression=exp.Literal.number(count))
+        return Partitioning(
+            tuple(PartitionScan(scan, exp.EQ(this=bucket.copy(), expression=exp.Literal.number(i)))
+                  for i in range(count)),
+            pieces=int(files or 0),
+        )
+
+    def _read_parquet(self, *options: exp.Expression) -> exp.Expression:
         return exp.func(
             "read_parquet",
             exp.Literal.string(self.pattern),
-            exp.EQ(this=exp.column("hive_partitioning"), expression=exp.Boolean(this=self.hive_partitioned)),
+            _option("hive_partitioning", exp.Boolean(this=self.hive_partitioned)),
+            *options,
         )
+
+
+def _option(name: str, value: exp.Expression) -> exp.Expression:
+    """A named table-function argument ``name = value``."""
+    return exp.EQ(this=exp.column(name), expression=value)
 
 
 def _glob_root(raw: str) -> str:

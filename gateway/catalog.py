@@ -147,12 +147,14 @@ def load_catalog(
     settings: EngineSettings,
     domains: frozenset[str] | None = None,
     last_good: Mapping[Path, list[ProductContract]] | None = None,
+    partitions: int = 1,
 ) -> Catalog:
     """Read, validate and bind every contract of ``mesh_dir`` (of ``domains``, when given,
     as a domain node does) into a new engine.
 
     ``last_good`` holds the contracts of a previous load by file: a file that has turned
     invalid keeps serving its last good version (the error is still reported).
+    ``partitions > 1`` also binds that many hidden partition views per splittable product.
     """
     signature = contracts_signature(mesh_dir, domains)
     engine = Engine(settings)
@@ -172,14 +174,14 @@ def load_catalog(
                     "rename one of them")))
                 continue
             try:
-                schema, column_types = engine.bind(contract, connector_for(contract.source))
+                schema, column_types = engine.bind(contract, connector_for(contract.source), partitions)
             except (ContractError, ConnectorError) as exc:
                 problems.append(ContractProblem(path, str(exc)))
                 previous = [c for c in (last_good or {}).get(path, []) if c.key == contract.key]
                 if not previous or previous[0] == contract:
                     continue
                 try:  # the edit contradicts the data: the last good version still fits it
-                    schema, column_types = engine.bind(previous[0], connector_for(previous[0].source))
+                    schema, column_types = engine.bind(previous[0], connector_for(previous[0].source), partitions)
                     contract = previous[0]
                 except (ContractError, ConnectorError, duckdb.Error):
                     continue
@@ -209,12 +211,15 @@ def _first_line(exc: BaseException) -> str:
 class CatalogHolder:
     """Thread-safe access to the current catalog; reloads when contracts change."""
 
-    def __init__(self, mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None, partitions: int = 1
+    ) -> None:
         self._mesh_dir = mesh_dir
         self._settings = settings
         self._domains = domains
+        self._partitions = partitions
         self._lock = threading.Lock()
-        self._current = load_catalog(mesh_dir, settings, domains)
+        self._current = load_catalog(mesh_dir, settings, domains, partitions=partitions)
 
     @property
     def current(self) -> Catalog:
@@ -226,7 +231,8 @@ class CatalogHolder:
             if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
                 return False
             fresh = load_catalog(
-                self._mesh_dir, self._settings, self._domains, self._current.contracts_by_file()
+                self._mesh_dir, self._settings, self._domains, self._current.contracts_by_file(),
+                partitions=self._partitions,
             )
             self._current = fresh
             log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))

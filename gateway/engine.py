@@ -117,7 +117,7 @@ class Engine:
         self.partitions[contract.key] = (len(partitioning.scans), partitioning.pieces)
 
     def _value(self, query: exp.Query) -> object:
-        return self._db.sql(query.sql("duckdb")).fetchone()[0]
+        return self._db.sql(query.sql("duckdb")).fetchall()[0][0]
 
     def lock(self) -> None:
         """Harden the database: only product data readable, no extensions, config locked."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 import json
 import threading
 import time
@@ -82,6 +83,7 @@ class NodeDirectory:
         self._timeout = settings.connect_timeout_seconds
         self._clients: dict[str, flight.FlightClient] = {}
         self._checked: dict[str, tuple[float, bool]] = {}
+        self._turns = {domain: itertools.count() for domain in self._locations}
         self._lock = threading.Lock()
 
     def serves(self, domain: str) -> bool:
@@ -102,8 +104,10 @@ class NodeDirectory:
             return client
 
     def reachable_locations(self, domain: str) -> list[str]:
-        """``domain``'s replicas that answered a health check within the last second, in
-        configured order; NodeUnavailable (naming the domain) when none does."""
+        """``domain``'s replicas that answered a health check within the last second,
+        rotated by one at every call (round-robin: each query or endpoint starts at the
+        next replica, so replicas share the load; the others stay listed as failover);
+        NodeUnavailable (naming the domain) when none does."""
         now = time.monotonic()
         alive = []
         for location in self.locations(domain):
@@ -122,7 +126,8 @@ class NodeDirectory:
                 f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
                 "answered; queries that do not touch it still work"
             )
-        return alive
+        start = next(self._turns[domain]) % len(alive)
+        return alive[start:] + alive[:start]
 
     def health(self, domain: str) -> list[dict]:
         """Each replica of ``domain``: reachable or not, and what it reports."""

@@ -56,7 +56,9 @@ class DomainNode(flight.FlightServerBase):
             raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `nodes.ticket_key`: missing; a node needs the gateway's ticket key")
         super().__init__(location, auth_handler=HandshakeAuthHandler(), **kwargs)
         self.domain = domain
-        self.catalogs = CatalogHolder(mesh_dir, config.engine, frozenset({domain}))
+        self.catalogs = CatalogHolder(
+            mesh_dir, config.engine, frozenset({domain}), partitions=config.nodes.split_endpoints
+        )
         if not len(self.catalogs.current):
             raise ConfigError(f"{mesh_dir / domain}: domain {domain!r} has no servable product")
         self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)

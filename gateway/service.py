@@ -48,6 +48,7 @@ from gateway.federation import (
 )
 from gateway.handles import HandleStore
 from gateway.limits import UserLimiter
+from gateway.partitions import partition_sqls
 from gateway.pipeline import PlanContext, plan
 from gateway.pipeline.secure import governed_columns
 from gateway.principal import Principal
@@ -184,23 +185,29 @@ class SqlService:
             return domain
         return None
 
-    def _seal(self, planned: PlannedQuery, domain: str) -> bytes:
+    def _seal(self, planned: PlannedQuery, domain: str, sql: str | None = None) -> bytes:
         return self.nodes.sealer.seal(
-            domain, planned.sql, planned.parameters, planned.principal.user, planned.products,
+            domain, sql or planned.sql, planned.parameters, planned.principal.user, planned.products,
             policy_version=planned.governor_version,
         )
 
     def _node_info(self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str) -> flight.FlightInfo:
-        """Rows flow from the domain's node straight to the client (replicas in order);
-        a client that ignores locations sends the ticket back here and is relayed."""
+        """Rows flow from the domain's node straight to the client (replicas rotated per
+        endpoint); a client that ignores locations sends the tickets back here and is
+        relayed. A row-wise scan of one product is split into partition endpoints that
+        the client fetches in parallel (``gateway.partitions``); one audit entry still."""
         self._audit_begin(planned, node=domain)
         expires = pa.scalar(
             datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds), pa.timestamp("us", "UTC")
         )
-        endpoint = flight.FlightEndpoint(
-            self._seal(planned, domain), self.nodes.reachable_locations(domain), expiration_time=expires
-        )
-        return flight.FlightInfo(planned.schema, descriptor, [endpoint], -1, -1)
+        sqls = partition_sqls(planned, self._state.config.nodes.split_endpoints) or (planned.sql,)
+        endpoints = [
+            flight.FlightEndpoint(
+                self._seal(planned, domain, sql), self.nodes.reachable_locations(domain), expiration_time=expires
+            )
+            for sql in sqls
+        ]
+        return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
 
     def _relay(self, principal: Principal, sealed: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Proxy mode: stream a node ticket's rows through the gateway."""

@@ -29,7 +29,7 @@ class MeshState:
 
     def __init__(self, mesh_dir: Path, config: MeshConfig) -> None:
         self.config = config
-        self._catalogs = CatalogHolder(mesh_dir, config.engine)
+        self._catalogs = CatalogHolder(mesh_dir, config.engine, partitions=config.nodes.split_endpoints)
         self.policies = PolicyHolder(
             mesh_dir,
             config.governance.hash_key,
