@@ -2,12 +2,12 @@
 
 - ``NodeDirectory`` knows each domain's node replicas, seals tickets for them and fetches
   a ticket's rows from the first replica that answers (failover in order).
-- ``split_fragments`` turns a governed query that spans domains into one fragment per
-  node-served product (only the columns the query needs, with the predicates that touch
-  that product alone pushed down, by sqlglot's ``qualify``, ``pushdown_projections`` and
-  ``pushdown_predicates`` rules; never the full ``optimize()``) and the final query that
-  joins the fragments in the gateway's DuckDB. Policy is applied before splitting: every
-  fragment is a secure subquery, already filtered and masked.
+- ``split_fragments`` turns a governed query that spans domains into fragments for the
+  nodes (pruned product scans, whole single-domain subtrees, partial aggregates: see
+  ``gateway.fragments``) and the final query that finishes them in the gateway's DuckDB.
+  Policy is applied before splitting: every fragment is already filtered and masked.
+- ``run_fragments`` fetches the fragments in parallel and reports the bytes moved against
+  what moving the whole governed products would have cost.
 
 Where a fragment runs is chosen by ``executor_for``: today a ``FragmentExecutor`` is the
 domain's node over Flight; for joins bigger than one machine, a Spark Connect executor
@@ -22,50 +22,46 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import pyarrow as pa
-import pyarrow.flight as flight
 import structlog
-from sqlglot import exp
-from sqlglot.errors import OptimizeError, SqlglotError
-from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
-from sqlglot.optimizer.pushdown_projections import pushdown_projections
-from sqlglot.optimizer.qualify import qualify
+from pyarrow import flight
+from sqlglot import exp, parse_one
 
+from gateway import fragments
 from gateway.config import NodesSettings
-from gateway.engine import INTERNAL_CATALOG
 from gateway.errors import Unavailable
+from gateway.fragments import FederatedPlan, Fragment
 from gateway.tickets import TicketSealer
 
 log = structlog.get_logger("meshgate.federation")
 
 _HEALTH_CACHE_SECONDS = 1.0
+_SIZE_CACHE_SECONDS = 60.0
+_SIZE_CACHE_ENTRIES = 256
 
 
 class NodeUnavailable(Unavailable):
     """No replica of a domain's node answered."""
 
 
-@dataclass(frozen=True)
-class Fragment:
-    """One product's share of a cross-domain query, run on its domain's node."""
+class SizeCache:
+    """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute."""
 
-    name: str
-    domain: str
-    sql: str
-    products: tuple[str, ...]
+    def __init__(self) -> None:
+        self._sizes: dict[tuple[str, str], tuple[float, int]] = {}
 
+    def get(self, key: tuple[str, str]) -> int | None:
+        cached = self._sizes.get(key)
+        return cached[1] if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS else None
 
-@dataclass(frozen=True)
-class FederatedPlan:
-    """Fragments for the nodes and the final SQL that combines them in the gateway."""
-
-    fragments: tuple[Fragment, ...]
-    final_sql: str
-    pushed_down: bool
+    def put(self, key: tuple[str, str], size: int) -> None:
+        if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
+            self._sizes.clear()
+        self._sizes[key] = (time.monotonic(), size)
 
 
 class FragmentExecutor(Protocol):
@@ -81,6 +77,8 @@ class NodeDirectory:
         self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
         self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
         self._timeout = settings.connect_timeout_seconds
+        self.fragment_pushdown = settings.fragment_pushdown
+        self.sizes = SizeCache()
         self._clients: dict[str, flight.FlightClient] = {}
         self._checked: dict[str, tuple[float, bool]] = {}
         self._turns = {domain: itertools.count() for domain in self._locations}
@@ -203,56 +201,97 @@ def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> ex
 def split_fragments(
     ast: exp.Expression, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
 ) -> FederatedPlan:
-    """Split a governed query into node fragments and a final query (see module doc).
+    """``gateway.fragments.split_fragments`` for ``nodes``' domains and pushdown setting."""
+    return fragments.split_fragments(ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown)
 
-    ``column_types`` maps ``domain.product`` to its columns' DuckDB types.
+
+def run_fragments(
+    plan: FederatedPlan, nodes: NodeDirectory, user: str, policy_version: int,
+    schema_of: Callable[[str], pa.Schema],
+) -> tuple[list[pa.Table], dict[str, object]]:
+    """Every fragment's rows (fetched in parallel) and the ``federated_query`` log fields.
+
+    ``bytes_moved`` is the Arrow size of the fragments. What moving the whole governed
+    products would cost is measured when that is what moved (``fragment_pushdown = false``:
+    ``bytes_whole_products_measured``), otherwise estimated (``bytes_whole_products_estimated``:
+    rows counted by the node x Arrow widths of the governed columns, plus the string bytes
+    the node sums; ``schema_of`` binds a product's governed SQL to learn its Arrow types).
     """
-    schema: dict = {INTERNAL_CATALOG: {}}
-    for key, columns in column_types.items():
-        domain, product = key.split(".", 1)
-        schema[INTERNAL_CATALOG].setdefault(domain, {})[product] = dict(columns)
-    optimized, pushed = ast.copy(), True
-    if any(ast.find_all(*_UNTRACKED_REFERENCES)):
-        optimized, pushed = ast.copy(), False
-        return _cut_fragments(optimized, nodes, pushed)
+    estimate = plan.pushed_down and bool(plan.whole_products)
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments) + estimate * len(plan.whole_products))) as pool:
+        sizes = [pool.submit(_whole_size, nodes, w, user, policy_version, schema_of)
+                 for w in (plan.whole_products if estimate else ())]
+        tables = list(pool.map(
+            lambda f: executor_for(f, nodes).fetch_table(f, user, policy_version), plan.fragments
+        ))
+    moved = sum(t.nbytes for t in tables)
+    fields: dict[str, object] = {
+        "pushed_down": plan.pushed_down,
+        "fragments": [{"domain": f.domain, "products": list(f.products), "kind": f.kind,
+                       "rows": t.num_rows, "bytes": t.nbytes} for f, t in zip(plan.fragments, tables)],
+        "bytes_moved": moved,
+    }
+    if estimate:
+        whole = [future.result() for future in sizes]
+        fields["bytes_whole_products_estimated"] = None if None in whole else sum(whole)
+    else:
+        fields["bytes_whole_products_measured"] = moved
+    return tables, fields
+
+
+def _whole_size(
+    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
+) -> int | None:
+    """Estimated Arrow bytes of one whole governed product (cached a minute); None when
+    the node could not tell (the query itself is not affected)."""
+    key = (product.domain, product.sql)
+    cached = nodes.sizes.get(key)
+    if cached is not None:
+        return cached
     try:
-        optimized = qualify(optimized, schema=schema, dialect="duckdb", quote_identifiers=True)
-        optimized = pushdown_projections(optimized)
-        optimized = pushdown_predicates(optimized, dialect="duckdb")
-    except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
-        optimized, pushed = ast.copy(), False  # still correct: whole governed products move
-    return _cut_fragments(optimized, nodes, pushed)
-
-
-#: Column references that sqlglot's projection pushdown cannot see (``#3``, ``COLUMNS``,
-#: ``*`` modifiers, lambdas): with them, whole governed products move, unpruned.
-_UNTRACKED_REFERENCES = (exp.PositionalColumn, exp.Columns, exp.Lambda)
-
-
-def _cut_fragments(optimized: exp.Expression, nodes: NodeDirectory, pushed: bool) -> FederatedPlan:
-    fragments = []
-    for subquery in list(optimized.find_all(exp.Subquery)):
-        table = _sole_product_table(subquery)
-        if table is None or not nodes.serves(table.db):
-            continue
-        name = f"__fragment_{len(fragments)}"
-        fragments.append(Fragment(name, table.db, subquery.this.sql("duckdb"), (f"{table.db}.{table.name}",)))
-        subquery.replace(exp.Table(this=exp.to_identifier(name, quoted=True), alias=subquery.args.get("alias")))
-    return FederatedPlan(tuple(fragments), optimized.sql("duckdb"), pushed)
-
-
-def _sole_product_table(subquery: exp.Subquery) -> exp.Table | None:
-    """The product table a secure subquery reads, if it reads exactly one and nothing else."""
-    select = subquery.this
-    if not isinstance(select, exp.Select) or select.args.get("joins"):
+        schema = schema_of(product.sql)
+        query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
+        counts = nodes.fetch_table(query, user, policy_version).to_pylist()[0]
+    except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
+        log.warning("whole_product_size_unknown", domain=product.domain, error=str(exc).splitlines()[0])
         return None
-    source = select.args.get("from_")
-    table = source.this if source else None
-    if not isinstance(table, exp.Table) or table.catalog != INTERNAL_CATALOG:
-        return None
-    if any(isinstance(node, exp.Subquery) for node in select.find_all(exp.Subquery)):
-        return None
-    return table
+    rows = int(counts["rows"])
+    fixed = sum(_fixed_width(f.type) for f in schema)
+    size = rows * fixed + -(-rows // 8) * len(schema) + int(counts["varbytes"] or 0)
+    nodes.sizes.put(key, size)
+    return size
+
+
+def _size_sql(sql: str, schema: pa.Schema) -> str:
+    """Rows of a governed product and the bytes of its variable-width values (strings,
+    blobs; any other non-fixed type by its text length)."""
+    varying = [_value_bytes(f) for f in schema if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)]
+    total = exp.Sum(this=exp.Add(this=varying[0], expression=exp.Literal.number(4)))
+    for term in varying[1:]:
+        total = exp.Add(this=total, expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))))
+    select = exp.select(
+        exp.alias_(exp.Count(this=exp.Star(), big_int=True), "rows", quoted=True),
+        exp.alias_(total if varying else exp.Literal.number(0), "varbytes", quoted=True),
+    ).from_(exp.Subquery(this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))))
+    return select.sql("duckdb")
+
+
+def _fixed_width(data_type: pa.DataType) -> int:
+    try:
+        return max(0, data_type.bit_width // 8)
+    except ValueError:
+        return 0
+
+
+def _value_bytes(field: pa.Field) -> exp.Expression:
+    """Bytes of one value of a variable-width column: a string's or blob's own length,
+    any other type's text length (an approximation)."""
+    column = exp.column(field.name, quoted=True)
+    if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+        return exp.func("octet_length", column)
+    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+        return exp.func("strlen", column)
+    return exp.func("strlen", exp.cast(column, "VARCHAR"))
 
 
 def _literal(value: object) -> exp.Expression:
@@ -265,7 +304,7 @@ def _literal(value: object) -> exp.Expression:
     if isinstance(value, float):
         return exp.Cast(this=exp.Literal.number(repr(value)), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, decimal.Decimal):
-        sign, digits, exponent = value.as_tuple()
+        _sign, digits, exponent = value.as_tuple()
         scale = max(0, -exponent)
         precision = max(len(digits), scale + 1)
         return exp.Cast(

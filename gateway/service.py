@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -42,8 +41,8 @@ from gateway.execution import WATCHDOG, PlannedQuery, StreamStats, result_schema
 from gateway.federation import (
     NodeDirectory,
     NodeUnavailable,
-    executor_for,
     inline_parameters,
+    run_fragments,
     split_fragments,
 )
 from gateway.handles import HandleStore
@@ -233,17 +232,10 @@ class SqlService:
             self.nodes,
         )
         user = planned.principal.user
-        with ThreadPoolExecutor(max_workers=max(1, len(plan_.fragments))) as pool:
-            tables = list(pool.map(
-                lambda f: executor_for(f, self.nodes).fetch_table(f, user, planned.governor_version),
-                plan_.fragments,
-            ))
-        log.info(
-            "federated_query", user=user, pushed_down=plan_.pushed_down,
-            fragments=[{"domain": f.domain, "products": list(f.products), "rows": t.num_rows, "bytes": t.nbytes}
-                       for f, t in zip(plan_.fragments, tables)],
-            bytes_moved=sum(t.nbytes for t in tables),
+        tables, moved = run_fragments(
+            plan_, self.nodes, user, planned.governor_version, planned.catalog.engine.result_schema
         )
+        log.info("federated_query", user=user, **moved)
         yield from stream_sql(
             planned.catalog.engine, plan_.final_sql, (), planned.schema, is_cancelled, finish,
             tables={f.name: t for f, t in zip(plan_.fragments, tables)},
