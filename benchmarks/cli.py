@@ -2,8 +2,9 @@
 
 ``python -m benchmarks`` and ``meshgate bench`` both call :func:`run`. One run generates
 (or reuses) the TPC-H data, writes the benchmark mesh, starts the gateway exactly as the
-tests do (``python -m gateway.cli serve MESH --port P``), measures the six sections, stops
-every process it started, and writes ``report.md``, ``results.json`` and the charts.
+tests do (``python -m gateway.cli serve MESH --port P``), measures the seven sections (the
+mesh section starts its own domain nodes and mesh-mode gateways), stops every process it
+started, and writes ``report.md``, ``results.json`` and the charts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks import mesh as mesh_section
 from benchmarks import suites
 from benchmarks.data import open_baseline, write_mesh
 from benchmarks.procs import LoadSampler, Processes, RssSampler
@@ -57,6 +59,7 @@ def _steps(config: BenchConfig) -> dict[str, int]:
         "planning": len(QUERY_NUMBERS) + len(config.policy_sizes),
         "concurrency": len(config.concurrency_levels),
         "peer": 2 + len(QUERY_NUMBERS) if config.include_peer else 0,
+        "mesh": mesh_section.steps(config) if config.include_mesh else 0,
     }
 
 
@@ -69,7 +72,7 @@ def _gateway_batch_rows(plain, mesh_dir: Path) -> int:
         settings = load_config(mesh_dir).engine
         schema = plain.sql(suites.LARGE_QUERY).limit(0).to_arrow_table().schema
         return rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
-    except Exception:  # the gateway's internals moved: a safe size under ADBC's 16 MiB
+    except Exception:  # noqa: BLE001 - the gateway's internals moved: a safe size under ADBC's 16 MiB
         return 32_768
 
 
@@ -112,10 +115,11 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                 functions = {
                     "small_queries": suites.small_queries, "tpch": suites.tpch,
                     "large_result": suites.large_result, "planning": suites.planning,
-                    "concurrency": suites.concurrency, "peer": suites.peer,
+                    "concurrency": suites.concurrency, "peer": suites.peer, "mesh": mesh_section.mesh,
                 }
+                disabled = {"peer": not config.include_peer, "mesh": not config.include_mesh}
                 for name in SECTIONS:
-                    if name == "peer" and not config.include_peer:
+                    if disabled.get(name):
                         sections[name] = {"skipped": "disabled in this run"}
                         continue
                     progress.update(task, description=name.replace("_", " "))

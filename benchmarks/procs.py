@@ -1,4 +1,4 @@
-"""Server processes of a run: the gateway, the bare Flight servers, ROAPI; RSS sampling.
+"""Server processes of a run: gateways, domain nodes, the bare Flight servers, ROAPI; RSS sampling.
 
 Every process is started by :class:`Processes` and killed (by its own pid) when the run
 ends, whatever happened.
@@ -6,6 +6,7 @@ ends, whatever happened.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -87,22 +89,28 @@ class Processes:
             try:
                 ready(server.uri)
                 return server
-            except Exception as exc:  # not listening yet
+            except Exception as exc:  # noqa: BLE001 - not listening yet
                 last_error = exc
             if time.monotonic() > deadline:
                 self.stop(server)
                 raise RuntimeError(f"{server.name} did not come up in {timeout:.0f} s: {last_error}\n{server.log()[-4000:]}")
             time.sleep(0.1)
 
-    def start_gateway(self, mesh_dir: Path, user: str, password: str, timeout: float = 120.0) -> Server:
+    def start_gateway(self, mesh_dir: Path, user: str, password: str, timeout: float = 120.0,
+                      name: str = "gateway") -> Server:
         """``python -m gateway.cli serve MESH --port P`` as tests/support.py starts it,
         ready once a Basic handshake as ``user`` succeeds."""
-        import pyarrow.flight as flight
+        return self.wait_gateway(self.spawn_gateway(mesh_dir, name), user, password, timeout)
 
+    def spawn_gateway(self, mesh_dir: Path, name: str = "gateway") -> Server:
+        """Start a gateway without waiting for it (see :meth:`wait_gateway`)."""
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
         command = [sys.executable, "-m", "gateway.cli", "serve", str(mesh_dir), "--port", str(port), "--json-logs"]
-        server = self._spawn("gateway", command, port, env)
+        return self._spawn(name, command, port, _repo_env())
+
+    def wait_gateway(self, server: Server, user: str, password: str, timeout: float = 120.0) -> Server:
+        """``server`` once a Basic handshake as ``user`` succeeds."""
+        from pyarrow import flight
 
         def ready(uri: str) -> None:
             client = flight.FlightClient(uri)
@@ -113,6 +121,27 @@ class Processes:
 
         return self._wait(server, ready, timeout)
 
+    def spawn_node(self, mesh_dir: Path, domain: str, port: int, name: str) -> Server:
+        """``python -m gateway.cli node MESH --domain D --port P`` (mesh mode), not waited
+        for: ``port`` is chosen by the caller, who lists it in the mesh's ``[nodes]``."""
+        command = [sys.executable, "-m", "gateway.cli", "node", str(mesh_dir), "--domain", domain,
+                   "--port", str(port), "--json-logs"]
+        return self._spawn(name, command, port, _repo_env())
+
+    def wait_node(self, server: Server, timeout: float = 120.0) -> Server:
+        """``server`` once its ``health`` action reports status ok."""
+
+        def ready(uri: str) -> None:
+            status = node_action(uri, "health").get("status")
+            if status != "ok":
+                raise RuntimeError(f"node status {status!r}")
+
+        return self._wait(server, ready, timeout)
+
+    def start_node(self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0) -> Server:
+        """A domain node, ready (see :meth:`spawn_node`)."""
+        return self.wait_node(self.spawn_node(mesh_dir, domain, port, name), timeout)
+
     def start_bare(self, name: str, mesh_dir: Path, mode: str, batch_rows: int, threads: int,
                    memory_limit: str, preload: str | None = None, timeout: float = 600.0) -> Server:
         """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess."""
@@ -122,8 +151,7 @@ class Processes:
                    "--threads", str(threads), "--memory-limit", memory_limit]
         if preload:
             command += ["--preload", preload]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        server = self._spawn(name, command, port, env)
+        server = self._spawn(name, command, port, _repo_env())
         return self._wait(server, _flight_ping, timeout)
 
     def start_roapi(self, executable: str, tables: dict[str, Path], timeout: float = 600.0) -> Server:
@@ -166,8 +194,25 @@ class Processes:
         return [{"name": s.name, "pid": s.process.pid, "returncode": s.process.poll()} for s in self.started]
 
 
+def _repo_env() -> dict[str, str]:
+    """This environment with the repository importable (``python -m gateway.cli``)."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def node_action(uri: str, name: str, timeout: float = 5.0) -> dict:
+    """The JSON answer of a domain node's action (``health``, ``stats``)."""
+    from pyarrow import flight
+
+    client = flight.FlightClient(uri)
+    try:
+        results = list(client.do_action(flight.Action(name, b""), flight.FlightCallOptions(timeout=timeout)))
+        return json.loads(results[0].body.to_pybytes())
+    finally:
+        client.close()
+
+
 def _flight_ping(uri: str) -> None:
-    import pyarrow.flight as flight
+    from pyarrow import flight
 
     client = flight.FlightClient(uri)
     try:
@@ -188,7 +233,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._started = time.perf_counter()
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -223,7 +268,7 @@ class LoadSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="load-sampler", daemon=True)
 
-    def __enter__(self) -> LoadSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from benchmarks.procs import REPO
 
-SECTIONS = ("small_queries", "tpch", "large_result", "planning", "concurrency", "peer")
+SECTIONS = ("small_queries", "tpch", "large_result", "planning", "concurrency", "peer", "mesh")
 CHARTS = {
     "tpch_ratios": "tpch_ratios.png",
     "concurrency": "concurrency.png",
     "small_queries": "small_queries.png",
     "large_result": "large_result.png",
     "peer_tpch": "peer_tpch.png",
+    "mesh": "mesh.png",
 }
 
 
@@ -337,7 +338,53 @@ def write_charts(sections: dict, out: Path) -> dict[str, str]:
         ax.set_title("Peer: ROAPI Flight SQL vs the gateway (same ADBC client)")
         ax.legend(fontsize=8)
         save(fig, "peer_tpch")
+
+    mesh = sections.get("mesh", {})
+    if any(isinstance(mesh.get(part), dict) and "error" not in mesh[part] for part in ("scan", "tpch", "scaling")):
+        save(_mesh_chart(mesh, plt), "mesh")
     return written
+
+
+_SCAN_LABELS = {"embedded": "embedded gateway (no nodes)", "relayed": "mesh gateway, pyarrow.flight (relayed)"}
+
+
+def _scan_label(key: str) -> str:
+    if key.startswith("split_"):
+        return f"mesh gateway, split_endpoints = {key.removeprefix('split_')} (node -> client)"
+    return _SCAN_LABELS.get(key, key)
+
+
+def _scan_keys(scan: dict) -> list[str]:
+    splits = sorted((k for k in scan if k.startswith("split_")), key=lambda k: int(k.removeprefix("split_")))
+    return [k for k in ("embedded", *splits, "relayed") if isinstance(scan.get(k), dict)]
+
+
+def _mesh_chart(mesh: dict, plt):
+    """Full-scan MB/s, cross-domain bytes moved, and QPS by orders replicas, side by side."""
+    fig, (scan_ax, bytes_ax, qps_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
+    scan = mesh.get("scan", {})
+    keys = _scan_keys(scan)
+    scan_ax.bar(range(len(keys)), [scan[k]["mb_per_s"] for k in keys])
+    scan_ax.set_xticks(range(len(keys)), [k.replace("_", " ") for k in keys], fontsize=8)
+    scan_ax.set_ylabel("MB/s")
+    scan_ax.set_title("SELECT * FROM orders.lineitem (ADBC)")
+    queries = {n: e for n, e in _get(mesh, "tpch", "queries", default={}).items() if "bytes" in e}
+    xs = range(len(queries))
+    for offset, key, label in ((-0.2, "pushdown", "fragment pushdown"), (0.2, "whole_products", "whole products")):
+        bytes_ax.bar([x + offset for x in xs], [(e["bytes"][key] or 0) / 1e6 for e in queries.values()], 0.4,
+                     label=label)
+    bytes_ax.set_yscale("log")
+    bytes_ax.set_xticks(list(xs), [f"q{n}" for n in queries], fontsize=7, rotation=90)
+    bytes_ax.set_ylabel("MB moved node -> gateway")
+    bytes_ax.set_title("Cross-domain TPC-H: bytes moved")
+    bytes_ax.legend(fontsize=8)
+    replicas = _get(mesh, "scaling", "replicas", default={})
+    qps_ax.bar(range(len(replicas)), [e["qps"]["median"] for e in replicas.values()])
+    qps_ax.set_xticks(range(len(replicas)), list(replicas))
+    qps_ax.set_xlabel("orders node replicas")
+    qps_ax.set_ylabel("queries / s (median window)")
+    qps_ax.set_title(f"{_get(mesh, 'scaling', 'clients', default='?')} clients, orders-only mix")
+    return fig
 
 
 # --------------------------------------------------------------------------- markdown
@@ -545,6 +592,7 @@ def render_markdown(results: dict) -> str:
         lines += ["", f"TPC-H geomean ROAPI/gateway: {_x(_get(peer, 'tpch', 'geomean_roapi_vs_gateway'))} over "
                   f"{_get(peer, 'tpch', 'ran')} queries ROAPI could run."]
 
+    lines += _mesh_markdown(sections.get("mesh", {}))
     lines += ["", "## Method notes", ""] + [f"- {note}" for note in _notes(config)]
     charts = results.get("charts", {})
     if charts:
@@ -553,6 +601,105 @@ def render_markdown(results: dict) -> str:
     if errors:
         lines += ["", "## Sections that failed", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     return "\n".join(lines) + "\n"
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.2f} MB"
+
+
+def _mesh_markdown(mesh: dict) -> list[str]:
+    """Section 7: findings, then one table per measurement."""
+    lines = ["", "## 7. Mesh mode: domain nodes and mesh-mode gateways", ""]
+    if "error" in mesh or "skipped" in mesh:
+        return [*lines, f"Not measured: {mesh.get('error') or mesh.get('skipped')}"]
+    findings = mesh.get("findings") or ["none"]
+    lines += ["What the mesh-mode gateway did not do, or got wrong, in this run:", ""]
+    lines += [f"- {finding}" for finding in findings]
+    return lines + _mesh_scan_lines(mesh.get("scan", {})) + _mesh_tpch_lines(mesh.get("tpch", {})) \
+        + _mesh_scaling_lines(mesh.get("scaling", {}))
+
+
+def _mesh_scan_lines(scan: dict) -> list[str]:
+    lines = ["", "### Single-domain full scan: `SELECT * FROM orders.lineitem`", ""]
+    if "error" in scan:
+        return [*lines, f"Failed: {scan['error']}"]
+    lines += [(f"{scan.get('rows', 0):,} rows, {scan.get('payload_mb', 0):.1f} MB of Arrow (MB/s = that payload / "
+               "time), drained through ADBC unless noted. Endpoints: in the gateway's FlightInfo; node tickets: "
+               "DoGets the orders node(s) served per scan."), "",
+              "| path | endpoints | node tickets per scan | time (ms) | MB/s | vs embedded | vs split 1 | all rows |",
+              "|---|---|---|---|---|---|---|---|"]
+    endpoints = scan.get("endpoints", {})
+    for key in _scan_keys(scan):
+        e = scan[key]
+        count = endpoints.get(key.removeprefix("split_"), endpoints.get("1")) if key != "embedded" else "-"
+        lines.append(f"| {_scan_label(key)} | {count} | {e['node_tickets']} | {_summary_cell(e, 0)} "
+                     f"| {e['mb_per_s']:.0f} | {_x(e['vs_embedded'])} | {_x(e['vs_split_1'])} "
+                     f"| {'yes' if e['complete'] else 'no: ' + str(e['rows'])} |")
+    return lines
+
+
+def _identical_cell(entry: dict) -> str:
+    wrong = {name: c["detail"] for name, c in entry["identical"].items() if not c["ok"]}
+    return "yes" if not wrong else "no: " + "; ".join(f"{k} {v[:120]}" for k, v in wrong.items())
+
+
+def _mesh_tpch_lines(tpch: dict) -> list[str]:
+    lines = ["", "### TPC-H over three domain nodes: fragment pushdown vs whole products", ""]
+    if "error" in tpch:
+        return [*lines, f"Failed: {tpch['error']}"]
+    spans = ", ".join(f"{span} domain(s): q{', q'.join(numbers)}" for span, numbers in sorted(tpch["by_span"].items()))
+    lines += [
+        (f"Queries by domains spanned: {spans}. One-off ADBC statements on the embedded gateway, the mesh "
+         "gateway with `fragment_pushdown = true` and one with `false`; bytes = Arrow bytes the gateway fetched "
+         "from the nodes (its `federated_query` log line); whole products = the governed products of the "
+         "fragments read whole (the gateway's own figure when it logs one, else their drained sizes)."),
+        "",
+        (f"Cross-domain queries: pushdown/whole time geomean {_x(tpch.get('geomean_pushdown_vs_whole'), 3)}, "
+         f"pushdown/embedded {_x(tpch.get('geomean_pushdown_vs_embedded'), 3)}, whole/embedded "
+         f"{_x(tpch.get('geomean_whole_vs_embedded'), 3)}; bytes moved {_mb(tpch.get('sum_bytes_pushdown'))} vs "
+         f"{_mb(tpch.get('sum_bytes_whole_products'))} whole products ({_x(tpch.get('bytes_ratio'), 3)}). "
+         f"Single-domain queries (node -> client) vs embedded: geomean "
+         f"{_x(tpch.get('geomean_single_domain_vs_embedded'), 3)}. Identical to embedded: {tpch.get('all_identical')}. "
+         f"Whole-products figures from: {', '.join(tpch.get('whole_products_sources') or ['n/a'])}."),
+        "",
+        ("| q | domains | embedded (ms) | pushdown (ms) | whole (ms) | pushdown / whole | pushdown / embedded "
+         "| bytes pushdown | bytes whole (measured) | whole products | pushdown / whole products | identical |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for number, e in tpch.get("queries", {}).items():
+        domains = ", ".join(e["domains"])
+        if "error" in e:
+            lines.append(f"| q{number} | {domains} | error: {e['error']} | | | | | | | | | |")
+            continue
+        moved = e.get("bytes") or {}
+        whole_measured = _mb(moved.get("whole")) + (" (pushed down)" if (e.get("pushed_down") or {}).get("whole")
+                                                    else "")
+        lines.append(
+            f"| q{number} | {domains} | {_summary_cell(e['embedded'], 1)} | {_summary_cell(e['pushdown'], 1)} "
+            f"| {_summary_cell(e['whole'], 1)} | {_x(e['pushdown_vs_whole'], 3)} | {_x(e['pushdown_vs_embedded'], 3)} "
+            + (f"| {_mb(moved.get('pushdown'))} | {whole_measured} | {_mb(moved.get('whole_products'))} "
+               f"| {_x(e.get('bytes_ratio'), 3)} " if moved else "| - | - | - | - ")
+            + f"| {_identical_cell(e)} |")
+    return lines
+
+
+def _mesh_scaling_lines(scaling: dict) -> list[str]:
+    lines = ["", "### Throughput with 1, 2, 3 orders node replicas", ""]
+    if "error" in scaling:
+        return [*lines, f"Failed: {scaling['error']}"]
+    mix = scaling.get("mix", [])
+    lines += [(f"{scaling.get('clients')} concurrent ADBC clients (one connection each) loop over {len(mix)} "
+               f"orders-only statements ({mix.count('lookup')} point lookups, then "
+               f"{', '.join(k for k in mix if k != 'lookup')}) in interleaved {scaling.get('window_seconds', 0):.1f} s "
+               "windows per replica count (QPS: median over windows; the client, the gateway and every node share "
+               "this machine's cores)."), "",
+              "| orders replicas | QPS | vs 1 node | p50 (ms) | p99 (ms) | lookup p50 (ms) | errors | tickets per replica |",
+              "|---|---|---|---|---|---|---|---|"]
+    for count, e in scaling.get("replicas", {}).items():
+        lines.append(f"| {count} | {_summary_cell(e['qps'], 1)} | {_x(e['vs_1_node'])} | {e['p50_ms']:.1f} "
+                     f"| {e['p99_ms']:.1f} | {e['lookup_p50_ms']:.2f} | {e['errors']} "
+                     f"| {' / '.join(str(t) for t in e['tickets_per_replica'])} |")
+    return lines
 
 
 def _notes(config: dict) -> list[str]:
@@ -578,6 +725,10 @@ def _notes(config: dict) -> list[str]:
         "on the shared in-process database. Gateway RSS (process and children) sampled every 0.1 s.",
         "ROAPI serves tpchgen's Parquet files with its defaults (tables loaded in memory at start-up) and the "
         "queries with bare table names; queries it cannot answer are listed with the reason.",
+        ("Mesh mode: copies of the benchmark mesh (data hard-linked) with a `[nodes]` section, domain nodes "
+         "started as `python -m gateway.cli node MESH --domain D --port P`, one mesh-mode gateway per "
+         "setting (split_endpoints, fragment_pushdown, orders replicas), all on this machine; bytes moved "
+         "come from the gateways' `federated_query` log lines, tickets per replica from the nodes' `stats` action."),
     ]
 
 

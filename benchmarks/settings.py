@@ -44,6 +44,16 @@ class BenchConfig:
     include_peer: bool = True
     #: Seconds a single query may take before the harness gives up on it (peer only).
     peer_query_timeout: float = 120.0
+    #: Mesh section: domain nodes and mesh-mode gateways (see benchmarks/mesh.py).
+    include_mesh: bool = True
+    #: ``split_endpoints`` settings compared on the single-domain full scan.
+    mesh_splits: tuple[int, ...] = (1, 2, 4)
+    #: Node replicas of the orders domain in the throughput-scaling measurement.
+    mesh_replicas: tuple[int, ...] = (1, 2, 3)
+    #: Concurrent ADBC clients in the throughput-scaling measurement.
+    mesh_clients: int = 8
+    #: Seconds of load per replica count (split into ``repetitions`` windows).
+    mesh_seconds: float = 10.0
 
     @classmethod
     def make(
@@ -51,12 +61,13 @@ class BenchConfig:
         repetitions: int | None = None, **overrides: object,
     ) -> BenchConfig:
         if quick:
-            defaults: dict[str, object] = dict(
-                scale=QUICK_SCALE, repetitions=1, concurrency_seconds=2.0, small_query_calls=10,
-                planning_calls=10, decision_samples=3, decision_budget_seconds=10.0,
+            defaults: dict[str, object] = {
+                "scale": QUICK_SCALE, "repetitions": 1, "concurrency_seconds": 2.0, "small_query_calls": 10,
+                "planning_calls": 10, "decision_samples": 3, "decision_budget_seconds": 10.0,
+                "mesh_seconds": 1.0,
                 # R7's own sizes: a Governor over 100,000 lines builds in a few seconds.
-                policy_sizes=(10, 1_000, 100_000),
-            )
+                "policy_sizes": (10, 1_000, 100_000),
+            }
         else:
             defaults = {}
         if scale is not None:
