@@ -87,6 +87,11 @@ class Deployment:
     #: Processes started for this deployment (the gateway and its new nodes).
     own: list[Server] = field(default_factory=list)
 
+    @property
+    def new_nodes(self) -> list[Server]:
+        """The nodes started for this deployment (not shared from another)."""
+        return [server for server in self.own if server is not self.gateway]
+
     def adbc(self) -> AdbcClient:
         return AdbcClient(self.gateway.uri, ADMIN_USER, ADMIN_USER)
 
@@ -187,7 +192,7 @@ class MeshRun:
         procs = self.ctx.procs
         for deployment in deployments:
             procs.wait_gateway(deployment.gateway, ADMIN_USER, ADMIN_USER)
-            for node in deployment.own[1:]:
+            for node in deployment.new_nodes:
                 procs.wait_node(node)
 
     def deploy(self, name: str, settings: dict[str, object], existing: dict[str, list[Server]] | None = None,
