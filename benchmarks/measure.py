@@ -187,6 +187,10 @@ class FlightClient:
     def query(self, sql: str) -> pa.Table:
         return self._reader(sql).read_all()
 
+    def query_one_call(self, sql: str) -> pa.Table:
+        """One DoGet whose ticket is the SQL text (a single round trip; no FlightInfo)."""
+        return self.client.do_get(flight.Ticket(sql.encode()), self.options).read_all()
+
     def drain(self, sql: str) -> tuple[int, int]:
         rows = size = 0
         for chunk in self._reader(sql):

@@ -97,10 +97,12 @@ def small_queries(ctx: Context) -> dict:
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
                 "adbc": lambda sql=sql: adbc.query(sql),
                 "flight": lambda sql=sql: fl.query(sql),
+                "flight_one_call": lambda sql=sql: fl.query_one_call(sql),
                 "adbc_new_statement": lambda sql=sql: adbc.query_new_statement(sql),
             }
             if bare is not None:
                 variants["bare_flight"] = lambda sql=sql: bare.query(sql)
+                variants["bare_flight_one_call"] = lambda sql=sql: bare.query_one_call(sql)
             calls: dict[str, list[float]] = {}
             timings = interleaved(variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls)
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}

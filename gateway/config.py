@@ -58,7 +58,7 @@ class EngineSettings(_Strict):
     memory_limit: str = "2GB"
     threads: int = Field(default=2, gt=0)
     batch_rows: int = Field(default=65536, gt=0)
-    batch_bytes: int = Field(default=4 * 1024 * 1024, gt=0, le=12 * 1024 * 1024)
+    batch_bytes: int = Field(default=12 * 1024 * 1024, gt=0, le=12 * 1024 * 1024)
     query_timeout_seconds: float = Field(default=300.0, gt=0)
     max_result_rows: int = Field(default=200_000_000, gt=0)
     max_result_bytes: int = Field(default=16 * 1024**3, gt=0)

@@ -37,7 +37,14 @@ from gateway.errors import (
     ResourceExhausted,
     UnknownObject,
 )
-from gateway.execution import WATCHDOG, PlannedQuery, StreamStats, result_schema, stream_batches, stream_sql
+from gateway.execution import (
+    WATCHDOG,
+    PlannedQuery,
+    StreamStats,
+    result_schema,
+    stream_batches,
+    stream_sql,
+)
 from gateway.federation import (
     NodeDirectory,
     NodeUnavailable,
@@ -48,8 +55,9 @@ from gateway.federation import (
 from gateway.handles import HandleStore
 from gateway.limits import UserLimiter
 from gateway.partitions import partition_sqls
-from gateway.pipeline import PlanContext, plan
+from gateway.pipeline import PlanContext, Query, plan
 from gateway.pipeline.secure import governed_columns
+from gateway.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.principal import Principal
 from gateway.state import MeshSnapshot, MeshState
 from gateway.tickets import MAGIC as TICKET_MAGIC
@@ -105,6 +113,7 @@ class SqlService:
             "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000
         )
         self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
+        self._plans = PlanCache()
 
     @property
     def snapshot(self) -> MeshSnapshot:
@@ -125,15 +134,19 @@ class SqlService:
         return PlanContext(principal, snapshot.catalog, snapshot.governor, hash_key=self._hash_key)
 
     def plan(
-        self, principal: Principal, text: str, parameters: Sequence[object] | None = ()
+        self, principal: Principal, text: str, parameters: Sequence[object] | None = (), keep_ast: bool = False
     ) -> PlannedQuery:
-        """Run ``text`` through the pipeline and compute its result schema.
+        """Run ``text`` through the pipeline (or take its cached plan) and compute its
+        result schema.
 
-        ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time.
+        ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time;
+        ``keep_ast`` plans afresh and keeps the syntax tree (cached plans have none).
         """
         context = self.context(principal)
+        key = plan_key(principal, text)
+        cached = None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
         try:
-            query = plan(text, context)
+            query = cached.query if cached else plan(text, context)
             if parameters is None:
                 parameters = (None,) * query.parameter_count
             if query.parameter_count != len(parameters):
@@ -141,21 +154,28 @@ class SqlService:
                     f"the statement has {query.parameter_count} parameter(s) but "
                     f"{len(parameters)} value(s) were bound"
                 )
-            keys = query.product_keys
-            if query.explain == "policy":
-                schema = explain.POLICY_SCHEMA
-            elif query.explain == "plan":
-                schema = explain.EXPLAIN_SCHEMA
-            else:
-                schema = result_schema(context.catalog, query.sql, parameters, keys)
-                if self._hash_key and any(self._hash_key in name for name in schema.names):
-                    raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
+            schema = cached.schema if cached and cached.schema else self._result_schema(context, query, parameters)
         except MeshgateError as exc:
             self._audit_refusal(principal, text, exc)
             raise
+        if cached is None and not query.explain:
+            self._plans.put(
+                context.catalog, context.governor.version, key,
+                CachedPlan(query, None if query.parameter_count else schema),
+            )
         return PlannedQuery(
-            principal, context.catalog, query, keys, schema, tuple(parameters), context.governor.version
+            principal, context.catalog, query, query.product_keys, schema, tuple(parameters), context.governor.version
         )
+
+    def _result_schema(self, context: PlanContext, query: Query, parameters: Sequence[object]) -> pa.Schema:
+        if query.explain == "policy":
+            return explain.POLICY_SCHEMA
+        if query.explain == "plan":
+            return explain.EXPLAIN_SCHEMA
+        schema = result_schema(context.catalog, query.sql, parameters, query.product_keys)
+        if self._hash_key and any(self._hash_key in name for name in schema.names):
+            raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
+        return schema
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
@@ -224,7 +244,7 @@ class SqlService:
     def _federated(self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish) -> Iterator[pa.RecordBatch]:
         """A query spanning domains: fragments from the nodes, finished in the gateway."""
         if planned.query.ast is None:
-            planned = self.plan(planned.principal, planned.query.text, planned.parameters)
+            planned = self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
         products = {p.key: p for p in planned.query.products}
         plan_ = split_fragments(
             inline_parameters(planned.query.ast, planned.parameters),

@@ -23,7 +23,7 @@ _CTE_PREFIX = "__meshgate_cte_"
 
 def resolve_products(query: Query, context: PlanContext) -> Query:
     """Attach the products the statement reads; bind CTE references; refuse the rest."""
-    ast = query.ast.copy()
+    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.pipeline)
     generated = _rename_ctes(ast)
     products = {}
     for table in list(ast.find_all(exp.Table)):

@@ -8,6 +8,8 @@ references only ever see filtered, masked values, and denied columns do not exis
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sqlglot import exp
 
 from gateway.engine import product_table
@@ -15,6 +17,8 @@ from gateway.errors import QueryRefused
 from gateway.pipeline.query import PlanContext, Query
 from policies.engine import ProductAccess
 
+#: What the display SQL shows in place of the hash key.
+HASH_KEY_MARKER = "<hash key>"
 _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
 _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
 
@@ -26,7 +30,7 @@ def governed_columns(
     is a NULL of its type instead (to learn the result types without reading data)."""
     projections: list[exp.Expression] = []
     for column in access.visible_columns:
-        data_type = exp.DataType.build(column_types[column.name], dialect="duckdb")
+        data_type = duckdb_type(column_types[column.name])
         value = (
             exp.Cast(this=exp.Null(), to=data_type.copy())
             if typed_nulls
@@ -46,9 +50,9 @@ def secure_subquery(
 ) -> exp.Select:
     """The filtered, masked SELECT standing in for one product."""
     projections = governed_columns(access, column_types)
-    select = exp.select(*projections).from_(product_table(domain, name))
+    select = exp.select(*projections, copy=False).from_(product_table(domain, name), copy=False)
     if access.row_filter is not None:
-        select = select.where(access.row_filter.copy())
+        select = select.where(access.row_filter.copy(), copy=False)
     return select
 
 
@@ -68,7 +72,7 @@ def _name_subquery_columns(ast: exp.Expression) -> None:
 
 def secure_sources(query: Query, context: PlanContext) -> Query:
     """Swap product tables for secure subqueries and normalise column qualifiers."""
-    ast = query.ast.copy()
+    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.pipeline)
     _name_subquery_columns(ast)
     products = {p.key: p for p in query.products}
     unaliased: set[tuple[str, str]] = set()
@@ -99,17 +103,17 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     return query.evolve(ast=ast)
 
 
+@lru_cache(maxsize=4096)
+def duckdb_type(name: str) -> exp.DataType:
+    """The parsed DuckDB type ``name``, shared: copy it before putting it in a tree."""
+    return exp.DataType.build(name, dialect="duckdb")
+
+
 def generate_sql(query: Query, context: PlanContext) -> Query:
     """Render the final AST as DuckDB SQL (the only text the engine runs) and a display
-    copy in which the hash key is replaced by a marker (for EXPLAIN, errors and audit)."""
-    sql = query.ast.sql(dialect="duckdb", comments=False)
-    display = sql
+    copy for EXPLAIN, errors and audit, in which every occurrence of the hash key is
+    redacted (the display text is never run)."""
+    sql = query.ast.sql(dialect="duckdb", comments=False, copy=False)  # the tree is ours
     key = context.hash_key
-    if key:
-        shown = query.ast.transform(
-            lambda node: exp.Literal.string("<hash key>")
-            if isinstance(node, exp.Literal) and node.is_string and node.this == key
-            else node
-        )
-        display = shown.sql(dialect="duckdb", comments=False)
+    display = sql.replace(key, HASH_KEY_MARKER) if key else sql
     return query.evolve(sql=sql, display_sql=display)
