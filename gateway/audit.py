@@ -1,11 +1,16 @@
 """The audit log: every query attempt, allowed or denied, durably, before any row leaves.
 
 JSON lines, one record per event, each appended with a single ``write`` on an
-``O_APPEND`` descriptor and ``fsync``ed before the call returns: a crash cannot leave a
-half-written record behind a complete one, and a query's ``begin`` record is on disk
-before its first batch is sent. Files rotate at a size limit (``audit-<time>.jsonl``).
-JSON lines were chosen over a DuckDB table because appends are atomic and durable line
-by line, any tool can read them, and the engine's DuckDB stays read-only.
+``O_APPEND`` descriptor: a crash cannot leave a half-written record behind a complete
+one. Durability is a group commit: one flusher thread ``fsync``s whatever has been
+written since its last ``fsync``, so concurrent queries share one flush, and a caller
+waits only where it must: ``record`` returns once its record is on disk; ``append``
+returns at once with a sequence number to ``wait_durable`` on later. A query's
+``begin`` record is on disk before its first batch is sent (the query computes while
+the record is flushed); its ``end`` record is flushed in the background. Files rotate
+at a size limit (``audit-<time>.jsonl``). JSON lines were chosen over a DuckDB table
+because appends are atomic and durable line by line, any tool can read them, and the
+engine's DuckDB stays read-only.
 """
 
 from __future__ import annotations
@@ -23,15 +28,22 @@ CURRENT_FILE = "audit.jsonl"
 
 
 class AuditLog:
-    """Append-only, fsynced, rotating JSON-lines audit log in ``directory``."""
+    """Append-only, fsynced (group commit), rotating JSON-lines audit log in ``directory``."""
 
     def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._rotations = 0
         self._fd = self._open()
+        self._written = 0  # sequence number of the last record written
+        self._durable = 0  # ... and of the last record known to be on disk
+        self._flushing = False
+        self._failure: OSError | None = None
+        self._closed = False
+        self._flusher = threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True)
+        self._flusher.start()
 
     def _open(self) -> int:
         return os.open(self.directory / CURRENT_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -41,16 +53,65 @@ class AuditLog:
         return uuid.uuid4().hex
 
     def record(self, event: str, **fields: object) -> None:
-        """Append one event durably (written and fsynced before returning)."""
+        """Append one event durably (on disk before returning)."""
+        self.wait_durable(self.append(event, **fields))
+
+    def append(self, event: str, **fields: object) -> int:
+        """Append one event and return its sequence number at once; the flusher puts it
+        on disk within one ``fsync`` (see ``wait_durable``)."""
         entry = {"time": datetime.now(UTC).isoformat(timespec="microseconds"), "event": event, **fields}
         line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
-        with self._lock:
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the audit log is closed")
             os.write(self._fd, line)
-            os.fsync(self._fd)
+            self._written += 1
+            sequence = self._written
             if os.fstat(self._fd).st_size >= self.max_bytes:
                 self._rotate()
+            self._changed.notify_all()
+        return sequence
+
+    def wait_durable(self, sequence: int) -> None:
+        """Block until record ``sequence`` is on disk; raise if it cannot get there."""
+        with self._changed:
+            while self._durable < sequence:
+                if self._failure is not None:
+                    raise self._failure
+                self._changed.wait()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._changed:
+                while self._durable == self._written and not self._closed:
+                    self._changed.wait()
+                if self._closed and self._durable == self._written:
+                    return
+                target, fd = self._written, self._fd
+                self._flushing = True
+            failure = None
+            try:
+                os.fsync(fd)  # outside the lock: writers keep appending meanwhile
+            except OSError as exc:
+                failure = exc
+            with self._changed:
+                self._flushing = False
+                if failure is None:
+                    self._durable = max(self._durable, target)
+                else:
+                    self._failure = failure
+                self._changed.notify_all()
+            if failure is not None:
+                return
 
     def _rotate(self) -> None:
+        """Under the lock: put the full file on disk, then start a new one."""
+        while self._flushing:  # never close the descriptor the flusher is syncing
+            self._changed.wait()
+        if os.fstat(self._fd).st_size < self.max_bytes:
+            return  # another writer rotated while this one waited
+        os.fsync(self._fd)
+        self._durable = self._written
         os.close(self._fd)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._rotations += 1  # never two rotated files with one name, however fast
@@ -58,7 +119,14 @@ class AuditLog:
         self._fd = self._open()
 
     def close(self) -> None:
-        with self._lock:
+        """Flush every record written so far, then close."""
+        with self._changed:
+            if self._closed:
+                return
+            self._closed = True
+            self._changed.notify_all()
+        self._flusher.join()
+        with self._changed:
             os.close(self._fd)
 
 

@@ -85,7 +85,7 @@ class DomainNode(flight.FlightServerBase):
     def do_get(self, context, ticket):
         node_ticket = self._open(context, ticket.ticket, "rows")
         catalog = self.catalogs.current
-        self._audit.record(
+        begun = self._audit.append(  # on disk before the first batch leaves (see _count)
             "ticket_begin", domain=self.domain, user=node_ticket.user, products=list(node_ticket.products),
             client=context.peer(),
         )
@@ -96,13 +96,15 @@ class DomainNode(flight.FlightServerBase):
         return flight.GeneratorStream(schema, self._count(stream_sql(
             catalog.engine, node_ticket.sql, node_ticket.parameters, schema, context.is_cancelled,
             user=node_ticket.user, products=list(node_ticket.products), node=self.domain,
-        )))
+        ), begun))
 
-    def _count(self, batches):
+    def _count(self, batches, begun: int):
         with self.counters.lock:
             self.counters.tickets += 1
         try:
-            for batch in batches:
+            for index, batch in enumerate(batches):
+                if index == 0:
+                    self._audit.wait_durable(begun)
                 with self.counters.lock:
                     self.counters.rows += batch.num_rows
                     self.counters.bytes += batch.nbytes

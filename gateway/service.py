@@ -371,9 +371,20 @@ class SqlService:
         )
 
     def _audited(self, planned: PlannedQuery, start: Callable) -> Iterator[pa.RecordBatch]:
-        """The stream ``start(finish)``, preceded by its durable audit record: the record is
-        written when streaming begins, before the first batch, and always gets its end."""
-        yield from start(self._audit_begin(planned))
+        """The stream ``start(finish)`` with its audit records: the begin record is written
+        when streaming begins and is on disk before the first batch leaves (the query
+        computes while it is flushed); the end record always follows."""
+        sequence, finish = self._audit_begin_deferred(planned)
+        batches = start(finish)
+        try:
+            first = next(batches, None)
+            if self._audit is not None:
+                self._audit.wait_durable(sequence)
+            if first is not None:
+                yield first
+                yield from batches
+        finally:
+            batches.close()
 
     # -- audit ------------------------------------------------------------------------
 
@@ -400,12 +411,22 @@ class SqlService:
 
     def _audit_begin(self, planned: PlannedQuery, node: str | None = None) -> Callable[[StreamStats, str, str | None], None]:
         """Record (durably) that ``planned`` starts; return the callback that records its end."""
+        sequence, finish = self._audit_begin_deferred(planned, node)
+        if self._audit is not None:
+            self._audit.wait_durable(sequence)
+        return finish
+
+    def _audit_begin_deferred(
+        self, planned: PlannedQuery, node: str | None = None
+    ) -> tuple[int, Callable[[StreamStats, str, str | None], None]]:
+        """Append the begin record of ``planned`` without waiting for the disk; return its
+        sequence number (for ``AuditLog.wait_durable``) and the callback that appends its end."""
         if self._audit is None:
-            return lambda stats, outcome, error: None
+            return 0, lambda stats, outcome, error: None
         audit = self._audit
         query_id = audit.new_query_id()
         query = planned.query
-        audit.record(
+        sequence = audit.append(
             "query_begin",
             query_id=query_id,
             user=planned.principal.user,
@@ -431,7 +452,7 @@ class SqlService:
         )
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
-            audit.record(
+            audit.append(  # flushed in the background: the rows have left already
                 "query_end",
                 query_id=query_id,
                 user=planned.principal.user,
@@ -442,7 +463,7 @@ class SqlService:
                 error=error,
             )
 
-        return finish
+        return sequence, finish
 
     def _current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket

@@ -1,0 +1,114 @@
+"""The audit log's group commit: records are on disk when ``record``/``wait_durable``
+return, concurrent writers share fsyncs, and a failing disk is an error, never silence."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import audit as audit_module
+from gateway.audit import CURRENT_FILE, AuditLog, read_audit
+
+
+class SlowDisk:
+    """``os.fsync`` stand-in: slow, and remembers how many bytes each call covered."""
+
+    def __init__(self, seconds: float = 0.02, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.covered: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        time.sleep(self.seconds)
+        if self.fail:
+            raise OSError(5, "Input/output error")
+        with self.lock:
+            self.covered.append(size)
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> SlowDisk:
+    disk = SlowDisk()
+    monkeypatch.setattr(audit_module.os, "fsync", disk)
+    return disk
+
+
+def test_record_returns_only_once_an_fsync_covered_it(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    log = AuditLog(tmp_path)
+    try:
+        for index in range(3):
+            log.record("query_begin", n=index)
+            size = (tmp_path / CURRENT_FILE).stat().st_size
+            assert slow_disk.covered and max(slow_disk.covered) >= size
+    finally:
+        log.close()
+
+
+def test_concurrent_records_share_fsyncs(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    log = AuditLog(tmp_path)
+
+    def writer(index: int) -> None:
+        log.record("query_begin", n=index)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    records = list(read_audit(tmp_path))
+    assert sorted(r["n"] for r in records) == list(range(24))
+    assert len(slow_disk.covered) < 24, "every writer paid its own fsync: no group commit"
+    assert max(slow_disk.covered) == (tmp_path / CURRENT_FILE).stat().st_size
+
+
+def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    slow_disk.seconds = 0.2
+    log = AuditLog(tmp_path)
+    try:
+        started = time.perf_counter()
+        sequence = log.append("query_end", n=1)
+        assert time.perf_counter() - started < 0.1
+        log.wait_durable(sequence)
+        assert time.perf_counter() - started >= 0.2
+        assert [r["n"] for r in read_audit(tmp_path)] == [1]
+    finally:
+        log.close()
+
+
+def test_a_failing_disk_raises_instead_of_pretending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_module.os, "fsync", SlowDisk(0.0, fail=True))
+    log = AuditLog(tmp_path)
+    with pytest.raises(OSError, match="Input/output error"):
+        log.record("query_begin", n=1)
+
+
+def test_close_flushes_what_was_appended(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    log = AuditLog(tmp_path)
+    for index in range(5):
+        log.append("query_end", n=index)
+    log.close()
+    assert max(slow_disk.covered) == (tmp_path / CURRENT_FILE).stat().st_size
+    assert [r["n"] for r in read_audit(tmp_path)] == list(range(5))
+
+
+def test_rotation_keeps_every_record_once(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, max_bytes=2_000)
+    threads = [
+        threading.Thread(target=lambda i=i: [log.record("query_begin", n=i * 100 + k) for k in range(20)])
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    numbers = [r["n"] for r in read_audit(tmp_path)]
+    assert sorted(numbers) == sorted(i * 100 + k for i in range(4) for k in range(20))
+    assert len(list(tmp_path.glob("audit-*.jsonl"))) >= 2
