@@ -42,6 +42,15 @@ def summary(values: Sequence[float]) -> dict:
     }
 
 
+def with_throughput(entry: dict, payload_bytes: int) -> dict:
+    """``entry`` (a ``summary`` of times in ms) with MB/s at its median, and the MB/s range."""
+    megabytes = payload_bytes / 1e6
+    entry["mb_per_s"] = megabytes / (entry["median"] / 1000)
+    entry["mb_per_s_min"] = megabytes / (entry["max"] / 1000)
+    entry["mb_per_s_max"] = megabytes / (entry["min"] / 1000)
+    return entry
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator in (None, 0):
         return None

@@ -51,6 +51,7 @@ from benchmarks.measure import (
     ratio,
     same_result,
     summary,
+    with_throughput,
 )
 from benchmarks.procs import Server, free_port, node_action
 from benchmarks.settings import ADMIN_USER, BenchConfig
@@ -347,10 +348,7 @@ def full_scan(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
     out.update({"payload_mb": payload / 1e6, "rows": warm["embedded"]["rows"]})
     for name, values in timings.items():
         entry = {**summary(values), **warm[name], "complete": warm[name]["rows"] == out["rows"]}
-        entry["mb_per_s"] = payload / 1e6 / (entry["median"] / 1000)
-        entry["mb_per_s_min"] = payload / 1e6 / (entry["max"] / 1000)
-        entry["mb_per_s_max"] = payload / 1e6 / (entry["min"] / 1000)
-        out[name] = entry
+        out[name] = with_throughput(entry, payload)
     for name in variants:
         out[name]["vs_embedded"] = ratio(out[name]["mb_per_s"], out["embedded"]["mb_per_s"])
         out[name]["vs_split_1"] = ratio(out[name]["mb_per_s"], out["split_1"]["mb_per_s"])

@@ -31,6 +31,7 @@ from benchmarks.measure import (
     same_result,
     summary,
     timed,
+    with_throughput,
 )
 from benchmarks.procs import REPO, Processes, RssSampler, Server
 from benchmarks.settings import ADMIN_USER, ANALYST_USER, BenchConfig
@@ -240,11 +241,7 @@ def large_result(ctx: Context) -> dict:
         out["payload_mb"] = payload / 1e6
         timings = interleaved(variants, config.repetitions, warmup=0, on_repetition=lambda: ctx.advance(1))
         for name, values in timings.items():
-            entry = summary(values)
-            entry["mb_per_s"] = payload / 1e6 / (entry["median"] / 1000)
-            entry["mb_per_s_min"] = payload / 1e6 / (entry["max"] / 1000)
-            entry["mb_per_s_max"] = payload / 1e6 / (entry["min"] / 1000)
-            out[name] = entry
+            out[name] = with_throughput(summary(values), payload)
         for name in variants:
             out[name]["vs_duckdb"] = ratio(out[name]["mb_per_s"], out["duckdb"]["mb_per_s"])
             out[name]["vs_bare_duckdb"] = ratio(out[name]["mb_per_s"], out["bare_duckdb_flight"]["mb_per_s"])

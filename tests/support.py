@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +65,39 @@ def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> Runn
             time.sleep(0.1)
 
 
-def stop_gateway(gateway: RunningGateway) -> None:
-    gateway.process.terminate()
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; always reaped."""
+    if process.poll() is not None:
+        return
+    process.terminate()
     try:
-        gateway.process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
+        process.kill()
+        process.wait()
+
+
+def stop_gateway(gateway: RunningGateway) -> None:
+    stop_process(gateway.process)
+
+
+@contextmanager
+def adbc_connections() -> Iterator[Callable[[str, str], object]]:
+    """``get(uri, user)``: one ADBC connection per (server, user), opened on first use and
+    closed on exit (quietly: a connection to a killed process may not close cleanly)."""
+    opened: dict[tuple[str, str], object] = {}
+
+    def get(uri: str, user: str):
+        if (uri, user) not in opened:
+            opened[(uri, user)] = adbc_connect(uri, user)
+        return opened[(uri, user)]
+
+    try:
+        yield get
+    finally:
+        for conn in opened.values():
+            with suppress(Exception):
+                conn.close()
 
 
 def adbc_connect(uri: str, user: str, password: str | None = None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyarrow import flight
-from support import REPO, RunningGateway, free_port, start_gateway, stop_gateway
+from support import REPO, RunningGateway, free_port, start_gateway, stop_gateway, stop_process
 
 
 @dataclass
@@ -66,13 +66,8 @@ class RunningNode:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=5)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from mesh_support import Mesh, running_mesh
-from support import RunningGateway, adbc_connect
+from support import RunningGateway, adbc_connections
 
 from gateway.config import load_config
 from gateway.demo import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
@@ -263,16 +263,9 @@ def mesh(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def connections(mesh: Mesh, gateway: RunningGateway):
-    opened: dict[tuple[str, str], object] = {}
-
-    def get(uri: str, user: str):
-        if (uri, user) not in opened:
-            opened[(uri, user)] = adbc_connect(uri, user)
-        return opened[(uri, user)]
-
-    yield get
-    for conn in opened.values():
-        conn.close()
+    """ADBC connections, one per (gateway, user), opened lazily and closed at the end."""
+    with adbc_connections() as get:
+        yield get
 
 
 def outcome(conn, sql: str):

@@ -33,6 +33,7 @@ from support import (
     REPO,
     RunningGateway,
     adbc_connect,
+    adbc_connections,
     flight_client,
 )
 
@@ -62,19 +63,8 @@ def mesh(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def connections(mesh: Mesh, gateway: RunningGateway):
     """ADBC connections, one per (gateway, user), opened lazily and closed at the end."""
-    opened: dict[tuple[str, str], object] = {}
-
-    def get(uri: str, user: str):
-        if (uri, user) not in opened:
-            opened[(uri, user)] = adbc_connect(uri, user)
-        return opened[(uri, user)]
-
-    yield get
-    for conn in opened.values():
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - a connection to a killed node may not close cleanly
-            pass
+    with adbc_connections() as get:
+        yield get
 
 
 # --------------------------------------------------------------------------- helpers

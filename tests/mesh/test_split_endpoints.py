@@ -14,7 +14,6 @@ DISTINCT, an ORDER BY, a LIMIT, a window, a join or a subquery is never split.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +23,13 @@ import pyarrow as pa
 import pytest
 from mesh_support import Mesh, node_action, running_mesh
 from pyarrow import flight
-from support import RunningGateway, adbc_connect, flight_client, start_gateway, stop_gateway
+from support import (
+    RunningGateway,
+    adbc_connections,
+    flight_client,
+    start_gateway,
+    stop_gateway,
+)
 from test_mesh_mode import json_lines_since, log_offset, outcome, raw_info, sorted_rows
 
 from gateway.config import load_config
@@ -156,17 +161,9 @@ def embedded(source: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def connections(mesh: Mesh, embedded: RunningGateway):
-    opened: dict[tuple[str, str], object] = {}
-
-    def get(uri: str, user: str):
-        if (uri, user) not in opened:
-            opened[(uri, user)] = adbc_connect(uri, user)
-        return opened[(uri, user)]
-
-    yield get
-    for conn in opened.values():
-        with contextlib.suppress(Exception):  # a connection to a killed node may not close cleanly
-            conn.close()
+    """ADBC connections, one per (gateway, user), opened lazily and closed at the end."""
+    with adbc_connections() as get:
+        yield get
 
 
 # --------------------------------------------------------------------------- helpers
