@@ -112,3 +112,32 @@ def test_rotation_keeps_every_record_once(tmp_path: Path) -> None:
     numbers = [r["n"] for r in read_audit(tmp_path)]
     assert sorted(numbers) == sorted(i * 100 + k for i in range(4) for k in range(20))
     assert len(list(tmp_path.glob("audit-*.jsonl"))) >= 2
+
+
+def test_a_querys_first_batch_waits_until_its_begin_record_is_on_disk(
+    mesh_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service appends the begin record, lets the query compute, and sends nothing
+    before the record is durable; the end record follows without holding the client."""
+    from gateway.config import load_config
+    from gateway.principal import Principal
+    from gateway.service import SqlService
+    from gateway.state import MeshState
+
+    disk = SlowDisk(0.3)
+    monkeypatch.setattr(audit_module.os, "fsync", disk)
+    audit = AuditLog(tmp_path / "audit")
+    config = load_config(mesh_copy)
+    service = SqlService(MeshState(mesh_copy, config), audit)
+    bob = config.users["bob"]
+    principal = Principal("bob", tuple(bob.roles), dict(bob.attributes))
+    try:
+        _, batches = service.stream(principal, b"SELECT count(*) AS n FROM sales.orders", lambda: False)
+        first = next(batches)
+        begin_end = (tmp_path / "audit" / CURRENT_FILE).read_bytes().index(b"\n") + 1
+        assert disk.covered and max(disk.covered) >= begin_end, "a batch left before its audit record was durable"
+        assert first.num_rows == 1
+        list(batches)
+        assert [r["event"] for r in read_audit(tmp_path / "audit")] == ["query_begin", "query_end"]
+    finally:
+        audit.close()
