@@ -42,6 +42,7 @@ log = structlog.get_logger("meshgate.federation")
 _HEALTH_CACHE_SECONDS = 1.0
 _SIZE_CACHE_SECONDS = 60.0
 _SIZE_CACHE_ENTRIES = 256
+_SIZE_MEASURING = 4  # whole-product size estimates measured at once, at most
 
 
 class NodeUnavailable(Unavailable):
@@ -49,10 +50,13 @@ class NodeUnavailable(Unavailable):
 
 
 class SizeCache:
-    """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute."""
+    """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute;
+    and which estimates are being measured (so that each is measured once at a time)."""
 
     def __init__(self) -> None:
         self._sizes: dict[tuple[str, str], tuple[float, int]] = {}
+        self._measuring: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> int | None:
         cached = self._sizes.get(key)
@@ -62,6 +66,18 @@ class SizeCache:
         if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
             self._sizes.clear()
         self._sizes[key] = (time.monotonic(), size)
+
+    def claim(self, key: tuple[str, str]) -> bool:
+        """True (and the caller measures ``key``) unless it is known or being measured."""
+        with self._lock:
+            if self.get(key) is not None or key in self._measuring or len(self._measuring) >= _SIZE_MEASURING:
+                return False
+            self._measuring.add(key)
+            return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._measuring.discard(key)
 
 
 class FragmentExecutor(Protocol):
@@ -216,11 +232,11 @@ def run_fragments(
     ``bytes_whole_products_measured``), otherwise estimated (``bytes_whole_products_estimated``:
     rows counted by the node x Arrow widths of the governed columns, plus the string bytes
     the node sums; ``schema_of`` binds a product's governed SQL to learn its Arrow types).
+    An estimate costs the node a scan of the product, so it never delays a query: one not
+    yet known is measured in the background (kept a minute) and logged as null this time.
     """
     estimate = plan.pushed_down and bool(plan.whole_products)
-    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments) + estimate * len(plan.whole_products))) as pool:
-        sizes = [pool.submit(_whole_size, nodes, w, user, policy_version, schema_of)
-                 for w in (plan.whole_products if estimate else ())]
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         tables = list(pool.map(
             lambda f: executor_for(f, nodes).fetch_table(f, user, policy_version), plan.fragments
         ))
@@ -232,11 +248,30 @@ def run_fragments(
         "bytes_moved": moved,
     }
     if estimate:
-        whole = [future.result() for future in sizes]
+        whole = [nodes.sizes.get((w.domain, w.sql)) for w in plan.whole_products]
+        for product, size in zip(plan.whole_products, whole):
+            if size is None:
+                _measure_in_background(nodes, product, user, policy_version, schema_of)
         fields["bytes_whole_products_estimated"] = None if None in whole else sum(whole)
     else:
         fields["bytes_whole_products_measured"] = moved
     return tables, fields
+
+
+def _measure_in_background(
+    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
+) -> None:
+    key = (product.domain, product.sql)
+    if not nodes.sizes.claim(key):
+        return
+
+    def measure() -> None:
+        try:
+            _whole_size(nodes, product, user, policy_version, schema_of)
+        finally:
+            nodes.sizes.release(key)
+
+    threading.Thread(target=measure, name="whole-product-size", daemon=True).start()
 
 
 def _whole_size(
