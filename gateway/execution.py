@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -15,7 +16,7 @@ import structlog
 from gateway.catalog import Catalog
 from gateway.engine import Engine
 from gateway.engine_errors import is_data_error, safe_engine_error
-from gateway.errors import QueryFailed, ResourceExhausted
+from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
 from gateway.pipeline.query import Query
 from gateway.principal import Principal
 
@@ -50,6 +51,28 @@ class StreamStats:
     started: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class StreamedTable:
+    """Rows a query reads once, as they arrive (a federated fragment streaming from its
+    node); ``rows`` estimates how many, for DuckDB's join planning (None: unknown)."""
+
+    reader: pa.RecordBatchReader
+    rows: int | None = None
+
+
+class TableSources(Protocol):
+    """Where the streamed tables of one query come from (see ``stream_sql``)."""
+
+    def watch(self, interrupt: Callable[[], None]) -> None:
+        """The tables are registered: ``interrupt`` stops the query (when a source fails)."""
+
+    def failure(self) -> MeshgateError | None:
+        """The error of a source that failed: reported instead of DuckDB's wrapping of it."""
+
+    def close(self) -> None:
+        """Stop every source: the query is over or being torn down."""
+
+
 def result_schema(catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...]) -> pa.Schema:
     """The result schema of ``sql`` (planned by DuckDB, no data read)."""
     engine = catalog.engine
@@ -82,11 +105,37 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
 
 @dataclass
 class StalledStream:
-    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``)."""
+    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``). The
+    consumer advances it and the watchdog closes it under one lock: a generator advanced
+    by one thread while another closes it fails with "generator already executing"."""
 
     stream: Iterator
     deadline: float
     expired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self) -> object:
+        """The stream's next item (StopIteration at its end or once it expired)."""
+        with self.lock:
+            if self.expired:
+                raise StopIteration
+            return next(self.stream)
+
+    def expire_if_idle(self) -> bool:
+        """Close the stream if nobody is advancing it now; False if somebody is (a running
+        query is then stopped by the engine interrupt instead)."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self.expired = True
+            self.stream.close()  # suspended at a yield: runs its cleanup now
+            return True
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        with self.lock:
+            self.stream.close()
 
 
 class Watchdog:
@@ -146,11 +195,7 @@ class Watchdog:
         with self._lock:
             due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
         for stalled in due:
-            stalled.expired = True
-            try:
-                stalled.stream.close()  # suspended at a yield: runs its cleanup now
-            except ValueError:  # being iterated right now: the engine interrupt handles it
-                stalled.expired = False
+            stalled.expire_if_idle()
 
     def stop_all(self, reason: str = "shutdown") -> int:
         """Interrupt every running query (at shutdown); returns how many."""
@@ -221,13 +266,16 @@ def stream_sql(
     schema: pa.Schema,
     is_cancelled: Callable[[], bool],
     on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
-    tables: Mapping[str, pa.Table] | None = None,
+    tables: Mapping[str, pa.Table | StreamedTable] | None = None,
+    sources: TableSources | None = None,
     **log_fields: object,
 ) -> Iterator[pa.RecordBatch]:
     """Run ``sql`` on ``engine`` and yield batches of ``schema`` (see ``stream_batches``).
 
-    ``tables`` are Arrow tables made visible to ``sql`` under their names for this query
-    only (the fragments of a federated query).
+    ``tables`` are Arrow tables or streams made visible to ``sql`` under their names for
+    this query only (the fragments of a federated query); ``sources`` feed the streams: a
+    source that fails stops the query with its own error, and they are closed before the
+    cursor is released, whatever happened.
     """
     settings = engine.settings
     products = tuple(log_fields.get("products", ()))
@@ -239,7 +287,9 @@ def stream_sql(
         reader = None
         try:
             for name, table in (tables or {}).items():
-                cursor.register(name, table)
+                _register(cursor, name, table)
+            if sources is not None:
+                sources.watch(lambda: engine.interrupt(cursor))
             relation = cursor.sql(sql, params=list(parameters) or None)
             reader = relation.to_arrow_reader(
                 rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
@@ -259,15 +309,22 @@ def stream_sql(
                     yield piece
         except (duckdb.InterruptException, OSError, pa.ArrowException) as exc:
             stopped_by = WATCHDOG.release(token)
+            if (failure := _failed_source(sources)) is not None:
+                outcome, error = "error", failure.client_message
+                raise failure from exc
             if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
                 raise  # a genuine reader failure, not our interrupt
             outcome = stopped_by or "cancelled"
-            error = _STOP_MESSAGES.get(outcome, "the query was stopped").format(
-                timeout=settings.query_timeout_seconds
-            )
+            error = _stop_message(outcome, settings.query_timeout_seconds)
             raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
+            if (failure := _failed_source(sources)) is not None:
+                error = failure.client_message
+                raise failure from exc
+            if sources is not None and (stopped_by := WATCHDOG.release(token)) is not None:
+                outcome, error = stopped_by, _stop_message(stopped_by, settings.query_timeout_seconds)
+                raise QueryFailed(error) from None  # the streams were cut because it was stopped
             if is_data_error(exc):
                 products = engine.products_behind(str(exc), products)
                 engine.mark_health(products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}")
@@ -292,6 +349,8 @@ def stream_sql(
             WATCHDOG.release(token)
             if outcome == "ok":
                 engine.mark_health(products, "ok")
+            if sources is not None:  # first: a DuckDB thread may be waiting on a source
+                sources.close()
             if reader is not None:
                 reader.close()
             for name in tables or {}:
@@ -306,6 +365,46 @@ def stream_sql(
                 duration_ms=round((time.perf_counter() - stats.started) * 1000, 2),
                 outcome=outcome,
             )
+
+
+def _register(cursor: duckdb.DuckDBPyConnection, name: str, table: pa.Table | StreamedTable) -> None:
+    """Make ``table`` readable as ``name``. DuckDB cannot count a stream without reading
+    it and plans it as one row, which makes a big stream the build side of its hash joins
+    (held whole, the very thing streaming avoids): where this DuckDB lets an Arrow source
+    report its rows (``duckdb._sources``, DuckDB 2), the stream's estimate is given."""
+    if not isinstance(table, StreamedTable):
+        cursor.register(name, table)
+    elif table.rows is not None and _EstimatedStream is not None:
+        cursor._register_arrow_source(name, _EstimatedStream(table.reader, table.rows))
+    else:
+        cursor.register(name, table.reader)
+
+
+def _stop_message(reason: str, timeout: float) -> str:
+    return _STOP_MESSAGES.get(reason, "the query was stopped").format(timeout=timeout)
+
+
+def _failed_source(sources: TableSources | None) -> MeshgateError | None:
+    return sources.failure() if sources is not None else None
+
+
+try:
+    from duckdb._sources.pyarrow import PyArrowReaderSource
+except ImportError:
+    PyArrowReaderSource = None
+if PyArrowReaderSource is None or not hasattr(duckdb.DuckDBPyConnection, "_register_arrow_source"):
+    _EstimatedStream = None  # another DuckDB: streams are registered without an estimate
+else:
+
+    class _EstimatedStream(PyArrowReaderSource):
+        """A RecordBatchReader source that reports an estimated row count."""
+
+        def __init__(self, reader: pa.RecordBatchReader, rows: int) -> None:
+            super().__init__(reader)
+            self._rows = rows
+
+        def rows(self) -> int | None:
+            return self._rows
 
 
 _STOP_MESSAGES = {

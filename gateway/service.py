@@ -40,6 +40,7 @@ from gateway.errors import (
 from gateway.execution import (
     WATCHDOG,
     PlannedQuery,
+    StalledStream,
     StreamStats,
     result_schema,
     stream_batches,
@@ -48,6 +49,7 @@ from gateway.execution import (
 from gateway.federation import (
     NodeDirectory,
     NodeUnavailable,
+    estimated_rows,
     inline_parameters,
     run_fragments,
     split_fragments,
@@ -252,15 +254,19 @@ class SqlService:
             self.nodes,
         )
         user = planned.principal.user
-        tables, moved = run_fragments(
-            plan_, self.nodes, user, planned.governor_version, planned.catalog.engine.result_schema
+        engine = planned.catalog.engine
+        streams = run_fragments(
+            plan_, self.nodes, user, planned.governor_version, engine.result_schema,
+            lambda sql: estimated_rows(engine, sql), is_cancelled, engine.settings.query_timeout_seconds,
         )
-        log.info("federated_query", user=user, **moved)
-        yield from stream_sql(
-            planned.catalog.engine, plan_.final_sql, (), planned.schema, is_cancelled, finish,
-            tables={f.name: t for f, t in zip(plan_.fragments, tables)},
-            user=user, products=list(planned.products), federated=True,
-        )
+        try:
+            yield from stream_sql(
+                engine, plan_.final_sql, (), planned.schema, is_cancelled, finish, tables=streams.tables,
+                sources=streams, user=user, products=list(planned.products), federated=True,
+            )
+        finally:  # the fragments streamed with the query: their figures are known now
+            streams.close()
+            log.info("federated_query", user=user, **streams.log_fields())
 
     def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
         command = flightsql.decode(descriptor.command)
@@ -307,7 +313,7 @@ class SqlService:
         schema, batches = self._stream(principal, ticket, is_cancelled)
         inner = self._in_slot(principal.user, batches)
         timeout = self._state.config.engine.query_timeout_seconds
-        return schema, _expiring(inner, WATCHDOG.watch_stream(inner, timeout + 1.0), timeout)
+        return schema, _expiring(WATCHDOG.watch_stream(inner, timeout + 1.0), timeout)
 
     def health(self, principal: Principal | None = None) -> dict:
         """Products' health (those ``principal`` may read, or all) and node reachability."""
@@ -607,17 +613,23 @@ def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.Reco
         raise NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed") from exc
 
 
-def _expiring(inner: Iterator[pa.RecordBatch], stalled, timeout: float) -> Iterator[pa.RecordBatch]:
-    """``inner``, ending with an error (never a silently short result) when the watchdog
-    closed it because the client stopped reading past the time limit."""
+def _expiring(stalled: StalledStream, timeout: float) -> Iterator[pa.RecordBatch]:
+    """The watched stream's batches, ending with an error (never a silently short result)
+    when the watchdog closed it because the client stopped reading past the time limit."""
     try:
-        yield from inner
+        while True:
+            try:
+                batch = stalled.advance()  # never while the watchdog closes the stream
+            except StopIteration:
+                break
+            yield batch
         if stalled.expired:
             raise QueryFailed(
                 f"the query exceeded the time limit of {timeout:g} s while the client was not "
                 "reading; run it again and read the result as it arrives"
             )
     finally:
+        stalled.close()
         WATCHDOG.unwatch_stream(stalled)
 
 
