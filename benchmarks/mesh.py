@@ -47,7 +47,6 @@ from benchmarks.measure import (
     FlightClient,
     geomean,
     interleaved,
-    percentile,
     ratio,
     same_result,
     summary,
@@ -512,20 +511,11 @@ def orders_mix(scale: float) -> list[tuple[str, str]]:
 
 
 def _scaling_entry(windows: list[dict], tickets: list[int], baseline_qps: float | None) -> dict:
-    latencies = [ms for w in windows for ms in w["latencies_ms"]]
-    lookups = [ms for w in windows for ms in w["lookup_latencies_ms"]]
-    qps = summary([w["qps"] for w in windows])
+    entry = suites.window_summary(windows)
     total = sum(tickets)
     return {
-        "qps": qps,
-        "vs_1_node": ratio(qps["median"], baseline_qps),
-        "queries": sum(w["queries"] for w in windows),
-        "errors": sum(w["errors"] for w in windows),
-        "error_samples": sorted({e for w in windows for e in w["error_samples"]})[:5],
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "lookup_p50_ms": percentile(lookups, 50),
-        "lookup_p99_ms": percentile(lookups, 99),
+        **entry,
+        "vs_1_node": ratio(entry["qps"]["median"], baseline_qps),
         "tickets_per_replica": tickets,
         "replica_share": [t / total for t in tickets] if total else [],
     }

@@ -478,6 +478,22 @@ def _window(executors: list[Callable[[str], object]], mix: list[tuple[str, str]]
     }
 
 
+def window_summary(windows: list[dict]) -> dict:
+    """Queries/s (median over the windows), errors and latency percentiles of one system."""
+    latencies = [ms for w in windows for ms in w["latencies_ms"]]
+    lookups = [ms for w in windows for ms in w["lookup_latencies_ms"]]
+    return {
+        "qps": summary([w["qps"] for w in windows]),
+        "queries": sum(w["queries"] for w in windows),
+        "errors": sum(w["errors"] for w in windows),
+        "error_samples": sorted({e for w in windows for e in w["error_samples"]})[:5],
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "lookup_p50_ms": percentile(lookups, 50),
+        "lookup_p99_ms": percentile(lookups, 99),
+    }
+
+
 def concurrency(ctx: Context) -> dict:
     """1..16 concurrent clients, mixed workload, gateway (ADBC) vs DuckDB in-process."""
     config = ctx.config
@@ -507,18 +523,9 @@ def concurrency(ctx: Context) -> dict:
         rss_samples = ctx.sampler.phase_samples(f"concurrency_{level}")
         entry = {}
         for name, windows in (("gateway", gateway_windows), ("duckdb", duck_windows)):
-            latencies = [ms for w in windows for ms in w["latencies_ms"]]
-            lookups = [ms for w in windows for ms in w["lookup_latencies_ms"]]
             entry[name] = {
-                "qps": summary([w["qps"] for w in windows]),
-                "queries": sum(w["queries"] for w in windows),
-                "errors": sum(w["errors"] for w in windows),
-                "error_samples": sorted({e for w in windows for e in w["error_samples"]})[:5],
-                "p50_ms": percentile(latencies, 50),
-                "p99_ms": percentile(latencies, 99),
-                "lookup_p50_ms": percentile(lookups, 50),
-                "lookup_p99_ms": percentile(lookups, 99),
-                "latencies_ms": [round(ms, 3) for ms in latencies],
+                **window_summary(windows),
+                "latencies_ms": [round(ms, 3) for w in windows for ms in w["latencies_ms"]],
             }
         third = max(1, len(rss_samples) // 3)
         entry["gateway_rss_mb"] = {
