@@ -26,12 +26,17 @@ rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_project
 
 With ``fragment_pushdown = false``, or anything sqlglot cannot track, every secure
 subquery moves whole (every governed column, no predicate).
+
+A fragment reaches the gateway's DuckDB as a stream, which can be read only once, unless
+the final query may read it more than once (``read_once``): then it is materialised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SqlglotError
@@ -79,6 +84,8 @@ class FederatedPlan:
     final_sql: str
     pushed_down: bool
     whole_products: tuple[Fragment, ...] = ()
+    #: Fragments the final query reads at most once (see ``read_once``): they may stream.
+    read_once: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -128,7 +135,52 @@ def split_fragments(
     for select in list(tree.find_all(exp.Select)):
         _pre_aggregate(select, splitter.cuts)
     fragments = tuple(cut.freeze() for cut in splitter.cuts.values())
-    return FederatedPlan(fragments, tree.sql("duckdb"), True, whole)
+    return FederatedPlan(fragments, tree.sql("duckdb"), True, whole, read_once(tree, splitter.cuts))
+
+
+def read_once(tree: exp.Expression, names: Iterable[str]) -> frozenset[str]:
+    """The fragment ``names`` that the final query ``tree`` reads at most once.
+
+    Conservative: a fragment named at one place is still read again when that place is in
+    a CTE referenced more than once (DuckDB may inline it at each reference) or in a CTE
+    referenced from such a place; with a recursive CTE anywhere, every fragment counts as
+    read repeatedly (its recursive member runs once per iteration). Names are compared
+    case-insensitively across scopes, which can only overcount. A fragment read more
+    than once is materialised rather than streamed; DuckDB itself refuses to scan a
+    consumed stream twice, so a case missed here fails loudly, never silently short.
+    """
+    if any(with_.args.get("recursive") for with_ in tree.find_all(exp.With)):
+        return frozenset()
+    references: dict[str, list[exp.Table]] = defaultdict(list)
+    for table in tree.find_all(exp.Table):
+        if not table.args.get("db"):
+            references[table.name.lower()].append(table)
+
+    visiting: set[str] = set()
+
+    @cache
+    def runs(name: str) -> int:
+        if name in visiting:  # a name seen again inside itself (shadowing): count it as many
+            return 2
+        visiting.add(name)
+        try:
+            return sum(_runs_at(table, runs) for table in references[name])
+        finally:
+            visiting.discard(name)
+
+    return frozenset(name for name in names if runs(name.lower()) <= 1)
+
+
+def _runs_at(node: exp.Expression, runs) -> int:
+    """How often the query runs the place of ``node``: the product of the runs of the
+    CTEs around it."""
+    total = 1
+    ancestor = node.parent
+    while ancestor is not None:
+        if isinstance(ancestor, exp.CTE):
+            total *= runs(ancestor.alias_or_name.lower())
+        ancestor = ancestor.parent
+    return total
 
 
 def _schema(column_types: Mapping[str, Mapping[str, str]]) -> dict:
@@ -176,7 +228,7 @@ def _unpruned(ast: exp.Expression, served: frozenset[str], whole: tuple[Fragment
         if table is not None and table.db in served:
             subquery.replace(_as_source(splitter.cut(subquery.this, table.db, (_key(table),)), subquery))
     fragments = tuple(cut.freeze() for cut in splitter.cuts.values())
-    return FederatedPlan(fragments, tree.sql("duckdb"), False, whole)
+    return FederatedPlan(fragments, tree.sql("duckdb"), False, whole, read_once(tree, splitter.cuts))
 
 
 def _whole_products(ast: exp.Expression, served: frozenset[str]) -> tuple[Fragment, ...]:

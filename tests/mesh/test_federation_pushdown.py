@@ -23,13 +23,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from mesh_support import Mesh, running_mesh
+from sqlglot import parse_one
 from support import RunningGateway, adbc_connections
 
 from gateway.config import load_config
 from gateway.demo import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
 from gateway.engine import Engine
 from gateway.federation import SizeCache, _whole_size, inline_parameters
-from gateway.fragments import FederatedPlan, split_fragments
+from gateway.fragments import FederatedPlan, read_once, split_fragments
 from gateway.pipeline import plan as plan_query
 from gateway.principal import Principal
 from gateway.service import SqlService
@@ -140,11 +141,14 @@ class Governed:
 
 
 def run_split(planned: Governed, plan: FederatedPlan) -> tuple[pa.Table, pa.Table, dict[str, pa.Table]]:
-    """(federated answer, embedded answer, fragment tables), all on the embedded engine."""
+    """(federated answer, embedded answer, fragment tables), all on the embedded engine.
+    As in the gateway, a fragment the final query reads once is registered as a stream,
+    which DuckDB refuses to scan twice."""
     with planned.engine.cursor() as cursor:
         tables = {f.name: cursor.sql(f.sql).to_arrow_table() for f in plan.fragments}
         for name, table in tables.items():
-            cursor.register(name, table)
+            streamed = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+            cursor.register(name, streamed if name in plan.read_once else table)
         try:
             got = cursor.sql(plan.final_sql).to_arrow_table()
         finally:
@@ -206,6 +210,28 @@ def test_partial_aggregate_moves_fewer_rows_and_keeps_the_policy(service):
     assert 0 < tables[sales.name].num_rows < orders
     crm = next(f for f in plan.fragments if f.domain == "crm")
     assert '"ssn"' not in crm.sql and '"name"' not in crm.sql, "masked or not, unused columns stay home"
+
+
+@pytest.mark.parametrize(("sql", "once"), [
+    ('SELECT * FROM "f0" a JOIN "f1" b ON a.x = b.x', {"f0", "f1"}),
+    ('SELECT * FROM "f0" a WHERE EXISTS (SELECT 1 FROM "f1" b WHERE b.x = a.x)', {"f0", "f1"}),
+    ('SELECT * FROM "f0" a, "f0" b, "f1"', {"f1"}),
+    ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c, "f1"', {"f0", "f1"}),
+    ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c WHERE x = (SELECT max(x) FROM c)', {"f1"}),
+    ('WITH c AS (SELECT * FROM "f0"), d AS (SELECT * FROM c) SELECT * FROM d x, d y, "f1"', {"f1"}),
+    ('WITH x AS (SELECT * FROM "f0") SELECT * FROM (WITH x AS (SELECT * FROM x) SELECT * FROM x), "f1"', {"f1"}),
+    ('WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r, "f0" WHERE n < 3) SELECT * FROM r, "f1"',
+     set()),
+], ids=["join", "exists", "twice", "cte-once", "cte-twice", "cte-of-cte-twice", "shadowed-cte", "recursive"])
+def test_fragments_read_more_than_once_are_not_streamed(sql, once):
+    assert read_once(parse_one(sql, dialect="duckdb"), ["f0", "f1"]) == once
+
+
+def test_a_cte_read_twice_materialises_its_fragment(service):
+    _planned, plan = split(service, "bob", Q15_LIKE)
+    sales = next(f for f in plan.fragments if f.domain == "sales")
+    crm = next(f for f in plan.fragments if f.domain == "crm")
+    assert sales.name not in plan.read_once and crm.name in plan.read_once
 
 
 def test_correlated_subquery_is_not_cut_out_whole(service):

@@ -47,6 +47,20 @@ ENDLESS_LOGISTICS = (
     "SELECT a.shipment_id, a.carrier, b.carrier AS other_carrier "
     "FROM logistics.shipments a, logistics.shipments b"
 )
+# Cross-domain: the logistics fragment (a cross join, cut out whole) never ends; its rows
+# stream node -> gateway DuckDB (joined with the sales orders) -> client.
+ENDLESS_CROSS_DOMAIN = (
+    "SELECT x.shipment_id, x.carrier, x.other_carrier, o.region FROM "
+    "(SELECT a.shipment_id, a.order_id, a.carrier, b.carrier AS other_carrier "
+    "FROM logistics.shipments a, logistics.shipments b) x JOIN sales.orders o ON o.order_id = x.order_id"
+)
+# Cross-domain: the sales node computes an endless aggregate (the scalar subquery, cut out
+# whole) that the gateway waits on before it reads a single logistics row.
+WAITING_ON_SALES = (
+    "SELECT s.shipment_id FROM logistics.shipments s "
+    "WHERE s.order_id > (SELECT max(a.amount + b.amount + c.amount) "
+    "FROM sales.orders a, sales.orders b, sales.orders c)"
+)
 
 
 # --------------------------------------------------------------------------- processes
@@ -191,6 +205,22 @@ CROSS_DOMAIN = [
              "WHERE o.amount BETWEEN 1000 AND 1100")),
     ("erin", "SELECT count(*) FROM sales.orders o JOIN crm.customers c USING (customer_id)"),
     ("dave", "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) LIMIT 5"),
+    # Fragments read more than once by the final query are materialised, the others stream:
+    # a CTE read twice, a self-join, a top-N, a correlated EXISTS, a recursive CTE.
+    ("bob", ("WITH t AS (SELECT customer_id, sum(amount) AS s FROM sales.orders GROUP BY customer_id) "
+            "SELECT c.region, count(*) AS n FROM t JOIN crm.customers c USING (customer_id) "
+            "WHERE t.s > (SELECT avg(s) FROM t) GROUP BY 1")),
+    ("bob", ("SELECT a.order_id, b.amount, c.region FROM sales.orders a "
+            "JOIN sales.orders b ON b.order_id = a.order_id + 1 "
+            "JOIN crm.customers c ON c.customer_id = a.customer_id WHERE a.order_id < 500")),
+    ("bob", ("SELECT o.order_id, o.amount, c.region FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "ORDER BY o.amount DESC, o.order_id LIMIT 10")),
+    ("bob", ("SELECT c.region, count(*) AS n FROM crm.customers c WHERE EXISTS "
+            "(SELECT 1 FROM sales.orders o WHERE o.customer_id = c.customer_id AND o.amount > 4900) GROUP BY 1")),
+    ("bob", ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r "
+            "WHERE r.n < (SELECT count(*) FROM logistics.shipments WHERE shipment_id < 4)) "
+            "SELECT r.n, count(*) AS k FROM r JOIN sales.orders o ON o.order_id = r.n "
+            "JOIN crm.customers c USING (customer_id) GROUP BY 1")),
 ]
 
 PREPARED = [
@@ -513,6 +543,7 @@ def test_cross_domain_fragments_are_pushed_down(mesh, connections, gateway):
     assert fragments["crm.customers"]["bytes"] < whole["crm.customers"][1], "only the needed columns move"
     assert record["bytes_moved"] == sum(f["bytes"] for f in record["fragments"])
     assert record["bytes_moved"] < sum(size for _, size in whole.values()) / 3
+    assert all(f["streamed"] and f["complete"] for f in record["fragments"]), "read once, to the end"
 
 
 # --------------------------------------------------------------------------- revocation
@@ -667,6 +698,148 @@ def test_node_killed_mid_stream_proxy_fails_fast_naming_the_domain(mesh):
         thread.join(timeout=5)
     finally:
         client.close()
+
+
+def _federated_record(mesh: Mesh, offset: int) -> dict:
+    """The gateway's first ``federated_query`` log record after ``offset`` (written when
+    the query's fragment streams end)."""
+    deadline = time.monotonic() + 5
+    while not (records := [r for r in json_lines_since(mesh.gateway.log_path, offset)
+                           if r.get("event") == "federated_query"]):
+        assert time.monotonic() < deadline, "no federated_query log line"
+        time.sleep(0.05)
+    return records[0]
+
+
+def _fragment_of(record: dict, domain: str) -> dict:
+    return next(f for f in record["fragments"] if f["domain"] == domain)
+
+
+def _node_query_ended(mesh: Mesh, domain: str, offsets: dict, outcomes: set[str]) -> None:
+    """Wait (5 s at most) until a replica of ``domain`` logs a query that ended with one of
+    ``outcomes``: the gateway closed its stream."""
+    deadline = time.monotonic() + 5
+    while True:
+        ended = [r for node in mesh.nodes[domain] if node.log_path.exists()
+                 for r in json_lines_since(node.log_path, offsets.get(node.log_path, 0))
+                 if r.get("event") == "query" and r.get("outcome") in outcomes]
+        if ended:
+            return
+        assert time.monotonic() < deadline, f"the {domain} node's query was never stopped"
+        time.sleep(0.1)
+
+
+def _ensure_reachable(mesh: Mesh, *domains: str) -> None:
+    """``mesh.ensure_running(*domains)``, then wait until the gateway reaches them again: its
+    channel to a node restarted on the same port recovers within a few seconds."""
+    mesh.ensure_running(*domains)
+    sql = ("SELECT count(*) FROM logistics.shipments s JOIN sales.orders o USING (order_id) "
+           "WHERE s.shipment_id < 3")
+    conn = adbc_connect(mesh.gateway.uri, "erin")
+    try:
+        deadline = time.monotonic() + 20
+        while outcome(conn, sql)[0] != "ok":
+            assert time.monotonic() < deadline, f"the gateway never reached {domains} again"
+            time.sleep(0.2)
+    finally:
+        conn.close()
+
+
+def _wait_for_tickets(mesh: Mesh, before: dict[str, int]) -> None:
+    """Wait until every domain of ``before`` has served one more ticket (its fragment's
+    stream started)."""
+    deadline = time.monotonic() + 30
+    while any(mesh.stats(domain)["tickets"] <= count for domain, count in before.items()):
+        assert time.monotonic() < deadline, "the fragments' streams never started"
+        time.sleep(0.05)
+
+
+def test_client_cancelling_a_cross_domain_query_stops_the_node_streams(mesh):
+    """The gateway's DuckDB waits on the sales node (an engine interrupt cannot reach it
+    there): a client that cancels still ends the query and the node's query, fast."""
+    _ensure_reachable(mesh, "sales", "logistics")
+    offset = log_offset(mesh.gateway.log_path)
+    sales_logs = {n.log_path: log_offset(n.log_path) for n in mesh.nodes["sales"]}
+    before = {domain: mesh.stats(domain)["tickets"] for domain in ("sales", "logistics")}
+    client, options = flight_client(mesh.gateway.uri, "erin")
+    try:
+        reader = client.do_get(flight.Ticket(WAITING_ON_SALES.encode()), options)
+        _wait_for_tickets(mesh, before)
+        reader.cancel()
+        cancelled = time.monotonic()
+        _node_query_ended(mesh, "sales", sales_logs, {"cancelled", "disconnected", "error"})
+        assert time.monotonic() - cancelled < FAIL_FAST_SECONDS
+    finally:
+        client.close()
+    record = _federated_record(mesh, offset)
+    assert not _fragment_of(record, "sales")["complete"]
+    deadline = time.monotonic() + 5
+    while not [r for r in json_lines_since(mesh.gateway.log_path, offset)
+               if r.get("event") == "query" and r.get("federated") and r.get("outcome") != "ok"]:
+        assert time.monotonic() < deadline, "the gateway never ended the cancelled query"
+        time.sleep(0.05)
+
+
+def test_node_killed_while_its_fragment_streams_fails_the_cross_domain_query_fast(mesh):
+    """The gateway is in the path: rows stream node -> gateway DuckDB -> client, and the
+    client's error must name the domain whose node died, fast."""
+    _ensure_reachable(mesh, "sales", "logistics")
+    node = mesh.node("logistics")
+    offset = log_offset(mesh.gateway.log_path)
+    conn = adbc_connect(mesh.gateway.uri, "erin")
+    cur = conn.cursor()
+    cur.execute(ENDLESS_CROSS_DOMAIN)
+    reader = cur.fetch_record_batch()
+    thread, events = _stream_in_thread(lambda: reader)
+    error, delay = _kill_mid_stream(node, events)
+    assert delay < FAIL_FAST_SECONDS, f"the client learnt of the dead node after {delay:.1f} s"
+    assert "domain logistics" in str(error), error
+    logistics = _fragment_of(_federated_record(mesh, offset), "logistics")
+    assert logistics["streamed"] and not logistics["complete"] and logistics["rows"] > 0, logistics
+    thread.join(timeout=5)
+    for closeable in (reader, cur, conn):
+        try:
+            closeable.close()
+        except Exception:  # noqa: BLE001 - a stream that failed may not close cleanly
+            pass
+
+
+def test_node_dying_while_its_fragment_waits_unread_fails_the_query_fast(mesh):
+    """The gateway's DuckDB waits on the sales fragment and has not read the logistics one:
+    only the gateway watching its streams can tell that the logistics node died. The
+    query fails fast naming logistics, and the sales node's query is stopped too."""
+    _ensure_reachable(mesh, "sales", "logistics")
+    node = mesh.node("logistics")
+    offset = log_offset(mesh.gateway.log_path)
+    sales_logs = {n.log_path: log_offset(n.log_path) for n in mesh.nodes["sales"]}
+    before = {domain: mesh.stats(domain)["tickets"] for domain in ("sales", "logistics")}
+    conn = adbc_connect(mesh.gateway.uri, "erin")
+    try:
+        events: queue.Queue = queue.Queue()
+
+        def run():
+            try:
+                cur = conn.cursor()
+                cur.execute(WAITING_ON_SALES)
+                events.put(("end", cur.fetch_arrow_table()))
+            except Exception as exc:  # noqa: BLE001 - reported to the test thread
+                events.put(("error", exc))
+
+        threading.Thread(target=run, daemon=True).start()
+        _wait_for_tickets(mesh, before)
+        node.kill()
+        killed = time.monotonic()
+        kind, value = events.get(timeout=FAIL_FAST_SECONDS * 3)
+        delay = time.monotonic() - killed
+    finally:
+        conn.close()
+    assert kind == "error", "the query ended normally after its logistics node was killed"
+    assert delay < FAIL_FAST_SECONDS, f"the client learnt of the dead node after {delay:.1f} s"
+    assert "domain logistics" in str(value), value
+    record = _federated_record(mesh, offset)
+    assert _fragment_of(record, "logistics")["rows"] == 0, "DuckDB had not read the logistics fragment"
+    assert not _fragment_of(record, "sales")["complete"]
+    _node_query_ended(mesh, "sales", sales_logs, {"cancelled", "disconnected", "error"})
 
 
 @pytest.fixture
