@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import structlog
 from pyarrow import flight
-from sqlglot import exp, parse_one
+from sqlglot import exp
 
 from gateway import fragments
 from gateway.config import NodesSettings
@@ -43,14 +43,12 @@ from gateway.engine import Engine
 from gateway.errors import MeshgateError, QueryFailed, Unavailable
 from gateway.execution import WATCHDOG, StreamedTable
 from gateway.fragments import FederatedPlan, Fragment
+from gateway.product_sizes import SizeCache, measure_in_background
 from gateway.tickets import TicketSealer
 
 log = structlog.get_logger("meshgate.federation")
 
 _HEALTH_CACHE_SECONDS = 1.0
-_SIZE_CACHE_SECONDS = 60.0
-_SIZE_CACHE_ENTRIES = 256
-_SIZE_MEASURING = 4  # whole-product size estimates measured at once, at most
 _WATCH_SECONDS = 0.1  # how often a query's fragment streams are looked at
 _IDLE_SECONDS = 1.0  # a stream idle this long has its node's liveness checked (once a second)
 _STOP_GRACE_SECONDS = 1.0  # after a cancel or the time limit, before streams are cut
@@ -66,37 +64,6 @@ class NodeUnavailable(Unavailable):
 
 def _stopped_streaming(domain: str) -> NodeUnavailable:
     return NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed")
-
-
-class SizeCache:
-    """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute;
-    and which estimates are being measured (so that each is measured once at a time)."""
-
-    def __init__(self) -> None:
-        self._sizes: dict[tuple[str, str], tuple[float, int]] = {}
-        self._measuring: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> int | None:
-        cached = self._sizes.get(key)
-        return cached[1] if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS else None
-
-    def put(self, key: tuple[str, str], size: int) -> None:
-        if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
-            self._sizes.clear()
-        self._sizes[key] = (time.monotonic(), size)
-
-    def claim(self, key: tuple[str, str]) -> bool:
-        """True (and the caller measures ``key``) unless it is known or being measured."""
-        with self._lock:
-            if self.get(key) is not None or key in self._measuring or len(self._measuring) >= _SIZE_MEASURING:
-                return False
-            self._measuring.add(key)
-            return True
-
-    def release(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._measuring.discard(key)
 
 
 class FragmentStream:
@@ -334,7 +301,7 @@ def run_fragments(
     if plan.pushed_down:
         for product in plan.whole_products:
             if nodes.sizes.get((product.domain, product.sql)) is None:
-                _measure_in_background(nodes, product, user, policy_version, schema_of)
+                measure_in_background(nodes, product, user, policy_version, schema_of)
     failures: list[MeshgateError] = []
     with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         streams = _gather(
@@ -448,7 +415,7 @@ class FragmentStreams:
         batches passed: ``complete`` says whether it was read to its end) against what
         moving the whole governed products would cost, measured when that is what moved
         (``fragment_pushdown = false``), otherwise estimated (null until known: see
-        ``_whole_size``)."""
+        ``gateway.product_sizes``)."""
         moved = sum(s.bytes for s in self._streams)
         fields: dict[str, object] = {
             "pushed_down": self.plan.pushed_down,
@@ -509,77 +476,6 @@ class FragmentStreams:
                 stream.stop()
             if dead is not None and self._interrupt is not None:
                 self._interrupt()
-
-
-def _measure_in_background(
-    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
-) -> None:
-    key = (product.domain, product.sql)
-    if not nodes.sizes.claim(key):
-        return
-
-    def measure() -> None:
-        try:
-            _whole_size(nodes, product, user, policy_version, schema_of)
-        finally:
-            nodes.sizes.release(key)
-
-    threading.Thread(target=measure, name="whole-product-size", daemon=True).start()
-
-
-def _whole_size(
-    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
-) -> int | None:
-    """Estimated Arrow bytes of one whole governed product (cached a minute); None when
-    the node could not tell (the query itself is not affected)."""
-    key = (product.domain, product.sql)
-    cached = nodes.sizes.get(key)
-    if cached is not None:
-        return cached
-    try:
-        schema = schema_of(product.sql)
-        query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
-        counts = nodes.fetch_table(query, user, policy_version).to_pylist()[0]
-    except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
-        log.warning("whole_product_size_unknown", domain=product.domain, error=str(exc).splitlines()[0])
-        return None
-    rows = int(counts["rows"])
-    fixed = sum(_fixed_width(f.type) for f in schema)
-    size = rows * fixed + -(-rows // 8) * len(schema) + int(counts["varbytes"] or 0)
-    nodes.sizes.put(key, size)
-    return size
-
-
-def _size_sql(sql: str, schema: pa.Schema) -> str:
-    """Rows of a governed product and the bytes of its variable-width values (strings,
-    blobs; any other non-fixed type by its text length)."""
-    varying = [_value_bytes(f) for f in schema if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)]
-    total = exp.Sum(this=exp.Add(this=varying[0], expression=exp.Literal.number(4)))
-    for term in varying[1:]:
-        total = exp.Add(this=total, expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))))
-    select = exp.select(
-        exp.alias_(exp.Count(this=exp.Star(), big_int=True), "rows", quoted=True),
-        exp.alias_(total if varying else exp.Literal.number(0), "varbytes", quoted=True),
-    ).from_(exp.Subquery(this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))))
-    return select.sql("duckdb")
-
-
-def _fixed_width(data_type: pa.DataType) -> int:
-    try:
-        return max(0, data_type.bit_width // 8)
-    except ValueError:
-        return 0
-
-
-def _value_bytes(field: pa.Field) -> exp.Expression:
-    """Bytes of one value of a variable-width column: a string's or blob's own length,
-    any other type's text length (an approximation)."""
-    column = exp.column(field.name, quoted=True)
-    if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-        return exp.func("octet_length", column)
-    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-        return exp.func("strlen", column)
-    return exp.func("strlen", exp.cast(column, "VARCHAR"))
 
 
 def _literal(value: object) -> exp.Expression:

@@ -29,10 +29,11 @@ from support import RunningGateway, adbc_connections
 from gateway.config import load_config
 from gateway.demo import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
 from gateway.engine import Engine
-from gateway.federation import SizeCache, _whole_size, inline_parameters
+from gateway.federation import inline_parameters
 from gateway.fragments import FederatedPlan, read_once, split_fragments
 from gateway.pipeline import plan as plan_query
 from gateway.principal import Principal
+from gateway.product_sizes import SizeCache, whole_size
 from gateway.service import SqlService
 from gateway.state import MeshState
 
@@ -259,7 +260,7 @@ def test_whole_product_size_estimate_is_close_to_the_arrow_size(service):
     planned, plan = split(service, "alice", JOIN_AGGREGATE)
     engine = planned.engine
     for whole in plan.whole_products:
-        estimate = _whole_size(LocalNode(engine), whole, "alice", 0, engine.result_schema)
+        estimate = whole_size(LocalNode(engine), whole, "alice", 0, engine.result_schema)
         with engine.cursor() as cursor:
             actual = cursor.sql(whole.sql).to_arrow_table().nbytes
         assert abs(estimate - actual) <= 0.1 * actual, (whole.products, estimate, actual)
