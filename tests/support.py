@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def log_records(text: str, event: str | None = None) -> list[dict]:
+    """The JSON log records in a server's output (only those of ``event`` when given)."""
+    records = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if event is None or record.get("event") == event:
+            records.append(record)
+    return records
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything a client sees of an error: message plus ADBC/Flight details."""
+    parts = [str(exc)]
+    for attr in ("extra_info", "details", "sqlstate"):
+        value = getattr(exc, attr, None)
+        if value:
+            parts.append(repr(value))
+    return "\n".join(parts)
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import adbc_driver_manager
 import duckdb
 import pyarrow as pa
 from pyarrow import flight
-from support import adbc_connect
+from support import adbc_connect, error_text
 
 ORDERS_DB = Path("sales/data/orders.duckdb")
 CUSTOMERS_PARQUET = Path("crm/data/customers.parquet")
@@ -203,13 +203,6 @@ def _strings(values) -> Iterator[str]:
             yield from _strings(value)
 
 
-def error_text(exc: BaseException) -> str:
-    parts = [str(exc)]
-    for attr in ("extra_info", "details", "sqlstate"):
-        value = getattr(exc, attr, None)
-        if value:
-            parts.append(repr(value))
-    return "\n".join(parts)
 
 
 def run(conn, sql: str, params: tuple | None = None) -> Outcome:

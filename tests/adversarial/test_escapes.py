@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
-from adv_support import CLIENT_ERRORS, Outcome, Truth, assert_no_leak, error_text
+from adv_support import CLIENT_ERRORS, Outcome, Truth, assert_no_leak
 from google.protobuf import any_pb2
 from pyarrow import flight
-from support import adbc_connect, flight_client, start_gateway
+from support import adbc_connect, error_text, flight_client, start_gateway
 
 from gateway import flightsql
 from gateway import flightsql_pb2 as pb

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from adv_support import CLIENT_ERRORS, CUSTOMERS_PARQUET, ORDERS_DB, Truth, _quote, error_text
+from adv_support import CLIENT_ERRORS, CUSTOMERS_PARQUET, ORDERS_DB, Truth, _quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from support import adbc_connect
+from support import adbc_connect, error_text
 
 # Hypothesis keeps caches in .hypothesis/ of the working directory: keep the checkout clean.
 set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "meshgate-adversarial-hypothesis"))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import duckdb
+from support import log_records
 
 ORDERS_DB = Path("sales/data/orders.duckdb")
 CUSTOMERS_PARQUET = Path("crm/data/customers.parquet")
@@ -39,20 +39,6 @@ def open_direct(mesh: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def query_log_lines(log_text: str) -> list[dict]:
-    """The JSON log lines whose event is ``query``."""
-    lines = []
-    for line in log_text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "query":
-            lines.append(record)
-    return lines
 
 
 def wait_for_query_log(gateway, *, user: str, after: int, timeout: float, outcomes=None) -> dict | None:
@@ -62,7 +48,7 @@ def wait_for_query_log(gateway, *, user: str, after: int, timeout: float, outcom
     """
     deadline = time.monotonic() + timeout
     while True:
-        lines = [r for r in query_log_lines(gateway.log())[after:] if r.get("user") == user]
+        lines = [r for r in log_records(gateway.log(), "query")[after:] if r.get("user") == user]
         if outcomes is not None:
             lines = [r for r in lines if r.get("outcome") in outcomes]
         if lines:
@@ -71,12 +57,3 @@ def wait_for_query_log(gateway, *, user: str, after: int, timeout: float, outcom
             return None
         time.sleep(0.05)
 
-
-def error_text(exc: BaseException) -> str:
-    """Everything a client sees of an error: message plus ADBC/Flight details."""
-    parts = [str(exc)]
-    for attr in ("extra_info", "details", "sqlstate"):
-        value = getattr(exc, attr, None)
-        if value:
-            parts.append(repr(value))
-    return "\n".join(parts)

@@ -13,9 +13,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-
-from e2e_helpers import query_log_lines, wait_for_query_log
-from support import adbc_connect, flight_client, start_gateway, stop_gateway
+from e2e_helpers import wait_for_query_log
+from support import adbc_connect, flight_client, log_records, start_gateway, stop_gateway
 
 #: A result of about 4e9 rows: it never finishes within a test, it can only be stopped.
 ENDLESS = "SELECT a.*, b.name FROM sales.orders a CROSS JOIN crm.customers b"
@@ -146,7 +145,7 @@ def test_concurrent_plain_flight_streams(gateway, direct_arrow):
 
 
 def _query_lines(gateway) -> int:
-    return len(query_log_lines(gateway.log()))
+    return len(log_records(gateway.log(), "query"))
 
 
 def _assert_answers(gateway, timeout: float = 5.0) -> None:

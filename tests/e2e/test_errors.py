@@ -9,9 +9,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-
-from e2e_helpers import CUSTOMERS_PARQUET, error_text
-from support import adbc_connect, flight_client
+from e2e_helpers import CUSTOMERS_PARQUET
+from support import adbc_connect, error_text, flight_client
 
 REFUSED = (flight.FlightError, pa.ArrowException)
 

@@ -18,11 +18,17 @@ import pytest
 from gov_support import (
     DENIED_TEMPLATE,
     hash_key,
-    json_log_records,
     sql_string,
     wait_until,
 )
-from support import RunningGateway, adbc_connect, flight_client, start_gateway, stop_gateway
+from support import (
+    RunningGateway,
+    adbc_connect,
+    flight_client,
+    log_records,
+    start_gateway,
+    stop_gateway,
+)
 
 RELOAD_TIMEOUT = 10.0
 MARKETING_SSN_DENY = "p, marketing, crm.customers.ssn, read, deny"
@@ -85,7 +91,7 @@ def without_line(path: Path, line: str) -> str:
 
 
 def rejections(gateway: RunningGateway) -> list[dict]:
-    return [r for r in json_log_records(gateway.log()) if r.get("event") == "policy_rejected"]
+    return log_records(gateway.log(), "policy_rejected")
 
 
 def wait_for_rejection(gateway: RunningGateway, path: Path, line: int, after: int = 0) -> dict:
@@ -252,7 +258,7 @@ def test_global_file_broken_from_the_start_closes_every_domain(mesh_copy: Path, 
         finally:
             connection.close()
         assert any(r.get("line") == len(global_policy.read_text().splitlines())
-                   for r in json_log_records(running.log()) if r.get("event") == "policy_rejected")
+                   for r in log_records(running.log(), "policy_rejected"))
     finally:
         stop_gateway(running)
 
@@ -321,7 +327,7 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
 
 
 def policy_versions(gateway: RunningGateway) -> list[int]:
-    return [r["version"] for r in json_log_records(gateway.log()) if r.get("event") == "policy_loaded"]
+    return [r["version"] for r in log_records(gateway.log(), "policy_loaded")]
 
 
 def test_deleted_global_file_does_not_drop_the_pii_floor(served: RunningGateway):

@@ -26,8 +26,8 @@ from typing import Self
 import psutil
 import pyarrow as pa
 from pyarrow import flight
+from support import REPO, free_port, log_records
 
-REPO = Path(__file__).resolve().parents[2]
 AUDIT_FILE = Path(".meshgate/audit/audit.jsonl")
 
 
@@ -74,12 +74,6 @@ def copy_mesh(demo_mesh: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -102,7 +96,7 @@ class Private:
         return self.log_path.read_text(errors="replace")
 
     def events(self, name: str | None = None) -> list[dict]:
-        return log_events(self.log(), name)
+        return log_records(self.log(), name)
 
     def audit(self) -> list[dict]:
         return audit_records(self.mesh)
@@ -282,20 +276,6 @@ STATUS_ERRORS = (flight.FlightError, pa.ArrowException)
 # --------------------------------------------------------------------------- logs
 
 
-def log_events(text: str, name: str | None = None) -> list[dict]:
-    """The JSON log records of a gateway's output (optionally only event ``name``)."""
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if name is None or record.get("event") == name:
-            records.append(record)
-    return records
 
 
 def audit_records(mesh: Path) -> list[dict]:

@@ -42,7 +42,8 @@ import adbc_driver_flightsql.dbapi as flightsql
 import duckdb
 import pyarrow as pa
 import pytest
-from hold.hold_support import MB, audit_records, log_events, private_gateway
+from hold.hold_support import MB, audit_records, private_gateway
+from support import log_records
 
 DURATION = float(os.environ.get("MESHGATE_LOAD_SECONDS", "30"))
 CLIENTS = int(os.environ.get("MESHGATE_LOAD_CLIENTS", "32"))
@@ -340,7 +341,7 @@ def test_mixed_workload_under_load(demo_mesh: Path, tmp_path: Path, capsys: pyte
 
         records = audit_records(gateway.mesh)[audit_before:]
         log = gateway.log()
-        internal = [e for e in log_events(log) if e.get("event") == "internal_error" or e.get("level") == "error"]
+        internal = [e for e in log_records(log) if e.get("event") == "internal_error" or e.get("level") == "error"]
 
     # ------------------------------------------------------------------ report
     total = sum(tally.attempts.values())
