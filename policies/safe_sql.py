@@ -9,7 +9,7 @@ Masks and row filters are stricter: scalar and deterministic only.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from functools import lru_cache
 
 import duckdb
@@ -230,14 +230,17 @@ def amplification_factor(node: exp.Func) -> float:
 MAX_STATEMENT_AMPLIFICATION = 1_000_000
 
 
-def statement_amplification_refusal(ast: exp.Expression) -> str | None:
+def statement_amplification_refusal(
+    literals: Iterable[exp.Literal], functions: Iterable[exp.Func]
+) -> str | None:
     """Amplifiers can feed each other through subqueries and CTEs: bound their product
-    over the whole statement."""
-    for literal in ast.find_all(exp.Literal):
+    over the whole statement, given all its ``literals`` and ``functions`` (the caller
+    collects them in the walk it makes anyway)."""
+    for literal in literals:
         if literal.is_string and len(literal.this) > MAX_STRING_CONSTANT:
             return f"string constants are limited to {MAX_STRING_CONSTANT:,} characters"
     total = 1.0
-    for node in ast.find_all(exp.Func):
+    for node in functions:
         total *= amplification_factor(node)
     if total > MAX_STATEMENT_AMPLIFICATION:
         return (

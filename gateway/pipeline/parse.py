@@ -21,6 +21,8 @@ _MAX_TREE_DEPTH = 400
 _DIALECT = DuckDB()
 _OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
 _CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+#: The tokens ``_tokenize`` rewrites: ``?`` and ``?::``.
+_QUESTION_MARKS = frozenset({TokenType.PLACEHOLDER, TokenType.QDCOLON})
 
 # sqlglot warns when it falls back to a generic Command (EXPLAIN, SHOW, ...); the
 # pipeline handles those itself, so the warning is noise in the server log.
@@ -35,7 +37,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         raise QueryRefused(
             f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes}"
         )
-    ast = _parse_one(text, context.limits.max_nesting)
+    ast, placeholders = _parse_one(text, context.limits.max_nesting)
     explain = None
     if isinstance(ast, exp.Command) and str(ast.this).upper() == "EXPLAIN":
         inner = ast.expression.name if ast.expression else ""
@@ -43,16 +45,16 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         explain = "plan"
         if head.upper() == _EXPLAIN_POLICY:
             explain, inner = "policy", rest
-        ast = _parse_one(inner, context.limits.max_nesting)
+        ast, placeholders = _parse_one(inner, context.limits.max_nesting)
         if isinstance(ast, exp.Command):
             raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
-    return query.evolve(ast=ast, explain=explain, parameter_count=_parameter_count(ast))
+    return query.evolve(ast=ast, explain=explain, parameter_count=_parameter_count(placeholders))
 
 
-def _parameter_count(ast: exp.Expression) -> int:
+def _parameter_count(placeholders: list[exp.Placeholder]) -> int:
     """How many values the statement needs: its highest ``$n``."""
     numbers = []
-    for placeholder in ast.find_all(exp.Placeholder):
+    for placeholder in placeholders:
         if not str(placeholder.this).isdigit():
             raise InvalidQuery("named parameters are not supported; use ? or $1, $2, ...")
         numbers.append(int(placeholder.this))
@@ -72,6 +74,8 @@ def _tokenize(text: str) -> list[Token]:
         tokens = _DIALECT.tokenize(text)
     except (TokenError, ValueError) as exc:
         raise InvalidQuery(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
+    if not any(token.token_type in _QUESTION_MARKS for token in tokens):
+        return tokens
     fixed: list[Token] = []
     numbered = 0
     for token in tokens:
@@ -103,7 +107,8 @@ def _check_nesting(tokens: list[Token], limit: int) -> None:
         raise QueryRefused(f"statement nests {deepest} levels deep, over the limit of {limit}")
 
 
-def _parse_one(text: str, max_nesting: int) -> exp.Expression:
+def _parse_one(text: str, max_nesting: int) -> tuple[exp.Expression, list[exp.Placeholder]]:
+    """The one statement of ``text`` and its parameter placeholders."""
     tokens = _tokenize(text)
     _check_nesting(tokens, max_nesting)
     try:
@@ -120,19 +125,27 @@ def _parse_one(text: str, max_nesting: int) -> exp.Expression:
         raise QueryRefused(
             f"{len(statements)} statements sent; send exactly one read-only statement"
         )
-    _check_depth(statements[0], _MAX_TREE_DEPTH)
-    return statements[0]
+    return statements[0], _placeholders_within_depth(statements[0], _MAX_TREE_DEPTH)
 
 
-def _check_depth(ast: exp.Expression, limit: int) -> None:
-    """Refuse expression trees deeper than ``limit`` (long operator chains nest without
-    brackets); every later step walks the tree, some recursively."""
-    stack = [(ast, 1)]
-    while stack:
-        node, depth = stack.pop()
+def _placeholders_within_depth(ast: exp.Expression, limit: int) -> list[exp.Placeholder]:
+    """The placeholders of ``ast``, found in the one pass (level by level) that refuses
+    trees deeper than ``limit``: long operator chains nest without brackets, and every
+    later step walks the tree, some recursively."""
+    placeholders: list[exp.Placeholder] = []
+    level = [ast]
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             raise QueryRefused(f"statement is more than {limit} expressions deep; split it up")
-        stack.extend((child, depth + 1) for child in node.iter_expressions())
+        below: list[exp.Expression] = []
+        for node in level:
+            if isinstance(node, exp.Placeholder):
+                placeholders.append(node)
+            below.extend(node.iter_expressions())
+        level = below
+    return placeholders
 
 
 def _first_error(exc: Exception) -> str:

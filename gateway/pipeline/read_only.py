@@ -30,6 +30,7 @@ _FORBIDDEN = (
     exp.Show,
 )
 
+
 def require_read_only(query: Query, context: PlanContext) -> Query:
     """Refuse anything but a read of products: see ``_FORBIDDEN`` and table functions."""
     ast = query.ast
@@ -38,21 +39,26 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
             f"only read-only queries are allowed (SELECT, WITH, VALUES, set operations); "
             f"got {_statement_kind(ast)}: the gateway is read-only"
         )
+    literals: list[exp.Literal] = []
+    functions: list[exp.Func] = []
     for node in ast.walk():
         if isinstance(node, _FORBIDDEN):
             raise QueryRefused(
                 f"{_statement_kind(node)} is not allowed inside a query: the gateway is read-only"
             )
-        if isinstance(node, exp.Table) and not isinstance(node.this, exp.Identifier):
+        if isinstance(node, exp.Literal):
+            literals.append(node)
+        elif isinstance(node, exp.Table) and not isinstance(node.this, exp.Identifier):
             raise QueryRefused(
                 "table functions are not allowed; read data products by name, e.g. "
                 "SELECT * FROM sales.orders"
             )
-        if isinstance(node, exp.Func):
+        elif isinstance(node, exp.Func):
             refusal = function_refusal(node)
             if refusal:
                 raise QueryRefused(refusal)
-    refusal = statement_amplification_refusal(ast)
+            functions.append(node)
+    refusal = statement_amplification_refusal(literals, functions)
     if refusal:
         raise QueryRefused(refusal)
     return query

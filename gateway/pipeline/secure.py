@@ -56,29 +56,53 @@ def secure_subquery(
     return select
 
 
-def _name_subquery_columns(ast: exp.Expression) -> None:
+def _name_subquery_columns(selects: list[exp.Select]) -> None:
     """Alias every unaliased output column that contains a subquery with the user's own
     text: DuckDB names such a column after its SQL, which after rewriting would be the
     governed SQL (masks and the hash key)."""
-    for select in ast.find_all(exp.Select):
-        for index, projection in enumerate(select.expressions):
-            if isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
-                continue
-            if projection.find(exp.Query, exp.Subquery, exp.Exists) is None:
-                continue
-            name = projection.sql(dialect="duckdb")
-            select.expressions[index] = exp.alias_(projection, name[:255], quoted=True)
+    for select in selects:
+        projections = select.expressions
+        named = [_named_if_subquery(projection) for projection in projections]
+        if any(new is not old for new, old in zip(named, projections)):
+            select.set("expressions", named)
+
+
+def _named_if_subquery(projection: exp.Expression) -> exp.Expression:
+    """``projection`` aliased by its own text if it contains a subquery. Not copied: the
+    table references inside it are the ones ``secure_sources`` replaces."""
+    if isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
+        return projection
+    if projection.find(exp.Query, exp.Subquery, exp.Exists) is None:
+        return projection
+    name = projection.sql(dialect="duckdb")
+    return exp.alias_(projection, name[:255], quoted=True, copy=False)
+
+
+def _user_nodes(ast: exp.Expression) -> tuple[list[exp.Select], list[exp.Table], list[exp.Column]]:
+    """The SELECTs, qualified table references and db-qualified columns the user wrote,
+    in one walk of the tree."""
+    selects: list[exp.Select] = []
+    tables: list[exp.Table] = []
+    columns: list[exp.Column] = []
+    for node in ast.walk():
+        if isinstance(node, exp.Select):
+            selects.append(node)
+        elif isinstance(node, exp.Table):
+            if node.args.get("db"):  # unqualified: a CTE reference; products are always qualified
+                tables.append(node)
+        elif isinstance(node, exp.Column) and node.args.get("db"):
+            columns.append(node)
+    return selects, tables, columns
 
 
 def secure_sources(query: Query, context: PlanContext) -> Query:
     """Swap product tables for secure subqueries and normalise column qualifiers."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.pipeline)
-    _name_subquery_columns(ast)
+    selects, tables, db_columns = _user_nodes(ast)
+    _name_subquery_columns(selects)
     products = {p.key: p for p in query.products}
     unaliased: set[tuple[str, str]] = set()
-    for table in list(ast.find_all(exp.Table)):
-        if not table.db:
-            continue  # a CTE reference; real product references are always qualified
+    for table in tables:
         product = products[f"{table.db.lower()}.{table.name.lower()}"]
         for arg in _REFUSED_TABLE_ARGS:
             if table.args.get(arg):
@@ -95,11 +119,10 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             if table.args.get(arg):
                 subquery.set(arg, table.args[arg])
         table.replace(subquery)
-    if unaliased:
-        for column in ast.find_all(exp.Column):
-            if column.args.get("db") and (column.db.lower(), column.table.lower()) in unaliased:
-                column.set("db", None)
-                column.set("catalog", None)
+    for column in db_columns:
+        if (column.db.lower(), column.table.lower()) in unaliased:
+            column.set("db", None)
+            column.set("catalog", None)
     return query.evolve(ast=ast)
 
 
