@@ -6,26 +6,29 @@ ends, whatever happened.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from gateway.processes import (
+    REPO,
+    free_port,
+    handshake,
+    node_action,
+    node_is_healthy,
+    repo_env,
+    spawn_server,
+    wait_until_ready,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["REPO", "Processes", "Server", "free_port", "node_action"]  # the run's modules import these here
 
 
 @dataclass
@@ -67,34 +70,32 @@ class Processes:
     #: Every server ever started by this object (running or not).
     started: list[Server] = field(default_factory=list)
 
-    def _spawn(self, name: str, command: list[str], port: int, env: dict | None = None) -> Server:
+    def _log_path(self, name: str) -> Path:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{name}.log"
-        log_file = log_path.open("wb")
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-        )
-        log_file.close()
+        log_path.write_bytes(b"")
+        return log_path
+
+    def _started(self, name: str, process: subprocess.Popen, port: int, log_path: Path) -> Server:
         server = Server(name, f"grpc://127.0.0.1:{port}", process, log_path)
         self.servers.append(server)
         self.started.append(server)
         return server
 
-    def _wait(self, server: Server, ready, timeout: float) -> Server:
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while True:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited early:\n{server.log()[-4000:]}")
-            try:
-                ready(server.uri)
-                return server
-            except Exception as exc:  # noqa: BLE001 - not listening yet
-                last_error = exc
-            if time.monotonic() > deadline:
-                self.stop(server)
-                raise RuntimeError(f"{server.name} did not come up in {timeout:.0f} s: {last_error}\n{server.log()[-4000:]}")
-            time.sleep(0.1)
+    def _spawn(self, name: str, command: list[str], port: int) -> Server:
+        """Start ``command`` (a server that is not Meshgate's), output to ``name``'s log."""
+        log_path = self._log_path(name)
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO)
+        return self._started(name, process, port, log_path)
+
+    def _wait(self, server: Server, ready: Callable[[str], object], timeout: float) -> Server:
+        try:
+            wait_until_ready(server.process, lambda: ready(server.uri), server.log_path, server.name, timeout, 0.1)
+        finally:
+            if server.process.poll() is not None and server in self.servers:
+                self.servers.remove(server)
+        return server
 
     def start_gateway(self, mesh_dir: Path, user: str, password: str, timeout: float = 120.0,
                       name: str = "gateway") -> Server:
@@ -105,38 +106,22 @@ class Processes:
     def spawn_gateway(self, mesh_dir: Path, name: str = "gateway") -> Server:
         """Start a gateway without waiting for it (see :meth:`wait_gateway`)."""
         port = free_port()
-        command = [sys.executable, "-m", "gateway.cli", "serve", str(mesh_dir), "--port", str(port), "--json-logs"]
-        return self._spawn(name, command, port, _repo_env())
+        log_path = self._log_path(name)
+        return self._started(name, spawn_server("serve", mesh_dir, port, log_path), port, log_path)
 
     def wait_gateway(self, server: Server, user: str, password: str, timeout: float = 120.0) -> Server:
         """``server`` once a Basic handshake as ``user`` succeeds."""
-        from pyarrow import flight
-
-        def ready(uri: str) -> None:
-            client = flight.FlightClient(uri)
-            try:
-                client.authenticate_basic_token(user, password)
-            finally:
-                client.close()
-
-        return self._wait(server, ready, timeout)
+        return self._wait(server, lambda uri: handshake(uri, user, password), timeout)
 
     def spawn_node(self, mesh_dir: Path, domain: str, port: int, name: str) -> Server:
         """``python -m gateway.cli node MESH --domain D --port P`` (mesh mode), not waited
         for: ``port`` is chosen by the caller, who lists it in the mesh's ``[nodes]``."""
-        command = [sys.executable, "-m", "gateway.cli", "node", str(mesh_dir), "--domain", domain,
-                   "--port", str(port), "--json-logs"]
-        return self._spawn(name, command, port, _repo_env())
+        log_path = self._log_path(name)
+        return self._started(name, spawn_server("node", mesh_dir, port, log_path, "--domain", domain), port, log_path)
 
     def wait_node(self, server: Server, timeout: float = 120.0) -> Server:
         """``server`` once its ``health`` action reports status ok."""
-
-        def ready(uri: str) -> None:
-            status = node_action(uri, "health").get("status")
-            if status != "ok":
-                raise RuntimeError(f"node status {status!r}")
-
-        return self._wait(server, ready, timeout)
+        return self._wait(server, node_is_healthy, timeout)
 
     def start_node(self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0) -> Server:
         """A domain node, ready (see :meth:`spawn_node`)."""
@@ -151,7 +136,7 @@ class Processes:
                    "--threads", str(threads), "--memory-limit", memory_limit]
         if preload:
             command += ["--preload", preload]
-        server = self._spawn(name, command, port, _repo_env())
+        server = self._spawn(name, command, port)
         return self._wait(server, _flight_ping, timeout)
 
     def start_roapi(self, executable: str, tables: dict[str, Path], timeout: float = 600.0) -> Server:
@@ -192,23 +177,6 @@ class Processes:
     def report(self) -> list[dict]:
         """Name, pid and exit code of every process started (None: still running)."""
         return [{"name": s.name, "pid": s.process.pid, "returncode": s.process.poll()} for s in self.started]
-
-
-def _repo_env() -> dict[str, str]:
-    """This environment with the repository importable (``python -m gateway.cli``)."""
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def node_action(uri: str, name: str, timeout: float = 5.0) -> dict:
-    """The JSON answer of a domain node's action (``health``, ``stats``)."""
-    from pyarrow import flight
-
-    client = flight.FlightClient(uri)
-    try:
-        results = list(client.do_action(flight.Action(name, b""), flight.FlightCallOptions(timeout=timeout)))
-        return json.loads(results[0].body.to_pybytes())
-    finally:
-        client.close()
 
 
 def _flight_ping(uri: str) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from gateway.processes import (
+    REPO,
+    free_port,
+    handshake,
+    spawn_server,
+    stop_process,
+    wait_until_ready,
+)
+
+__all__ = ["REPO", "free_port", "stop_process"]  # re-exported for the test modules
 
 
 def log_records(text: str, event: str | None = None) -> list[dict]:
@@ -42,12 +47,6 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class RunningGateway:
     """A gateway process serving a mesh on 127.0.0.1."""
@@ -63,45 +62,12 @@ class RunningGateway:
 
 def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> RunningGateway:
     """Start ``meshgate serve`` in a subprocess and wait until it accepts a handshake."""
-    import pyarrow.flight as flight
-
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", str(mesh_dir), "--port", str(port), "--json-logs"],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=REPO,
-    )
+    log_path.write_bytes(b"")
+    process = spawn_server("serve", mesh_dir, port, log_path)
     uri = f"grpc://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited early:\n{log_path.read_text(errors='replace')}")
-        try:
-            client = flight.FlightClient(uri)
-            client.authenticate_basic_token("bob", "bob")
-            client.close()
-            return RunningGateway(uri, mesh_dir, process, log_path)
-        except flight.FlightError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.1)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; always reaped."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    wait_until_ready(process, lambda: handshake(uri, "bob", "bob"), log_path, "gateway", timeout, interval=0.1)
+    return RunningGateway(uri, mesh_dir, process, log_path)
 
 
 def stop_gateway(gateway: RunningGateway) -> None:

@@ -9,24 +9,24 @@ leak into the shared session gateway.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import psutil
 import pyarrow as pa
 from pyarrow import flight
-from support import REPO, free_port, log_records
+from support import free_port, log_records
+
+from gateway.processes import handshake, spawn_server, wait_until_ready
 
 AUDIT_FILE = Path(".meshgate/audit/audit.jsonl")
 
@@ -74,8 +74,6 @@ def copy_mesh(demo_mesh: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------- processes
 
 
-
-
 @dataclass
 class Private:
     """A gateway process of one test, on its own mesh copy."""
@@ -86,7 +84,6 @@ class Private:
     log_path: Path
     port: int
     root_certs: bytes | None = None
-    _log_file: object = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -117,8 +114,6 @@ class Private:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
-        if self._log_file is not None:
-            self._log_file.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL when it does not exit within ``timeout``."""
@@ -131,44 +126,18 @@ class Private:
         self.kill()
 
 
-def launch(mesh: Path, log_path: Path, port: int | None = None) -> tuple[subprocess.Popen, int, object]:
-    """Start ``meshgate serve`` on ``mesh`` without waiting."""
-    port = port or free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log_file = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", str(mesh), "--port", str(port), "--json-logs"],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=REPO,
-    )
-    return process, port, log_file
-
-
 def start_private(
     mesh: Path, log_path: Path, *, tls_root_certs: bytes | None = None, port: int | None = None,
     timeout: float = 60.0,
 ) -> Private:
     """Start a gateway on ``mesh`` and wait until bob can log in."""
-    process, port, log_file = launch(mesh, log_path, port)
+    port = port or free_port()
+    process = spawn_server("serve", mesh, port, log_path)
     scheme = "grpc+tls" if tls_root_certs else "grpc"
     uri = f"{scheme}://127.0.0.1:{port}"
-    private = Private(uri, mesh, process, log_path, port, tls_root_certs, log_file)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            log_file.close()
-            raise RuntimeError(f"gateway exited early:\n{log_path.read_text(errors='replace')}")
-        try:
-            client, _ = private.client("bob")
-            client.close()
-            return private
-        except flight.FlightError:
-            if time.monotonic() > deadline:
-                private.kill()
-                raise
-            time.sleep(0.1)
+    wait_until_ready(process, lambda: handshake(uri, "bob", "bob", tls_root_certs), log_path, "gateway", timeout,
+                     interval=0.1)
+    return Private(uri, mesh, process, log_path, port, tls_root_certs)
 
 
 @contextmanager

@@ -7,15 +7,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyarrow import flight
-from support import REPO, RunningGateway, free_port, start_gateway, stop_gateway, stop_process
+from support import RunningGateway, free_port, start_gateway, stop_gateway, stop_process
+
+from gateway.processes import node_action, node_is_healthy, spawn_server, wait_until_ready
+
+__all__ = ["Mesh", "RunningNode", "node_action", "running_mesh"]
 
 
 @dataclass
@@ -33,27 +34,10 @@ class RunningNode:
         return f"grpc://127.0.0.1:{self.port}"
 
     def spawn(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "node", str(self.mesh_dir), "--domain", self.domain,
-                 "--port", str(self.port), "--json-logs"],
-                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            )
+        self.process = spawn_server("node", self.mesh_dir, self.port, self.log_path, "--domain", self.domain)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"node {self.domain} exited early:\n{self.log_path.read_text(errors='replace')}")
-            try:
-                if node_action(self.uri, "health", timeout=1.0)["status"] == "ok":
-                    return
-            except flight.FlightError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"node {self.domain} not ready after {timeout} s")
-            time.sleep(0.05)
+        wait_until_ready(self.process, lambda: node_is_healthy(self.uri), self.log_path, f"node {self.domain}", timeout)
 
     @property
     def alive(self) -> bool:
@@ -102,16 +86,6 @@ class Mesh:
 
     def node_audit_path(self, domain: str) -> Path:
         return self.mesh_dir / ".meshgate" / "audit" / f"node-{domain}" / "audit.jsonl"
-
-
-def node_action(uri: str, name: str, body: bytes = b"", timeout: float = 5.0) -> dict:
-    client = flight.FlightClient(uri)
-    try:
-        results = list(client.do_action(flight.Action(name, body), flight.FlightCallOptions(timeout=timeout)))
-        return json.loads(results[0].body.to_pybytes())
-    finally:
-        client.close()
-
 
 
 @contextmanager
