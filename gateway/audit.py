@@ -5,10 +5,12 @@ JSON lines, one record per event, each appended with a single ``write`` on an
 one. Durability is a group commit: one flusher thread ``fsync``s whatever has been
 written since its last ``fsync``, so concurrent queries share one flush, and a caller
 waits only where it must: ``record`` returns once its record is on disk; ``append``
-returns at once with a sequence number to ``wait_durable`` on later. A query's
-``begin`` record is on disk before its first batch is sent (the query computes while
-the record is flushed); its ``end`` record is flushed in the background. Files rotate
-at a size limit (``audit-<time>.jsonl``). JSON lines were chosen over a DuckDB table
+returns at once with a sequence number to ``wait_durable`` on later, and starts its flush
+at once. A query's ``begin`` record is on disk before its first batch is sent (the query
+computes while the record is flushed); its ``end`` record is appended with
+``append_lazily``: it rides on the next flush or is flushed within twice
+``LAZY_FLUSH_SECONDS``, so that the end of a stream wakes no thread. Files rotate at a
+size limit (``audit-<time>.jsonl``). JSON lines were chosen over a DuckDB table
 because appends are atomic and durable line by line, any tool can read them, and the
 engine's DuckDB stays read-only.
 """
@@ -25,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CURRENT_FILE = "audit.jsonl"
+#: A lazily appended record is flushed within twice this (see ``AuditLog.append_lazily``).
+LAZY_FLUSH_SECONDS = 0.2
 
 
 class AuditLog:
@@ -37,8 +41,10 @@ class AuditLog:
         self._changed = threading.Condition()
         self._rotations = 0
         self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
         self._written = 0  # sequence number of the last record written
         self._durable = 0  # ... and of the last record known to be on disk
+        self._wanted = 0  # ... and of the last record somebody wants on disk now
         self._flushing = False
         self._failure: OSError | None = None
         self._closed = False
@@ -57,24 +63,38 @@ class AuditLog:
         self.wait_durable(self.append(event, **fields))
 
     def append(self, event: str, **fields: object) -> int:
-        """Append one event and return its sequence number at once; the flusher puts it
-        on disk within one ``fsync`` (see ``wait_durable``)."""
+        """Append one event and return its sequence number at once; its ``fsync`` starts
+        now, so it is usually on disk by the time the caller ``wait_durable``s on it."""
+        return self._write(event, fields, flush_now=True)
+
+    def append_lazily(self, event: str, **fields: object) -> int:
+        """Append one event nobody waits for: on disk with the next flush, at the latest
+        twice ``LAZY_FLUSH_SECONDS`` later (at once on ``wait_durable``/``close``)."""
+        return self._write(event, fields, flush_now=False)
+
+    def _write(self, event: str, fields: dict[str, object], flush_now: bool) -> int:
         entry = {"time": datetime.now(UTC).isoformat(timespec="microseconds"), "event": event, **fields}
         line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
         with self._changed:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
             os.write(self._fd, line)
+            self._size += len(line)
             self._written += 1
             sequence = self._written
-            if os.fstat(self._fd).st_size >= self.max_bytes:
+            if self._size >= self.max_bytes:
                 self._rotate()
-            self._changed.notify_all()
+            if flush_now:
+                self._wanted = sequence
+                self._changed.notify_all()
         return sequence
 
     def wait_durable(self, sequence: int) -> None:
         """Block until record ``sequence`` is on disk; raise if it cannot get there."""
         with self._changed:
+            if self._wanted < sequence:
+                self._wanted = sequence
+                self._changed.notify_all()
             while self._durable < sequence:
                 if self._failure is not None:
                     raise self._failure
@@ -83,8 +103,7 @@ class AuditLog:
     def _flush_loop(self) -> None:
         while True:
             with self._changed:
-                while self._durable == self._written and not self._closed:
-                    self._changed.wait()
+                self._wait_for_work()
                 if self._closed and self._durable == self._written:
                     return
                 target, fd = self._written, self._fd
@@ -104,11 +123,20 @@ class AuditLog:
             if failure is not None:
                 return
 
+    def _wait_for_work(self) -> None:
+        """Under the lock: return once a record is wanted on disk, the log closes, or
+        lazily appended records waited a whole ``LAZY_FLUSH_SECONDS`` (lazy appends wake
+        nobody, so the wait is timed even when idle)."""
+        while not self._closed and self._wanted <= self._durable:
+            pending = self._written > self._durable
+            if not self._changed.wait(LAZY_FLUSH_SECONDS) and pending:
+                return
+
     def _rotate(self) -> None:
         """Under the lock: put the full file on disk, then start a new one."""
         while self._flushing:  # never close the descriptor the flusher is syncing
             self._changed.wait()
-        if os.fstat(self._fd).st_size < self.max_bytes:
+        if self._size < self.max_bytes:
             return  # another writer rotated while this one waited
         os.fsync(self._fd)
         self._durable = self._written
@@ -117,6 +145,7 @@ class AuditLog:
         self._rotations += 1  # never two rotated files with one name, however fast
         os.replace(self.directory / CURRENT_FILE, self.directory / f"audit-{stamp}-{self._rotations:06d}.jsonl")
         self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         """Flush every record written so far, then close."""

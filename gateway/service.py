@@ -458,7 +458,7 @@ class SqlService:
         )
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
-            audit.append(  # flushed in the background: the rows have left already
+            audit.append_lazily(  # nobody waits for it: the rows have left already
                 "query_end",
                 query_id=query_id,
                 user=planned.principal.user,

@@ -82,6 +82,37 @@ def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: S
         log.close()
 
 
+def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    slow_disk.seconds = 0.0
+    log = AuditLog(tmp_path)
+    try:
+        log.append_lazily("query_end", n=1)
+        time.sleep(audit_module.LAZY_FLUSH_SECONDS / 4)
+        assert slow_disk.covered == [], "a lazy record must not start a flush of its own"
+        size = (tmp_path / CURRENT_FILE).stat().st_size
+        deadline = time.monotonic() + 4 * audit_module.LAZY_FLUSH_SECONDS
+        while not slow_disk.covered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slow_disk.covered and max(slow_disk.covered) >= size, "a lazy record was never flushed"
+    finally:
+        log.close()
+
+
+def test_a_lazy_record_rides_on_the_next_flush(tmp_path: Path, slow_disk: SlowDisk) -> None:
+    log = AuditLog(tmp_path)
+    try:
+        log.append_lazily("query_end", n=1)
+        log.record("query_begin", n=2)
+        assert slow_disk.covered == [(tmp_path / CURRENT_FILE).stat().st_size], "one flush covers both"
+        lazy = log.append_lazily("query_end", n=3)
+        started = time.perf_counter()
+        log.wait_durable(lazy)  # waiting on a lazy record flushes it now
+        assert time.perf_counter() - started < audit_module.LAZY_FLUSH_SECONDS
+        assert [r["n"] for r in read_audit(tmp_path)] == [1, 2, 3]
+    finally:
+        log.close()
+
+
 def test_a_failing_disk_raises_instead_of_pretending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_module.os, "fsync", SlowDisk(0.0, fail=True))
     log = AuditLog(tmp_path)
