@@ -88,7 +88,7 @@ def _user_nodes(ast: exp.Expression) -> tuple[list[exp.Select], list[exp.Table],
         if isinstance(node, exp.Select):
             selects.append(node)
         elif isinstance(node, exp.Table):
-            if node.args.get("db"):  # unqualified: a CTE reference; products are always qualified
+            if node.db:  # unqualified: a CTE reference; products are always qualified
                 tables.append(node)
         elif isinstance(node, exp.Column) and node.args.get("db"):
             columns.append(node)
