@@ -52,9 +52,10 @@ from benchmarks.measure import (
     summary,
     with_throughput,
 )
-from benchmarks.procs import Server, free_port, node_action
+from benchmarks.procs import Server
 from benchmarks.settings import ADMIN_USER, BenchConfig
 from benchmarks.tpch import DOMAINS, QUERY_NUMBERS, qualified
+from gateway.processes import free_port, node_action
 
 SCAN_QUERY = suites.LARGE_QUERY
 #: The domain of the single-domain measurements (the DuckDB file with lineitem).

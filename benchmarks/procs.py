@@ -21,14 +21,11 @@ from gateway.processes import (
     REPO,
     free_port,
     handshake,
-    node_action,
     node_is_healthy,
     repo_env,
     spawn_server,
     wait_until_ready,
 )
-
-__all__ = ["REPO", "Processes", "Server", "free_port", "node_action"]  # the run's modules import these here
 
 
 @dataclass

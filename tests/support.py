@@ -10,15 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.processes import (
-    REPO,
     free_port,
     handshake,
     spawn_server,
     stop_process,
     wait_until_ready,
 )
-
-__all__ = ["REPO", "free_port", "stop_process"]  # re-exported for the test modules
 
 
 def log_records(text: str, event: str | None = None) -> list[dict]:

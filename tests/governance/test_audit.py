@@ -26,9 +26,10 @@ from gov_support import (
     strip_ansi,
     wait_until,
 )
-from support import REPO, adbc_connect, flight_client, start_gateway, stop_gateway
+from support import adbc_connect, flight_client, start_gateway, stop_gateway
 
 from gateway.audit import read_audit
+from gateway.processes import REPO
 
 BEGIN_FIELDS = {"time", "event", "query_id", "user", "roles", "client", "sql", "governed_sql",
                 "products", "columns", "rules", "decision"}

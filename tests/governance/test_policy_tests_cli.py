@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from gov_support import hash_key, rule_origin, strip_ansi
-from support import REPO
+
+from gateway.processes import REPO
 
 
 def meshgate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -16,8 +16,6 @@ from support import RunningGateway, free_port, start_gateway, stop_gateway, stop
 
 from gateway.processes import node_action, node_is_healthy, spawn_server, wait_until_ready
 
-__all__ = ["Mesh", "RunningNode", "node_action", "running_mesh"]
-
 
 @dataclass
 class RunningNode:

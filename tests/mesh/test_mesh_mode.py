@@ -30,13 +30,13 @@ import pytest
 from mesh_support import Mesh, RunningNode, node_action, running_mesh
 from pyarrow import flight
 from support import (
-    REPO,
     RunningGateway,
     adbc_connect,
     adbc_connections,
     flight_client,
 )
 
+from gateway.processes import REPO
 from gateway.tickets import MAGIC, TicketSealer
 
 TICKET_TTL_SECONDS = 30
