@@ -9,6 +9,10 @@ ticket it answers) is the SQL text itself.
   gets at best (R2's baseline).
 - ``--mode memory``: ``--preload SQL`` is materialised into an Arrow table at start-up and
   every DoGet streams that table from memory: the transport ceiling.
+- ``--mode flightsql``: the least Flight SQL an ADBC client needs (GetSqlInfo,
+  CreatePreparedStatement, GetFlightInfo, DoGet, ClosePreparedStatement) over the same
+  DuckDB, the statement handle being the SQL itself: what ADBC costs against a Python
+  Flight SQL server that does nothing else (no auth, no governance, no audit).
 
 Run: ``python -m benchmarks.bare_server --mesh DIR --port P --mode duckdb``.
 """
@@ -22,6 +26,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from gateway import flightsql, metadata
+from gateway import flightsql_pb2 as pb
+from gateway.flightsql_schemas import GET_SQL_INFO
+
 
 class BareServer(flight.FlightServerBase):
     def __init__(self, location: str, con: duckdb.DuckDBPyConnection, mode: str,
@@ -31,11 +39,14 @@ class BareServer(flight.FlightServerBase):
         self._mode = mode
         self._batch_rows = batch_rows
         self._table = table
+        self._schemas: dict[bytes, pa.Schema] = {}
 
     def _relation(self, sql: str) -> duckdb.DuckDBPyRelation:
         return self._con.cursor().sql(sql)
 
     def get_flight_info(self, context, descriptor):
+        if self._mode == "flightsql":
+            return self._sql_flight_info(descriptor)
         if self._mode == "memory":
             schema = self._table.schema
         else:
@@ -44,6 +55,11 @@ class BareServer(flight.FlightServerBase):
         return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
 
     def do_get(self, context, ticket):
+        if self._mode == "flightsql":
+            command = flightsql.decode(ticket.ticket)
+            if isinstance(command, pb.CommandGetSqlInfo):
+                return flight.RecordBatchStream(pa.Table.from_batches([metadata.sql_info(list(command.info))]))
+            ticket = flight.Ticket(command.statement_handle)
         if self._mode == "memory":
             return flight.RecordBatchStream(self._table)
         reader = self._relation(ticket.ticket.decode()).to_arrow_reader(self._batch_rows)
@@ -52,6 +68,40 @@ class BareServer(flight.FlightServerBase):
     def list_actions(self, context):
         return []
 
+    # -- --mode flightsql --------------------------------------------------------------
+
+    def _schema(self, sql: bytes) -> pa.Schema:
+        """The result schema, computed once per statement (as the gateway's plan cache does)."""
+        if sql not in self._schemas:
+            self._schemas[sql] = self._relation(sql.decode()).limit(0).to_arrow_table().schema
+        return self._schemas[sql]
+
+    def _sql_flight_info(self, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        command = flightsql.decode(descriptor.command)
+        if isinstance(command, pb.CommandGetSqlInfo):
+            endpoint = flight.FlightEndpoint(descriptor.command, [])
+            return flight.FlightInfo(GET_SQL_INFO, descriptor, [endpoint], -1, -1)
+        if isinstance(command, pb.CommandStatementQuery):
+            sql = command.query.encode()
+        else:
+            sql = command.prepared_statement_handle
+        ticket = flightsql.pack(pb.TicketStatementQuery(statement_handle=sql))
+        return flight.FlightInfo(self._schema(sql), descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+
+    def do_action(self, context, action):
+        body = action.body.to_pybytes()
+        if action.type == "CreatePreparedStatement":
+            sql = flightsql.decode_as(body, pb.ActionCreatePreparedStatementRequest).query.encode()
+            result = pb.ActionCreatePreparedStatementResult(
+                prepared_statement_handle=sql,
+                dataset_schema=self._schema(sql).serialize().to_pybytes(),
+                parameter_schema=pa.schema([]).serialize().to_pybytes(),
+            )
+            return [flight.Result(pa.py_buffer(flightsql.pack(result)))]
+        if action.type == "ClosePreparedStatement":
+            return []
+        raise NotImplementedError(action.type)
+
 
 def main() -> None:
     from benchmarks.data import load_mesh, open_baseline
@@ -59,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=("duckdb", "memory"), required=True)
+    parser.add_argument("--mode", choices=("duckdb", "memory", "flightsql"), required=True)
     parser.add_argument("--batch-rows", type=int, default=65536)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", default="4GB")

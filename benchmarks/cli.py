@@ -105,12 +105,14 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
             batch_rows = _gateway_batch_rows(plain, mesh.mesh_dir)
             bare = procs.start_bare("bare-duckdb", mesh.mesh_dir, "duckdb", batch_rows,
                                     config.engine_threads, config.engine_memory_limit)
+            bare_sql = procs.start_bare("bare-flightsql", mesh.mesh_dir, "flightsql", batch_rows,
+                                        config.engine_threads, config.engine_memory_limit)
             with RssSampler(gateway) as sampler, LoadSampler() as load:
                 context = suites.Context(
                     config=config, mesh=mesh, procs=procs, gateway=gateway, sampler=sampler,
                     plain=plain, governed=governed, batch_rows=batch_rows,
                     log=log, advance=lambda amount: progress.advance(task, amount), results=sections,
-                    bare=bare,
+                    bare=bare, bare_sql=bare_sql,
                 )
                 functions = {
                     "small_queries": suites.small_queries, "tpch": suites.tpch,

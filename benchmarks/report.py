@@ -145,9 +145,11 @@ def judge(sections: dict) -> list[Target]:
         floor = entry.get(f"bare_{flight_key}_overhead_ms")
         two_calls = (f", GetFlightInfo+DoGet {_x(entry.get('flight_ratio'))} (+{_ms(entry.get('flight_overhead_ms'))})"
                      if flight_key != "flight" else "")
+        adbc_floor = entry.get("bare_sql_adbc_overhead_ms")
         parts.append(f"{name}: flight {_x(fr)} (+{_ms(fo)}){two_calls}, ADBC {_x(ar)} "
                      f"(+{_ms(entry.get('adbc_overhead_ms'))})"
-                     + (f"; bare Flight floor +{_ms(floor)}" if floor is not None else ""))
+                     + (f"; bare Flight floor +{_ms(floor)}" if floor is not None else "")
+                     + (f", ADBC to a bare Flight SQL server +{_ms(adbc_floor)}" if adbc_floor is not None else ""))
         checks += [_le(fr, 1.5), _le(fo, 0.9), _le(ar, 1.8)]
     targets.append(Target("R1", "small query p50: pyarrow.flight <= 1.5x DuckDB and <= +0.9 ms; ADBC <= 1.8x",
                           "; ".join(parts), _all(*checks)))
@@ -168,6 +170,9 @@ def judge(sections: dict) -> list[Target]:
     targets.append(Target(
         "R3", "22 TPC-H via gateway: geomean <= 1.05x DuckDB, no query > 1.2x",
         f"geomean {_x(tpch.get('geomean_ratio'), 3)}, max {_x(tpch.get('max_ratio'), 3)} (q{tpch.get('max_ratio_query')})"
+        + (f"; the same ADBC statements to a bare Flight SQL server over the same DuckDB: geomean "
+           f"{_x(tpch.get('geomean_ratio_bare_sql'), 3)}, max {_x(tpch.get('max_ratio_bare_sql'), 3)}"
+           if tpch.get("geomean_ratio_bare_sql") is not None else "")
         + (f"; failed: {', '.join(tpch['failed'])}" if tpch.get("failed") else ""),
         _all(_le(tpch.get("geomean_ratio"), 1.05), _le(tpch.get("max_ratio"), 1.2),
              None if tpch.get("failed") is None else not tpch.get("failed"))))
@@ -448,7 +453,9 @@ def render_markdown(results: dict) -> str:
                   "flight": "gateway, pyarrow.flight (GetFlightInfo + DoGet)",
                   "flight_one_call": "gateway, pyarrow.flight (one DoGet, SQL as the ticket)",
                   "adbc": "gateway, ADBC (cursor reused: statement prepared once)",
-                  "adbc_new_statement": "gateway, ADBC one-off statement (prepare, execute, close)"}
+                  "adbc_new_statement": "gateway, ADBC one-off statement (prepare, execute, close)",
+                  "bare_sql_adbc": "bare Flight SQL server + DuckDB, ADBC, cursor reused (ADBC floor)",
+                  "bare_sql_adbc_new_statement": "bare Flight SQL server + DuckDB, ADBC one-off statement (ADBC floor)"}
         for name, e in small.get("queries", {}).items():
             for key, label in labels.items():
                 if key not in e:
@@ -477,19 +484,26 @@ def render_markdown(results: dict) -> str:
             "",
             f"Gateway times are one-off ADBC statements (prepare, execute, close: what running a query once "
             f"costs), the figure R3 is judged on; re-executing an already prepared statement: geomean "
-            f"{_x(tpch.get('geomean_ratio_prepared'), 3)}, worst {_x(tpch.get('max_ratio_prepared'), 3)}.",
+            f"{_x(tpch.get('geomean_ratio_prepared'), 3)}, worst {_x(tpch.get('max_ratio_prepared'), 3)}."
+            + (f" The same one-off statements to a bare Flight SQL server over the same DuckDB (no gateway; "
+               f"`benchmarks/bare_server.py --mode flightsql`): geomean {_x(tpch.get('geomean_ratio_bare_sql'), 3)}, "
+               f"worst {_x(tpch.get('max_ratio_bare_sql'), 3)}: what ADBC and a Python Flight SQL server cost "
+               f"by themselves; the gateway over that bare server: geomean "
+               f"{_x(tpch.get('geomean_gateway_vs_bare_sql'), 3)}."
+               if tpch.get("geomean_ratio_bare_sql") is not None else ""),
             "",
-            "| q | gateway | DuckDB | ratio | gateway (prepared) | ratio | gateway (policy) | hand-written | ratio | rows (bench/analyst) | identical |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| q | gateway | DuckDB | ratio | bare Flight SQL | ratio | gateway (prepared) | ratio | gateway (policy) | hand-written | ratio | rows (bench/analyst) | identical |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for number, e in tpch.get("queries", {}).items():
             if "error" in e:
-                lines.append(f"| q{number} | error: {e['error']} | | | | | | | | | |")
+                lines.append(f"| q{number} | error: {e['error']} | | | | | | | | | | | |")
                 continue
             identical = "yes" if e["identical"]["ok"] and e["identical_policy"]["ok"] else (
                 f"no: {e['identical']['detail'] if not e['identical']['ok'] else e['identical_policy']['detail']}")
             lines.append(
                 f"| q{number} | {_summary_cell(e['gateway'], 1)} | {_summary_cell(e['duckdb'], 1)} | {_x(e['ratio'], 3)} "
+                f"| {_summary_cell(e.get('bare_sql'), 1)} | {_x(e.get('ratio_bare_sql'), 3)} "
                 f"| {_summary_cell(e.get('gateway_prepared'), 1)} | {_x(e.get('ratio_prepared'), 3)} "
                 f"| {_summary_cell(e['gateway_policy'], 1)} | {_summary_cell(e['duckdb_policy'], 1)} "
                 f"| {_x(e['ratio_policy'], 3)} | {e['rows']['gateway']}/{e['rows']['gateway_policy']} | {identical} |")
@@ -727,7 +741,11 @@ def _notes(config: dict) -> list[str]:
         "(sha256 keyed hash, '[REDACTED]'). Results are compared as sorted rows (floats to 1e-9).",
         "Bare Flight servers (`benchmarks/bare_server.py`, subprocesses): DoGet streams "
         "`to_arrow_reader(batch_rows)` (or an in-memory table) from C++ via `RecordBatchStream`; "
-        "GetFlightInfo binds the query for its schema. No auth, no Flight SQL.",
+        "GetFlightInfo binds the query for its schema. No auth, no Flight SQL. The bare Flight SQL server "
+        "(`--mode flightsql`) answers only what an ADBC client calls (GetSqlInfo, CreatePreparedStatement, "
+        "GetFlightInfo, DoGet, ClosePreparedStatement), its statement handle being the SQL and its result "
+        "schemas computed once per statement: the ADBC floor of a Python Flight SQL server (no auth, "
+        "governance or audit).",
         f"Casbin decisions (policy sizes {sizes}) run in a child process per size (building a Governor over a "
         "large policy can take minutes); the generated lines add roles, product and column grants, masks, "
         "denies, filters and role links around the mesh's real rules.",

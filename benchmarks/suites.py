@@ -66,6 +66,8 @@ class Context:
     log: Callable[[str], None]
     #: The bare pyarrow.flight server streaming DuckDB readers (transport baseline).
     bare: Server | None = None
+    #: The bare Flight SQL server over the same DuckDB (what ADBC costs without a gateway).
+    bare_sql: Server | None = None
     advance: Callable[[float], None] = lambda amount: None
     results: dict = field(default_factory=dict)
 
@@ -74,6 +76,10 @@ class Context:
 
     def flight(self, user: str = ADMIN_USER) -> FlightClient:
         return FlightClient(self.gateway.uri, user, user)
+
+    def bare_adbc(self) -> AdbcClient | None:
+        """An ADBC client of the bare Flight SQL server, if it runs."""
+        return AdbcClient(self.bare_sql.uri) if self.bare_sql is not None else None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -90,6 +96,7 @@ def small_queries(ctx: Context) -> dict:
     ctx.sampler.phase = "small_queries"
     adbc, fl = ctx.adbc(), ctx.flight()
     bare = FlightClient(ctx.bare.uri) if ctx.bare is not None else None
+    bare_adbc = ctx.bare_adbc()
     queries = {"select_1": SELECT_ONE, "point_lookup": point_lookup()}
     out: dict = {"calls_per_repetition": config.small_query_calls, "queries": {}}
     try:
@@ -104,6 +111,9 @@ def small_queries(ctx: Context) -> dict:
             if bare is not None:
                 variants["bare_flight"] = lambda sql=sql: bare.query(sql)
                 variants["bare_flight_one_call"] = lambda sql=sql: bare.query_one_call(sql)
+            if bare_adbc is not None:
+                variants["bare_sql_adbc"] = lambda sql=sql: bare_adbc.query(sql)
+                variants["bare_sql_adbc_new_statement"] = lambda sql=sql: bare_adbc.query_new_statement(sql)
             calls: dict[str, list[float]] = {}
             timings = interleaved(variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls)
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}
@@ -121,6 +131,8 @@ def small_queries(ctx: Context) -> dict:
         fl.close()
         if bare is not None:
             bare.close()
+        if bare_adbc is not None:
+            bare_adbc.close()
     return out
 
 
@@ -132,6 +144,7 @@ def tpch(ctx: Context) -> dict:
     config = ctx.config
     ctx.sampler.phase = "tpch"
     bench, analyst = ctx.adbc(ADMIN_USER), ctx.adbc(ANALYST_USER)
+    bare_adbc = ctx.bare_adbc()
     per_query: dict = {}
     try:
         for number in QUERY_NUMBERS:
@@ -145,6 +158,8 @@ def tpch(ctx: Context) -> dict:
                 "duckdb_policy": lambda sql=sql: duck_query(ctx.governed, sql),
                 "gateway_prepared": lambda sql=sql: bench.query(sql),
             }
+            if bare_adbc is not None:  # the same one-off statements, no gateway
+                variants["bare_sql"] = lambda sql=sql: bare_adbc.query_new_statement(sql)
             entry: dict = {"sql": sql}
             try:
                 # Warm-up round, whose results are compared.
@@ -160,6 +175,9 @@ def tpch(ctx: Context) -> dict:
                 entry["ratio"] = ratio(entry["gateway"]["median"], entry["duckdb"]["median"])
                 entry["ratio_policy"] = ratio(entry["gateway_policy"]["median"], entry["duckdb_policy"]["median"])
                 entry["ratio_prepared"] = ratio(entry["gateway_prepared"]["median"], entry["duckdb"]["median"])
+                if "bare_sql" in entry:
+                    entry["ratio_bare_sql"] = ratio(entry["bare_sql"]["median"], entry["duckdb"]["median"])
+                    entry["gateway_vs_bare_sql"] = ratio(entry["gateway"]["median"], entry["bare_sql"]["median"])
                 entry["paired_ratios"] = [g / d for g, d in zip(timings["gateway"], timings["duckdb"])]
                 entry["paired_ratios_policy"] = [
                     g / d for g, d in zip(timings["gateway_policy"], timings["duckdb_policy"])
@@ -175,7 +193,10 @@ def tpch(ctx: Context) -> dict:
     finally:
         bench.close()
         analyst.close()
+        if bare_adbc is not None:
+            bare_adbc.close()
     ok = [e for e in per_query.values() if "error" not in e]
+    with_bare = [e for e in ok if "ratio_bare_sql" in e]
     sum_gw_policy = sum(e["gateway_policy"]["median"] for e in ok)
     sum_duck_policy = sum(e["duckdb_policy"]["median"] for e in ok)
     worst, worst_query = _worst(per_query, "ratio")
@@ -187,6 +208,9 @@ def tpch(ctx: Context) -> dict:
         "max_ratio": worst,
         "max_ratio_query": worst_query,
         "geomean_ratio_prepared": geomean(e["ratio_prepared"] for e in ok),
+        "geomean_ratio_bare_sql": geomean(e["ratio_bare_sql"] for e in with_bare) if with_bare else None,
+        "max_ratio_bare_sql": _worst(per_query, "ratio_bare_sql")[0] if with_bare else None,
+        "geomean_gateway_vs_bare_sql": geomean(e["gateway_vs_bare_sql"] for e in with_bare) if with_bare else None,
         "max_ratio_prepared": _worst(per_query, "ratio_prepared")[0],
         "geomean_ratio_policy": geomean(e["ratio_policy"] for e in ok),
         "sum_ratio_policy": ratio(sum_gw_policy, sum_duck_policy),

@@ -45,6 +45,10 @@ def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
     assert len(sections["tpch"]["queries"]) == 22
     assert not sections["tpch"]["failed"]
     assert sections["tpch"]["all_identical"], sections["tpch"]["not_identical"]
+    # The bare Flight SQL server (the ADBC floor) answered every query with the gateway's rows.
+    assert sections["tpch"]["geomean_ratio_bare_sql"] is not None
+    assert all(e["rows"]["bare_sql"] == e["rows"]["gateway"] for e in sections["tpch"]["queries"].values())
+    assert "bare_sql_adbc_new_statement" in sections["small_queries"]["queries"]["select_1"]
     assert set(sections["concurrency"]["levels"]) == {"1", "2", "4", "8", "16"}
     assert set(sections["planning"]["decisions"]) >= {"10", "100", "1000"}
     assert [t["id"] for t in results["targets"]] == [f"R{i}" for i in range(1, 9)]
@@ -56,7 +60,7 @@ def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
     assert "## Targets" in text and "R8" in text and "## 7. Mesh mode" in text
     # Every server the run started (gateway, bare Flight servers, ROAPI) was stopped.
     started = {p["name"] for p in results["processes"]}
-    assert {"gateway", "bare-duckdb", "bare-memory", "mesh-main-gateway", "mesh-whole-gateway"} <= started
+    assert {"gateway", "bare-duckdb", "bare-flightsql", "bare-memory", "mesh-main-gateway", "mesh-whole-gateway"} <= started
     assert {"mesh-main-node-orders-0", "mesh-main-node-customers-1", "mesh-main-node-parts-2"} <= started
     assert all(p["returncode"] is not None for p in results["processes"]), results["processes"]
     print(f"quick benchmark took {elapsed:.1f} s")  # informative only: no timing is asserted
