@@ -186,17 +186,16 @@ def _flight_ping(uri: str) -> None:
         client.close()
 
 
-class RssSampler:
-    """Samples a server's RSS every ``interval`` seconds, labelled by the current phase."""
+class _Sampler:
+    """A background thread that samples every ``interval`` seconds while the ``with`` block
+    runs, labelling each sample with the current ``phase`` (subclasses write ``_loop``)."""
 
-    def __init__(self, server: Server, interval: float = 0.1) -> None:
-        self.server = server
+    def __init__(self, name: str, interval: float) -> None:
         self.interval = interval
         self.phase = "start"
-        self.samples: list[tuple[float, str, int]] = []
+        self.samples: list[tuple] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -205,6 +204,18 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class RssSampler(_Sampler):
+    """Samples a server's RSS every ``interval`` seconds, labelled by the current phase."""
+
+    def __init__(self, server: Server, interval: float = 0.1) -> None:
+        super().__init__("rss-sampler", interval)
+        self.server = server
+        self._started = time.perf_counter()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -219,7 +230,7 @@ class RssSampler:
         return [rss for _, p, rss in self.samples if p == phase]
 
 
-class LoadSampler:
+class LoadSampler(_Sampler):
     """Machine CPU use by processes outside this run, per phase (a noise indicator).
 
     Every ``interval`` seconds: the machine's busy CPU (in cores) minus the CPU used by
@@ -227,19 +238,7 @@ class LoadSampler:
     """
 
     def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self.phase = "start"
-        self.samples: list[tuple[str, float, float]] = []  # (phase, machine cores, foreign cores)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="load-sampler", daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__("load-sampler", interval)  # samples: (phase, machine cores, foreign cores)
 
     @staticmethod
     def _own_cpu_seconds() -> float:
