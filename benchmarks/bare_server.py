@@ -90,7 +90,7 @@ class BareServer(flight.FlightServerBase):
 
     def do_action(self, context, action):
         body = action.body.to_pybytes()
-        if action.type == "CreatePreparedStatement":
+        if action.type == flightsql.ACTION_CREATE_PREPARED_STATEMENT:
             sql = flightsql.decode_as(body, pb.ActionCreatePreparedStatementRequest).query.encode()
             result = pb.ActionCreatePreparedStatementResult(
                 prepared_statement_handle=sql,
@@ -98,7 +98,7 @@ class BareServer(flight.FlightServerBase):
                 parameter_schema=pa.schema([]).serialize().to_pybytes(),
             )
             return [flight.Result(pa.py_buffer(flightsql.pack(result)))]
-        if action.type == "ClosePreparedStatement":
+        if action.type == flightsql.ACTION_CLOSE_PREPARED_STATEMENT:
             return []
         raise NotImplementedError(action.type)
 

@@ -209,7 +209,7 @@ def tpch(ctx: Context) -> dict:
         "max_ratio_query": worst_query,
         "geomean_ratio_prepared": geomean(e["ratio_prepared"] for e in ok),
         "geomean_ratio_bare_sql": geomean(e["ratio_bare_sql"] for e in with_bare) if with_bare else None,
-        "max_ratio_bare_sql": _worst(per_query, "ratio_bare_sql")[0] if with_bare else None,
+        "max_ratio_bare_sql": _worst(per_query, "ratio_bare_sql")[0],
         "geomean_gateway_vs_bare_sql": geomean(e["gateway_vs_bare_sql"] for e in with_bare) if with_bare else None,
         "max_ratio_prepared": _worst(per_query, "ratio_prepared")[0],
         "geomean_ratio_policy": geomean(e["ratio_policy"] for e in ok),

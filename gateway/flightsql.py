@@ -13,6 +13,9 @@ from gateway import flightsql_pb2 as pb
 from gateway.errors import InvalidQuery, NotSupported
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
+#: The DoAction types of Flight SQL's prepared statements.
+ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
+ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
 _PACKAGE = "arrow.flight.protocol.sql."
 
 _MESSAGES: dict[str, type[Message]] = {

@@ -30,12 +30,9 @@ from gateway.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from gateway.flightsql import ACTION_CLOSE_PREPARED_STATEMENT, ACTION_CREATE_PREPARED_STATEMENT
 from gateway.principal import Principal
-from gateway.service import (
-    ACTION_CLOSE_PREPARED_STATEMENT,
-    ACTION_CREATE_PREPARED_STATEMENT,
-    SqlService,
-)
+from gateway.service import SqlService
 
 log = structlog.get_logger("meshgate.server")
 

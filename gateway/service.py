@@ -67,8 +67,6 @@ from gateway.tickets import TicketError
 
 log = structlog.get_logger("meshgate.service")
 
-ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
-ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
 
 _WRITES = (
     pb.CommandStatementUpdate,
@@ -568,12 +566,12 @@ class SqlService:
     # -- DoAction ---------------------------------------------------------------------
 
     def action(self, principal: Principal, action_type: str, body: bytes) -> list[bytes]:
-        if action_type == ACTION_CREATE_PREPARED_STATEMENT:
+        if action_type == flightsql.ACTION_CREATE_PREPARED_STATEMENT:
             request = flightsql.decode_as(body, pb.ActionCreatePreparedStatementRequest)
             if request.HasField("transaction_id"):
                 raise NotSupported("transactions are not supported: the gateway is read-only")
             return [self._prepare(principal, request.query)]
-        if action_type == ACTION_CLOSE_PREPARED_STATEMENT:
+        if action_type == flightsql.ACTION_CLOSE_PREPARED_STATEMENT:
             request = flightsql.decode_as(body, pb.ActionClosePreparedStatementRequest)
             self._prepared.discard(principal.user, request.prepared_statement_handle)
             return []
