@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import structlog
 
 from gateway.audit import AuditLog
@@ -93,16 +94,23 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         audit.record("login_failed", user=user, error=reason)
         log.warning("login_failed", user=user, error=reason)
 
-    server = MeshgateFlightServer(
-        location,
-        service,
-        UserDirectory(config.users),
-        TokenStore(settings.token_ttl_seconds),
-        LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
-        secrets=(config.governance.hash_key or "",),
-        on_failed_login=failed_login,
-        tls_certificates=tls,
-    )
+    try:
+        server = MeshgateFlightServer(
+            location,
+            service,
+            UserDirectory(config.users),
+            TokenStore(settings.token_ttl_seconds),
+            LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
+            secrets=(config.governance.hash_key or "",),
+            on_failed_login=failed_login,
+            tls_certificates=tls,
+        )
+    except pa.ArrowException as exc:  # pyarrow only says "Server did not start properly"
+        audit.close()
+        raise ConfigError(
+            f"cannot listen on {location}: the port is in use or the address is not this machine's; "
+            "stop the other server, or choose another with --port or `gateway.port` in mesh.toml"
+        ) from exc
     stop = threading.Event()
     threading.Thread(
         target=_watch_files, args=(state, stop), name="meshgate-reload", daemon=True

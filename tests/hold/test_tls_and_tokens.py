@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,19 @@ def test_tls_config_with_only_a_certificate_is_a_clear_startup_error(demo_mesh: 
     with pytest.raises(RuntimeError) as info:
         start_private(mesh, tmp_path / "gateway.log", timeout=30)
     assert "tls_key_file" in str(info.value)
+
+
+def test_a_port_in_use_is_a_clear_startup_error(demo_mesh: Path, tmp_path: Path) -> None:
+    mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError) as info:
+            start_private(mesh, tmp_path / "gateway.log", port=port, timeout=30)
+    message = str(info.value)
+    assert f"cannot listen on grpc://127.0.0.1:{port}: the port is in use" in message
+    assert "Traceback" not in message and "Server did not start properly" not in message
 
 
 # --------------------------------------------------------------------------- tokens
