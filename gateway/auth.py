@@ -48,14 +48,15 @@ class UserDirectory:
 class TokenStore:
     """Bearer tokens with an expiry; thread-safe; tokens can be revoked."""
 
-    def __init__(self, ttl_seconds: int) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_seconds
+        self._clock = clock
         self._tokens: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
     def issue(self, principal: Principal) -> str:
         token = secrets.token_urlsafe(32)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
             self._tokens[token] = (principal, now + self._ttl)
@@ -67,7 +68,7 @@ class TokenStore:
         if entry is None:
             raise AuthenticationError("unknown or revoked token: authenticate again")
         principal, expires = entry
-        if expires <= time.monotonic():
+        if expires <= self._clock():
             self.revoke(token)
             raise AuthenticationError("token expired: authenticate again")
         return principal
@@ -80,14 +81,17 @@ class TokenStore:
 class LoginGuard:
     """Locks a user out for a while after too many failed logins (and says so)."""
 
-    def __init__(self, max_failures: int, lockout_seconds: float) -> None:
+    def __init__(
+        self, max_failures: int, lockout_seconds: float, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max = max_failures
         self._lockout = lockout_seconds
+        self._clock = clock
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def check(self, user: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             recent = [t for t in self._failures.get(user, []) if t > now - self._lockout]
             self._failures[user] = recent
@@ -97,7 +101,7 @@ class LoginGuard:
 
     def failed(self, user: str) -> None:
         with self._lock:
-            self._failures.setdefault(user, []).append(time.monotonic())
+            self._failures.setdefault(user, []).append(self._clock())
             if len(self._failures) > 100_000:  # bounded: forget the oldest users
                 self._failures.pop(next(iter(self._failures)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -32,6 +33,20 @@ def log_records(text: str, event: str | None = None) -> list[dict]:
         if event is None or record.get("event") == event:
             records.append(record)
     return records
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "") -> object:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail the test
+    after ``timeout`` seconds (generous: a loaded machine is slow, a passing poll is not)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
 
 
 def error_text(exc: BaseException) -> str:

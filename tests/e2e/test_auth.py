@@ -12,7 +12,7 @@ import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
 
-from support import adbc_connect, start_gateway, stop_gateway
+from support import adbc_connect, start_gateway, stop_gateway, wait_until
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
 SQL = flight.FlightDescriptor.for_command(b"SELECT 1 AS x")
@@ -117,25 +117,37 @@ def test_unknown_user_gets_the_same_message_as_a_wrong_password(gateway):
     assert "mallory" not in str(adbc_unknown)
 
 
+@pytest.mark.slow
 def test_unknown_user_is_not_answered_faster_than_a_wrong_password(gateway):
-    """A fast 'no such user' answer lets a caller enumerate user names by timing."""
+    """A fast 'no such user' answer lets a caller enumerate user names by timing.
 
-    def median_login_seconds(user: str) -> float:
-        samples = []
-        for _ in range(7):
-            client = flight.FlightClient(gateway.uri)
+    Robust on a loaded machine: many alternating tries on one warm channel, medians compared
+    with a generous ratio (the module's gateway has a lockout threshold out of reach, and every
+    unknown name is fresh). Without the decoy hash an unknown user skips scrypt entirely and
+    answers in a small fraction of a wrong password's time.
+    """
+    tries = 40
+    known: list[float] = []
+    unknown: list[float] = []
+    client = flight.FlightClient(gateway.uri)
+    try:
+
+        def login_seconds(user: str) -> float:
             started = time.perf_counter()
             with pytest.raises(flight.FlightUnauthenticatedError):
                 client.authenticate_basic_token(user, "definitely-wrong")
-            samples.append(time.perf_counter() - started)
-            client.close()
-        return statistics.median(samples)
+            return time.perf_counter() - started
 
-    median_login_seconds("bob")  # warm up the channel setup on both sides
-    known = median_login_seconds("bob")
-    unknown = median_login_seconds("mallory-" + secrets.token_hex(4))
-    assert unknown >= 0.5 * known, (
-        f"unknown user answered in {unknown * 1000:.1f} ms, wrong password in {known * 1000:.1f} ms"
+        login_seconds("bob")  # warm up the channel on both sides
+        for _ in range(tries):  # alternating, so load changes hit both samples alike
+            known.append(login_seconds("bob"))
+            unknown.append(login_seconds("mallory-" + secrets.token_hex(4)))
+    finally:
+        client.close()
+    known_median, unknown_median = statistics.median(known), statistics.median(unknown)
+    assert unknown_median >= 0.5 * known_median, (
+        f"unknown user answered in {unknown_median * 1000:.1f} ms (median of {tries}), "
+        f"wrong password in {known_median * 1000:.1f} ms"
     )
 
 
@@ -257,9 +269,11 @@ def test_plaintext_password_in_mesh_toml_is_refused_at_start(mesh_copy, tmp_path
 
 
 def test_tokens_expire(mesh_copy, tmp_path):
+    """The configured TTL reaches the token store (its exact timing is tested on an injected
+    clock in tests/gateway/test_auth_clock.py): a token is refused once it is past it."""
     config = mesh_copy / "mesh.toml"
     config.write_text(
-        config.read_text(encoding="utf-8").replace("[gateway]\n", "[gateway]\ntoken_ttl_seconds = 1\n", 1),
+        config.read_text(encoding="utf-8").replace("[gateway]\n", "[gateway]\ntoken_ttl_seconds = 2\n", 1),
         encoding="utf-8",
     )
     private = start_gateway(mesh_copy, tmp_path / "gateway.log", timeout=30)
@@ -268,10 +282,16 @@ def test_tokens_expire(mesh_copy, tmp_path):
         try:
             options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
             assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all().num_rows == 1
-            time.sleep(1.3)
-            with pytest.raises(flight.FlightUnauthenticatedError) as expired:
-                client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all()
-            assert "expired" in str(expired.value) or "authenticate again" in str(expired.value)
+
+            def refused() -> str | None:
+                try:
+                    client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all()
+                except flight.FlightUnauthenticatedError as exc:
+                    return str(exc)
+                return None
+
+            expired = wait_until(refused, timeout=30, interval=0.2, what="the token to expire")
+            assert "token expired: authenticate again" in expired
             fresh = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
             assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), fresh).read_all().num_rows == 1
         finally:

@@ -1,0 +1,84 @@
+"""Token expiry and login lockout on an injected clock: exact, and no waiting."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.auth import LoginGuard, TokenStore
+from gateway.errors import AuthenticationError
+from gateway.principal import Principal
+
+ALICE = Principal("alice", ("analyst_eu",), {"region": "EU"})
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_token_is_valid_until_its_ttl_and_expired_from_then_on() -> None:
+    clock = FakeClock()
+    tokens = TokenStore(ttl_seconds=60, clock=clock)
+    token = tokens.issue(ALICE)
+    clock.advance(59.999)
+    assert tokens.principal(token) == ALICE
+    clock.advance(0.001)
+    with pytest.raises(AuthenticationError, match="token expired: authenticate again"):
+        tokens.principal(token)
+    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+        tokens.principal(token)  # an expired token is forgotten
+    assert tokens.principal(tokens.issue(ALICE)) == ALICE  # a new login works
+
+
+def test_issuing_forgets_expired_tokens_only() -> None:
+    clock = FakeClock()
+    tokens = TokenStore(ttl_seconds=10, clock=clock)
+    old = tokens.issue(ALICE)
+    clock.advance(5)
+    young = tokens.issue(ALICE)
+    clock.advance(6)
+    tokens.issue(ALICE)
+    assert tokens.principal(young) == ALICE
+    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+        tokens.principal(old)
+
+
+def test_a_revoked_token_is_refused_at_once() -> None:
+    tokens = TokenStore(ttl_seconds=60, clock=FakeClock())
+    token = tokens.issue(ALICE)
+    tokens.revoke(token)
+    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+        tokens.principal(token)
+
+
+def test_failed_logins_lock_out_for_the_lockout_period_then_not() -> None:
+    clock = FakeClock()
+    guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=clock)
+    for _ in range(3):
+        guard.check("carol")
+        guard.failed("carol")
+        clock.advance(1)
+    with pytest.raises(AuthenticationError, match=r"too many failed logins; retry in 58 s"):
+        guard.check("carol")
+    guard.check("erin")  # others are not affected
+    clock.advance(56.5)  # the first failure is 59.5 s old
+    with pytest.raises(AuthenticationError, match="too many failed logins"):
+        guard.check("carol")
+    clock.advance(0.5)  # the first failure is 60 s old: two recent failures remain
+    guard.check("carol")
+
+
+def test_a_successful_login_clears_the_failures() -> None:
+    guard = LoginGuard(max_failures=2, lockout_seconds=60, clock=FakeClock())
+    guard.failed("bob")
+    guard.succeeded("bob")
+    guard.failed("bob")
+    guard.check("bob")
