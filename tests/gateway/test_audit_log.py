@@ -82,18 +82,44 @@ def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: S
         log.close()
 
 
-def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(tmp_path: Path, slow_disk: SlowDisk) -> None:
+class CallerNotifications(threading.Condition):
+    """A Condition that counts the wake-ups each thread sends (``notify_all`` calls
+    ``notify``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: dict[int, int] = {}
+
+    def notify(self, n: int = 1) -> None:
+        self.sent[threading.get_ident()] = self.sent.get(threading.get_ident(), 0) + 1
+        super().notify(n)
+
+
+def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(
+    tmp_path: Path, slow_disk: SlowDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic: the appending thread wakes nobody (counted, not slept on), and the
+    record still reaches the disk by the flusher's own timed wait (polled with a deadline)."""
     slow_disk.seconds = 0.0
+    monkeypatch.setattr(audit_module.threading, "Condition", CallerNotifications)
     log = AuditLog(tmp_path)
+    me = threading.get_ident()
     try:
+        changed = log._changed
+        assert isinstance(changed, CallerNotifications)
         log.append_lazily("query_end", n=1)
-        time.sleep(audit_module.LAZY_FLUSH_SECONDS / 4)
-        assert slow_disk.covered == [], "a lazy record must not start a flush of its own"
+        assert changed.sent.get(me, 0) == 0, "a lazy record must not wake the flusher"
         size = (tmp_path / CURRENT_FILE).stat().st_size
-        deadline = time.monotonic() + 4 * audit_module.LAZY_FLUSH_SECONDS
-        while not slow_disk.covered and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        def flushed() -> bool:
+            return bool(slow_disk.covered) and max(slow_disk.covered) >= size
+
+        while not flushed() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert slow_disk.covered and max(slow_disk.covered) >= size, "a lazy record was never flushed"
+        assert flushed(), "a lazy record was never flushed"
+        assert changed.sent.get(me, 0) == 0
+        log.append("query_begin", n=2)  # the counter sees a wake-up where there is one
+        assert changed.sent.get(me, 0) == 1
     finally:
         log.close()
 

@@ -34,6 +34,7 @@ from support import (
     adbc_connect,
     adbc_connections,
     flight_client,
+    wait_until,
 )
 
 from gateway.processes import REPO
@@ -327,8 +328,23 @@ def test_single_domain_rows_flow_from_the_node_not_through_the_gateway(mesh, con
     assert after["rows"] - before["rows"] == table.num_rows + prepared.num_rows
     assert after["tickets"] - before["tickets"] == 2
     assert after["bytes"] - before["bytes"] >= table.nbytes // 2
-    time.sleep(0.2)
-    events = [r for r in json_lines_since(log, offset) if r.get("event") in ("query", "federated_query")]
+    # A barrier instead of a sleep: a query without products runs in the gateway and logs
+    # `query` once its stream ends; any line the two queries above made the gateway log
+    # was written before their streams ended, so before the barrier's.
+    cur = connections(mesh.gateway.uri, "bob").cursor()
+    try:
+        cur.execute("SELECT 1 AS barrier")
+        assert cur.fetchall() == [(1,)]
+    finally:
+        cur.close()
+
+    def before_barrier() -> tuple[list[dict]] | None:
+        kinds = ("query", "federated_query")
+        events = [r for r in json_lines_since(log, offset) if r.get("event") in kinds]
+        ends = [i for i, r in enumerate(events) if r["event"] == "query" and not r.get("products")]
+        return (events[: ends[0]],) if ends else None
+
+    (events,) = wait_until(before_barrier, what="the barrier's log line")
     assert events == [], f"the gateway executed or relayed the rows itself: {events}"
 
 

@@ -15,7 +15,6 @@ DISTINCT, an ORDER BY, a LIMIT, a window, a join or a subquery is never split.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import duckdb
@@ -29,6 +28,7 @@ from support import (
     flight_client,
     start_gateway,
     stop_gateway,
+    wait_until,
 )
 from test_mesh_mode import json_lines_since, log_offset, outcome, raw_info, sorted_rows
 
@@ -340,10 +340,14 @@ def test_failover_skips_a_dead_replica(mesh: Mesh, connections, embedded: Runnin
         for sql in (SCANS[0], SCANS[2], NOT_SPLIT[0]):
             same_as_embedded(connections, mesh, embedded, "bob", sql)
         # immediately after the kill the gateway may still list the dead replica (health is
-        # cached for a second): the client then fails over to the next location itself
-        time.sleep(1.2)
-        info = raw_info(mesh.gateway.uri, "bob", SCANS[0])
-        assert all([loc.uri.decode() for loc in e.locations] == [alive.uri] for e in info.endpoints)
+        # cached for a while): the client then fails over to the next location itself; soon
+        # every endpoint lists only the live replica (GetFlightInfo seals, fetches nothing)
+        wait_until(
+            lambda: (endpoints := raw_info(mesh.gateway.uri, "bob", SCANS[0]).endpoints) and all(
+                [loc.uri.decode() for loc in e.locations] == [alive.uri] for e in endpoints
+            ),
+            what="endpoints listing only the live replica",
+        )
         assert node_action(alive.uri, "stats")["tickets"] - before == 2 * SPLIT + 1
     finally:
         mesh.ensure_running("sales")
