@@ -55,7 +55,7 @@ from benchmarks.measure import (
 from benchmarks.procs import Server
 from benchmarks.settings import ADMIN_USER, BenchConfig
 from benchmarks.tpch import DOMAINS, QUERY_NUMBERS, qualified
-from gateway.processes import free_port, node_action
+from gateway.processes import free_port
 
 SCAN_QUERY = suites.LARGE_QUERY
 #: The domain of the single-domain measurements (the DuckDB file with lineitem).
@@ -227,7 +227,7 @@ def _clients(*clients: AdbcClient | FlightClient) -> Iterator[None]:
 
 
 def _node_counter(servers: list[Server], counter: str) -> list[int]:
-    return [int(node_action(s.uri, "stats").get(counter, 0)) for s in servers]
+    return [int(s.action("stats").get(counter, 0)) for s in servers]
 
 
 def _rss_mb(deployment: Deployment) -> dict[str, float]:

@@ -17,10 +17,12 @@ from typing import Self
 
 import psutil
 
+from gateway.config import load_config
 from gateway.processes import (
     REPO,
     free_port,
     handshake,
+    node_action,
     node_is_healthy,
     repo_env,
     spawn_server,
@@ -36,6 +38,13 @@ class Server:
     uri: str
     process: subprocess.Popen
     log_path: Path
+    #: A domain node's (domain, ticket key): what its ``health`` and ``stats`` actions need.
+    node: tuple[str, str] | None = None
+
+    def action(self, name: str) -> dict:
+        """A domain node's answer to ``health`` or ``stats`` (``gateway.processes.node_action``)."""
+        assert self.node is not None, f"{self.name} is not a domain node"
+        return node_action(self.uri, name, self.node[1], self.node[0])
 
     def log(self) -> str:
         try:
@@ -114,11 +123,15 @@ class Processes:
         """``python -m gateway.cli node MESH --domain D --port P`` (mesh mode), not waited
         for: ``port`` is chosen by the caller, who lists it in the mesh's ``[nodes]``."""
         log_path = self._log_path(name)
-        return self._started(name, spawn_server("node", mesh_dir, port, log_path, "--domain", domain), port, log_path)
+        process = spawn_server("node", mesh_dir, port, log_path, "--domain", domain)
+        server = self._started(name, process, port, log_path)
+        server.node = (domain, load_config(mesh_dir).nodes.ticket_key or "")
+        return server
 
     def wait_node(self, server: Server, timeout: float = 120.0) -> Server:
         """``server`` once its ``health`` action reports status ok."""
-        return self._wait(server, node_is_healthy, timeout)
+        domain, key = server.node or ("", "")
+        return self._wait(server, lambda uri: node_is_healthy(uri, key, domain), timeout)
 
     def start_node(self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0) -> Server:
         """A domain node, ready (see :meth:`spawn_node`)."""

@@ -140,6 +140,7 @@ class NodeDirectory:
     def __init__(self, settings: NodesSettings) -> None:
         self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
         self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
+        self._domain_of = {loc: d for d, locs in self._locations.items() for loc in locs}
         self._timeout = settings.connect_timeout_seconds
         self.fragment_pushdown = settings.fragment_pushdown
         self.sizes = SizeCache()
@@ -206,8 +207,11 @@ class NodeDirectory:
         return self._action(location, "stats")
 
     def _action(self, location: str, name: str) -> dict:
+        """A node's ``health`` or ``stats`` answer, asked with a control ticket (nodes answer
+        those actions to the gateway only)."""
         options = flight.FlightCallOptions(timeout=self._timeout)
-        results = list(self._client(location).do_action(flight.Action(name, b""), options))
+        body = self.sealer.seal_control(self._domain_of[location], name)
+        results = list(self._client(location).do_action(flight.Action(name, body), options))
         return json.loads(results[0].body.to_pybytes())
 
     def fetch(self, domain: str, sealed: bytes) -> flight.FlightStreamReader:

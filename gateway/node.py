@@ -4,7 +4,9 @@ tickets issued by the gateway (``meshgate node DIR --domain D``).
 A node never accepts SQL from a client. It ignores bearer tokens (the ADBC driver
 forwards the client's token to every location) and trusts only the ticket, which the
 gateway sealed after authorizing and rewriting the query. Tampered, foreign-domain,
-expired and replayed tickets are refused with UNAUTHENTICATED and audited.
+expired and replayed tickets are refused with UNAUTHENTICATED and audited. The ``health``
+and ``stats`` actions answer only a control ticket sealed by the gateway (product names,
+validation problems and traffic counters are nobody else's business).
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class DomainNode(flight.FlightServerBase):
 
     def do_action(self, context, action):
         body = action.body.to_pybytes() if action.body is not None else b""
+        if action.type in (ACTION_HEALTH, ACTION_STATS):
+            self._open(context, body, action.type)  # only the gateway may ask
         if action.type == ACTION_HEALTH:
             catalog = self.catalogs.current
             answer = {"domain": self.domain, "status": "ok", "products": [p.key for p in catalog],
@@ -132,7 +136,7 @@ class DomainNode(flight.FlightServerBase):
 
     def list_actions(self, context):
         return [
-            flight.ActionType(ACTION_HEALTH, "Domain, products and status of this node"),
-            flight.ActionType(ACTION_STATS, "Tickets, rows and bytes served; tickets refused"),
+            flight.ActionType(ACTION_HEALTH, "Domain, products, status (body: a control ticket)"),
+            flight.ActionType(ACTION_STATS, "Traffic and refusals (body: a control ticket)"),
             flight.ActionType(ACTION_SCHEMA, "Result schema of a sealed schema ticket"),
         ]

@@ -84,10 +84,14 @@ def handshake(uri: str, user: str, password: str, tls_root_certs: bytes | None =
         client.close()
 
 
-def node_action(uri: str, name: str, body: bytes = b"", timeout: float = 5.0) -> dict:
-    """The JSON answer of a domain node's action (``health``, ``stats``)."""
+def node_action(uri: str, name: str, key: str, domain: str, timeout: float = 5.0) -> dict:
+    """The JSON answer of ``domain``'s node at ``uri`` to ``health`` or ``stats``, asked as
+    the gateway asks: with a control ticket sealed with the mesh's ticket ``key``."""
     from pyarrow import flight
 
+    from gateway.tickets import TicketSealer
+
+    body = TicketSealer(key, 1).seal_control(domain, name)
     client = flight.FlightClient(uri)
     try:
         results = list(client.do_action(flight.Action(name, body), flight.FlightCallOptions(timeout=timeout)))
@@ -96,9 +100,9 @@ def node_action(uri: str, name: str, body: bytes = b"", timeout: float = 5.0) ->
         client.close()
 
 
-def node_is_healthy(uri: str, timeout: float = 1.0) -> None:
-    """Raise unless the node at ``uri`` reports status ok."""
-    status = node_action(uri, "health", timeout=timeout).get("status")
+def node_is_healthy(uri: str, key: str, domain: str, timeout: float = 1.0) -> None:
+    """Raise unless ``domain``'s node at ``uri`` reports status ok (see ``node_action``)."""
+    status = node_action(uri, "health", key, domain, timeout=timeout).get("status")
     if status != "ok":
         raise RuntimeError(f"node status {status!r}")
 

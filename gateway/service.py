@@ -180,7 +180,7 @@ class SqlService:
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
     def flight_info(self, principal: Principal, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        command = flightsql.decode(descriptor.command)
+        command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _STATEMENTS):
             planned = self._plan_command(principal, command)
             domain = self._node_domain(planned)
@@ -267,7 +267,7 @@ class SqlService:
             log.info("federated_query", user=user, **streams.log_fields())
 
     def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
-        command = flightsql.decode(descriptor.command)
+        command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _STATEMENTS):
             return self._plan_command(principal, command).schema
         return self._metadata_schema(command)
@@ -314,14 +314,25 @@ class SqlService:
         return schema, _expiring(WATCHDOG.watch_stream(inner, timeout + 1.0), timeout)
 
     def health(self, principal: Principal | None = None) -> dict:
-        """Products' health (those ``principal`` may read, or all) and node reachability."""
+        """Products' health and node reachability: all of it without a ``principal`` (the
+        operator); for a user, only the products they may read, and the nodes of the domains
+        where they may read one (locations they get in endpoints anyway), each listing only
+        those products: no product, domain or node address their catalog does not show."""
         snapshot = self._state.current
         health = snapshot.catalog.engine.health
         keys = [p.key for p in (self.visible_products(principal) if principal else snapshot.catalog)]
         answer: dict = {"status": "draining" if self.draining else "ok",
                         "products": {key: health.get(key, "unknown") for key in keys}}
         if self.nodes is not None:
-            answer["nodes"] = {d: self.nodes.health(d) for d in self.nodes.domains}
+            if principal is None:
+                answer["nodes"] = {d: self.nodes.health(d) for d in self.nodes.domains}
+            else:
+                domains = self.nodes.domains
+                readable = {d: {k for k in keys if k.startswith(d + ".")} for d in domains}
+                answer["nodes"] = {
+                    d: [_user_replica_view(r, readable[d]) for r in self.nodes.health(d)]
+                    for d in self.nodes.domains if readable[d]
+                }
         return answer
 
     @property
@@ -540,7 +551,7 @@ class SqlService:
 
     def put(self, principal: Principal, descriptor: flight.FlightDescriptor, reader: flight.MetadataRecordBatchReader) -> bytes | None:
         """Bind prepared-statement parameters; refuse every kind of write."""
-        command = flightsql.decode(descriptor.command)
+        command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _WRITES) or isinstance(command, str):
             raise QueryRefused(_READ_ONLY_MESSAGE)
         if not isinstance(command, pb.CommandPreparedStatementQuery):
@@ -557,7 +568,7 @@ class SqlService:
                 f"the statement has {prepared.parameter_count} parameter(s) but "
                 f"{table.num_columns} were bound"
             )
-        values = tuple(column[0].as_py() for column in table.columns)
+        values = _parameter_values(table)
         self._prepared.replace(
             principal.user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values)
         )
@@ -601,6 +612,31 @@ _METADATA_SCHEMAS: dict[type, pa.Schema] = {
     pb.CommandGetExportedKeys: metadata.schemas.GET_EXPORTED_KEYS,
     pb.CommandGetCrossReference: metadata.schemas.GET_CROSS_REFERENCE,
 }
+
+
+def _user_replica_view(replica: dict, readable: set[str]) -> dict:
+    """A node replica's health as a user sees it: reachability and the products they may
+    read (never the node's other products, validation problems or connection errors)."""
+    view = {"location": replica["location"], "reachable": replica["reachable"]}
+    if replica["reachable"]:
+        view["status"] = replica.get("status", "unknown")
+        view["products"] = sorted(p for p in replica.get("products", ()) if p in readable)
+    return view
+
+
+def _parameter_values(table: pa.Table) -> tuple[object, ...]:
+    """The one row of bound parameters as Python values; a value Python cannot hold (a
+    DATE past year 9999, say) is refused naming the parameter, never shown."""
+    values = []
+    for number, column in enumerate(table.columns, start=1):
+        try:
+            values.append(column[0].as_py())
+        except (OverflowError, ValueError, pa.ArrowException) as exc:
+            raise InvalidQuery(
+                f"parameter {number} ({column.type}) is out of range for the gateway; bind a "
+                "value within the type's calendar or numeric range (dates: years 1-9999)"
+            ) from exc
+    return tuple(values)
 
 
 def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:

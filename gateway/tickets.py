@@ -5,6 +5,8 @@ GCM authenticates (a tampered or foreign ticket fails to open) and encrypts (a t
 carries governed SQL, whose masks embed the hash key, and it travels through the client).
 The payload names the domain, the SQL, its parameters (Arrow IPC), the user and products
 (for the node's audit), an expiry and a nonce; ``ReplayGuard`` refuses a nonce seen twice.
+A *control* ticket (purpose ``health`` or ``stats``, no SQL, no user, a few seconds of life)
+is how the gateway proves itself when it asks a node for its health or counters.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 MAGIC = b"MGT1"
 _NONCE_BYTES = 12
 _AAD = b"meshgate-node-ticket-v1"
+#: Lifetime of a control ticket: sealed for one call, opened at once.
+CONTROL_TTL_SECONDS = 10.0
+CONTROL_PURPOSES = ("health", "stats")
 
 
 class TicketError(Exception):
@@ -38,7 +43,7 @@ class NodeTicket:
     user: str
     products: tuple[str, ...]
     expires_at: float
-    purpose: str = "rows"  # "rows" or "schema"
+    purpose: str = "rows"  # "rows", "schema", or a control purpose ("health", "stats")
     nonce: bytes = b""
     policy_version: int = 0
 
@@ -53,6 +58,7 @@ class TicketSealer:
     def seal(
         self, domain: str, sql: str, parameters: tuple[object, ...], user: str,
         products: tuple[str, ...], purpose: str = "rows", policy_version: int = 0,
+        ttl_seconds: float | None = None,
     ) -> bytes:
         payload = {
             "domain": domain,
@@ -60,13 +66,19 @@ class TicketSealer:
             "parameters": _parameters_to_ipc(parameters).hex(),
             "user": user,
             "products": list(products),
-            "expires_at": time.time() + self.ttl_seconds,
+            "expires_at": time.time() + (self.ttl_seconds if ttl_seconds is None else ttl_seconds),
             "purpose": purpose,
             "policy_version": policy_version,
         }
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, json.dumps(payload).encode(), _AAD)
         return MAGIC + nonce + sealed
+
+    def seal_control(self, domain: str, purpose: str) -> bytes:
+        """A ticket for one ``health`` or ``stats`` call to ``domain``'s node."""
+        if purpose not in CONTROL_PURPOSES:
+            raise ValueError(f"not a control purpose: {purpose!r}")
+        return self.seal(domain, "", (), "", (), purpose=purpose, ttl_seconds=CONTROL_TTL_SECONDS)
 
     def open(self, raw: bytes) -> NodeTicket:
         """The ticket's content; TicketError when it is not ours, altered or expired."""

@@ -25,6 +25,7 @@ class RunningNode:
     domain: str
     port: int
     log_path: Path
+    key: str
     process: subprocess.Popen | None = None
 
     @property
@@ -35,7 +36,14 @@ class RunningNode:
         self.process = spawn_server("node", self.mesh_dir, self.port, self.log_path, "--domain", self.domain)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        wait_until_ready(self.process, lambda: node_is_healthy(self.uri), self.log_path, f"node {self.domain}", timeout)
+        wait_until_ready(
+            self.process, lambda: node_is_healthy(self.uri, self.key, self.domain), self.log_path,
+            f"node {self.domain}", timeout,
+        )
+
+    def action(self, name: str) -> dict:
+        """This node's answer to ``health`` or ``stats``, asked with a gateway control ticket."""
+        return node_action(self.uri, name, self.key, self.domain)
 
     @property
     def alive(self) -> bool:
@@ -78,7 +86,7 @@ class Mesh:
         total = {"tickets": 0, "rows": 0, "bytes": 0, "refused": 0}
         for node in self.nodes[domain]:
             if node.alive:
-                for key, value in node_action(node.uri, "stats").items():
+                for key, value in node.action("stats").items():
                     total[key] += value
         return total
 
@@ -99,7 +107,10 @@ def running_mesh(
     logs = root / "logs"
     logs.mkdir()
     nodes = {
-        domain: [RunningNode(mesh_dir, domain, free_port(), logs / f"node-{domain}-{i}.log") for i in range(count)]
+        domain: [
+            RunningNode(mesh_dir, domain, free_port(), logs / f"node-{domain}-{i}.log", key)
+            for i in range(count)
+        ]
         for domain, count in layout.items()
     }
     with (mesh_dir / "mesh.toml").open("a", encoding="utf-8") as config:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, RunningNode, node_action, running_mesh
+from mesh_support import Mesh, RunningNode, running_mesh
 from pyarrow import flight
 from support import (
     RunningGateway,
@@ -380,7 +380,7 @@ def test_cross_domain_flight_info_is_served_by_the_gateway(mesh):
 def _assert_refused(mesh: Mesh, domain: str, raw: bytes, reason: str, options=None, action: str | None = None):
     node = mesh.node(domain, 0)
     audit = mesh.node_audit_path(domain)
-    before, offset = node_action(node.uri, "stats"), log_offset(audit)
+    before, offset = node.action("stats"), log_offset(audit)
     client = flight.FlightClient(node.uri)
     try:
         with pytest.raises(flight.FlightUnauthenticatedError) as caught:
@@ -391,7 +391,7 @@ def _assert_refused(mesh: Mesh, domain: str, raw: bytes, reason: str, options=No
     finally:
         client.close()
     assert reason in str(caught.value)
-    after = node_action(node.uri, "stats")
+    after = node.action("stats")
     assert after["refused"] - before["refused"] == 1
     assert after["rows"] == before["rows"], "a refused ticket streamed rows"
     refused = [r for r in json_lines_since(audit, offset) if r.get("event") == "ticket_refused"]
@@ -611,7 +611,7 @@ def test_sales_fails_over_to_the_second_replica(mesh, gateway, connections):
     # Warm the driver's connection to the first replica, then crash it.
     assert outcome(connections(mesh.gateway.uri, "alice"), "SELECT count(*) FROM sales.orders")[0] == "ok"
     first.kill()
-    before = node_action(second.uri, "stats")
+    before = second.action("stats")
     started = time.monotonic()
     single = "SELECT region, count(*) AS n, sum(amount) AS revenue FROM sales.orders GROUP BY region"
     assert_same_as_embedded(connections, mesh, gateway, "alice", single)
@@ -632,7 +632,7 @@ def test_sales_fails_over_to_the_second_replica(mesh, gateway, connections):
     finally:
         client.close()
     assert time.monotonic() - started < 15
-    after = node_action(second.uri, "stats")
+    after = second.action("stats")
     assert after["tickets"] - before["tickets"] >= 4, "the second replica served the sales queries"
 
 

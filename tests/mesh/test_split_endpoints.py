@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, node_action, running_mesh
+from mesh_support import Mesh, running_mesh
 from pyarrow import flight
 from support import (
     RunningGateway,
@@ -170,7 +170,7 @@ def connections(mesh: Mesh, embedded: RunningGateway):
 
 
 def replica_tickets(mesh: Mesh, domain: str = "sales") -> list[int]:
-    return [node_action(node.uri, "stats")["tickets"] for node in mesh.nodes[domain]]
+    return [node.action("stats")["tickets"] for node in mesh.nodes[domain]]
 
 
 def relayed(uri: str, user: str, sql: str) -> tuple[int, pa.Table]:
@@ -336,7 +336,7 @@ def test_failover_skips_a_dead_replica(mesh: Mesh, connections, embedded: Runnin
     dead, alive = mesh.nodes["sales"]
     dead.kill()
     try:
-        before = node_action(alive.uri, "stats")["tickets"]
+        before = alive.action("stats")["tickets"]
         for sql in (SCANS[0], SCANS[2], NOT_SPLIT[0]):
             same_as_embedded(connections, mesh, embedded, "bob", sql)
         # immediately after the kill the gateway may still list the dead replica (health is
@@ -348,6 +348,6 @@ def test_failover_skips_a_dead_replica(mesh: Mesh, connections, embedded: Runnin
             ),
             what="endpoints listing only the live replica",
         )
-        assert node_action(alive.uri, "stats")["tickets"] - before == 2 * SPLIT + 1
+        assert alive.action("stats")["tickets"] - before == 2 * SPLIT + 1
     finally:
         mesh.ensure_running("sales")
