@@ -47,3 +47,32 @@ class ArrowTypeCache:
         learned = cursor.sql("SELECT 1").select(*nulls).limit(0).to_arrow_table().schema
         with self._lock:
             self._types.update(zip(missing, learned.types))
+
+
+def plain_type(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every dictionary (a DuckDB ENUM), however deeply nested in lists,
+    structs and maps, replaced by its value type: Flight generator streams send no
+    dictionary messages, so an ENUM travels as its values."""
+    if pa.types.is_dictionary(data_type):
+        return plain_type(data_type.value_type)
+    if pa.types.is_map(data_type):
+        key, item = data_type.key_field, data_type.item_field
+        return pa.map_(key.with_type(plain_type(key.type)), item.with_type(plain_type(item.type)),
+                       keys_sorted=data_type.keys_sorted)
+    if pa.types.is_struct(data_type):
+        return pa.struct([field.with_type(plain_type(field.type)) for field in data_type])
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_list_view(data_type):
+        value = data_type.value_field
+        return _list_like(data_type, value.with_type(plain_type(value.type)))
+    if pa.types.is_fixed_size_list(data_type):
+        value = data_type.value_field
+        return pa.list_(value.with_type(plain_type(value.type)), data_type.list_size)
+    return data_type
+
+
+def _list_like(data_type: pa.DataType, value: pa.Field) -> pa.DataType:
+    if pa.types.is_large_list(data_type):
+        return pa.large_list(value)
+    if pa.types.is_list_view(data_type):
+        return pa.list_view(value)
+    return pa.list_(value)

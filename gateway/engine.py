@@ -23,7 +23,7 @@ import structlog
 from sqlglot import exp
 
 from connectors.base import Connector
-from gateway.arrow_types import ArrowTypeCache
+from gateway.arrow_types import ArrowTypeCache, plain_type
 from gateway.config import EngineSettings
 from gateway.contracts import ProductContract
 from gateway.source_check import check_columns
@@ -220,14 +220,13 @@ class Engine:
 
 
 def plain_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with dictionary (DuckDB ENUM) columns as their value type: batches are
-    streamed without dictionary messages, which Flight generator streams do not send."""
-    if not any(pa.types.is_dictionary(f.type) for f in schema):
+    """``schema`` with dictionary (DuckDB ENUM) columns, also nested in lists, structs and
+    maps, as their value type: batches are streamed without dictionary messages, which
+    Flight generator streams do not send."""
+    plain = [plain_type(f.type) for f in schema]
+    if plain == schema.types:
         return schema
-    return pa.schema(
-        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
-        metadata=schema.metadata,
-    )
+    return pa.schema([f.with_type(t) for f, t in zip(schema, plain)], metadata=schema.metadata)
 
 
 def product_table(domain: str, name: str) -> exp.Table:

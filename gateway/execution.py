@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from gateway.arrow_types import plain_type
 from gateway.catalog import Catalog
 from gateway.engine import Engine
 from gateway.engine_errors import is_data_error, safe_engine_error
@@ -416,12 +417,13 @@ _STOP_MESSAGES = {
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` as ``schema``: dictionaries decoded, columns renamed positionally. Any
-    other difference is a planning bug: fail rather than convert data silently."""
+    """``batch`` as ``schema``: dictionaries decoded (also nested ones), columns renamed
+    positionally. Any other difference is a planning bug: fail rather than convert data
+    silently."""
     columns = []
     for column, target in zip(batch.columns, schema, strict=True):
         if column.type != target.type:
-            if not (pa.types.is_dictionary(column.type) and column.type.value_type == target.type):
+            if plain_type(column.type) != target.type:
                 raise QueryFailed(
                     f"internal error: column {target.name!r} came back as {column.type}, planned "
                     f"as {target.type}; the query was stopped"

@@ -71,6 +71,18 @@ def decode(raw: bytes) -> Message | str:
     return message
 
 
+def decode_descriptor(descriptor: object) -> Message | str:
+    """The command of a Flight descriptor (see ``decode``); a PATH descriptor, which names
+    no command, is refused."""
+    raw = getattr(descriptor, "command", None)
+    if raw is None:
+        raise NotSupported(
+            "path descriptors are not supported: send a command descriptor holding a Flight SQL "
+            "command or SQL text, e.g. FlightDescriptor.for_command(b\"SELECT * FROM sales.orders\")"
+        )
+    return decode(raw)
+
+
 def decode_as(raw: bytes, cls: type[Message]) -> Message:
     """Decode ``raw`` and require a message of type ``cls``."""
     message = decode(raw)
