@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.flight as flight
 
@@ -19,12 +22,28 @@ class MeshClient:
         header = self._client.authenticate_basic_token(user, password)
         self._options = flight.FlightCallOptions(headers=[header])
 
-    def query_reader(self, sql: str) -> flight.FlightStreamReader:
-        """Stream the result of ``sql`` batch by batch."""
+    def query_reader(self, sql: str) -> pa.RecordBatchReader:
+        """Stream the result of ``sql`` batch by batch: every endpoint's batches, in order.
+
+        In mesh mode a split scan answers with one endpoint per partition; each ticket is
+        sent back to the gateway, which relays it from the domain's node."""
         info = self._client.get_flight_info(
             flight.FlightDescriptor.for_command(sql.encode("utf-8")), self._options
         )
-        return self._client.do_get(info.endpoints[0].ticket, self._options)
+        endpoints = list(info.endpoints)
+        if not endpoints:
+            return pa.RecordBatchReader.from_batches(info.schema, iter(()))
+        first = self._client.do_get(endpoints[0].ticket, self._options)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            readers = itertools.chain(
+                [first], (self._client.do_get(e.ticket, self._options) for e in endpoints[1:])
+            )
+            for reader in readers:
+                for chunk in reader:
+                    yield chunk.data
+
+        return pa.RecordBatchReader.from_batches(first.schema, batches())
 
     def query_arrow(self, sql: str) -> pa.Table:
         """The whole result of ``sql`` as an Arrow table."""

@@ -100,7 +100,7 @@ def test_gateway_client_query_pandas_and_arrow(gateway, direct_arrow):
         table = mesh.query_arrow(sql)
         frame = mesh.query_pandas(sql)
         reader = mesh.query_reader("SELECT * FROM sales.orders")
-        rows = sum(batch.data.num_rows for batch in reader)
+        rows = sum(batch.num_rows for batch in reader)
     assert table.num_rows == 100
     assert table.equals(expected)
     pd.testing.assert_frame_equal(frame, expected.to_pandas())
