@@ -27,10 +27,11 @@ SAMPLE_QUERY = (
 
 @app.callback()
 def _configure() -> None:
-    """Plain, structured logs for every command (never rich tracebacks with locals)."""
+    """Plain, structured logs for every command (never rich tracebacks with locals); only
+    warnings and errors for one-shot commands (serve and node log at info)."""
     from gateway.logs import configure_logging
 
-    configure_logging()
+    configure_logging(level="warning")
 
 
 def default_mesh_dir() -> Path:
@@ -100,7 +101,7 @@ def node(
     except MeshgateError as exc:
         _fail(exc)
     console.print(f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
-                  f"({len(server.catalogs.current)} products)")
+                  f"({len(server.state.current.catalog)} products)")
     server.serve()
 
 
@@ -135,7 +136,9 @@ def demo(
 
     try:
         path = write_demo_mesh(mesh_dir, overwrite=overwrite)
-    except (FileExistsError, NotADirectoryError) as exc:
+    except FileExistsError as exc:
+        _fail(str(exc).replace("pass overwrite=True", "pass --overwrite"))
+    except NotADirectoryError as exc:
         _fail(exc)
     console.print(f"Demo mesh written to {path}. Serve it with: meshgate serve {path}")
 
@@ -156,7 +159,11 @@ def products(
     except MeshgateError as exc:
         _fail(exc)
     title = f"Products of {path}" + (f" visible to {user}" if user else "")
-    table = Table(title=title)
+    caption = (
+        f"rows —: counts are not shown per user (row filters apply); count with "
+        f'meshgate query --user {user} "SELECT count(*) FROM <product>"' if user else None
+    )
+    table = Table(title=title, caption=escape(caption) if caption else None)
     for column in ("product", "owner", "rows", "columns", "status"):
         table.add_column(column)
     for product in listed:
@@ -164,7 +171,7 @@ def products(
         columns = ", ".join(
             f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
         )
-        shown_rows = "" if rows is None else f"{rows:,}"
+        shown_rows = "—" if rows is None else f"{rows:,}"
         table.add_row(product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]")
     problems = [] if user else catalog.problems
     for problem in problems:
@@ -239,7 +246,7 @@ app.add_typer(policy_app, name="policy")
 
 @policy_app.command("test")
 def policy_test(mesh_dir: MeshDir = None) -> None:
-    """Run the mesh's policy tests (``<domain>/policy_tests.yaml``); exit 1 on any failure."""
+    """Run the mesh's policy tests (<domain>/policy_tests.yaml); exit 1 on any failure."""
     import pyarrow as pa
 
     from gateway.errors import AccessDenied, QueryRefused
@@ -294,7 +301,7 @@ def audit(
     ends = {}
     selected = []
     for record in read_audit(directory):
-        if record["event"] == "query_end":
+        if record["event"] == "query_end" and "query_id" in record:
             ends[record["query_id"]] = record
             continue
         if user and record.get("user") != user:
@@ -306,9 +313,10 @@ def audit(
         selected.append(record)
     table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
     for record in selected[-limit:]:
-        end = ends.get(record["query_id"], {})
+        end = ends.get(record.get("query_id"), {})
+        decision = record.get("decision") or record["event"].replace("_", " ")
         table.add_row(
-            record["time"][:19], record.get("user", ""), record.get("decision", ""),
+            record["time"][:19], record.get("user", ""), decision,
             ", ".join(record.get("products", [])), str(end.get("rows", "")), str(end.get("bytes", "")),
             str(end.get("duration_ms", "")),
             escape(record.get("error") or end.get("error") or record.get("sql", "")),
@@ -341,7 +349,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: SF0.01, 1 repetition.")] = False,
     repetitions: Annotated[Optional[int], typer.Option(help="Repetitions per figure (default 5).")] = None,
 ) -> None:
-    """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (``benchmarks/``)."""
+    """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (benchmarks/)."""
     from benchmarks.cli import run
 
     console.print(str(run(scale=scale, out=out, quick=quick, repetitions=repetitions)))
@@ -351,10 +359,10 @@ def bench(
 def hash_password_command(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
 ) -> None:
-    """Print a scrypt hash for a user's ``password_hash`` in mesh.toml."""
+    """Print a scrypt hash for a user's password_hash in mesh.toml (one line, never wrapped)."""
     from gateway.passwords import hash_password
 
-    console.print(hash_password(password), highlight=False)
+    typer.echo(hash_password(password))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class _LineChecker:
             raise self.fail(line, "role hierarchy (`g`) lines belong in the global policy file")
         if len(fields) != 2 or not all(fields):
             raise self.fail(line, "a role line is `g, <user or role>, <role>`")
-        return RoleLink(fields[0], fields[1], f"{self.path.name}:{line}")
+        return RoleLink(fields[0], fields[1], f"{self.path.parent.name}/{self.path.name}:{line}")
 
     def rule(self, line: int, fields: list[str]) -> Rule:
         if len(fields) not in (4, 5):

@@ -36,7 +36,8 @@ class Rule:
 
     @property
     def origin(self) -> str:
-        return f"{self.path.name}:{self.line}" if self.scope == "global" else f"{self.scope}/{self.path.name}:{self.line}"
+        """``file:line`` relative to the mesh dir: ``policies/global.csv:12``, ``crm/policy.csv:3``."""
+        return f"{self.path.parent.name}/{self.path.name}:{self.line}"
 
     def as_casbin(self) -> list[str]:
         return [self.subject, self.object, self.action.value, self.effect.value, self.argument]

@@ -196,12 +196,13 @@ def policy_file(mesh: Path, scope: str) -> Path:
 
 
 def rule_origin(mesh: Path, scope: str, line_text: str) -> str:
-    """``crm/policy.csv:3`` / ``global.csv:12``: where ``line_text`` stands in the file."""
+    """``crm/policy.csv:3`` / ``policies/global.csv:12``: where ``line_text`` stands in the file
+    (relative to the mesh dir, as ``explain`` and the audit name it)."""
     wanted = _canonical(line_text)
     lines = policy_file(mesh, scope).read_text(encoding="utf-8").splitlines()
     numbers = [i for i, line in enumerate(lines, start=1) if _canonical(line) == wanted]
     assert len(numbers) == 1, f"{line_text!r} found at lines {numbers} of {scope}'s policy file"
-    return f"global.csv:{numbers[0]}" if scope == "global" else f"{scope}/policy.csv:{numbers[0]}"
+    return f"policies/global.csv:{numbers[0]}" if scope == "global" else f"{scope}/policy.csv:{numbers[0]}"
 
 
 def _canonical(line: str) -> str:

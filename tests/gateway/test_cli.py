@@ -1,0 +1,93 @@
+"""The ``meshgate`` command line as a person meets it: help, messages, output that pastes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.audit import AuditLog
+from gateway.cli import app
+from gateway.passwords import verify_password
+from gateway.processes import REPO
+
+COMMANDS = [[], ["serve"], ["node"], ["demo"], ["products"], ["query"], ["explain"], ["policy"],
+            ["policy", "test"], ["audit"], ["bench"], ["hash-password"]]
+WIDE = {"COLUMNS": "400", "NO_COLOR": "1"}
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, list(args), env=env or WIDE)
+
+
+def run_process(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in its own process: what a person sees on stdout and stderr, logs included."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **WIDE}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "meshgate")
+def test_help_texts_show_no_restructuredtext_markup(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "``" not in result.output, result.output
+
+
+def test_hash_password_prints_one_unwrapped_line(tmp_path: Path) -> None:
+    result = run("hash-password", "--password", "correct horse battery staple", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert len(lines[0]) > 80  # longer than the terminal: it would have been wrapped
+    assert verify_password("correct horse battery staple", lines[0])
+
+
+def test_demo_on_an_existing_mesh_names_the_command_line_flag(mesh_copy: Path) -> None:
+    result = run("demo", str(mesh_copy))
+    assert result.exit_code == 1
+    assert "--overwrite" in result.output
+    assert "overwrite=True" not in result.output
+
+
+def test_audit_lists_failed_logins_beside_queries(mesh_copy: Path) -> None:
+    """A failed login record has no query_id: the audit command used to die on it."""
+    log = AuditLog(mesh_copy / ".meshgate" / "audit")
+    try:
+        log.record("query_begin", query_id="q1", user="alice", sql="SELECT 1 AS marker_one",
+                   decision="allowed", products=[])
+        log.record("login_failed", user="mallory", error="invalid username or password")
+        log.record("query_end", query_id="q1", user="alice", outcome="ok", rows=1, bytes=8,
+                   duration_ms=1.5, error=None)
+    finally:
+        log.close()
+    result = run("audit", str(mesh_copy))
+    assert result.exit_code == 0, result.output
+    assert "marker_one" in result.output
+    assert "login failed" in result.output and "mallory" in result.output
+    assert "invalid username or password" in result.output
+    only_alice = run("audit", str(mesh_copy), "--user", "alice")
+    assert only_alice.exit_code == 0, only_alice.output
+    assert "marker_one" in only_alice.output and "mallory" not in only_alice.output
+
+
+def test_products_for_a_user_explains_the_rows_column_and_logs_nothing(demo_mesh: Path) -> None:
+    result = run_process("products", str(demo_mesh), "--user", "alice")
+    assert result.returncode == 0, result.stderr
+    assert "sales.orders" in result.stdout and "logistics.shipments" not in result.stdout
+    assert "—" in result.stdout
+    assert "counts are not shown per user" in result.stdout
+    assert "policy_loaded" not in result.stdout + result.stderr
+    assert result.stderr == ""
+
+
+def test_explain_names_rule_files_relative_to_the_mesh(demo_mesh: Path) -> None:
+    result = run("explain", "--mesh", str(demo_mesh), "--user", "alice", "SELECT * FROM crm.customers")
+    assert result.exit_code == 0, result.output
+    assert "by crm/policy.csv:" in result.output
+    assert "by policies/global.csv:" in result.output
+    assert " global.csv:" not in result.output
