@@ -8,6 +8,19 @@ to a Flight client; it never contains data values.
 from __future__ import annotations
 
 
+def first_line(value: object, default: str | None = None) -> str:
+    """The first non-blank line of ``str(value)`` (an exception's message), stripped.
+
+    An empty message gives ``default``, or for an exception its type name, never an
+    IndexError (as ``str(exc).splitlines()[0]`` does)."""
+    for line in str(value).splitlines():
+        if line.strip():
+            return line.strip()
+    if default is not None:
+        return default
+    return type(value).__name__ if isinstance(value, BaseException) else ""
+
+
 class MeshgateError(Exception):
     """Base class of every error the gateway raises on purpose."""
 

@@ -7,13 +7,14 @@ them as a generic command): the query inside is what the rest of the pipeline pl
 from __future__ import annotations
 
 import logging
+import re
 
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from gateway.errors import InvalidQuery, QueryRefused
+from gateway.errors import InvalidQuery, QueryRefused, first_line
 from gateway.pipeline.query import PlanContext, Query
 
 _EXPLAIN_POLICY = "POLICY"
@@ -73,7 +74,7 @@ def _tokenize(text: str) -> list[Token]:
     try:
         tokens = _DIALECT.tokenize(text)
     except (TokenError, ValueError) as exc:
-        raise InvalidQuery(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
+        raise InvalidQuery(f"SQL syntax error: {first_line(exc)}") from exc
     if not any(token.token_type in _QUESTION_MARKS for token in tokens):
         return tokens
     fixed: list[Token] = []
@@ -114,7 +115,8 @@ def _parse_one(text: str, max_nesting: int) -> tuple[exp.Expression, list[exp.Pl
     try:
         statements = [s for s in _DIALECT.parser().parse(tokens, text) if s is not None]
     except (ParseError, TokenError) as exc:
-        raise InvalidQuery(f"SQL syntax error: {_first_error(exc)}") from exc
+        misspelt = _misspelt_statement(tokens)
+        raise misspelt or InvalidQuery(f"SQL syntax error: {_first_error(exc)}") from exc
     except (TypeError, ValueError, AttributeError, IndexError) as exc:  # sqlglot on odd input
         raise InvalidQuery("SQL syntax error: the statement could not be parsed") from exc
     except RecursionError as exc:
@@ -148,9 +150,59 @@ def _placeholders_within_depth(ast: exp.Expression, limit: int) -> list[exp.Plac
     return placeholders
 
 
+_REQUIRED = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*\.(\w+)'>")
+_GOT_TOKEN = re.compile(r"\s*but got <Token [^>]*>")
+_REPR = re.compile(r"<[^<>]*>")
+#: Tokens that start a statement: a first word outside these is a misspelt statement.
+_STATEMENT_STARTS = "SELECT, WITH, FROM, VALUES, EXPLAIN"
+
+
 def _first_error(exc: Exception) -> str:
+    """The first of sqlglot's errors in the user's terms: what was expected, the offending
+    token and where it stands (never sqlglot's class names or token reprs)."""
     errors = getattr(exc, "errors", None)
-    if errors:
-        first = errors[0]
-        return f"{first.get('description')} (line {first.get('line')}, column {first.get('col')})"
-    return str(exc).splitlines()[0]
+    if not errors:
+        return _REPR.sub("", first_line(exc)).strip() or "the statement could not be parsed"
+    first = errors[0]
+    token = str(first.get("highlight") or "").strip()
+    line, end = first.get("line"), first.get("col")
+    column = end - len(token) + 1 if isinstance(end, int) and token else end
+    where = f"line {line}, column {column}"
+    before = " ".join(str(first.get("start_context") or "").split())[-40:]
+    after = f", after {before!r}" if before else ""
+    description = str(first.get("description") or "")
+    at_end = not str(first.get("end_context") or "").strip()
+    if required := _REQUIRED.match(description):
+        what = _describe(required.group(2))
+        if at_end:
+            return f"incomplete {what}: expected an expression after {token!r}, at the end ({where})"
+        return f"incomplete {what}: expected an expression, found {token!r} ({where}{after})"
+    if description.startswith("Invalid expression / Unexpected token"):
+        return f"unexpected {token!r} ({where}{after})"
+    if description.startswith("Expecting "):
+        expected, end = description.removeprefix("Expecting "), ", at the end" if at_end else ""
+        return f"expected {expected} after {token!r}{end} ({where}{after})"
+    description = _REPR.sub("", _GOT_TOKEN.sub("", description)).strip() or "unexpected input"
+    return f"{description[:1].lower()}{description[1:]}, at {token!r} ({where}{after})"
+
+
+def _describe(class_name: str) -> str:
+    """``Where`` -> ``WHERE clause``; an operator or function -> ``expression``."""
+    node = getattr(exp, class_name, None)
+    if isinstance(node, type) and issubclass(node, (exp.Binary, exp.Unary, exp.Func)):
+        return "expression"
+    if isinstance(node, type) and issubclass(node, (exp.Where, exp.Having, exp.Group, exp.Order,
+                                                    exp.Limit, exp.Offset, exp.Qualify, exp.Join)):
+        return f"{node.key.upper()} clause"
+    return "statement"
+
+
+def _misspelt_statement(tokens: list[Token]) -> InvalidQuery | None:
+    """A statement whose first word is not a keyword (``SELEC * FRM t``): name that word."""
+    first = next((t for t in tokens if t.token_type != TokenType.SEMICOLON), None)
+    if first is None or first.token_type != TokenType.VAR:
+        return None
+    return InvalidQuery(
+        f"SQL syntax error: unknown statement {first.text!r} (line {first.line}, column "
+        f"{first.col - len(first.text) + 1}); expected a query starting with {_STATEMENT_STARTS}"
+    )

@@ -78,6 +78,30 @@ def test_syntax_error(cur, flight_bob, demo_mesh):
         assert_clean(message, demo_mesh)
 
 
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT * FROM sales.orders WHERE",
+         "incomplete WHERE clause: expected an expression after 'WHERE', at the end (line 1, column 28)"),
+        ("SELECT * FROM sales.orders WHERE ORDER BY order_id",
+         "incomplete WHERE clause: expected an expression, found 'ORDER BY' (line 1, column 34"),
+        ("SELEC * FRM sales.orders", "unknown statement 'SELEC' (line 1, column 1); expected a query"),
+        ("SELECT * FRM sales.orders", "unexpected 'sales' (line 1, column 14, after 'SELECT * FRM')"),
+        ("SELECT order_id FROM sales.orders WHERE (order_id = 1",
+         "expected ) after '1', at the end (line 1, column"),
+        ("SELECT 1 +", "incomplete expression: expected an expression after '+', at the end"),
+    ],
+    ids=["where-at-end", "where-then-order", "misspelt-select", "misspelt-from", "unclosed", "operator"],
+)
+def test_syntax_error_names_the_token_and_what_was_expected(cur, demo_mesh, sql, expected):
+    """What was expected, the offending token and its position: never sqlglot's internals."""
+    message = adbc_failure(cur, sql)
+    assert f"SQL syntax error: {expected}" in message, message
+    assert "<class" not in message and "<Token" not in message and "sqlglot" not in message
+    assert "Invalid expression / Unexpected token" not in message
+    assert_clean(message, demo_mesh)
+
+
 def test_unknown_product(cur, demo_mesh):
     message = adbc_failure(cur, "SELECT * FROM sales.nope")
     assert "unknown product sales.nope" in message
