@@ -26,6 +26,7 @@ from connectors.base import Connector
 from gateway.arrow_types import ArrowTypeCache, plain_type
 from gateway.config import EngineSettings
 from gateway.contracts import ProductContract
+from gateway.errors import first_line
 from gateway.source_check import check_columns
 
 log = structlog.get_logger("meshgate.engine")
@@ -112,7 +113,7 @@ class Engine:
                 )
                 self._db.execute(view.sql("duckdb"))
         except duckdb.Error as exc:
-            log.warning("partitions_unavailable", product=contract.key, error=str(exc).splitlines()[0])
+            log.warning("partitions_unavailable", product=contract.key, error=first_line(exc))
             return
         self.partitions[contract.key] = (len(partitioning.scans), partitioning.pieces)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 import structlog
 
-from gateway.errors import QueryFailed
+from gateway.errors import QueryFailed, first_line
 
 log = structlog.get_logger("meshgate.engine")
 
@@ -64,5 +64,4 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split("\nLINE ")[0]
+    return first_line(exc)  # DuckDB's "LINE 1: ..." context is on a later line

@@ -12,7 +12,7 @@ def first_line(value: object, default: str | None = None) -> str:
     """The first non-blank line of ``str(value)`` (an exception's message), stripped.
 
     An empty message gives ``default``, or for an exception its type name, never an
-    IndexError (as ``str(exc).splitlines()[0]`` does)."""
+    IndexError (as indexing the first of ``splitlines()`` does)."""
     for line in str(value).splitlines():
         if line.strip():
             return line.strip()

@@ -40,9 +40,10 @@ from sqlglot import exp
 from gateway import fragments
 from gateway.config import NodesSettings
 from gateway.engine import Engine
-from gateway.errors import MeshgateError, QueryFailed, Unavailable
+from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
 from gateway.execution import WATCHDOG, StreamedTable
 from gateway.fragments import FederatedPlan, Fragment
+from gateway.node_actions import ACTION_HEALTH, ACTION_STATS
 from gateway.product_sizes import SizeCache, measure_in_background
 from gateway.tickets import TicketSealer
 
@@ -119,7 +120,7 @@ class FragmentStream:
         if isinstance(exc, flight.FlightError):
             error: MeshgateError = _stopped_streaming(domain)
         else:  # the node reported an error of its own (its message is meant for clients)
-            message = re.split(r"\. (?:Detail|gRPC client debug context)", str(exc).splitlines()[0])[0]
+            message = re.split(r"\. (?:Detail|gRPC client debug context)", first_line(exc))[0]
             error = QueryFailed(f"domain {domain}'s node could not run its part of the query: {message}")
         self.fail(error)
         return error
@@ -177,7 +178,7 @@ class NodeDirectory:
             checked = self._checked.get(location)
             if checked is None or now - checked[0] > _HEALTH_CACHE_SECONDS:
                 try:
-                    self._action(location, "health")
+                    self._action(location, ACTION_HEALTH)
                     checked = (now, True)
                 except flight.FlightError:
                     checked = (now, False)
@@ -197,14 +198,14 @@ class NodeDirectory:
         report = []
         for location in self.locations(domain):
             try:
-                answer = self._action(location, "health")
+                answer = self._action(location, ACTION_HEALTH)
                 report.append({"location": location, "reachable": True, **answer})
             except flight.FlightError as exc:
-                report.append({"location": location, "reachable": False, "error": str(exc).splitlines()[0]})
+                report.append({"location": location, "reachable": False, "error": first_line(exc)})
         return report
 
     def stats(self, location: str) -> dict:
-        return self._action(location, "stats")
+        return self._action(location, ACTION_STATS)
 
     def _action(self, location: str, name: str) -> dict:
         """A node's ``health`` or ``stats`` answer, asked with a control ticket (nodes answer
@@ -236,7 +237,7 @@ class NodeDirectory:
                 raise
             except flight.FlightError as exc:
                 self._checked[location] = (time.monotonic(), False)
-                errors.append(f"{location}: {str(exc).splitlines()[0]}")
+                errors.append(f"{location}: {first_line(exc)}")
         log.warning("domain_unavailable", domain=domain, errors=errors)
         raise NodeUnavailable(
             f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
@@ -260,7 +261,7 @@ class NodeDirectory:
         """Whether ``location`` refuses calls (its process is gone). A slow or erring answer
         is not gone: a stream from it fails by itself if it really is."""
         try:
-            self._action(location, "health")
+            self._action(location, ACTION_HEALTH)
         except flight.FlightUnavailableError:
             self._checked[location] = (time.monotonic(), False)
             return True

@@ -25,14 +25,12 @@ from gateway.auth import HandshakeAuthHandler
 from gateway.catalog import CatalogHolder
 from gateway.config import MeshConfig
 from gateway.errors import ConfigError, MeshgateError
+from gateway.node_actions import ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
 from gateway.execution import result_schema, stream_sql
 from gateway.tickets import NodeTicket, ReplayGuard, TicketError, TicketSealer
 
 log = structlog.get_logger("meshgate.node")
 
-ACTION_HEALTH = "health"
-ACTION_STATS = "stats"
-ACTION_SCHEMA = "schema"
 
 
 @dataclass

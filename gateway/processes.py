@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.node_actions import ACTION_HEALTH
+
 #: The repository root: the working directory and import path of every server started here.
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +104,7 @@ def node_action(uri: str, name: str, key: str, domain: str, timeout: float = 5.0
 
 def node_is_healthy(uri: str, key: str, domain: str, timeout: float = 1.0) -> None:
     """Raise unless ``domain``'s node at ``uri`` reports status ok (see ``node_action``)."""
-    status = node_action(uri, "health", key, domain, timeout=timeout).get("status")
+    status = node_action(uri, ACTION_HEALTH, key, domain, timeout=timeout).get("status")
     if status != "ok":
         raise RuntimeError(f"node status {status!r}")
 

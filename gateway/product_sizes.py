@@ -17,6 +17,7 @@ import pyarrow as pa
 import structlog
 from sqlglot import exp, parse_one
 
+from gateway.errors import first_line
 from gateway.fragments import Fragment
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def whole_size(
         query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
         counts = nodes.fetch_table(query, user, policy_version).to_pylist()[0]
     except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
-        log.warning("whole_product_size_unknown", domain=product.domain, error=str(exc).splitlines()[0])
+        log.warning("whole_product_size_unknown", domain=product.domain, error=first_line(exc))
         return None
     rows = int(counts["rows"])
     fixed = sum(_fixed_width(f.type) for f in schema)

@@ -1,0 +1,9 @@
+"""The Flight action names a domain node answers (``gateway.node``), in a module of their own:
+the gateway's side (``gateway.federation``, ``gateway.processes``) names them without importing
+the node server, which imports the gateway's application."""
+
+from __future__ import annotations
+
+ACTION_HEALTH = "health"
+ACTION_STATS = "stats"
+ACTION_SCHEMA = "schema"
