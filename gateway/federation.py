@@ -130,7 +130,7 @@ class FragmentExecutor(Protocol):
     """Runs one fragment of a federated query and streams its (governed) rows."""
 
     def open_stream(
-        self, fragment: Fragment, user: str, policy_version: int = 0,
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream: ...
 
@@ -245,17 +245,21 @@ class NodeDirectory:
         )
 
     def open_stream(
-        self, fragment: Fragment, user: str, policy_version: int = 0,
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream:
-        """``fragment``'s rows, streaming from its domain's node (the node starts at once)."""
+        """``fragment``'s rows, streaming from its domain's node (the node starts at once).
+        ``decisions``: the policy fingerprint of each product the query was governed under
+        (``gateway.tickets.decisions_of``); the node refuses the fragment if one changed."""
         sealed = self.sealer.seal(
-            fragment.domain, fragment.sql, (), user, fragment.products, policy_version=policy_version
+            fragment.domain, fragment.sql, (), user, fragment.products, decisions=decisions
         )
         return FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
 
-    def fetch_table(self, fragment: Fragment, user: str, policy_version: int = 0) -> pa.Table:
-        return self.open_stream(fragment, user, policy_version).read_all()
+    def fetch_table(
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None
+    ) -> pa.Table:
+        return self.open_stream(fragment, user, decisions).read_all()
 
     def gone(self, location: str) -> bool:
         """Whether ``location`` refuses calls (its process is gone). A slow or erring answer
@@ -291,7 +295,7 @@ def split_fragments(
 
 
 def run_fragments(
-    plan: FederatedPlan, nodes: NodeDirectory, user: str, policy_version: int,
+    plan: FederatedPlan, nodes: NodeDirectory, user: str, decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema], rows_of: Callable[[str], int | None] = lambda sql: None,
     is_cancelled: Callable[[], bool] = lambda: False, timeout_seconds: float = float("inf"),
 ) -> FragmentStreams:
@@ -306,11 +310,11 @@ def run_fragments(
     if plan.pushed_down:
         for product in plan.whole_products:
             if nodes.sizes.get((product.domain, product.sql)) is None:
-                measure_in_background(nodes, product, user, policy_version, schema_of)
+                measure_in_background(nodes, product, user, decisions, schema_of)
     failures: list[MeshgateError] = []
     with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         streams = _gather(
-            pool, lambda f: executor_for(f, nodes).open_stream(f, user, policy_version, failures),
+            pool, lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
             plan.fragments, failures, lambda opened: [s.stop() for s in opened],
         )
         tables = _gather(

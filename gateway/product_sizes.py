@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -62,7 +62,8 @@ class SizeCache:
 
 
 def measure_in_background(
-    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
+    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema],
 ) -> None:
     """Measure ``product``'s whole size on its node in a background thread (once at a time
     per product; the result lands in ``nodes.sizes``)."""
@@ -72,7 +73,7 @@ def measure_in_background(
 
     def measure() -> None:
         try:
-            whole_size(nodes, product, user, policy_version, schema_of)
+            whole_size(nodes, product, user, decisions, schema_of)
         finally:
             nodes.sizes.release(key)
 
@@ -80,7 +81,8 @@ def measure_in_background(
 
 
 def whole_size(
-    nodes: NodeDirectory, product: Fragment, user: str, policy_version: int, schema_of: Callable[[str], pa.Schema]
+    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema],
 ) -> int | None:
     """Estimated Arrow bytes of one whole governed product (cached a minute); None when
     the node could not tell (the query itself is not affected)."""
@@ -91,7 +93,7 @@ def whole_size(
     try:
         schema = schema_of(product.sql)
         query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
-        counts = nodes.fetch_table(query, user, policy_version).to_pylist()[0]
+        counts = nodes.fetch_table(query, user, decisions).to_pylist()[0]
     except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
         log.warning("whole_product_size_unknown", domain=product.domain, error=first_line(exc))
         return None

@@ -63,7 +63,7 @@ from gateway.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.principal import Principal
 from gateway.state import MeshSnapshot, MeshState
 from gateway.tickets import MAGIC as TICKET_MAGIC
-from gateway.tickets import TicketError
+from gateway.tickets import TicketError, decisions_of, stale_products
 
 log = structlog.get_logger("meshgate.service")
 
@@ -207,7 +207,7 @@ class SqlService:
     def _seal(self, planned: PlannedQuery, domain: str, sql: str | None = None) -> bytes:
         return self.nodes.sealer.seal(
             domain, sql or planned.sql, planned.parameters, planned.principal.user, planned.products,
-            policy_version=planned.governor_version,
+            decisions=decisions_of(planned.query.accesses, planned.products),
         )
 
     def _node_info(self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str) -> flight.FlightInfo:
@@ -236,7 +236,9 @@ class SqlService:
             raise AuthenticationError(f"ticket refused: {exc}") from exc
         if ticket.user != principal.user:
             raise HandleNotFound("unknown or expired ticket; run the statement again")
-        if ticket.policy_version != self._state.current.governor.version:
+        snapshot = self._state.current  # the node checks again, with its own copy of the policy
+        subject = self.context(principal, snapshot).subject
+        if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
             raise InvalidQuery("the policy changed since this query was planned; run it again")
         reader = self.nodes.fetch(ticket.domain, sealed)
         return reader.schema, _relayed(reader, ticket.domain)
@@ -254,7 +256,8 @@ class SqlService:
         user = planned.principal.user
         engine = planned.catalog.engine
         streams = run_fragments(
-            plan_, self.nodes, user, planned.governor_version, engine.result_schema,
+            plan_, self.nodes, user, decisions_of(planned.query.accesses, planned.products),
+            engine.result_schema,
             lambda sql: estimated_rows(engine, sql), is_cancelled, engine.settings.query_timeout_seconds,
         )
         try:

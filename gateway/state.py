@@ -27,13 +27,19 @@ class MeshSnapshot:
 class MeshState:
     """Loads the mesh, then reloads catalog and policies when their files change."""
 
-    def __init__(self, mesh_dir: Path, config: MeshConfig) -> None:
+    def __init__(
+        self, mesh_dir: Path, config: MeshConfig, domains: frozenset[str] | None = None
+    ) -> None:
+        """``domains``: only these domains' products and policies (a domain node)."""
         self.config = config
-        self._catalogs = CatalogHolder(mesh_dir, config.engine, partitions=config.nodes.split_endpoints)
+        self._catalogs = CatalogHolder(
+            mesh_dir, config.engine, domains, partitions=config.nodes.split_endpoints
+        )
         self.policies = PolicyHolder(
             mesh_dir,
             config.governance.hash_key,
             {user: tuple(settings.roles) for user, settings in config.users.items()},
+            served_domains=domains,
         )
         self._lock = threading.Lock()
         catalog = self._catalogs.current

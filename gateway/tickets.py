@@ -7,6 +7,14 @@ The payload names the domain, the SQL, its parameters (Arrow IPC), the user and 
 (for the node's audit), an expiry and a nonce; ``ReplayGuard`` refuses a nonce seen twice.
 A *control* ticket (purpose ``health`` or ``stats``, no SQL, no user, a few seconds of life)
 is how the gateway proves itself when it asks a node for its health or counters.
+
+A ticket also carries, per product, the fingerprint of the policy decision its governed SQL
+was built on (``ProductAccess.fingerprint``: read, row filter, columns, masks). Whoever
+honours it (the node, the gateway's relay) decides again with the policy in force and
+refuses the ticket when a decision differs (``stale_products``): a revocation ends old
+tickets as soon as the honouring process has reloaded its policy, not when they expire.
+Fingerprints are derived from the decisions themselves, so processes that reload at
+different moments, or hold different version counters, still agree.
 """
 
 from __future__ import annotations
@@ -15,11 +23,16 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from policies.engine import ProductAccess
 
 MAGIC = b"MGT1"
 _NONCE_BYTES = 12
@@ -27,6 +40,11 @@ _AAD = b"meshgate-node-ticket-v1"
 #: Lifetime of a control ticket: sealed for one call, opened at once.
 CONTROL_TTL_SECONDS = 10.0
 CONTROL_PURPOSES = ("health", "stats")
+#: Why a ticket sealed before a policy change is refused (names no product: a refusal never
+#: tells more than the ticket's holder knows).
+POLICY_CHANGED = (
+    "access changed since this ticket was sealed (policy reloaded); run the query again"
+)
 
 
 class TicketError(Exception):
@@ -45,7 +63,8 @@ class NodeTicket:
     expires_at: float
     purpose: str = "rows"  # "rows", "schema", or a control purpose ("health", "stats")
     nonce: bytes = b""
-    policy_version: int = 0
+    #: product -> fingerprint of the user's policy decision the SQL was governed under
+    decisions: Mapping[str, str] = field(default_factory=dict)
 
 
 class TicketSealer:
@@ -57,8 +76,8 @@ class TicketSealer:
 
     def seal(
         self, domain: str, sql: str, parameters: tuple[object, ...], user: str,
-        products: tuple[str, ...], purpose: str = "rows", policy_version: int = 0,
-        ttl_seconds: float | None = None,
+        products: tuple[str, ...], purpose: str = "rows",
+        decisions: Mapping[str, str] | None = None, ttl_seconds: float | None = None,
     ) -> bytes:
         payload = {
             "domain": domain,
@@ -68,7 +87,7 @@ class TicketSealer:
             "products": list(products),
             "expires_at": time.time() + (self.ttl_seconds if ttl_seconds is None else ttl_seconds),
             "purpose": purpose,
-            "policy_version": policy_version,
+            "decisions": dict(decisions or {}),
         }
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, json.dumps(payload).encode(), _AAD)
@@ -100,8 +119,25 @@ class TicketSealer:
             expires_at=payload["expires_at"],
             purpose=payload["purpose"],
             nonce=nonce,
-            policy_version=payload.get("policy_version", 0),
+            decisions=payload.get("decisions", {}),
         )
+
+
+def decisions_of(accesses: Mapping[str, ProductAccess], products: Iterable[str]) -> dict[str, str]:
+    """What a ticket for ``products`` carries: each one's decision fingerprint."""
+    return {key: accesses[key].fingerprint for key in products if key in accesses}
+
+
+def stale_products(ticket: NodeTicket, access_of: Callable[[str], ProductAccess]) -> list[str]:
+    """The products of ``ticket`` that its user may no longer read, or may read only under
+    another decision than the one the ticket was sealed with (``access_of``: the decision
+    of the policy in force for the ticket's user)."""
+    stale = []
+    for key in ticket.products:
+        access = access_of(key)
+        if not access.allowed or access.fingerprint != ticket.decisions.get(key):
+            stale.append(key)
+    return stale
 
 
 class ReplayGuard:

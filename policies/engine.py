@@ -14,10 +14,12 @@ does not grow with the size of the policy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cached_property, reduce
 
 from sqlglot import exp
 
@@ -62,6 +64,18 @@ class ProductAccess:
     @property
     def visible_columns(self) -> tuple[ColumnAccess, ...]:
         return tuple(c for c in self.columns if c.visible)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of the decision (allowed, row filter, columns and their masks; not the
+        reasons): equal in every process whose policy decides alike, whatever its version."""
+        decision = [
+            self.product,
+            self.allowed,
+            None if self.row_filter is None else self.row_filter.sql("duckdb"),
+            [[c.name, c.visible, c.mask.spec if c.mask else None] for c in self.columns],
+        ]
+        return hashlib.sha256(json.dumps(decision).encode()).hexdigest()[:32]
 
 
 class Governor:

@@ -25,8 +25,14 @@ log = structlog.get_logger("meshgate.policy")
 class PolicyHolder:
     """Thread-safe access to the current Governor."""
 
-    def __init__(self, mesh_dir: Path, hash_key: str | None, user_roles: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self, mesh_dir: Path, hash_key: str | None, user_roles: Mapping[str, tuple[str, ...]],
+        served_domains: frozenset[str] | None = None,
+    ) -> None:
+        """``served_domains``: a domain node's holder, deciding for those domains only
+        (rules naming other domains' products are skipped, see ``read_policy_file``)."""
         self._mesh_dir = mesh_dir
+        self._served_domains = served_domains
         self._hash_key = hash_key
         self._user_roles = dict(user_roles)
         self._lock = threading.Lock()
@@ -55,7 +61,9 @@ class PolicyHolder:
                 return False
             for scope, path in paths.items():
                 try:
-                    loaded = read_policy_file(path, scope, products, self._hash_key)
+                    loaded = read_policy_file(
+                        path, scope, products, self._hash_key, self._served_domains
+                    )
                     if scope == GLOBAL_SCOPE and not loaded.rules:
                         raise PolicyError(path, 0, "the global policy holds no rule; it is the floor every "
                                           "domain builds on (a truncated file is never taken as valid)")

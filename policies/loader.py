@@ -45,9 +45,14 @@ def policy_paths(mesh_dir: Path, domains: list[str]) -> dict[str, Path]:
 
 
 def read_policy_file(
-    path: Path, scope: str, products: Mapping[str, ProductShape], hash_key: str | None
+    path: Path, scope: str, products: Mapping[str, ProductShape], hash_key: str | None,
+    served_domains: frozenset[str] | None = None,
 ) -> PolicyFile:
-    """Parse and validate one file; raise PolicyError at the first bad line."""
+    """Parse and validate one file; raise PolicyError at the first bad line.
+
+    ``served_domains`` (a domain node, which knows only its own products): rules naming a
+    product or column of another domain are skipped, not refused as unknown; they cannot
+    decide anything about the served domains (the gateway validates them)."""
     rules: list[Rule] = []
     links: list[RoleLink] = []
     try:
@@ -67,6 +72,8 @@ def read_policy_file(
             raise PolicyError(path, number, f"not a CSV line: {exc}") from exc
         fields = [f.strip() for f in fields]
         kind = fields[0]
+        if kind == "p" and served_domains and _names_other_domain(fields, served_domains):
+            continue
         if kind == "p":
             rules.append(checker.rule(number, fields[1:]))
         elif kind == "g":
@@ -74,6 +81,14 @@ def read_policy_file(
         else:
             raise PolicyError(path, number, f"unknown line type {kind!r}; use `p` (rule) or `g` (role)")
     return PolicyFile(path, scope, tuple(rules), tuple(links))
+
+
+def _names_other_domain(fields: list[str], served: frozenset[str]) -> bool:
+    """Whether a ``p`` line's object is ``<domain>.<...>`` for a domain not in ``served``."""
+    obj = fields[2] if len(fields) > 2 else ""
+    if obj == "*" or obj.startswith("tag:") or "." not in obj:
+        return False
+    return obj.split(".", 1)[0] not in served
 
 
 class _LineChecker:

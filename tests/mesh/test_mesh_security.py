@@ -4,7 +4,8 @@
 - nodes answer ``health`` and ``stats`` to the gateway only (a control ticket sealed with
   the shared key); anyone else gets UNAUTHENTICATED, no data, and an audit record;
 - a ticket sealed before a revocation is refused by the node (and by the gateway's relay)
-  once the revocation is in force.
+  once the revocation is in force; a policy change that leaves the ticket's user's decision
+  as it was does not end the ticket.
 
 One module-scoped mesh of its own (sales, crm and logistics nodes, one gateway), since the
 revocation tests edit its policy files; every process is stopped at teardown.
@@ -13,12 +14,15 @@ revocation tests edit its policy files; every process is stopped at teardown.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from mesh_support import Mesh, running_mesh
+from mesh_support import Mesh, RunningNode, running_mesh
 from pyarrow import flight
-from support import flight_client
+from support import flight_client, wait_until
 
 from gateway.tickets import MAGIC, TicketSealer
 
@@ -160,6 +164,139 @@ def test_the_gateway_still_sees_node_reachability(mesh: Mesh):
         assert [loc.uri.decode() for loc in info.endpoints[0].locations] == [mesh.node("crm").uri]
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------ 5. revocation
+
+ALICE_GRANT = "p, analyst_eu, sales.orders, read, allow\n"
+ALICE_AMOUNT_MASK = "p, analyst_eu, sales.orders.amount, mask, allow, round:1000\n"
+EU_ORDERS = "SELECT * FROM sales.orders WHERE order_id < 200"
+
+
+@pytest.fixture
+def sales_policy(mesh: Mesh) -> Iterator[Path]:
+    """The sales policy file; restored after the test, which waits until the gateway and the
+    sales node both run on the restored policy again."""
+    path = mesh.mesh_dir / "sales" / "policy.csv"
+    original = path.read_text(encoding="utf-8")
+    yield path
+    if path.read_text(encoding="utf-8") != original:
+        version = policy_version(mesh.node("sales"))
+        path.write_text(original, encoding="utf-8")
+        wait_until(lambda: policy_version(mesh.node("sales")) > version, what="the node's reload")
+        wait_until(lambda: amounts_masked(mesh, "alice") is False, what="the gateway's reload")
+
+
+def policy_version(node: RunningNode) -> int:
+    return node.action("health")["policy_version"]
+
+
+def sealed(mesh: Mesh, user: str, sql: str) -> bytes:
+    """A fresh node ticket for ``sql`` from the gateway (GetFlightInfo as ``user``)."""
+    return _node_ticket(mesh, user, sql)
+
+
+def gateway_refuses(mesh: Mesh, user: str, sql: str) -> bool:
+    client, options = flight_client(mesh.gateway.uri, user)
+    try:
+        client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+    except (flight.FlightError, pa.ArrowException):
+        return True
+    finally:
+        client.close()
+    return False
+
+
+def amounts_masked(mesh: Mesh, user: str) -> bool | None:
+    """Whether ``user``'s sales amounts come rounded to thousands (None: refused)."""
+    client, options = flight_client(mesh.gateway.uri, user)
+    try:
+        sql = b"SELECT count(*) AS odd FROM sales.orders WHERE amount % 1000 <> 0"
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql), options)
+        return client.do_get(info.endpoints[0].ticket, options).read_all().column(0)[0].as_py() == 0
+    except (flight.FlightError, pa.ArrowException):
+        return None
+    finally:
+        client.close()
+
+
+def node_rows(node: RunningNode, ticket: bytes) -> pa.Table:
+    client = flight.FlightClient(node.uri)
+    try:
+        return client.do_get(flight.Ticket(ticket), flight.FlightCallOptions(timeout=30)).read_all()
+    finally:
+        client.close()
+
+
+def relayed_rows(mesh: Mesh, user: str, ticket: bytes) -> pa.Table:
+    client, options = flight_client(mesh.gateway.uri, user)
+    try:
+        return client.do_get(flight.Ticket(ticket), options).read_all()
+    finally:
+        client.close()
+
+
+def test_a_ticket_sealed_before_a_revocation_is_refused_by_the_node_and_the_relay(
+    mesh: Mesh, sales_policy: Path
+):
+    """The node decides again with its own copy of the policy, reloaded on its own clock
+    (up to about a second apart from the gateway's): the test waits for the gateway to
+    refuse alice and for the node to report a reload, then presents the old tickets."""
+    node = mesh.node("sales")
+    honoured = node_rows(node, sealed(mesh, "alice", EU_ORDERS))
+    assert honoured.num_rows > 0, "alice's ticket is honoured before the revocation"
+    direct, relay = sealed(mesh, "alice", EU_ORDERS), sealed(mesh, "alice", EU_ORDERS)
+    version = policy_version(node)
+    revoked_at = time.monotonic()
+    text = sales_policy.read_text(encoding="utf-8")
+    assert ALICE_GRANT in text
+    sales_policy.write_text(text.replace(ALICE_GRANT, ""), encoding="utf-8")
+    wait_until(lambda: gateway_refuses(mesh, "alice", EU_ORDERS), what="the gateway refusing alice")
+    wait_until(lambda: policy_version(node) > version, what="the sales node reloading its policy")
+    reloaded_after = time.monotonic() - revoked_at
+
+    before, offset = node.action("stats"), mesh.node_audit_path("sales").stat().st_size
+    with pytest.raises(flight.FlightUnauthenticatedError) as caught:
+        leaked = node_rows(node, direct)
+        pytest.fail(f"the node honoured a revoked ticket: {leaked.num_rows} rows")
+    assert "access changed since this ticket was sealed" in str(caught.value)
+    assert "orders" not in str(caught.value)
+    after = node.action("stats")
+    assert after["rows"] == before["rows"] and after["refused"] == before["refused"] + 1
+    refused = [r for r in json_lines_since(mesh.node_audit_path("sales"), offset)
+               if r.get("event") == "ticket_refused"]
+    assert [(r["user"], r["products"]) for r in refused] == [("alice", ["sales.orders"])], refused
+
+    with pytest.raises((flight.FlightError, pa.ArrowException)) as caught:
+        leaked = relayed_rows(mesh, "alice", relay)
+        pytest.fail(f"the gateway relayed a revoked ticket: {leaked.num_rows} rows")
+    assert "policy changed" in str(caught.value)
+    assert node.action("stats")["rows"] == before["rows"], "the relay streamed rows from the node"
+    assert reloaded_after < 30
+
+
+def test_a_new_mask_ends_the_old_tickets_of_the_users_it_masks_only(mesh: Mesh, sales_policy: Path):
+    """A decision that changes (a mask added for alice) ends her old tickets; erin's decision
+    is the same under the new policy version, so hers stay good: the check compares
+    decisions, not version numbers."""
+    node = mesh.node("sales")
+    alice_direct, alice_relay = sealed(mesh, "alice", EU_ORDERS), sealed(mesh, "alice", EU_ORDERS)
+    erin_direct, erin_relay = sealed(mesh, "erin", EU_ORDERS), sealed(mesh, "erin", EU_ORDERS)
+    assert amounts_masked(mesh, "alice") is False
+    version = policy_version(node)
+    text = sales_policy.read_text(encoding="utf-8")
+    sales_policy.write_text(text + ALICE_AMOUNT_MASK, encoding="utf-8")
+    wait_until(lambda: amounts_masked(mesh, "alice") is True, what="the gateway masking alice")
+    wait_until(lambda: policy_version(node) > version, what="the sales node reloading its policy")
+
+    with pytest.raises(flight.FlightUnauthenticatedError, match="access changed"):
+        leaked = node_rows(node, alice_direct)
+        pytest.fail(f"the node honoured a ticket sealed before the mask: {leaked.num_rows} rows")
+    with pytest.raises((flight.FlightError, pa.ArrowException), match="policy changed"):
+        leaked = relayed_rows(mesh, "alice", alice_relay)
+        pytest.fail(f"the gateway relayed a ticket sealed before the mask: {leaked.num_rows} rows")
+    erin_rows = node_rows(node, erin_direct).num_rows
+    assert erin_rows == relayed_rows(mesh, "erin", erin_relay).num_rows > 0
 
 
 # ------------------------------------------------------------------ helpers
