@@ -27,6 +27,7 @@ from sqlglot.errors import SqlglotError
 
 from gateway.engine import INTERNAL_CATALOG, partition_table
 from gateway.execution import PlannedQuery
+from gateway.pipeline.barrier import is_barrier
 
 #: Arguments a row-wise SELECT may carry: projections, one source, a WHERE.
 _ROW_WISE_SELECT_ARGS = frozenset({"expressions", "from_", "where"})
@@ -61,7 +62,7 @@ def row_wise_product(ast: exp.Expression) -> exp.Table | None:
     if not isinstance(source, exp.Subquery) or set(_present(source)) - {"this", "alias"}:
         return None
     secure = source.this
-    if not _plain_select(secure) or not isinstance(secure.args["from_"].this, exp.Table):
+    if not _plain_select(secure, behind_barrier=True) or not isinstance(secure.args["from_"].this, exp.Table):
         return None
     table = secure.args["from_"].this
     if table.catalog != INTERNAL_CATALOG or set(_present(table)) - _PLAIN_TABLE_ARGS:
@@ -90,12 +91,13 @@ def substitute(ast: exp.Expression, table: exp.Table, replacement: exp.Table) ->
     return copy
 
 
-def _plain_select(node: exp.Expression) -> bool:
-    return (
-        isinstance(node, exp.Select)
-        and not set(_present(node)) - _ROW_WISE_SELECT_ARGS
-        and node.args.get("from_") is not None
-    )
+def _plain_select(node: exp.Expression, behind_barrier: bool = False) -> bool:
+    """A SELECT of projections from one source with a WHERE; ``behind_barrier``: a secure
+    subquery, which may also end in its security barrier."""
+    if not isinstance(node, exp.Select) or node.args.get("from_") is None:
+        return False
+    allowed = _ROW_WISE_SELECT_ARGS | ({"offset"} if behind_barrier and is_barrier(node) else set())
+    return not set(_present(node)) - allowed
 
 
 def _present(node: exp.Expression) -> list[str]:

@@ -14,6 +14,14 @@ from sqlglot import exp
 
 from gateway.engine import product_table
 from gateway.errors import QueryRefused
+from gateway.pipeline.barrier import (
+    ProductColumns,
+    Resolver,
+    add_barrier,
+    leakproof_conjuncts,
+    needs_barrier,
+    remove_conjuncts,
+)
 from gateway.pipeline.query import PlanContext, Query
 from policies.engine import ProductAccess
 
@@ -46,14 +54,27 @@ def governed_columns(
 
 
 def secure_subquery(
-    domain: str, name: str, access: ProductAccess, column_types: dict[str, str]
+    domain: str, name: str, access: ProductAccess, column_types: dict[str, str],
+    leakproof: list[exp.Expression] | None = None, barrier: bool = False,
 ) -> exp.Select:
-    """The filtered, masked SELECT standing in for one product."""
+    """The filtered, masked SELECT standing in for one product; with ``barrier``, behind
+    its security barrier, with ``leakproof`` user conjuncts beside the row filter (see
+    ``gateway.pipeline.barrier``)."""
     projections = governed_columns(access, column_types)
     select = exp.select(*projections, copy=False).from_(product_table(domain, name), copy=False)
-    if access.row_filter is not None:
-        select = select.where(access.row_filter.copy(), copy=False)
-    return select
+    conditions = [access.row_filter.copy()] if access.row_filter is not None else []
+    conditions += leakproof or []
+    if conditions:
+        select = select.where(exp.and_(*conditions, copy=False), copy=False)
+    return add_barrier(select) if barrier else select
+
+
+def _judged_columns(access: ProductAccess, column_types: dict[str, str]) -> ProductColumns:
+    """What predicates on a product reference may be judged on: its unmasked visible
+    columns with their types, and every visible column's name."""
+    visible = access.visible_columns
+    unmasked = {c.name.lower(): (c.name, column_types[c.name]) for c in visible if c.mask is None}
+    return unmasked, frozenset(c.name for c in visible)
 
 
 def _name_subquery_columns(selects: list[exp.Select]) -> None:
@@ -101,9 +122,28 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     selects, tables, db_columns = _user_nodes(ast)
     _name_subquery_columns(selects)
     products = {p.key: p for p in query.products}
+    product_of = {id(t): products[f"{t.db.lower()}.{t.name.lower()}"] for t in tables}
+    resolver = Resolver(
+        {
+            id(t): _judged_columns(query.accesses[p.key], p.column_types)
+            for t in tables
+            for p in (product_of[id(t)],)
+        },
+        _derived_columns,
+    )
+    barrier = needs_barrier(selects, resolver)
+    pushed: dict[int, list[exp.Expression]] = {}
+    if barrier:
+        from_where = []
+        for table in tables:
+            pushed[id(table)], originals = leakproof_conjuncts(table, resolver)
+            if originals:
+                from_where.append((table.parent.parent, originals))
+        for select, originals in from_where:
+            remove_conjuncts(select, originals)
     unaliased: set[tuple[str, str]] = set()
     for table in tables:
-        product = products[f"{table.db.lower()}.{table.name.lower()}"]
+        product = product_of[id(table)]
         for arg in _REFUSED_TABLE_ARGS:
             if table.args.get(arg):
                 raise QueryRefused(f"{arg.upper()} on a product reference is not supported")
@@ -112,7 +152,8 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             alias = exp.TableAlias(this=exp.to_identifier(product.name))
             unaliased.add((product.domain, product.name))
         select = secure_subquery(
-            product.domain, product.name, query.accesses[product.key], product.column_types
+            product.domain, product.name, query.accesses[product.key], product.column_types,
+            pushed.get(id(table), []), barrier,
         )
         subquery = exp.Subquery(this=select, alias=alias)
         for arg in _CARRIED_TABLE_ARGS:
@@ -124,6 +165,19 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             column.set("db", None)
             column.set("catalog", None)
     return query.evolve(ast=ast)
+
+
+def _derived_columns(source: exp.Expression) -> frozenset[str] | None:
+    """The output column names of a derived table, or None when they are not evident."""
+    alias = source.args.get("alias")
+    if isinstance(alias, exp.TableAlias) and alias.columns:
+        return frozenset(c.name for c in alias.columns)
+    if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
+        projections = source.this.expressions
+        if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in projections):
+            return None
+        return frozenset(p.alias_or_name for p in projections)
+    return None
 
 
 @lru_cache(maxsize=4096)
