@@ -12,6 +12,7 @@ import duckdb
 import structlog
 
 from gateway.errors import QueryFailed, first_line
+from policies.safe_sql import COLLECTOR_LIMIT_MESSAGES
 
 log = structlog.get_logger("meshgate.engine")
 
@@ -43,6 +44,9 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
     """A QueryFailed whose message never quotes data values."""
     log.warning("engine_error", error_type=type(exc).__name__, error=str(exc), products=products)
     where = f" (products: {', '.join(products)})" if products else ""
+    guard = _guard_message(exc)
+    if guard is not None:
+        return QueryFailed(guard)
     if is_data_error(exc):
         return QueryFailed(
             f"the data of {', '.join(products) or 'a product'} could not be read (files missing, "
@@ -61,6 +65,15 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
             f"{where}; the offending value is not shown. Check casts and function arguments"
         )
     return QueryFailed(f"the query failed ({type(exc).__name__}){where}")
+
+
+def _guard_message(exc: BaseException) -> str | None:
+    """The message of a guard the gateway put into the SQL (``gateway.pipeline.bounds``), or
+    None: only those exact, constant texts are passed on (no user text reaches ``error()``)."""
+    if not isinstance(exc, duckdb.InvalidInputException):
+        return None
+    text = str(exc).strip().removeprefix("Invalid Input Error: ")
+    return text if text in COLLECTOR_LIMIT_MESSAGES else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,8 +2,10 @@
 
 An allow-list: a function must be a DuckDB built-in (scalar, aggregate, window or macro,
 read from ``duckdb_functions()``) or a function sqlglot knows, and not in
-``FORBIDDEN_FUNCTIONS`` (file readers, SQL hidden in strings, settings and session
-introspection such as ``current_query()``, which would reveal rewritten SQL).
+``FORBIDDEN_FUNCTIONS`` (file readers, SQL hidden in strings, oracles such as ``error()``)
+or ``GLOBAL_STATE_FUNCTIONS`` (state shared by every user: ``txid_current()``, settings,
+``current_query()``, which would reveal rewritten SQL, sequences, the engine's log).
+Functions whose result or cost grows past the bounds below are bounded or refused.
 Masks and row filters are stricter: scalar and deterministic only.
 """
 
@@ -30,11 +32,38 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "load_extension", "install_extension", "json_serialize_sql", "json_deserialize_sql",
         "json_serialize_plan", "json_execute_serialized_sql", "enum_range", "enum_range_boundary",
         "enum_first", "enum_last", "enum_code",
-        # error() turns a predicate into an oracle on rows a row filter hides;
-        # stats() shows the base table's min/max through any filter
-        "error", "stats",
+        # error() turns a predicate into an oracle on rows a row filter hides (assert_true is
+        # a macro over it); stats() shows the base table's min/max through any filter
+        "error", "assert_true", "stats",
     }
 )
+
+#: Functions that read or change state shared by every user of the engine (reviewed against
+#: ``duckdb_functions()`` of DuckDB 2.0; see tests/policies/test_function_review.py), each
+#: with the reason a client is told. Time (``now()``, ``current_date``, ...) is allowed: it
+#: is the clock, not other users' activity.
+GLOBAL_STATE_FUNCTIONS: dict[str, str] = {
+    "txid_current": "it counts the transactions of every user's queries",
+    "current_transaction_id": "it counts the transactions of every user's queries",
+    "current_query_id": "it counts the queries of every user",
+    "current_connection_id": "it counts the connections of every user",
+    "current_query": "it shows the rewritten SQL the engine runs",
+    "current_setting": "it reads the engine's settings",
+    "getvariable": "it reads the engine's variables",
+    "getenv": "it reads the server's environment",
+    "in_search_path": "it reads the engine's catalog search path",
+    "index_key": "it reads the engine's catalog",
+    "vector_type": "it shows how the engine holds data internally",
+    "write_log": "it writes to the engine's log",
+    "nextval": "it changes a sequence shared by every user",
+    "currval": "it reads a sequence shared by every user",
+    "setval": "it changes a sequence shared by every user",
+    "setseed": "it changes the random seed of the engine connection",
+    "inet_client_addr": "it would show network addresses of the engine's connections",
+    "inet_client_port": "it would show network addresses of the engine's connections",
+    "inet_server_addr": "it would show network addresses of the engine's connections",
+    "inet_server_port": "it would show network addresses of the engine's connections",
+}
 _NONDETERMINISTIC = frozenset({"random", "rand", "uuid", "uuidv4", "uuidv7", "gen_random_uuid"})
 _QUERY_KINDS = frozenset({"scalar", "aggregate", "window", "macro"})
 
@@ -87,7 +116,7 @@ def _generated_name(cls: type[exp.Func], shape: tuple) -> str:
 _FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "has_", "pragma_")
 _FORBIDDEN_CATALOG_HELPERS = frozenset(
     {"format_type", "get_block_size", "col_description", "obj_description", "shobj_description",
-     "current_role", "current_user", "session_user", "version"}
+     "current_role", "current_user", "session_user", "user", "version"}
 )
 
 
@@ -96,6 +125,8 @@ def function_refusal(node: exp.Func, scalar_only: bool = False) -> str | None:
     name = function_name(node)
     if name.startswith(_FORBIDDEN_PREFIXES) or name in _FORBIDDEN_CATALOG_HELPERS:
         return f"function {name}() is not allowed (catalog introspection)"
+    if name in GLOBAL_STATE_FUNCTIONS:
+        return f"function {name}() is not allowed: {GLOBAL_STATE_FUNCTIONS[name]}"
     amplification = amplification_refusal(node)
     if amplification:
         return amplification
@@ -152,13 +183,88 @@ _AMPLIFIERS: dict[str, tuple[int, ...] | None] = {
     "list_resize": (1,),
     "array_resize": (1,),
     "bar": (3,),
+    "bitstring": (1,),
+    "equi_width_bins": (2,),
 }
 _FORMATTERS = frozenset({"printf", "format"})
+
+#: String comparisons whose time (damerau_levenshtein: also memory, 8 bytes a cell) grows
+#: with the product of their arguments' lengths, inside one call DuckDB cannot interrupt
+#: (levenshtein of two 100,000-character strings: 20 s; damerau_levenshtein of two
+#: 10,000-character strings: 800 MB past memory_limit). One argument must be a constant
+#: string of at most MAX_COMPARED_CONSTANT characters: the cost is then linear in the other.
+#: hamming/mismatches and jaccard are linear and need no bound. name -> bytes per cell.
+_QUADRATIC_COMPARISONS: dict[str, int] = {
+    "levenshtein": 1,
+    "editdist3": 1,
+    "damerau_levenshtein": 8,
+    "jaro_similarity": 1,
+    "jaro_winkler_similarity": 1,
+}
+MAX_COMPARED_CONSTANT = 100
+
+#: Aggregates that build one value (a string, a list, a map) from every row of a group.
+#: DuckDB's memory_limit bounds their state, not what scalar functions then build from the
+#: result, so the gateway bounds the result: ``gateway.pipeline.bounds`` makes the query fail
+#: when one group holds more than MAX_COLLECTED_VALUES rows (see ``collector_limit_message``),
+#: and the statement's amplification counts them (once, however many) as a factor
+#: MAX_COLLECTED_VALUES.
+#: name (as ``function_name`` gives it) -> the name a client is told.
+COLLECTORS: dict[str, str] = {
+    "array_agg": "list",
+    "listagg": "string_agg",
+    "json_group_array": "json_group_array",
+    "json_group_object": "json_group_object",
+    "json_group_structure": "json_group_structure",
+    "histogram": "histogram",
+    "variant_group_array": "variant_group_array",
+    "variant_group_object": "variant_group_object",
+}
+MAX_COLLECTED_VALUES = 10_000
+
+#: Aggregates returning their top ``n`` values as a list: name -> position of ``n``, which
+#: must be a constant within MAX_COLLECTED_VALUES (DuckDB allows up to 1,000,000).
+_TOP_N: dict[str, int] = {
+    "max": 1, "min": 1, "arg_max": 2, "arg_min": 2, "arg_max_nulls_last": 2,
+    "arg_min_nulls_last": 2, "approx_top_k": 1, "lttb": 2,
+}
+
+#: Functions that split a string into a list: each character may become an element of
+#: 16 bytes or more.
+_SPLITTERS = frozenset({
+    "str_split", "string_split", "string_to_array", "regexp_split_to_array", "str_split_regex",
+    "string_split_regex", "regexp_extract_all",
+})
+_SPLIT_FACTOR = 16.0
+
+
+def collector_limit_message(name: str) -> str:
+    """What a client is told when collector ``name`` (as ``COLLECTORS`` names it) met a
+    group of more than MAX_COLLECTED_VALUES rows."""
+    return (
+        f"{name}() collects at most {MAX_COLLECTED_VALUES:,} values per group, and a group of "
+        "this query has more: filter the rows (WHERE), group them finer (GROUP BY), or "
+        "aggregate them (count, sum, ...) instead of collecting them"
+    )
+
+
+COLLECTOR_LIMIT_MESSAGES = frozenset(collector_limit_message(n) for n in set(COLLECTORS.values()))
 
 
 def amplification_refusal(node: exp.Func) -> str | None:
     """Why ``node`` could build an unbounded value, or None when it cannot."""
     name = function_name(node)
+    if name in _QUADRATIC_COMPARISONS:
+        return _comparison_refusal(name, list(node.iter_expressions()))
+    if name in _TOP_N:
+        return _top_n_refusal(name, list(node.iter_expressions()))
+    if isinstance(node, exp.Array) and any(
+        isinstance(e, (exp.Query, exp.Subquery)) for e in node.expressions
+    ):
+        return (
+            "ARRAY(SELECT ...) builds one list from every row of a query, without bound: "
+            f"write (SELECT list(x) FROM ...), which collects at most {MAX_COLLECTED_VALUES:,} values"
+        )
     if name not in _AMPLIFIERS and name not in _FORMATTERS:
         return None
     if any(
@@ -203,9 +309,50 @@ _REPLACERS = {"replace": 2, "regexp_replace": 2, "translate": 2, "list_transform
 MAX_STRING_CONSTANT = 1_000
 
 
+def _comparison_refusal(name: str, arguments: list[exp.Expression]) -> str | None:
+    lengths = [len(a.this) for a in arguments[:2] if isinstance(a, exp.Literal) and a.is_string]
+    if not lengths:
+        return (
+            f"{name}() of two computed strings is not allowed: its cost grows with the product "
+            "of their lengths and cannot be interrupted. Compare with a constant string of at "
+            f"most {MAX_COMPARED_CONSTANT} characters, e.g. {name}(name, 'Smith')"
+        )
+    if min(lengths) > MAX_COMPARED_CONSTANT:
+        return (
+            f"{name}() compares with a constant of {min(lengths):,} characters; the limit is "
+            f"{MAX_COMPARED_CONSTANT} (its cost grows with the product of the two lengths)"
+        )
+    return None
+
+
+def _top_n_refusal(name: str, arguments: list[exp.Expression]) -> str | None:
+    position = _TOP_N[name]
+    if len(arguments) <= position:
+        return None  # the plain aggregate: one value
+    n = _constant_number(arguments[position])
+    if n is None:
+        return f"{name}() needs a constant number of values to return"
+    if abs(n) > MAX_COLLECTED_VALUES:
+        return f"{name}() returns at most {MAX_COLLECTED_VALUES:,} values (asked for {n:,.0f})"
+    return None
+
+
 def amplification_factor(node: exp.Func) -> float:
     """How much larger than its inputs an (allowed) amplifier's output can be."""
     name = function_name(node)
+    if name in COLLECTORS:
+        return float(MAX_COLLECTED_VALUES)
+    if name in _SPLITTERS:
+        return _SPLIT_FACTOR
+    if name in _QUADRATIC_COMPARISONS:
+        arguments = list(node.iter_expressions())[:2]
+        lengths = [len(a.this) for a in arguments if isinstance(a, exp.Literal) and a.is_string]
+        return float(_QUADRATIC_COMPARISONS[name] * (min(lengths, default=0) + 2))
+    if name in _TOP_N:
+        arguments = list(node.iter_expressions())
+        position = _TOP_N[name]
+        n = _constant_number(arguments[position]) if len(arguments) > position else None
+        return max(1.0, abs(n or 1.0))
     if name in _REPLACERS:
         index = _REPLACERS[name]
         arguments = list(node.iter_expressions())
@@ -240,12 +387,27 @@ def statement_amplification_refusal(
         if literal.is_string and len(literal.this) > MAX_STRING_CONSTANT:
             return f"string constants are limited to {MAX_STRING_CONSTANT:,} characters"
     total = 1.0
+    growing: dict[str, None] = {}
+    collecting = False
     for node in functions:
-        total *= amplification_factor(node)
+        name = function_name(node)
+        if name in COLLECTORS:  # counted once: collectors feed scalar functions, not each other
+            collecting = True
+            growing[COLLECTORS[name]] = None
+            continue
+        factor = amplification_factor(node)
+        if factor > 1.0:
+            total *= factor
+            growing[name] = None
+    if collecting:
+        total *= MAX_COLLECTED_VALUES
     if total > MAX_STATEMENT_AMPLIFICATION:
+        names = ", ".join(f"{name}()" for name in growing)
         return (
-            f"the generating functions of this statement could build values {total:,.0f} times "
-            f"larger than their inputs (limit {MAX_STATEMENT_AMPLIFICATION:,})"
+            f"the generating functions of this statement ({names}) could build values "
+            f"{total:,.0f} times larger than their inputs (limit {MAX_STATEMENT_AMPLIFICATION:,}; "
+            f"a function collecting rows counts as {MAX_COLLECTED_VALUES:,}): use fewer of them "
+            "or smaller sizes"
         )
     return None
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from gateway.errors import QueryRefused
 from gateway.pipeline.authorize import authorize
+from gateway.pipeline.bounds import bound_collectors
 from gateway.pipeline.parse import parse_statement
 from gateway.pipeline.query import PlanContext, PlanLimits, Query
 from gateway.pipeline.read_only import require_read_only
@@ -24,6 +25,7 @@ Step = Callable[[Query, PlanContext], Query]
 STEPS: tuple[Step, ...] = (
     parse_statement,
     require_read_only,
+    bound_collectors,
     resolve_products,
     authorize,
     secure_sources,
