@@ -16,6 +16,17 @@ def _format_exception(exc_info) -> str:
     return "".join(traceback.format_exception(*exc_info, limit=_TRACEBACK_LIMIT))
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing: a caller that swaps it
+    for a while (typer's CliRunner, pytest) never leaves the logs bound to a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(json_lines: bool = False, level: str = "info") -> None:
     """Log to stderr, as JSON lines when ``json_lines`` else as aligned key=value text."""
     renderer: structlog.typing.Processor = (
@@ -30,7 +41,7 @@ def configure_logging(json_lines: bool = False, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
 

@@ -36,7 +36,7 @@ class Rule:
 
     @property
     def origin(self) -> str:
-        """``file:line`` relative to the mesh dir: ``policies/global.csv:12``, ``crm/policy.csv:3``."""
+        """Where the rule stands, relative to the mesh dir: ``policies/global.csv:12``."""
         return f"{self.path.parent.name}/{self.path.name}:{self.line}"
 
     def as_casbin(self) -> list[str]:

@@ -175,7 +175,8 @@ def _first_error(exc: Exception) -> str:
     if required := _REQUIRED.match(description):
         what = _describe(required.group(2))
         if at_end:
-            return f"incomplete {what}: expected an expression after {token!r}, at the end ({where})"
+            ending = f"after {token!r}, at the end"
+            return f"incomplete {what}: expected an expression {ending} ({where})"
         return f"incomplete {what}: expected an expression, found {token!r} ({where}{after})"
     if description.startswith("Invalid expression / Unexpected token"):
         return f"unexpected {token!r} ({where}{after})"

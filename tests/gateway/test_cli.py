@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from gateway.audit import AuditLog
@@ -18,6 +20,15 @@ from gateway.processes import REPO
 COMMANDS = [[], ["serve"], ["node"], ["demo"], ["products"], ["query"], ["explain"], ["policy"],
             ["policy", "test"], ["audit"], ["bench"], ["hash-password"]]
 WIDE = {"COLUMNS": "400", "NO_COLOR": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging for its process (warnings only): put the test session's
+    configuration back afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -39,12 +50,13 @@ def test_help_texts_show_no_restructuredtext_markup(command: list[str]) -> None:
 
 
 def test_hash_password_prints_one_unwrapped_line(tmp_path: Path) -> None:
-    result = run("hash-password", "--password", "correct horse battery staple", env={"COLUMNS": "80"})
+    password = "correct horse battery staple"
+    result = run("hash-password", "--password", password, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1, lines
     assert len(lines[0]) > 80  # longer than the terminal: it would have been wrapped
-    assert verify_password("correct horse battery staple", lines[0])
+    assert verify_password(password, lines[0])
 
 
 def test_demo_on_an_existing_mesh_names_the_command_line_flag(mesh_copy: Path) -> None:
@@ -86,7 +98,8 @@ def test_products_for_a_user_explains_the_rows_column_and_logs_nothing(demo_mesh
 
 
 def test_explain_names_rule_files_relative_to_the_mesh(demo_mesh: Path) -> None:
-    result = run("explain", "--mesh", str(demo_mesh), "--user", "alice", "SELECT * FROM crm.customers")
+    sql = "SELECT * FROM crm.customers"
+    result = run("explain", "--mesh", str(demo_mesh), "--user", "alice", sql)
     assert result.exit_code == 0, result.output
     assert "by crm/policy.csv:" in result.output
     assert "by policies/global.csv:" in result.output

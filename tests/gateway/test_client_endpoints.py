@@ -17,7 +17,7 @@ import pytest
 from gateway.client import connect
 from gateway.processes import REPO
 
-PARTITIONS = [pa.table({"n": pa.array(range(start, start + 5), pa.int64())}) for start in (0, 5, 10)]
+PARTITIONS = [pa.table({"n": pa.array(range(s, s + 5), pa.int64())}) for s in (0, 5, 10)]
 ALL_ROWS = list(range(15))
 
 
@@ -35,7 +35,9 @@ class _BearerFactory(flight.ServerMiddlewareFactory):
 
 
 class _NoAuth(flight.ServerAuthHandler):
-    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
+    def authenticate(
+        self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader
+    ) -> None:
         return None
 
     def is_valid(self, token: bytes) -> str:
@@ -69,7 +71,8 @@ def server() -> Iterator[str]:
 
 def test_gateway_client_reads_every_endpoint(server: str) -> None:
     with connect(server, "bob", "bob") as mesh:
-        assert sorted(mesh.query_arrow("SELECT * FROM sales.orders").column("n").to_pylist()) == ALL_ROWS
+        table = mesh.query_arrow("SELECT * FROM sales.orders")
+        assert sorted(table.column("n").to_pylist()) == ALL_ROWS
         assert sorted(mesh.query_pandas("SELECT * FROM sales.orders")["n"]) == ALL_ROWS
         reader = mesh.query_reader("SELECT * FROM sales.orders")
         assert reader.schema == PARTITIONS[0].schema

@@ -202,7 +202,8 @@ def rule_origin(mesh: Path, scope: str, line_text: str) -> str:
     lines = policy_file(mesh, scope).read_text(encoding="utf-8").splitlines()
     numbers = [i for i, line in enumerate(lines, start=1) if _canonical(line) == wanted]
     assert len(numbers) == 1, f"{line_text!r} found at lines {numbers} of {scope}'s policy file"
-    return f"policies/global.csv:{numbers[0]}" if scope == "global" else f"{scope}/policy.csv:{numbers[0]}"
+    relative = "policies/global.csv" if scope == "global" else f"{scope}/policy.csv"
+    return f"{relative}:{numbers[0]}"
 
 
 def _canonical(line: str) -> str:
