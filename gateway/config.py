@@ -42,7 +42,10 @@ class GatewaySettings(_Strict):
     port: int = Field(default=8815, ge=0, le=65535)
     token_ttl_seconds: int = Field(default=3600, gt=0)
     ticket_ttl_seconds: int = Field(default=600, gt=0)
-    max_prepared_statements_per_user: int = Field(default=256, gt=0)
+    max_prepared_statements_per_user: int = Field(default=256, gt=0, description="open at once")
+    max_statement_bytes: int = Field(
+        default=256 * 1024, gt=0, description="larger SQL texts are refused before parsing"
+    )
     max_concurrent_queries_per_user: int = Field(default=8, gt=0)
     max_queries_per_minute_per_user: int = Field(default=6000, gt=0)
     max_failed_logins: int = Field(default=5, gt=0, description="per user, before a lockout")

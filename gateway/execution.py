@@ -74,12 +74,17 @@ class TableSources(Protocol):
         """Stop every source: the query is over or being torn down."""
 
 
-def result_schema(catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...]) -> pa.Schema:
-    """The result schema of ``sql`` (planned by DuckDB, no data read)."""
+def result_schema(
+    catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...],
+    timeout: float | None = None,
+) -> pa.Schema:
+    """The result schema of ``sql`` (planned by DuckDB, no data read), within ``timeout``
+    seconds (the query timeout by default: what is left of it after the pipeline)."""
     engine = catalog.engine
     try:
         with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
-            token = WATCHDOG.watch(engine, cursor, lambda: False, engine.settings.query_timeout_seconds)
+            seconds = engine.settings.query_timeout_seconds if timeout is None else timeout
+            token = WATCHDOG.watch(engine, cursor, lambda: False, seconds)
             try:
                 return engine.schema_on(cursor, sql, parameters)
             finally:

@@ -6,9 +6,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from gateway.errors import HandleNotFound
+from gateway.errors import HandleNotFound, ResourceExhausted
 
 T = TypeVar("T")
 
@@ -16,22 +17,50 @@ T = TypeVar("T")
 class HandleStore(Generic[T]):
     """Values behind random handles, bounded in count and age, visible only to their owner.
 
-    A handle used by another user is reported exactly like an unknown one.
+    A handle used by another user is reported exactly like an unknown one. An owner at
+    ``per_owner`` live handles either loses their oldest (tickets: a client that never
+    redeems them) or, with ``full_message``, is refused with ResourceExhausted carrying
+    ``full_message(owner, per_owner)`` (prepared statements: losing one would break a client
+    that still holds it).
     """
 
-    def __init__(self, kind: str, ttl_seconds: float, capacity: int, per_owner: int = 256) -> None:
+    def __init__(
+        self, kind: str, ttl_seconds: float, capacity: int, per_owner: int = 256,
+        full_message: Callable[[str, int], str] | None = None,
+    ) -> None:
         self._kind = kind
         self._ttl = ttl_seconds
         self._capacity = capacity
         self._per_owner = per_owner
+        self._full_message = full_message
         self._entries: OrderedDict[bytes, tuple[str, float, T]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def check_room(self, owner: str) -> None:
+        """Raise ResourceExhausted now if ``put`` for ``owner`` would be refused."""
+        with self._lock:
+            self._live_handles(owner, time.monotonic())
+
+    def _live_handles(self, owner: str, now: float) -> list[bytes]:
+        """``owner``'s unexpired handles, oldest first (expired ones are dropped); refuses
+        when the owner is full and the store refuses rather than evicts. Under the lock."""
+        mine = []
+        for handle, (entry_owner, expires, _) in list(self._entries.items()):
+            if entry_owner != owner:
+                continue
+            if expires <= now:
+                del self._entries[handle]
+            else:
+                mine.append(handle)
+        if self._full_message is not None and len(mine) >= self._per_owner:
+            raise ResourceExhausted(self._full_message(owner, self._per_owner))
+        return mine
 
     def put(self, owner: str, value: T) -> bytes:
         handle = secrets.token_bytes(16)
         now = time.monotonic()
         with self._lock:
-            mine = [h for h, entry in self._entries.items() if entry[0] == owner]
+            mine = self._live_handles(owner, now)
             for old in mine[: max(0, len(mine) - self._per_owner + 1)]:
                 del self._entries[old]  # an owner's oldest go first: no one evicts others
             self._entries[handle] = (owner, now + self._ttl, value)

@@ -10,6 +10,7 @@ shows each user only the products and columns they may read.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -57,7 +58,7 @@ from gateway.federation import (
 from gateway.handles import HandleStore
 from gateway.limits import UserLimiter
 from gateway.partitions import partition_sqls
-from gateway.pipeline import PlanContext, Query, plan
+from gateway.pipeline import PlanContext, PlanLimits, Query, plan
 from gateway.pipeline.secure import governed_columns
 from gateway.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.principal import Principal
@@ -110,7 +111,12 @@ class SqlService:
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
-            "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000
+            "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000,
+            per_owner=settings.max_prepared_statements_per_user, full_message=_too_many_prepared,
+        )
+        self._limits = PlanLimits(
+            max_statement_bytes=settings.max_statement_bytes,
+            max_planning_seconds=state.config.engine.query_timeout_seconds,
         )
         self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
         self._plans = PlanCache()
@@ -131,7 +137,9 @@ class SqlService:
 
     def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
         snapshot = snapshot or self._state.current
-        return PlanContext(principal, snapshot.catalog, snapshot.governor, hash_key=self._hash_key)
+        return PlanContext(
+            principal, snapshot.catalog, snapshot.governor, limits=self._limits, hash_key=self._hash_key
+        )
 
     def plan(
         self, principal: Principal, text: str, parameters: Sequence[object] | None = (), keep_ast: bool = False
@@ -142,6 +150,7 @@ class SqlService:
         ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time;
         ``keep_ast`` plans afresh and keeps the syntax tree (cached plans have none).
         """
+        started = time.monotonic()
         context = self.context(principal)
         key = plan_key(principal, text)
         cached = None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
@@ -154,7 +163,10 @@ class SqlService:
                     f"the statement has {query.parameter_count} parameter(s) but "
                     f"{len(parameters)} value(s) were bound"
                 )
-            schema = cached.schema if cached and cached.schema else self._result_schema(context, query, parameters)
+            schema = (
+                cached.schema if cached and cached.schema
+                else self._result_schema(context, query, parameters, started)
+            )
         except MeshgateError as exc:
             self._audit_refusal(principal, text, exc)
             raise
@@ -167,12 +179,19 @@ class SqlService:
             principal, context.catalog, query, query.product_keys, schema, tuple(parameters), context.governor.version
         )
 
-    def _result_schema(self, context: PlanContext, query: Query, parameters: Sequence[object]) -> pa.Schema:
+    def _result_schema(
+        self, context: PlanContext, query: Query, parameters: Sequence[object], started: float
+    ) -> pa.Schema:
+        """The result schema, bound by DuckDB in what is left of the planning time limit."""
         if query.explain == "policy":
             return explain.POLICY_SCHEMA
         if query.explain == "plan":
             return explain.EXPLAIN_SCHEMA
-        schema = result_schema(context.catalog, query.sql, parameters, query.product_keys)
+        limit = context.limits.max_planning_seconds
+        remaining = None if limit is None else limit - (time.monotonic() - started)
+        if remaining is not None and remaining <= 0:
+            raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
+        schema = result_schema(context.catalog, query.sql, parameters, query.product_keys, remaining)
         if self._hash_key and any(self._hash_key in name for name in schema.names):
             raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
         return schema
@@ -276,8 +295,14 @@ class SqlService:
         return self._metadata_schema(command)
 
     def _plan_command(self, principal: Principal, command: object) -> PlannedQuery:
+        """Plan a statement command in one of the user's concurrent-query slots: planning
+        is work too (up to the query timeout), so a user cannot plan past their limit."""
         self._refuse_when_draining()
         self.limiter.admit(principal.user)
+        with self.limiter.running(principal.user):
+            return self._plan_in_slot(principal, command)
+
+    def _plan_in_slot(self, principal: Principal, command: object) -> PlannedQuery:
         if isinstance(command, str):
             return self.plan(principal, command)
         if isinstance(command, pb.CommandStatementQuery):
@@ -363,7 +388,9 @@ class SqlService:
             return self._relay(principal, ticket)
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
-            planned = self._current(self._tickets.take(principal.user, command.statement_handle))
+            waiting = self._tickets.take(principal.user, command.statement_handle)
+            with self.limiter.running(principal.user):  # may re-plan: in a slot, like planning
+                planned = self._current(waiting)
         elif isinstance(command, (str, pb.CommandStatementQuery)):
             planned = self._plan_command(principal, command)
         else:
@@ -592,7 +619,9 @@ class SqlService:
         raise NotSupported(f"action {action_type!r} is not supported by this server")
 
     def _prepare(self, principal: Principal, text: str) -> bytes:
-        planned = self.plan(principal, text, parameters=None)
+        self._prepared.check_room(principal.user)  # before the work of planning
+        with self.limiter.running(principal.user):
+            planned = self.plan(principal, text, parameters=None)
         count = len(planned.parameters)
         reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
         handle = self._prepared.put(principal.user, PreparedStatement(text, count, planned=reusable))
@@ -625,6 +654,14 @@ def _user_replica_view(replica: dict, readable: set[str]) -> dict:
         view["status"] = replica.get("status", "unknown")
         view["products"] = sorted(p for p in replica.get("products", ()) if p in readable)
     return view
+
+
+def _too_many_prepared(user: str, limit: int) -> str:
+    return (
+        f"resource exhausted: {user} has {limit} open prepared statements (the limit, "
+        "[gateway] max_prepared_statements_per_user); close one (ClosePreparedStatement; in "
+        "ADBC, close the statement or cursor) before preparing another, or wait for one to expire"
+    )
 
 
 def _parameter_values(table: pa.Table) -> tuple[object, ...]:

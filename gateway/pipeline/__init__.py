@@ -10,12 +10,13 @@ than copy it (copies were half of planning time), and ``plan`` never reuses an e
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from gateway.errors import QueryRefused
 from gateway.pipeline.authorize import authorize
 from gateway.pipeline.bounds import bound_collectors
 from gateway.pipeline.parse import parse_statement
-from gateway.pipeline.query import PlanContext, PlanLimits, Query
+from gateway.pipeline.query import PlanContext, PlanLimits, Query, check_deadline
 from gateway.pipeline.read_only import require_read_only
 from gateway.pipeline.resolve import resolve_products
 from gateway.pipeline.secure import generate_sql, secure_sources
@@ -34,11 +35,17 @@ STEPS: tuple[Step, ...] = (
 
 
 def plan(text: str, context: PlanContext, steps: tuple[Step, ...] = STEPS) -> Query:
-    """Run ``text`` through every step; raise a MeshgateError at the first refusal."""
+    """Run ``text`` through every step; raise a MeshgateError at the first refusal, or
+    QueryFailed once planning has taken ``context.limits.max_planning_seconds`` (checked
+    between steps and inside the long ones)."""
+    seconds = context.limits.max_planning_seconds
+    if seconds is not None:
+        context = replace(context, deadline=context.clock() + seconds)
     query = Query(text=text)
     try:
         for step in steps:
             query = step(query, context)
+            check_deadline(context)
     except RecursionError as exc:  # a tree too deep for some step: refuse, never crash
         raise QueryRefused("statement is too deeply nested to analyse") from exc
     return query

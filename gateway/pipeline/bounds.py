@@ -8,10 +8,11 @@ No planning-time rule can know how many rows a group holds, so this step adds a 
 the engine checks after aggregating and before anything reads the collected value: the
 SELECT that computes the collector gets
 
-    HAVING ... AND CASE WHEN count(*) > 10000 THEN error('<message>') ELSE TRUE END
+    HAVING ... AND CASE WHEN count(*) > 10000 THEN error('<message>') ... ELSE TRUE END
 
-(``count(*) OVER <the same window>`` in QUALIFY for a window collector; the collector's
-FILTER and DISTINCT are kept, so the count is what it collects). The projections are not
+(one WHEN per collector of that SELECT; ``count(*) OVER <the same window>`` in QUALIFY for
+a window collector; the collector's FILTER and DISTINCT are kept, so the count is what it
+collects). The projections are not
 touched: column names stay what the user wrote. The message names the function, the limit
 and the fix, and is the only engine error text passed to clients verbatim
 (``gateway.engine_errors``). The guard sits where the user's aggregate sits, above the
@@ -44,16 +45,20 @@ def bound_collectors(query: Query, context: PlanContext) -> Query:
         (node, COLLECTORS[name]) for node in ast.find_all(exp.Func)
         if (name := function_name(node)) in COLLECTORS
     ]
+    checks: dict[tuple[int, bool], tuple[exp.Select, list[exp.If]]] = {}
     for node, name in collectors:
         if name == "histogram" and len(node.expressions) > 1:
             continue  # histogram(x, bins): one entry per bin of a given list
         outer, filter_, window = _wrappers(node)
         select = _computing_select(outer, name)
-        guard = _guard(_count(node, name, filter_, window), collector_limit_message(name))
-        if window is None:
-            select.having(guard, append=True, copy=False)
-        else:
+        _, ifs = checks.setdefault((id(select), window is not None), (select, []))
+        ifs.append(_check(_count(node, name, filter_, window), collector_limit_message(name)))
+    for (_, windowed), (select, ifs) in checks.items():
+        guard = exp.Case(ifs=ifs, default=exp.true())  # one flat CASE per clause, however many
+        if windowed:
             select.qualify(guard, append=True, copy=False)
+        else:
+            select.having(guard, append=True, copy=False)
     return query
 
 
@@ -110,10 +115,10 @@ def _count(
     return count
 
 
-def _guard(count: exp.Expression, message: str) -> exp.Expression:
+def _check(count: exp.Expression, message: str) -> exp.If:
+    """``WHEN <count> > MAX_COLLECTED_VALUES THEN error(<message>)``."""
     too_many = exp.GT(this=count, expression=exp.Literal.number(MAX_COLLECTED_VALUES))
-    fail = exp.Anonymous(this="error", expressions=[exp.Literal.string(message)])
-    return exp.Case(ifs=[exp.If(this=too_many, true=fail)], default=exp.true())
+    return exp.If(this=too_many, true=exp.Anonymous(this="error", expressions=[exp.Literal.string(message)]))
 
 
 def _ancestors(node: exp.Expression):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
+from gateway.errors import QueryFailed
 from gateway.principal import Principal
 from policies.engine import Governor, ProductAccess, Subject
 
@@ -16,10 +19,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PlanLimits:
-    """Bounds on what the planner accepts."""
+    """Bounds on what the planner accepts, and on the time it may spend."""
 
-    max_statement_bytes: int = 256 * 1024
+    max_statement_bytes: int = 256 * 1024  # [gateway] max_statement_bytes
     max_nesting: int = 64
+    #: syntax tree nodes, counted right after parsing: every later step walks the tree
+    max_tree_nodes: int = 100_000
+    #: checked between steps (and inside long ones); the query timeout by default
+    max_planning_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,23 @@ class PlanContext:
     governor: Governor
     limits: PlanLimits = PlanLimits()
     hash_key: str | None = None
+    #: when planning must stop (``clock()`` time), set by ``plan`` from the limits
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def subject(self) -> Subject:
         principal = self.principal
         return Subject(principal.user, principal.roles, principal.attributes)
+
+
+def check_deadline(context: PlanContext) -> None:
+    """Stop planning once ``context.deadline`` has passed (a cooperative check)."""
+    if context.deadline is not None and context.clock() > context.deadline:
+        raise QueryFailed(
+            f"planning the statement exceeded the time limit of {context.limits.max_planning_seconds:g} s; "
+            "simplify it (fewer CTEs, references or expressions) or split it"
+        )
 
 
 @dataclass(frozen=True)

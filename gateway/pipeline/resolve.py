@@ -11,11 +11,13 @@ Every table node of the statement is accounted for, fail closed:
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from sqlglot import exp
 
 from gateway.errors import UnknownObject
 from gateway.pipeline.authorize import not_readable_message
-from gateway.pipeline.query import PlanContext, Query
+from gateway.pipeline.query import PlanContext, Query, check_deadline
 
 FLIGHT_SQL_CATALOG = "mesh"
 _CTE_PREFIX = "__meshgate_cte_"
@@ -25,13 +27,16 @@ def resolve_products(query: Query, context: PlanContext) -> Query:
     """Attach the products the statement reads; bind CTE references; refuse the rest."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.pipeline)
     generated = _rename_ctes(ast)
+    scopes = _CteScopes()
     products = {}
-    for table in list(ast.find_all(exp.Table)):
+    for number, table in enumerate(list(ast.find_all(exp.Table))):
+        if number % 1024 == 1023:
+            check_deadline(context)
         if table.db or table.catalog:
             product = _product_for(table, context)
             products[product.key] = product
             continue
-        cte = _binding_cte(table)
+        cte = scopes.binding(table)
         if cte is None:
             raise UnknownObject(_unqualified_message(table, context))
         table.set("this", exp.to_identifier(generated[id(cte)], quoted=True))
@@ -57,37 +62,75 @@ def _apply_generated_names(ast: exp.Expression, generated: dict[int, str]) -> No
         cte.set("original_name", None)
 
 
-def _binding_cte(table: exp.Table) -> exp.CTE | None:
-    """The CTE ``table`` refers to under SQL scoping rules, or None."""
-    name = _fold(table.name)
-    child: exp.Expression = table
-    node = table.parent
-    while node is not None:
-        with_ = node.args.get("with_") if not isinstance(node, exp.With) else None
-        if isinstance(with_, exp.With) and child is not with_:
-            found = _match(with_.expressions, name)
-            if found is not None:
-                return found
-        if isinstance(node, exp.With):
-            ctes = node.expressions
-            if child in ctes:  # inside a CTE body: earlier CTEs, itself only if recursive
-                position = ctes.index(child)
-                visible = ctes[: position + 1] if node.args.get("recursive") else ctes[:position]
-                found = _match(visible, name)
+class _CteScopes:
+    """Which CTE a table reference binds to, under SQL scoping rules, in time linear in the
+    statement: each WITH's CTEs are indexed by folded name once, and the answer of every
+    scope a lookup walks through is remembered (it does not depend on where the walk came
+    from), so no reference scans a CTE list or walks a path another one walked."""
+
+    def __init__(self) -> None:
+        self._withs: dict[int, _WithIndex] = {}
+        self._answers: dict[tuple[int, str], exp.CTE | None] = {}
+
+    def binding(self, table: exp.Table) -> exp.CTE | None:
+        """The CTE ``table`` refers to, or None."""
+        name = _fold(table.name)
+        walked: list[exp.Expression] = []
+        child: exp.Expression = table
+        node = table.parent
+        found: exp.CTE | None = None
+        while node is not None:
+            if isinstance(node, exp.With):  # inside a CTE body: earlier CTEs, itself if recursive
+                index = self._index(node)
+                found = index.last(name, before=index.position(child) + (1 if index.recursive else 0))
                 if found is not None:
-                    return found
+                    break
                 # the enclosing query's other CTEs are not visible: skip this WITH's owner
                 child, node = node.parent, node.parent.parent if node.parent else None
                 continue
-        child, node = node, node.parent
-    return None
+            key = (id(node), name)
+            if key in self._answers:
+                found = self._answers[key]
+                break
+            walked.append(node)
+            with_ = node.args.get("with_")
+            if isinstance(with_, exp.With) and child is not with_:
+                found = self._index(with_).last(name)
+                if found is not None:
+                    break
+            child, node = node, node.parent
+        for scope in walked:
+            self._answers[(id(scope), name)] = found
+        return found
+
+    def _index(self, with_: exp.With) -> _WithIndex:
+        index = self._withs.get(id(with_))
+        if index is None:
+            index = self._withs[id(with_)] = _WithIndex(with_)
+        return index
 
 
-def _match(ctes: list[exp.CTE], name: str) -> exp.CTE | None:
-    for cte in reversed(ctes):
-        if _fold(cte.args.get("original_name") or cte.alias) == name:
-            return cte
-    return None
+class _WithIndex:
+    """The CTEs of one WITH by folded name, in order."""
+
+    def __init__(self, with_: exp.With) -> None:
+        self.ctes: list[exp.CTE] = list(with_.expressions)
+        self.recursive = bool(with_.args.get("recursive"))
+        self._positions = {id(cte): number for number, cte in enumerate(self.ctes)}
+        self._by_name: dict[str, list[int]] = {}
+        for number, cte in enumerate(self.ctes):
+            self._by_name.setdefault(_fold(cte.args.get("original_name") or cte.alias), []).append(number)
+
+    def position(self, cte: exp.Expression) -> int:
+        return self._positions[id(cte)]
+
+    def last(self, name: str, before: int | None = None) -> exp.CTE | None:
+        """The last CTE called ``name`` (among the first ``before``, when given)."""
+        positions = self._by_name.get(name)
+        if not positions:
+            return None
+        at = len(positions) if before is None else bisect_left(positions, before)
+        return self.ctes[positions[at - 1]] if at else None
 
 
 def _fold(name: str) -> str:
