@@ -61,7 +61,9 @@ def plain_type(data_type: pa.DataType) -> pa.DataType:
                        keys_sorted=data_type.keys_sorted)
     if pa.types.is_struct(data_type):
         return pa.struct([field.with_type(plain_type(field.type)) for field in data_type])
-    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_list_view(data_type):
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or (
+        pa.types.is_list_view(data_type)
+    ):
         value = data_type.value_field
         return _list_like(data_type, value.with_type(plain_type(value.type)))
     if pa.types.is_fixed_size_list(data_type):

@@ -78,7 +78,8 @@ def decode_descriptor(descriptor: object) -> Message | str:
     if raw is None:
         raise NotSupported(
             "path descriptors are not supported: send a command descriptor holding a Flight SQL "
-            "command or SQL text, e.g. FlightDescriptor.for_command(b\"SELECT * FROM sales.orders\")"
+            "command or SQL text, e.g. "
+            "FlightDescriptor.for_command(b\"SELECT * FROM sales.orders\")"
         )
     return decode(raw)
 

@@ -138,7 +138,8 @@ class SqlService:
     def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
         snapshot = snapshot or self._state.current
         return PlanContext(
-            principal, snapshot.catalog, snapshot.governor, limits=self._limits, hash_key=self._hash_key
+            principal, snapshot.catalog, snapshot.governor, limits=self._limits,
+            hash_key=self._hash_key,
         )
 
     def plan(
@@ -191,7 +192,9 @@ class SqlService:
         remaining = None if limit is None else limit - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
-        schema = result_schema(context.catalog, query.sql, parameters, query.product_keys, remaining)
+        schema = result_schema(
+            context.catalog, query.sql, parameters, query.product_keys, remaining
+        )
         if self._hash_key and any(self._hash_key in name for name in schema.names):
             raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
         return schema

@@ -263,7 +263,8 @@ def amplification_refusal(node: exp.Func) -> str | None:
     ):
         return (
             "ARRAY(SELECT ...) builds one list from every row of a query, without bound: "
-            f"write (SELECT list(x) FROM ...), which collects at most {MAX_COLLECTED_VALUES:,} values"
+            "write (SELECT list(x) FROM ...), which collects at most "
+            f"{MAX_COLLECTED_VALUES:,} values"
         )
     if name not in _AMPLIFIERS and name not in _FORMATTERS:
         return None

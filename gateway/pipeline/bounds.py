@@ -118,7 +118,8 @@ def _count(
 def _check(count: exp.Expression, message: str) -> exp.If:
     """``WHEN <count> > MAX_COLLECTED_VALUES THEN error(<message>)``."""
     too_many = exp.GT(this=count, expression=exp.Literal.number(MAX_COLLECTED_VALUES))
-    return exp.If(this=too_many, true=exp.Anonymous(this="error", expressions=[exp.Literal.string(message)]))
+    fail = exp.Anonymous(this="error", expressions=[exp.Literal.string(message)])
+    return exp.If(this=too_many, true=fail)
 
 
 def _ancestors(node: exp.Expression):

@@ -39,7 +39,8 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
             f"statement is {size} bytes, over the limit of {context.limits.max_statement_bytes} "
             "([gateway] max_statement_bytes in mesh.toml)"
         )
-    ast, placeholders = _parse_one(text, context.limits.max_nesting, context.limits.max_tree_nodes)
+    limits = context.limits
+    ast, placeholders = _parse_one(text, limits.max_nesting, limits.max_tree_nodes)
     explain = None
     if isinstance(ast, exp.Command) and str(ast.this).upper() == "EXPLAIN":
         inner = ast.expression.name if ast.expression else ""
@@ -47,7 +48,7 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         explain = "plan"
         if head.upper() == _EXPLAIN_POLICY:
             explain, inner = "policy", rest
-        ast, placeholders = _parse_one(inner, context.limits.max_nesting, context.limits.max_tree_nodes)
+        ast, placeholders = _parse_one(inner, limits.max_nesting, limits.max_tree_nodes)
         if isinstance(ast, exp.Command):
             raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
     return query.evolve(ast=ast, explain=explain, parameter_count=_parameter_count(placeholders))

@@ -52,8 +52,9 @@ def check_deadline(context: PlanContext) -> None:
     """Stop planning once ``context.deadline`` has passed (a cooperative check)."""
     if context.deadline is not None and context.clock() > context.deadline:
         raise QueryFailed(
-            f"planning the statement exceeded the time limit of {context.limits.max_planning_seconds:g} s; "
-            "simplify it (fewer CTEs, references or expressions) or split it"
+            "planning the statement exceeded the time limit of "
+            f"{context.limits.max_planning_seconds:g} s; simplify it (fewer CTEs, references or "
+            "expressions) or split it"
         )
 
 

@@ -82,7 +82,8 @@ class _CteScopes:
         while node is not None:
             if isinstance(node, exp.With):  # inside a CTE body: earlier CTEs, itself if recursive
                 index = self._index(node)
-                found = index.last(name, before=index.position(child) + (1 if index.recursive else 0))
+                visible = index.position(child) + (1 if index.recursive else 0)
+                found = index.last(name, before=visible)
                 if found is not None:
                     break
                 # the enclosing query's other CTEs are not visible: skip this WITH's owner
@@ -119,7 +120,8 @@ class _WithIndex:
         self._positions = {id(cte): number for number, cte in enumerate(self.ctes)}
         self._by_name: dict[str, list[int]] = {}
         for number, cte in enumerate(self.ctes):
-            self._by_name.setdefault(_fold(cte.args.get("original_name") or cte.alias), []).append(number)
+            name = _fold(cte.args.get("original_name") or cte.alias)
+            self._by_name.setdefault(name, []).append(number)
 
     def position(self, cte: exp.Expression) -> int:
         return self._positions[id(cte)]

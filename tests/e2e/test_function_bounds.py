@@ -50,12 +50,16 @@ def test_txid_current_is_refused_for_every_user(gateway, user):
 
 def test_damerau_levenshtein_of_long_computed_strings_is_refused(alice):
     """Was 800 MB outside memory_limit for two 10,000-character strings."""
-    text = flight_error(alice, "SELECT damerau_levenshtein(repeat('ab', 5000), repeat('ba', 5000)) AS d")
+    sql = "SELECT damerau_levenshtein(repeat('ab', 5000), repeat('ba', 5000)) AS d"
+    text = flight_error(alice, sql)
     assert "damerau_levenshtein()" in text and "constant string" in text
 
 
 def test_edit_distance_against_a_constant_answers(alice, direct_arrow):
-    sql = "SELECT levenshtein(region, 'EUR') AS d, count(*) AS n FROM sales.orders GROUP BY ALL ORDER BY d"
+    sql = (
+        "SELECT levenshtein(region, 'EUR') AS d, count(*) AS n FROM sales.orders "
+        "GROUP BY ALL ORDER BY d"
+    )
     assert flight_rows(alice, sql) == [{"d": 1, "n": 89_906}]
 
 
@@ -68,12 +72,15 @@ def test_string_agg_past_the_bound_is_a_clean_error(gateway, alice):
 
 
 def test_list_under_the_bound_answers(alice):
-    rows = flight_rows(alice, "SELECT len(list(order_id)) AS n FROM sales.orders WHERE order_id <= 1000")
+    sql = "SELECT len(list(order_id)) AS n FROM sales.orders WHERE order_id <= 1000"
+    rows = flight_rows(alice, sql)
     assert rows[0]["n"] > 0
 
 
 def test_a_collected_value_may_not_be_amplified(alice):
     text = flight_error(
-        alice, "SELECT len(repeat(s, 200)) AS n FROM (SELECT string_agg(region, ',') AS s FROM sales.orders)"
+        alice,
+        "SELECT len(repeat(s, 200)) AS n "
+        "FROM (SELECT string_agg(region, ',') AS s FROM sales.orders)",
     )
     assert "repeat()" in text and "string_agg()" in text

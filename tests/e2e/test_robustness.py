@@ -111,6 +111,7 @@ def test_out_of_range_date_parameter_is_a_clean_error(gateway):
         assert not isinstance(caught.value, adbc_driver_manager.InternalError), text
         assert "internal error" not in text.lower(), text
         assert "parameter 1" in text and "out of range" in text, text
-        cur.execute("SELECT ? AS d", pa.record_batch([pa.array([19_000], pa.date32())], names=["d"]))
+        valid = pa.record_batch([pa.array([19_000], pa.date32())], names=["d"])
+        cur.execute("SELECT ? AS d", valid)
         assert cur.fetchall()[0][0].isoformat() == "2022-01-08"
     assert _internal_errors(gateway) == before

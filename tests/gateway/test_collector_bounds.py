@@ -62,12 +62,17 @@ TOO_MANY = {
     "group_concat": "SELECT length(group_concat(region)) AS n FROM sales.orders",
     "json_group_array": "SELECT length(json_group_array(order_id)::VARCHAR) AS n FROM sales.orders",
     "histogram": "SELECT cardinality(histogram(order_id)) AS n FROM sales.orders",
-    "window": "SELECT count(*) AS n FROM (SELECT list(order_id) OVER (PARTITION BY region) AS l FROM sales.orders)",
+    "window": (
+        "SELECT count(*) AS n "
+        "FROM (SELECT list(order_id) OVER (PARTITION BY region) AS l FROM sales.orders)"
+    ),
     "scalar_subquery": "SELECT (SELECT len(list(order_id)) FROM sales.orders) AS n",
     "cte": "WITH c AS (SELECT list(order_id) AS l FROM sales.orders) SELECT len(l) AS n FROM c",
 }
-SHOWN = {"array_agg": "list", "group_concat": "string_agg", "window": "list", "scalar_subquery": "list",
-         "cte": "list"}
+SHOWN = {
+    "array_agg": "list", "group_concat": "string_agg", "window": "list", "scalar_subquery": "list",
+    "cte": "list",
+}
 
 
 @pytest.mark.parametrize("sql", list(TOO_MANY.values()), ids=list(TOO_MANY))
@@ -82,10 +87,12 @@ def test_a_group_past_the_bound_fails_naming_the_function_and_fix(catalog, conte
 def test_groups_under_the_bound_are_answered_with_the_users_column_names(catalog, context) -> None:
     columns, rows = run(
         catalog, context,
-        "SELECT region, len(list(order_id)) AS n, string_agg(order_id::VARCHAR, ',' ORDER BY order_id) "
-        "FROM sales.orders WHERE order_id <= 30 GROUP BY region ORDER BY region",
+        "SELECT region, len(list(order_id)) AS n, "
+        "string_agg(order_id::VARCHAR, ',' ORDER BY order_id) FROM sales.orders "
+        "WHERE order_id <= 30 GROUP BY region ORDER BY region",
     )
-    assert columns[:2] == ["region", "n"] and "HAVING" not in columns[2] and "CASE" not in columns[2]
+    assert columns[:2] == ["region", "n"]
+    assert "HAVING" not in columns[2] and "CASE" not in columns[2]
     assert sum(n for _, n, _ in rows) == 30
     assert all(len(s.split(",")) == n for _, n, s in rows)
 
@@ -95,13 +102,14 @@ def test_groups_under_the_bound_are_answered_with_the_users_column_names(catalog
     ("SELECT len(list(order_id) FILTER (WHERE order_id <= 5)) AS n FROM sales.orders", [(5,)]),
     # DISTINCT: distinct values are collected, and counted
     ("SELECT len(list(DISTINCT region)) AS n FROM sales.orders", [(3,)]),
-    ("SELECT length(string_agg(DISTINCT region, ',' ORDER BY region)) AS n FROM sales.orders", [(10,)]),
+    ("SELECT length(string_agg(DISTINCT region, ',' ORDER BY region)) AS n FROM sales.orders",
+     [(10,)]),
     # histogram: one entry per distinct value; with bins: one per bin
     ("SELECT cardinality(histogram(region)) AS n FROM sales.orders", [(3,)]),
     ("SELECT cardinality(histogram(order_id, [100, 1000])) AS n FROM sales.orders", [(3,)]),
     # a sliding window frame holds 6 rows
-    ("SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER (ORDER BY order_id ROWS 5 PRECEDING) AS l "
-     "FROM sales.orders)", [(6,)]),
+    ("SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER "
+     "(ORDER BY order_id ROWS 5 PRECEDING) AS l FROM sales.orders)", [(6,)]),
 ])
 def test_the_count_is_what_the_collector_collects(catalog, context, sql, expected) -> None:
     assert run(catalog, context, sql)[1] == expected

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import adbc_driver_manager
 import pytest
-from hold_support import STATUS_ERRORS, Private, message, private_gateway, run_sql, timed, wait_until
+from hold_support import (
+    STATUS_ERRORS,
+    Private,
+    message,
+    private_gateway,
+    run_sql,
+    timed,
+    wait_until,
+)
 from pyarrow import flight
 from support import adbc_connect, error_text
 
@@ -51,8 +59,11 @@ def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
     info = client.get_flight_info(flight.FlightDescriptor.for_command(CROSS_JOIN.encode()), options)
     outcome: dict = {}
 
+    def read_long():
+        return client.do_get(info.endpoints[0].ticket, long_options).read_all()
+
     def hold_slot() -> None:
-        outcome["result"] = timed(lambda: client.do_get(info.endpoints[0].ticket, long_options).read_all())
+        outcome["result"] = timed(read_long)
 
     holder = threading.Thread(target=hold_slot)
     holder.start()
@@ -69,7 +80,10 @@ def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
     assert "retry" in refused
     _, _, error = outcome["result"]
     assert error is not None  # the cross join was stopped by the client's deadline
-    after = wait_until(lambda: timed(run_sql, one_slot, "erin", "SELECT 2 AS two", timeout=10)[1], 30, 0.2)
+    def planned_again():
+        return timed(run_sql, one_slot, "erin", "SELECT 2 AS two", timeout=10)[1]
+
+    after = wait_until(planned_again, 30, 0.2)
     assert after is not None and after.column(0).to_pylist() == [2]
 
 
@@ -82,7 +96,8 @@ def test_open_prepared_statements_per_user_are_limited(one_slot: Private) -> Non
             with pytest.raises(adbc_driver_manager.Error) as caught:
                 cursors[3].adbc_prepare("SELECT 1 AS one")
             text = error_text(caught.value)
-            assert "3 open prepared statements" in text and "max_prepared_statements_per_user" in text, text
+            assert "3 open prepared statements" in text, text
+            assert "max_prepared_statements_per_user" in text, text
             assert "close" in text
             with adbc_connect(one_slot.uri, "bob") as other, other.cursor() as cursor:
                 cursor.adbc_prepare("SELECT 1 AS one")  # another user is not affected

@@ -35,14 +35,16 @@ def refusal(sql: str) -> str | None:
 #: Every function of DuckDB 2.0 that reads or changes state shared by every user (counters,
 #: settings, catalog, sequences, log, connection addresses) or is an oracle on hidden rows.
 GLOBAL_STATE = [
-    "txid_current()", "current_transaction_id()", "current_query_id()", "current_connection_id()",
-    "current_query()", "current_setting('threads')", "getvariable('x')", "in_search_path('memory', 'main')",
-    "index_key('t', 'i')", "vector_type(1)", "write_log('x')", "nextval('s')", "currval('s')",
-    "setval('s', 1)", "setseed(0.5)", "inet_client_addr()", "inet_client_port()", "inet_server_addr()",
+    "txid_current()", "current_transaction_id()", "current_query_id()",
+    "current_connection_id()", "current_query()", "current_setting('threads')",
+    "getvariable('x')", "in_search_path('memory', 'main')", "index_key('t', 'i')",
+    "vector_type(1)", "write_log('x')", "nextval('s')", "currval('s')", "setval('s', 1)",
+    "setseed(0.5)", "inet_client_addr()", "inet_client_port()", "inet_server_addr()",
     "inet_server_port()", "version()", "get_block_size('memory')", "current_database()",
-    "current_schema()", "current_schemas(true)", "current_catalog()", "current_user", "session_user",
-    "current_role()", "user()", "pg_postmaster_start_time()", "pg_conf_load_time()",
-    "assert_true(1 = 1)", "error('x')", "stats(1)", "sleep_ms(1)", "pg_sleep(1)",
+    "current_schema()", "current_schemas(true)", "current_catalog()", "current_user",
+    "session_user", "current_role()", "user()", "pg_postmaster_start_time()",
+    "pg_conf_load_time()", "assert_true(1 = 1)", "error('x')", "stats(1)", "sleep_ms(1)",
+    "pg_sleep(1)",
 ]
 
 
@@ -73,7 +75,8 @@ def test_time_functions_are_allowed(call: str) -> None:
 _STATE_WORDS = re.compile(
     r"transaction|connection|query|setting|session|version|memory|database|catalog|search path|"
     r"platform|extension|sequence|logger|sleep|block|secret|getvariable|statistic|thread|"
-    r"privilege|client|server|\brole\b|\buser\b|current_|getenv|environment|on a table|\bseed\b|process",
+    r"privilege|client|server|\brole\b|\buser\b|current_|getenv|environment|on a table|"
+    r"\bseed\b|process",
     re.IGNORECASE,
 )
 
@@ -101,7 +104,8 @@ def test_every_installed_function_that_may_read_engine_state_was_reviewed() -> N
             "SELECT function_name, list(DISTINCT function_type), "
             "string_agg(DISTINCT coalesce(description, ''), ' '), "
             "string_agg(DISTINCT coalesce(macro_definition, ''), ' ') "
-            "FROM duckdb_functions() WHERE NOT function_name LIKE '\\_\\_%' ESCAPE '\\' GROUP BY ALL"
+            "FROM duckdb_functions() WHERE NOT function_name LIKE '\\_\\_%' ESCAPE '\\' "
+            "GROUP BY ALL"
         ).fetchall()
     unreviewed = []
     for name, kinds, description, macro in rows:
@@ -117,7 +121,9 @@ def test_every_installed_function_that_may_read_engine_state_was_reviewed() -> N
 
 # --------------------------------------------------------------------------- edit distances
 
-QUADRATIC = ["levenshtein", "editdist3", "damerau_levenshtein", "jaro_similarity", "jaro_winkler_similarity"]
+QUADRATIC = [
+    "levenshtein", "editdist3", "damerau_levenshtein", "jaro_similarity", "jaro_winkler_similarity",
+]
 
 
 @pytest.mark.parametrize("name", QUADRATIC)
@@ -160,7 +166,9 @@ def test_a_collector_alone_is_allowed(call: str) -> None:
 @pytest.mark.parametrize("call", COLLECTING)
 def test_a_collector_feeding_a_generating_function_is_refused(call: str) -> None:
     """A collected value may be 10,000 values long: repeating it 200 times is refused."""
-    reason = refusal(f"SELECT repeat(v::VARCHAR, 200) AS r FROM (SELECT {call} AS v FROM crm.customers)")
+    reason = refusal(
+        f"SELECT repeat(v::VARCHAR, 200) AS r FROM (SELECT {call} AS v FROM crm.customers)"
+    )
     assert reason is not None and "repeat()" in reason and f"{MAX_COLLECTED_VALUES:,}" in reason
 
 
@@ -177,8 +185,10 @@ def test_array_of_a_subquery_is_refused_with_the_bounded_alternative() -> None:
     assert reason is not None and "list(" in reason
 
 
-@pytest.mark.parametrize("call", ["max(name, 20000)", "min(name, 20000)", "arg_max(name, customer_id, 20000)",
-                                  "min_by(name, customer_id, 20000)", "approx_top_k(name, 20000)"])
+@pytest.mark.parametrize("call", [
+    "max(name, 20000)", "min(name, 20000)", "arg_max(name, customer_id, 20000)",
+    "min_by(name, customer_id, 20000)", "approx_top_k(name, 20000)",
+])
 def test_top_n_aggregates_are_bounded(call: str) -> None:
     assert f"{MAX_COLLECTED_VALUES:,} values" in refusal(f"SELECT {call} AS v FROM crm.customers")
     small = call.replace("20000", "10")
@@ -186,7 +196,8 @@ def test_top_n_aggregates_are_bounded(call: str) -> None:
 
 
 def test_plain_min_and_max_are_not_generating_functions() -> None:
-    assert refusal("SELECT lpad(max(name), 20, ' ') AS v, repeat(min(name), 3) AS w FROM crm.customers") is None
+    sql = "SELECT lpad(max(name), 20, ' ') AS v, repeat(min(name), 3) AS w FROM crm.customers"
+    assert refusal(sql) is None
 
 
 @pytest.mark.parametrize("sql", ["SELECT bitstring('1', 2000000000) AS b",
