@@ -26,9 +26,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from gateway import flightsql, metadata
-from gateway import flightsql_pb2 as pb
-from gateway.flightsql_schemas import GET_SQL_INFO
+from gateway.flightsql import flightsql_pb2 as pb
+from gateway.flightsql import metadata
+from gateway.flightsql import protocol as flightsql
+from gateway.flightsql.schemas import GET_SQL_INFO
 
 
 class BareServer(flight.FlightServerBase):

@@ -31,7 +31,7 @@ from benchmarks.tpch import QUERY_NUMBERS, qualified
 @contextlib.contextmanager
 def _planning_variant(name: str) -> Iterator[None]:
     """Plan as ``name`` says, by swapping the barrier's two entry points for the duration."""
-    from gateway.pipeline import barrier, secure
+    from gateway.planning import barrier, secure
 
     saved = secure.needs_barrier, secure.leakproof_conjuncts
     if name in ("always", "no_pushdown"):
@@ -49,10 +49,10 @@ def _planning_variant(name: str) -> Iterator[None]:
 
 def run(scale: float, repetitions: int, out: Path) -> dict:
     from benchmarks.data import write_mesh
-    from gateway.auth import UserDirectory
+    from gateway.catalog.state import MeshState
     from gateway.config import load_config
-    from gateway.pipeline import PlanContext, plan
-    from gateway.state import MeshState
+    from gateway.planning import PlanContext, plan
+    from gateway.security.auth import UserDirectory
 
     config = BenchConfig.make(scale=scale, out=out)
     mesh = write_mesh(config, log=lambda line: None)

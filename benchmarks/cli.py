@@ -67,7 +67,7 @@ def _gateway_batch_rows(plain, mesh_dir: Path) -> int:
     """The gateway's batch row count for lineitem (the bare servers use the same)."""
     try:
         from gateway.config import load_config
-        from gateway.execution import rows_per_batch
+        from gateway.engine.streaming import rows_per_batch
 
         settings = load_config(mesh_dir).engine
         schema = plain.sql(suites.LARGE_QUERY).limit(0).to_arrow_table().schema

@@ -33,7 +33,7 @@ from sqlglot import exp
 
 from benchmarks.settings import ADMIN_USER, ANALYST_USER, LINEITEM_FILTER, BenchConfig
 from benchmarks.tpch import DOMAINS, DUCKDB_DOMAIN, TABLE_DOMAIN
-from gateway.demo_policies import GLOBAL_POLICY as DEMO_GLOBAL_POLICY
+from gateway.demo.policies import GLOBAL_POLICY as DEMO_GLOBAL_POLICY
 
 DUCKDB_FILE = "tpch.duckdb"
 TABLES: tuple[str, ...] = tuple(TABLE_DOMAIN)
@@ -153,7 +153,7 @@ class Mesh:
 
 def write_mesh(config: BenchConfig, log: Callable[[str], None] = print) -> Mesh:
     """Generate (or reuse) the data and write the whole mesh; returns its description."""
-    from gateway.passwords import hash_password
+    from gateway.security.passwords import hash_password
 
     data_dir = generate_tpch(config, log)
     duck_file = _build_duckdb_file(data_dir, log)
@@ -216,7 +216,7 @@ def load_mesh(mesh_dir: Path, data_dir: Path | None = None) -> Mesh:
 
 
 def _contract(domain: str, table: str, columns: list[tuple[str, str]]) -> str:
-    """An ODCS v3 contract in the shape of gateway/demo.py's, physicalType by DESCRIBE."""
+    """An ODCS v3 contract in the shape of gateway/demo/mesh.py's, physicalType by DESCRIBE."""
     if domain == DUCKDB_DOMAIN:
         server = {"server": "local", "type": "duckdb", "path": f"data/{DUCKDB_FILE}"}
     else:

@@ -26,8 +26,8 @@ PRODUCT = "orders.lineitem"
 def measure(mesh_dir: Path, lines: int, samples: int, budget: float) -> dict:
     from benchmarks.policy_scale import policy_files, probe_users
     from benchmarks.settings import ANALYST_USER
+    from gateway.catalog.state import MeshState
     from gateway.config import load_config
-    from gateway.state import MeshState
     from policies.engine import Governor, Subject
 
     config = load_config(mesh_dir)

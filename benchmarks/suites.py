@@ -285,11 +285,11 @@ def large_result(ctx: Context) -> dict:
 
 def planning(ctx: Context) -> dict:
     """Pipeline time per query in-process, and Casbin decision time vs policy size."""
-    from gateway.auth import UserDirectory
+    from gateway.catalog.state import MeshState
     from gateway.config import load_config
-    from gateway.pipeline import PlanContext, plan
-    from gateway.service import SqlService
-    from gateway.state import MeshState
+    from gateway.flightsql.service import SqlService
+    from gateway.planning import PlanContext, plan
+    from gateway.security.auth import UserDirectory
 
     config = ctx.config
     ctx.sampler.phase = "planning"

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigError
-from gateway.passwords import is_password_hash
+from gateway.security.passwords import is_password_hash
 
 CONFIG_FILE_NAME = "mesh.toml"
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.node_actions import ACTION_HEALTH
+from gateway.mesh.actions import ACTION_HEALTH
 
 #: The repository root: the working directory and import path of every server started here.
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def node_action(uri: str, name: str, key: str, domain: str, timeout: float = 5.0
     the gateway asks: with a control ticket sealed with the mesh's ticket ``key``."""
     from pyarrow import flight
 
-    from gateway.tickets import TicketSealer
+    from gateway.mesh.tickets import TicketSealer
 
     body = TicketSealer(key, 1).seal_control(domain, name)
     client = flight.FlightClient(uri)

@@ -205,7 +205,7 @@ MAX_COMPARED_CONSTANT = 100
 
 #: Aggregates that build one value (a string, a list, a map) from every row of a group.
 #: DuckDB's memory_limit bounds their state, not what scalar functions then build from the
-#: result, so the gateway bounds the result: ``gateway.pipeline.bounds`` makes the query fail
+#: result, so the gateway bounds the result: ``gateway.planning.bounds`` makes the query fail
 #: when one group holds more than MAX_COLLECTED_VALUES rows (see ``collector_limit_message``),
 #: and the statement's amplification counts them (once, however many) as a factor
 #: MAX_COLLECTED_VALUES.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import write_demo_mesh
+from gateway.demo.mesh import write_demo_mesh
 from support import RunningGateway, start_gateway, stop_gateway
 
 

@@ -26,9 +26,9 @@ from google.protobuf import any_pb2
 from pyarrow import flight
 from support import adbc_connect, error_text, flight_client, start_gateway
 
-from gateway import flightsql
-from gateway import flightsql_pb2 as pb
-from gateway.pipeline.query import PlanLimits
+from gateway.flightsql import flightsql_pb2 as pb
+from gateway.flightsql import protocol as flightsql
+from gateway.planning.query import PlanLimits
 
 KELVIN = "\u212a"  # KELVIN SIGN: Python lower() gives "k", DuckDB's identifier folding does not
 

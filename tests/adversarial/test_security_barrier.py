@@ -20,12 +20,12 @@ import pytest
 from sqlglot import exp, parse_one
 from support import adbc_connect, hidden_probe_timing_ratio
 
+from gateway.catalog.state import MeshState
 from gateway.config import load_config
-from gateway.demo import DEMO_USERS
-from gateway.fragments import split_fragments
-from gateway.principal import Principal
-from gateway.service import SqlService
-from gateway.state import MeshState
+from gateway.demo.mesh import DEMO_USERS
+from gateway.flightsql.service import SqlService
+from gateway.mesh.fragments import split_fragments
+from gateway.security.principal import Principal
 
 #: A user function no mask or row filter uses: where it appears in a plan, the user's
 #: expression is evaluated.

@@ -21,9 +21,9 @@ from connectors.duckdb_file import DuckDBFileConnector
 from connectors.errors import ConnectorError
 from connectors.local_files import LocalFilesConnector
 from connectors.registry import connector_for, known_server_types, register_connector
-from gateway.catalog import Catalog, load_catalog
+from gateway.catalog.catalog import Catalog, load_catalog
+from gateway.catalog.contracts import read_contract
 from gateway.config import EngineSettings
-from gateway.contracts import read_contract
 
 ROW_COUNTS = {"sales.orders": 200_000, "crm.customers": 20_000, "logistics.shipments": 150_000}
 

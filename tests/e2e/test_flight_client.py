@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from gateway import flightsql_pb2 as pb
 from gateway.client import connect as mesh_connect
+from gateway.flightsql import flightsql_pb2 as pb
 from support import flight_client
 
 

@@ -82,8 +82,8 @@ def _put(client, options, descriptor) -> None:
 
 def test_do_put_of_an_unsupported_command_is_refused_cleanly(gateway, bob_flight):
     """DoPut with a metadata command or a ticket: not a write, not a parameter binding."""
-    from gateway import flightsql
-    from gateway import flightsql_pb2 as pb
+    from gateway.flightsql import flightsql_pb2 as pb
+    from gateway.flightsql import protocol as flightsql
 
     client, options = bob_flight
     before = _internal_errors(gateway)

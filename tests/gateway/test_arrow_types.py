@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from gateway.arrow_types import ArrowTypeCache
+from gateway.engine.arrow_types import ArrowTypeCache
 
 QUERIES = [
     "SELECT 1 AS a, 'x' AS b, 1.5::DECIMAL(15, 2) AS c, DATE '2020-01-01' AS d",

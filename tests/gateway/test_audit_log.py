@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import audit as audit_module
-from gateway.audit import CURRENT_FILE, AuditLog, read_audit
+from gateway.audit import log as audit_module
+from gateway.audit.log import CURRENT_FILE, AuditLog, read_audit
 
 
 class SlowDisk:
@@ -176,10 +176,10 @@ def test_a_querys_first_batch_waits_until_its_begin_record_is_on_disk(
 ) -> None:
     """The service appends the begin record, lets the query compute, and sends nothing
     before the record is durable; the end record follows without holding the client."""
+    from gateway.catalog.state import MeshState
     from gateway.config import load_config
-    from gateway.principal import Principal
-    from gateway.service import SqlService
-    from gateway.state import MeshState
+    from gateway.flightsql.service import SqlService
+    from gateway.security.principal import Principal
 
     disk = SlowDisk(0.3)
     monkeypatch.setattr(audit_module.os, "fsync", disk)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import LoginGuard, TokenStore
 from gateway.errors import AuthenticationError
-from gateway.principal import Principal
+from gateway.security.auth import LoginGuard, TokenStore
+from gateway.security.principal import Principal
 
 ALICE = Principal("alice", ("analyst_eu",), {"region": "EU"})
 

@@ -12,10 +12,10 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from gateway.audit import AuditLog
+from gateway.audit.log import AuditLog
 from gateway.cli import app
-from gateway.passwords import verify_password
 from gateway.processes import REPO
+from gateway.security.passwords import verify_password
 
 COMMANDS = [[], ["serve"], ["node"], ["demo"], ["products"], ["query"], ["explain"], ["policy"],
             ["policy", "test"], ["audit"], ["bench"], ["hash-password"]]

@@ -1,5 +1,5 @@
 """Aggregates that collect rows (list, string_agg, ...) are bounded per group by a guard the
-pipeline adds (``gateway.pipeline.bounds``), run here on the real engine."""
+pipeline adds (``gateway.planning.bounds``), run here on the real engine."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import duckdb
 import pytest
 from test_pipeline import make_context
 
-from gateway.catalog import Catalog, load_catalog
+from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings
-from gateway import engine_errors
-from gateway.engine_errors import safe_engine_error
+from gateway.engine import errors as engine_errors
+from gateway.engine.errors import safe_engine_error
 from gateway.errors import QueryFailed, QueryRefused
-from gateway.pipeline import PlanContext, plan
+from gateway.planning import PlanContext, plan
 from policies.safe_sql import MAX_COLLECTED_VALUES, collector_limit_message
 
 

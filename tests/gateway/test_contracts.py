@@ -19,7 +19,7 @@ import duckdb
 import pytest
 import yaml
 
-from gateway.catalog import load_catalog
+from gateway.catalog.catalog import load_catalog
 from gateway.config import EngineSettings
 
 CONTRACTS = {

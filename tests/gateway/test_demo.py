@@ -10,11 +10,11 @@ import pytest
 import yaml
 from open_data_contract_standard.model import OpenDataContractStandard
 
+from gateway.catalog.contracts import find_contracts, read_contract
+from gateway.catalog.source_check import check_columns
 from gateway.config import load_config
-from gateway.contracts import find_contracts, read_contract
-from gateway.demo import write_demo_mesh
-from gateway.passwords import verify_password
-from gateway.source_check import check_columns
+from gateway.demo.mesh import write_demo_mesh
+from gateway.security.passwords import verify_password
 
 EXPECTED_TYPES = {
     "sales.orders": [

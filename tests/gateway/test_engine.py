@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import yaml
 
-from gateway.catalog import Catalog, load_catalog
+from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings
 
 ROW_COUNTS = {"sales.orders": 200_000, "crm.customers": 20_000, "logistics.shipments": 150_000}

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 from sqlglot.errors import TokenError
 
-from gateway import node_actions
 from gateway.errors import InvalidQuery, QueryFailed, first_line
-from gateway.federation import FragmentStream
-from gateway.pipeline import parse
+from gateway.mesh import actions as node_actions
+from gateway.mesh.federation import FragmentStream
+from gateway.planning import parse
 from gateway.processes import REPO
 
 
@@ -74,12 +74,12 @@ def test_no_module_takes_the_first_line_by_hand() -> None:
 
 def test_node_action_names_are_defined_once() -> None:
     """The gateway's side names node actions by the node's own constants, never retyped."""
-    from gateway import node
+    from gateway.mesh import node
 
     assert (node.ACTION_HEALTH, node.ACTION_STATS, node.ACTION_SCHEMA) == (
         node_actions.ACTION_HEALTH, node_actions.ACTION_STATS, node_actions.ACTION_SCHEMA
     )
-    for module in ("federation.py", "processes.py"):
+    for module in ("mesh/federation.py", "processes.py"):
         text = (Path(REPO) / "gateway" / module).read_text(encoding="utf-8")
         retyped = re.findall(r"""["'](health|stats|schema)["']""", text)
         assert retyped == [], f"gateway/{module} retypes node action names: {retyped}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import any_pb2
 
-from gateway import flightsql_pb2 as pb
+from gateway.flightsql import flightsql_pb2 as pb
 
 GATEWAY_DIR = Path(pb.__file__).resolve().parent
 
@@ -22,19 +22,21 @@ def _field_numbers(message_cls: type) -> dict[str, int]:
 
 def test_committed_gencode_matches_proto(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
-    from gateway.proto_build import compile_proto
+    from gateway.flightsql.proto_build import compile_proto
 
     generated = compile_proto(tmp_path)
 
-    assert generated == tmp_path / "gateway" / "flightsql_pb2.py"
-    hint = "stale generated code: run `python -m gateway.proto_build` and commit the result"
+    assert generated == tmp_path / "gateway" / "flightsql" / "flightsql_pb2.py"
+    hint = (
+        "stale generated code: run `python -m gateway.flightsql.proto_build` and commit the result"
+    )
     assert generated.read_bytes() == (GATEWAY_DIR / "flightsql_pb2.py").read_bytes(), hint
     stub = generated.with_suffix(".pyi")
     assert stub.read_bytes() == (GATEWAY_DIR / "flightsql_pb2.pyi").read_bytes(), hint
 
 
 def test_module_depends_on_nothing_but_protobuf() -> None:
-    assert pb.DESCRIPTOR.name == "gateway/flightsql.proto"
+    assert pb.DESCRIPTOR.name == "gateway/flightsql/flightsql.proto"
     assert pb.DESCRIPTOR.package == "arrow.flight.protocol.sql"
     assert list(pb.DESCRIPTOR.dependencies) == []
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from gateway import flightsql_schemas as fs
-from gateway.flightsql_schemas import Int32Bitmask, SqlInfo, sql_info_batch
+from gateway.flightsql import schemas as fs
+from gateway.flightsql.schemas import Int32Bitmask, SqlInfo, sql_info_batch
 
 UTF8, BINARY, BOOL = pa.utf8(), pa.binary(), pa.bool_()
 INT32, INT64, UINT8, UINT32 = pa.int32(), pa.int64(), pa.uint8(), pa.uint32()

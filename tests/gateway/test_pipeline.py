@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catalog import Catalog, load_catalog
+from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings
 from gateway.errors import InvalidQuery, MeshgateError, QueryRefused, UnknownObject
-from gateway.pipeline import PlanContext, Query, plan
-from gateway.principal import Principal
+from gateway.planning import PlanContext, Query, plan
+from gateway.security.principal import Principal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -403,10 +403,10 @@ def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path)
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from gateway.catalog import load_catalog
+        from gateway.catalog.catalog import load_catalog
         from gateway.config import EngineSettings
         from gateway.errors import MeshgateError
-        from gateway.pipeline import plan
+        from gateway.planning import plan
         from test_pipeline import make_context
         catalog = load_catalog(Path({str(demo_mesh)!r}), EngineSettings())
         text = "SELECT * FROM " + "(SELECT * FROM " * 20000 + "sales.orders" + ") t" * 20000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from gateway.pipeline.query import Query
-from gateway.plan_cache import MAX_ENTRY_BYTES, CachedPlan, PlanCache, plan_key
-from gateway.principal import Principal
+from gateway.planning.query import Query
+from gateway.query.plan_cache import MAX_ENTRY_BYTES, CachedPlan, PlanCache, plan_key
+from gateway.security.principal import Principal
 
 ALICE = Principal("alice", ("analyst_eu",), {"region": "EU"})
 SCHEMA = pa.schema([("n", pa.int64())])

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from test_pipeline import make_context
 
-from gateway.catalog import Catalog, load_catalog
+from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings, GatewaySettings
 from gateway.errors import QueryFailed, QueryRefused
-from gateway.pipeline import STEPS, PlanContext, PlanLimits, Query, plan
-from gateway.pipeline.parse import parse_statement
-from gateway.pipeline.read_only import require_read_only
-from gateway.pipeline.resolve import resolve_products
+from gateway.planning import STEPS, PlanContext, PlanLimits, Query, plan
+from gateway.planning.parse import parse_statement
+from gateway.planning.read_only import require_read_only
+from gateway.planning.resolve import resolve_products
 
 
 @pytest.fixture(scope="module")

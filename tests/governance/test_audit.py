@@ -28,7 +28,7 @@ from gov_support import (
 )
 from support import adbc_connect, flight_client, start_gateway, stop_gateway
 
-from gateway.audit import read_audit
+from gateway.audit.log import read_audit
 from gateway.processes import REPO
 
 BEGIN_FIELDS = {"time", "event", "query_id", "user", "roles", "client", "sql", "governed_sql",

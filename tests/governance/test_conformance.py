@@ -37,7 +37,7 @@ from gov_support import (
 )
 from support import adbc_connect, flight_client
 
-from gateway import flightsql_pb2 as pb
+from gateway.flightsql import flightsql_pb2 as pb
 
 # --------------------------------------------------------------------------- the demo rules
 

@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pyarrow import flight
 
-from gateway import flightsql
-from gateway import flightsql_pb2 as pb
+from gateway.flightsql import flightsql_pb2 as pb
+from gateway.flightsql import protocol as flightsql
 
 FUZZ = settings(
     max_examples=int(os.environ.get("MESHGATE_FUZZ_EXAMPLES", "200")),

@@ -1,7 +1,7 @@
 """Cross-domain federation with pushdown (issue 4, item 3).
 
 In-process first (fast): each query is planned and governed for a demo user, split by
-``gateway.fragments.split_fragments``, its fragments are run on the embedded engine and the
+``gateway.mesh.fragments.split_fragments``, its fragments are run on the embedded engine and the
 final SQL over their Arrow results must equal the governed query run whole (types and
 sorted rows), while the fragments carry what they should (a whole subtree, a partial
 aggregate) or refuse to (DISTINCT, windows, outer-join null-supplying side, DECIMAL AVG).
@@ -26,16 +26,16 @@ from mesh_support import Mesh, running_mesh
 from sqlglot import parse_one
 from support import RunningGateway, adbc_connections
 
+from gateway.catalog.state import MeshState
 from gateway.config import load_config
-from gateway.demo import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
-from gateway.engine import Engine
-from gateway.federation import inline_parameters
-from gateway.fragments import FederatedPlan, read_once, split_fragments
-from gateway.pipeline import plan as plan_query
-from gateway.principal import Principal
-from gateway.product_sizes import SizeCache, whole_size
-from gateway.service import SqlService
-from gateway.state import MeshState
+from gateway.demo.mesh import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
+from gateway.engine.database import Engine
+from gateway.flightsql.service import SqlService
+from gateway.mesh.federation import inline_parameters
+from gateway.mesh.fragments import FederatedPlan, read_once, split_fragments
+from gateway.mesh.sizes import SizeCache, whole_size
+from gateway.planning import plan as plan_query
+from gateway.security.principal import Principal
 
 SERVED = frozenset({"sales", "crm", "logistics"})
 USERS = tuple(DEMO_USERS)

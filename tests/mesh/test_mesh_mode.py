@@ -37,8 +37,8 @@ from support import (
     wait_until,
 )
 
+from gateway.mesh.tickets import MAGIC, TicketSealer
 from gateway.processes import REPO
-from gateway.tickets import MAGIC, TicketSealer
 
 TICKET_TTL_SECONDS = 30
 FAIL_FAST_SECONDS = 5.0

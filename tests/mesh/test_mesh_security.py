@@ -24,7 +24,7 @@ from mesh_support import Mesh, RunningNode, running_mesh
 from pyarrow import flight
 from support import flight_client, wait_until
 
-from gateway.tickets import MAGIC, TicketSealer
+from gateway.mesh.tickets import MAGIC, TicketSealer
 
 pytestmark = pytest.mark.mesh
 

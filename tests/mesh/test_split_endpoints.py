@@ -32,12 +32,12 @@ from support import (
 )
 from test_mesh_mode import json_lines_since, log_offset, outcome, raw_info, sorted_rows
 
+from gateway.catalog.state import MeshState
 from gateway.config import load_config
 from gateway.errors import UnknownObject
-from gateway.principal import Principal
-from gateway.service import SqlService
-from gateway.state import MeshState
-from gateway.tickets import MAGIC
+from gateway.flightsql.service import SqlService
+from gateway.mesh.tickets import MAGIC
+from gateway.security.principal import Principal
 
 SPLIT = 4
 USERS = ("alice", "bob", "carol", "erin", "dave")
@@ -246,7 +246,7 @@ def test_users_cannot_name_partition_views(service: SqlService):
 
 
 def test_only_row_wise_single_product_scans_split(service: SqlService):
-    from gateway.partitions import partition_sqls
+    from gateway.mesh.partitions import partition_sqls
 
     bob = principal(service, "bob")
     for sql in SCANS:

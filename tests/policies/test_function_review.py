@@ -11,8 +11,8 @@ import pytest
 import sqlglot
 
 from gateway.errors import QueryRefused
-from gateway.pipeline.query import Query
-from gateway.pipeline.read_only import require_read_only
+from gateway.planning.query import Query
+from gateway.planning.read_only import require_read_only
 from policies.safe_sql import (
     MAX_COLLECTED_VALUES,
     MAX_COMPARED_CONSTANT,

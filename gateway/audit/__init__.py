@@ -1,0 +1,1 @@
+"""The audit trail: every query attempt as a durable JSON line, and reading it back."""

@@ -1,0 +1,1 @@
+"""Data products: ODCS contracts checked against their sources, the catalog, mesh state."""

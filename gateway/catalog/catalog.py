@@ -1,0 +1,239 @@
+"""The catalog: every servable product of a mesh, as an immutable, reloadable snapshot.
+
+``load_catalog`` reads every contract, binds each product to its source in a fresh
+engine (checking the contract against the real data) and keeps going past broken
+contracts: their problems are recorded and every other product is served.
+``CatalogHolder`` hands out the current snapshot to concurrent requests and swaps in a
+new one when contract files change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import structlog
+
+from connectors.errors import ConnectorError
+from connectors.registry import connector_for
+from gateway.catalog.contracts import (
+    ColumnContract,
+    ContractError,
+    ProductContract,
+    find_contracts,
+    read_contract,
+)
+from gateway.config import EngineSettings
+from gateway.engine.database import Engine
+from policies.rules import ColumnShape, ProductShape
+
+log = structlog.get_logger("meshgate.catalog")
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product that passed validation and can be queried."""
+
+    contract: ProductContract
+    schema: pa.Schema
+    column_types: dict[str, str]
+
+    @property
+    def key(self) -> str:
+        return self.contract.key
+
+    @property
+    def domain(self) -> str:
+        return self.contract.domain
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @property
+    def columns(self) -> tuple[ColumnContract, ...]:
+        return self.contract.columns
+
+    def restricted_to(self, column_names: list[str], schema: pa.Schema) -> Product:
+        """This product as one user sees it: only ``column_names``, with ``schema``."""
+        keep = set(column_names)
+        contract = replace(self.contract, columns=tuple(c for c in self.columns if c.name in keep))
+        return Product(contract, schema, {k: v for k, v in self.column_types.items() if k in keep})
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """A contract that could not be served, and why."""
+
+    path: Path
+    message: str
+
+
+class Catalog:
+    """An immutable snapshot of the mesh's products, with the engine that serves them."""
+
+    def __init__(
+        self,
+        mesh_dir: Path,
+        products: dict[str, Product],
+        problems: tuple[ContractProblem, ...],
+        engine: Engine,
+        signature: tuple,
+    ) -> None:
+        self.mesh_dir = mesh_dir
+        self._products = products
+        self.problems = problems
+        self.engine = engine
+        self.signature = signature
+
+    def product(self, domain: str, name: str) -> Product | None:
+        return self._products.get(f"{domain.lower()}.{name.lower()}")
+
+    def products_named(self, name: str) -> list[Product]:
+        return [p for p in self._products.values() if p.name == name.lower()]
+
+    def __iter__(self) -> Iterator[Product]:
+        return iter(sorted(self._products.values(), key=lambda p: p.key))
+
+    def __len__(self) -> int:
+        return len(self._products)
+
+    @cached_property
+    def shapes(self) -> dict[str, ProductShape]:
+        """The products as policies see them (names, DuckDB types, tags)."""
+        return {
+            p.key: ProductShape(
+                p.domain,
+                p.name,
+                tuple(
+                    ColumnShape(c.name, p.column_types[c.name], frozenset(c.tags))
+                    for c in p.columns
+                ),
+            )
+            for p in self._products.values()
+        }
+
+    def contracts_by_file(self) -> dict[Path, list[ProductContract]]:
+        """The contracts of the products served, grouped by contract file."""
+        grouped: dict[Path, list[ProductContract]] = {}
+        for product in self._products.values():
+            grouped.setdefault(product.contract.contract_path, []).append(product.contract)
+        return grouped
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(sorted({p.domain for p in self._products.values()}))
+
+
+def contracts_signature(mesh_dir: Path, domains: frozenset[str] | None = None) -> tuple:
+    """What identifies the current state of the contract files (paths, sizes, mtimes)."""
+    entries = []
+    for path in find_contracts(mesh_dir, domains):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+def load_catalog(
+    mesh_dir: Path,
+    settings: EngineSettings,
+    domains: frozenset[str] | None = None,
+    last_good: Mapping[Path, list[ProductContract]] | None = None,
+    partitions: int = 1,
+) -> Catalog:
+    """Read, validate and bind every contract of ``mesh_dir`` (of ``domains``, when given,
+    as a domain node does) into a new engine.
+
+    ``last_good`` holds the contracts of a previous load by file: a file that has turned
+    invalid keeps serving its last good version (the error is still reported).
+    ``partitions > 1`` also binds that many hidden partition views per splittable product.
+    """
+    signature = contracts_signature(mesh_dir, domains)
+    engine = Engine(settings)
+    products: dict[str, Product] = {}
+    problems: list[ContractProblem] = []
+    for path in find_contracts(mesh_dir, domains):
+        try:
+            contracts = read_contract(path)
+        except ContractError as exc:
+            problems.append(ContractProblem(path, str(exc)))
+            contracts = list((last_good or {}).get(path, []))
+        for contract in contracts:
+            if contract.key in products:
+                problems.append(ContractProblem(path, (
+                    f"{path}: field `{contract.schema_field}.name`: product {contract.key} is "
+                    f"already published by {products[contract.key].contract.contract_path}; "
+                    "rename one of them")))
+                continue
+            try:
+                schema, column_types = engine.bind(contract, connector_for(contract.source), partitions)
+            except (ContractError, ConnectorError) as exc:
+                problems.append(ContractProblem(path, str(exc)))
+                previous = [c for c in (last_good or {}).get(path, []) if c.key == contract.key]
+                if not previous or previous[0] == contract:
+                    continue
+                try:  # the edit contradicts the data: the last good version still fits it
+                    schema, column_types = engine.bind(previous[0], connector_for(previous[0].source), partitions)
+                    contract = previous[0]
+                except (ContractError, ConnectorError, duckdb.Error):
+                    continue
+            except duckdb.CatalogException as exc:  # the table is not in the database file
+                problems.append(ContractProblem(path, (
+                    f"{path}: field `{contract.schema_field}.physicalName` (product "
+                    f"{contract.key}): table {contract.source.physical_name!r} not found in "
+                    f"{contract.source.server.path} ({_first_line(exc)}); fix the table name")))
+                continue
+            except duckdb.Error as exc:  # the source itself is unreadable (corrupt file, ...)
+                problems.append(ContractProblem(path, (
+                    f"{path}: field `{contract.source.field('path')}` (product {contract.key}): "
+                    f"the data cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                    "fix the data: republish the files or fix the path")))
+                continue
+            products[contract.key] = Product(contract, schema, column_types)
+    engine.lock()
+    for problem in problems:
+        log.warning("contract_rejected", path=str(problem.path), error=problem.message)
+    return Catalog(mesh_dir, products, tuple(problems), engine, signature)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class CatalogHolder:
+    """Thread-safe access to the current catalog; reloads when contracts change."""
+
+    def __init__(
+        self, mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None, partitions: int = 1
+    ) -> None:
+        self._mesh_dir = mesh_dir
+        self._settings = settings
+        self._domains = domains
+        self._partitions = partitions
+        self._lock = threading.Lock()
+        self._current = load_catalog(mesh_dir, settings, domains, partitions=partitions)
+
+    @property
+    def current(self) -> Catalog:
+        return self._current
+
+    def reload_if_changed(self) -> bool:
+        """Load a new snapshot when contract files changed; True when it swapped."""
+        with self._lock:
+            if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
+                return False
+            fresh = load_catalog(
+                self._mesh_dir, self._settings, self._domains, self._current.contracts_by_file(),
+                partitions=self._partitions,
+            )
+            self._current = fresh
+            log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))
+            return True

@@ -1,0 +1,366 @@
+"""The ``meshgate`` command line: serve, demo, products, query, hash-password."""
+
+from __future__ import annotations
+
+import os
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gateway.errors import MeshgateError
+
+app = typer.Typer(help="Meshgate: a governed Arrow Flight SQL gateway for a data mesh.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+MeshDir = Annotated[Optional[Path], typer.Argument(help="Mesh directory (default: the demo mesh in the cache folder).")]
+SAMPLE_QUERY = (
+    "SELECT region, count(*) AS orders, sum(amount) AS revenue "
+    "FROM sales.orders GROUP BY region ORDER BY region"
+)
+
+
+@app.callback()
+def _configure() -> None:
+    """Plain, structured logs for every command (never rich tracebacks with locals); only
+    warnings and errors for one-shot commands (serve and node log at info)."""
+    from gateway.logs import configure_logging
+
+    configure_logging(level="warning")
+
+
+def default_mesh_dir() -> Path:
+    """The demo mesh's cache location (``$MESHGATE_HOME`` or ``~/.cache/meshgate``)."""
+    home = os.environ.get("MESHGATE_HOME") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    ) / "meshgate"
+    return Path(home) / "demo-mesh"
+
+
+def _mesh(mesh_dir: Path | None) -> Path:
+    if mesh_dir is not None:
+        return mesh_dir
+    path = default_mesh_dir()
+    if not (path / "mesh.toml").is_file():
+        from gateway.demo.mesh import write_demo_mesh
+
+        err_console.print(f"Writing the demo mesh to {path} ...")
+        write_demo_mesh(path, overwrite=True)
+    return path
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    mesh_dir: MeshDir = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (0 picks a free one).")] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
+) -> None:
+    """Serve a mesh over Arrow Flight SQL."""
+    from gateway.flightsql.app import build_gateway
+    from gateway.logs import configure_logging, configure_server_process
+
+    configure_logging(json_lines=json_logs)
+    configure_server_process()
+    try:
+        gateway = build_gateway(_mesh(mesh_dir), host=host, port=port)
+    except MeshgateError as exc:
+        _fail(exc)
+    address = f"grpc://{host or gateway.config.gateway.host}:{gateway.port}"
+    _print_banner(gateway, address)
+    gateway.serve_forever()
+
+
+@app.command()
+def node(
+    mesh_dir: Annotated[Path, typer.Argument(help="Mesh directory (the node reads only its domain).")],
+    domain: Annotated[str, typer.Option(help="The domain this node serves.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8821,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
+) -> None:
+    """Run a domain node: serves DOMAIN's products to tickets sealed by the gateway."""
+    from gateway.config import load_config
+    from gateway.logs import configure_logging, configure_server_process
+    from gateway.mesh.node import DomainNode
+
+    configure_logging(json_lines=json_logs)
+    configure_server_process()
+    try:
+        server = DomainNode(f"grpc://{host}:{port}", mesh_dir.resolve(), load_config(mesh_dir), domain)
+    except MeshgateError as exc:
+        _fail(exc)
+    console.print(f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
+                  f"({len(server.state.current.catalog)} products)")
+    server.serve()
+
+
+def _print_banner(gateway, address: str) -> None:
+    catalog = gateway.state.current.catalog
+    console.print(f"[bold]Meshgate[/bold] serving {len(catalog)} products on [bold]{address}[/bold]")
+    for product in catalog:
+        console.print(f"  {product.key:<24} {product.contract.description}")
+    for problem in catalog.problems:
+        console.print(f"  [red]not served[/red] {escape(problem.message)}")
+    console.print("\nConnect from Python (pip install adbc-driver-flightsql pyarrow):\n")
+    console.print(
+        "import adbc_driver_flightsql.dbapi as flightsql\n"
+        f'conn = flightsql.connect("{address}", db_kwargs={{"username": "bob", "password": "bob"}}, autocommit=True)\n'
+        "cur = conn.cursor()\n"
+        f'cur.execute("{SAMPLE_QUERY}")\n'
+        "print(cur.fetch_arrow_table())",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,  # never break a line: the snippet must paste as it is
+    )
+    console.print("\nDemo users (password = user name): alice, bob, carol, erin, dave. Ctrl-C stops.\n")
+
+
+@app.command()
+def demo(
+    mesh_dir: Annotated[Path, typer.Argument(help="Where to write the demo mesh.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing demo mesh there.")] = False,
+) -> None:
+    """Write the demo mesh (sales, crm, logistics) with deterministic data."""
+    from gateway.demo.mesh import write_demo_mesh
+
+    try:
+        path = write_demo_mesh(mesh_dir, overwrite=overwrite)
+    except FileExistsError as exc:
+        _fail(str(exc).replace("pass overwrite=True", "pass --overwrite"))
+    except NotADirectoryError as exc:
+        _fail(exc)
+    console.print(f"Demo mesh written to {path}. Serve it with: meshgate serve {path}")
+
+
+@app.command()
+def products(
+    mesh_dir: MeshDir = None,
+    user: Annotated[Optional[str], typer.Option(help="Show only what this user may see.")] = None,
+) -> None:
+    """List the mesh's products: owner, rows, columns and validation status."""
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        catalog = service.snapshot.catalog
+        listed = list(catalog)
+        if user is not None:
+            listed = service.visible_products(directory.principal(_known_user(service, user)))
+    except MeshgateError as exc:
+        _fail(exc)
+    title = f"Products of {path}" + (f" visible to {user}" if user else "")
+    caption = (
+        f"rows —: counts are not shown per user (row filters apply); count with "
+        f'meshgate query --user {user} "SELECT count(*) FROM <product>"' if user else None
+    )
+    table = Table(title=title, caption=escape(caption) if caption else None)
+    for column in ("product", "owner", "rows", "columns", "status"):
+        table.add_column(column)
+    for product in listed:
+        rows = catalog.engine.row_count(product.domain, product.name) if user is None else None
+        columns = ", ".join(
+            f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
+        )
+        shown_rows = "—" if rows is None else f"{rows:,}"
+        table.add_row(product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]")
+    problems = [] if user else catalog.problems
+    for problem in problems:
+        table.add_row(problem.path.parent.name + "/" + problem.path.name, "", "", "", f"[red]{escape(problem.message)}[/red]")
+    console.print(table)
+    if service.nodes is not None:
+        nodes = Table("domain", "node", "reachable", "detail", title="Domain nodes")
+        for domain in service.nodes.domains:
+            for replica in service.nodes.health(domain):
+                nodes.add_row(domain, replica["location"], "yes" if replica["reachable"] else "[red]no[/red]",
+                              escape(", ".join(replica.get("products", [])) or replica.get("error", "")))
+        console.print(nodes)
+    for error in service.policy_errors if not user else ():
+        err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
+    if problems:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    mesh_dir: Annotated[Optional[Path], typer.Option("--mesh", help="Mesh directory.")] = None,
+    user: Annotated[str, typer.Option(help="Run as this user of the mesh config.")] = "bob",
+    max_rows: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+) -> None:
+    """Run SQL through the same pipeline as the server, as USER, and print a table."""
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        principal = directory.principal(_known_user(service, user))
+        schema, batches = service.stream(principal, sql.encode("utf-8"), lambda: False)
+        table = Table(*schema.names)
+        shown = 0
+        for batch in batches:
+            for row in islice(batch.to_pylist(), max_rows - shown):
+                table.add_row(*(escape("NULL" if v is None else str(v)) for v in row.values()))
+                shown += 1
+            if shown >= max_rows:
+                break
+    except MeshgateError as exc:
+        _fail(exc)
+    console.print(table)
+    console.print(f"{shown} row(s) shown (at most {max_rows}).")
+
+
+@app.command()
+def explain(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    mesh_dir: Annotated[Optional[Path], typer.Option("--mesh", help="Mesh directory.")] = None,
+    user: Annotated[str, typer.Option(help="Explain for this user.")] = "bob",
+) -> None:
+    """Show the governed SQL and, per product and column, which rule allowed, filtered or masked it."""
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        principal = directory.principal(_known_user(service, user))
+        _, batches = service.stream(principal, f"EXPLAIN POLICY {sql}".encode(), lambda: False)
+        rows = [row for batch in batches for row in batch.to_pylist()]
+    except MeshgateError as exc:
+        _fail(exc)
+    console.print(f"[bold]Governed SQL for {user}:[/bold]")
+    console.print(rows[0]["rule"], highlight=False, markup=False)
+    table = Table("product", "column", "decision", "rule", title="Decisions")
+    for row in rows[1:]:
+        table.add_row(*(escape(str(row[k] or "")) for k in ("product", "column", "decision", "rule")))
+    console.print(table)
+
+
+policy_app = typer.Typer(help="Policy tools for domain teams.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("test")
+def policy_test(mesh_dir: MeshDir = None) -> None:
+    """Run the mesh's policy tests (<domain>/policy_tests.yaml); exit 1 on any failure."""
+    import pyarrow as pa
+
+    from gateway.errors import AccessDenied, QueryRefused
+    from policies.testing import PolicyTestFileError, find_case_files, load_cases, run_cases
+
+    path = _mesh(mesh_dir)
+    try:
+        service, directory = _service(path)
+        cases = [case for file in find_case_files(path) for case in load_cases(file)]
+    except (MeshgateError, PolicyTestFileError) as exc:
+        _fail(exc)
+
+    def runner(user: str, sql: str) -> pa.Table:
+        principal = directory.principal(_known_user(service, user))
+        schema, batches = service.stream(principal, sql.encode(), lambda: False)
+        return pa.Table.from_batches(list(batches), schema=schema)
+
+    results = run_cases(cases, runner, lambda exc: isinstance(exc, (AccessDenied, QueryRefused)))
+    failed = 0
+    for result in results:
+        mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+        failed += not result.passed
+        console.print(f"{mark} {escape(result.case.where)}: {escape(result.case.name)}"
+                      + ("" if result.passed else f"\n     {escape(result.message)}"))
+    console.print(f"{len(results) - failed} passed, {failed} failed")
+    if failed or service.policy_errors:
+        for error in service.policy_errors:
+            err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def audit(
+    mesh_dir: MeshDir = None,
+    user: Annotated[Optional[str], typer.Option(help="Only this user's queries.")] = None,
+    product: Annotated[Optional[str], typer.Option(help="Only queries reading this product.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="ISO time, e.g. 2026-11-25T10:00.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest records to show at most.")] = 50,
+) -> None:
+    """Query the audit log: who ran what, what was decided, rows and bytes returned."""
+    from datetime import datetime
+
+    from gateway.audit.log import read_audit
+    from gateway.config import load_config
+
+    path = _mesh(mesh_dir)
+    try:
+        directory = load_config(path).audit.path(path)
+        since_time = datetime.fromisoformat(since) if since else None
+    except (MeshgateError, ValueError) as exc:
+        _fail(exc)
+    ends = {}
+    selected = []
+    for record in read_audit(directory):
+        if record["event"] == "query_end" and "query_id" in record:
+            ends[record["query_id"]] = record
+            continue
+        if user and record.get("user") != user:
+            continue
+        if product and product not in record.get("products", [product] if product in record.get("sql", "") else []):
+            continue
+        if since_time and datetime.fromisoformat(record["time"]).replace(tzinfo=None) < since_time.replace(tzinfo=None):
+            continue
+        selected.append(record)
+    table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
+    for record in selected[-limit:]:
+        end = ends.get(record.get("query_id"), {})
+        decision = record.get("decision") or record["event"].replace("_", " ")
+        table.add_row(
+            record["time"][:19], record.get("user", ""), decision,
+            ", ".join(record.get("products", [])), str(end.get("rows", "")), str(end.get("bytes", "")),
+            str(end.get("duration_ms", "")),
+            escape(record.get("error") or end.get("error") or record.get("sql", "")),
+        )
+    console.print(table)
+
+
+def _service(path: Path):
+    """A SqlService over the mesh at ``path`` (no server, operator's view) and its users."""
+    from gateway.catalog.state import MeshState
+    from gateway.config import load_config
+    from gateway.flightsql.service import SqlService
+    from gateway.security.auth import UserDirectory
+
+    config = load_config(path)
+    return SqlService(MeshState(path, config), operator_view=True), UserDirectory(config.users)
+
+
+def _known_user(service, user: str) -> str:
+    users = service.users
+    if user not in users:
+        raise MeshgateError(f"unknown user {user!r}; users of this mesh: {', '.join(users)}")
+    return user
+
+
+@app.command()
+def bench(
+    scale: Annotated[Optional[float], typer.Option(help="TPC-H scale factor (default 1; quick: 0.01).")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (data, mesh, logs, report).")] = Path("bench-out"),
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: SF0.01, 1 repetition.")] = False,
+    repetitions: Annotated[Optional[int], typer.Option(help="Repetitions per figure (default 5).")] = None,
+) -> None:
+    """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (benchmarks/)."""
+    from benchmarks.cli import run
+
+    console.print(str(run(scale=scale, out=out, quick=quick, repetitions=repetitions)))
+
+
+@app.command("hash-password")
+def hash_password_command(
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Print a scrypt hash for a user's password_hash in mesh.toml (one line, never wrapped)."""
+    from gateway.security.passwords import hash_password
+
+    typer.echo(hash_password(password))
+

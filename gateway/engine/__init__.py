@@ -1,0 +1,1 @@
+"""The executor: one hardened DuckDB database and the Arrow streams it produces."""

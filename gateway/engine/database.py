@@ -1,0 +1,250 @@
+"""The DuckDB engine that executes governed queries.
+
+One in-memory DuckDB database per catalog snapshot: DuckDB product files are ATTACHed
+read-only, every product becomes a view ``memory.<domain>.<product>`` over exactly its
+declared columns, then the database is hardened and its configuration locked. Each query
+gets its own cursor (a DuckDB connection to that database) and streams Arrow batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import structlog
+from sqlglot import exp
+
+from connectors.base import Connector
+from gateway.catalog.contracts import ProductContract
+from gateway.catalog.source_check import check_columns
+from gateway.config import EngineSettings
+from gateway.engine.arrow_types import ArrowTypeCache, plain_type
+from gateway.errors import first_line
+
+log = structlog.get_logger("meshgate.engine")
+
+INTERNAL_CATALOG = "memory"
+#: Schema of the hidden partition views (never catalogued: no user can name them).
+PARTITION_SCHEMA = "__meshgate_partitions"
+_POOL_SIZE = 16
+
+
+class Engine:
+    """A hardened DuckDB database holding one view per product."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._spill_dir = Path(tempfile.mkdtemp(prefix="meshgate-spill-"))
+        self._db = duckdb.connect(
+            ":memory:", config={"temp_directory": str(self._spill_dir)}
+        )
+        self._attached: dict[Path, str] = {}
+        self._readable: set[Path] = set()
+        self._paths_of: dict[str, tuple[Path, ...]] = {}
+        self.health: dict[str, str] = {}
+        #: product key -> (partition views bound, pieces to divide); see ``partition_table``.
+        self.partitions: dict[str, tuple[int, int]] = {}
+        self._locked = False
+        self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._tainted: set[duckdb.DuckDBPyConnection] = set()
+        self._lock = threading.Lock()
+        self._arrow_types = ArrowTypeCache()
+
+    def bind(
+        self, contract: ProductContract, connector: Connector, partitions: int = 1
+    ) -> tuple[pa.Schema, dict[str, str]]:
+        """Create the product's view after checking the contract against the source, and
+        ``partitions`` hidden partition views when ``partitions > 1`` and the source splits.
+
+        Returns the view's Arrow schema and DuckDB column types. Raises ContractError or
+        ConnectorError; the database is unchanged on error.
+        """
+        assert not self._locked, "bind every product before lock()"
+        scan = connector.scan(self._attach)
+        probe = exp.select("*").from_(scan).limit(0)
+        actual = self._db.sql(probe.sql("duckdb"))
+        check_columns(contract, list(zip(actual.columns, map(str, actual.types))))
+        view = exp.Create(
+            kind="VIEW",
+            this=exp.table_(contract.name, db=contract.domain, quoted=True),
+            expression=exp.select(
+                *(exp.column(c.name, quoted=True) for c in contract.columns)
+            ).from_(scan),
+        )
+        self._db.execute(
+            exp.Create(kind="SCHEMA", this=exp.to_identifier(contract.domain, quoted=True),
+                       exists=True).sql("duckdb")
+        )
+        self._db.execute(view.sql("duckdb"))
+        if partitions > 1:
+            self._bind_partitions(contract, connector, partitions)
+        self._readable.update(connector.data_paths)
+        self._paths_of[contract.key] = connector.data_paths
+        self.health[contract.key] = "ok"
+        relation = self._db.sql(
+            exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0).sql("duckdb")
+        )
+        types = dict(zip(relation.columns, map(str, relation.types)))
+        return relation.to_arrow_table().schema, types
+
+    def _bind_partitions(self, contract: ProductContract, connector: Connector, count: int) -> None:
+        """One view per partition of the product, over exactly its declared columns; a
+        source that cannot be split (or fails to) is simply served unsplit."""
+        try:
+            partitioning = connector.partitions(count, self._attach, self._value)
+            if partitioning is None:
+                return
+            self._db.execute(exp.Create(kind="SCHEMA", this=exp.to_identifier(PARTITION_SCHEMA, quoted=True),
+                                        exists=True).sql("duckdb"))
+            for index, part in enumerate(partitioning.scans):
+                view = exp.Create(
+                    kind="VIEW", replace=True,
+                    this=partition_table(contract.domain, contract.name, index, count),
+                    expression=exp.select(*(exp.column(c.name, quoted=True) for c in contract.columns))
+                    .from_(part.scan).where(part.where),
+                )
+                self._db.execute(view.sql("duckdb"))
+        except duckdb.Error as exc:
+            log.warning("partitions_unavailable", product=contract.key, error=first_line(exc))
+            return
+        self.partitions[contract.key] = (len(partitioning.scans), partitioning.pieces)
+
+    def _value(self, query: exp.Query) -> object:
+        return self._db.sql(query.sql("duckdb")).fetchall()[0][0]
+
+    def lock(self) -> None:
+        """Harden the database: only product data readable, no extensions, config locked."""
+        directories = sorted(str(p) + "/" for p in self._readable if p.is_dir())
+        files = sorted(str(p) for p in self._readable if not p.is_dir())
+        settings = self.settings
+        statements = [
+            ("allowed_directories", directories),
+            ("allowed_paths", files),
+            ("enable_external_access", False),
+            ("autoinstall_known_extensions", False),
+            ("autoload_known_extensions", False),
+            ("python_enable_replacements", False),
+            ("memory_limit", settings.memory_limit),
+            ("max_temp_directory_size", settings.max_spill_size),
+            ("threads", settings.threads),
+            ("lock_configuration", True),
+        ]
+        for name, value in statements:
+            self._db.execute(
+                exp.Set(expressions=[exp.SetItem(this=exp.EQ(
+                    this=exp.to_identifier(name), expression=_literal(value)))]).sql("duckdb")
+            )
+        self._locked = True
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection for one query, returned to a small pool afterwards.
+
+        A connection that saw an error or an interrupt is closed, never reused.
+        """
+        try:
+            cursor = self._idle.get_nowait()
+        except queue.Empty:
+            cursor = self._db.cursor()
+        healthy = False
+        try:
+            yield cursor
+            healthy = cursor not in self._tainted
+        finally:
+            self._tainted.discard(cursor)
+            if healthy and self._idle.qsize() < _POOL_SIZE:
+                self._idle.put(cursor)
+            else:
+                cursor.close()
+
+    def interrupt(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Stop the query running on ``cursor``; the cursor is not reused afterwards."""
+        self._tainted.add(cursor)
+        cursor.interrupt()
+
+    def result_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """The Arrow schema of ``sql``'s result, planned without reading the data."""
+        with self.cursor() as cursor:
+            return self.schema_on(cursor, sql, params)
+
+    def schema_on(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """``result_schema`` on a given cursor: the query is bound, not planned nor run."""
+        relation = cursor.sql(sql, params=list(params) if params else None)
+        return plain_schema(self._arrow_types.schema(cursor, relation))
+
+    def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
+        """The products among ``candidates`` whose data files an engine error names
+        (all candidates when it names none)."""
+        named = tuple(
+            key for key in candidates if any(str(path) in message for path in self._paths_of.get(key, ()))
+        )
+        return named or candidates
+
+    def mark_health(self, products: tuple[str, ...], status: str) -> None:
+        for key in products:
+            if key in self.health:
+                self.health[key] = status
+
+    def row_count(self, domain: str, name: str) -> int:
+        """How many rows a product has."""
+        count = exp.select(exp.func("count", exp.Star())).from_(product_table(domain, name))
+        with self.cursor() as cursor:
+            return cursor.sql(count.sql("duckdb")).fetchall()[0][0]
+
+    def close(self) -> None:
+        """Close the database and remove its spill directory."""
+        with self._lock:
+            while not self._idle.empty():
+                self._idle.get_nowait().close()
+            self._db.close()
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+
+    def _attach(self, path: Path) -> str:
+        alias = self._attached.get(path)
+        if alias is None:
+            alias = "src_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+            attach = exp.Attach(
+                this=exp.alias_(exp.Literal.string(str(path)), alias),
+                expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))],
+            )
+            self._db.execute(attach.sql("duckdb"))
+            self._attached[path] = alias
+        return alias
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary (DuckDB ENUM) columns, also nested in lists, structs and
+    maps, as their value type: batches are streamed without dictionary messages, which
+    Flight generator streams do not send."""
+    plain = [plain_type(f.type) for f in schema]
+    if plain == schema.types:
+        return schema
+    return pa.schema([f.with_type(t) for f, t in zip(schema, plain)], metadata=schema.metadata)
+
+
+def product_table(domain: str, name: str) -> exp.Table:
+    """The internal, fully qualified reference to a product's view."""
+    return exp.table_(name, db=domain, catalog=INTERNAL_CATALOG, quoted=True)
+
+
+def partition_table(domain: str, name: str, index: int, count: int) -> exp.Table:
+    """The hidden view of partition ``index`` (of ``count``) of a product."""
+    return exp.table_(f"{domain}.{name}#{index}/{count}", db=PARTITION_SCHEMA, catalog=INTERNAL_CATALOG, quoted=True)
+
+
+def _literal(value: object) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int):
+        return exp.Literal.number(value)
+    if isinstance(value, list):
+        return exp.Array(expressions=[exp.Literal.string(v) for v in value])
+    return exp.Literal.string(str(value))

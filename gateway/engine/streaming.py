@@ -1,0 +1,449 @@
+"""Run planned SQL on the engine and stream Arrow batches bounded by rows and bytes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+import structlog
+
+from gateway.catalog.catalog import Catalog
+from gateway.engine.arrow_types import plain_type
+from gateway.engine.database import Engine
+from gateway.engine.errors import is_data_error, safe_engine_error
+from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
+from gateway.planning.query import Query
+from gateway.security.principal import Principal
+
+log = structlog.get_logger("meshgate.query")
+
+_FIXED_WIDTH_GUESS = 16  # bytes per value assumed for variable-width columns
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    """A statement that passed the pipeline, ready to execute on its catalog's engine."""
+
+    principal: Principal
+    catalog: Catalog
+    query: Query
+    products: tuple[str, ...]
+    schema: pa.Schema
+    parameters: tuple[object, ...] = ()
+    governor_version: int = 0
+
+    @property
+    def sql(self) -> str:
+        return self.query.sql
+
+
+@dataclass
+class StreamStats:
+    """What one execution returned."""
+
+    rows: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class StreamedTable:
+    """Rows a query reads once, as they arrive (a federated fragment streaming from its
+    node); ``rows`` estimates how many, for DuckDB's join planning (None: unknown)."""
+
+    reader: pa.RecordBatchReader
+    rows: int | None = None
+
+
+class TableSources(Protocol):
+    """Where the streamed tables of one query come from (see ``stream_sql``)."""
+
+    def watch(self, interrupt: Callable[[], None]) -> None:
+        """The tables are registered: ``interrupt`` stops the query (when a source fails)."""
+
+    def failure(self) -> MeshgateError | None:
+        """The error of a source that failed: reported instead of DuckDB's wrapping of it."""
+
+    def close(self) -> None:
+        """Stop every source: the query is over or being torn down."""
+
+
+def result_schema(
+    catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...],
+    timeout: float | None = None,
+) -> pa.Schema:
+    """The result schema of ``sql`` (planned by DuckDB, no data read), within ``timeout``
+    seconds (the query timeout by default: what is left of it after the pipeline)."""
+    engine = catalog.engine
+    try:
+        with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
+            seconds = engine.settings.query_timeout_seconds if timeout is None else timeout
+            token = WATCHDOG.watch(engine, cursor, lambda: False, seconds)
+            try:
+                return engine.schema_on(cursor, sql, parameters)
+            finally:
+                WATCHDOG.release(token)
+    except duckdb.InterruptException as exc:
+        raise QueryFailed(
+            f"planning the query exceeded the time limit of {engine.settings.query_timeout_seconds:g} s"
+        ) from exc
+    except duckdb.Error as exc:
+        if is_data_error(exc):
+            products = catalog.engine.products_behind(str(exc), products)
+            catalog.engine.mark_health(products, f"unhealthy: {type(exc).__name__}")
+        raise safe_engine_error(exc, products) from exc
+
+
+def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
+    """A batch row count that keeps typical batches under ``max_bytes``."""
+    width = 0
+    for schema_field in schema:
+        bit_width = getattr(schema_field.type, "bit_width", None) if pa.types.is_primitive(schema_field.type) else None
+        width += max(1, (bit_width or 8 * _FIXED_WIDTH_GUESS) // 8)
+    return max(1, min(max_rows, max_bytes // max(width, 1)))
+
+
+@dataclass
+class StalledStream:
+    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``). The
+    consumer advances it and the watchdog closes it under one lock: a generator advanced
+    by one thread while another closes it fails with "generator already executing"."""
+
+    stream: Iterator
+    deadline: float
+    expired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self) -> object:
+        """The stream's next item (StopIteration at its end or once it expired)."""
+        with self.lock:
+            if self.expired:
+                raise StopIteration
+            return next(self.stream)
+
+    def expire_if_idle(self) -> bool:
+        """Close the stream if nobody is advancing it now; False if somebody is (a running
+        query is then stopped by the engine interrupt instead)."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self.expired = True
+            self.stream.close()  # suspended at a yield: runs its cleanup now
+            return True
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        with self.lock:
+            self.stream.close()
+
+
+class Watchdog:
+    """One thread that interrupts running queries whose client has gone or cancelled, or
+    whose time is up, also while DuckDB is still computing their first batch."""
+
+    def __init__(self, interval_seconds: float = 0.1) -> None:
+        self._interval = interval_seconds
+        self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]] = {}
+        self._stopped: dict[int, str] = {}
+        self._streams: dict[int, StalledStream] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: Process RSS past which every running query is stopped (set from config).
+        self.memory_ceiling = float("inf")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+            self._thread.start()
+
+    def watch(
+        self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> int:
+        token = id(cursor)
+        with self._lock:
+            self._running[token] = (engine, cursor, is_cancelled, time.monotonic() + timeout_seconds)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+                self._thread.start()
+        return token
+
+    def release(self, token: int) -> str | None:
+        """Stop watching; the reason ("cancelled" or "timeout") if the watchdog stopped it."""
+        with self._lock:
+            self._running.pop(token, None)
+            return self._stopped.pop(token, None)
+
+    def watch_stream(self, stream: Iterator, timeout_seconds: float) -> StalledStream:
+        """Also watch a whole result stream: a client that stops reading leaves it suspended
+        between batches, where no engine interrupt reaches it. Past the deadline the stream
+        is closed (its cursor and slot are freed) and marked, so that it ends with an error."""
+        stalled = StalledStream(stream, time.monotonic() + timeout_seconds)
+        with self._lock:
+            self._streams[id(stalled)] = stalled
+            self._ensure_thread()
+        return stalled
+
+    def unwatch_stream(self, stalled: StalledStream) -> None:
+        with self._lock:
+            self._streams.pop(id(stalled), None)
+
+    def _close_stalled(self, now: float) -> None:
+        """Close streams past their deadline. Called WITHOUT the lock: closing runs the
+        stream's cleanup, which releases its own watch (and takes the lock)."""
+        with self._lock:
+            due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
+        for stalled in due:
+            stalled.expire_if_idle()
+
+    def stop_all(self, reason: str = "shutdown") -> int:
+        """Interrupt every running query (at shutdown); returns how many."""
+        with self._lock:
+            for token, (engine, cursor, _, _) in list(self._running.items()):
+                engine.interrupt(cursor)
+                del self._running[token]
+                self._stopped[token] = reason
+            return len(self._stopped)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            now = time.monotonic()
+            if self._running and _process_rss() > self.memory_ceiling:
+                log.warning("memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling)
+                self.stop_all("memory")
+            self._close_stalled(now)
+            with self._lock:
+                for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
+                    try:
+                        reason = "cancelled" if is_cancelled() else ("timeout" if now > deadline else None)
+                    except Exception:  # a context that cannot answer any more: the call is over
+                        reason = "cancelled"
+                    if reason:
+                        engine.interrupt(cursor)
+                        del self._running[token]
+                        self._stopped[token] = reason
+
+
+WATCHDOG = Watchdog()
+
+
+def _process_rss() -> int:
+    """This process's resident memory in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def stream_batches(
+    planned: PlannedQuery,
+    is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Execute ``planned`` and yield its batches, each at most ``batch_bytes`` big.
+
+    The query is interrupted in DuckDB as soon as the client cancels or disconnects (the
+    watchdog checks every 0.1 s, also before the first batch); one log line gives user,
+    products, rows, bytes and duration, and ``on_finish(stats, outcome, error)`` is
+    called at the end whatever happened.
+    """
+    yield from stream_sql(
+        planned.catalog.engine, planned.sql, planned.parameters, planned.schema, is_cancelled,
+        on_finish, user=planned.principal.user, products=list(planned.products),
+    )
+
+
+def stream_sql(
+    engine: Engine,
+    sql: str,
+    parameters: Sequence[object],
+    schema: pa.Schema,
+    is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
+    tables: Mapping[str, pa.Table | StreamedTable] | None = None,
+    sources: TableSources | None = None,
+    **log_fields: object,
+) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` on ``engine`` and yield batches of ``schema`` (see ``stream_batches``).
+
+    ``tables`` are Arrow tables or streams made visible to ``sql`` under their names for
+    this query only (the fragments of a federated query); ``sources`` feed the streams: a
+    source that fails stops the query with its own error, and they are closed before the
+    cursor is released, whatever happened.
+    """
+    settings = engine.settings
+    products = tuple(log_fields.get("products", ()))
+    stats = StreamStats()
+    outcome = "ok"
+    error: str | None = None
+    with engine.cursor() as cursor:
+        token = WATCHDOG.watch(engine, cursor, is_cancelled, settings.query_timeout_seconds)
+        reader = None
+        try:
+            for name, table in (tables or {}).items():
+                _register(cursor, name, table)
+            if sources is not None:
+                sources.watch(lambda: engine.interrupt(cursor))
+            relation = cursor.sql(sql, params=list(parameters) or None)
+            reader = relation.to_arrow_reader(
+                rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
+            )
+            decode = reader.schema != schema
+            for batch in reader:
+                if decode:
+                    batch = _conform(batch, schema)
+                for piece in _split_by_bytes(batch, settings.batch_bytes):
+                    stats.rows += piece.num_rows
+                    stats.bytes += piece.nbytes
+                    if stats.rows > settings.max_result_rows or stats.bytes > settings.max_result_bytes:
+                        raise ResourceExhausted(
+                            f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
+                            f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
+                        )
+                    yield piece
+        except (duckdb.InterruptException, OSError, pa.ArrowException) as exc:
+            stopped_by = WATCHDOG.release(token)
+            if (failure := _failed_source(sources)) is not None:
+                outcome, error = "error", failure.client_message
+                raise failure from exc
+            if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
+                raise  # a genuine reader failure, not our interrupt
+            outcome = stopped_by or "cancelled"
+            error = _stop_message(outcome, settings.query_timeout_seconds)
+            raise QueryFailed(error) from None
+        except duckdb.Error as exc:
+            outcome = "error"
+            if (failure := _failed_source(sources)) is not None:
+                error = failure.client_message
+                raise failure from exc
+            if sources is not None and (stopped_by := WATCHDOG.release(token)) is not None:
+                outcome, error = stopped_by, _stop_message(stopped_by, settings.query_timeout_seconds)
+                raise QueryFailed(error) from None  # the streams were cut because it was stopped
+            if is_data_error(exc):
+                products = engine.products_behind(str(exc), products)
+                engine.mark_health(products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}")
+            failure = safe_engine_error(exc, products)
+            error = failure.client_message
+            raise failure from exc
+        except GeneratorExit:
+            # Closed by the client going away, or by the watchdog because the client stopped
+            # reading past the time limit (the client then gets the time-limit error).
+            timed_out = time.perf_counter() - stats.started > settings.query_timeout_seconds
+            outcome = "timeout" if timed_out else "disconnected"
+            if timed_out:
+                error = _STOP_MESSAGES["timeout"].format(timeout=settings.query_timeout_seconds)
+            engine.interrupt(cursor)
+            raise
+        except (QueryFailed, ResourceExhausted) as exc:
+            if outcome == "ok":
+                outcome, error = "error", exc.client_message
+                engine.interrupt(cursor)
+            raise
+        finally:
+            WATCHDOG.release(token)
+            if outcome == "ok":
+                engine.mark_health(products, "ok")
+            if sources is not None:  # first: a DuckDB thread may be waiting on a source
+                sources.close()
+            if reader is not None:
+                reader.close()
+            for name in tables or {}:
+                cursor.unregister(name)
+            if on_finish is not None:
+                on_finish(stats, outcome, error)
+            log.info(
+                "query",
+                **log_fields,
+                rows=stats.rows,
+                bytes=stats.bytes,
+                duration_ms=round((time.perf_counter() - stats.started) * 1000, 2),
+                outcome=outcome,
+            )
+
+
+def _register(cursor: duckdb.DuckDBPyConnection, name: str, table: pa.Table | StreamedTable) -> None:
+    """Make ``table`` readable as ``name``. DuckDB cannot count a stream without reading
+    it and plans it as one row, which makes a big stream the build side of its hash joins
+    (held whole, the very thing streaming avoids): where this DuckDB lets an Arrow source
+    report its rows (``duckdb._sources``, DuckDB 2), the stream's estimate is given."""
+    if not isinstance(table, StreamedTable):
+        cursor.register(name, table)
+    elif table.rows is not None and _EstimatedStream is not None:
+        cursor._register_arrow_source(name, _EstimatedStream(table.reader, table.rows))
+    else:
+        cursor.register(name, table.reader)
+
+
+def _stop_message(reason: str, timeout: float) -> str:
+    return _STOP_MESSAGES.get(reason, "the query was stopped").format(timeout=timeout)
+
+
+def _failed_source(sources: TableSources | None) -> MeshgateError | None:
+    return sources.failure() if sources is not None else None
+
+
+try:
+    from duckdb._sources.pyarrow import PyArrowReaderSource
+except ImportError:
+    PyArrowReaderSource = None
+if PyArrowReaderSource is None or not hasattr(duckdb.DuckDBPyConnection, "_register_arrow_source"):
+    _EstimatedStream = None  # another DuckDB: streams are registered without an estimate
+else:
+
+    class _EstimatedStream(PyArrowReaderSource):
+        """A RecordBatchReader source that reports an estimated row count."""
+
+        def __init__(self, reader: pa.RecordBatchReader, rows: int) -> None:
+            super().__init__(reader)
+            self._rows = rows
+
+        def rows(self) -> int | None:
+            return self._rows
+
+
+_STOP_MESSAGES = {
+    "timeout": "the query exceeded the time limit of {timeout:g} s; add filters or aggregate",
+    "shutdown": "the query was cancelled: the gateway is shutting down; run it again",
+    "cancelled": "the query was cancelled",
+    "memory": "the query was stopped: the gateway's memory is nearly exhausted; add filters or aggregate",
+}
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` as ``schema``: dictionaries decoded (also nested ones), columns renamed
+    positionally. Any other difference is a planning bug: fail rather than convert data
+    silently."""
+    columns = []
+    for column, target in zip(batch.columns, schema, strict=True):
+        if column.type != target.type:
+            if plain_type(column.type) != target.type:
+                raise QueryFailed(
+                    f"internal error: column {target.name!r} came back as {column.type}, planned "
+                    f"as {target.type}; the query was stopped"
+                )
+            column = column.cast(target.type)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    size = batch.nbytes
+    if size <= max_bytes or batch.num_rows <= 1:
+        yield batch
+        return
+    pieces = -(-size // max_bytes)
+    step = max(1, -(-batch.num_rows // pieces))
+    for offset in range(0, batch.num_rows, step):
+        yield batch.slice(offset, step)

@@ -1,0 +1,157 @@
+"""Assemble a running gateway from a mesh directory."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import structlog
+
+from gateway.audit.log import AuditLog
+from gateway.catalog.state import MeshState
+from gateway.config import MeshConfig, load_config
+from gateway.engine.streaming import WATCHDOG
+from gateway.errors import ConfigError
+from gateway.flightsql.server import MeshgateFlightServer
+from gateway.flightsql.service import SqlService
+from gateway.security.auth import LoginGuard, TokenStore, UserDirectory
+
+log = structlog.get_logger("meshgate.app")
+
+RELOAD_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class Gateway:
+    """A configured gateway: its config, catalog and Flight server."""
+
+    mesh_dir: Path
+    config: MeshConfig
+    state: MeshState
+    service: SqlService
+    server: MeshgateFlightServer
+    _stop: threading.Event
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        _settle_garbage_collector()
+        stop = threading.Event()
+
+        def on_signal(*_: object) -> None:
+            self.service.draining = True  # refuse new queries at once
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+        while not stop.wait(0.5):
+            pass
+        self.drain_and_shutdown()
+
+    def drain_and_shutdown(self) -> None:
+        """Refuse new queries, let running ones finish for the grace period, then stop."""
+        grace = self.config.gateway.shutdown_grace_seconds
+        self.service.draining = True
+        log.info("shutting_down", running=self.service.active_streams, grace_seconds=grace)
+        deadline = time.monotonic() + grace
+        while self.service.active_streams and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.service.active_streams:
+            log.warning("shutdown_cancels_queries", running=self.service.active_streams)
+            WATCHDOG.stop_all()
+            deadline = time.monotonic() + 2
+            while self.service.active_streams and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+
+
+def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = None) -> Gateway:
+    """Load the mesh, bind every product and start listening (returns immediately)."""
+    mesh_dir = mesh_dir.resolve()
+    config = load_config(mesh_dir)
+    state = MeshState(mesh_dir, config)
+    WATCHDOG.memory_ceiling = config.engine.process_memory_ceiling_bytes
+    audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
+    service = SqlService(state, audit)
+    settings = config.gateway
+    tls = _tls_certificates(mesh_dir, settings)
+    scheme = "grpc+tls" if tls else "grpc"
+    location = f"{scheme}://{host or settings.host}:{settings.port if port is None else port}"
+
+    def failed_login(user: str, reason: str) -> None:
+        audit.record("login_failed", user=user, error=reason)
+        log.warning("login_failed", user=user, error=reason)
+
+    try:
+        server = MeshgateFlightServer(
+            location,
+            service,
+            UserDirectory(config.users),
+            TokenStore(settings.token_ttl_seconds),
+            LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
+            secrets=(config.governance.hash_key or "",),
+            on_failed_login=failed_login,
+            tls_certificates=tls,
+        )
+    except pa.ArrowException as exc:  # pyarrow only says "Server did not start properly"
+        audit.close()
+        raise ConfigError(
+            f"cannot listen on {location}: the port is in use or the address is not this machine's; "
+            "stop the other server, or choose another with --port or `gateway.port` in mesh.toml"
+        ) from exc
+    stop = threading.Event()
+    threading.Thread(
+        target=_watch_files, args=(state, stop), name="meshgate-reload", daemon=True
+    ).start()
+    log.info("gateway_started", location=location.rsplit(":", 1)[0] + f":{server.port}",
+             products=len(state.current.catalog), problems=len(state.current.catalog.problems))
+    return Gateway(mesh_dir, config, state, service, server, stop)
+
+
+def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
+    """The (certificate, key) pair from config, or [] for plaintext gRPC."""
+    if not settings.tls_cert_file and not settings.tls_key_file:
+        return []
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ConfigError(
+            f"{mesh_dir / 'mesh.toml'}: fields `gateway.tls_cert_file` and `gateway.tls_key_file` "
+            "go together; give both or neither"
+        )
+    pair = []
+    for field, name in (("tls_cert_file", settings.tls_cert_file), ("tls_key_file", settings.tls_key_file)):
+        path = Path(name) if Path(name).is_absolute() else mesh_dir / name
+        try:
+            pair.append(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `gateway.{field}`: cannot read {path}: {exc}") from exc
+    return [(pair[0], pair[1])]
+
+
+def _watch_files(state: MeshState, stop: threading.Event) -> None:
+    """Reload contracts and policy files when they change, every second."""
+    while not stop.wait(RELOAD_INTERVAL_SECONDS):
+        try:
+            state.refresh()
+        except Exception:  # a reload must never take the server down
+            log.exception("reload_failed")
+
+
+def _settle_garbage_collector() -> None:
+    """Move everything loaded at startup (modules, the catalog, policies) out of the
+    collector's sight, so that the collections planning triggers only walk what queries
+    allocate. Thresholds stay at their defaults: syntax trees are cyclic garbage, and
+    collecting less often let abandoned plans of long statements pin memory."""
+    gc.collect()
+    gc.freeze()

@@ -1,0 +1,166 @@
+"""Flight SQL metadata results (catalogs, schemas, tables, keys, SqlInfo) from the catalog."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import pyarrow as pa
+
+from gateway import __version__
+from gateway.catalog.catalog import Product
+from gateway.flightsql import flightsql_pb2 as pb
+from gateway.flightsql import schemas
+from gateway.flightsql.schemas import Int32Bitmask
+from gateway.planning.resolve import FLIGHT_SQL_CATALOG
+
+TABLE_TYPE = "TABLE"
+
+#: The SqlInfo the gateway reports (GetSqlInfo); values follow FlightSql.proto's kinds.
+SQL_INFO: dict[int, object] = {
+    pb.FLIGHT_SQL_SERVER_NAME: "Meshgate",
+    pb.FLIGHT_SQL_SERVER_VERSION: __version__,
+    pb.FLIGHT_SQL_SERVER_ARROW_VERSION: pa.__version__,
+    pb.FLIGHT_SQL_SERVER_READ_ONLY: True,
+    pb.FLIGHT_SQL_SERVER_SQL: True,
+    pb.FLIGHT_SQL_SERVER_SUBSTRAIT: False,
+    pb.FLIGHT_SQL_SERVER_TRANSACTION: Int32Bitmask(pb.SQL_SUPPORTED_TRANSACTION_NONE),
+    pb.FLIGHT_SQL_SERVER_CANCEL: False,
+    pb.FLIGHT_SQL_SERVER_BULK_INGESTION: False,
+    pb.SQL_DDL_CATALOG: False,
+    pb.SQL_DDL_SCHEMA: False,
+    pb.SQL_DDL_TABLE: False,
+    pb.SQL_IDENTIFIER_CASE: Int32Bitmask(pb.SQL_CASE_SENSITIVITY_LOWERCASE),
+    pb.SQL_IDENTIFIER_QUOTE_CHAR: '"',
+    pb.SQL_QUOTED_IDENTIFIER_CASE: Int32Bitmask(pb.SQL_CASE_SENSITIVITY_CASE_INSENSITIVE),
+    pb.SQL_ALL_TABLES_ARE_SELECTABLE: True,
+    pb.SQL_NULL_ORDERING: Int32Bitmask(pb.SQL_NULLS_SORTED_AT_END),
+    pb.SQL_SCHEMA_TERM: "domain",
+    pb.SQL_CATALOG_TERM: "catalog",
+    pb.SQL_PROCEDURE_TERM: "procedure",
+    pb.SQL_SUPPORTS_COLUMN_ALIASING: True,
+    pb.SQL_NULL_PLUS_NULL_IS_NULL: True,
+    pb.SQL_SUPPORTS_TABLE_CORRELATION_NAMES: True,
+    pb.SQL_SUPPORTS_DIFFERENT_TABLE_CORRELATION_NAMES: False,
+    pb.SQL_SUPPORTS_EXPRESSIONS_IN_ORDER_BY: True,
+    pb.SQL_SUPPORTS_ORDER_BY_UNRELATED: True,
+    pb.SQL_SUPPORTS_LIKE_ESCAPE_CLAUSE: True,
+    pb.SQL_SUPPORTS_NON_NULLABLE_COLUMNS: True,
+    pb.SQL_SUPPORTS_INTEGRITY_ENHANCEMENT_FACILITY: False,
+    pb.SQL_CATALOG_AT_START: True,
+    pb.SQL_SELECT_FOR_UPDATE_SUPPORTED: False,
+    pb.SQL_STORED_PROCEDURES_SUPPORTED: False,
+    pb.SQL_CORRELATED_SUBQUERIES_SUPPORTED: True,
+    pb.SQL_SUPPORTED_UNIONS: Int32Bitmask(0b11),  # UNION and UNION ALL
+    pb.SQL_TRANSACTIONS_SUPPORTED: False,
+    pb.SQL_BATCH_UPDATES_SUPPORTED: False,
+    pb.SQL_SAVEPOINTS_SUPPORTED: False,
+    pb.SQL_NAMED_PARAMETERS_SUPPORTED: False,
+    pb.SQL_LOCATORS_UPDATE_COPY: False,
+    pb.SQL_STORED_FUNCTIONS_USING_CALL_SYNTAX_SUPPORTED: False,
+}
+
+
+def sql_info(requested: Sequence[int]) -> pa.RecordBatch:
+    """GetSqlInfo: the requested ids (all when empty) that the gateway knows."""
+    return schemas.sql_info_batch(SQL_INFO, list(requested))
+
+
+def catalogs() -> pa.Table:
+    return pa.Table.from_pylist([{"catalog_name": FLIGHT_SQL_CATALOG}], schema=schemas.GET_CATALOGS)
+
+
+def db_schemas(products: Iterable[Product], command: pb.CommandGetDbSchemas) -> pa.Table:
+    """GetDbSchemas: one row per domain with at least one visible product."""
+    rows = []
+    if _catalog_matches(command):
+        pattern = _like(command.db_schema_filter_pattern if command.HasField("db_schema_filter_pattern") else None)
+        domains = sorted({p.domain for p in products})
+        rows = [
+            {"catalog_name": FLIGHT_SQL_CATALOG, "db_schema_name": d}
+            for d in domains
+            if pattern.fullmatch(d)
+        ]
+    return pa.Table.from_pylist(rows, schema=schemas.GET_DB_SCHEMAS)
+
+
+def tables(products: Iterable[Product], command: pb.CommandGetTables) -> pa.Table:
+    """GetTables: products as tables, with their Arrow schema when asked."""
+    schema = schemas.GET_TABLES_WITH_SCHEMA if command.include_schema else schemas.GET_TABLES
+    rows = []
+    types = set(command.table_types)
+    if _catalog_matches(command) and (not types or TABLE_TYPE in types):
+        domain_pattern = _like(
+            command.db_schema_filter_pattern if command.HasField("db_schema_filter_pattern") else None
+        )
+        table_pattern = _like(
+            command.table_name_filter_pattern if command.HasField("table_name_filter_pattern") else None
+        )
+        for product in products:
+            if domain_pattern.fullmatch(product.domain) and table_pattern.fullmatch(product.name):
+                row = {
+                    "catalog_name": FLIGHT_SQL_CATALOG,
+                    "db_schema_name": product.domain,
+                    "table_name": product.name,
+                    "table_type": TABLE_TYPE,
+                }
+                if command.include_schema:
+                    row["table_schema"] = schemas.table_schema_bytes(product.schema)
+                rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def table_types() -> pa.Table:
+    return pa.Table.from_pylist([{"table_type": TABLE_TYPE}], schema=schemas.GET_TABLE_TYPES)
+
+
+def primary_keys(products: Iterable[Product], command: pb.CommandGetPrimaryKeys) -> pa.Table:
+    """GetPrimaryKeys: the columns a contract marks ``primaryKey``."""
+    rows = []
+    domain = command.db_schema if command.HasField("db_schema") else None
+    if _catalog_matches(command):
+        for product in products:
+            if product.name != command.table.lower() or (domain and product.domain != domain.lower()):
+                continue
+            for column in product.columns:
+                if column.primary_key_position is not None:
+                    rows.append({
+                        "catalog_name": FLIGHT_SQL_CATALOG,
+                        "db_schema_name": product.domain,
+                        "table_name": product.name,
+                        "column_name": column.name,
+                        "key_sequence": column.primary_key_position,
+                        "key_name": None,
+                    })
+    return pa.Table.from_pylist(rows, schema=schemas.GET_PRIMARY_KEYS)
+
+
+def no_keys() -> pa.Table:
+    """Imported/exported keys and cross references: contracts declare none."""
+    return schemas.GET_IMPORTED_KEYS.empty_table()
+
+
+def _catalog_matches(command) -> bool:
+    return not command.HasField("catalog") or command.catalog in ("", FLIGHT_SQL_CATALOG)
+
+
+@lru_cache(maxsize=256)
+def _like(pattern: str | None) -> re.Pattern[str]:
+    """A SQL LIKE pattern (``%``, ``_``, backslash escapes) as a regex; None matches all."""
+    if pattern is None:
+        return re.compile(".*", re.DOTALL)
+    out, escaped = [], False
+    for char in pattern:
+        if escaped:
+            out.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(char))
+    return re.compile("".join(out), re.DOTALL)

@@ -1,0 +1,176 @@
+"""The Arrow Flight SQL server: RPCs only. Each one authenticates (middleware), delegates to
+``SqlService`` and maps errors to clean Flight statuses at this boundary."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import structlog
+
+from gateway.errors import (
+    AuthenticationError,
+    HandleNotFound,
+    MeshgateError,
+    NotSupported,
+    QueryRefused,
+    ResourceExhausted,
+    Unavailable,
+)
+from gateway.flightsql.protocol import (
+    ACTION_CLOSE_PREPARED_STATEMENT,
+    ACTION_CREATE_PREPARED_STATEMENT,
+)
+from gateway.flightsql.service import SqlService
+from gateway.security.auth import (
+    MIDDLEWARE_KEY,
+    AuthMiddlewareFactory,
+    HandshakeAuthHandler,
+    LoginGuard,
+    TokenStore,
+    UserDirectory,
+)
+from gateway.security.principal import Principal
+
+log = structlog.get_logger("meshgate.server")
+
+ACTION_LOGOUT = "Logout"
+ACTION_HEALTH = "Health"
+R = TypeVar("R")
+
+
+def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
+    """Map every exception to a Flight status with a clean message.
+
+    INVALID_ARGUMENT, NOT_FOUND and UNIMPLEMENTED can only be raised as Python exceptions,
+    whose traceback pyarrow appends to the message unless ``sys.tracebacklimit`` is 0:
+    ``gateway.logs.configure_server_process`` sets it in the server process.
+    """
+
+    @functools.wraps(rpc)
+    def wrapper(self, context, *args):
+        try:
+            return rpc(self, context, *args)
+        except Exception as exc:
+            raise self.client_error(exc, rpc.__name__) from None
+
+    return wrapper
+
+
+class MeshgateFlightServer(flight.FlightServerBase):
+    """Arrow Flight SQL endpoint of the gateway."""
+
+    def __init__(
+        self,
+        location: str,
+        service: SqlService,
+        users: UserDirectory,
+        tokens: TokenStore,
+        guard: LoginGuard,
+        secrets: tuple[str, ...] = (),
+        on_failed_login: Callable[[str, str], None] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            location,
+            auth_handler=HandshakeAuthHandler(),
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens, guard, on_failed_login)},
+            **kwargs,
+        )
+        self.service = service
+        self._tokens = tokens
+        self._secrets = tuple(s for s in secrets if s)
+
+    def client_error(self, exc: Exception, rpc: str) -> Exception:
+        """The Flight error a client receives for ``exc``: a clean status and a message
+        scrubbed of secrets (the hash key), never a traceback or an engine internal."""
+        if isinstance(exc, flight.FlightError):
+            return exc
+        if not isinstance(exc, MeshgateError):
+            log.exception("internal_error", rpc=rpc, exc_info=exc)
+            return flight.FlightInternalError("internal error; see the server log")
+        message = exc.client_message
+        for secret in self._secrets:
+            message = message.replace(secret, "<hidden>")
+        if isinstance(exc, AuthenticationError):
+            return flight.FlightUnauthenticatedError(message)
+        if isinstance(exc, NotSupported):
+            return NotImplementedError(message)
+        if isinstance(exc, HandleNotFound):
+            return KeyError(message)
+        if isinstance(exc, QueryRefused):
+            return flight.FlightUnauthorizedError(message)
+        if isinstance(exc, Unavailable):
+            return flight.FlightUnavailableError(message)
+        if isinstance(exc, ResourceExhausted):
+            # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED; UNAVAILABLE is the
+            # retryable status it can send, and the message says when to retry.
+            return flight.FlightUnavailableError(message)
+        return pa.ArrowInvalid(message)
+
+    @_flight_boundary
+    def get_flight_info(self, context, descriptor):
+        return self.service.flight_info(_principal(context), descriptor)
+
+    @_flight_boundary
+    def get_schema(self, context, descriptor):
+        return flight.SchemaResult(self.service.schema(_principal(context), descriptor))
+
+    @_flight_boundary
+    def do_get(self, context, ticket):
+        schema, batches = self.service.stream(_principal(context), ticket.ticket, context.is_cancelled)
+        return flight.GeneratorStream(schema, self._guard_stream(batches))
+
+    def _guard_stream(self, batches):
+        """Errors raised while streaming reach the client as clean messages too."""
+        try:
+            yield from batches
+        except Exception as exc:
+            raise self.client_error(exc, "do_get") from None
+
+    @_flight_boundary
+    def do_put(self, context, descriptor, reader, writer):
+        answer = self.service.put(_principal(context), descriptor, reader)
+        if answer is not None:
+            writer.write(pa.py_buffer(answer))
+
+    @_flight_boundary
+    def do_action(self, context, action):
+        if action.type == ACTION_HEALTH:
+            health = self.service.health(_principal(context))
+            return [flight.Result(pa.py_buffer(json.dumps(health).encode()))]
+        if action.type == ACTION_LOGOUT:
+            middleware = context.get_middleware(MIDDLEWARE_KEY)
+            if middleware is not None and middleware.token:
+                self._tokens.revoke(middleware.token)
+            return []
+        body = action.body.to_pybytes() if action.body is not None else b""
+        return [flight.Result(pa.py_buffer(r)) for r in self.service.action(_principal(context), action.type, body)]
+
+    def list_actions(self, context):
+        return [
+            flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
+            flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
+            flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
+            flight.ActionType(ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"),
+        ]
+
+    @_flight_boundary
+    def list_flights(self, context, criteria):
+        raise NotSupported("ListFlights is not supported; use Flight SQL GetTables")
+
+    @_flight_boundary
+    def do_exchange(self, context, descriptor, reader, writer):
+        raise NotSupported("DoExchange is not supported")
+
+
+def _principal(context: flight.ServerCallContext) -> Principal:
+    middleware = context.get_middleware(MIDDLEWARE_KEY)
+    if middleware is None:
+        raise AuthenticationError("authentication required")
+    return replace(middleware.principal, client=context.peer())

@@ -1,0 +1,1 @@
+"""Mesh mode: domain nodes, federation of fragments across them, partitions and tickets."""

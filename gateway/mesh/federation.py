@@ -1,0 +1,513 @@
+"""Mesh mode on the gateway side: domain nodes, sealed tickets, cross-domain fragments.
+
+- ``NodeDirectory`` knows each domain's node replicas, seals tickets for them and fetches
+  a ticket's rows from the first replica that answers (failover in order).
+- ``split_fragments`` turns a governed query that spans domains into fragments for the
+  nodes (pruned product scans, whole single-domain subtrees, partial aggregates: see
+  ``gateway.mesh.fragments``) and the final query that finishes them in the gateway's DuckDB.
+  Policy is applied before splitting: every fragment is already filtered and masked.
+- ``run_fragments`` starts every fragment's stream at once (gRPC flow control bounds what
+  is in flight) and hands them to the gateway's DuckDB as streams read once, so rows flow
+  node -> gateway -> client without a whole fragment held in memory; a fragment the final
+  query may read more than once is materialised (``FederatedPlan.read_once``). When the
+  streams end, it reports the bytes moved against what moving the whole governed
+  products would have cost.
+
+Where a fragment runs is chosen by ``executor_for``: today a ``FragmentExecutor`` is the
+domain's node over Flight; for joins bigger than one machine, a Spark Connect executor
+(sqlglot transpiles a fragment to Spark SQL) would implement the same protocol there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Protocol, TypeVar
+
+import duckdb
+import pyarrow as pa
+import structlog
+from pyarrow import flight
+from sqlglot import exp
+
+from gateway.config import NodesSettings
+from gateway.engine.database import Engine
+from gateway.engine.streaming import WATCHDOG, StreamedTable
+from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
+from gateway.mesh import fragments
+from gateway.mesh.actions import ACTION_HEALTH, ACTION_STATS
+from gateway.mesh.fragments import FederatedPlan, Fragment
+from gateway.mesh.sizes import SizeCache, measure_in_background
+from gateway.mesh.tickets import TicketSealer
+
+log = structlog.get_logger("meshgate.federation")
+
+_HEALTH_CACHE_SECONDS = 1.0
+_WATCH_SECONDS = 0.1  # how often a query's fragment streams are looked at
+_IDLE_SECONDS = 1.0  # a stream idle this long has its node's liveness checked (once a second)
+_STOP_GRACE_SECONDS = 1.0  # after a cancel or the time limit, before streams are cut
+_MAX_ESTIMATE = 10**15  # rows: a stream's estimate for DuckDB's planner, at most
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class NodeUnavailable(Unavailable):
+    """No replica of a domain's node answered."""
+
+
+def _stopped_streaming(domain: str) -> NodeUnavailable:
+    return NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed")
+
+
+class FragmentStream:
+    """One fragment's rows as they arrive from its node, counted as they pass; read once."""
+
+    def __init__(
+        self, fragment: Fragment, location: str, reader: flight.FlightStreamReader,
+        failures: list[MeshgateError] | None = None,
+    ) -> None:
+        self.fragment = fragment
+        self.location = location
+        self.schema = reader.schema
+        self.rows = 0
+        self.bytes = 0
+        self.complete = False
+        self.last_batch = time.monotonic()
+        self._reader = reader
+        self._failures = failures if failures is not None else []
+        self._stopped = False
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The fragment's batches; a node failing mid-stream ends them with an error naming
+        its domain (also recorded in ``failures``)."""
+        try:
+            for chunk in self._reader:
+                self.last_batch = time.monotonic()
+                self.rows += chunk.data.num_rows
+                self.bytes += chunk.data.nbytes
+                yield chunk.data
+        except (pa.ArrowException, OSError) as exc:
+            raise self._failed(exc) from exc
+        self.complete = True
+
+    def read_all(self) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches()), schema=self.schema)
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+    def stop(self) -> None:
+        """Cut the stream (the node sees the call cancelled); a read waiting on it ends."""
+        if not self.complete and not self._stopped:
+            self._stopped = True
+            self._reader.cancel()
+
+    def fail(self, error: MeshgateError) -> None:
+        self._failures.append(error)
+
+    def _failed(self, exc: BaseException) -> MeshgateError:
+        domain = self.fragment.domain
+        if self._stopped:  # cut by us (the query is over or failed elsewhere), not the node's doing
+            return QueryFailed(f"the stream of domain {domain}'s fragment was stopped")
+        if isinstance(exc, flight.FlightError):
+            error: MeshgateError = _stopped_streaming(domain)
+        else:  # the node reported an error of its own (its message is meant for clients)
+            message = re.split(r"\. (?:Detail|gRPC client debug context)", first_line(exc))[0]
+            error = QueryFailed(f"domain {domain}'s node could not run its part of the query: {message}")
+        self.fail(error)
+        return error
+
+
+class FragmentExecutor(Protocol):
+    """Runs one fragment of a federated query and streams its (governed) rows."""
+
+    def open_stream(
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
+        failures: list[MeshgateError] | None = None,
+    ) -> FragmentStream: ...
+
+
+class NodeDirectory:
+    """The node replicas of every node-served domain (a FragmentExecutor)."""
+
+    def __init__(self, settings: NodesSettings) -> None:
+        self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
+        self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
+        self._domain_of = {loc: d for d, locs in self._locations.items() for loc in locs}
+        self._timeout = settings.connect_timeout_seconds
+        self.fragment_pushdown = settings.fragment_pushdown
+        self.sizes = SizeCache()
+        self._clients: dict[str, flight.FlightClient] = {}
+        self._checked: dict[str, tuple[float, bool]] = {}
+        self._turns = {domain: itertools.count() for domain in self._locations}
+        self._lock = threading.Lock()
+
+    def serves(self, domain: str) -> bool:
+        return domain in self._locations
+
+    def locations(self, domain: str) -> tuple[str, ...]:
+        return self._locations[domain]
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(sorted(self._locations))
+
+    def _client(self, location: str) -> flight.FlightClient:
+        with self._lock:
+            client = self._clients.get(location)
+            if client is None:
+                client = self._clients[location] = flight.FlightClient(location)
+            return client
+
+    def reachable_locations(self, domain: str) -> list[str]:
+        """``domain``'s replicas that answered a health check within the last second,
+        rotated by one at every call (round-robin: each query or endpoint starts at the
+        next replica, so replicas share the load; the others stay listed as failover);
+        NodeUnavailable (naming the domain) when none does."""
+        now = time.monotonic()
+        alive = []
+        for location in self.locations(domain):
+            checked = self._checked.get(location)
+            if checked is None or now - checked[0] > _HEALTH_CACHE_SECONDS:
+                try:
+                    self._action(location, ACTION_HEALTH)
+                    checked = (now, True)
+                except flight.FlightError:
+                    checked = (now, False)
+                self._checked[location] = checked
+            if checked[1]:
+                alive.append(location)
+        if not alive:
+            raise NodeUnavailable(
+                f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
+                "answered; queries that do not touch it still work"
+            )
+        start = next(self._turns[domain]) % len(alive)
+        return alive[start:] + alive[:start]
+
+    def health(self, domain: str) -> list[dict]:
+        """Each replica of ``domain``: reachable or not, and what it reports."""
+        report = []
+        for location in self.locations(domain):
+            try:
+                answer = self._action(location, ACTION_HEALTH)
+                report.append({"location": location, "reachable": True, **answer})
+            except flight.FlightError as exc:
+                report.append({"location": location, "reachable": False, "error": first_line(exc)})
+        return report
+
+    def stats(self, location: str) -> dict:
+        return self._action(location, ACTION_STATS)
+
+    def _action(self, location: str, name: str) -> dict:
+        """A node's ``health`` or ``stats`` answer, asked with a control ticket (nodes answer
+        those actions to the gateway only)."""
+        options = flight.FlightCallOptions(timeout=self._timeout)
+        body = self.sealer.seal_control(self._domain_of[location], name)
+        results = list(self._client(location).do_action(flight.Action(name, body), options))
+        return json.loads(results[0].body.to_pybytes())
+
+    def fetch(self, domain: str, sealed: bytes) -> flight.FlightStreamReader:
+        """A reader of ``sealed``'s rows from the first replica of ``domain`` that answers
+        (see ``start``)."""
+        return self.start(domain, sealed)[1]
+
+    def start(self, domain: str, sealed: bytes) -> tuple[str, flight.FlightStreamReader]:
+        """The replica of ``domain`` that started streaming ``sealed``'s rows, and the reader.
+
+        Replicas come from ``reachable_locations`` (health cached for a second, not one
+        health call per fetch); a replica that fails to start the stream is marked down
+        and the next one is tried.
+        """
+        errors = []
+        for location in self.reachable_locations(domain):
+            try:
+                reader = self._client(location).do_get(flight.Ticket(sealed))
+                reader.schema  # noqa: B018 - the first message: the stream really started
+                return location, reader
+            except flight.FlightUnauthenticatedError:
+                raise
+            except flight.FlightError as exc:
+                self._checked[location] = (time.monotonic(), False)
+                errors.append(f"{location}: {first_line(exc)}")
+        log.warning("domain_unavailable", domain=domain, errors=errors)
+        raise NodeUnavailable(
+            f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
+            "answered; queries that do not touch it still work"
+        )
+
+    def open_stream(
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
+        failures: list[MeshgateError] | None = None,
+    ) -> FragmentStream:
+        """``fragment``'s rows, streaming from its domain's node (the node starts at once).
+        ``decisions``: the policy fingerprint of each product the query was governed under
+        (``gateway.mesh.tickets.decisions_of``); the node refuses the fragment if one changed."""
+        sealed = self.sealer.seal(
+            fragment.domain, fragment.sql, (), user, fragment.products, decisions=decisions
+        )
+        return FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
+
+    def fetch_table(
+        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None
+    ) -> pa.Table:
+        return self.open_stream(fragment, user, decisions).read_all()
+
+    def gone(self, location: str) -> bool:
+        """Whether ``location`` refuses calls (its process is gone). A slow or erring answer
+        is not gone: a stream from it fails by itself if it really is."""
+        try:
+            self._action(location, ACTION_HEALTH)
+        except flight.FlightUnavailableError:
+            self._checked[location] = (time.monotonic(), False)
+            return True
+        except flight.FlightError:
+            return False
+        return False
+
+
+def executor_for(fragment: Fragment, nodes: NodeDirectory) -> FragmentExecutor:
+    """The seam where a fragment's executor is chosen (today: its domain's node)."""
+    return nodes
+
+
+def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> exp.Expression:
+    """``ast`` with each ``$n`` (the parse step numbers every ``?``) replaced by a typed
+    literal of parameter n, so that the query can be split into fragments."""
+    return ast.transform(
+        lambda node: _literal(parameters[int(node.this) - 1]) if isinstance(node, exp.Placeholder) else node
+    )
+
+
+def split_fragments(
+    ast: exp.Expression, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
+) -> FederatedPlan:
+    """``gateway.mesh.fragments.split_fragments`` for ``nodes``' domains and pushdown setting."""
+    return fragments.split_fragments(ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown)
+
+
+def run_fragments(
+    plan: FederatedPlan, nodes: NodeDirectory, user: str, decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema], rows_of: Callable[[str], int | None] = lambda sql: None,
+    is_cancelled: Callable[[], bool] = lambda: False, timeout_seconds: float = float("inf"),
+) -> FragmentStreams:
+    """Every fragment's stream, all started at once, ready for ``stream_sql``.
+
+    A fragment the final query reads once streams, with ``rows_of(sql)`` (DuckDB's
+    estimate) for the join planner; any other is read whole here, in parallel. A node that
+    is down or fails meanwhile raises its error (NodeUnavailable naming the domain) and
+    the other streams are cut. The whole-products size estimate starts in the background
+    now; the ``federated_query`` log fields come from ``FragmentStreams.log_fields``.
+    """
+    if plan.pushed_down:
+        for product in plan.whole_products:
+            if nodes.sizes.get((product.domain, product.sql)) is None:
+                measure_in_background(nodes, product, user, decisions, schema_of)
+    failures: list[MeshgateError] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
+        streams = _gather(
+            pool, lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
+            plan.fragments, failures, lambda opened: [s.stop() for s in opened],
+        )
+        tables = _gather(
+            pool, lambda s: _table(s, plan, rows_of), streams, failures, lambda _: [s.stop() for s in streams]
+        )
+    return FragmentStreams(
+        plan, nodes, streams, dict(zip((f.name for f in plan.fragments), tables)), failures,
+        is_cancelled, timeout_seconds,
+    )
+
+
+def _gather(
+    pool: ThreadPoolExecutor, function: Callable[[_T], _R], items: Sequence[_T], failures: list[MeshgateError],
+    cut: Callable[[list[_R]], object],
+) -> list[_R]:
+    """``function(item)`` for every item, in parallel. At the first error, ``cut(done)``
+    (given the results so far) stops the streams, so the others end soon; the error raised
+    is the first node failure recorded, else the first error."""
+    futures = [pool.submit(function, item) for item in items]
+    wait(futures, return_when=FIRST_EXCEPTION)
+    if all(f.done() and f.exception() is None for f in futures):
+        return [f.result() for f in futures]
+    cut([f.result() for f in futures if f.done() and f.exception() is None])
+    wait(futures)
+    cut([f.result() for f in futures if f.exception() is None])
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    raise failures[0] if failures else errors[0]
+
+
+def _table(
+    stream: FragmentStream, plan: FederatedPlan, rows_of: Callable[[str], int | None]
+) -> pa.Table | StreamedTable:
+    if stream.fragment.name not in plan.read_once:
+        return stream.read_all()  # the final query may read it twice, a stream reads once
+    return StreamedTable(stream.reader(), rows_of(stream.fragment.sql))
+
+
+def estimated_rows(engine: Engine, sql: str) -> int | None:
+    """The rows DuckDB expects ``sql`` to return, planned (not run) on the gateway's engine:
+    what embedded mode would plan the query with; None when it cannot tell."""
+    try:
+        with engine.cursor() as cursor:
+            token = WATCHDOG.watch(engine, cursor, lambda: False, engine.settings.query_timeout_seconds)
+            try:
+                plan = json.loads(cursor.sql(sql).explain(format="json"))
+            finally:
+                WATCHDOG.release(token)
+        return min(_plan_rows(plan[0]), _MAX_ESTIMATE)
+    except (duckdb.Error, TypeError, ValueError, LookupError, AttributeError):
+        return None
+
+
+def _plan_rows(node: dict) -> int:
+    """A plan node's estimated rows. One that shows none (a cross product) counts as the
+    product of its inputs: an upper bound, and too many is the safe side for a stream (the
+    planner then hashes the other side rather than hold the stream whole)."""
+    shown = node.get("extra_info", {}).get("Estimated Cardinality")
+    if shown is not None:
+        return int(shown)
+    rows = 1
+    for child in node.get("children", ()):
+        rows *= max(1, _plan_rows(child))
+    return rows
+
+
+class FragmentStreams:
+    """The fragments of one federated query while it runs: ``tables`` for ``stream_sql``,
+    which also gets this object as their ``TableSources``.
+
+    Watched while DuckDB reads (one thread, ``watch``): a node that dies while its stream
+    waits to be read fails the query at once (its stream would tell only when read); a
+    cancel or the time limit also cuts the streams, which the engine interrupt cannot
+    reach while a DuckDB thread waits on one."""
+
+    def __init__(
+        self, plan: FederatedPlan, nodes: NodeDirectory, streams: list[FragmentStream],
+        tables: dict[str, pa.Table | StreamedTable], failures: list[MeshgateError],
+        is_cancelled: Callable[[], bool], timeout_seconds: float,
+    ) -> None:
+        self.plan = plan
+        self.tables = tables
+        self._nodes = nodes
+        self._streams = streams
+        self._failures = failures
+        self._is_cancelled = is_cancelled
+        self._deadline = time.monotonic() + timeout_seconds
+        self._interrupt: Callable[[], None] | None = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+
+    def watch(self, interrupt: Callable[[], None]) -> None:
+        self._interrupt = interrupt
+        threading.Thread(target=self._watch, name="fragment-streams", daemon=True).start()
+
+    def failure(self) -> MeshgateError | None:
+        return self._failures[0] if self._failures else None
+
+    def close(self) -> None:
+        """Cut every stream not read to its end; never interrupt the cursor afterwards."""
+        with self._lock:
+            self._closed.set()
+            for stream in self._streams:
+                stream.stop()
+
+    def log_fields(self) -> dict[str, object]:
+        """The ``federated_query`` log fields: what each fragment moved (counted as its
+        batches passed: ``complete`` says whether it was read to its end) against what
+        moving the whole governed products would cost, measured when that is what moved
+        (``fragment_pushdown = false``), otherwise estimated (null until known: see
+        ``gateway.mesh.sizes``)."""
+        moved = sum(s.bytes for s in self._streams)
+        fields: dict[str, object] = {
+            "pushed_down": self.plan.pushed_down,
+            "fragments": [
+                {"domain": s.fragment.domain, "products": list(s.fragment.products), "kind": s.fragment.kind,
+                 "rows": s.rows, "bytes": s.bytes, "complete": s.complete,
+                 "streamed": isinstance(self.tables[s.fragment.name], StreamedTable)}
+                for s in self._streams
+            ],
+            "bytes_moved": moved,
+        }
+        if self.plan.pushed_down and self.plan.whole_products:
+            whole = [self._nodes.sizes.get((w.domain, w.sql)) for w in self.plan.whole_products]
+            fields["bytes_whole_products_estimated"] = None if None in whole else sum(whole)
+        else:
+            fields["bytes_whole_products_measured"] = moved
+        return fields
+
+    def _watch(self) -> None:
+        stop_at = None
+        checked: dict[str, float] = {}
+        while not self._closed.wait(_WATCH_SECONDS):
+            now = time.monotonic()
+            if stop_at is None and (self._cancelled() or now > self._deadline):
+                stop_at = now + _STOP_GRACE_SECONDS  # the watchdog interrupts DuckDB first
+            dead = self._dead_stream(now, checked)
+            if dead is not None or (stop_at is not None and now >= stop_at):
+                self._stop(dead)
+                return
+
+    def _cancelled(self) -> bool:
+        try:
+            return self._is_cancelled()
+        except Exception:  # noqa: BLE001 - a context that cannot answer any more: the call is over
+            return True
+
+    def _dead_stream(self, now: float, checked: dict[str, float]) -> FragmentStream | None:
+        """A stream idle for a second whose node is gone (each node asked once a second)."""
+        for stream in self._streams:
+            if stream.complete or now - stream.last_batch < _IDLE_SECONDS:
+                continue
+            if now - checked.get(stream.location, 0.0) < _IDLE_SECONDS:
+                continue
+            checked[stream.location] = now
+            if self._nodes.gone(stream.location):
+                return stream
+        return None
+
+    def _stop(self, dead: FragmentStream | None) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            if dead is not None:
+                domain = dead.fragment.domain
+                log.warning("domain_unavailable", domain=domain, location=dead.location, streaming=True)
+                dead.fail(_stopped_streaming(domain))
+            for stream in self._streams:
+                stream.stop()
+            if dead is not None and self._interrupt is not None:
+                self._interrupt()
+
+
+def _literal(value: object) -> exp.Expression:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int):  # typed as DuckDB's Python binding types them
+        return exp.Cast(this=exp.Literal.number(value), to=exp.DataType.build("BIGINT"))
+    if isinstance(value, float):
+        return exp.Cast(this=exp.Literal.number(repr(value)), to=exp.DataType.build("DOUBLE"))
+    if isinstance(value, decimal.Decimal):
+        _sign, digits, exponent = value.as_tuple()
+        scale = max(0, -exponent)
+        precision = max(len(digits), scale + 1)
+        return exp.Cast(
+            this=exp.Literal.string(str(value)),
+            to=exp.DataType.build(f"DECIMAL({min(precision, 38)}, {min(scale, 38)})"),
+        )
+    if isinstance(value, dt.datetime):
+        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("TIMESTAMP"))
+    if isinstance(value, dt.date):
+        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("DATE"))
+    if isinstance(value, bytes):
+        return exp.func("unhex", exp.Literal.string(value.hex()))
+    return exp.Literal.string(str(value))

@@ -1,0 +1,194 @@
+"""A domain node: serves one domain's products from that domain's data, only to sealed
+tickets issued by the gateway (``meshgate node DIR --domain D``).
+
+A node never accepts SQL from a client. It ignores bearer tokens (the ADBC driver
+forwards the client's token to every location) and trusts only the ticket, which the
+gateway sealed after authorizing and rewriting the query. Tampered, foreign-domain,
+expired and replayed tickets are refused with UNAUTHENTICATED and audited. The ``health``
+and ``stats`` actions answer only a control ticket sealed by the gateway (product names,
+validation problems and traffic counters are nobody else's business).
+
+A node loads its domain's contracts and the policy files that govern them (the global file
+and its domain's) and reloads them every second, as the gateway does. Before honouring a
+ticket it decides again, for the ticket's user and products, with the policy in force, and
+refuses the ticket if a decision differs from the one it was sealed under (a revoked grant,
+another row filter or mask): a revocation ends old tickets within about a second of the
+change reaching the node's files, not when they expire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import structlog
+
+from gateway.audit.log import AuditLog
+from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.config import MeshConfig
+from gateway.engine.streaming import result_schema, stream_sql
+from gateway.errors import ConfigError, MeshgateError
+from gateway.flightsql.app import RELOAD_INTERVAL_SECONDS
+from gateway.mesh.actions import ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
+from gateway.mesh.tickets import (
+    CONTROL_PURPOSES,
+    POLICY_CHANGED,
+    NodeTicket,
+    ReplayGuard,
+    TicketError,
+    TicketSealer,
+    stale_products,
+)
+from gateway.security.auth import HandshakeAuthHandler
+from policies.engine import Subject
+
+log = structlog.get_logger("meshgate.node")
+
+
+@dataclass
+class NodeCounters:
+    """What a node has served and refused since it started."""
+
+    tickets: int = 0
+    rows: int = 0
+    bytes: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        with self.lock:
+            return {"tickets": self.tickets, "rows": self.rows, "bytes": self.bytes, "refused": self.refused}
+
+
+class DomainNode(flight.FlightServerBase):
+    """Arrow Flight server of one domain node."""
+
+    def __init__(self, location: str, mesh_dir: Path, config: MeshConfig, domain: str, **kwargs) -> None:
+        if not config.nodes.ticket_key:
+            raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `nodes.ticket_key`: missing; a node needs the gateway's ticket key")
+        super().__init__(location, auth_handler=HandshakeAuthHandler(), **kwargs)
+        self.domain = domain
+        self.state = MeshState(mesh_dir, config, frozenset({domain}))
+        if not len(self.state.current.catalog):
+            raise ConfigError(f"{mesh_dir / domain}: domain {domain!r} has no servable product")
+        self._users = dict(config.users)
+        self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)
+        self._replays = ReplayGuard()
+        self._audit = AuditLog(config.audit.path(mesh_dir) / f"node-{domain}", config.audit.max_file_bytes)
+        self.counters = NodeCounters()
+        self._stop = threading.Event()
+        threading.Thread(target=self._reload, name="meshgate-node-reload", daemon=True).start()
+
+    def _reload(self) -> None:
+        """Pick up changed contracts and policy files, every second (as the gateway does)."""
+        while not self._stop.wait(RELOAD_INTERVAL_SECONDS):
+            try:
+                self.state.refresh()
+            except Exception:  # a reload must never take the node down
+                log.exception("reload_failed", domain=self.domain)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        super().shutdown()
+
+    def _subject(self, user: str) -> Subject:
+        """``user`` as the gateway's policy sees them (roles and attributes of mesh.toml)."""
+        settings = self._users.get(user)
+        if settings is None:
+            return Subject(user, ())
+        return Subject(user, tuple(settings.roles), dict(settings.attributes))
+
+    def _open(
+        self, context: flight.ServerCallContext, raw: bytes, purpose: str
+    ) -> tuple[NodeTicket, MeshSnapshot]:
+        """The ticket and the snapshot (catalog, policy) it was checked against; a ticket
+        that must not be honoured is refused with UNAUTHENTICATED, counted and audited."""
+        snapshot = self.state.current
+        ticket = None
+        try:
+            ticket = self._sealer.open(raw)
+            if ticket.domain != self.domain:
+                raise TicketError(f"ticket is for domain {ticket.domain!r}, this node serves {self.domain!r}")
+            if ticket.purpose != purpose:
+                raise TicketError(f"ticket is for {ticket.purpose!r}, not {purpose!r}")
+            if purpose not in CONTROL_PURPOSES:
+                subject = self._subject(ticket.user)
+                if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
+                    raise TicketError(POLICY_CHANGED)
+            self._replays.admit(ticket)
+        except TicketError as exc:
+            with self.counters.lock:
+                self.counters.refused += 1
+            fields = {"domain": self.domain, "client": context.peer(), "error": str(exc)}
+            if ticket is not None and ticket.user:
+                fields.update(user=ticket.user, products=list(ticket.products))
+            self._audit.record("ticket_refused", **fields)
+            log.warning("ticket_refused", **fields)
+            raise flight.FlightUnauthenticatedError(f"ticket refused: {exc}") from None
+        return ticket, snapshot
+
+    def do_get(self, context, ticket):
+        node_ticket, snapshot = self._open(context, ticket.ticket, "rows")
+        catalog = snapshot.catalog
+        begun = self._audit.append(  # on disk before the first batch leaves (see _count)
+            "ticket_begin", domain=self.domain, user=node_ticket.user, products=list(node_ticket.products),
+            client=context.peer(),
+        )
+        try:
+            schema = result_schema(catalog, node_ticket.sql, node_ticket.parameters, node_ticket.products)
+        except MeshgateError as exc:
+            raise pa.ArrowInvalid(exc.client_message) from None
+        return flight.GeneratorStream(schema, self._count(stream_sql(
+            catalog.engine, node_ticket.sql, node_ticket.parameters, schema, context.is_cancelled,
+            user=node_ticket.user, products=list(node_ticket.products), node=self.domain,
+        ), begun))
+
+    def _count(self, batches, begun: int):
+        with self.counters.lock:
+            self.counters.tickets += 1
+        try:
+            for index, batch in enumerate(batches):
+                if index == 0:
+                    self._audit.wait_durable(begun)
+                with self.counters.lock:
+                    self.counters.rows += batch.num_rows
+                    self.counters.bytes += batch.nbytes
+                yield batch
+        except MeshgateError as exc:
+            raise pa.ArrowInvalid(exc.client_message) from None
+
+    def do_action(self, context, action):
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if action.type in (ACTION_HEALTH, ACTION_STATS):
+            self._open(context, body, action.type)  # only the gateway may ask
+        if action.type == ACTION_HEALTH:
+            snapshot = self.state.current
+            catalog = snapshot.catalog
+            answer = {"domain": self.domain, "status": "ok", "products": [p.key for p in catalog],
+                      "problems": [p.message for p in catalog.problems],
+                      "policy_version": snapshot.governor.version,
+                      "policy_errors": [str(e) for e in self.state.policies.errors]}
+            return [flight.Result(json.dumps(answer).encode())]
+        if action.type == ACTION_STATS:
+            return [flight.Result(json.dumps(self.counters.as_dict()).encode())]
+        if action.type == ACTION_SCHEMA:
+            ticket, snapshot = self._open(context, body, "schema")
+            try:
+                schema = result_schema(
+                    snapshot.catalog, ticket.sql, ticket.parameters, ticket.products
+                )
+            except MeshgateError as exc:
+                raise pa.ArrowInvalid(exc.client_message) from None
+            return [flight.Result(schema.serialize())]
+        raise NotImplementedError(f"action {action.type!r} is not offered by a domain node")
+
+    def list_actions(self, context):
+        return [
+            flight.ActionType(ACTION_HEALTH, "Domain, products, status (body: a control ticket)"),
+            flight.ActionType(ACTION_STATS, "Traffic and refusals (body: a control ticket)"),
+            flight.ActionType(ACTION_SCHEMA, "Result schema of a sealed schema ticket"),
+        ]

@@ -1,0 +1,136 @@
+"""What moving a whole governed product would cost, for the ``federated_query`` log line.
+
+An estimate, measured on the product's node: its governed rows counted, times the Arrow
+widths of the governed columns, plus the bytes of its variable-width values. It costs the
+node a scan of the product, so it runs in the background, once at a time per product,
+and is kept a minute (``SizeCache``): a query never waits for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import structlog
+from sqlglot import exp, parse_one
+
+from gateway.errors import first_line
+from gateway.mesh.fragments import Fragment
+
+if TYPE_CHECKING:
+    from gateway.mesh.federation import NodeDirectory
+
+log = structlog.get_logger("meshgate.federation")
+
+_SIZE_CACHE_SECONDS = 60.0
+_SIZE_CACHE_ENTRIES = 256
+_SIZE_MEASURING = 4  # whole-product size estimates measured at once, at most
+
+
+class SizeCache:
+    """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute;
+    and which estimates are being measured (so that each is measured once at a time)."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[tuple[str, str], tuple[float, int]] = {}
+        self._measuring: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> int | None:
+        cached = self._sizes.get(key)
+        return cached[1] if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS else None
+
+    def put(self, key: tuple[str, str], size: int) -> None:
+        if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
+            self._sizes.clear()
+        self._sizes[key] = (time.monotonic(), size)
+
+    def claim(self, key: tuple[str, str]) -> bool:
+        """True (and the caller measures ``key``) unless it is known or being measured."""
+        with self._lock:
+            if self.get(key) is not None or key in self._measuring or len(self._measuring) >= _SIZE_MEASURING:
+                return False
+            self._measuring.add(key)
+            return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._measuring.discard(key)
+
+
+def measure_in_background(
+    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema],
+) -> None:
+    """Measure ``product``'s whole size on its node in a background thread (once at a time
+    per product; the result lands in ``nodes.sizes``)."""
+    key = (product.domain, product.sql)
+    if not nodes.sizes.claim(key):
+        return
+
+    def measure() -> None:
+        try:
+            whole_size(nodes, product, user, decisions, schema_of)
+        finally:
+            nodes.sizes.release(key)
+
+    threading.Thread(target=measure, name="whole-product-size", daemon=True).start()
+
+
+def whole_size(
+    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema],
+) -> int | None:
+    """Estimated Arrow bytes of one whole governed product (cached a minute); None when
+    the node could not tell (the query itself is not affected)."""
+    key = (product.domain, product.sql)
+    cached = nodes.sizes.get(key)
+    if cached is not None:
+        return cached
+    try:
+        schema = schema_of(product.sql)
+        query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
+        counts = nodes.fetch_table(query, user, decisions).to_pylist()[0]
+    except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
+        log.warning("whole_product_size_unknown", domain=product.domain, error=first_line(exc))
+        return None
+    rows = int(counts["rows"])
+    fixed = sum(_fixed_width(f.type) for f in schema)
+    size = rows * fixed + -(-rows // 8) * len(schema) + int(counts["varbytes"] or 0)
+    nodes.sizes.put(key, size)
+    return size
+
+
+def _size_sql(sql: str, schema: pa.Schema) -> str:
+    """Rows of a governed product and the bytes of its variable-width values (strings,
+    blobs; any other non-fixed type by its text length)."""
+    varying = [_value_bytes(f) for f in schema if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)]
+    total = exp.Sum(this=exp.Add(this=varying[0], expression=exp.Literal.number(4)))
+    for term in varying[1:]:
+        total = exp.Add(this=total, expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))))
+    select = exp.select(
+        exp.alias_(exp.Count(this=exp.Star(), big_int=True), "rows", quoted=True),
+        exp.alias_(total if varying else exp.Literal.number(0), "varbytes", quoted=True),
+    ).from_(exp.Subquery(this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))))
+    return select.sql("duckdb")
+
+
+def _fixed_width(data_type: pa.DataType) -> int:
+    try:
+        return max(0, data_type.bit_width // 8)
+    except ValueError:
+        return 0
+
+
+def _value_bytes(field: pa.Field) -> exp.Expression:
+    """Bytes of one value of a variable-width column: a string's or blob's own length,
+    any other type's text length (an approximation)."""
+    column = exp.column(field.name, quoted=True)
+    if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+        return exp.func("octet_length", column)
+    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+        return exp.func("strlen", column)
+    return exp.func("strlen", exp.cast(column, "VARCHAR"))

@@ -1,0 +1,80 @@
+"""The value that flows through the pipeline steps, and the context each step reads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from gateway.errors import QueryFailed
+from gateway.security.principal import Principal
+from policies.engine import Governor, ProductAccess, Subject
+
+if TYPE_CHECKING:
+    from gateway.catalog.catalog import Catalog, Product
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Bounds on what the planner accepts, and on the time it may spend."""
+
+    max_statement_bytes: int = 256 * 1024  # [gateway] max_statement_bytes
+    max_nesting: int = 64
+    #: syntax tree nodes, counted right after parsing: every later step walks the tree
+    max_tree_nodes: int = 100_000
+    #: checked between steps (and inside long ones); the query timeout by default
+    max_planning_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a step may consult: who asks, what exists, the policy in force, the limits."""
+
+    principal: Principal
+    catalog: Catalog
+    governor: Governor
+    limits: PlanLimits = PlanLimits()
+    hash_key: str | None = None
+    #: when planning must stop (``clock()`` time), set by ``plan`` from the limits
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def subject(self) -> Subject:
+        principal = self.principal
+        return Subject(principal.user, principal.roles, principal.attributes)
+
+
+def check_deadline(context: PlanContext) -> None:
+    """Stop planning once ``context.deadline`` has passed (a cooperative check)."""
+    if context.deadline is not None and context.clock() > context.deadline:
+        raise QueryFailed(
+            "planning the statement exceeded the time limit of "
+            f"{context.limits.max_planning_seconds:g} s; simplify it (fewer CTEs, references or "
+            "expressions) or split it"
+        )
+
+
+@dataclass(frozen=True)
+class Query:
+    """A statement on its way from client text to engine SQL."""
+
+    text: str
+    ast: exp.Expression | None = None
+    explain: str | None = None  # None, "plan" or "policy"
+    products: tuple[Product, ...] = ()
+    accesses: dict[str, ProductAccess] = field(default_factory=dict)
+    parameter_count: int = 0
+    sql: str | None = None
+    display_sql: str | None = None
+
+    def evolve(self, **changes: object) -> Query:
+        """A copy with ``changes`` applied (steps never mutate their input)."""
+        return replace(self, **changes)
+
+    @property
+    def product_keys(self) -> tuple[str, ...]:
+        return tuple(sorted({p.key for p in self.products}))

@@ -1,0 +1,196 @@
+"""Step: replace every product reference by a secure subquery, then generate the SQL.
+
+``sales.orders AS o`` becomes ``(SELECT <visible columns, masked> FROM memory.sales.orders
+WHERE <row filter>) AS o``. Masks and filters sit underneath everything the user wrote,
+so joins, aggregates, windows, predicates, ``COLUMNS(*)``, ``#n`` and whole-row
+references only ever see filtered, masked values, and denied columns do not exist.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlglot import exp
+
+from gateway.engine.database import product_table
+from gateway.errors import QueryRefused
+from gateway.planning.barrier import (
+    ProductColumns,
+    Resolver,
+    add_barrier,
+    leakproof_conjuncts,
+    needs_barrier,
+    remove_conjuncts,
+)
+from gateway.planning.query import PlanContext, Query
+from policies.engine import ProductAccess
+
+#: What the display SQL shows in place of the hash key.
+HASH_KEY_MARKER = "<hash key>"
+_CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
+_REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
+
+
+def governed_columns(
+    access: ProductAccess, column_types: dict[str, str], typed_nulls: bool = False
+) -> list[exp.Expression]:
+    """The visible columns, masked where a mask applies; with ``typed_nulls`` each column
+    is a NULL of its type instead (to learn the result types without reading data)."""
+    projections: list[exp.Expression] = []
+    for column in access.visible_columns:
+        data_type = duckdb_type(column_types[column.name])
+        value = (
+            exp.Cast(this=exp.Null(), to=data_type.copy())
+            if typed_nulls
+            else exp.column(column.name, quoted=True)
+        )
+        if column.mask is not None:
+            value = column.mask.build(value, data_type)
+        if column.mask is not None or typed_nulls:
+            projections.append(exp.alias_(value, column.name, quoted=True))
+        else:
+            projections.append(value)
+    return projections
+
+
+def secure_subquery(
+    domain: str, name: str, access: ProductAccess, column_types: dict[str, str],
+    leakproof: list[exp.Expression] | None = None, barrier: bool = False,
+) -> exp.Select:
+    """The filtered, masked SELECT standing in for one product; with ``barrier``, behind
+    its security barrier, with ``leakproof`` user conjuncts beside the row filter (see
+    ``gateway.planning.barrier``)."""
+    projections = governed_columns(access, column_types)
+    select = exp.select(*projections, copy=False).from_(product_table(domain, name), copy=False)
+    conditions = [access.row_filter.copy()] if access.row_filter is not None else []
+    conditions += leakproof or []
+    if conditions:
+        select = select.where(exp.and_(*conditions, copy=False), copy=False)
+    return add_barrier(select) if barrier else select
+
+
+def _judged_columns(access: ProductAccess, column_types: dict[str, str]) -> ProductColumns:
+    """What predicates on a product reference may be judged on: its unmasked visible
+    columns with their types, and every visible column's name."""
+    visible = access.visible_columns
+    unmasked = {c.name.lower(): (c.name, column_types[c.name]) for c in visible if c.mask is None}
+    return unmasked, frozenset(c.name for c in visible)
+
+
+def _name_subquery_columns(selects: list[exp.Select]) -> None:
+    """Alias every unaliased output column that contains a subquery with the user's own
+    text: DuckDB names such a column after its SQL, which after rewriting would be the
+    governed SQL (masks and the hash key)."""
+    for select in selects:
+        projections = select.expressions
+        named = [_named_if_subquery(projection) for projection in projections]
+        if any(new is not old for new, old in zip(named, projections)):
+            select.set("expressions", named)
+
+
+def _named_if_subquery(projection: exp.Expression) -> exp.Expression:
+    """``projection`` aliased by its own text if it contains a subquery. Not copied: the
+    table references inside it are the ones ``secure_sources`` replaces."""
+    if isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
+        return projection
+    if projection.find(exp.Query, exp.Subquery, exp.Exists) is None:
+        return projection
+    name = projection.sql(dialect="duckdb")
+    return exp.alias_(projection, name[:255], quoted=True, copy=False)
+
+
+def _user_nodes(ast: exp.Expression) -> tuple[list[exp.Select], list[exp.Table], list[exp.Column]]:
+    """The SELECTs, qualified table references and db-qualified columns the user wrote,
+    in one walk of the tree."""
+    selects: list[exp.Select] = []
+    tables: list[exp.Table] = []
+    columns: list[exp.Column] = []
+    for node in ast.walk():
+        if isinstance(node, exp.Select):
+            selects.append(node)
+        elif isinstance(node, exp.Table):
+            if node.db:  # unqualified: a CTE reference; products are always qualified
+                tables.append(node)
+        elif isinstance(node, exp.Column) and node.args.get("db"):
+            columns.append(node)
+    return selects, tables, columns
+
+
+def secure_sources(query: Query, context: PlanContext) -> Query:
+    """Swap product tables for secure subqueries and normalise column qualifiers."""
+    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning)
+    selects, tables, db_columns = _user_nodes(ast)
+    _name_subquery_columns(selects)
+    products = {p.key: p for p in query.products}
+    product_of = {id(t): products[f"{t.db.lower()}.{t.name.lower()}"] for t in tables}
+    resolver = Resolver(
+        {
+            id(t): _judged_columns(query.accesses[p.key], p.column_types)
+            for t in tables
+            for p in (product_of[id(t)],)
+        },
+        _derived_columns,
+    )
+    barrier = needs_barrier(selects, resolver)
+    pushed: dict[int, list[exp.Expression]] = {}
+    if barrier:
+        from_where = []
+        for table in tables:
+            pushed[id(table)], originals = leakproof_conjuncts(table, resolver)
+            if originals:
+                from_where.append((table.parent.parent, originals))
+        for select, originals in from_where:
+            remove_conjuncts(select, originals)
+    unaliased: set[tuple[str, str]] = set()
+    for table in tables:
+        product = product_of[id(table)]
+        for arg in _REFUSED_TABLE_ARGS:
+            if table.args.get(arg):
+                raise QueryRefused(f"{arg.upper()} on a product reference is not supported")
+        alias = table.args.get("alias")
+        if alias is None:
+            alias = exp.TableAlias(this=exp.to_identifier(product.name))
+            unaliased.add((product.domain, product.name))
+        select = secure_subquery(
+            product.domain, product.name, query.accesses[product.key], product.column_types,
+            pushed.get(id(table), []), barrier,
+        )
+        subquery = exp.Subquery(this=select, alias=alias)
+        for arg in _CARRIED_TABLE_ARGS:
+            if table.args.get(arg):
+                subquery.set(arg, table.args[arg])
+        table.replace(subquery)
+    for column in db_columns:
+        if (column.db.lower(), column.table.lower()) in unaliased:
+            column.set("db", None)
+            column.set("catalog", None)
+    return query.evolve(ast=ast)
+
+
+def _derived_columns(source: exp.Expression) -> frozenset[str] | None:
+    """The output column names of a derived table, or None when they are not evident."""
+    alias = source.args.get("alias")
+    if isinstance(alias, exp.TableAlias) and alias.columns:
+        return frozenset(c.name for c in alias.columns)
+    if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
+        projections = source.this.expressions
+        if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in projections):
+            return None
+        return frozenset(p.alias_or_name for p in projections)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def duckdb_type(name: str) -> exp.DataType:
+    """The parsed DuckDB type ``name``, shared: copy it before putting it in a tree."""
+    return exp.DataType.build(name, dialect="duckdb")
+
+
+def generate_sql(query: Query, context: PlanContext) -> Query:
+    """Render the final AST as DuckDB SQL (the only text the engine runs) and a display
+    copy for EXPLAIN, errors and audit, in which every occurrence of the hash key is
+    redacted (the display text is never run)."""
+    sql = query.ast.sql(dialect="duckdb", comments=False, copy=False)  # the tree is ours
+    key = context.hash_key
+    display = sql.replace(key, HASH_KEY_MARKER) if key else sql
+    return query.evolve(sql=sql, display_sql=display)

@@ -1,0 +1,1 @@
+"""Query admission around execution: the plan cache, per-user limits and EXPLAIN."""

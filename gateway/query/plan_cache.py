@@ -1,0 +1,96 @@
+"""Plans already made, for statements that come again (dashboards, re-executed cursors).
+
+A plan is what the pipeline made of one statement text for one principal (user, roles,
+attributes) under one catalog and one policy version, plus its result schema when the
+statement has no parameters. The cache forgets everything as soon as the catalog or the
+policy changes, so a plan never outlives the rules it was made under; refusals are never
+cached (each one is planned, refused and audited again). Entries keep no syntax tree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from gateway.planning.query import Query
+from gateway.security.principal import Principal
+
+DEFAULT_CAPACITY = 2048
+#: Total and per-entry bounds on the statement texts and SQL an entry keeps: long
+#: generated statements are planned each time rather than pinning memory.
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+MAX_ENTRY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CachedPlan:
+    """A governed query and, for a statement without parameters, its result schema."""
+
+    query: Query
+    schema: pa.Schema | None
+
+
+PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, object], ...]]
+
+
+def plan_key(principal: Principal, text: str) -> PlanKey:
+    """Everything besides the catalog and the policy version that a plan depends on."""
+    return text, principal.user, principal.roles, tuple(sorted(principal.attributes.items()))
+
+
+class PlanCache:
+    """A bounded LRU of plans for one (catalog, policy version) at a time."""
+
+    def __init__(
+        self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[PlanKey, CachedPlan] = OrderedDict()
+        self._bytes = 0
+        self._catalog: object | None = None  # held, not its id: ids are reused after a reload
+        self._policy_version: int | None = None
+        self._lock = threading.Lock()
+
+    def _current(self, catalog: object, policy_version: int) -> bool:
+        return catalog is self._catalog and policy_version == self._policy_version
+
+    def get(self, catalog: object, policy_version: int, key: PlanKey) -> CachedPlan | None:
+        """The plan for ``key`` made under this catalog and policy version, if any."""
+        with self._lock:
+            if not self._current(catalog, policy_version):
+                return None
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, catalog: object, policy_version: int, key: PlanKey, plan: CachedPlan) -> None:
+        """Keep ``plan`` (without its syntax tree) unless it is too large to be worth it."""
+        size = _weight(plan.query)
+        if size > MAX_ENTRY_BYTES:
+            return
+        with self._lock:
+            if not self._current(catalog, policy_version):
+                self._entries.clear()
+                self._bytes = 0
+                self._catalog, self._policy_version = catalog, policy_version
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._bytes -= _weight(previous.query)
+            self._entries[key] = CachedPlan(plan.query.evolve(ast=None), plan.schema)
+            self._bytes += size
+            while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= _weight(evicted.query)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _weight(query: Query) -> int:
+    """The bytes of text an entry keeps (its statement, governed and display SQL)."""
+    return len(query.text) + len(query.sql or "") + len(query.display_sql or "")

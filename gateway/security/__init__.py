@@ -1,0 +1,1 @@
+"""Who is asking: users and password hashes, login and tokens, the principal."""

@@ -1,0 +1,196 @@
+"""Authentication: username/password handshake answering a bearer token, checked on every call.
+
+ADBC and ``FlightClient.authenticate_basic_token`` send ``authorization: Basic ...`` on
+the Handshake RPC and expect ``authorization: Bearer <token>`` in the response headers;
+every later call carries that bearer header. pyarrow's ``ServerAuthHandler`` cannot
+answer headers, so the check is a server middleware; a no-op auth handler is installed
+only because pyarrow answers UNIMPLEMENTED to Handshake without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import pyarrow.flight as flight
+
+from gateway.config import UserSettings
+from gateway.errors import AuthenticationError
+from gateway.security.passwords import hash_password, verify_password
+from gateway.security.principal import Principal
+
+MIDDLEWARE_KEY = "auth"
+
+
+class UserDirectory:
+    """The users of the mesh config, checked by password."""
+
+    def __init__(self, users: Mapping[str, UserSettings]) -> None:
+        self._users = dict(users)
+        # Checked for unknown users too, so that timing does not tell which users exist.
+        self._decoy_hash = hash_password(secrets.token_urlsafe(16))
+
+    def authenticate(self, user: str, password: str) -> Principal:
+        settings = self._users.get(user)
+        stored = settings.password_hash if settings is not None else self._decoy_hash
+        if not verify_password(password, stored) or settings is None:
+            raise AuthenticationError("invalid username or password")
+        return self.principal(user)
+
+    def principal(self, user: str) -> Principal:
+        settings = self._users[user]
+        return Principal(user, tuple(settings.roles), dict(settings.attributes))
+
+
+class TokenStore:
+    """Bearer tokens with an expiry; thread-safe; tokens can be revoked."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._tokens: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, principal: Principal) -> str:
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._lock:
+            self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
+            self._tokens[token] = (principal, now + self._ttl)
+        return token
+
+    def principal(self, token: str) -> Principal:
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None:
+            raise AuthenticationError("unknown or revoked token: authenticate again")
+        principal, expires = entry
+        if expires <= self._clock():
+            self.revoke(token)
+            raise AuthenticationError("token expired: authenticate again")
+        return principal
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+
+
+class LoginGuard:
+    """Locks a user out for a while after too many failed logins (and says so)."""
+
+    def __init__(
+        self, max_failures: int, lockout_seconds: float, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max = max_failures
+        self._lockout = lockout_seconds
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: str) -> None:
+        now = self._clock()
+        with self._lock:
+            recent = [t for t in self._failures.get(user, []) if t > now - self._lockout]
+            self._failures[user] = recent
+            if len(recent) >= self._max:
+                wait = int(recent[0] + self._lockout - now) + 1
+                raise AuthenticationError(f"too many failed logins; retry in {wait} s")
+
+    def failed(self, user: str) -> None:
+        with self._lock:
+            self._failures.setdefault(user, []).append(self._clock())
+            if len(self._failures) > 100_000:  # bounded: forget the oldest users
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._failures.pop(user, None)
+
+
+class AuthMiddleware(flight.ServerMiddleware):
+    """Carries the caller's identity to the RPC; answers the token after a handshake."""
+
+    def __init__(self, principal: Principal, issued_token: str | None = None, token: str | None = None) -> None:
+        self.principal = principal
+        self._issued_token = issued_token
+        self.token = token or issued_token
+
+    def sending_headers(self) -> dict[str, str]:
+        if self._issued_token is None:
+            return {}
+        return {"authorization": f"Bearer {self._issued_token}"}
+
+
+class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
+    """Checks Basic credentials on Handshake and the bearer token on every other call."""
+
+    def __init__(
+        self, users: UserDirectory, tokens: TokenStore, guard: LoginGuard,
+        on_failed_login: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._users = users
+        self._tokens = tokens
+        self._guard = guard
+        self._on_failed_login = on_failed_login
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+        try:
+            return self._start_call(info, headers)
+        except AuthenticationError as exc:
+            raise flight.FlightUnauthenticatedError(str(exc)) from None
+
+    def _start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+        value = _header(headers, "authorization")
+        scheme, _, credentials = value.partition(" ")
+        scheme = scheme.lower()
+        if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
+            user, password = _decode_basic(credentials)
+            self._guard.check(user)
+            try:
+                principal = self._users.authenticate(user, password)
+            except AuthenticationError as exc:
+                self._guard.failed(user)
+                if self._on_failed_login is not None:
+                    self._on_failed_login(user, str(exc))
+                raise
+            self._guard.succeeded(user)
+            return AuthMiddleware(principal, self._tokens.issue(principal))
+        if scheme == "bearer" and credentials:
+            token = credentials.strip()
+            return AuthMiddleware(self._tokens.principal(token), token=token)
+        if not value:
+            raise AuthenticationError(
+                "authentication required: connect with a username and password"
+            )
+        raise AuthenticationError("unsupported authorization scheme: use Basic, then Bearer")
+
+
+class HandshakeAuthHandler(flight.ServerAuthHandler):
+    """Lets Handshake through to the middleware, which does the real check."""
+
+    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
+        return None
+
+    def is_valid(self, token: bytes) -> str:
+        return ""
+
+
+def _header(headers: dict, name: str) -> str:
+    values = headers.get(name) or headers.get(name.title()) or []
+    return values[0] if values else ""
+
+
+def _decode_basic(credentials: str) -> tuple[str, str]:
+    raw = credentials.strip()
+    raw += "=" * (-len(raw) % 4)  # the Go driver omits base64 padding
+    try:
+        decoded = base64.b64decode(raw, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationError("malformed Basic credentials") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise AuthenticationError("malformed Basic credentials: expected user:password")
+    return user, password
