@@ -51,7 +51,8 @@ def run(scale: float, repetitions: int, out: Path) -> dict:
     from benchmarks.data import write_mesh
     from gateway.catalog.state import MeshState
     from gateway.config import load_config
-    from gateway.planning import PlanContext, plan
+    from gateway.planning.planner import plan
+    from gateway.planning.query import PlanContext
     from gateway.security.auth import UserDirectory
 
     config = BenchConfig.make(scale=scale, out=out)

@@ -535,7 +535,7 @@ def render_markdown(results: dict) -> str:
         lines.append(f"Failed: {planning['error']}")
     else:
         lines += [
-            "`gateway.planning.plan` (parse, read-only check, resolve, authorize, secure, generate) in-process, "
+            "`gateway.planning.planner.plan` (parse, read-only check, resolve, authorize, secure, generate) in-process, "
             "PlanContext built like `SqlService.context`: the cold cost of a statement the server has not seen "
             "(R5 is judged on it). `service.plan` is what the server pays for a statement it planned before for "
             "the same user, catalog and policy version (plan cache hit; a miss adds the pipeline and DuckDB "

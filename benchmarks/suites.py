@@ -288,7 +288,8 @@ def planning(ctx: Context) -> dict:
     from gateway.catalog.state import MeshState
     from gateway.config import load_config
     from gateway.flightsql.service import SqlService
-    from gateway.planning import PlanContext, plan
+    from gateway.planning.planner import plan
+    from gateway.planning.query import PlanContext
     from gateway.security.auth import UserDirectory
 
     config = ctx.config

@@ -28,12 +28,10 @@ from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.errors import first_line
+from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
 
 log = structlog.get_logger("meshgate.engine")
 
-INTERNAL_CATALOG = "memory"
-#: Schema of the hidden partition views (never catalogued: no user can name them).
-PARTITION_SCHEMA = "__meshgate_partitions"
 _POOL_SIZE = 16
 
 
@@ -228,16 +226,6 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
     if plain == schema.types:
         return schema
     return pa.schema([f.with_type(t) for f, t in zip(schema, plain)], metadata=schema.metadata)
-
-
-def product_table(domain: str, name: str) -> exp.Table:
-    """The internal, fully qualified reference to a product's view."""
-    return exp.table_(name, db=domain, catalog=INTERNAL_CATALOG, quoted=True)
-
-
-def partition_table(domain: str, name: str, index: int, count: int) -> exp.Table:
-    """The hidden view of partition ``index`` (of ``count``) of a product."""
-    return exp.table_(f"{domain}.{name}#{index}/{count}", db=PARTITION_SCHEMA, catalog=INTERNAL_CATALOG, quoted=True)
 
 
 def _literal(value: object) -> exp.Expression:

@@ -13,7 +13,7 @@ from gateway.catalog.catalog import Product
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import schemas
 from gateway.flightsql.schemas import Int32Bitmask
-from gateway.planning.resolve import FLIGHT_SQL_CATALOG
+from gateway.planning.naming import FLIGHT_SQL_CATALOG
 
 TABLE_TYPE = "TABLE"
 

@@ -61,7 +61,8 @@ from gateway.mesh.federation import (
 from gateway.mesh.partitions import partition_sqls
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.mesh.tickets import TicketError, decisions_of, stale_products
-from gateway.planning import PlanContext, PlanLimits, Query, plan
+from gateway.planning.planner import plan
+from gateway.planning.query import PlanContext, PlanLimits, Query
 from gateway.planning.secure import governed_columns
 from gateway.query import explain
 from gateway.query.limits import UserLimiter

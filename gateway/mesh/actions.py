@@ -1,5 +1,5 @@
-"""The Flight action names a domain node answers (``gateway.node``), in a module of their own:
-the gateway's side (``gateway.federation``, ``gateway.processes``) names them without importing
+"""The Flight action names a domain node answers (``gateway.mesh.node``), in a module of their own:
+the gateway's side (``gateway.mesh.federation``, ``gateway.processes``) names them without importing
 the node server, which imports the gateway's application."""
 
 from __future__ import annotations

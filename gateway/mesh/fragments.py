@@ -46,7 +46,7 @@ from sqlglot.optimizer.pushdown_projections import pushdown_projections
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 
-from gateway.engine.database import INTERNAL_CATALOG
+from gateway.planning.naming import INTERNAL_CATALOG
 
 #: Column references that sqlglot's projection pushdown cannot see (``#3``, ``COLUMNS``,
 #: ``*`` modifiers, lambdas): with them, whole governed products move, unpruned.

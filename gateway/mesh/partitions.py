@@ -2,7 +2,7 @@
 
 When ``[nodes] split_endpoints = N > 1``, every engine (gateway and nodes, all built from
 the same mesh.toml) binds N hidden views per splittable product, one per partition (see
-``Connector.partitions`` and ``engine.partition_table``): disjoint, and together every
+``Connector.partitions`` and ``naming.partition_table``): disjoint, and together every
 row once. A governed query that reads one product row by row (the secure subquery
 filters and masks each row; the outer query only projects and filters rows) gives the
 same multiset of rows when that product's table is replaced by each partition view in
@@ -25,9 +25,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from gateway.engine.database import INTERNAL_CATALOG, partition_table
 from gateway.engine.streaming import PlannedQuery
 from gateway.planning.barrier import is_barrier
+from gateway.planning.naming import INTERNAL_CATALOG, partition_table
 
 #: Arguments a row-wise SELECT may carry: projections, one source, a WHERE.
 _ROW_WISE_SELECT_ARGS = frozenset({"expressions", "from_", "where"})

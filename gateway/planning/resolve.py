@@ -17,15 +17,15 @@ from sqlglot import exp
 
 from gateway.errors import UnknownObject
 from gateway.planning.authorize import not_readable_message
+from gateway.planning.naming import FLIGHT_SQL_CATALOG
 from gateway.planning.query import PlanContext, Query, check_deadline
 
-FLIGHT_SQL_CATALOG = "mesh"
 _CTE_PREFIX = "__meshgate_cte_"
 
 
 def resolve_products(query: Query, context: PlanContext) -> Query:
     """Attach the products the statement reads; bind CTE references; refuse the rest."""
-    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning)
+    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
     generated = _rename_ctes(ast)
     scopes = _CteScopes()
     products = {}

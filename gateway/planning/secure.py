@@ -1,4 +1,4 @@
-"""Step: replace every product reference by a secure subquery, then generate the SQL.
+"""Step: replace every product reference by a secure subquery.
 
 ``sales.orders AS o`` becomes ``(SELECT <visible columns, masked> FROM memory.sales.orders
 WHERE <row filter>) AS o``. Masks and filters sit underneath everything the user wrote,
@@ -12,7 +12,6 @@ from functools import lru_cache
 
 from sqlglot import exp
 
-from gateway.engine.database import product_table
 from gateway.errors import QueryRefused
 from gateway.planning.barrier import (
     ProductColumns,
@@ -22,11 +21,10 @@ from gateway.planning.barrier import (
     needs_barrier,
     remove_conjuncts,
 )
+from gateway.planning.naming import product_table
 from gateway.planning.query import PlanContext, Query
 from policies.engine import ProductAccess
 
-#: What the display SQL shows in place of the hash key.
-HASH_KEY_MARKER = "<hash key>"
 _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
 _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
 
@@ -118,7 +116,7 @@ def _user_nodes(ast: exp.Expression) -> tuple[list[exp.Select], list[exp.Table],
 
 def secure_sources(query: Query, context: PlanContext) -> Query:
     """Swap product tables for secure subqueries and normalise column qualifiers."""
-    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning)
+    ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
     selects, tables, db_columns = _user_nodes(ast)
     _name_subquery_columns(selects)
     products = {p.key: p for p in query.products}
@@ -184,13 +182,3 @@ def _derived_columns(source: exp.Expression) -> frozenset[str] | None:
 def duckdb_type(name: str) -> exp.DataType:
     """The parsed DuckDB type ``name``, shared: copy it before putting it in a tree."""
     return exp.DataType.build(name, dialect="duckdb")
-
-
-def generate_sql(query: Query, context: PlanContext) -> Query:
-    """Render the final AST as DuckDB SQL (the only text the engine runs) and a display
-    copy for EXPLAIN, errors and audit, in which every occurrence of the hash key is
-    redacted (the display text is never run)."""
-    sql = query.ast.sql(dialect="duckdb", comments=False, copy=False)  # the tree is ours
-    key = context.hash_key
-    display = sql.replace(key, HASH_KEY_MARKER) if key else sql
-    return query.evolve(sql=sql, display_sql=display)

@@ -12,7 +12,7 @@ from sqlglot import exp
 from connectors.duckdb_file import ROW_GROUP_ROWS, range_bounds
 from gateway.catalog.catalog import load_catalog
 from gateway.config import EngineSettings
-from gateway.engine.database import PARTITION_SCHEMA, partition_table, product_table
+from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
 
 SPLIT = 4
 

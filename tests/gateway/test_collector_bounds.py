@@ -15,7 +15,8 @@ from gateway.config import EngineSettings
 from gateway.engine import errors as engine_errors
 from gateway.engine.errors import safe_engine_error
 from gateway.errors import QueryFailed, QueryRefused
-from gateway.planning import PlanContext, plan
+from gateway.planning.planner import plan
+from gateway.planning.query import PlanContext
 from policies.safe_sql import MAX_COLLECTED_VALUES, collector_limit_message
 
 

@@ -19,7 +19,8 @@ import pytest
 from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings
 from gateway.errors import InvalidQuery, MeshgateError, QueryRefused, UnknownObject
-from gateway.planning import PlanContext, Query, plan
+from gateway.planning.planner import plan
+from gateway.planning.query import PlanContext, Query
 from gateway.security.principal import Principal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -406,7 +407,7 @@ def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path)
         from gateway.catalog.catalog import load_catalog
         from gateway.config import EngineSettings
         from gateway.errors import MeshgateError
-        from gateway.planning import plan
+        from gateway.planning.planner import plan
         from test_pipeline import make_context
         catalog = load_catalog(Path({str(demo_mesh)!r}), EngineSettings())
         text = "SELECT * FROM " + "(SELECT * FROM " * 20000 + "sales.orders" + ") t" * 20000

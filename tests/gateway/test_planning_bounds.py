@@ -15,8 +15,9 @@ from test_pipeline import make_context
 from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings, GatewaySettings
 from gateway.errors import QueryFailed, QueryRefused
-from gateway.planning import STEPS, PlanContext, PlanLimits, Query, plan
 from gateway.planning.parse import parse_statement
+from gateway.planning.planner import STEPS, plan
+from gateway.planning.query import PlanContext, PlanLimits, Query
 from gateway.planning.read_only import require_read_only
 from gateway.planning.resolve import resolve_products
 

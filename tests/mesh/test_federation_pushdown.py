@@ -34,7 +34,7 @@ from gateway.flightsql.service import SqlService
 from gateway.mesh.federation import inline_parameters
 from gateway.mesh.fragments import FederatedPlan, read_once, split_fragments
 from gateway.mesh.sizes import SizeCache, whole_size
-from gateway.planning import plan as plan_query
+from gateway.planning.planner import plan as plan_query
 from gateway.security.principal import Principal
 
 SERVED = frozenset({"sales", "crm", "logistics"})
