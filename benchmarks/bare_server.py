@@ -33,8 +33,14 @@ from gateway.flightsql.schemas import GET_SQL_INFO
 
 
 class BareServer(flight.FlightServerBase):
-    def __init__(self, location: str, con: duckdb.DuckDBPyConnection, mode: str,
-                 batch_rows: int, table: pa.Table | None) -> None:
+    def __init__(
+        self,
+        location: str,
+        con: duckdb.DuckDBPyConnection,
+        mode: str,
+        batch_rows: int,
+        table: pa.Table | None,
+    ) -> None:
         super().__init__(location)
         self._con = con
         self._mode = mode
@@ -59,7 +65,9 @@ class BareServer(flight.FlightServerBase):
         if self._mode == "flightsql":
             command = flightsql.decode(ticket.ticket)
             if isinstance(command, pb.CommandGetSqlInfo):
-                return flight.RecordBatchStream(pa.Table.from_batches([metadata.sql_info(list(command.info))]))
+                return flight.RecordBatchStream(
+                    pa.Table.from_batches([metadata.sql_info(list(command.info))])
+                )
             ticket = flight.Ticket(command.statement_handle)
         if self._mode == "memory":
             return flight.RecordBatchStream(self._table)
@@ -87,7 +95,9 @@ class BareServer(flight.FlightServerBase):
         else:
             sql = command.prepared_statement_handle
         ticket = flightsql.pack(pb.TicketStatementQuery(statement_handle=sql))
-        return flight.FlightInfo(self._schema(sql), descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+        return flight.FlightInfo(
+            self._schema(sql), descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1
+        )
 
     def do_action(self, context, action):
         body = action.body.to_pybytes()
@@ -122,7 +132,9 @@ def main() -> None:
         if not args.preload:
             parser.error("--mode memory needs --preload SQL")
         loaded = con.sql(args.preload).to_arrow_table()
-        table = pa.Table.from_batches(loaded.to_batches(max_chunksize=args.batch_rows), schema=loaded.schema)
+        table = pa.Table.from_batches(
+            loaded.to_batches(max_chunksize=args.batch_rows), schema=loaded.schema
+        )
     server = BareServer(f"grpc://127.0.0.1:{args.port}", con, args.mode, args.batch_rows, table)
     server.serve()
 

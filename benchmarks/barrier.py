@@ -61,8 +61,9 @@ def run(scale: float, repetitions: int, out: Path) -> dict:
     state = MeshState(mesh.mesh_dir, mesh_config)
     snapshot = state.current
     principal = UserDirectory(mesh_config.users).principal(ANALYST_USER)
-    context = PlanContext(principal, snapshot.catalog, snapshot.governor,
-                          hash_key=mesh_config.governance.hash_key)
+    context = PlanContext(
+        principal, snapshot.catalog, snapshot.governor, hash_key=mesh_config.governance.hash_key
+    )
     engine = snapshot.catalog.engine
     variants = ("gateway", "always", "no_pushdown", "unsafe")
     results: dict = {}
@@ -86,11 +87,17 @@ def run(scale: float, repetitions: int, out: Path) -> dict:
             "barrier": "OFFSET 0" in sqls["gateway"],
             **{name: median(values) for name, values in timings.items()},
         }
-        print(f"q{number:>2}: " + "  ".join(f"{n} {results[str(number)][n]:8.1f} ms" for n in variants)
-              + ("" if results[str(number)]["identical"] else "  RESULTS DIFFER"), flush=True)
+        print(
+            f"q{number:>2}: "
+            + "  ".join(f"{n} {results[str(number)][n]:8.1f} ms" for n in variants)
+            + ("" if results[str(number)]["identical"] else "  RESULTS DIFFER"),
+            flush=True,
+        )
     summary = {
-        **{f"geomean_{name}_vs_unsafe": geomean(r[name] / r["unsafe"] for r in results.values())
-           for name in variants[:-1]},
+        **{
+            f"geomean_{name}_vs_unsafe": geomean(r[name] / r["unsafe"] for r in results.values())
+            for name in variants[:-1]
+        },
         "max_gateway_vs_unsafe": max(r["gateway"] / r["unsafe"] for r in results.values()),
         "queries_behind_barrier": [n for n, r in results.items() if r["barrier"]],
         "all_identical": all(r["identical"] for r in results.values()),

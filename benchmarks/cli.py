@@ -88,8 +88,13 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
     peak_rss = None
     machine_load: dict = {}
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False, refresh_per_second=2,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        refresh_per_second=2,
     ) as progress:
         log = progress.console.print
         task = progress.add_task("data", total=sum(steps.values()))
@@ -101,23 +106,50 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
             gateway = procs.start_gateway(mesh.mesh_dir, ADMIN_USER, ADMIN_USER)
             log(f"gateway on {gateway.uri} (pid {gateway.process.pid}), mesh {mesh.mesh_dir}")
             plain = open_baseline(mesh, config.engine_threads, config.engine_memory_limit)
-            governed = open_baseline(mesh, config.engine_threads, config.engine_memory_limit, governed=True)
+            governed = open_baseline(
+                mesh, config.engine_threads, config.engine_memory_limit, governed=True
+            )
             batch_rows = _gateway_batch_rows(plain, mesh.mesh_dir)
-            bare = procs.start_bare("bare-duckdb", mesh.mesh_dir, "duckdb", batch_rows,
-                                    config.engine_threads, config.engine_memory_limit)
-            bare_sql = procs.start_bare("bare-flightsql", mesh.mesh_dir, "flightsql", batch_rows,
-                                        config.engine_threads, config.engine_memory_limit)
+            bare = procs.start_bare(
+                "bare-duckdb",
+                mesh.mesh_dir,
+                "duckdb",
+                batch_rows,
+                config.engine_threads,
+                config.engine_memory_limit,
+            )
+            bare_sql = procs.start_bare(
+                "bare-flightsql",
+                mesh.mesh_dir,
+                "flightsql",
+                batch_rows,
+                config.engine_threads,
+                config.engine_memory_limit,
+            )
             with RssSampler(gateway) as sampler, LoadSampler() as load:
                 context = suites.Context(
-                    config=config, mesh=mesh, procs=procs, gateway=gateway, sampler=sampler,
-                    plain=plain, governed=governed, batch_rows=batch_rows,
-                    log=log, advance=lambda amount: progress.advance(task, amount), results=sections,
-                    bare=bare, bare_sql=bare_sql,
+                    config=config,
+                    mesh=mesh,
+                    procs=procs,
+                    gateway=gateway,
+                    sampler=sampler,
+                    plain=plain,
+                    governed=governed,
+                    batch_rows=batch_rows,
+                    log=log,
+                    advance=lambda amount: progress.advance(task, amount),
+                    results=sections,
+                    bare=bare,
+                    bare_sql=bare_sql,
                 )
                 functions = {
-                    "small_queries": suites.small_queries, "tpch": suites.tpch,
-                    "large_result": suites.large_result, "planning": suites.planning,
-                    "concurrency": suites.concurrency, "peer": suites.peer, "mesh": mesh_section.mesh,
+                    "small_queries": suites.small_queries,
+                    "tpch": suites.tpch,
+                    "large_result": suites.large_result,
+                    "planning": suites.planning,
+                    "concurrency": suites.concurrency,
+                    "peer": suites.peer,
+                    "mesh": mesh_section.mesh,
                 }
                 disabled = {"peer": not config.include_peer, "mesh": not config.include_mesh}
                 for name in SECTIONS:

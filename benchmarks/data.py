@@ -43,9 +43,14 @@ _COMPLETE = ".complete"
 PII_COLUMNS = {("customer", "c_phone")}
 REDACTED_COLUMNS = {("customer", "c_address")}
 PRIMARY_KEYS = {
-    "orders": ("o_orderkey",), "lineitem": ("l_orderkey", "l_linenumber"),
-    "customer": ("c_custkey",), "nation": ("n_nationkey",), "region": ("r_regionkey",),
-    "part": ("p_partkey",), "partsupp": ("ps_partkey", "ps_suppkey"), "supplier": ("s_suppkey",),
+    "orders": ("o_orderkey",),
+    "lineitem": ("l_orderkey", "l_linenumber"),
+    "customer": ("c_custkey",),
+    "nation": ("n_nationkey",),
+    "region": ("r_regionkey",),
+    "part": ("p_partkey",),
+    "partsupp": ("ps_partkey", "ps_suppkey"),
+    "supplier": ("s_suppkey",),
 }
 
 
@@ -73,10 +78,21 @@ def generate_tpch(config: BenchConfig, log: Callable[[str], None] = print) -> Pa
         return target
     tool = find_executable("tpchgen-cli")
     if tool is None:
-        raise BenchSetupError("tpchgen-cli not found next to python or on PATH: pip install tpchgen-cli")
+        raise BenchSetupError(
+            "tpchgen-cli not found next to python or on PATH: pip install tpchgen-cli"
+        )
     target.mkdir(parents=True, exist_ok=True)
     log(f"generating TPC-H SF{config.scale:g} Parquet with {tool}")
-    command = [tool, "parquet", "-s", f"{config.scale:g}", "-o", str(target), "--overwrite", "--no-progress"]
+    command = [
+        tool,
+        "parquet",
+        "-s",
+        f"{config.scale:g}",
+        "-o",
+        str(target),
+        "--overwrite",
+        "--no-progress",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BenchSetupError(f"{' '.join(command)} failed:\n{result.stderr}")
@@ -172,13 +188,18 @@ def write_mesh(config: BenchConfig, log: Callable[[str], None] = print) -> Mesh:
                     if not target.exists():
                         _link_or_copy(duck_file, target)
                     alias = "src_" + domain
-                    if alias not in {r[0] for r in con.sql("SELECT database_name FROM duckdb_databases()").fetchall()}:
+                    if alias not in {
+                        r[0]
+                        for r in con.sql("SELECT database_name FROM duckdb_databases()").fetchall()
+                    }:
                         con.execute(f"ATTACH {_sql_string(str(target))} AS {alias} (READ_ONLY)")
                     columns[table] = describe(con, f"{alias}.main.{table}")
                 else:
                     target = mesh_dir / domain / "data" / f"{table}.parquet"
                     _link_or_copy(data_dir / f"{table}.parquet", target)
-                    columns[table] = describe(con, f"SELECT * FROM read_parquet({_sql_string(str(target))})")
+                    columns[table] = describe(
+                        con, f"SELECT * FROM read_parquet({_sql_string(str(target))})"
+                    )
                 contract = _contract(domain, table, columns[table])
                 (mesh_dir / domain / f"{table}.odcs.yaml").write_text(contract, encoding="utf-8")
     finally:
@@ -220,7 +241,12 @@ def _contract(domain: str, table: str, columns: list[tuple[str, str]]) -> str:
     if domain == DUCKDB_DOMAIN:
         server = {"server": "local", "type": "duckdb", "path": f"data/{DUCKDB_FILE}"}
     else:
-        server = {"server": "local", "type": "local", "format": "parquet", "path": f"data/{table}.parquet"}
+        server = {
+            "server": "local",
+            "type": "local",
+            "format": "parquet",
+            "path": f"data/{table}.parquet",
+        }
     properties = []
     keys = PRIMARY_KEYS.get(table, ())
     for name, duck_type in columns:
@@ -257,7 +283,10 @@ def _contract(domain: str, table: str, columns: list[tuple[str, str]]) -> str:
             "purpose": f"TPC-H {table}, published by the {domain} domain for the benchmark.",
             "usage": "Benchmarks only (synthetic TPC-H data).",
         },
-        "team": {"name": f"{domain}-data", "members": [{"username": f"{domain}-owner@example.com", "role": "owner"}]},
+        "team": {
+            "name": f"{domain}-data",
+            "members": [{"username": f"{domain}-owner@example.com", "role": "owner"}],
+        },
         "servers": [server],
         "schema": [schema_object],
     }
@@ -292,8 +321,12 @@ def _mesh_toml(config: BenchConfig, hash_key: str, hash_password: Callable[[str]
         f"hash_key = {_toml_string(hash_key)}",
     ]
     for user, role in ((ADMIN_USER, "admin"), (ANALYST_USER, "analyst")):
-        lines += ["", f"[users.{user}]", f"password_hash = {_toml_string(hash_password(user))}",
-                  f"roles = [{_toml_string(role)}]"]
+        lines += [
+            "",
+            f"[users.{user}]",
+            f"password_hash = {_toml_string(hash_password(user))}",
+            f"roles = [{_toml_string(role)}]",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -328,15 +361,20 @@ def _mask_sql(table: str, column: str, hash_key: str) -> str | None:
     """The hand-written SQL of the policy set's mask on ``table.column`` (None: unmasked)."""
     quoted = exp.to_identifier(column, quoted=True).sql("duckdb")
     if (table, column) in PII_COLUMNS:
-        return (f"CASE WHEN {quoted} IS NULL THEN NULL "
-                f"ELSE sha256(concat({_sql_string(hash_key)}, CAST({quoted} AS VARCHAR))) END")
+        return (
+            f"CASE WHEN {quoted} IS NULL THEN NULL "
+            f"ELSE sha256(concat({_sql_string(hash_key)}, CAST({quoted} AS VARCHAR))) END"
+        )
     if (table, column) in REDACTED_COLUMNS:
         return f"CASE WHEN {quoted} IS NULL THEN NULL ELSE '[REDACTED]' END"
     return None
 
 
 def open_baseline(
-    mesh: Mesh, threads: int, memory_limit: str, governed: bool = False,
+    mesh: Mesh,
+    threads: int,
+    memory_limit: str,
+    governed: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """An in-process DuckDB with the gateway's layout: ``<domain>.<table>`` views over the
     same files (DuckDB file attached read-only, Parquet by read_parquet), same threads and
@@ -360,5 +398,7 @@ def open_baseline(
                 masked = _mask_sql(table, column, mesh.hash_key) if governed else None
                 projections.append(f"{masked} AS {quoted}" if masked else quoted)
             where = f" WHERE {LINEITEM_FILTER}" if governed and table == "lineitem" else ""
-            con.execute(f"CREATE VIEW {domain}.{table} AS SELECT {', '.join(projections)} FROM {source}{where}")
+            con.execute(
+                f"CREATE VIEW {domain}.{table} AS SELECT {', '.join(projections)} FROM {source}{where}"
+            )
     return con

@@ -72,8 +72,12 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
 
 
 def interleaved(
-    variants: dict[str, Callable[[], object]], repetitions: int, calls: int = 1, warmup: int = 1,
-    on_repetition: Callable[[], None] | None = None, raw: dict[str, list[float]] | None = None,
+    variants: dict[str, Callable[[], object]],
+    repetitions: int,
+    calls: int = 1,
+    warmup: int = 1,
+    on_repetition: Callable[[], None] | None = None,
+    raw: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Run every variant in turn (A B C A B C ...), ``warmup`` rounds first (not kept).
 
@@ -113,7 +117,10 @@ def _normalise(value: object) -> object:
 def canonical_rows(table: pa.Table) -> list[tuple]:
     """The rows of ``table`` as normalised tuples, sorted (order-insensitive comparison)."""
     rows = [tuple(_normalise(v) for v in row.values()) for row in table.to_pylist()]
-    return sorted(rows, key=lambda row: tuple((v is None, str(type(v)), v if v is not None else 0) for v in row))
+    return sorted(
+        rows,
+        key=lambda row: tuple((v is None, str(type(v)), v if v is not None else 0) for v in row),
+    )
 
 
 def _close(a: object, b: object) -> bool:
@@ -190,7 +197,9 @@ class FlightClient:
         self.options = flight.FlightCallOptions(headers=headers)
 
     def _reader(self, sql: str) -> flight.FlightStreamReader:
-        info = self.client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), self.options)
+        info = self.client.get_flight_info(
+            flight.FlightDescriptor.for_command(sql.encode()), self.options
+        )
         return self.client.do_get(info.endpoints[0].ticket, self.options)
 
     def query(self, sql: str) -> pa.Table:

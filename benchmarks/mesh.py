@@ -61,8 +61,10 @@ SCAN_QUERY = suites.LARGE_QUERY
 #: The domain of the single-domain measurements (the DuckDB file with lineitem).
 ORDERS = "orders"
 #: The throughput mix's moderate scan: one week of shipments (~0.3 % of lineitem).
-MODERATE_SCAN = ("SELECT * FROM orders.lineitem "
-                 "WHERE l_shipdate >= DATE '1995-03-01' AND l_shipdate < DATE '1995-03-08'")
+MODERATE_SCAN = (
+    "SELECT * FROM orders.lineitem "
+    "WHERE l_shipdate >= DATE '1995-03-01' AND l_shipdate < DATE '1995-03-08'"
+)
 #: Seconds to wait for a cross-domain query's ``federated_query`` line in the gateway log.
 LOG_WAIT_SECONDS = 5.0
 
@@ -110,14 +112,21 @@ class Deployment:
         within ``wait`` seconds)."""
         deadline = time.monotonic() + wait
         while True:
-            records = [r for r in _json_lines(self.gateway.log_path, offset) if r.get("event") == "federated_query"]
+            records = [
+                r
+                for r in _json_lines(self.gateway.log_path, offset)
+                if r.get("event") == "federated_query"
+            ]
             if records or time.monotonic() > deadline:
                 return records[-1] if records else None
             time.sleep(0.02)
 
     def describe(self) -> dict:
-        return {"gateway": self.gateway.uri, "settings": self.settings,
-                "nodes": {domain: [s.uri for s in servers] for domain, servers in self.nodes.items()}}
+        return {
+            "gateway": self.gateway.uri,
+            "settings": self.settings,
+            "nodes": {domain: [s.uri for s in servers] for domain, servers in self.nodes.items()},
+        }
 
 
 def _json_lines(path: Path, offset: int) -> Iterator[dict]:
@@ -162,19 +171,32 @@ class MeshRun:
 
     def _copy(self, name: str, settings: dict[str, object], domains: dict[str, list[str]]) -> Path:
         target = self.root / name
-        shutil.copytree(self.ctx.mesh.mesh_dir, target, ignore=shutil.ignore_patterns(".meshgate"),
-                        copy_function=_copy_file)
+        shutil.copytree(
+            self.ctx.mesh.mesh_dir,
+            target,
+            ignore=shutil.ignore_patterns(".meshgate"),
+            copy_function=_copy_file,
+        )
         config = target / "mesh.toml"
-        config.write_text(config.read_text(encoding="utf-8") + nodes_toml(self.key, settings, domains),
-                          encoding="utf-8")
+        config.write_text(
+            config.read_text(encoding="utf-8") + nodes_toml(self.key, settings, domains),
+            encoding="utf-8",
+        )
         return target
 
-    def launch(self, name: str, settings: dict[str, object], existing: dict[str, list[Server]] | None = None,
-               new: dict[str, int] | None = None) -> Deployment:
+    def launch(
+        self,
+        name: str,
+        settings: dict[str, object],
+        existing: dict[str, list[Server]] | None = None,
+        new: dict[str, int] | None = None,
+    ) -> Deployment:
         """Write copy ``name`` listing the ``existing`` nodes and ``new[domain]`` new ones
         (started on this copy) and start its gateway, without waiting (see :meth:`ready`)."""
         procs = self.ctx.procs
-        planned = [(domain, free_port()) for domain, count in (new or {}).items() for _ in range(count)]
+        planned = [
+            (domain, free_port()) for domain, count in (new or {}).items() for _ in range(count)
+        ]
         nodes = {domain: list(servers) for domain, servers in (existing or {}).items()}
         uris = {domain: [s.uri for s in servers] for domain, servers in nodes.items()}
         for domain, port in planned:
@@ -182,10 +204,14 @@ class MeshRun:
         mesh_dir = self._copy(name, settings, uris)
         started = []
         for index, (domain, port) in enumerate(planned):
-            started.append(procs.spawn_node(mesh_dir, domain, port, f"mesh-{name}-node-{domain}-{index}"))
+            started.append(
+                procs.spawn_node(mesh_dir, domain, port, f"mesh-{name}-node-{domain}-{index}")
+            )
             nodes.setdefault(domain, []).append(started[-1])
         gateway = procs.spawn_gateway(mesh_dir, f"mesh-{name}-gateway")
-        self.deployments[name] = Deployment(name, mesh_dir, settings, gateway, nodes, own=[gateway, *started])
+        self.deployments[name] = Deployment(
+            name, mesh_dir, settings, gateway, nodes, own=[gateway, *started]
+        )
         return self.deployments[name]
 
     def ready(self, *deployments: Deployment) -> None:
@@ -196,8 +222,13 @@ class MeshRun:
             for node in deployment.new_nodes:
                 procs.wait_node(node)
 
-    def deploy(self, name: str, settings: dict[str, object], existing: dict[str, list[Server]] | None = None,
-               new: dict[str, int] | None = None) -> Deployment:
+    def deploy(
+        self,
+        name: str,
+        settings: dict[str, object],
+        existing: dict[str, list[Server]] | None = None,
+        new: dict[str, int] | None = None,
+    ) -> Deployment:
         """:meth:`launch`, then :meth:`ready`."""
         deployment = self.launch(name, settings, existing, new)
         self.ready(deployment)
@@ -269,26 +300,40 @@ def findings(out: dict) -> list[str]:
         if "error" in out.get(name, {}):
             notes.append(f"{name} failed: {out[name]['error']}")
     scan = out.get("scan", {})
-    notes += [f"split_endpoints = {n}: not split ({count} endpoint{'s' * (count != 1)})"
-              for n, count in scan.get("endpoints", {}).items() if count < int(n)]
-    notes += [f"full scan via {name}: {entry['rows']:,} rows instead of {scan['rows']:,}"
-              for name, entry in scan.items() if isinstance(entry, dict) and entry.get("complete") is False]
+    notes += [
+        f"split_endpoints = {n}: not split ({count} endpoint{'s' * (count != 1)})"
+        for n, count in scan.get("endpoints", {}).items()
+        if count < int(n)
+    ]
+    notes += [
+        f"full scan via {name}: {entry['rows']:,} rows instead of {scan['rows']:,}"
+        for name, entry in scan.items()
+        if isinstance(entry, dict) and entry.get("complete") is False
+    ]
     tpch = out.get("tpch", {})
     if tpch.get("whole_pushed_down"):
-        notes.append("fragment_pushdown = false not honoured: the gateway still pushed fragments down "
-                     f"(pushed_down=true in its log for q{', q'.join(tpch['whole_pushed_down'])}); "
-                     "the whole-products bytes are computed from the products' sizes")
+        notes.append(
+            "fragment_pushdown = false not honoured: the gateway still pushed fragments down "
+            f"(pushed_down=true in its log for q{', q'.join(tpch['whole_pushed_down'])}); "
+            "the whole-products bytes are computed from the products' sizes"
+        )
     if tpch.get("not_identical"):
-        notes.append(f"results differ from the embedded gateway: q{', q'.join(tpch['not_identical'])}")
+        notes.append(
+            f"results differ from the embedded gateway: q{', q'.join(tpch['not_identical'])}"
+        )
     if tpch.get("failed"):
         notes.append(f"queries failed in mesh mode: q{', q'.join(tpch['failed'])}")
     if tpch.get("missing_log"):
-        notes.append(f"no federated_query log line (bytes unknown) for q{', q'.join(tpch['missing_log'])}")
+        notes.append(
+            f"no federated_query log line (bytes unknown) for q{', q'.join(tpch['missing_log'])}"
+        )
     for replicas, entry in out.get("scaling", {}).get("replicas", {}).items():
         shares = entry.get("replica_share") or []
         if int(replicas) > 1 and shares and max(shares) > 0.95:
-            notes.append(f"{replicas} orders replicas: tickets not spread "
-                         f"({', '.join(f'{s:.0%}' for s in shares)} per replica)")
+            notes.append(
+                f"{replicas} orders replicas: tickets not spread "
+                f"({', '.join(f'{s:.0%}' for s in shares)} per replica)"
+            )
         if entry.get("errors"):
             notes.append(f"{replicas} orders replicas: {entry['errors']} query errors")
     return notes
@@ -298,7 +343,9 @@ def findings(out: dict) -> list[str]:
 
 
 def _flight_info(client: FlightClient, sql: str) -> flight.FlightInfo:
-    return client.client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), client.options)
+    return client.client.get_flight_info(
+        flight.FlightDescriptor.for_command(sql.encode()), client.options
+    )
 
 
 def endpoint_count(deployment: Deployment, sql: str) -> int:
@@ -324,16 +371,22 @@ def relayed_drain(client: FlightClient, sql: str) -> tuple[int, int]:
 def full_scan(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
     """SELECT * FROM orders.lineitem: embedded vs mesh (split 1/2/4) vs relayed, MB/s."""
     config = ctx.config
-    splits = {n: main if n == 1 else run.launch(f"split-{n}", _settings(split=n), new={ORDERS: 1})
-              for n in sorted(set(config.mesh_splits) | {1})}
+    splits = {
+        n: main if n == 1 else run.launch(f"split-{n}", _settings(split=n), new={ORDERS: 1})
+        for n in sorted(set(config.mesh_splits) | {1})
+    }
     run.ready(*(d for d in splits.values() if d is not main))
     adbc = {"embedded": ctx.adbc(), **{f"split_{n}": d.adbc() for n, d in splits.items()}}
     relay = main.flight()
     variants: dict[str, Callable[[], tuple[int, int]]] = {
-        name: (lambda client=client: client.drain(SCAN_QUERY)) for name, client in adbc.items()}
+        name: (lambda client=client: client.drain(SCAN_QUERY)) for name, client in adbc.items()
+    }
     variants["relayed"] = lambda: relayed_drain(relay, SCAN_QUERY)
-    nodes = {"embedded": [], **{f"split_{n}": d.nodes[ORDERS] for n, d in splits.items()},
-             "relayed": main.nodes[ORDERS]}
+    nodes = {
+        "embedded": [],
+        **{f"split_{n}": d.nodes[ORDERS] for n, d in splits.items()},
+        "relayed": main.nodes[ORDERS],
+    }
     out: dict = {"sql": SCAN_QUERY}
     with _clients(*adbc.values(), relay):
         out["endpoints"] = {str(n): endpoint_count(d, SCAN_QUERY) for n, d in splits.items()}
@@ -343,7 +396,9 @@ def full_scan(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
             rows, size = action()
             tickets = sum(_node_counter(nodes[name], "tickets")) - sum(before)
             warm[name] = {"rows": rows, "bytes": size, "node_tickets": tickets}
-        timings = interleaved(variants, config.repetitions, warmup=0, on_repetition=lambda: ctx.advance(1))
+        timings = interleaved(
+            variants, config.repetitions, warmup=0, on_repetition=lambda: ctx.advance(1)
+        )
     payload = warm["embedded"]["bytes"]
     out.update({"payload_mb": payload / 1e6, "rows": warm["embedded"]["rows"]})
     for name, values in timings.items():
@@ -394,27 +449,45 @@ def whole_products_bytes(pushdown: dict | None, whole: dict | None, sizes: Produ
     figure, else the pushdown gateway's, else the drained sizes of the fragments' products
     (``computed``, always given as a cross-check)."""
     fragments = (whole or pushdown or {}).get("fragments", [])
-    computed = sum(sizes(p) for f in fragments for p in f.get("products", [])) if fragments else None
+    computed = (
+        sum(sizes(p) for f in fragments for p in f.get("products", [])) if fragments else None
+    )
     logged = _logged_whole_bytes(whole) or _logged_whole_bytes(pushdown)
     if logged is not None:
-        return {"whole_products": logged[0], "whole_products_source": f"gateway log ({logged[1]})",
-                "whole_products_computed": computed}
-    return {"whole_products": computed, "whole_products_source": "product sizes",
-            "whole_products_computed": computed}
+        return {
+            "whole_products": logged[0],
+            "whole_products_source": f"gateway log ({logged[1]})",
+            "whole_products_computed": computed,
+        }
+    return {
+        "whole_products": computed,
+        "whole_products_source": "product sizes",
+        "whole_products_computed": computed,
+    }
 
 
 def _compare(got: pa.Table, expected: pa.Table) -> dict:
     if not got.schema.equals(expected.schema, check_metadata=False):
-        return {"ok": False, "detail": f"schema differs: {got.schema} vs {expected.schema}".replace("\n", "; ")}
+        return {
+            "ok": False,
+            "detail": f"schema differs: {got.schema} vs {expected.schema}".replace("\n", "; "),
+        }
     ok, detail = same_result(got, expected)
     return {"ok": ok, "detail": detail}
 
 
-def _query_entry(sql: str, clients: dict[str, AdbcClient], gateways: dict[str, Deployment],
-                 sizes: ProductSizes, repetitions: int) -> dict:
+def _query_entry(
+    sql: str,
+    clients: dict[str, AdbcClient],
+    gateways: dict[str, Deployment],
+    sizes: ProductSizes,
+    repetitions: int,
+) -> dict:
     domains = domains_of(sql)
     entry: dict = {"domains": domains, "span": len(domains)}
-    variants = {name: (lambda c=client: c.query_new_statement(sql)) for name, client in clients.items()}
+    variants = {
+        name: (lambda c=client: c.query_new_statement(sql)) for name, client in clients.items()
+    }
     tables, records = {}, {}
     for name, action in variants.items():  # warm-up round, compared
         deployment = gateways.get(name)
@@ -432,11 +505,16 @@ def _query_entry(sql: str, clients: dict[str, AdbcClient], gateways: dict[str, D
     entry["whole_vs_embedded"] = ratio(entry["whole"]["median"], entry["embedded"]["median"])
     if len(domains) > 1:
         pushdown, whole = records.get("pushdown"), records.get("whole")
-        entry["bytes"] = {"pushdown": (pushdown or {}).get("bytes_moved"), "whole": (whole or {}).get("bytes_moved"),
-                          **whole_products_bytes(pushdown, whole, sizes)}
+        entry["bytes"] = {
+            "pushdown": (pushdown or {}).get("bytes_moved"),
+            "whole": (whole or {}).get("bytes_moved"),
+            **whole_products_bytes(pushdown, whole, sizes),
+        }
         entry["bytes_ratio"] = ratio(entry["bytes"]["pushdown"], entry["bytes"]["whole_products"])
-        entry["pushed_down"] = {"pushdown": (pushdown or {}).get("pushed_down"),
-                                "whole": (whole or {}).get("pushed_down")}
+        entry["pushed_down"] = {
+            "pushdown": (pushdown or {}).get("pushed_down"),
+            "whole": (whole or {}).get("pushed_down"),
+        }
         entry["fragments"] = (pushdown or {}).get("fragments")
     return entry
 
@@ -457,9 +535,14 @@ def cross_domain(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
         for number in QUERY_NUMBERS:
             sql = qualified(number, config.scale)
             try:
-                per_query[str(number)] = _query_entry(sql, clients, gateways, sizes, config.repetitions)
+                per_query[str(number)] = _query_entry(
+                    sql, clients, gateways, sizes, config.repetitions
+                )
             except Exception as exc:  # noqa: BLE001 - one failing query must not sink the others
-                per_query[str(number)] = {"domains": domains_of(sql), "error": suites._error_text(exc)}
+                per_query[str(number)] = {
+                    "domains": domains_of(sql),
+                    "error": suites._error_text(exc),
+                }
                 ctx.log(f"mesh TPC-H q{number}: {per_query[str(number)]['error']}")
                 for client in clients.values():
                     client.close()
@@ -470,7 +553,12 @@ def cross_domain(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
             client.close()
         rss = _rss_mb(whole)
         run.stop(whole)
-    return {"queries": per_query, "product_bytes": sizes.sizes, "rss_mb": rss, **_tpch_summary(per_query)}
+    return {
+        "queries": per_query,
+        "product_bytes": sizes.sizes,
+        "rss_mb": rss,
+        **_tpch_summary(per_query),
+    }
 
 
 def _tpch_summary(per_query: dict) -> dict:
@@ -484,20 +572,27 @@ def _tpch_summary(per_query: dict) -> dict:
     return {
         "by_span": spans,
         "failed": [n for n, e in per_query.items() if "error" in e],
-        "not_identical": [n for n, e in ok.items() if not all(c["ok"] for c in e["identical"].values())],
-        "all_identical": len(ok) == len(per_query) and all(c["ok"] for e in ok.values()
-                                                            for c in e["identical"].values()),
+        "not_identical": [
+            n for n, e in ok.items() if not all(c["ok"] for c in e["identical"].values())
+        ],
+        "all_identical": len(ok) == len(per_query)
+        and all(c["ok"] for e in ok.values() for c in e["identical"].values()),
         "whole_pushed_down": [n for n, e in cross.items() if e["pushed_down"]["whole"]],
-        "missing_log": [n for n, e in cross.items() if None in (e["bytes"]["pushdown"], e["bytes"]["whole"])],
+        "missing_log": [
+            n for n, e in cross.items() if None in (e["bytes"]["pushdown"], e["bytes"]["whole"])
+        ],
         "geomean_pushdown_vs_whole": geomean(e["pushdown_vs_whole"] for e in cross.values()),
         "geomean_pushdown_vs_embedded": geomean(e["pushdown_vs_embedded"] for e in cross.values()),
         "geomean_whole_vs_embedded": geomean(e["whole_vs_embedded"] for e in cross.values()),
         "geomean_single_domain_vs_embedded": geomean(
-            e["pushdown_vs_embedded"] for n, e in ok.items() if n not in cross),
+            e["pushdown_vs_embedded"] for n, e in ok.items() if n not in cross
+        ),
         "sum_bytes_pushdown": pushed,
         "sum_bytes_whole_products": whole_products,
         "bytes_ratio": ratio(pushed, whole_products),
-        "whole_products_sources": sorted({e["bytes"]["whole_products_source"] for e in cross.values()}),
+        "whole_products_sources": sorted(
+            {e["bytes"]["whole_products_source"] for e in cross.values()}
+        ),
     }
 
 
@@ -507,8 +602,10 @@ def _tpch_summary(per_query: dict) -> dict:
 def orders_mix(scale: float) -> list[tuple[str, str]]:
     """The concurrency section's mix with every statement that leaves the orders domain
     (q14: lineitem x part) replaced by a moderate lineitem scan."""
-    return [(kind, sql) if domains_of(sql) == [ORDERS] else ("scan", MODERATE_SCAN)
-            for kind, sql in suites._mix(scale)]
+    return [
+        (kind, sql) if domains_of(sql) == [ORDERS] else ("scan", MODERATE_SCAN)
+        for kind, sql in suites._mix(scale)
+    ]
 
 
 def _scaling_entry(windows: list[dict], tickets: list[int], baseline_qps: float | None) -> dict:
@@ -529,16 +626,21 @@ def scaling(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
     top = max(counts)
     deployments = {1: main}
     if top > 1:
-        deployments[top] = run.launch(f"replicas-{top}", _settings(), existing=main.nodes, new={ORDERS: top - 1})
+        deployments[top] = run.launch(
+            f"replicas-{top}", _settings(), existing=main.nodes, new={ORDERS: top - 1}
+        )
     replicas = deployments[top].nodes[ORDERS]
     for count in counts:
         if count not in deployments:
-            deployments[count] = run.launch(f"replicas-{count}", _settings(),
-                                            existing={**main.nodes, ORDERS: replicas[:count]})
+            deployments[count] = run.launch(
+                f"replicas-{count}", _settings(), existing={**main.nodes, ORDERS: replicas[:count]}
+            )
     run.ready(*(d for d in deployments.values() if d is not main))
     mix = orders_mix(config.scale)
     window = config.mesh_seconds / config.repetitions
-    clients = {count: [d.adbc() for _ in range(config.mesh_clients)] for count, d in deployments.items()}
+    clients = {
+        count: [d.adbc() for _ in range(config.mesh_clients)] for count, d in deployments.items()
+    }
     windows: dict[int, list[dict]] = {count: [] for count in counts}
     tickets = {count: [0] * count for count in counts}
     with _clients(*(c for group in clients.values() for c in group)):
@@ -548,12 +650,21 @@ def scaling(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
             for count in counts:
                 nodes = deployments[count].nodes[ORDERS]
                 before = _node_counter(nodes, "tickets")
-                windows[count].append(suites._window([c.query for c in clients[count]], mix, window))
-                tickets[count] = [t + a - b for t, a, b in zip(tickets[count], _node_counter(nodes, "tickets"), before)]
+                windows[count].append(
+                    suites._window([c.query for c in clients[count]], mix, window)
+                )
+                tickets[count] = [
+                    t + a - b
+                    for t, a, b in zip(tickets[count], _node_counter(nodes, "tickets"), before)
+                ]
             ctx.advance(1)
     baseline = summary([w["qps"] for w in windows[1]])["median"]
-    out: dict = {"clients": config.mesh_clients, "window_seconds": window, "mix": [kind for kind, _ in mix],
-                 "replicas": {str(c): _scaling_entry(windows[c], tickets[c], baseline) for c in counts}}
+    out: dict = {
+        "clients": config.mesh_clients,
+        "window_seconds": window,
+        "mix": [kind for kind, _ in mix],
+        "replicas": {str(c): _scaling_entry(windows[c], tickets[c], baseline) for c in counts},
+    }
     out["rss_mb"] = {f"replicas-{c}": _rss_mb(d) for c, d in deployments.items()}
     for count, deployment in deployments.items():
         if deployment is not main:

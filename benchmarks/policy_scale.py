@@ -52,15 +52,15 @@ def base_policy() -> tuple[list[tuple[str, Rule]], list[RoleLink]]:
     return rules, links
 
 
-def policy_files(
-    lines: int, products: Mapping[str, ProductShape]
-) -> tuple[list[PolicyFile], int]:
+def policy_files(lines: int, products: Mapping[str, ProductShape]) -> tuple[list[PolicyFile], int]:
     """Policy files holding exactly ``max(lines, base)`` lines; returns (files, line count)."""
     rules, links = base_policy()
     base = len(rules) + len(links)
     extra = max(0, lines - base)
     real = sorted(products.values(), key=lambda p: p.key)
-    paths = {p.domain: Path(p.domain) / "policy.csv" for p in real}  # one Path per file, not per line
+    paths = {
+        p.domain: Path(p.domain) / "policy.csv" for p in real
+    }  # one Path per file, not per line
     roles = max(1, extra // 25)
     generated_links: list[RoleLink] = []
     n_links = extra // 10
@@ -84,10 +84,19 @@ def policy_files(
         elif kind < 19:
             # Filters on products outside the catalog are never parsed; on real products
             # they are, which is what a big policy pays at load.
-            fields = ["p", role, key, "filter", "allow", f"{column} IS NOT NULL" if not synthetic else "1 = 1"]
+            fields = [
+                "p",
+                role,
+                key,
+                "filter",
+                "allow",
+                f"{column} IS NOT NULL" if not synthetic else "1 = 1",
+            ]
         else:
             fields = ["p", role, f"{product.domain}.*", "read", "allow"]
-        rules.append((product.domain, _rule(fields, product.domain, paths[product.domain], 1000 + i)))
+        rules.append(
+            (product.domain, _rule(fields, product.domain, paths[product.domain], 1000 + i))
+        )
     by_scope: dict[str, list[Rule]] = {}
     for scope, rule in rules:
         by_scope.setdefault(scope, []).append(rule)

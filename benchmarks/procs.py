@@ -92,19 +92,34 @@ class Processes:
         """Start ``command`` (a server that is not Meshgate's), output to ``name``'s log."""
         log_path = self._log_path(name)
         with log_path.open("ab") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO)
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
+            )
         return self._started(name, process, port, log_path)
 
     def _wait(self, server: Server, ready: Callable[[str], object], timeout: float) -> Server:
         try:
-            wait_until_ready(server.process, lambda: ready(server.uri), server.log_path, server.name, timeout, 0.1)
+            wait_until_ready(
+                server.process,
+                lambda: ready(server.uri),
+                server.log_path,
+                server.name,
+                timeout,
+                0.1,
+            )
         finally:
             if server.process.poll() is not None and server in self.servers:
                 self.servers.remove(server)
         return server
 
-    def start_gateway(self, mesh_dir: Path, user: str, password: str, timeout: float = 120.0,
-                      name: str = "gateway") -> Server:
+    def start_gateway(
+        self,
+        mesh_dir: Path,
+        user: str,
+        password: str,
+        timeout: float = 120.0,
+        name: str = "gateway",
+    ) -> Server:
         """``python -m gateway.cli serve MESH --port P`` as tests/support.py starts it,
         ready once a Basic handshake as ``user`` succeeds."""
         return self.wait_gateway(self.spawn_gateway(mesh_dir, name), user, password, timeout)
@@ -115,7 +130,9 @@ class Processes:
         log_path = self._log_path(name)
         return self._started(name, spawn_server("serve", mesh_dir, port, log_path), port, log_path)
 
-    def wait_gateway(self, server: Server, user: str, password: str, timeout: float = 120.0) -> Server:
+    def wait_gateway(
+        self, server: Server, user: str, password: str, timeout: float = 120.0
+    ) -> Server:
         """``server`` once a Basic handshake as ``user`` succeeds."""
         return self._wait(server, lambda uri: handshake(uri, user, password), timeout)
 
@@ -133,28 +150,61 @@ class Processes:
         domain, key = server.node or ("", "")
         return self._wait(server, lambda uri: node_is_healthy(uri, key, domain), timeout)
 
-    def start_node(self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0) -> Server:
+    def start_node(
+        self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0
+    ) -> Server:
         """A domain node, ready (see :meth:`spawn_node`)."""
         return self.wait_node(self.spawn_node(mesh_dir, domain, port, name), timeout)
 
-    def start_bare(self, name: str, mesh_dir: Path, mode: str, batch_rows: int, threads: int,
-                   memory_limit: str, preload: str | None = None, timeout: float = 600.0) -> Server:
+    def start_bare(
+        self,
+        name: str,
+        mesh_dir: Path,
+        mode: str,
+        batch_rows: int,
+        threads: int,
+        memory_limit: str,
+        preload: str | None = None,
+        timeout: float = 600.0,
+    ) -> Server:
         """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess."""
         port = free_port()
-        command = [sys.executable, "-m", "benchmarks.bare_server", "--mesh", str(mesh_dir),
-                   "--port", str(port), "--mode", mode, "--batch-rows", str(batch_rows),
-                   "--threads", str(threads), "--memory-limit", memory_limit]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.bare_server",
+            "--mesh",
+            str(mesh_dir),
+            "--port",
+            str(port),
+            "--mode",
+            mode,
+            "--batch-rows",
+            str(batch_rows),
+            "--threads",
+            str(threads),
+            "--memory-limit",
+            memory_limit,
+        ]
         if preload:
             command += ["--preload", preload]
         server = self._spawn(name, command, port)
         return self._wait(server, _flight_ping, timeout)
 
-    def start_roapi(self, executable: str, tables: dict[str, Path], timeout: float = 600.0) -> Server:
+    def start_roapi(
+        self, executable: str, tables: dict[str, Path], timeout: float = 600.0
+    ) -> Server:
         """ROAPI with its Flight SQL endpoint (HTTP and Postgres on private ports)."""
         port = free_port()
-        command = [executable, "--addr-flight-sql", f"127.0.0.1:{port}",
-                   "--addr-http", f"127.0.0.1:{free_port()}",
-                   "--addr-postgres", f"127.0.0.1:{free_port()}"]
+        command = [
+            executable,
+            "--addr-flight-sql",
+            f"127.0.0.1:{port}",
+            "--addr-http",
+            f"127.0.0.1:{free_port()}",
+            "--addr-postgres",
+            f"127.0.0.1:{free_port()}",
+        ]
         for name, path in tables.items():
             command += ["-t", f"{name}={path}"]
         server = self._spawn("roapi", command, port)
@@ -186,7 +236,10 @@ class Processes:
 
     def report(self) -> list[dict]:
         """Name, pid and exit code of every process started (None: still running)."""
-        return [{"name": s.name, "pid": s.process.pid, "returncode": s.process.poll()} for s in self.started]
+        return [
+            {"name": s.name, "pid": s.process.pid, "returncode": s.process.poll()}
+            for s in self.started
+        ]
 
 
 def _flight_ping(uri: str) -> None:
@@ -232,7 +285,9 @@ class RssSampler(_Sampler):
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter() - self._started, self.phase, self.server.rss_bytes()))
+            self.samples.append(
+                (time.perf_counter() - self._started, self.phase, self.server.rss_bytes())
+            )
             self._stop.wait(self.interval)
 
     def peak(self, phase: str | None = None) -> int:
@@ -284,6 +339,7 @@ class LoadSampler(_Sampler):
             "foreign_cores_mean": {p: sum(v) / len(v) for p, v in phases.items()},
             "foreign_cores_max": {p: max(v) for p, v in phases.items()},
             "overall_foreign_cores_mean": (sum(f for _, _, f in self.samples) / len(self.samples))
-            if self.samples else None,
+            if self.samples
+            else None,
             "cores": psutil.cpu_count(),
         }

@@ -57,13 +57,22 @@ class BenchConfig:
 
     @classmethod
     def make(
-        cls, scale: float | None = None, out: Path | None = None, quick: bool = False,
-        repetitions: int | None = None, **overrides: object,
+        cls,
+        scale: float | None = None,
+        out: Path | None = None,
+        quick: bool = False,
+        repetitions: int | None = None,
+        **overrides: object,
     ) -> BenchConfig:
         if quick:
             defaults: dict[str, object] = {
-                "scale": QUICK_SCALE, "repetitions": 1, "concurrency_seconds": 2.0, "small_query_calls": 10,
-                "planning_calls": 10, "decision_samples": 3, "decision_budget_seconds": 10.0,
+                "scale": QUICK_SCALE,
+                "repetitions": 1,
+                "concurrency_seconds": 2.0,
+                "small_query_calls": 10,
+                "planning_calls": 10,
+                "decision_samples": 3,
+                "decision_budget_seconds": 10.0,
                 "mesh_seconds": 1.0,
                 # R7's own sizes: a Governor over 100,000 lines builds in a few seconds.
                 "policy_sizes": (10, 1_000, 100_000),

@@ -113,9 +113,13 @@ def small_queries(ctx: Context) -> dict:
                 variants["bare_flight_one_call"] = lambda sql=sql: bare.query_one_call(sql)
             if bare_adbc is not None:
                 variants["bare_sql_adbc"] = lambda sql=sql: bare_adbc.query(sql)
-                variants["bare_sql_adbc_new_statement"] = lambda sql=sql: bare_adbc.query_new_statement(sql)
+                variants["bare_sql_adbc_new_statement"] = lambda sql=sql: (
+                    bare_adbc.query_new_statement(sql)
+                )
             calls: dict[str, list[float]] = {}
-            timings = interleaved(variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls)
+            timings = interleaved(
+                variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls
+            )
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}
             entry["calls_ms"] = {k: [round(v, 4) for v in values] for k, values in calls.items()}
             entry["p99_ms"] = {k: percentile(values, 99) for k, values in calls.items()}
@@ -173,12 +177,22 @@ def tpch(ctx: Context) -> dict:
                 for name, values in timings.items():
                     entry[name] = summary(values)
                 entry["ratio"] = ratio(entry["gateway"]["median"], entry["duckdb"]["median"])
-                entry["ratio_policy"] = ratio(entry["gateway_policy"]["median"], entry["duckdb_policy"]["median"])
-                entry["ratio_prepared"] = ratio(entry["gateway_prepared"]["median"], entry["duckdb"]["median"])
+                entry["ratio_policy"] = ratio(
+                    entry["gateway_policy"]["median"], entry["duckdb_policy"]["median"]
+                )
+                entry["ratio_prepared"] = ratio(
+                    entry["gateway_prepared"]["median"], entry["duckdb"]["median"]
+                )
                 if "bare_sql" in entry:
-                    entry["ratio_bare_sql"] = ratio(entry["bare_sql"]["median"], entry["duckdb"]["median"])
-                    entry["gateway_vs_bare_sql"] = ratio(entry["gateway"]["median"], entry["bare_sql"]["median"])
-                entry["paired_ratios"] = [g / d for g, d in zip(timings["gateway"], timings["duckdb"])]
+                    entry["ratio_bare_sql"] = ratio(
+                        entry["bare_sql"]["median"], entry["duckdb"]["median"]
+                    )
+                    entry["gateway_vs_bare_sql"] = ratio(
+                        entry["gateway"]["median"], entry["bare_sql"]["median"]
+                    )
+                entry["paired_ratios"] = [
+                    g / d for g, d in zip(timings["gateway"], timings["duckdb"])
+                ]
                 entry["paired_ratios_policy"] = [
                     g / d for g, d in zip(timings["gateway_policy"], timings["duckdb_policy"])
                 ]
@@ -208,9 +222,13 @@ def tpch(ctx: Context) -> dict:
         "max_ratio": worst,
         "max_ratio_query": worst_query,
         "geomean_ratio_prepared": geomean(e["ratio_prepared"] for e in ok),
-        "geomean_ratio_bare_sql": geomean(e["ratio_bare_sql"] for e in with_bare) if with_bare else None,
+        "geomean_ratio_bare_sql": geomean(e["ratio_bare_sql"] for e in with_bare)
+        if with_bare
+        else None,
         "max_ratio_bare_sql": _worst(per_query, "ratio_bare_sql")[0],
-        "geomean_gateway_vs_bare_sql": geomean(e["gateway_vs_bare_sql"] for e in with_bare) if with_bare else None,
+        "geomean_gateway_vs_bare_sql": geomean(e["gateway_vs_bare_sql"] for e in with_bare)
+        if with_bare
+        else None,
         "max_ratio_prepared": _worst(per_query, "ratio_prepared")[0],
         "geomean_ratio_policy": geomean(e["ratio_policy"] for e in ok),
         "sum_ratio_policy": ratio(sum_gw_policy, sum_duck_policy),
@@ -218,8 +236,11 @@ def tpch(ctx: Context) -> dict:
         "max_ratio_policy_query": worst_policy_query,
         "all_identical": len(ok) == len(per_query)
         and all(e["identical"]["ok"] and e["identical_policy"]["ok"] for e in ok),
-        "not_identical": [n for n, e in per_query.items() if "error" not in e
-                          and not (e["identical"]["ok"] and e["identical_policy"]["ok"])],
+        "not_identical": [
+            n
+            for n, e in per_query.items()
+            if "error" not in e and not (e["identical"]["ok"] and e["identical_policy"]["ok"])
+        ],
         "sum_gateway_ms": sum(e["gateway"]["median"] for e in ok),
         "sum_duckdb_ms": sum(e["duckdb"]["median"] for e in ok),
         "sum_gateway_policy_ms": sum_gw_policy,
@@ -229,7 +250,9 @@ def tpch(ctx: Context) -> dict:
 
 def _worst(per_query: dict, key: str) -> tuple[float | None, str | None]:
     """The largest ``key`` over the queries that ran, and which query it was."""
-    candidates = [(e[key], n) for n, e in per_query.items() if "error" not in e and e.get(key) is not None]
+    candidates = [
+        (e[key], n) for n, e in per_query.items() if "error" not in e and e.get(key) is not None
+    ]
     value, number = max(candidates, default=(None, None))
     return value, number
 
@@ -241,8 +264,12 @@ def large_result(ctx: Context) -> dict:
     """SELECT * FROM orders.lineitem: gateway vs DuckDB vs bare Flight servers, MB/s."""
     config = ctx.config
     ctx.sampler.phase = "large_result_setup"
-    settings = dict(mesh_dir=ctx.mesh.mesh_dir, batch_rows=ctx.batch_rows,
-                    threads=config.engine_threads, memory_limit=config.engine_memory_limit)
+    settings = dict(
+        mesh_dir=ctx.mesh.mesh_dir,
+        batch_rows=ctx.batch_rows,
+        threads=config.engine_threads,
+        memory_limit=config.engine_memory_limit,
+    )
     ctx.log("starting the bare pyarrow.flight server streaming an in-memory table")
     bare = ctx.bare or ctx.procs.start_bare("bare-duckdb", mode="duckdb", **settings)
     memory = ctx.procs.start_bare("bare-memory", mode="memory", preload=LARGE_QUERY, **settings)
@@ -263,12 +290,16 @@ def large_result(ctx: Context) -> dict:
         out["bytes"] = {name: s[1] for name, s in sizes.items()}
         payload = sizes["duckdb"][1]
         out["payload_mb"] = payload / 1e6
-        timings = interleaved(variants, config.repetitions, warmup=0, on_repetition=lambda: ctx.advance(1))
+        timings = interleaved(
+            variants, config.repetitions, warmup=0, on_repetition=lambda: ctx.advance(1)
+        )
         for name, values in timings.items():
             out[name] = with_throughput(summary(values), payload)
         for name in variants:
             out[name]["vs_duckdb"] = ratio(out[name]["mb_per_s"], out["duckdb"]["mb_per_s"])
-            out[name]["vs_bare_duckdb"] = ratio(out[name]["mb_per_s"], out["bare_duckdb_flight"]["mb_per_s"])
+            out[name]["vs_bare_duckdb"] = ratio(
+                out[name]["mb_per_s"], out["bare_duckdb_flight"]["mb_per_s"]
+            )
             out[name]["vs_memory"] = ratio(out[name]["mb_per_s"], out["memory_flight"]["mb_per_s"])
         out["gateway_peak_rss_mb"] = ctx.sampler.peak("large_result") / 1e6
     finally:
@@ -310,15 +341,25 @@ def planning(ctx: Context) -> dict:
                 principal = directory.principal(user)
                 snapshot = state.current
                 # Built exactly like SqlService.context does.
-                context = PlanContext(principal, snapshot.catalog, snapshot.governor,
-                                      hash_key=mesh_config.governance.hash_key)
+                context = PlanContext(
+                    principal,
+                    snapshot.catalog,
+                    snapshot.governor,
+                    hash_key=mesh_config.governance.hash_key,
+                )
                 for _ in range(3):
                     plan(sql, context)
-                samples = [timed(lambda: plan(sql, context))[0] for _ in range(config.planning_calls)]
-                full = [timed(lambda: service.plan(principal, sql))[0]
-                        for _ in range(max(3, config.planning_calls // 5))]
+                samples = [
+                    timed(lambda: plan(sql, context))[0] for _ in range(config.planning_calls)
+                ]
+                full = [
+                    timed(lambda: service.plan(principal, sql))[0]
+                    for _ in range(max(3, config.planning_calls // 5))
+                ]
                 execution = exec_times.get(str(number), {})
-                exec_ms = (execution.get("gateway_policy" if label == "policy" else "gateway") or {}).get("median")
+                exec_ms = (
+                    execution.get("gateway_policy" if label == "policy" else "gateway") or {}
+                ).get("median")
                 p50 = percentile(samples, 50)
                 entry[label] = {
                     "plan_p50_ms": p50,
@@ -327,7 +368,9 @@ def planning(ctx: Context) -> dict:
                     "service_plan_p50_ms": percentile(full, 50),
                     "execution_ms": exec_ms,
                     "pct_of_execution": (100 * p50 / exec_ms) if exec_ms else None,
-                    "service_plan_pct_of_execution": (100 * percentile(full, 50) / exec_ms) if exec_ms else None,
+                    "service_plan_pct_of_execution": (100 * percentile(full, 50) / exec_ms)
+                    if exec_ms
+                    else None,
                 }
             per_query[str(number)] = entry
             ctx.advance(1)
@@ -337,9 +380,16 @@ def planning(ctx: Context) -> dict:
     out: dict = {"queries": per_query}
     for label in users:
         all_samples = [s for e in per_query.values() for s in e[label]["plan_samples_ms"]]
-        pcts = [e[label]["pct_of_execution"] for e in per_query.values() if e[label]["pct_of_execution"] is not None]
-        service_pcts = [e[label]["service_plan_pct_of_execution"] for e in per_query.values()
-                        if e[label]["service_plan_pct_of_execution"] is not None]
+        pcts = [
+            e[label]["pct_of_execution"]
+            for e in per_query.values()
+            if e[label]["pct_of_execution"] is not None
+        ]
+        service_pcts = [
+            e[label]["service_plan_pct_of_execution"]
+            for e in per_query.values()
+            if e[label]["service_plan_pct_of_execution"] is not None
+        ]
         out[label] = {
             "plan_p50_ms": percentile(all_samples, 50),
             "plan_p99_ms": percentile(all_samples, 99),
@@ -405,20 +455,43 @@ def decisions(ctx: Context) -> dict:
     out: dict = {}
     for lines in config.policy_sizes:
         ctx.log(f"Casbin decisions with {lines:,} policy lines")
-        command = [sys.executable, "-m", "benchmarks.decisions", "--mesh", str(ctx.mesh.mesh_dir),
-                   "--lines", str(lines), "--samples", str(config.decision_samples),
-                   "--budget", str(config.decision_budget_seconds)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.decisions",
+            "--mesh",
+            str(ctx.mesh.mesh_dir),
+            "--lines",
+            str(lines),
+            "--samples",
+            str(config.decision_samples),
+            "--budget",
+            str(config.decision_budget_seconds),
+        ]
         limit = config.decision_budget_seconds + (1800 if not config.quick else 60)
         started = time.perf_counter()
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=REPO,
-                                  env={**_env(), "PYTHONPATH": str(REPO)}, check=False)
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                cwd=REPO,
+                env={**_env(), "PYTHONPATH": str(REPO)},
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            out[str(lines)] = {"lines": lines, "error": f"timed out after {limit:.0f} s (building the Governor "
-                               "and deciding did not finish)"}
+            out[str(lines)] = {
+                "lines": lines,
+                "error": f"timed out after {limit:.0f} s (building the Governor "
+                "and deciding did not finish)",
+            }
             continue
         if done.returncode != 0:
-            out[str(lines)] = {"lines": lines, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+            out[str(lines)] = {
+                "lines": lines,
+                "error": (done.stderr.strip().splitlines() or ["failed"])[-1],
+            }
             continue
         entry = json.loads(done.stdout.strip().splitlines()[-1])
         entry["uncached"] = summary(entry.pop("uncached_ms"))
@@ -458,7 +531,9 @@ def _mix(scale: float, qualified_names: bool = True) -> list[tuple[str, str]]:
     return items
 
 
-def _window(executors: list[Callable[[str], object]], mix: list[tuple[str, str]], seconds: float) -> dict:
+def _window(
+    executors: list[Callable[[str], object]], mix: list[tuple[str, str]], seconds: float
+) -> dict:
     """Run ``len(executors)`` threads for ``seconds``; each executes the mix round robin."""
     threads = len(executors)
     barrier = threading.Barrier(threads + 1)
@@ -538,8 +613,11 @@ def concurrency(ctx: Context) -> dict:
                 ctx.sampler.phase = f"concurrency_{level}"
                 gateway_windows.append(_window([c.query for c in clients], mix, window))
                 ctx.sampler.phase = f"concurrency_{level}_duckdb"
-                duck_windows.append(_window(
-                    [lambda sql, cur=cur: duck_query(cur, sql) for cur in cursors], mix, window))
+                duck_windows.append(
+                    _window(
+                        [lambda sql, cur=cur: duck_query(cur, sql) for cur in cursors], mix, window
+                    )
+                )
         finally:
             for client in clients:
                 client.close()
@@ -563,20 +641,29 @@ def concurrency(ctx: Context) -> dict:
         out["levels"][str(level)] = entry
         ctx.advance(1)
     levels = out["levels"]
-    low, high = str(min(config.concurrency_levels)), "8" if "8" in levels else str(max(config.concurrency_levels))
-    gw_scaling = ratio(levels[high]["gateway"]["qps"]["median"], levels[low]["gateway"]["qps"]["median"])
-    duck_scaling = ratio(levels[high]["duckdb"]["qps"]["median"], levels[low]["duckdb"]["qps"]["median"])
+    low, high = (
+        str(min(config.concurrency_levels)),
+        "8" if "8" in levels else str(max(config.concurrency_levels)),
+    )
+    gw_scaling = ratio(
+        levels[high]["gateway"]["qps"]["median"], levels[low]["gateway"]["qps"]["median"]
+    )
+    duck_scaling = ratio(
+        levels[high]["duckdb"]["qps"]["median"], levels[low]["duckdb"]["qps"]["median"]
+    )
     top = levels[str(max(config.concurrency_levels))]
     rss = top["gateway_rss_mb"]
-    out.update({
-        "scaling_level": int(high),
-        "gateway_scaling": gw_scaling,
-        "duckdb_scaling": duck_scaling,
-        "relative_scaling": ratio(gw_scaling, duck_scaling),
-        "errors_at_max": top["gateway"]["errors"],
-        "rss_growth_at_max": ratio(rss["last_third_mean"], rss["first_third_mean"]),
-        "peak_rss_mb": max(level["gateway_rss_mb"]["peak"] for level in levels.values()),
-    })
+    out.update(
+        {
+            "scaling_level": int(high),
+            "gateway_scaling": gw_scaling,
+            "duckdb_scaling": duck_scaling,
+            "relative_scaling": ratio(gw_scaling, duck_scaling),
+            "errors_at_max": top["gateway"]["errors"],
+            "rss_growth_at_max": ratio(rss["last_third_mean"], rss["first_third_mean"]),
+            "peak_rss_mb": max(level["gateway_rss_mb"]["peak"] for level in levels.values()),
+        }
+    )
     return out
 
 
@@ -615,10 +702,13 @@ def peer(ctx: Context) -> dict:
     ctx.sampler.phase = "peer_setup"
     started = time.perf_counter()
     roapi = ctx.procs.start_roapi(executable, tables)
-    out: dict = {"executable": executable, "version": _version([executable, "--version"]),
-                 "startup_s": time.perf_counter() - started,
-                 "tables": {k: str(v) for k, v in tables.items()},
-                 "note": "ROAPI defaults (tables loaded at start-up); queries use bare table names"}
+    out: dict = {
+        "executable": executable,
+        "version": _version([executable, "--version"]),
+        "startup_s": time.perf_counter() - started,
+        "tables": {k: str(v) for k, v in tables.items()},
+        "note": "ROAPI defaults (tables loaded at start-up); queries use bare table names",
+    }
     ctx.sampler.phase = "peer"
     gateway = ctx.adbc()
     peer_client = AdbcClient(roapi.uri)
@@ -629,11 +719,18 @@ def peer(ctx: Context) -> dict:
             "point_lookup": (point_lookup(), point_lookup(qualified_name=False)),
         }.items():
             timings = interleaved(
-                {"gateway": lambda s=gw_sql: gateway.query(s), "roapi": lambda s=peer_sql: peer_client.query(s)},
-                config.repetitions, calls=config.small_query_calls, warmup=3,
+                {
+                    "gateway": lambda s=gw_sql: gateway.query(s),
+                    "roapi": lambda s=peer_sql: peer_client.query(s),
+                },
+                config.repetitions,
+                calls=config.small_query_calls,
+                warmup=3,
             )
             small[name] = {k: summary(v) for k, v in timings.items()}
-            small[name]["roapi_vs_gateway"] = ratio(small[name]["roapi"]["median"], small[name]["gateway"]["median"])
+            small[name]["roapi_vs_gateway"] = ratio(
+                small[name]["roapi"]["median"], small[name]["gateway"]["median"]
+            )
         out["small"] = small
         ctx.advance(1)
 
@@ -643,21 +740,32 @@ def peer(ctx: Context) -> dict:
             entry: dict = {"sql": peer_sql}
             try:
                 reference = gateway.query(gw_sql)
-                answer = _with_timeout(lambda: peer_client.query(peer_sql), config.peer_query_timeout)
+                answer = _with_timeout(
+                    lambda: peer_client.query(peer_sql), config.peer_query_timeout
+                )
                 entry["rows"] = {"gateway": reference.num_rows, "roapi": answer.num_rows}
                 entry["same_row_count"] = reference.num_rows == answer.num_rows
                 timings = interleaved(
-                    {"gateway": lambda: gateway.query(gw_sql),
-                     "roapi": lambda: _with_timeout(lambda: peer_client.query(peer_sql), config.peer_query_timeout)},
-                    config.repetitions, warmup=0,
+                    {
+                        "gateway": lambda: gateway.query(gw_sql),
+                        "roapi": lambda: _with_timeout(
+                            lambda: peer_client.query(peer_sql), config.peer_query_timeout
+                        ),
+                    },
+                    config.repetitions,
+                    warmup=0,
                 )
                 entry.update({k: summary(v) for k, v in timings.items()})
-                entry["roapi_vs_gateway"] = ratio(entry["roapi"]["median"], entry["gateway"]["median"])
+                entry["roapi_vs_gateway"] = ratio(
+                    entry["roapi"]["median"], entry["gateway"]["median"]
+                )
             except Exception as exc:
                 entry["error"] = _error_text(exc)
                 if "larger than max" in entry["error"]:
-                    entry["error_note"] = ("ROAPI sent one gRPC message above the ADBC client's default 16 MiB "
-                                           "limit (its Arrow batches are not bounded by size)")
+                    entry["error_note"] = (
+                        "ROAPI sent one gRPC message above the ADBC client's default 16 MiB "
+                        "limit (its Arrow batches are not bounded by size)"
+                    )
                 peer_client.close()
                 peer_client = AdbcClient(roapi.uri)
             per_query[str(number)] = entry
@@ -672,15 +780,27 @@ def peer(ctx: Context) -> dict:
 
         peer_scan = "SELECT * FROM lineitem"
         try:
-            sizes = {"gateway": gateway.drain(LARGE_QUERY),
-                     "roapi": _with_timeout(lambda: peer_client.drain(peer_scan), config.peer_query_timeout)}
+            sizes = {
+                "gateway": gateway.drain(LARGE_QUERY),
+                "roapi": _with_timeout(
+                    lambda: peer_client.drain(peer_scan), config.peer_query_timeout
+                ),
+            }
             timings = interleaved(
-                {"gateway": lambda: gateway.drain(LARGE_QUERY),
-                 "roapi": lambda: _with_timeout(lambda: peer_client.drain(peer_scan), config.peer_query_timeout)},
-                config.repetitions, warmup=0,
+                {
+                    "gateway": lambda: gateway.drain(LARGE_QUERY),
+                    "roapi": lambda: _with_timeout(
+                        lambda: peer_client.drain(peer_scan), config.peer_query_timeout
+                    ),
+                },
+                config.repetitions,
+                warmup=0,
             )
             payload = ctx.results.get("large_result", {}).get("payload_mb")
-            scan = {"rows": {k: v[0] for k, v in sizes.items()}, "bytes": {k: v[1] for k, v in sizes.items()}}
+            scan = {
+                "rows": {k: v[0] for k, v in sizes.items()},
+                "bytes": {k: v[1] for k, v in sizes.items()},
+            }
             for name, values in timings.items():
                 scan[name] = summary(values)
                 if payload:
@@ -700,7 +820,9 @@ def peer(ctx: Context) -> dict:
 
 def _version(command: list[str]) -> str:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=30, check=False
+        ).stdout.strip()
     except Exception:
         return "unknown"
 

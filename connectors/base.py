@@ -85,7 +85,9 @@ class Connector(ABC):
     def scan(self, attach: AttachDatabase) -> exp.Expression:
         """The table expression reading the product's rows (a table or a table function)."""
 
-    def partitions(self, count: int, attach: AttachDatabase, value: QueryValue) -> Partitioning | None:
+    def partitions(
+        self, count: int, attach: AttachDatabase, value: QueryValue
+    ) -> Partitioning | None:
         """``count`` disjoint partition scans of the product, or None when the source cannot
         be split. Membership must depend on the data alone (never on when or where it is
         computed): the gateway and every node replica bind the same partitions."""

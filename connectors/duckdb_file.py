@@ -40,7 +40,9 @@ class DuckDBFileConnector(Connector):
         alias = attach(self.database_path)
         return exp.table_(self.spec.physical_name, db=self.schema_name, catalog=alias, quoted=True)
 
-    def partitions(self, count: int, attach: AttachDatabase, value: QueryValue) -> Partitioning | None:
+    def partitions(
+        self, count: int, attach: AttachDatabase, value: QueryValue
+    ) -> Partitioning | None:
         """Contiguous rowid ranges (DuckDB prunes row groups outside a rowid range filter).
 
         Bounds come from the table's own rows (``max(rowid)``), so replicas of the same
@@ -55,11 +57,19 @@ class DuckDBFileConnector(Connector):
         for index in range(count):
             low = bounds[index - 1] if index else None
             high = bounds[index] if index < count - 1 else None
-            conditions = [c for c in (
-                low is not None and exp.GTE(this=rowid.copy(), expression=exp.Literal.number(low)),
-                high is not None and exp.LT(this=rowid.copy(), expression=exp.Literal.number(high)),
-            ) if c]
-            scans.append(PartitionScan(table.copy(), exp.and_(*conditions) if conditions else exp.true()))
+            conditions = [
+                c
+                for c in (
+                    low is not None
+                    and exp.GTE(this=rowid.copy(), expression=exp.Literal.number(low)),
+                    high is not None
+                    and exp.LT(this=rowid.copy(), expression=exp.Literal.number(high)),
+                )
+                if c
+            ]
+            scans.append(
+                PartitionScan(table.copy(), exp.and_(*conditions) if conditions else exp.true())
+            )
         return Partitioning(tuple(scans), pieces=rows // ROWS_PER_PIECE)
 
 

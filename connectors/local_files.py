@@ -53,8 +53,8 @@ class LocalFilesConnector(Connector):
             self.root = root
         else:
             self.root = self.resolve_path(raw)
-            self.pattern = str(self.root / "**" / "*.parquet") if self.root.is_dir() else str(
-                self.root
+            self.pattern = (
+                str(self.root / "**" / "*.parquet") if self.root.is_dir() else str(self.root)
             )
         self.hive_partitioned = self.root.is_dir() and any(
             "=" in child.name for child in self.root.iterdir() if child.is_dir()
@@ -77,7 +77,9 @@ class LocalFilesConnector(Connector):
         self.check_available()
         return self._read_parquet()
 
-    def partitions(self, count: int, attach: AttachDatabase, value: QueryValue) -> Partitioning | None:
+    def partitions(
+        self, count: int, attach: AttachDatabase, value: QueryValue
+    ) -> Partitioning | None:
         """File groups: a file belongs to partition ``md5(path below the root) % count``.
 
         A pure function of the file's own name, so every node replica and every moment
@@ -87,16 +89,25 @@ class LocalFilesConnector(Connector):
         if self.pattern == str(self.root):
             return None  # one file: nothing to divide by file
         self.check_available()
-        files = value(exp.select(exp.func("count", exp.Star())).from_(
-            exp.Anonymous(this="glob", expressions=[exp.Literal.string(self.pattern)])))
+        files = value(
+            exp.select(exp.func("count", exp.Star())).from_(
+                exp.Anonymous(this="glob", expressions=[exp.Literal.string(self.pattern)])
+            )
+        )
         scan = self._read_parquet(_option("filename", exp.Literal.string(_FILE_COLUMN)))
         below_root = exp.func(
-            "substr", exp.column(_FILE_COLUMN, quoted=True), exp.Literal.number(len(str(self.root)) + 2)
+            "substr",
+            exp.column(_FILE_COLUMN, quoted=True),
+            exp.Literal.number(len(str(self.root)) + 2),
         )
-        bucket = exp.Mod(this=exp.func("md5_number", below_root), expression=exp.Literal.number(count))
+        bucket = exp.Mod(
+            this=exp.func("md5_number", below_root), expression=exp.Literal.number(count)
+        )
         return Partitioning(
-            tuple(PartitionScan(scan, exp.EQ(this=bucket.copy(), expression=exp.Literal.number(i)))
-                  for i in range(count)),
+            tuple(
+                PartitionScan(scan, exp.EQ(this=bucket.copy(), expression=exp.Literal.number(i)))
+                for i in range(count)
+            ),
             pieces=int(files or 0),
         )
 

@@ -1,8 +1,8 @@
 """A tiny client for pandas and Arrow users who do not want to learn Flight.
 
-    from gateway.client import connect
-    mesh = connect("grpc://127.0.0.1:8815", "bob", "bob")
-    frame = mesh.query_pandas("SELECT * FROM sales.orders LIMIT 5")
+from gateway.client import connect
+mesh = connect("grpc://127.0.0.1:8815", "bob", "bob")
+frame = mesh.query_pandas("SELECT * FROM sales.orders LIMIT 5")
 """
 
 from __future__ import annotations

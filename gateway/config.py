@@ -51,8 +51,12 @@ class GatewaySettings(_Strict):
     max_failed_logins: int = Field(default=5, gt=0, description="per user, before a lockout")
     failed_login_lockout_seconds: int = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
-    tls_cert_file: str | None = Field(default=None, description="PEM certificate (relative: to the mesh)")
-    tls_key_file: str | None = Field(default=None, description="PEM private key (relative: to the mesh)")
+    tls_cert_file: str | None = Field(
+        default=None, description="PEM certificate (relative: to the mesh)"
+    )
+    tls_key_file: str | None = Field(
+        default=None, description="PEM private key (relative: to the mesh)"
+    )
 
 
 class EngineSettings(_Strict):
@@ -67,7 +71,8 @@ class EngineSettings(_Strict):
     max_result_bytes: int = Field(default=16 * 1024**3, gt=0)
     max_spill_size: str = "10GB"
     process_memory_ceiling_bytes: int = Field(
-        default=8 * 1024**3, gt=0,
+        default=8 * 1024**3,
+        gt=0,
         description="RSS of the gateway past which running queries are stopped (a safety net "
         "for values DuckDB's memory_limit does not bound)",
     )
@@ -130,7 +135,9 @@ class NodesSettings(_Strict):
         "fragments; false moves whole governed products (kept for comparison)",
     )
     split_endpoints: int = Field(
-        default=1, ge=1, le=16,
+        default=1,
+        ge=1,
+        le=16,
         description="split a single-product scan into up to this many endpoints (by file or row range) "
         "that the client fetches in parallel",
     )

@@ -30,7 +30,9 @@ class _CurrentStderr:
 def configure_logging(json_lines: bool = False, level: str = "info") -> None:
     """Log to stderr, as JSON lines when ``json_lines`` else as aligned key=value text."""
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -34,16 +34,34 @@ def repo_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def spawn_server(command: str, mesh_dir: Path, port: int, log_path: Path, *options: str) -> subprocess.Popen:
+def spawn_server(
+    command: str, mesh_dir: Path, port: int, log_path: Path, *options: str
+) -> subprocess.Popen:
     """``python -m gateway.cli COMMAND MESH --port P --json-logs OPTIONS``, not waited for;
     its output is appended to ``log_path``."""
-    argv = [sys.executable, "-m", "gateway.cli", command, str(mesh_dir), "--port", str(port), "--json-logs", *options]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        command,
+        str(mesh_dir),
+        "--port",
+        str(port),
+        "--json-logs",
+        *options,
+    ]
     with log_path.open("ab") as log_file:  # the child keeps its own descriptor
-        return subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO)
+        return subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
+        )
 
 
 def wait_until_ready(
-    process: subprocess.Popen, ready: Callable[[], object], log_path: Path, name: str, timeout: float = 60.0,
+    process: subprocess.Popen,
+    ready: Callable[[], object],
+    log_path: Path,
+    name: str,
+    timeout: float = 60.0,
     interval: float = 0.05,
 ) -> None:
     """Call ``ready()`` until it stops raising. RuntimeError (with the end of the server's
@@ -59,7 +77,9 @@ def wait_until_ready(
             last_error = exc
         if time.monotonic() > deadline:
             stop_process(process)
-            raise RuntimeError(f"{name} not ready after {timeout:.0f} s: {last_error}\n{_log_tail(log_path)}")
+            raise RuntimeError(
+                f"{name} not ready after {timeout:.0f} s: {last_error}\n{_log_tail(log_path)}"
+            )
         time.sleep(interval)
 
 
@@ -79,7 +99,9 @@ def handshake(uri: str, user: str, password: str, tls_root_certs: bytes | None =
     """Log in to a gateway with Basic credentials (raises the Flight error if refused)."""
     from pyarrow import flight
 
-    client = flight.FlightClient(uri, **({"tls_root_certs": tls_root_certs} if tls_root_certs else {}))
+    client = flight.FlightClient(
+        uri, **({"tls_root_certs": tls_root_certs} if tls_root_certs else {})
+    )
     try:
         client.authenticate_basic_token(user, password)
     finally:
@@ -96,7 +118,9 @@ def node_action(uri: str, name: str, key: str, domain: str, timeout: float = 5.0
     body = TicketSealer(key, 1).seal_control(domain, name)
     client = flight.FlightClient(uri)
     try:
-        results = list(client.do_action(flight.Action(name, body), flight.FlightCallOptions(timeout=timeout)))
+        results = list(
+            client.do_action(flight.Action(name, body), flight.FlightCallOptions(timeout=timeout))
+        )
         return json.loads(results[0].body.to_pybytes())
     finally:
         client.close()

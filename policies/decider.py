@@ -68,7 +68,11 @@ class Decider:
 
     def enforce(self, subject: str, obj: str, action: Action, layer: Layer = ALL) -> bool:
         """Casbin's decision on (subject, obj, action) over the rules of ``layer``."""
-        rules = [r for r in self._index.candidates(action, obj, self.subjects(subject)) if in_layer(r, layer)]
+        rules = [
+            r
+            for r in self._index.candidates(action, obj, self.subjects(subject))
+            if in_layer(r, layer)
+        ]
         lines = [rule.as_casbin() for rule in rules]
         with self._lock:
             self._lines[:] = lines
@@ -77,7 +81,9 @@ class Decider:
     def candidates(self, action: Action, obj: str, subjects: frozenset[str]) -> list[Rule]:
         """Rules of ``action`` naming one of ``subjects`` whose object matches ``obj``, in
         policy order."""
-        return [r for r in self._index.candidates(action, obj, subjects) if self._match(obj, r.object)]
+        return [
+            r for r in self._index.candidates(action, obj, subjects) if self._match(obj, r.object)
+        ]
 
     def roles_for(self, member: str) -> list[str]:
         """The roles ``member`` holds directly."""

@@ -129,7 +129,10 @@ class Governor:
             return ProductAccess(product_key, False, None, (), ("not in this policy's catalog",))
         user = subject.user
         if product.domain in self.closed_domains:
-            return _denied(product, f"domain {product.domain}'s policy file is invalid: access is closed until it is fixed")
+            return _denied(
+                product,
+                f"domain {product.domain}'s policy file is invalid: access is closed until it is fixed",
+            )
         if not self._decider.enforce(user, product_key, Action.READ):
             return _denied(product, self._explain_denial(user, product_key))
         # Each of the user's direct roles (with what it inherits), and the user's own
@@ -139,12 +142,17 @@ class Governor:
         ]
         granting = [g for g in grants if self._grants_read(g, product_key)]
         row_filter, filter_reasons = self._row_filter(subject, product_key, granting)
-        columns = tuple(self._column(subject, product, column.name, granting) for column in product.columns)
-        reasons = tuple(
-            f"read allowed by {r.origin}"
-            for g in granting
-            for r in self._rules(Action.READ, product_key, g, Effect.ALLOW)
-        ) + filter_reasons
+        columns = tuple(
+            self._column(subject, product, column.name, granting) for column in product.columns
+        )
+        reasons = (
+            tuple(
+                f"read allowed by {r.origin}"
+                for g in granting
+                for r in self._rules(Action.READ, product_key, g, Effect.ALLOW)
+            )
+            + filter_reasons
+        )
         return ProductAccess(product_key, True, row_filter, columns, tuple(dict.fromkeys(reasons)))
 
     def _grants_read(self, grant: _Grant, obj: str) -> bool:
@@ -159,7 +167,8 @@ class Governor:
         reasons: list[str] = []
         for grant in granting:
             rules = [
-                r for r in self._rules(Action.FILTER, product_key, grant, Effect.ALLOW)
+                r
+                for r in self._rules(Action.FILTER, product_key, grant, Effect.ALLOW)
                 if r.object == product_key
             ]
             if not rules:
@@ -169,7 +178,9 @@ class Governor:
             reasons += [f"rows filtered by {r.origin}: {r.argument}" for r in rules]
         return reduce(exp.or_, per_grant), tuple(dict.fromkeys(reasons))
 
-    def _column(self, subject: Subject, product: ProductShape, column: str, granting: list[_Grant]) -> ColumnAccess:
+    def _column(
+        self, subject: Subject, product: ProductShape, column: str, granting: list[_Grant]
+    ) -> ColumnAccess:
         obj = f"{product.key}.{column}"
         user = subject.user
         if not self._decider.enforce(user, obj, Action.READ):
@@ -182,7 +193,8 @@ class Governor:
             chosen = min(domain_masks, key=lambda m: m[0].strength)
         if chosen is None and self._decider.enforce(user, obj, Action.MASK, GLOBAL):
             floor = [
-                r for grant in self._grants(user)
+                r
+                for grant in self._grants(user)
                 for r in self._rules(Action.MASK, obj, grant, Effect.ALLOW, GLOBAL)
             ]
             chosen = self._strongest(floor, product, column)
@@ -200,7 +212,9 @@ class Governor:
             return [] if exempt else allows
         return allows if self._decider.enforce(grant.name, obj, Action.MASK, DOMAIN) else []
 
-    def _strongest(self, rules: list[Rule], product: ProductShape, column: str) -> tuple[CompiledMask, Rule] | None:
+    def _strongest(
+        self, rules: list[Rule], product: ProductShape, column: str
+    ) -> tuple[CompiledMask, Rule] | None:
         shape = product.column(column)
         data_type = exp.DataType.build(shape.duck_type, dialect="duckdb")
         compiled = []
@@ -228,16 +242,22 @@ class Governor:
             return not grant.is_user and self._decider.has_link(grant.name, rule.subject)
 
         return [
-            r for r in self._decider.candidates(action, obj, subjects)
+            r
+            for r in self._decider.candidates(action, obj, subjects)
             if r.effect is effect and in_layer(r, layer) and applies(r)
         ]
 
     def _grants(self, user: str) -> list[_Grant]:
         """The user's own grant, then one per role the user holds directly."""
-        return [_Grant(user, True), *(_Grant(role, False) for role in self._decider.roles_for(user))]
+        return [
+            _Grant(user, True),
+            *(_Grant(role, False) for role in self._decider.roles_for(user)),
+        ]
 
     def _explain_denial(self, user: str, obj: str) -> str:
-        denies = [r for g in self._grants(user) for r in self._rules(Action.READ, obj, g, Effect.DENY)]
+        denies = [
+            r for g in self._grants(user) for r in self._rules(Action.READ, obj, g, Effect.DENY)
+        ]
         if denies:
             return f"read denied by {', '.join(r.origin for r in denies)}"
         return "no rule grants read (default deny)"

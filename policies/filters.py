@@ -24,7 +24,9 @@ _MARKER_PREFIX = "__meshgate_user_"
 def parse_filter(text: str, columns: Collection[str]) -> exp.Expression:
     """Parse and validate a row-filter predicate over ``columns``."""
     if not text.strip():
-        raise PolicyExpressionError("a filter rule needs a SQL predicate, e.g. region = {user.region}")
+        raise PolicyExpressionError(
+            "a filter rule needs a SQL predicate, e.g. region = {user.region}"
+        )
     marked = _ATTRIBUTE.sub(lambda m: f'"{_MARKER_PREFIX}{m.group(1)}"', text)
     if "{" in marked or "}" in marked:
         raise PolicyExpressionError("user attributes are written {user.<name>}")

@@ -26,7 +26,10 @@ class PolicyHolder:
     """Thread-safe access to the current Governor."""
 
     def __init__(
-        self, mesh_dir: Path, hash_key: str | None, user_roles: Mapping[str, tuple[str, ...]],
+        self,
+        mesh_dir: Path,
+        hash_key: str | None,
+        user_roles: Mapping[str, tuple[str, ...]],
         served_domains: frozenset[str] | None = None,
     ) -> None:
         """``served_domains``: a domain node's holder, deciding for those domains only
@@ -65,8 +68,12 @@ class PolicyHolder:
                         path, scope, products, self._hash_key, self._served_domains
                     )
                     if scope == GLOBAL_SCOPE and not loaded.rules:
-                        raise PolicyError(path, 0, "the global policy holds no rule; it is the floor every "
-                                          "domain builds on (a truncated file is never taken as valid)")
+                        raise PolicyError(
+                            path,
+                            0,
+                            "the global policy holds no rule; it is the floor every "
+                            "domain builds on (a truncated file is never taken as valid)",
+                        )
                     self._good[scope] = loaded
                     self._errors.pop(scope, None)
                 except PolicyError as exc:
@@ -75,8 +82,13 @@ class PolicyHolder:
                         self._good[scope] = PolicyFile(path, scope, (), ())
                         continue
                     if scope not in self._errors or str(self._errors[scope]) != str(exc):
-                        log.error("policy_rejected", file=str(exc.path), line=exc.line, error=str(exc),
-                                  kept="last good version" if scope in self._good else "domain closed")
+                        log.error(
+                            "policy_rejected",
+                            file=str(exc.path),
+                            line=exc.line,
+                            error=str(exc),
+                            kept="last good version" if scope in self._good else "domain closed",
+                        )
                     self._errors[scope] = exc
             for scope in list(self._good):
                 if scope not in paths:
@@ -94,8 +106,12 @@ class PolicyHolder:
                 closed_domains=frozenset(closed),
             )
             self._signature = signature
-            log.info("policy_loaded", version=self._version, rules=len(self._governor.rules),
-                     closed_domains=sorted(closed))
+            log.info(
+                "policy_loaded",
+                version=self._version,
+                rules=len(self._governor.rules),
+                closed_domains=sorted(closed),
+            )
             return True
 
 

@@ -46,7 +46,12 @@ class RuleIndex:
             if not by_subject:
                 continue
             if len(by_subject) <= len(subjects):
-                found += [pair for subject, pairs in by_subject.items() if subject in subjects for pair in pairs]
+                found += [
+                    pair
+                    for subject, pairs in by_subject.items()
+                    if subject in subjects
+                    for pair in pairs
+                ]
             else:
                 found += [pair for subject in subjects for pair in by_subject.get(subject, ())]
         found.sort(key=lambda pair: pair[0])

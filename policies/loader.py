@@ -45,7 +45,10 @@ def policy_paths(mesh_dir: Path, domains: list[str]) -> dict[str, Path]:
 
 
 def read_policy_file(
-    path: Path, scope: str, products: Mapping[str, ProductShape], hash_key: str | None,
+    path: Path,
+    scope: str,
+    products: Mapping[str, ProductShape],
+    hash_key: str | None,
     served_domains: frozenset[str] | None = None,
 ) -> PolicyFile:
     """Parse and validate one file; raise PolicyError at the first bad line.
@@ -79,7 +82,9 @@ def read_policy_file(
         elif kind == "g":
             links.append(checker.link(number, fields[1:]))
         else:
-            raise PolicyError(path, number, f"unknown line type {kind!r}; use `p` (rule) or `g` (role)")
+            raise PolicyError(
+                path, number, f"unknown line type {kind!r}; use `p` (rule) or `g` (role)"
+            )
     return PolicyFile(path, scope, tuple(rules), tuple(links))
 
 
@@ -92,14 +97,14 @@ def _names_other_domain(fields: list[str], served: frozenset[str]) -> bool:
 
 
 class _LineChecker:
-    def __init__(self, path: Path, scope: str, products: Mapping[str, ProductShape], hash_key: str | None) -> None:
+    def __init__(
+        self, path: Path, scope: str, products: Mapping[str, ProductShape], hash_key: str | None
+    ) -> None:
         self.path = path
         self.scope = scope
         self.products = products
         self.hash_key = hash_key
-        tags = {
-            f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns
-        }
+        tags = {f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns}
         self.matches = object_matcher(tags)
 
     def fail(self, line: int, problem: str) -> PolicyError:
@@ -124,7 +129,9 @@ class _LineChecker:
         try:
             action = Action(action_text.lower())
         except ValueError:
-            raise self.fail(line, f"unknown action {action_text!r}; use read, mask or filter") from None
+            raise self.fail(
+                line, f"unknown action {action_text!r}; use read, mask or filter"
+            ) from None
         try:
             effect = Effect(effect_text.lower())
         except ValueError:
@@ -139,20 +146,27 @@ class _LineChecker:
         if obj == "*" or obj.startswith("tag:"):
             if self.scope != GLOBAL_SCOPE:
                 raise self.fail(
-                    line, f"object {obj!r} reaches beyond this domain; domain files name "
-                    f"{self.scope}.* or {self.scope}.<product>[.<column>]"
+                    line,
+                    f"object {obj!r} reaches beyond this domain; domain files name "
+                    f"{self.scope}.* or {self.scope}.<product>[.<column>]",
                 )
             if obj.startswith("tag:") and (action is Action.FILTER or len(obj) == 4):
-                raise self.fail(line, "a tag object is `tag:<name>` and applies to columns (read or mask)")
+                raise self.fail(
+                    line, "a tag object is `tag:<name>` and applies to columns (read or mask)"
+                )
             return self._covered(obj)
         parts = obj.split(".")
         if len(parts) not in (2, 3) or not all(parts):
-            raise self.fail(line, f"invalid object {obj!r}; use <domain>.*, <domain>.<product> or <domain>.<product>.<column>")
+            raise self.fail(
+                line,
+                f"invalid object {obj!r}; use <domain>.*, <domain>.<product> or <domain>.<product>.<column>",
+            )
         domain = parts[0]
         if self.scope not in (GLOBAL_SCOPE, domain):
             raise self.fail(
-                line, f"object {obj!r} belongs to domain {domain!r}; the {self.scope} policy may "
-                f"only name {self.scope}'s products"
+                line,
+                f"object {obj!r} belongs to domain {domain!r}; the {self.scope} policy may "
+                f"only name {self.scope}'s products",
             )
         if parts[1] == "*":
             if len(parts) != 2:
@@ -162,14 +176,18 @@ class _LineChecker:
             return self._covered(obj)
         product = self.products.get(f"{domain}.{parts[1]}")
         if product is None:
-            raise self.fail(line, f"unknown product {domain}.{parts[1]}; check the name against `meshgate products`")
+            raise self.fail(
+                line,
+                f"unknown product {domain}.{parts[1]}; check the name against `meshgate products`",
+            )
         if len(parts) == 3:
             if action is Action.FILTER:
                 raise self.fail(line, "a filter names a product, not a column")
             if product.column(parts[2]) is None:
                 raise self.fail(
-                    line, f"product {product.key} has no column {parts[2]!r} "
-                    f"(columns: {', '.join(c.name for c in product.columns)})"
+                    line,
+                    f"product {product.key} has no column {parts[2]!r} "
+                    f"(columns: {', '.join(c.name for c in product.columns)})",
                 )
         return self._covered(obj)
 
@@ -181,14 +199,20 @@ class _LineChecker:
             if self.matches(f"{product.key}.{column.name}", obj)
         ]
 
-    def _check_argument(self, line: int, rule: Rule, columns: list[tuple[ProductShape, str]]) -> None:
-        if rule.action is Action.READ or (rule.action is Action.MASK and rule.effect is Effect.DENY):
+    def _check_argument(
+        self, line: int, rule: Rule, columns: list[tuple[ProductShape, str]]
+    ) -> None:
+        if rule.action is Action.READ or (
+            rule.action is Action.MASK and rule.effect is Effect.DENY
+        ):
             if rule.argument:
                 raise self.fail(line, f"`{rule.action} {rule.effect}` takes no argument")
             return
         if rule.action is Action.FILTER:
             if rule.effect is not Effect.ALLOW:
-                raise self.fail(line, "filters are `allow` rules: they say which rows a subject may read")
+                raise self.fail(
+                    line, "filters are `allow` rules: they say which rows a subject may read"
+                )
             product = self.products[rule.object]
             try:
                 parse_filter(rule.argument, [c.name for c in product.columns])
@@ -202,9 +226,16 @@ class _LineChecker:
             return compile_or_fail
         for product, column in columns:
             shape = product.column(column)
-            self._compile(line, rule.argument, exp.DataType.build(shape.duck_type, dialect="duckdb"), f"{product.key}.{column}")
+            self._compile(
+                line,
+                rule.argument,
+                exp.DataType.build(shape.duck_type, dialect="duckdb"),
+                f"{product.key}.{column}",
+            )
 
-    def _compile(self, line: int, spec: str, data_type: exp.DataType | None, where: str = "") -> None:
+    def _compile(
+        self, line: int, spec: str, data_type: exp.DataType | None, where: str = ""
+    ) -> None:
         try:
             compile_mask(spec, data_type, self.hash_key)
         except PolicyExpressionError as exc:

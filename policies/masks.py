@@ -22,8 +22,14 @@ REDACTED = "[REDACTED]"
 
 # Least to most restrictive: with several roles a user gets the least restrictive mask.
 _STRENGTH = {
-    "sql": 1, "round": 1, "year": 1, "last4": 1, "partial_email": 1,
-    "hash": 2, "redact": 3, "null": 4,
+    "sql": 1,
+    "round": 1,
+    "year": 1,
+    "last4": 1,
+    "partial_email": 1,
+    "hash": 2,
+    "redact": 3,
+    "null": 4,
 }
 
 Builder = Callable[[exp.Expression, exp.DataType], exp.Expression]
@@ -32,7 +38,10 @@ Builder = Callable[[exp.Expression, exp.DataType], exp.Expression]
 def _system(name: str, *args: exp.Expression) -> exp.Expression:
     """``system.main.<name>(args)``: a built-in that no session object can shadow."""
     call = exp.Anonymous(this=name, expressions=list(args))
-    return exp.Dot(this=exp.Dot(this=exp.to_identifier("system"), expression=exp.to_identifier("main")), expression=call)
+    return exp.Dot(
+        this=exp.Dot(this=exp.to_identifier("system"), expression=exp.to_identifier("main")),
+        expression=call,
+    )
 
 
 def _text(value: exp.Expression) -> exp.Expression:
@@ -40,13 +49,17 @@ def _text(value: exp.Expression) -> exp.Expression:
 
 
 def _null_guard(value: exp.Expression, masked: exp.Expression) -> exp.Expression:
-    return exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())], default=masked)
+    return exp.Case(
+        ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())],
+        default=masked,
+    )
 
 
 def hash_mask(key: str) -> Builder:
     def build(value: exp.Expression, _: exp.DataType) -> exp.Expression:
         keyed = _system("concat", exp.Literal.string(key), _text(value.copy()))
         return _null_guard(value, _system("sha256", keyed))
+
     return build
 
 
@@ -71,7 +84,11 @@ def _partial_email(value: exp.Expression, _: exp.DataType) -> exp.Expression:
 
 
 def _last4(value: exp.Expression, _: exp.DataType) -> exp.Expression:
-    masked = _system("concat", exp.Literal.string("***"), _system("right", _text(value.copy()), exp.Literal.number(4)))
+    masked = _system(
+        "concat",
+        exp.Literal.string("***"),
+        _system("right", _text(value.copy()), exp.Literal.number(4)),
+    )
     return _null_guard(value, masked)
 
 
@@ -83,7 +100,10 @@ def _year(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
 def _round(step: float) -> Builder:
     def build(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
         bucket = _system("round", exp.Div(this=value.copy(), expression=exp.Literal.number(step)))
-        return exp.Cast(this=exp.Mul(this=bucket, expression=exp.Literal.number(step)), to=data_type.copy())
+        return exp.Cast(
+            this=exp.Mul(this=bucket, expression=exp.Literal.number(step)), to=data_type.copy()
+        )
+
     return build
 
 
@@ -93,6 +113,7 @@ def _custom(template: exp.Expression) -> Builder:
         for column in list(expression.find_all(exp.Column)):
             column.replace(value.copy())
         return expression
+
     return build
 
 
@@ -118,7 +139,9 @@ def compile_mask(spec: str, data_type: exp.DataType | None, hash_key: str | None
         )
     family = _TYPE_FAMILIES.get(name)
     if family and data_type is not None and not data_type.is_type(*family):
-        raise PolicyExpressionError(f"mask {name} does not apply to a {data_type.sql('duckdb')} column")
+        raise PolicyExpressionError(
+            f"mask {name} does not apply to a {data_type.sql('duckdb')} column"
+        )
     builder: Builder
     if name == "hash":
         if not hash_key:
@@ -130,13 +153,20 @@ def compile_mask(spec: str, data_type: exp.DataType | None, hash_key: str | None
         except ValueError:
             step = 0.0
         if step <= 0:
-            raise PolicyExpressionError(f"mask {spec!r}: round needs a positive step, e.g. round:100")
+            raise PolicyExpressionError(
+                f"mask {spec!r}: round needs a positive step, e.g. round:100"
+            )
         builder = _round(int(step) if step.is_integer() else step)
     elif name == "sql":
         builder = _custom(_parse_custom(argument))
     else:
-        builder = {"redact": _redact, "null": _null, "partial_email": _partial_email,
-                   "last4": _last4, "year": _year}[name]
+        builder = {
+            "redact": _redact,
+            "null": _null,
+            "partial_email": _partial_email,
+            "last4": _last4,
+            "year": _year,
+        }[name]
     return CompiledMask(spec=spec, strength=_STRENGTH[name], build=builder)
 
 

@@ -21,20 +21,60 @@ from policies.errors import PolicyExpressionError
 
 FORBIDDEN_FUNCTIONS = frozenset(
     {
-        "query", "query_table", "getenv", "getvariable", "current_setting", "current_query",
-        "current_query_id", "current_database", "current_catalog", "current_schema",
-        "current_schemas", "current_connection_id", "current_transaction_id", "glob",
-        "read_blob", "read_text", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
-        "read_json_objects", "read_ndjson", "read_ndjson_auto", "read_ndjson_objects",
-        "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema",
-        "parquet_file_metadata", "parquet_kv_metadata", "parquet_bloom_probe", "sniff_csv",
-        "which_secret", "nextval", "currval", "setseed", "pg_sleep", "sleep_ms",
-        "load_extension", "install_extension", "json_serialize_sql", "json_deserialize_sql",
-        "json_serialize_plan", "json_execute_serialized_sql", "enum_range", "enum_range_boundary",
-        "enum_first", "enum_last", "enum_code",
+        "query",
+        "query_table",
+        "getenv",
+        "getvariable",
+        "current_setting",
+        "current_query",
+        "current_query_id",
+        "current_database",
+        "current_catalog",
+        "current_schema",
+        "current_schemas",
+        "current_connection_id",
+        "current_transaction_id",
+        "glob",
+        "read_blob",
+        "read_text",
+        "read_csv",
+        "read_csv_auto",
+        "read_json",
+        "read_json_auto",
+        "read_json_objects",
+        "read_ndjson",
+        "read_ndjson_auto",
+        "read_ndjson_objects",
+        "read_parquet",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "parquet_bloom_probe",
+        "sniff_csv",
+        "which_secret",
+        "nextval",
+        "currval",
+        "setseed",
+        "pg_sleep",
+        "sleep_ms",
+        "load_extension",
+        "install_extension",
+        "json_serialize_sql",
+        "json_deserialize_sql",
+        "json_serialize_plan",
+        "json_execute_serialized_sql",
+        "enum_range",
+        "enum_range_boundary",
+        "enum_first",
+        "enum_last",
+        "enum_code",
         # error() turns a predicate into an oracle on rows a row filter hides (assert_true is
         # a macro over it); stats() shows the base table's min/max through any filter
-        "error", "assert_true", "stats",
+        "error",
+        "assert_true",
+        "stats",
     }
 )
 
@@ -115,8 +155,18 @@ def _generated_name(cls: type[exp.Func], shape: tuple) -> str:
 
 _FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "has_", "pragma_")
 _FORBIDDEN_CATALOG_HELPERS = frozenset(
-    {"format_type", "get_block_size", "col_description", "obj_description", "shobj_description",
-     "current_role", "current_user", "session_user", "user", "version"}
+    {
+        "format_type",
+        "get_block_size",
+        "col_description",
+        "obj_description",
+        "shobj_description",
+        "current_role",
+        "current_user",
+        "session_user",
+        "user",
+        "version",
+    }
 )
 
 
@@ -138,7 +188,9 @@ def function_refusal(node: exp.Func, scalar_only: bool = False) -> str | None:
     if scalar_only:
         if name in _NONDETERMINISTIC:
             return f"function {name}() is not deterministic"
-        if isinstance(node, (exp.AggFunc, exp.Window)) or (kinds is not None and "scalar" not in kinds and "macro" not in kinds):
+        if isinstance(node, (exp.AggFunc, exp.Window)) or (
+            kinds is not None and "scalar" not in kinds and "macro" not in kinds
+        ):
             return f"function {name}() is not a scalar function"
     return None
 
@@ -148,7 +200,9 @@ def check_scalar_expression(expression: exp.Expression, allowed_columns: Collect
     expression over ``allowed_columns`` (no subqueries, tables, aggregates or parameters)."""
     allowed = {c.lower() for c in allowed_columns}
     for node in expression.walk():
-        if isinstance(node, (exp.Query, exp.Subquery, exp.Table, exp.Star, exp.Window, exp.Placeholder)):
+        if isinstance(
+            node, (exp.Query, exp.Subquery, exp.Table, exp.Star, exp.Window, exp.Placeholder)
+        ):
             raise PolicyExpressionError(
                 f"{node.key.upper()} is not allowed here: use a scalar expression over the columns"
             )
@@ -225,16 +279,29 @@ MAX_COLLECTED_VALUES = 10_000
 #: Aggregates returning their top ``n`` values as a list: name -> position of ``n``, which
 #: must be a constant within MAX_COLLECTED_VALUES (DuckDB allows up to 1,000,000).
 _TOP_N: dict[str, int] = {
-    "max": 1, "min": 1, "arg_max": 2, "arg_min": 2, "arg_max_nulls_last": 2,
-    "arg_min_nulls_last": 2, "approx_top_k": 1, "lttb": 2,
+    "max": 1,
+    "min": 1,
+    "arg_max": 2,
+    "arg_min": 2,
+    "arg_max_nulls_last": 2,
+    "arg_min_nulls_last": 2,
+    "approx_top_k": 1,
+    "lttb": 2,
 }
 
 #: Functions that split a string into a list: each character may become an element of
 #: 16 bytes or more.
-_SPLITTERS = frozenset({
-    "str_split", "string_split", "string_to_array", "regexp_split_to_array", "str_split_regex",
-    "string_split_regex", "regexp_extract_all",
-})
+_SPLITTERS = frozenset(
+    {
+        "str_split",
+        "string_split",
+        "string_to_array",
+        "regexp_split_to_array",
+        "str_split_regex",
+        "string_split_regex",
+        "regexp_extract_all",
+    }
+)
 _SPLIT_FACTOR = 16.0
 
 
@@ -305,8 +372,16 @@ def amplification_refusal(node: exp.Func) -> str | None:
 
 #: Functions that substitute text: the output can grow by the replacement's length for
 #: every match. The replacement (argument index) must be a constant.
-_REPLACERS = {"replace": 2, "regexp_replace": 2, "translate": 2, "list_transform": None,
-              "array_transform": None, "apply": None, "list_apply": None, "array_apply": None}
+_REPLACERS = {
+    "replace": 2,
+    "regexp_replace": 2,
+    "translate": 2,
+    "list_transform": None,
+    "array_transform": None,
+    "apply": None,
+    "list_apply": None,
+    "array_apply": None,
+}
 MAX_STRING_CONSTANT = 1_000
 
 
@@ -358,7 +433,9 @@ def amplification_factor(node: exp.Func) -> float:
         index = _REPLACERS[name]
         arguments = list(node.iter_expressions())
         if index is None:  # a lambda over a list: each element may become a constant
-            longest = max((len(lit.this) for lit in node.find_all(exp.Literal) if lit.is_string), default=1)
+            longest = max(
+                (len(lit.this) for lit in node.find_all(exp.Literal) if lit.is_string), default=1
+            )
             return float(max(1, longest))
         replacement = arguments[index] if len(arguments) > index else None
         if isinstance(replacement, exp.Literal) and replacement.is_string:
@@ -368,7 +445,11 @@ def amplification_factor(node: exp.Func) -> float:
     if name not in _AMPLIFIERS:
         return 1.0
     arguments = list(node.iter_expressions())
-    values = [_constant_number(a) or 1.0 for i, a in enumerate(arguments) if positions is None or i in positions]
+    values = [
+        _constant_number(a) or 1.0
+        for i, a in enumerate(arguments)
+        if positions is None or i in positions
+    ]
     if name in ("range", "generate_series"):
         start, stop, step = _series_bounds(values)
         return max(1.0, abs((stop - start) / step)) if step else float("inf")

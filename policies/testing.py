@@ -72,11 +72,16 @@ def load_cases(path: Path) -> list[PolicyCase]:
             raise PolicyTestFileError(f"{where}: each case needs user, query and expect")
         expect = item["expect"]
         if not isinstance(expect, dict) or not expect or set(expect) - _EXPECTATIONS:
-            raise PolicyTestFileError(
-                f"{where}: expect takes {', '.join(sorted(_EXPECTATIONS))}"
+            raise PolicyTestFileError(f"{where}: expect takes {', '.join(sorted(_EXPECTATIONS))}")
+        cases.append(
+            PolicyCase(
+                str(item.get("name", f"case {index + 1}")),
+                str(item["user"]),
+                str(item["query"]),
+                expect,
+                where,
             )
-        cases.append(PolicyCase(str(item.get("name", f"case {index + 1}")), str(item["user"]),
-                                str(item["query"]), expect, where))
+        )
     return cases
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import RunningGateway, start_gateway, stop_gateway
 
 from gateway.demo.mesh import write_demo_mesh
-from support import RunningGateway, start_gateway, stop_gateway
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,9 @@ def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mesh_copy(demo_mesh: Path, tmp_path: Path) -> Path:
     """A private copy of the demo mesh that a test may change (without the session
     gateway's runtime state, such as its audit log)."""
-    return Path(shutil.copytree(demo_mesh, tmp_path / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
+    return Path(
+        shutil.copytree(demo_mesh, tmp_path / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
+    )
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,9 @@ def log_records(text: str, event: str | None = None) -> list[dict]:
     return records
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> object:
     """Poll ``predicate`` until it returns something truthy, and return that; fail the test
     after ``timeout`` seconds (generous: a loaded machine is slow, a passing poll is not)."""
     deadline = time.monotonic() + timeout
@@ -78,7 +79,9 @@ def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> Runn
     log_path.write_bytes(b"")
     process = spawn_server("serve", mesh_dir, port, log_path)
     uri = f"grpc://127.0.0.1:{port}"
-    wait_until_ready(process, lambda: handshake(uri, "bob", "bob"), log_path, "gateway", timeout, interval=0.1)
+    wait_until_ready(
+        process, lambda: handshake(uri, "bob", "bob"), log_path, "gateway", timeout, interval=0.1
+    )
     return RunningGateway(uri, mesh_dir, process, log_path)
 
 

@@ -73,7 +73,11 @@ class AuditLog:
         return self._write(event, fields, flush_now=False)
 
     def _write(self, event: str, fields: dict[str, object], flush_now: bool) -> int:
-        entry = {"time": datetime.now(UTC).isoformat(timespec="microseconds"), "event": event, **fields}
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "event": event,
+            **fields,
+        }
         line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
         with self._changed:
             if self._closed:
@@ -143,7 +147,10 @@ class AuditLog:
         os.close(self._fd)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._rotations += 1  # never two rotated files with one name, however fast
-        os.replace(self.directory / CURRENT_FILE, self.directory / f"audit-{stamp}-{self._rotations:06d}.jsonl")
+        os.replace(
+            self.directory / CURRENT_FILE,
+            self.directory / f"audit-{stamp}-{self._rotations:06d}.jsonl",
+        )
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
 

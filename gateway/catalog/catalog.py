@@ -168,34 +168,56 @@ def load_catalog(
             contracts = list((last_good or {}).get(path, []))
         for contract in contracts:
             if contract.key in products:
-                problems.append(ContractProblem(path, (
-                    f"{path}: field `{contract.schema_field}.name`: product {contract.key} is "
-                    f"already published by {products[contract.key].contract.contract_path}; "
-                    "rename one of them")))
+                problems.append(
+                    ContractProblem(
+                        path,
+                        (
+                            f"{path}: field `{contract.schema_field}.name`: product {contract.key} is "
+                            f"already published by {products[contract.key].contract.contract_path}; "
+                            "rename one of them"
+                        ),
+                    )
+                )
                 continue
             try:
-                schema, column_types = engine.bind(contract, connector_for(contract.source), partitions)
+                schema, column_types = engine.bind(
+                    contract, connector_for(contract.source), partitions
+                )
             except (ContractError, ConnectorError) as exc:
                 problems.append(ContractProblem(path, str(exc)))
                 previous = [c for c in (last_good or {}).get(path, []) if c.key == contract.key]
                 if not previous or previous[0] == contract:
                     continue
                 try:  # the edit contradicts the data: the last good version still fits it
-                    schema, column_types = engine.bind(previous[0], connector_for(previous[0].source), partitions)
+                    schema, column_types = engine.bind(
+                        previous[0], connector_for(previous[0].source), partitions
+                    )
                     contract = previous[0]
                 except (ContractError, ConnectorError, duckdb.Error):
                     continue
             except duckdb.CatalogException as exc:  # the table is not in the database file
-                problems.append(ContractProblem(path, (
-                    f"{path}: field `{contract.schema_field}.physicalName` (product "
-                    f"{contract.key}): table {contract.source.physical_name!r} not found in "
-                    f"{contract.source.server.path} ({_first_line(exc)}); fix the table name")))
+                problems.append(
+                    ContractProblem(
+                        path,
+                        (
+                            f"{path}: field `{contract.schema_field}.physicalName` (product "
+                            f"{contract.key}): table {contract.source.physical_name!r} not found in "
+                            f"{contract.source.server.path} ({_first_line(exc)}); fix the table name"
+                        ),
+                    )
+                )
                 continue
             except duckdb.Error as exc:  # the source itself is unreadable (corrupt file, ...)
-                problems.append(ContractProblem(path, (
-                    f"{path}: field `{contract.source.field('path')}` (product {contract.key}): "
-                    f"the data cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
-                    "fix the data: republish the files or fix the path")))
+                problems.append(
+                    ContractProblem(
+                        path,
+                        (
+                            f"{path}: field `{contract.source.field('path')}` (product {contract.key}): "
+                            f"the data cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                            "fix the data: republish the files or fix the path"
+                        ),
+                    )
+                )
                 continue
             products[contract.key] = Product(contract, schema, column_types)
     engine.lock()
@@ -212,7 +234,11 @@ class CatalogHolder:
     """Thread-safe access to the current catalog; reloads when contracts change."""
 
     def __init__(
-        self, mesh_dir: Path, settings: EngineSettings, domains: frozenset[str] | None = None, partitions: int = 1
+        self,
+        mesh_dir: Path,
+        settings: EngineSettings,
+        domains: frozenset[str] | None = None,
+        partitions: int = 1,
     ) -> None:
         self._mesh_dir = mesh_dir
         self._settings = settings
@@ -231,7 +257,10 @@ class CatalogHolder:
             if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
                 return False
             fresh = load_catalog(
-                self._mesh_dir, self._settings, self._domains, self._current.contracts_by_file(),
+                self._mesh_dir,
+                self._settings,
+                self._domains,
+                self._current.contracts_by_file(),
                 partitions=self._partitions,
             )
             self._current = fresh

@@ -72,7 +72,8 @@ def find_contracts(mesh_dir: Path, domains: frozenset[str] | None = None) -> lis
     return sorted(
         path
         for domain_dir in mesh_dir.iterdir()
-        if domain_dir.is_dir() and not domain_dir.name.startswith(".")
+        if domain_dir.is_dir()
+        and not domain_dir.name.startswith(".")
         and (domains is None or domain_dir.name in domains)
         for path in domain_dir.glob(f"*{CONTRACT_SUFFIX}")
     )
@@ -96,10 +97,7 @@ def read_contract(path: Path) -> list[ProductContract]:
         )
     if not contract.schema_:
         raise ContractError(f"{path}: field `schema`: missing; declare the product's columns")
-    return [
-        _product(path, contract, index)
-        for index in range(len(contract.schema_))
-    ]
+    return [_product(path, contract, index) for index in range(len(contract.schema_))]
 
 
 def _load_model(path: Path) -> OpenDataContractStandard:
@@ -114,7 +112,9 @@ def _load_model(path: Path) -> OpenDataContractStandard:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ContractError(f"{path}: cannot read contract: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ContractError(f"{path}: a contract must be a YAML mapping (ODCS v3), got {type(raw).__name__}")
+        raise ContractError(
+            f"{path}: a contract must be a YAML mapping (ODCS v3), got {type(raw).__name__}"
+        )
     _check_unknown_keys(path, raw)
     try:
         return OpenDataContractStandard.model_validate(raw)
@@ -248,6 +248,7 @@ _NESTED_KEYS = {
 def _check_unknown_keys(path: Path, raw: dict) -> None:
     """Refuse misspelled keys in servers, schema objects and properties: a typo such as
     ``tag:`` for ``tags:`` would otherwise silently drop a column's pii tag."""
+
     def check(items: object, kind: str, field: str) -> None:
         if not isinstance(items, list):
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,11 +14,16 @@ from rich.table import Table
 
 from gateway.errors import MeshgateError
 
-app = typer.Typer(help="Meshgate: a governed Arrow Flight SQL gateway for a data mesh.", no_args_is_help=True)
+app = typer.Typer(
+    help="Meshgate: a governed Arrow Flight SQL gateway for a data mesh.", no_args_is_help=True
+)
 console = Console()
 err_console = Console(stderr=True)
 
-MeshDir = Annotated[Optional[Path], typer.Argument(help="Mesh directory (default: the demo mesh in the cache folder).")]
+MeshDir = Annotated[
+    Path | None,
+    typer.Argument(help="Mesh directory (default: the demo mesh in the cache folder)."),
+]
 SAMPLE_QUERY = (
     "SELECT region, count(*) AS orders, sum(amount) AS revenue "
     "FROM sales.orders GROUP BY region ORDER BY region"
@@ -36,9 +41,10 @@ def _configure() -> None:
 
 def default_mesh_dir() -> Path:
     """The demo mesh's cache location (``$MESHGATE_HOME`` or ``~/.cache/meshgate``)."""
-    home = os.environ.get("MESHGATE_HOME") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    ) / "meshgate"
+    home = (
+        os.environ.get("MESHGATE_HOME")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meshgate"
+    )
     return Path(home) / "demo-mesh"
 
 
@@ -62,8 +68,8 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def serve(
     mesh_dir: MeshDir = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (0 picks a free one).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
 ) -> None:
     """Serve a mesh over Arrow Flight SQL."""
@@ -83,7 +89,9 @@ def serve(
 
 @app.command()
 def node(
-    mesh_dir: Annotated[Path, typer.Argument(help="Mesh directory (the node reads only its domain).")],
+    mesh_dir: Annotated[
+        Path, typer.Argument(help="Mesh directory (the node reads only its domain).")
+    ],
     domain: Annotated[str, typer.Option(help="The domain this node serves.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8821,
@@ -97,17 +105,23 @@ def node(
     configure_logging(json_lines=json_logs)
     configure_server_process()
     try:
-        server = DomainNode(f"grpc://{host}:{port}", mesh_dir.resolve(), load_config(mesh_dir), domain)
+        server = DomainNode(
+            f"grpc://{host}:{port}", mesh_dir.resolve(), load_config(mesh_dir), domain
+        )
     except MeshgateError as exc:
         _fail(exc)
-    console.print(f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
-                  f"({len(server.state.current.catalog)} products)")
+    console.print(
+        f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
+        f"({len(server.state.current.catalog)} products)"
+    )
     server.serve()
 
 
 def _print_banner(gateway, address: str) -> None:
     catalog = gateway.state.current.catalog
-    console.print(f"[bold]Meshgate[/bold] serving {len(catalog)} products on [bold]{address}[/bold]")
+    console.print(
+        f"[bold]Meshgate[/bold] serving {len(catalog)} products on [bold]{address}[/bold]"
+    )
     for product in catalog:
         console.print(f"  {product.key:<24} {product.contract.description}")
     for problem in catalog.problems:
@@ -123,7 +137,9 @@ def _print_banner(gateway, address: str) -> None:
         markup=False,
         soft_wrap=True,  # never break a line: the snippet must paste as it is
     )
-    console.print("\nDemo users (password = user name): alice, bob, carol, erin, dave. Ctrl-C stops.\n")
+    console.print(
+        "\nDemo users (password = user name): alice, bob, carol, erin, dave. Ctrl-C stops.\n"
+    )
 
 
 @app.command()
@@ -146,7 +162,7 @@ def demo(
 @app.command()
 def products(
     mesh_dir: MeshDir = None,
-    user: Annotated[Optional[str], typer.Option(help="Show only what this user may see.")] = None,
+    user: Annotated[str | None, typer.Option(help="Show only what this user may see.")] = None,
 ) -> None:
     """List the mesh's products: owner, rows, columns and validation status."""
     path = _mesh(mesh_dir)
@@ -161,7 +177,9 @@ def products(
     title = f"Products of {path}" + (f" visible to {user}" if user else "")
     caption = (
         f"rows —: counts are not shown per user (row filters apply); count with "
-        f'meshgate query --user {user} "SELECT count(*) FROM <product>"' if user else None
+        f'meshgate query --user {user} "SELECT count(*) FROM <product>"'
+        if user
+        else None
     )
     table = Table(title=title, caption=escape(caption) if caption else None)
     for column in ("product", "owner", "rows", "columns", "status"):
@@ -172,17 +190,29 @@ def products(
             f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
         )
         shown_rows = "—" if rows is None else f"{rows:,}"
-        table.add_row(product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]")
+        table.add_row(
+            product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]"
+        )
     problems = [] if user else catalog.problems
     for problem in problems:
-        table.add_row(problem.path.parent.name + "/" + problem.path.name, "", "", "", f"[red]{escape(problem.message)}[/red]")
+        table.add_row(
+            problem.path.parent.name + "/" + problem.path.name,
+            "",
+            "",
+            "",
+            f"[red]{escape(problem.message)}[/red]",
+        )
     console.print(table)
     if service.nodes is not None:
         nodes = Table("domain", "node", "reachable", "detail", title="Domain nodes")
         for domain in service.nodes.domains:
             for replica in service.nodes.health(domain):
-                nodes.add_row(domain, replica["location"], "yes" if replica["reachable"] else "[red]no[/red]",
-                              escape(", ".join(replica.get("products", [])) or replica.get("error", "")))
+                nodes.add_row(
+                    domain,
+                    replica["location"],
+                    "yes" if replica["reachable"] else "[red]no[/red]",
+                    escape(", ".join(replica.get("products", [])) or replica.get("error", "")),
+                )
         console.print(nodes)
     for error in service.policy_errors if not user else ():
         err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
@@ -193,7 +223,7 @@ def products(
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
-    mesh_dir: Annotated[Optional[Path], typer.Option("--mesh", help="Mesh directory.")] = None,
+    mesh_dir: Annotated[Path | None, typer.Option("--mesh", help="Mesh directory.")] = None,
     user: Annotated[str, typer.Option(help="Run as this user of the mesh config.")] = "bob",
     max_rows: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
 ) -> None:
@@ -220,7 +250,7 @@ def query(
 @app.command()
 def explain(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
-    mesh_dir: Annotated[Optional[Path], typer.Option("--mesh", help="Mesh directory.")] = None,
+    mesh_dir: Annotated[Path | None, typer.Option("--mesh", help="Mesh directory.")] = None,
     user: Annotated[str, typer.Option(help="Explain for this user.")] = "bob",
 ) -> None:
     """Show the governed SQL and, per product and column, which rule allowed, filtered or masked it."""
@@ -236,7 +266,9 @@ def explain(
     console.print(rows[0]["rule"], highlight=False, markup=False)
     table = Table("product", "column", "decision", "rule", title="Decisions")
     for row in rows[1:]:
-        table.add_row(*(escape(str(row[k] or "")) for k in ("product", "column", "decision", "rule")))
+        table.add_row(
+            *(escape(str(row[k] or "")) for k in ("product", "column", "decision", "rule"))
+        )
     console.print(table)
 
 
@@ -269,8 +301,10 @@ def policy_test(mesh_dir: MeshDir = None) -> None:
     for result in results:
         mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
         failed += not result.passed
-        console.print(f"{mark} {escape(result.case.where)}: {escape(result.case.name)}"
-                      + ("" if result.passed else f"\n     {escape(result.message)}"))
+        console.print(
+            f"{mark} {escape(result.case.where)}: {escape(result.case.name)}"
+            + ("" if result.passed else f"\n     {escape(result.message)}")
+        )
     console.print(f"{len(results) - failed} passed, {failed} failed")
     if failed or service.policy_errors:
         for error in service.policy_errors:
@@ -281,9 +315,9 @@ def policy_test(mesh_dir: MeshDir = None) -> None:
 @app.command()
 def audit(
     mesh_dir: MeshDir = None,
-    user: Annotated[Optional[str], typer.Option(help="Only this user's queries.")] = None,
-    product: Annotated[Optional[str], typer.Option(help="Only queries reading this product.")] = None,
-    since: Annotated[Optional[str], typer.Option(help="ISO time, e.g. 2026-11-25T10:00.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this user's queries.")] = None,
+    product: Annotated[str | None, typer.Option(help="Only queries reading this product.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time, e.g. 2026-11-25T10:00.")] = None,
     limit: Annotated[int, typer.Option(help="Newest records to show at most.")] = 50,
 ) -> None:
     """Query the audit log: who ran what, what was decided, rows and bytes returned."""
@@ -306,9 +340,13 @@ def audit(
             continue
         if user and record.get("user") != user:
             continue
-        if product and product not in record.get("products", [product] if product in record.get("sql", "") else []):
+        if product and product not in record.get(
+            "products", [product] if product in record.get("sql", "") else []
+        ):
             continue
-        if since_time and datetime.fromisoformat(record["time"]).replace(tzinfo=None) < since_time.replace(tzinfo=None):
+        if since_time and datetime.fromisoformat(record["time"]).replace(
+            tzinfo=None
+        ) < since_time.replace(tzinfo=None):
             continue
         selected.append(record)
     table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
@@ -316,8 +354,12 @@ def audit(
         end = ends.get(record.get("query_id"), {})
         decision = record.get("decision") or record["event"].replace("_", " ")
         table.add_row(
-            record["time"][:19], record.get("user", ""), decision,
-            ", ".join(record.get("products", [])), str(end.get("rows", "")), str(end.get("bytes", "")),
+            record["time"][:19],
+            record.get("user", ""),
+            decision,
+            ", ".join(record.get("products", [])),
+            str(end.get("rows", "")),
+            str(end.get("bytes", "")),
             str(end.get("duration_ms", "")),
             escape(record.get("error") or end.get("error") or record.get("sql", "")),
         )
@@ -344,10 +386,18 @@ def _known_user(service, user: str) -> str:
 
 @app.command()
 def bench(
-    scale: Annotated[Optional[float], typer.Option(help="TPC-H scale factor (default 1; quick: 0.01).")] = None,
-    out: Annotated[Path, typer.Option(help="Output directory (data, mesh, logs, report).")] = Path("bench-out"),
-    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: SF0.01, 1 repetition.")] = False,
-    repetitions: Annotated[Optional[int], typer.Option(help="Repetitions per figure (default 5).")] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="TPC-H scale factor (default 1; quick: 0.01).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (data, mesh, logs, report).")] = Path(
+        "bench-out"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smoke run: SF0.01, 1 repetition.")
+    ] = False,
+    repetitions: Annotated[
+        int | None, typer.Option(help="Repetitions per figure (default 5).")
+    ] = None,
 ) -> None:
     """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (benchmarks/)."""
     from benchmarks.cli import run
@@ -363,4 +413,3 @@ def hash_password_command(
     from gateway.security.passwords import hash_password
 
     typer.echo(hash_password(password))
-

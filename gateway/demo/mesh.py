@@ -51,15 +51,68 @@ CUSTOMERS_PARQUET = Path("crm/data/customers.parquet")
 SHIPMENTS_DIR = Path("logistics/data/shipments")
 
 _FIRST_NAMES = (
-    "Ada", "Alan", "Amara", "Ana", "Arjun", "Ben", "Carla", "Chen", "Diego", "Elena",
-    "Emma", "Farah", "Grace", "Hana", "Ivan", "Jonas", "Kenji", "Lars", "Leila", "Lucas",
-    "Maria", "Mei", "Nadia", "Noah", "Olga", "Omar", "Priya", "Sofia", "Tomas", "Yuki",
+    "Ada",
+    "Alan",
+    "Amara",
+    "Ana",
+    "Arjun",
+    "Ben",
+    "Carla",
+    "Chen",
+    "Diego",
+    "Elena",
+    "Emma",
+    "Farah",
+    "Grace",
+    "Hana",
+    "Ivan",
+    "Jonas",
+    "Kenji",
+    "Lars",
+    "Leila",
+    "Lucas",
+    "Maria",
+    "Mei",
+    "Nadia",
+    "Noah",
+    "Olga",
+    "Omar",
+    "Priya",
+    "Sofia",
+    "Tomas",
+    "Yuki",
 )
 _LAST_NAMES = (
-    "Andersen", "Bauer", "Costa", "Dubois", "Eriksson", "Fischer", "Garcia", "Hansen",
-    "Ito", "Jensen", "Kim", "Kowalski", "Lopez", "Martin", "Meyer", "Moreau", "Nguyen",
-    "Novak", "Okafor", "Patel", "Rossi", "Santos", "Schmidt", "Silva", "Smith", "Tanaka",
-    "Weber", "Wong", "Yilmaz", "Zhang",
+    "Andersen",
+    "Bauer",
+    "Costa",
+    "Dubois",
+    "Eriksson",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Ito",
+    "Jensen",
+    "Kim",
+    "Kowalski",
+    "Lopez",
+    "Martin",
+    "Meyer",
+    "Moreau",
+    "Nguyen",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Santos",
+    "Schmidt",
+    "Silva",
+    "Smith",
+    "Tanaka",
+    "Weber",
+    "Wong",
+    "Yilmaz",
+    "Zhang",
 )
 _CARRIERS = {
     "EU": ("DHL", "DPD", "GLS", "PostNL"),
@@ -78,8 +131,13 @@ def write_demo_mesh(target: Path, *, overwrite: bool = False) -> Path:
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target}: not a directory; choose a folder for the demo mesh")
-    owned = [CONFIG_FILE_NAME, ORDERS_DB, ORDERS_DB.with_name(ORDERS_DB.name + ".wal"),
-             CUSTOMERS_PARQUET, SHIPMENTS_DIR]
+    owned = [
+        CONFIG_FILE_NAME,
+        ORDERS_DB,
+        ORDERS_DB.with_name(ORDERS_DB.name + ".wal"),
+        CUSTOMERS_PARQUET,
+        SHIPMENTS_DIR,
+    ]
     existing = [target / path for path in owned if (target / path).exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -188,10 +246,14 @@ def _write_customers(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _write_shipments(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    carrier = "CASE region " + " ".join(
-        f"WHEN '{region}' THEN {_sql_list(names)}[1 + pick(shipment_id, 'carrier', {len(names)})]"
-        for region, names in _CARRIERS.items()
-    ) + " END"
+    carrier = (
+        "CASE region "
+        + " ".join(
+            f"WHEN '{region}' THEN {_sql_list(names)}[1 + pick(shipment_id, 'carrier', {len(names)})]"
+            for region, names in _CARRIERS.items()
+        )
+        + " END"
+    )
     # One thread: each partition file then holds its rows in shipment_id order, so two runs
     # write the same files (the values themselves never depend on the thread count).
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]

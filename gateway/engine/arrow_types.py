@@ -25,7 +25,9 @@ class ArrowTypeCache:
         self._types: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
 
-    def schema(self, cursor: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation) -> pa.Schema:
+    def schema(
+        self, cursor: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation
+    ) -> pa.Schema:
         """The Arrow schema ``relation`` would stream (ENUMs as dictionaries, as DuckDB
         sends them), learning unseen types on ``cursor``."""
         names = relation.columns
@@ -39,7 +41,9 @@ class ArrowTypeCache:
             self._learn(cursor, missing)
         return pa.schema([pa.field(name, self._types[key]) for name, key in zip(names, keys)])
 
-    def _learn(self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.DuckDBPyType]) -> None:
+    def _learn(
+        self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.DuckDBPyType]
+    ) -> None:
         nulls = [
             duckdb.ConstantExpression(None).cast(duck_type).alias(f"c{index}")
             for index, duck_type in enumerate(missing.values())
@@ -57,12 +61,17 @@ def plain_type(data_type: pa.DataType) -> pa.DataType:
         return plain_type(data_type.value_type)
     if pa.types.is_map(data_type):
         key, item = data_type.key_field, data_type.item_field
-        return pa.map_(key.with_type(plain_type(key.type)), item.with_type(plain_type(item.type)),
-                       keys_sorted=data_type.keys_sorted)
+        return pa.map_(
+            key.with_type(plain_type(key.type)),
+            item.with_type(plain_type(item.type)),
+            keys_sorted=data_type.keys_sorted,
+        )
     if pa.types.is_struct(data_type):
         return pa.struct([field.with_type(plain_type(field.type)) for field in data_type])
-    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or (
-        pa.types.is_list_view(data_type)
+    if (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or (pa.types.is_list_view(data_type))
     ):
         value = data_type.value_field
         return _list_like(data_type, value.with_type(plain_type(value.type)))

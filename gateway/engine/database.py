@@ -41,9 +41,7 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self._spill_dir = Path(tempfile.mkdtemp(prefix="meshgate-spill-"))
-        self._db = duckdb.connect(
-            ":memory:", config={"temp_directory": str(self._spill_dir)}
-        )
+        self._db = duckdb.connect(":memory:", config={"temp_directory": str(self._spill_dir)})
         self._attached: dict[Path, str] = {}
         self._readable: set[Path] = set()
         self._paths_of: dict[str, tuple[Path, ...]] = {}
@@ -78,8 +76,9 @@ class Engine:
             ).from_(scan),
         )
         self._db.execute(
-            exp.Create(kind="SCHEMA", this=exp.to_identifier(contract.domain, quoted=True),
-                       exists=True).sql("duckdb")
+            exp.Create(
+                kind="SCHEMA", this=exp.to_identifier(contract.domain, quoted=True), exists=True
+            ).sql("duckdb")
         )
         self._db.execute(view.sql("duckdb"))
         if partitions > 1:
@@ -88,7 +87,10 @@ class Engine:
         self._paths_of[contract.key] = connector.data_paths
         self.health[contract.key] = "ok"
         relation = self._db.sql(
-            exp.select("*").from_(product_table(contract.domain, contract.name)).limit(0).sql("duckdb")
+            exp.select("*")
+            .from_(product_table(contract.domain, contract.name))
+            .limit(0)
+            .sql("duckdb")
         )
         types = dict(zip(relation.columns, map(str, relation.types)))
         return relation.to_arrow_table().schema, types
@@ -100,14 +102,23 @@ class Engine:
             partitioning = connector.partitions(count, self._attach, self._value)
             if partitioning is None:
                 return
-            self._db.execute(exp.Create(kind="SCHEMA", this=exp.to_identifier(PARTITION_SCHEMA, quoted=True),
-                                        exists=True).sql("duckdb"))
+            self._db.execute(
+                exp.Create(
+                    kind="SCHEMA",
+                    this=exp.to_identifier(PARTITION_SCHEMA, quoted=True),
+                    exists=True,
+                ).sql("duckdb")
+            )
             for index, part in enumerate(partitioning.scans):
                 view = exp.Create(
-                    kind="VIEW", replace=True,
+                    kind="VIEW",
+                    replace=True,
                     this=partition_table(contract.domain, contract.name, index, count),
-                    expression=exp.select(*(exp.column(c.name, quoted=True) for c in contract.columns))
-                    .from_(part.scan).where(part.where),
+                    expression=exp.select(
+                        *(exp.column(c.name, quoted=True) for c in contract.columns)
+                    )
+                    .from_(part.scan)
+                    .where(part.where),
                 )
                 self._db.execute(view.sql("duckdb"))
         except duckdb.Error as exc:
@@ -137,8 +148,13 @@ class Engine:
         ]
         for name, value in statements:
             self._db.execute(
-                exp.Set(expressions=[exp.SetItem(this=exp.EQ(
-                    this=exp.to_identifier(name), expression=_literal(value)))]).sql("duckdb")
+                exp.Set(
+                    expressions=[
+                        exp.SetItem(
+                            this=exp.EQ(this=exp.to_identifier(name), expression=_literal(value))
+                        )
+                    ]
+                ).sql("duckdb")
             )
         self._locked = True
 
@@ -173,7 +189,9 @@ class Engine:
         with self.cursor() as cursor:
             return self.schema_on(cursor, sql, params)
 
-    def schema_on(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+    def schema_on(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None
+    ) -> pa.Schema:
         """``result_schema`` on a given cursor: the query is bound, not planned nor run."""
         relation = cursor.sql(sql, params=list(params) if params else None)
         return plain_schema(self._arrow_types.schema(cursor, relation))
@@ -182,7 +200,9 @@ class Engine:
         """The products among ``candidates`` whose data files an engine error names
         (all candidates when it names none)."""
         named = tuple(
-            key for key in candidates if any(str(path) in message for path in self._paths_of.get(key, ()))
+            key
+            for key in candidates
+            if any(str(path) in message for path in self._paths_of.get(key, ()))
         )
         return named or candidates
 

@@ -34,9 +34,18 @@ def is_data_error(exc: BaseException) -> bool:
     if isinstance(exc, (duckdb.InvalidInputException, duckdb.Error)) and not isinstance(
         exc, (duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException)
     ):
-        return any(word in text for word in (
-            "parquet", "magic bytes", "no files found", "file", "database", "checksum", "block"
-        ))
+        return any(
+            word in text
+            for word in (
+                "parquet",
+                "magic bytes",
+                "no files found",
+                "file",
+                "database",
+                "checksum",
+                "block",
+            )
+        )
     return False
 
 
@@ -58,7 +67,9 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
     if isinstance(exc, duckdb.InterruptException):
         return QueryFailed("query cancelled")
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return QueryFailed(f"query exceeded the engine memory limit{where}; add filters or aggregate")
+        return QueryFailed(
+            f"query exceeded the engine memory limit{where}; add filters or aggregate"
+        )
     if isinstance(exc, _VALUE_ERRORS):
         return QueryFailed(
             f"{type(exc).__name__.removesuffix('Exception')} error while evaluating the query"

@@ -75,7 +75,10 @@ class TableSources(Protocol):
 
 
 def result_schema(
-    catalog: Catalog, sql: str, parameters: Sequence[object], products: tuple[str, ...],
+    catalog: Catalog,
+    sql: str,
+    parameters: Sequence[object],
+    products: tuple[str, ...],
     timeout: float | None = None,
 ) -> pa.Schema:
     """The result schema of ``sql`` (planned by DuckDB, no data read), within ``timeout``
@@ -104,7 +107,11 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     """A batch row count that keeps typical batches under ``max_bytes``."""
     width = 0
     for schema_field in schema:
-        bit_width = getattr(schema_field.type, "bit_width", None) if pa.types.is_primitive(schema_field.type) else None
+        bit_width = (
+            getattr(schema_field.type, "bit_width", None)
+            if pa.types.is_primitive(schema_field.type)
+            else None
+        )
         width += max(1, (bit_width or 8 * _FIXED_WIDTH_GUESS) // 8)
     return max(1, min(max_rows, max_bytes // max(width, 1)))
 
@@ -150,7 +157,9 @@ class Watchdog:
 
     def __init__(self, interval_seconds: float = 0.1) -> None:
         self._interval = interval_seconds
-        self._running: dict[int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]] = {}
+        self._running: dict[
+            int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]
+        ] = {}
         self._stopped: dict[int, str] = {}
         self._streams: dict[int, StalledStream] = {}
         self._lock = threading.Lock()
@@ -160,18 +169,30 @@ class Watchdog:
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="meshgate-watchdog", daemon=True
+            )
             self._thread.start()
 
     def watch(
-        self, engine: Engine, cursor: duckdb.DuckDBPyConnection, is_cancelled: Callable[[], bool],
+        self,
+        engine: Engine,
+        cursor: duckdb.DuckDBPyConnection,
+        is_cancelled: Callable[[], bool],
         timeout_seconds: float,
     ) -> int:
         token = id(cursor)
         with self._lock:
-            self._running[token] = (engine, cursor, is_cancelled, time.monotonic() + timeout_seconds)
+            self._running[token] = (
+                engine,
+                cursor,
+                is_cancelled,
+                time.monotonic() + timeout_seconds,
+            )
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="meshgate-watchdog", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="meshgate-watchdog", daemon=True
+                )
                 self._thread.start()
         return token
 
@@ -217,13 +238,19 @@ class Watchdog:
             time.sleep(self._interval)
             now = time.monotonic()
             if self._running and _process_rss() > self.memory_ceiling:
-                log.warning("memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling)
+                log.warning(
+                    "memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling
+                )
                 self.stop_all("memory")
             self._close_stalled(now)
             with self._lock:
                 for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
                     try:
-                        reason = "cancelled" if is_cancelled() else ("timeout" if now > deadline else None)
+                        reason = (
+                            "cancelled"
+                            if is_cancelled()
+                            else ("timeout" if now > deadline else None)
+                        )
                     except Exception:  # a context that cannot answer any more: the call is over
                         reason = "cancelled"
                     if reason:
@@ -260,8 +287,14 @@ def stream_batches(
     called at the end whatever happened.
     """
     yield from stream_sql(
-        planned.catalog.engine, planned.sql, planned.parameters, planned.schema, is_cancelled,
-        on_finish, user=planned.principal.user, products=list(planned.products),
+        planned.catalog.engine,
+        planned.sql,
+        planned.parameters,
+        planned.schema,
+        is_cancelled,
+        on_finish,
+        user=planned.principal.user,
+        products=list(planned.products),
     )
 
 
@@ -307,7 +340,10 @@ def stream_sql(
                 for piece in _split_by_bytes(batch, settings.batch_bytes):
                     stats.rows += piece.num_rows
                     stats.bytes += piece.nbytes
-                    if stats.rows > settings.max_result_rows or stats.bytes > settings.max_result_bytes:
+                    if (
+                        stats.rows > settings.max_result_rows
+                        or stats.bytes > settings.max_result_bytes
+                    ):
                         raise ResourceExhausted(
                             f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
                             f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
@@ -329,11 +365,16 @@ def stream_sql(
                 error = failure.client_message
                 raise failure from exc
             if sources is not None and (stopped_by := WATCHDOG.release(token)) is not None:
-                outcome, error = stopped_by, _stop_message(stopped_by, settings.query_timeout_seconds)
+                outcome, error = (
+                    stopped_by,
+                    _stop_message(stopped_by, settings.query_timeout_seconds),
+                )
                 raise QueryFailed(error) from None  # the streams were cut because it was stopped
             if is_data_error(exc):
                 products = engine.products_behind(str(exc), products)
-                engine.mark_health(products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}")
+                engine.mark_health(
+                    products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}"
+                )
             failure = safe_engine_error(exc, products)
             error = failure.client_message
             raise failure from exc
@@ -373,7 +414,9 @@ def stream_sql(
             )
 
 
-def _register(cursor: duckdb.DuckDBPyConnection, name: str, table: pa.Table | StreamedTable) -> None:
+def _register(
+    cursor: duckdb.DuckDBPyConnection, name: str, table: pa.Table | StreamedTable
+) -> None:
     """Make ``table`` readable as ``name``. DuckDB cannot count a stream without reading
     it and plans it as one row, which makes a big stream the build side of its hash joins
     (held whole, the very thing streaming avoids): where this DuckDB lets an Arrow source

@@ -115,8 +115,12 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     threading.Thread(
         target=_watch_files, args=(state, stop), name="meshgate-reload", daemon=True
     ).start()
-    log.info("gateway_started", location=location.rsplit(":", 1)[0] + f":{server.port}",
-             products=len(state.current.catalog), problems=len(state.current.catalog.problems))
+    log.info(
+        "gateway_started",
+        location=location.rsplit(":", 1)[0] + f":{server.port}",
+        products=len(state.current.catalog),
+        problems=len(state.current.catalog.problems),
+    )
     return Gateway(mesh_dir, config, state, service, server, stop)
 
 
@@ -130,12 +134,17 @@ def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
             "go together; give both or neither"
         )
     pair = []
-    for field, name in (("tls_cert_file", settings.tls_cert_file), ("tls_key_file", settings.tls_key_file)):
+    for field, name in (
+        ("tls_cert_file", settings.tls_cert_file),
+        ("tls_key_file", settings.tls_key_file),
+    ):
         path = Path(name) if Path(name).is_absolute() else mesh_dir / name
         try:
             pair.append(path.read_bytes())
         except OSError as exc:
-            raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `gateway.{field}`: cannot read {path}: {exc}") from exc
+            raise ConfigError(
+                f"{mesh_dir / 'mesh.toml'}: field `gateway.{field}`: cannot read {path}: {exc}"
+            ) from exc
     return [(pair[0], pair[1])]
 
 

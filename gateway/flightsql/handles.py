@@ -25,7 +25,11 @@ class HandleStore(Generic[T]):
     """
 
     def __init__(
-        self, kind: str, ttl_seconds: float, capacity: int, per_owner: int = 256,
+        self,
+        kind: str,
+        ttl_seconds: float,
+        capacity: int,
+        per_owner: int = 256,
         full_message: Callable[[str, int], str] | None = None,
     ) -> None:
         self._kind = kind

@@ -75,7 +75,11 @@ def db_schemas(products: Iterable[Product], command: pb.CommandGetDbSchemas) -> 
     """GetDbSchemas: one row per domain with at least one visible product."""
     rows = []
     if _catalog_matches(command):
-        pattern = _like(command.db_schema_filter_pattern if command.HasField("db_schema_filter_pattern") else None)
+        pattern = _like(
+            command.db_schema_filter_pattern
+            if command.HasField("db_schema_filter_pattern")
+            else None
+        )
         domains = sorted({p.domain for p in products})
         rows = [
             {"catalog_name": FLIGHT_SQL_CATALOG, "db_schema_name": d}
@@ -92,10 +96,14 @@ def tables(products: Iterable[Product], command: pb.CommandGetTables) -> pa.Tabl
     types = set(command.table_types)
     if _catalog_matches(command) and (not types or TABLE_TYPE in types):
         domain_pattern = _like(
-            command.db_schema_filter_pattern if command.HasField("db_schema_filter_pattern") else None
+            command.db_schema_filter_pattern
+            if command.HasField("db_schema_filter_pattern")
+            else None
         )
         table_pattern = _like(
-            command.table_name_filter_pattern if command.HasField("table_name_filter_pattern") else None
+            command.table_name_filter_pattern
+            if command.HasField("table_name_filter_pattern")
+            else None
         )
         for product in products:
             if domain_pattern.fullmatch(product.domain) and table_pattern.fullmatch(product.name):
@@ -121,18 +129,22 @@ def primary_keys(products: Iterable[Product], command: pb.CommandGetPrimaryKeys)
     domain = command.db_schema if command.HasField("db_schema") else None
     if _catalog_matches(command):
         for product in products:
-            if product.name != command.table.lower() or (domain and product.domain != domain.lower()):
+            if product.name != command.table.lower() or (
+                domain and product.domain != domain.lower()
+            ):
                 continue
             for column in product.columns:
                 if column.primary_key_position is not None:
-                    rows.append({
-                        "catalog_name": FLIGHT_SQL_CATALOG,
-                        "db_schema_name": product.domain,
-                        "table_name": product.name,
-                        "column_name": column.name,
-                        "key_sequence": column.primary_key_position,
-                        "key_name": None,
-                    })
+                    rows.append(
+                        {
+                            "catalog_name": FLIGHT_SQL_CATALOG,
+                            "db_schema_name": product.domain,
+                            "table_name": product.name,
+                            "column_name": column.name,
+                            "key_sequence": column.primary_key_position,
+                            "key_name": None,
+                        }
+                    )
     return pa.Table.from_pylist(rows, schema=schemas.GET_PRIMARY_KEYS)
 
 

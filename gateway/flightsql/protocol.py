@@ -79,7 +79,7 @@ def decode_descriptor(descriptor: object) -> Message | str:
         raise NotSupported(
             "path descriptors are not supported: send a command descriptor holding a Flight SQL "
             "command or SQL text, e.g. "
-            "FlightDescriptor.for_command(b\"SELECT * FROM sales.orders\")"
+            'FlightDescriptor.for_command(b"SELECT * FROM sales.orders")'
         )
     return decode(raw)
 

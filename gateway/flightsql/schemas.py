@@ -469,9 +469,7 @@ def sql_info_batch(
     # from_dense marks every child nullable; the reference has them non-nullable. The
     # physical layout is identical and no child holds a null, so a view fixes the type.
     union = union.view(SQL_INFO_VALUE_TYPE)
-    return pa.RecordBatch.from_arrays(
-        [pa.array(ids, type=pa.uint32()), union], schema=GET_SQL_INFO
-    )
+    return pa.RecordBatch.from_arrays([pa.array(ids, type=pa.uint32()), union], schema=GET_SQL_INFO)
 
 
 # --------------------------------------------------------------------------------------

@@ -79,7 +79,9 @@ class MeshgateFlightServer(flight.FlightServerBase):
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
-            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens, guard, on_failed_login)},
+            middleware={
+                MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens, guard, on_failed_login)
+            },
             **kwargs,
         )
         self.service = service
@@ -123,7 +125,9 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def do_get(self, context, ticket):
-        schema, batches = self.service.stream(_principal(context), ticket.ticket, context.is_cancelled)
+        schema, batches = self.service.stream(
+            _principal(context), ticket.ticket, context.is_cancelled
+        )
         return flight.GeneratorStream(schema, self._guard_stream(batches))
 
     def _guard_stream(self, batches):
@@ -150,14 +154,19 @@ class MeshgateFlightServer(flight.FlightServerBase):
                 self._tokens.revoke(middleware.token)
             return []
         body = action.body.to_pybytes() if action.body is not None else b""
-        return [flight.Result(pa.py_buffer(r)) for r in self.service.action(_principal(context), action.type, body)]
+        return [
+            flight.Result(pa.py_buffer(r))
+            for r in self.service.action(_principal(context), action.type, body)
+        ]
 
     def list_actions(self, context):
         return [
             flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
             flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
             flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
-            flight.ActionType(ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"),
+            flight.ActionType(
+                ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"
+            ),
         ]
 
     @_flight_boundary

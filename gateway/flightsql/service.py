@@ -94,7 +94,9 @@ class PreparedStatement:
 class SqlService:
     """Answers Flight SQL requests for one mesh."""
 
-    def __init__(self, state: MeshState, audit: AuditLog | None = None, operator_view: bool = False) -> None:
+    def __init__(
+        self, state: MeshState, audit: AuditLog | None = None, operator_view: bool = False
+    ) -> None:
         """``operator_view``: EXPLAIN POLICY also lists columns hidden from the user (for
         the local ``meshgate explain`` command, never for Flight clients)."""
         self._state = state
@@ -114,8 +116,11 @@ class SqlService:
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
-            "prepared statement", settings.ticket_ttl_seconds * 6, capacity=10_000,
-            per_owner=settings.max_prepared_statements_per_user, full_message=_too_many_prepared,
+            "prepared statement",
+            settings.ticket_ttl_seconds * 6,
+            capacity=10_000,
+            per_owner=settings.max_prepared_statements_per_user,
+            full_message=_too_many_prepared,
         )
         self._limits = PlanLimits(
             max_statement_bytes=settings.max_statement_bytes,
@@ -141,12 +146,19 @@ class SqlService:
     def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
         snapshot = snapshot or self._state.current
         return PlanContext(
-            principal, snapshot.catalog, snapshot.governor, limits=self._limits,
+            principal,
+            snapshot.catalog,
+            snapshot.governor,
+            limits=self._limits,
             hash_key=self._hash_key,
         )
 
     def plan(
-        self, principal: Principal, text: str, parameters: Sequence[object] | None = (), keep_ast: bool = False
+        self,
+        principal: Principal,
+        text: str,
+        parameters: Sequence[object] | None = (),
+        keep_ast: bool = False,
     ) -> PlannedQuery:
         """Run ``text`` through the pipeline (or take its cached plan) and compute its
         result schema.
@@ -157,7 +169,9 @@ class SqlService:
         started = time.monotonic()
         context = self.context(principal)
         key = plan_key(principal, text)
-        cached = None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
+        cached = (
+            None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
+        )
         try:
             query = cached.query if cached else plan(text, context)
             if parameters is None:
@@ -168,7 +182,8 @@ class SqlService:
                     f"{len(parameters)} value(s) were bound"
                 )
             schema = (
-                cached.schema if cached and cached.schema
+                cached.schema
+                if cached and cached.schema
                 else self._result_schema(context, query, parameters, started)
             )
         except MeshgateError as exc:
@@ -176,11 +191,19 @@ class SqlService:
             raise
         if cached is None and not query.explain:
             self._plans.put(
-                context.catalog, context.governor.version, key,
+                context.catalog,
+                context.governor.version,
+                key,
                 CachedPlan(query, None if query.parameter_count else schema),
             )
         return PlannedQuery(
-            principal, context.catalog, query, query.product_keys, schema, tuple(parameters), context.governor.version
+            principal,
+            context.catalog,
+            query,
+            query.product_keys,
+            schema,
+            tuple(parameters),
+            context.governor.version,
         )
 
     def _result_schema(
@@ -199,12 +222,16 @@ class SqlService:
             context.catalog, query.sql, parameters, query.product_keys, remaining
         )
         if self._hash_key and any(self._hash_key in name for name in schema.names):
-            raise InvalidQuery("name every computed column with AS: its automatic name would expose governed SQL")
+            raise InvalidQuery(
+                "name every computed column with AS: its automatic name would expose governed SQL"
+            )
         return schema
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
-    def flight_info(self, principal: Principal, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+    def flight_info(
+        self, principal: Principal, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
         command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _STATEMENTS):
             planned = self._plan_command(principal, command)
@@ -213,7 +240,9 @@ class SqlService:
                 return self._node_info(descriptor, planned, domain)
             # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
             kept = replace(planned, query=planned.query.evolve(ast=None))
-            ticket = pb.TicketStatementQuery(statement_handle=self._tickets.put(principal.user, kept))
+            ticket = pb.TicketStatementQuery(
+                statement_handle=self._tickets.put(principal.user, kept)
+            )
             return _info(descriptor, planned.schema, flightsql.pack(ticket))
         schema = self._metadata_schema(command)
         return _info(descriptor, schema, descriptor.command)
@@ -231,29 +260,40 @@ class SqlService:
 
     def _seal(self, planned: PlannedQuery, domain: str, sql: str | None = None) -> bytes:
         return self.nodes.sealer.seal(
-            domain, sql or planned.sql, planned.parameters, planned.principal.user, planned.products,
+            domain,
+            sql or planned.sql,
+            planned.parameters,
+            planned.principal.user,
+            planned.products,
             decisions=decisions_of(planned.query.accesses, planned.products),
         )
 
-    def _node_info(self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str) -> flight.FlightInfo:
+    def _node_info(
+        self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str
+    ) -> flight.FlightInfo:
         """Rows flow from the domain's node straight to the client (replicas rotated per
         endpoint); a client that ignores locations sends the tickets back here and is
         relayed. A row-wise scan of one product is split into partition endpoints that
         the client fetches in parallel (``gateway.mesh.partitions``); one audit entry still."""
         self._audit_begin(planned, node=domain)
         expires = pa.scalar(
-            datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds), pa.timestamp("us", "UTC")
+            datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds),
+            pa.timestamp("us", "UTC"),
         )
         sqls = partition_sqls(planned, self._state.config.nodes.split_endpoints) or (planned.sql,)
         endpoints = [
             flight.FlightEndpoint(
-                self._seal(planned, domain, sql), self.nodes.reachable_locations(domain), expiration_time=expires
+                self._seal(planned, domain, sql),
+                self.nodes.reachable_locations(domain),
+                expiration_time=expires,
             )
             for sql in sqls
         ]
         return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
 
-    def _relay(self, principal: Principal, sealed: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def _relay(
+        self, principal: Principal, sealed: bytes
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Proxy mode: stream a node ticket's rows through the gateway."""
         try:
             ticket = self.nodes.sealer.open(sealed)
@@ -268,10 +308,14 @@ class SqlService:
         reader = self.nodes.fetch(ticket.domain, sealed)
         return reader.schema, _relayed(reader, ticket.domain)
 
-    def _federated(self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish) -> Iterator[pa.RecordBatch]:
+    def _federated(
+        self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish
+    ) -> Iterator[pa.RecordBatch]:
         """A query spanning domains: fragments from the nodes, finished in the gateway."""
         if planned.query.ast is None:
-            planned = self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
+            planned = self.plan(
+                planned.principal, planned.query.text, planned.parameters, keep_ast=True
+            )
         products = {p.key: p for p in planned.query.products}
         plan_ = split_fragments(
             inline_parameters(planned.query.ast, planned.parameters),
@@ -281,14 +325,28 @@ class SqlService:
         user = planned.principal.user
         engine = planned.catalog.engine
         streams = run_fragments(
-            plan_, self.nodes, user, decisions_of(planned.query.accesses, planned.products),
+            plan_,
+            self.nodes,
+            user,
+            decisions_of(planned.query.accesses, planned.products),
             engine.result_schema,
-            lambda sql: estimated_rows(engine, sql), is_cancelled, engine.settings.query_timeout_seconds,
+            lambda sql: estimated_rows(engine, sql),
+            is_cancelled,
+            engine.settings.query_timeout_seconds,
         )
         try:
             yield from stream_sql(
-                engine, plan_.final_sql, (), planned.schema, is_cancelled, finish, tables=streams.tables,
-                sources=streams, user=user, products=list(planned.products), federated=True,
+                engine,
+                plan_.final_sql,
+                (),
+                planned.schema,
+                is_cancelled,
+                finish,
+                tables=streams.tables,
+                sources=streams,
+                user=user,
+                products=list(planned.products),
+                federated=True,
             )
         finally:  # the fragments streamed with the query: their figures are known now
             streams.close()
@@ -328,7 +386,11 @@ class SqlService:
         if isinstance(command, _WRITES):
             raise QueryRefused(_READ_ONLY_MESSAGE)
         if isinstance(command, pb.CommandGetTables):
-            return metadata.schemas.GET_TABLES_WITH_SCHEMA if command.include_schema else metadata.schemas.GET_TABLES
+            return (
+                metadata.schemas.GET_TABLES_WITH_SCHEMA
+                if command.include_schema
+                else metadata.schemas.GET_TABLES
+            )
         schema = _METADATA_SCHEMAS.get(type(command))
         if schema is None:
             raise NotSupported(f"{type(command).__name__} is not supported by this server")
@@ -354,9 +416,13 @@ class SqlService:
         those products: no product, domain or node address their catalog does not show."""
         snapshot = self._state.current
         health = snapshot.catalog.engine.health
-        keys = [p.key for p in (self.visible_products(principal) if principal else snapshot.catalog)]
-        answer: dict = {"status": "draining" if self.draining else "ok",
-                        "products": {key: health.get(key, "unknown") for key in keys}}
+        keys = [
+            p.key for p in (self.visible_products(principal) if principal else snapshot.catalog)
+        ]
+        answer: dict = {
+            "status": "draining" if self.draining else "ok",
+            "products": {key: health.get(key, "unknown") for key in keys},
+        }
         if self.nodes is not None:
             if principal is None:
                 answer["nodes"] = {d: self.nodes.health(d) for d in self.nodes.domains}
@@ -365,7 +431,8 @@ class SqlService:
                 readable = {d: {k for k in keys if k.startswith(d + ".")} for d in domains}
                 answer["nodes"] = {
                     d: [_user_replica_view(r, readable[d]) for r in self.nodes.health(d)]
-                    for d in self.nodes.domains if readable[d]
+                    for d in self.nodes.domains
+                    if readable[d]
                 }
         return answer
 
@@ -385,7 +452,9 @@ class SqlService:
 
     def _refuse_when_draining(self) -> None:
         if self.draining:
-            raise ResourceExhausted("the gateway is shutting down; retry on another instance or in a moment")
+            raise ResourceExhausted(
+                "the gateway is shutting down; retry on another instance or in a moment"
+            )
 
     def _stream(
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
@@ -413,7 +482,9 @@ class SqlService:
             return planned.schema, self._audited(
                 planned, lambda finish: _finishing(_conformed(batches, planned.schema), finish)
             )
-        if self.nodes is not None and any(self.nodes.serves(k.split(".", 1)[0]) for k in planned.products):
+        if self.nodes is not None and any(
+            self.nodes.serves(k.split(".", 1)[0]) for k in planned.products
+        ):
             return planned.schema, self._audited(
                 planned, lambda finish: self._federated(planned, is_cancelled, finish)
             )
@@ -460,7 +531,9 @@ class SqlService:
             reason=getattr(exc, "reason", None),
         )
 
-    def _audit_begin(self, planned: PlannedQuery, node: str | None = None) -> Callable[[StreamStats, str, str | None], None]:
+    def _audit_begin(
+        self, planned: PlannedQuery, node: str | None = None
+    ) -> Callable[[StreamStats, str, str | None], None]:
         """Record (durably) that ``planned`` starts; return the callback that records its end."""
         sequence, finish = self._audit_begin_deferred(planned, node)
         if self._audit is not None:
@@ -520,11 +593,16 @@ class SqlService:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket
         never outlives the rules it was granted under."""
         snapshot = self._state.current
-        if planned.catalog is snapshot.catalog and planned.governor_version == snapshot.governor.version:
+        if (
+            planned.catalog is snapshot.catalog
+            and planned.governor_version == snapshot.governor.version
+        ):
             return planned
         replanned = self.plan(planned.principal, planned.query.text, planned.parameters)
         if replanned.schema != planned.schema:
-            raise InvalidQuery("the catalog or the policy changed since this query was planned; run it again")
+            raise InvalidQuery(
+                "the catalog or the policy changed since this query was planned; run it again"
+            )
         return replanned
 
     def _explanation(self, planned: PlannedQuery) -> pa.Table:
@@ -542,7 +620,10 @@ class SqlService:
             return metadata.catalogs()
         if isinstance(command, pb.CommandGetTableTypes):
             return metadata.table_types()
-        if isinstance(command, (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference)):
+        if isinstance(
+            command,
+            (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference),
+        ):
             return metadata.no_keys()
         products = self.visible_products(principal)
         if isinstance(command, pb.CommandGetDbSchemas):
@@ -564,13 +645,17 @@ class SqlService:
             access = snapshot.governor.access(context.subject, product.key)
             if not access.allowed or not access.visible_columns:
                 continue
-            visible.append(product.restricted_to(
-                [c.name for c in access.visible_columns],
-                self._user_schema(snapshot, principal, product, access),
-            ))
+            visible.append(
+                product.restricted_to(
+                    [c.name for c in access.visible_columns],
+                    self._user_schema(snapshot, principal, product, access),
+                )
+            )
         return visible
 
-    def _user_schema(self, snapshot: MeshSnapshot, principal: Principal, product: Product, access) -> pa.Schema:
+    def _user_schema(
+        self, snapshot: MeshSnapshot, principal: Principal, product: Product, access
+    ) -> pa.Schema:
         """The schema ``principal`` gets from ``product`` (masks may change types), learnt
         from typed NULLs: metadata never reads the product's data."""
         key = (snapshot.governor.version, principal.user, product.key)
@@ -585,7 +670,12 @@ class SqlService:
 
     # -- DoPut ------------------------------------------------------------------------
 
-    def put(self, principal: Principal, descriptor: flight.FlightDescriptor, reader: flight.MetadataRecordBatchReader) -> bytes | None:
+    def put(
+        self,
+        principal: Principal,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+    ) -> bytes | None:
         """Bind prepared-statement parameters; refuse every kind of write."""
         command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _WRITES) or isinstance(command, str):
@@ -606,7 +696,9 @@ class SqlService:
             )
         values = _parameter_values(table)
         self._prepared.replace(
-            principal.user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values)
+            principal.user,
+            handle,
+            PreparedStatement(prepared.text, prepared.parameter_count, values),
         )
         return pb.DoPutPreparedStatementResult(prepared_statement_handle=handle).SerializeToString()
 
@@ -630,7 +722,9 @@ class SqlService:
             planned = self.plan(principal, text, parameters=None)
         count = len(planned.parameters)
         reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
-        handle = self._prepared.put(principal.user, PreparedStatement(text, count, planned=reusable))
+        handle = self._prepared.put(
+            principal.user, PreparedStatement(text, count, planned=reusable)
+        )
         parameter_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
@@ -690,7 +784,9 @@ def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.Reco
         for chunk in reader:
             yield chunk.data
     except flight.FlightError as exc:
-        raise NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed") from exc
+        raise NodeUnavailable(
+            f"domain {domain}'s node stopped while streaming; the query failed"
+        ) from exc
 
 
 def _expiring(stalled: StalledStream, timeout: float) -> Iterator[pa.RecordBatch]:
@@ -733,8 +829,14 @@ def _finishing(batches: Iterator[pa.RecordBatch], finish) -> Iterator[pa.RecordB
 
 def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     for batch in batches:
-        yield batch if batch.schema == schema else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        yield (
+            batch
+            if batch.schema == schema
+            else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        )
 
 
-def _info(descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: bytes) -> flight.FlightInfo:
+def _info(
+    descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: bytes
+) -> flight.FlightInfo:
     return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)

@@ -71,7 +71,10 @@ class FragmentStream:
     """One fragment's rows as they arrive from its node, counted as they pass; read once."""
 
     def __init__(
-        self, fragment: Fragment, location: str, reader: flight.FlightStreamReader,
+        self,
+        fragment: Fragment,
+        location: str,
+        reader: flight.FlightStreamReader,
         failures: list[MeshgateError] | None = None,
     ) -> None:
         self.fragment = fragment
@@ -121,7 +124,9 @@ class FragmentStream:
             error: MeshgateError = _stopped_streaming(domain)
         else:  # the node reported an error of its own (its message is meant for clients)
             message = re.split(r"\. (?:Detail|gRPC client debug context)", first_line(exc))[0]
-            error = QueryFailed(f"domain {domain}'s node could not run its part of the query: {message}")
+            error = QueryFailed(
+                f"domain {domain}'s node could not run its part of the query: {message}"
+            )
         self.fail(error)
         return error
 
@@ -130,7 +135,10 @@ class FragmentExecutor(Protocol):
     """Runs one fragment of a federated query and streams its (governed) rows."""
 
     def open_stream(
-        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
+        self,
+        fragment: Fragment,
+        user: str,
+        decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream: ...
 
@@ -245,7 +253,10 @@ class NodeDirectory:
         )
 
     def open_stream(
-        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None,
+        self,
+        fragment: Fragment,
+        user: str,
+        decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream:
         """``fragment``'s rows, streaming from its domain's node (the node starts at once).
@@ -283,7 +294,9 @@ def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> ex
     """``ast`` with each ``$n`` (the parse step numbers every ``?``) replaced by a typed
     literal of parameter n, so that the query can be split into fragments."""
     return ast.transform(
-        lambda node: _literal(parameters[int(node.this) - 1]) if isinstance(node, exp.Placeholder) else node
+        lambda node: (
+            _literal(parameters[int(node.this) - 1]) if isinstance(node, exp.Placeholder) else node
+        )
     )
 
 
@@ -291,13 +304,20 @@ def split_fragments(
     ast: exp.Expression, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
 ) -> FederatedPlan:
     """``gateway.mesh.fragments.split_fragments`` for ``nodes``' domains and pushdown setting."""
-    return fragments.split_fragments(ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown)
+    return fragments.split_fragments(
+        ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown
+    )
 
 
 def run_fragments(
-    plan: FederatedPlan, nodes: NodeDirectory, user: str, decisions: Mapping[str, str],
-    schema_of: Callable[[str], pa.Schema], rows_of: Callable[[str], int | None] = lambda sql: None,
-    is_cancelled: Callable[[], bool] = lambda: False, timeout_seconds: float = float("inf"),
+    plan: FederatedPlan,
+    nodes: NodeDirectory,
+    user: str,
+    decisions: Mapping[str, str],
+    schema_of: Callable[[str], pa.Schema],
+    rows_of: Callable[[str], int | None] = lambda sql: None,
+    is_cancelled: Callable[[], bool] = lambda: False,
+    timeout_seconds: float = float("inf"),
 ) -> FragmentStreams:
     """Every fragment's stream, all started at once, ready for ``stream_sql``.
 
@@ -314,20 +334,35 @@ def run_fragments(
     failures: list[MeshgateError] = []
     with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         streams = _gather(
-            pool, lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
-            plan.fragments, failures, lambda opened: [s.stop() for s in opened],
+            pool,
+            lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
+            plan.fragments,
+            failures,
+            lambda opened: [s.stop() for s in opened],
         )
         tables = _gather(
-            pool, lambda s: _table(s, plan, rows_of), streams, failures, lambda _: [s.stop() for s in streams]
+            pool,
+            lambda s: _table(s, plan, rows_of),
+            streams,
+            failures,
+            lambda _: [s.stop() for s in streams],
         )
     return FragmentStreams(
-        plan, nodes, streams, dict(zip((f.name for f in plan.fragments), tables)), failures,
-        is_cancelled, timeout_seconds,
+        plan,
+        nodes,
+        streams,
+        dict(zip((f.name for f in plan.fragments), tables)),
+        failures,
+        is_cancelled,
+        timeout_seconds,
     )
 
 
 def _gather(
-    pool: ThreadPoolExecutor, function: Callable[[_T], _R], items: Sequence[_T], failures: list[MeshgateError],
+    pool: ThreadPoolExecutor,
+    function: Callable[[_T], _R],
+    items: Sequence[_T],
+    failures: list[MeshgateError],
     cut: Callable[[list[_R]], object],
 ) -> list[_R]:
     """``function(item)`` for every item, in parallel. At the first error, ``cut(done)``
@@ -357,7 +392,9 @@ def estimated_rows(engine: Engine, sql: str) -> int | None:
     what embedded mode would plan the query with; None when it cannot tell."""
     try:
         with engine.cursor() as cursor:
-            token = WATCHDOG.watch(engine, cursor, lambda: False, engine.settings.query_timeout_seconds)
+            token = WATCHDOG.watch(
+                engine, cursor, lambda: False, engine.settings.query_timeout_seconds
+            )
             try:
                 plan = json.loads(cursor.sql(sql).explain(format="json"))
             finally:
@@ -390,9 +427,14 @@ class FragmentStreams:
     reach while a DuckDB thread waits on one."""
 
     def __init__(
-        self, plan: FederatedPlan, nodes: NodeDirectory, streams: list[FragmentStream],
-        tables: dict[str, pa.Table | StreamedTable], failures: list[MeshgateError],
-        is_cancelled: Callable[[], bool], timeout_seconds: float,
+        self,
+        plan: FederatedPlan,
+        nodes: NodeDirectory,
+        streams: list[FragmentStream],
+        tables: dict[str, pa.Table | StreamedTable],
+        failures: list[MeshgateError],
+        is_cancelled: Callable[[], bool],
+        timeout_seconds: float,
     ) -> None:
         self.plan = plan
         self.tables = tables
@@ -429,9 +471,15 @@ class FragmentStreams:
         fields: dict[str, object] = {
             "pushed_down": self.plan.pushed_down,
             "fragments": [
-                {"domain": s.fragment.domain, "products": list(s.fragment.products), "kind": s.fragment.kind,
-                 "rows": s.rows, "bytes": s.bytes, "complete": s.complete,
-                 "streamed": isinstance(self.tables[s.fragment.name], StreamedTable)}
+                {
+                    "domain": s.fragment.domain,
+                    "products": list(s.fragment.products),
+                    "kind": s.fragment.kind,
+                    "rows": s.rows,
+                    "bytes": s.bytes,
+                    "complete": s.complete,
+                    "streamed": isinstance(self.tables[s.fragment.name], StreamedTable),
+                }
                 for s in self._streams
             ],
             "bytes_moved": moved,
@@ -479,7 +527,9 @@ class FragmentStreams:
                 return
             if dead is not None:
                 domain = dead.fragment.domain
-                log.warning("domain_unavailable", domain=domain, location=dead.location, streaming=True)
+                log.warning(
+                    "domain_unavailable", domain=domain, location=dead.location, streaming=True
+                )
                 dead.fail(_stopped_streaming(domain))
             for stream in self._streams:
                 stream.stop()
@@ -505,7 +555,9 @@ def _literal(value: object) -> exp.Expression:
             to=exp.DataType.build(f"DECIMAL({min(precision, 38)}, {min(scale, 38)})"),
         )
     if isinstance(value, dt.datetime):
-        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("TIMESTAMP"))
+        return exp.Cast(
+            this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("TIMESTAMP")
+        )
     if isinstance(value, dt.date):
         return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("DATE"))
     if isinstance(value, bytes):

@@ -54,10 +54,15 @@ _UNTRACKED_REFERENCES = (exp.PositionalColumn, exp.Columns, exp.Lambda)
 
 _PARTIAL_PREFIX = "__meshgate_partial_"
 _EXACT_AVG_TYPES = exp.DataType.INTEGER_TYPES - {
-    exp.DataType.Type.BIT, exp.DataType.Type.INT128, exp.DataType.Type.UINT128,
-    exp.DataType.Type.INT256, exp.DataType.Type.UINT256,
+    exp.DataType.Type.BIT,
+    exp.DataType.Type.INT128,
+    exp.DataType.Type.UINT128,
+    exp.DataType.Type.INT256,
+    exp.DataType.Type.UINT256,
 }
-_EXACT_SUM_TYPES = exp.DataType.INTEGER_TYPES - {exp.DataType.Type.BIT} | {exp.DataType.Type.DECIMAL}
+_EXACT_SUM_TYPES = exp.DataType.INTEGER_TYPES - {exp.DataType.Type.BIT} | {
+    exp.DataType.Type.DECIMAL
+}
 _VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
 
 
@@ -115,7 +120,9 @@ class _Splitter:
 
 
 def split_fragments(
-    ast: exp.Expression, column_types: Mapping[str, Mapping[str, str]], served: frozenset[str],
+    ast: exp.Expression,
+    column_types: Mapping[str, Mapping[str, str]],
+    served: frozenset[str],
     pushdown: bool = True,
 ) -> FederatedPlan:
     """Split a governed query into node fragments and a final query (see module doc).
@@ -216,19 +223,27 @@ def _set_masks_aside(tree: exp.Expression) -> list[tuple[exp.Alias, exp.Expressi
         for projection in select.expressions:
             if isinstance(projection, exp.Alias) and not isinstance(projection.this, exp.Column):
                 masks.append((projection, projection.this))
-                projection.set("this", exp.column(projection.alias, table=table.alias_or_name, quoted=True))
+                projection.set(
+                    "this", exp.column(projection.alias, table=table.alias_or_name, quoted=True)
+                )
     return masks
 
 
-def _unpruned(ast: exp.Expression, served: frozenset[str], whole: tuple[Fragment, ...]) -> FederatedPlan:
+def _unpruned(
+    ast: exp.Expression, served: frozenset[str], whole: tuple[Fragment, ...]
+) -> FederatedPlan:
     tree = ast.copy()
     splitter = _Splitter(served)
     for subquery in list(tree.find_all(exp.Subquery)):
         table = _secure_table(subquery.this)
         if table is not None and table.db in served:
-            subquery.replace(_as_source(splitter.cut(subquery.this, table.db, (_key(table),)), subquery))
+            subquery.replace(
+                _as_source(splitter.cut(subquery.this, table.db, (_key(table),)), subquery)
+            )
     fragments = tuple(cut.freeze() for cut in splitter.cuts.values())
-    return FederatedPlan(fragments, tree.sql("duckdb"), False, whole, read_once(tree, splitter.cuts))
+    return FederatedPlan(
+        fragments, tree.sql("duckdb"), False, whole, read_once(tree, splitter.cuts)
+    )
 
 
 def _whole_products(ast: exp.Expression, served: frozenset[str]) -> tuple[Fragment, ...]:
@@ -237,7 +252,11 @@ def _whole_products(ast: exp.Expression, served: frozenset[str]) -> tuple[Fragme
     for subquery in ast.find_all(exp.Subquery):
         table = _secure_table(subquery.this)
         if table is not None and table.db in served:
-            whole.append(Fragment(f"__whole_{len(whole)}", table.db, subquery.this.sql("duckdb"), (_key(table),)))
+            whole.append(
+                Fragment(
+                    f"__whole_{len(whole)}", table.db, subquery.this.sql("duckdb"), (_key(table),)
+                )
+            )
     return tuple(whole)
 
 
@@ -264,7 +283,9 @@ def _cuttable_position(query: exp.Query) -> bool:
 
 def _is_expression_subquery(subquery: exp.Subquery) -> bool:
     """A scalar, IN, EXISTS, ANY/ALL subquery (not a FROM source, not a parenthesised body)."""
-    return not isinstance(subquery.parent, (exp.From, exp.Join, exp.SetOperation, exp.Subquery, exp.CTE))
+    return not isinstance(
+        subquery.parent, (exp.From, exp.Join, exp.SetOperation, exp.Subquery, exp.CTE)
+    )
 
 
 def _replace_with_fragment(query: exp.Query, table: exp.Table) -> None:
@@ -313,7 +334,9 @@ def _is_closed(query: exp.Query) -> bool:
 
 
 def _products(query: exp.Query) -> tuple[str, ...]:
-    return tuple(sorted({_key(t) for t in query.find_all(exp.Table) if t.catalog == INTERNAL_CATALOG}))
+    return tuple(
+        sorted({_key(t) for t in query.find_all(exp.Table) if t.catalog == INTERNAL_CATALOG})
+    )
 
 
 def _secure_table(query: exp.Expression) -> exp.Table | None:
@@ -351,7 +374,9 @@ def _pre_aggregate(select: exp.Select, cuts: Mapping[str, _Cut]) -> bool:
         if cut is None or cut.kind == "partial_aggregate" or not _preserved(select, position):
             continue
         alias = source.alias_or_name
-        if _plan_partials(aggregates, alias) is None or _referenced_elsewhere(sources, position, alias):
+        if _plan_partials(aggregates, alias) is None or _referenced_elsewhere(
+            sources, position, alias
+        ):
             continue
         _rewrite(select, cut, alias, aggregates)
         return True
@@ -363,7 +388,9 @@ def _aggregates_cleanly(select: exp.Select) -> bool:
     group = select.args.get("group")
     if group is None and not any(_own(select, exp.AggFunc)):
         return False
-    if group is not None and (group.args.get("all") or group.find(exp.Rollup, exp.Cube, exp.GroupingSets)):
+    if group is not None and (
+        group.args.get("all") or group.find(exp.Rollup, exp.Cube, exp.GroupingSets)
+    ):
         return False
     if select.args.get("qualify") or select.args.get("laterals") or select.args.get("windows"):
         return False
@@ -381,7 +408,11 @@ def _sources(select: exp.Select) -> list[exp.Expression] | None:
         return None
     sources = [source.this]
     for join in select.args.get("joins") or ():
-        if join.args.get("method") or join.args.get("using") or join.args.get("kind") not in (None, "", "INNER", "OUTER", "CROSS"):
+        if (
+            join.args.get("method")
+            or join.args.get("using")
+            or join.args.get("kind") not in (None, "", "INNER", "OUTER", "CROSS")
+        ):
             return None
         sources.append(join.this)
     if any(s.args.get(arg) for s in sources for arg in ("pivots", "sample", "laterals", "joins")):
@@ -394,13 +425,18 @@ def _preserved(select: exp.Select, position: int) -> bool:
     joins = select.args.get("joins") or []
     if position and (joins[position - 1].args.get("side") or "") != "":
         return False
-    return all((join.args.get("side") or "") in ("", "LEFT") for join in joins[max(0, position - 1):])
+    return all(
+        (join.args.get("side") or "") in ("", "LEFT") for join in joins[max(0, position - 1) :]
+    )
 
 
 def _referenced_elsewhere(sources: list[exp.Expression], position: int, alias: str) -> bool:
     """Another source reads the fragment's columns (DuckDB's implicit lateral joins)."""
     return any(
-        column.table == alias for i, s in enumerate(sources) if i != position for column in s.find_all(exp.Column)
+        column.table == alias
+        for i, s in enumerate(sources)
+        if i != position
+        for column in s.find_all(exp.Column)
     )
 
 
@@ -409,7 +445,9 @@ def _plan_partials(aggregates: list[exp.AggFunc], alias: str) -> list[exp.AggFun
     split = []
     for aggregate in aggregates:
         tables = {column.table for column in aggregate.find_all(exp.Column)}
-        if isinstance(aggregate, (exp.Min, exp.Max)) and not isinstance(aggregate.parent, exp.Filter):
+        if isinstance(aggregate, (exp.Min, exp.Max)) and not isinstance(
+            aggregate.parent, exp.Filter
+        ):
             if tables and tables <= {alias}:
                 split.append(aggregate)
             continue  # MIN/MAX over other sources ignore duplicates: kept as they are
@@ -420,10 +458,15 @@ def _plan_partials(aggregates: list[exp.AggFunc], alias: str) -> list[exp.AggFun
 
 
 def _decomposable(aggregate: exp.AggFunc) -> bool:
-    if not isinstance(aggregate, (exp.Sum, exp.Count, exp.Avg)) or isinstance(aggregate.parent, exp.Filter):
+    if not isinstance(aggregate, (exp.Sum, exp.Count, exp.Avg)) or isinstance(
+        aggregate.parent, exp.Filter
+    ):
         return False
     argument = aggregate.this
-    if isinstance(argument, (exp.Distinct, exp.Order)) or len(list(aggregate.iter_expressions())) != 1:
+    if (
+        isinstance(argument, (exp.Distinct, exp.Order))
+        or len(list(aggregate.iter_expressions())) != 1
+    ):
         return False
     if isinstance(aggregate, exp.Count):
         return True
@@ -449,13 +492,19 @@ def _rewrite(select: exp.Select, cut: _Cut, alias: str, aggregates: list[exp.Agg
         if id(aggregate) in finals:
             aggregate.replace(finals[id(aggregate)])
     grouped = [exp.column(name, table=alias, quoted=True) for name in keys]
-    wrapped = exp.select(*(exp.alias_(c.copy(), c.name, quoted=True) for c in grouped), *projections).from_(
-        exp.Subquery(this=cut.query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+    wrapped = exp.select(
+        *(exp.alias_(c.copy(), c.name, quoted=True) for c in grouped), *projections
+    ).from_(
+        exp.Subquery(
+            this=cut.query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
+        )
     )
     if grouped:
         wrapped = wrapped.group_by(*grouped)
     else:  # one row even over no rows: keep the join empty when the fragment is
-        wrapped = wrapped.having(exp.GT(this=exp.Count(this=exp.Star(), big_int=True), expression=exp.Literal.number(0)))
+        wrapped = wrapped.having(
+            exp.GT(this=exp.Count(this=exp.Star(), big_int=True), expression=exp.Literal.number(0))
+        )
     cut.query, cut.kind = wrapped, "partial_aggregate"
 
 
@@ -464,11 +513,19 @@ def _finish(aggregate: exp.AggFunc, partial) -> exp.Expression:
     argument = aggregate.this
     if isinstance(aggregate, exp.Count):
         counted = partial(exp.Count(this=argument, big_int=True))
-        return exp.cast(exp.Coalesce(this=exp.Sum(this=counted), expressions=[exp.Literal.number(0)]), "BIGINT")
+        return exp.cast(
+            exp.Coalesce(this=exp.Sum(this=counted), expressions=[exp.Literal.number(0)]), "BIGINT"
+        )
     if isinstance(aggregate, exp.Avg):
         total = exp.cast(exp.Sum(this=partial(exp.Sum(this=argument.copy()))), "DOUBLE")
-        count = exp.cast(exp.Sum(this=partial(exp.Count(this=argument.copy(), big_int=True))), "DOUBLE")
-        return exp.Paren(this=exp.Div(this=total, expression=exp.Nullif(this=count, expression=exp.Literal.number(0))))
+        count = exp.cast(
+            exp.Sum(this=partial(exp.Count(this=argument.copy(), big_int=True))), "DOUBLE"
+        )
+        return exp.Paren(
+            this=exp.Div(
+                this=total, expression=exp.Nullif(this=count, expression=exp.Literal.number(0))
+            )
+        )
     return aggregate.__class__(this=partial(aggregate.__class__(this=argument)))
 
 
@@ -476,7 +533,9 @@ def _key_columns(select: exp.Select, alias: str, finals: Mapping[int, exp.Expres
     """Names of the fragment's columns ``select`` reads outside the split aggregates."""
     names: dict[str, None] = {}
     for column in _own(select, exp.Column):
-        if column.table == alias and not any(id(a) in finals for a in _agg_ancestors(column, select)):
+        if column.table == alias and not any(
+            id(a) in finals for a in _agg_ancestors(column, select)
+        ):
             names[column.name] = None
     return list(names)
 
@@ -502,4 +561,6 @@ def _own(select: exp.Select, *types: type) -> Iterator[exp.Expression]:
 
 def _raw_sources(select: exp.Select) -> list[exp.Expression]:
     source = select.args.get("from_")
-    return ([source.this] if source else []) + [join.this for join in select.args.get("joins") or ()]
+    return ([source.this] if source else []) + [
+        join.this for join in select.args.get("joins") or ()
+    ]

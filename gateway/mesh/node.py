@@ -61,15 +61,24 @@ class NodeCounters:
 
     def as_dict(self) -> dict[str, int]:
         with self.lock:
-            return {"tickets": self.tickets, "rows": self.rows, "bytes": self.bytes, "refused": self.refused}
+            return {
+                "tickets": self.tickets,
+                "rows": self.rows,
+                "bytes": self.bytes,
+                "refused": self.refused,
+            }
 
 
 class DomainNode(flight.FlightServerBase):
     """Arrow Flight server of one domain node."""
 
-    def __init__(self, location: str, mesh_dir: Path, config: MeshConfig, domain: str, **kwargs) -> None:
+    def __init__(
+        self, location: str, mesh_dir: Path, config: MeshConfig, domain: str, **kwargs
+    ) -> None:
         if not config.nodes.ticket_key:
-            raise ConfigError(f"{mesh_dir / 'mesh.toml'}: field `nodes.ticket_key`: missing; a node needs the gateway's ticket key")
+            raise ConfigError(
+                f"{mesh_dir / 'mesh.toml'}: field `nodes.ticket_key`: missing; a node needs the gateway's ticket key"
+            )
         super().__init__(location, auth_handler=HandshakeAuthHandler(), **kwargs)
         self.domain = domain
         self.state = MeshState(mesh_dir, config, frozenset({domain}))
@@ -78,7 +87,9 @@ class DomainNode(flight.FlightServerBase):
         self._users = dict(config.users)
         self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)
         self._replays = ReplayGuard()
-        self._audit = AuditLog(config.audit.path(mesh_dir) / f"node-{domain}", config.audit.max_file_bytes)
+        self._audit = AuditLog(
+            config.audit.path(mesh_dir) / f"node-{domain}", config.audit.max_file_bytes
+        )
         self.counters = NodeCounters()
         self._stop = threading.Event()
         threading.Thread(target=self._reload, name="meshgate-node-reload", daemon=True).start()
@@ -112,7 +123,9 @@ class DomainNode(flight.FlightServerBase):
         try:
             ticket = self._sealer.open(raw)
             if ticket.domain != self.domain:
-                raise TicketError(f"ticket is for domain {ticket.domain!r}, this node serves {self.domain!r}")
+                raise TicketError(
+                    f"ticket is for domain {ticket.domain!r}, this node serves {self.domain!r}"
+                )
             if ticket.purpose != purpose:
                 raise TicketError(f"ticket is for {ticket.purpose!r}, not {purpose!r}")
             if purpose not in CONTROL_PURPOSES:
@@ -135,17 +148,34 @@ class DomainNode(flight.FlightServerBase):
         node_ticket, snapshot = self._open(context, ticket.ticket, "rows")
         catalog = snapshot.catalog
         begun = self._audit.append(  # on disk before the first batch leaves (see _count)
-            "ticket_begin", domain=self.domain, user=node_ticket.user, products=list(node_ticket.products),
+            "ticket_begin",
+            domain=self.domain,
+            user=node_ticket.user,
+            products=list(node_ticket.products),
             client=context.peer(),
         )
         try:
-            schema = result_schema(catalog, node_ticket.sql, node_ticket.parameters, node_ticket.products)
+            schema = result_schema(
+                catalog, node_ticket.sql, node_ticket.parameters, node_ticket.products
+            )
         except MeshgateError as exc:
             raise pa.ArrowInvalid(exc.client_message) from None
-        return flight.GeneratorStream(schema, self._count(stream_sql(
-            catalog.engine, node_ticket.sql, node_ticket.parameters, schema, context.is_cancelled,
-            user=node_ticket.user, products=list(node_ticket.products), node=self.domain,
-        ), begun))
+        return flight.GeneratorStream(
+            schema,
+            self._count(
+                stream_sql(
+                    catalog.engine,
+                    node_ticket.sql,
+                    node_ticket.parameters,
+                    schema,
+                    context.is_cancelled,
+                    user=node_ticket.user,
+                    products=list(node_ticket.products),
+                    node=self.domain,
+                ),
+                begun,
+            ),
+        )
 
     def _count(self, batches, begun: int):
         with self.counters.lock:
@@ -168,10 +198,14 @@ class DomainNode(flight.FlightServerBase):
         if action.type == ACTION_HEALTH:
             snapshot = self.state.current
             catalog = snapshot.catalog
-            answer = {"domain": self.domain, "status": "ok", "products": [p.key for p in catalog],
-                      "problems": [p.message for p in catalog.problems],
-                      "policy_version": snapshot.governor.version,
-                      "policy_errors": [str(e) for e in self.state.policies.errors]}
+            answer = {
+                "domain": self.domain,
+                "status": "ok",
+                "products": [p.key for p in catalog],
+                "problems": [p.message for p in catalog.problems],
+                "policy_version": snapshot.governor.version,
+                "policy_errors": [str(e) for e in self.state.policies.errors],
+            }
             return [flight.Result(json.dumps(answer).encode())]
         if action.type == ACTION_STATS:
             return [flight.Result(json.dumps(self.counters.as_dict()).encode())]

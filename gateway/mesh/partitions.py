@@ -48,7 +48,9 @@ def partition_sqls(planned: PlannedQuery, count: int) -> tuple[str, ...]:
     if table is None:
         return ()
     return tuple(
-        substitute(ast, table, partition_table(table.db, table.name, index, count)).sql("duckdb", comments=False)
+        substitute(ast, table, partition_table(table.db, table.name, index, count)).sql(
+            "duckdb", comments=False
+        )
         for index in range(count)
     )
 
@@ -62,7 +64,9 @@ def row_wise_product(ast: exp.Expression) -> exp.Table | None:
     if not isinstance(source, exp.Subquery) or set(_present(source)) - {"this", "alias"}:
         return None
     secure = source.this
-    if not _plain_select(secure, behind_barrier=True) or not isinstance(secure.args["from_"].this, exp.Table):
+    if not _plain_select(secure, behind_barrier=True) or not isinstance(
+        secure.args["from_"].this, exp.Table
+    ):
         return None
     table = secure.args["from_"].this
     if table.catalog != INTERNAL_CATALOG or set(_present(table)) - _PLAIN_TABLE_ARGS:
@@ -130,7 +134,9 @@ def _row_wise_function(node: exp.Func) -> bool:
 def _function_kinds() -> tuple[frozenset[str], frozenset[str]]:
     """DuckDB's scalar function names, and the names of every other kind of function."""
     with duckdb.connect(":memory:") as con:
-        rows = con.sql("SELECT DISTINCT function_name, function_type FROM duckdb_functions()").fetchall()
+        rows = con.sql(
+            "SELECT DISTINCT function_name, function_type FROM duckdb_functions()"
+        ).fetchall()
     scalar = {name.lower() for name, kind in rows if kind == "scalar"}
     other = {name.lower() for name, kind in rows if kind != "scalar"}
     return frozenset(scalar - other), frozenset(other)

@@ -41,7 +41,11 @@ class SizeCache:
 
     def get(self, key: tuple[str, str]) -> int | None:
         cached = self._sizes.get(key)
-        return cached[1] if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS else None
+        return (
+            cached[1]
+            if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS
+            else None
+        )
 
     def put(self, key: tuple[str, str], size: int) -> None:
         if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
@@ -51,7 +55,11 @@ class SizeCache:
     def claim(self, key: tuple[str, str]) -> bool:
         """True (and the caller measures ``key``) unless it is known or being measured."""
         with self._lock:
-            if self.get(key) is not None or key in self._measuring or len(self._measuring) >= _SIZE_MEASURING:
+            if (
+                self.get(key) is not None
+                or key in self._measuring
+                or len(self._measuring) >= _SIZE_MEASURING
+            ):
                 return False
             self._measuring.add(key)
             return True
@@ -62,7 +70,10 @@ class SizeCache:
 
 
 def measure_in_background(
-    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    nodes: NodeDirectory,
+    product: Fragment,
+    user: str,
+    decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema],
 ) -> None:
     """Measure ``product``'s whole size on its node in a background thread (once at a time
@@ -81,7 +92,10 @@ def measure_in_background(
 
 
 def whole_size(
-    nodes: NodeDirectory, product: Fragment, user: str, decisions: Mapping[str, str],
+    nodes: NodeDirectory,
+    product: Fragment,
+    user: str,
+    decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema],
 ) -> int | None:
     """Estimated Arrow bytes of one whole governed product (cached a minute); None when
@@ -92,7 +106,9 @@ def whole_size(
         return cached
     try:
         schema = schema_of(product.sql)
-        query = Fragment(product.name, product.domain, _size_sql(product.sql, schema), product.products, "size")
+        query = Fragment(
+            product.name, product.domain, _size_sql(product.sql, schema), product.products, "size"
+        )
         counts = nodes.fetch_table(query, user, decisions).to_pylist()[0]
     except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
         log.warning("whole_product_size_unknown", domain=product.domain, error=first_line(exc))
@@ -107,14 +123,25 @@ def whole_size(
 def _size_sql(sql: str, schema: pa.Schema) -> str:
     """Rows of a governed product and the bytes of its variable-width values (strings,
     blobs; any other non-fixed type by its text length)."""
-    varying = [_value_bytes(f) for f in schema if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)]
+    varying = [
+        _value_bytes(f)
+        for f in schema
+        if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)
+    ]
     total = exp.Sum(this=exp.Add(this=varying[0], expression=exp.Literal.number(4)))
     for term in varying[1:]:
-        total = exp.Add(this=total, expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))))
+        total = exp.Add(
+            this=total,
+            expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))),
+        )
     select = exp.select(
         exp.alias_(exp.Count(this=exp.Star(), big_int=True), "rows", quoted=True),
         exp.alias_(total if varying else exp.Literal.number(0), "varbytes", quoted=True),
-    ).from_(exp.Subquery(this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))))
+    ).from_(
+        exp.Subquery(
+            this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))
+        )
+    )
     return select.sql("duckdb")
 
 

@@ -75,9 +75,15 @@ class TicketSealer:
         self.ttl_seconds = ttl_seconds
 
     def seal(
-        self, domain: str, sql: str, parameters: tuple[object, ...], user: str,
-        products: tuple[str, ...], purpose: str = "rows",
-        decisions: Mapping[str, str] | None = None, ttl_seconds: float | None = None,
+        self,
+        domain: str,
+        sql: str,
+        parameters: tuple[object, ...],
+        user: str,
+        products: tuple[str, ...],
+        purpose: str = "rows",
+        decisions: Mapping[str, str] | None = None,
+        ttl_seconds: float | None = None,
     ) -> bytes:
         payload = {
             "domain": domain,
@@ -107,7 +113,9 @@ class TicketSealer:
         try:
             payload = json.loads(self._aead.decrypt(nonce, raw[len(MAGIC) + _NONCE_BYTES :], _AAD))
         except (InvalidTag, ValueError) as exc:
-            raise TicketError("ticket signature check failed (tampered, or sealed with another key)") from exc
+            raise TicketError(
+                "ticket signature check failed (tampered, or sealed with another key)"
+            ) from exc
         if payload["expires_at"] < time.time():
             raise TicketError("ticket expired; ask the gateway again")
         return NodeTicket(

@@ -35,13 +35,22 @@ _ColumnType = Callable[[exp.Column], "str | None"]
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 _INTEGER_DIGITS = {
-    "TINYINT": 3, "SMALLINT": 5, "INTEGER": 10, "BIGINT": 19, "HUGEINT": 39,
-    "UTINYINT": 3, "USMALLINT": 5, "UINTEGER": 10, "UBIGINT": 20, "UHUGEINT": 39,
+    "TINYINT": 3,
+    "SMALLINT": 5,
+    "INTEGER": 10,
+    "BIGINT": 19,
+    "HUGEINT": 39,
+    "UTINYINT": 3,
+    "USMALLINT": 5,
+    "UINTEGER": 10,
+    "UBIGINT": 20,
+    "UHUGEINT": 39,
 }
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
 _MAX_DECIMAL_WIDTH = 38
-_TIMESTAMPS = frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS",
-                         "TIMESTAMP_NS"})
+_TIMESTAMPS = frozenset(
+    {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"}
+)
 _PREDICATE_ARGS = ("where", "having", "qualify")
 
 
@@ -112,6 +121,7 @@ class Resolver:
 
 def needs_barrier(selects: list[exp.Select], resolver: Resolver) -> bool:
     """True unless every predicate of the statement (all its ``selects``) is leakproof."""
+
     def column_type(column: exp.Column) -> str | None:
         found = resolver.product_column(column)
         return found[2] if found is not None else None
@@ -276,7 +286,8 @@ class _Leakproof:
             pattern = node.expression
             return (
                 _family(self._type(node.this)) == "string"
-                and isinstance(pattern, exp.Literal) and pattern.is_string
+                and isinstance(pattern, exp.Literal)
+                and pattern.is_string
             )
         if isinstance(node, exp.Column):
             return self._type(node) == "BOOLEAN"
@@ -400,7 +411,11 @@ def _family(column_type: str | None) -> str | None:
         return "string"
     if column_type == "BOOLEAN":
         return "boolean"
-    if column_type in _INTEGER_DIGITS or column_type in ("FLOAT", "DOUBLE") or _DECIMAL.match(column_type):
+    if (
+        column_type in _INTEGER_DIGITS
+        or column_type in ("FLOAT", "DOUBLE")
+        or _DECIMAL.match(column_type)
+    ):
         return "numeric"
     if column_type == "DATE" or column_type in _TIMESTAMPS:
         return "temporal"

@@ -42,7 +42,8 @@ def bound_collectors(query: Query, context: PlanContext) -> Query:
     """Add a row-count guard for every collecting aggregate (see the module docstring)."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
     collectors = [
-        (node, COLLECTORS[name]) for node in ast.find_all(exp.Func)
+        (node, COLLECTORS[name])
+        for node in ast.find_all(exp.Func)
         if (name := function_name(node)) in COLLECTORS
     ]
     checks: dict[tuple[int, bool], tuple[exp.Select, list[exp.If]]] = {}

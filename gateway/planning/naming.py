@@ -23,4 +23,9 @@ def product_table(domain: str, name: str) -> exp.Table:
 
 def partition_table(domain: str, name: str, index: int, count: int) -> exp.Table:
     """The hidden view of partition ``index`` (of ``count``) of a product."""
-    return exp.table_(f"{domain}.{name}#{index}/{count}", db=PARTITION_SCHEMA, catalog=INTERNAL_CATALOG, quoted=True)
+    return exp.table_(
+        f"{domain}.{name}#{index}/{count}",
+        db=PARTITION_SCHEMA,
+        catalog=INTERNAL_CATALOG,
+        quoted=True,
+    )

@@ -85,10 +85,32 @@ def _tokenize(text: str) -> list[Token]:
         cast = token.token_type == TokenType.QDCOLON
         if cast or token.token_type == TokenType.PLACEHOLDER:
             numbered += 1
-            fixed.append(Token(TokenType.PARAMETER, "$", token.line, token.col, token.start, token.start, []))
-            fixed.append(Token(TokenType.NUMBER, str(numbered), token.line, token.col, token.start, token.start, []))
+            fixed.append(
+                Token(TokenType.PARAMETER, "$", token.line, token.col, token.start, token.start, [])
+            )
+            fixed.append(
+                Token(
+                    TokenType.NUMBER,
+                    str(numbered),
+                    token.line,
+                    token.col,
+                    token.start,
+                    token.start,
+                    [],
+                )
+            )
             if cast:
-                fixed.append(Token(TokenType.DCOLON, "::", token.line, token.col, token.start + 1, token.end, token.comments))
+                fixed.append(
+                    Token(
+                        TokenType.DCOLON,
+                        "::",
+                        token.line,
+                        token.col,
+                        token.start + 1,
+                        token.end,
+                        token.comments,
+                    )
+                )
         else:
             fixed.append(token)
     if numbered and any(t.token_type == TokenType.PARAMETER for t in tokens):
@@ -206,8 +228,10 @@ def _describe(class_name: str) -> str:
     node = getattr(exp, class_name, None)
     if isinstance(node, type) and issubclass(node, (exp.Binary, exp.Unary, exp.Func)):
         return "expression"
-    if isinstance(node, type) and issubclass(node, (exp.Where, exp.Having, exp.Group, exp.Order,
-                                                    exp.Limit, exp.Offset, exp.Qualify, exp.Join)):
+    if isinstance(node, type) and issubclass(
+        node,
+        (exp.Where, exp.Having, exp.Group, exp.Order, exp.Limit, exp.Offset, exp.Qualify, exp.Join),
+    ):
         return f"{node.key.upper()} clause"
     return "statement"
 

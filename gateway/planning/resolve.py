@@ -41,7 +41,10 @@ def resolve_products(query: Query, context: PlanContext) -> Query:
             raise UnknownObject(_unqualified_message(table, context))
         table.set("this", exp.to_identifier(generated[id(cte)], quoted=True))
         if not table.args.get("alias"):
-            table.set("alias", exp.TableAlias(this=exp.to_identifier(cte.args["original_name"], quoted=True)))
+            table.set(
+                "alias",
+                exp.TableAlias(this=exp.to_identifier(cte.args["original_name"], quoted=True)),
+            )
     _apply_generated_names(ast, generated)
     return query.evolve(ast=ast, products=tuple(products.values()))
 
@@ -145,7 +148,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def _unqualified_message(table: exp.Table, context: PlanContext) -> str:
     candidates = [
-        p.key for p in context.catalog.products_named(_fold(table.name))
+        p.key
+        for p in context.catalog.products_named(_fold(table.name))
         if context.governor.may_read(context.subject, p.key)
     ]
     hint = f"; did you mean {' or '.join(candidates)}?" if candidates else ""

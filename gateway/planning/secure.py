@@ -52,8 +52,12 @@ def governed_columns(
 
 
 def secure_subquery(
-    domain: str, name: str, access: ProductAccess, column_types: dict[str, str],
-    leakproof: list[exp.Expression] | None = None, barrier: bool = False,
+    domain: str,
+    name: str,
+    access: ProductAccess,
+    column_types: dict[str, str],
+    leakproof: list[exp.Expression] | None = None,
+    barrier: bool = False,
 ) -> exp.Select:
     """The filtered, masked SELECT standing in for one product; with ``barrier``, behind
     its security barrier, with ``leakproof`` user conjuncts beside the row filter (see
@@ -150,8 +154,12 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             alias = exp.TableAlias(this=exp.to_identifier(product.name))
             unaliased.add((product.domain, product.name))
         select = secure_subquery(
-            product.domain, product.name, query.accesses[product.key], product.column_types,
-            pushed.get(id(table), []), barrier,
+            product.domain,
+            product.name,
+            query.accesses[product.key],
+            product.column_types,
+            pushed.get(id(table), []),
+            barrier,
         )
         subquery = exp.Subquery(this=select, alias=alias)
         for arg in _CARRIED_TABLE_ARGS:
@@ -172,7 +180,10 @@ def _derived_columns(source: exp.Expression) -> frozenset[str] | None:
         return frozenset(c.name for c in alias.columns)
     if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
         projections = source.this.expressions
-        if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star) for p in projections):
+        if any(
+            isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star)
+            for p in projections
+        ):
             return None
         return frozenset(p.alias_or_name for p in projections)
     return None

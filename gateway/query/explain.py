@@ -11,7 +11,9 @@ from gateway.planning.query import Query
 
 _ESTIMATE = re.compile(r"~[\d,.]+ rows?")
 
-EXPLAIN_SCHEMA = pa.schema([pa.field("explain_key", pa.utf8()), pa.field("explain_value", pa.utf8())])
+EXPLAIN_SCHEMA = pa.schema(
+    [pa.field("explain_key", pa.utf8()), pa.field("explain_value", pa.utf8())]
+)
 POLICY_SCHEMA = pa.schema(
     [
         pa.field("product", pa.utf8()),
@@ -28,7 +30,14 @@ def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
     Columns the user may not see are listed only with ``show_hidden`` (the operator's
     ``meshgate explain``): over Flight SQL an invisible column must stay invisible.
     """
-    rows = [{"product": "(query)", "column": None, "decision": "rewritten SQL", "rule": query.display_sql}]
+    rows = [
+        {
+            "product": "(query)",
+            "column": None,
+            "decision": "rewritten SQL",
+            "rule": query.display_sql,
+        }
+    ]
     for key, access in sorted(query.accesses.items()):
         for reason in access.reasons:
             decision = "rows filtered" if reason.startswith("rows filtered") else "read allowed"
@@ -42,12 +51,14 @@ def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
                 decision = f"masked ({column.mask.spec})"
             else:
                 decision = "visible"
-            rows.append({
-                "product": key,
-                "column": column.name,
-                "decision": decision,
-                "rule": "; ".join(column.reasons) or None,
-            })
+            rows.append(
+                {
+                    "product": key,
+                    "column": column.name,
+                    "decision": decision,
+                    "rule": "; ".join(column.reasons) or None,
+                }
+            )
     return pa.Table.from_pylist(rows, schema=POLICY_SCHEMA)
 
 
@@ -68,7 +79,9 @@ def plan_explanation(catalog: Catalog, query: Query, parameters: tuple[object, .
         # Cardinality estimates come from the base tables: they would hint at hidden rows.
         text = _ESTIMATE.sub("~? rows", text)
     return pa.Table.from_pylist(
-        [{"explain_key": "governed_sql", "explain_value": query.display_sql},
-         {"explain_key": "physical_plan", "explain_value": text}],
+        [
+            {"explain_key": "governed_sql", "explain_value": query.display_sql},
+            {"explain_key": "physical_plan", "explain_value": text},
+        ],
         schema=EXPLAIN_SCHEMA,
     )

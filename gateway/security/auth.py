@@ -82,7 +82,10 @@ class LoginGuard:
     """Locks a user out for a while after too many failed logins (and says so)."""
 
     def __init__(
-        self, max_failures: int, lockout_seconds: float, clock: Callable[[], float] = time.monotonic,
+        self,
+        max_failures: int,
+        lockout_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max = max_failures
         self._lockout = lockout_seconds
@@ -113,7 +116,9 @@ class LoginGuard:
 class AuthMiddleware(flight.ServerMiddleware):
     """Carries the caller's identity to the RPC; answers the token after a handshake."""
 
-    def __init__(self, principal: Principal, issued_token: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, principal: Principal, issued_token: str | None = None, token: str | None = None
+    ) -> None:
         self.principal = principal
         self._issued_token = issued_token
         self.token = token or issued_token
@@ -128,7 +133,10 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
     """Checks Basic credentials on Handshake and the bearer token on every other call."""
 
     def __init__(
-        self, users: UserDirectory, tokens: TokenStore, guard: LoginGuard,
+        self,
+        users: UserDirectory,
+        tokens: TokenStore,
+        guard: LoginGuard,
         on_failed_login: Callable[[str, str], None] | None = None,
     ) -> None:
         self._users = users
@@ -171,7 +179,9 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
 class HandshakeAuthHandler(flight.ServerAuthHandler):
     """Lets Handshake through to the middleware, which does the real check."""
 
-    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
+    def authenticate(
+        self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader
+    ) -> None:
         return None
 
     def is_valid(self, token: bytes) -> str:

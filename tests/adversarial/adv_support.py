@@ -83,22 +83,32 @@ def read_truth(mesh: Path) -> Truth:
         con.execute(f"ATTACH {_quote(mesh / ORDERS_DB)} AS raw_sales (READ_ONLY)")
         customers = f"read_parquet({_quote(mesh / CUSTOMERS_PARQUET)})"
         shipments = f"read_parquet({_quote(mesh / SHIPMENTS_DIR / '**' / '*.parquet')}, hive_partitioning = true)"
-        rows = con.sql(f"SELECT customer_id, name, email, ssn, region FROM {customers} ORDER BY customer_id").fetchall()
+        rows = con.sql(
+            f"SELECT customer_id, name, email, ssn, region FROM {customers} ORDER BY customer_id"
+        ).fetchall()
         ssns = frozenset(r[3] for r in rows)
         emails = frozenset(r[2] for r in rows)
-        by_region = dict(con.sql("SELECT region, count(*) FROM raw_sales.main.orders GROUP BY ALL").fetchall())
+        by_region = dict(
+            con.sql("SELECT region, count(*) FROM raw_sales.main.orders GROUP BY ALL").fetchall()
+        )
         eu_ids = frozenset(
-            r[0] for r in con.sql("SELECT order_id FROM raw_sales.main.orders WHERE region = 'EU'").fetchall()
+            r[0]
+            for r in con.sql(
+                "SELECT order_id FROM raw_sales.main.orders WHERE region = 'EU'"
+            ).fetchall()
         )
         non_eu = tuple(
-            r[0] for r in con.sql(
+            r[0]
+            for r in con.sql(
                 "SELECT order_id FROM raw_sales.main.orders WHERE region <> 'EU' ORDER BY order_id LIMIT 5"
             ).fetchall()
         )
         eu_sum, eu_max_id, eu_min_amount, eu_max_amount = con.sql(
             "SELECT sum(amount), max(order_id), min(amount), max(amount) FROM raw_sales.main.orders WHERE region = 'EU'"
         ).fetchall()[0]
-        carriers = frozenset(r[0] for r in con.sql(f"SELECT DISTINCT carrier FROM {shipments}").fetchall())
+        carriers = frozenset(
+            r[0] for r in con.sql(f"SELECT DISTINCT carrier FROM {shipments}").fetchall()
+        )
         shipment_count = con.sql(f"SELECT count(*) FROM {shipments}").fetchall()[0][0]
     finally:
         con.close()
@@ -168,7 +178,9 @@ class Outcome:
     def describe(self) -> str:
         if self.error is not None:
             return f"error: {self.error[:300]}"
-        return f"{self.table.num_rows} row(s), columns {self.columns}, first {self.rows[:2]!r}"[:600]
+        return f"{self.table.num_rows} row(s), columns {self.columns}, first {self.rows[:2]!r}"[
+            :600
+        ]
 
 
 def _type_names(schema: pa.Schema) -> Iterator[str]:
@@ -183,7 +195,11 @@ def _nested_names(data_type: pa.DataType) -> Iterator[str]:
             child = data_type.field(index)
             yield child.name
             yield from _nested_names(child.type)
-    elif pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+    elif (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+    ):
         yield from _nested_names(data_type.value_type)
     elif pa.types.is_map(data_type):
         yield from _nested_names(data_type.key_type)
@@ -201,8 +217,6 @@ def _strings(values) -> Iterator[str]:
             yield from _strings(value.values())
         elif isinstance(value, (list, tuple)):
             yield from _strings(value)
-
-
 
 
 def run(conn, sql: str, params: tuple | None = None) -> Outcome:
@@ -267,7 +281,7 @@ def leaks(outcome: Outcome, truth: Truth, user: str, *, orders_only: bool = Fals
             seen.add(kind)
             at = text.find(truth.hash_key)
             start = max(0, at - 120) if at >= 0 else 0
-            shown = text[start:start + 260].replace(truth.hash_key, "<HASH KEY>")
+            shown = text[start : start + 260].replace(truth.hash_key, "<HASH KEY>")
             problems.append(f"{kind}: {shown!r}")
 
     echo = outcome.sql + repr(outcome.params)  # what the user sent may come back
@@ -297,7 +311,11 @@ def leaks(outcome: Outcome, truth: Truth, user: str, *, orders_only: bool = Fals
     if user != "erin" and LOGISTICS_COLUMNS & {c.lower() for c in outcome.columns}:
         report("logistics columns", str(outcome.columns))
     if orders_only:
-        outside = [v for v in outcome.values("order_id") if isinstance(v, int) and v not in truth.eu_order_ids]
+        outside = [
+            v
+            for v in outcome.values("order_id")
+            if isinstance(v, int) and v not in truth.eu_order_ids
+        ]
         if outside:
             report("order_id outside the user's row filter", str(outside[:5]))
     return problems

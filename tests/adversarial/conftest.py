@@ -20,5 +20,3 @@ def clients(gateway) -> Iterator[Clients]:
     pool = Clients(gateway.uri)
     yield pool
     pool.close()
-
-

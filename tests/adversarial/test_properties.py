@@ -49,7 +49,9 @@ def _oracle(mesh: Path, truth: Truth, user: str) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE SCHEMA crm")
     if user == "alice":
         con.execute(f"ATTACH {_quote(mesh / ORDERS_DB)} AS raw_orders (READ_ONLY)")
-        con.execute("CREATE VIEW sales.orders AS SELECT * FROM raw_orders.main.orders WHERE region = 'EU'")
+        con.execute(
+            "CREATE VIEW sales.orders AS SELECT * FROM raw_orders.main.orders WHERE region = 'EU'"
+        )
         con.execute(
             "CREATE VIEW crm.customers AS SELECT customer_id, name, "
             "CASE WHEN email IS NULL THEN NULL ELSE concat(left(email, 1), '***@', split_part(email, '@', 2)) END AS email, "
@@ -86,11 +88,16 @@ def carol_pair(gateway, demo_mesh, truth) -> Iterator[tuple]:
 def test_oracle_agrees_with_truth(alice_pair, truth: Truth) -> None:
     """The hand-built views reproduce the gateway's masks (else the property is vacuous)."""
     _, oracle = alice_pair
-    email, ssn = oracle.sql("SELECT email, ssn FROM crm.customers WHERE customer_id = 1").fetchall()[0]
+    email, ssn = oracle.sql(
+        "SELECT email, ssn FROM crm.customers WHERE customer_id = 1"
+    ).fetchall()[0]
     raw = truth.sample_customer
     assert ssn == truth.hashed(raw["ssn"])
     assert email == raw["email"][0] + "***@" + raw["email"].split("@")[1]
-    assert oracle.sql("SELECT count(*) FROM sales.orders").fetchall()[0][0] == truth.orders_by_region["EU"]
+    assert (
+        oracle.sql("SELECT count(*) FROM sales.orders").fetchall()[0][0]
+        == truth.orders_by_region["EU"]
+    )
 
 
 # --------------------------------------------------------------------------- comparison
@@ -174,15 +181,19 @@ def order_atom(prefix: str) -> st.SearchStrategy[str]:
     p = prefix
     return st.one_of(
         st.tuples(st.sampled_from(OPS), ints_order).map(lambda t: f"{p}order_id {t[0]} {t[1]}"),
-        st.tuples(st.sampled_from(OPS), ints_customer).map(lambda t: f"{p}customer_id {t[0]} {t[1]}"),
+        st.tuples(st.sampled_from(OPS), ints_customer).map(
+            lambda t: f"{p}customer_id {t[0]} {t[1]}"
+        ),
         st.tuples(st.sampled_from(OPS), amounts).map(lambda t: f"{p}amount {t[0]} {t[1]}"),
         st.tuples(st.sampled_from(OPS), regions).map(lambda t: f"{p}region {t[0]} {t[1]}"),
         st.tuples(st.sampled_from(OPS), dates).map(lambda t: f"{p}order_date {t[0]} {t[1]}"),
         st.tuples(ints_order, st.integers(0, 5_000)).map(
-            lambda t: f"{p}order_id BETWEEN {t[0]} AND {t[0] + t[1]}"),
+            lambda t: f"{p}order_id BETWEEN {t[0]} AND {t[0] + t[1]}"
+        ),
         st.lists(regions, min_size=1, max_size=3).map(lambda rs: f"{p}region IN ({', '.join(rs)})"),
         st.tuples(st.integers(2, 97), st.integers(0, 96)).map(
-            lambda t: f"{p}order_id % {t[0]} = {t[1] % t[0]}"),
+            lambda t: f"{p}order_id % {t[0]} = {t[1] % t[0]}"
+        ),
         st.tuples(dates, dates).map(lambda t: f"{p}order_date BETWEEN {t[0]} AND {t[1]}"),
     )
 
@@ -190,15 +201,20 @@ def order_atom(prefix: str) -> st.SearchStrategy[str]:
 def customer_atom(prefix: str, user: str) -> st.SearchStrategy[str]:
     p = prefix
     atoms = [
-        st.tuples(st.sampled_from(OPS), ints_customer).map(lambda t: f"{p}customer_id {t[0]} {t[1]}"),
+        st.tuples(st.sampled_from(OPS), ints_customer).map(
+            lambda t: f"{p}customer_id {t[0]} {t[1]}"
+        ),
         st.tuples(st.sampled_from(OPS), regions).map(lambda t: f"{p}region {t[0]} {t[1]}"),
         st.text(letters, min_size=1, max_size=2).map(lambda s: f"{p}name LIKE '{s}%'"),
         st.text(letters, min_size=1, max_size=2).map(lambda s: f"{p}email LIKE '{s.lower()}%'"),
         st.integers(5, 16).map(lambda n: f"length({p}name) > {n}"),
     ]
     if user == "alice":
-        atoms.append(st.text(st.sampled_from("0123456789abcdef"), min_size=1, max_size=2)
-                     .map(lambda s: f"{p}ssn LIKE '{s}%'"))
+        atoms.append(
+            st.text(st.sampled_from("0123456789abcdef"), min_size=1, max_size=2).map(
+                lambda s: f"{p}ssn LIKE '{s}%'"
+            )
+        )
     return st.one_of(*atoms)
 
 
@@ -215,8 +231,14 @@ def predicate(atom: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 ORDER_COLUMNS = ("order_id", "customer_id", "region", "amount", "order_date")
-ORDER_EXPRESSIONS = ORDER_COLUMNS + ("amount * 2", "order_date + 1", "upper(region)", "customer_id % 7",
-                                     "year(order_date)", "amount > 100")
+ORDER_EXPRESSIONS = ORDER_COLUMNS + (
+    "amount * 2",
+    "order_date + 1",
+    "upper(region)",
+    "customer_id % 7",
+    "year(order_date)",
+    "amount > 100",
+)
 ALICE_CUSTOMER_COLUMNS = ("customer_id", "name", "email", "ssn", "region")
 CAROL_CUSTOMER_COLUMNS = ("customer_id", "name", "email", "region")
 
@@ -237,14 +259,31 @@ maybe = st.booleans()
 def orders_rows(draw) -> str:
     cols = draw(st.lists(st.sampled_from(ORDER_EXPRESSIONS), min_size=1, max_size=5, unique=True))
     pred = draw(st.none() | predicate(order_atom("")))
-    return (f"SELECT order_id AS k, {_projection(cols)} FROM sales.orders{_where(pred)} "
-            f"ORDER BY order_id LIMIT {draw(limits)}")
+    return (
+        f"SELECT order_id AS k, {_projection(cols)} FROM sales.orders{_where(pred)} "
+        f"ORDER BY order_id LIMIT {draw(limits)}"
+    )
 
 
-AGGREGATES = ("count(*)", "sum(amount)", "avg(amount)", "min(order_date)", "max(order_id)",
-              "count(DISTINCT customer_id)", "min(amount)", "max(amount)", "count(DISTINCT region)",
-              "sum(CASE WHEN region = 'EU' THEN 1 ELSE 0 END)")
-GROUP_KEYS = ("region", "year(order_date)", "customer_id % 10", "month(order_date)", "amount > 1000")
+AGGREGATES = (
+    "count(*)",
+    "sum(amount)",
+    "avg(amount)",
+    "min(order_date)",
+    "max(order_id)",
+    "count(DISTINCT customer_id)",
+    "min(amount)",
+    "max(amount)",
+    "count(DISTINCT region)",
+    "sum(CASE WHEN region = 'EU' THEN 1 ELSE 0 END)",
+)
+GROUP_KEYS = (
+    "region",
+    "year(order_date)",
+    "customer_id % 10",
+    "month(order_date)",
+    "amount > 1000",
+)
 
 
 @st.composite
@@ -255,17 +294,27 @@ def orders_aggregate(draw) -> str:
     select = _projection(keys + aggs)
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     having = " HAVING count(*) > 0" if keys and draw(maybe) else ""
-    order = f" ORDER BY {', '.join(str(i + 1) for i in range(len(keys)))} LIMIT {draw(limits)}" if keys and draw(maybe) else ""
+    order = (
+        f" ORDER BY {', '.join(str(i + 1) for i in range(len(keys)))} LIMIT {draw(limits)}"
+        if keys and draw(maybe)
+        else ""
+    )
     return f"SELECT {select} FROM sales.orders{_where(pred)}{group}{having}{order}"
 
 
 @st.composite
 def orders_window(draw) -> str:
-    partition = draw(st.sampled_from(("region", "customer_id", "year(order_date)", "customer_id % 5")))
-    function = draw(st.sampled_from(("count(*)", "sum(amount)", "max(order_id)", "min(order_date)")))
+    partition = draw(
+        st.sampled_from(("region", "customer_id", "year(order_date)", "customer_id % 5"))
+    )
+    function = draw(
+        st.sampled_from(("count(*)", "sum(amount)", "max(order_id)", "min(order_date)"))
+    )
     pred = draw(st.none() | predicate(order_atom("")))
-    return (f"SELECT order_id AS k, {function} OVER (PARTITION BY {partition}) AS w FROM sales.orders"
-            f"{_where(pred)} ORDER BY order_id LIMIT {draw(limits)}")
+    return (
+        f"SELECT order_id AS k, {function} OVER (PARTITION BY {partition}) AS w FROM sales.orders"
+        f"{_where(pred)} ORDER BY order_id LIMIT {draw(limits)}"
+    )
 
 
 @st.composite
@@ -273,14 +322,20 @@ def customers_rows(draw, user: str = "alice") -> str:
     columns = ALICE_CUSTOMER_COLUMNS if user == "alice" else CAROL_CUSTOMER_COLUMNS
     cols = draw(st.lists(st.sampled_from(columns), min_size=1, max_size=len(columns), unique=True))
     pred = draw(st.none() | predicate(customer_atom("", user)))
-    return (f"SELECT customer_id AS k, {_projection(cols)} FROM crm.customers{_where(pred)} "
-            f"ORDER BY customer_id LIMIT {draw(limits)}")
+    return (
+        f"SELECT customer_id AS k, {_projection(cols)} FROM crm.customers{_where(pred)} "
+        f"ORDER BY customer_id LIMIT {draw(limits)}"
+    )
 
 
 @st.composite
 def customers_aggregate(draw, user: str = "alice") -> str:
     key = draw(st.sampled_from(("region", "left(name, 1)", "length(name)", "left(email, 1)")))
-    agg = draw(st.sampled_from(("count(*)", "count(DISTINCT email)", "min(email)", "max(name)", "min(customer_id)")))
+    agg = draw(
+        st.sampled_from(
+            ("count(*)", "count(DISTINCT email)", "min(email)", "max(name)", "min(customer_id)")
+        )
+    )
     pred = draw(st.none() | predicate(customer_atom("", user)))
     return f"SELECT {key} AS g, {agg} AS a FROM crm.customers{_where(pred)} GROUP BY 1"
 
@@ -288,25 +343,44 @@ def customers_aggregate(draw, user: str = "alice") -> str:
 @st.composite
 def join_rows(draw) -> str:
     order_cols = draw(st.lists(st.sampled_from(ORDER_COLUMNS), min_size=1, max_size=3, unique=True))
-    customer_cols = draw(st.lists(st.sampled_from(ALICE_CUSTOMER_COLUMNS), min_size=1, max_size=3, unique=True))
+    customer_cols = draw(
+        st.lists(st.sampled_from(ALICE_CUSTOMER_COLUMNS), min_size=1, max_size=3, unique=True)
+    )
     pred_o = draw(st.none() | predicate(order_atom("o.")))
     pred_c = draw(st.none() | predicate(customer_atom("c.", "alice")))
     preds = [p for p in (pred_o, pred_c) if p]
     kind = draw(st.sampled_from(("JOIN", "LEFT JOIN")))
     select = _projection([f"o.{c}" for c in order_cols] + [f"c.{c}" for c in customer_cols])
-    return (f"SELECT o.order_id AS k, {select} FROM sales.orders o {kind} crm.customers c "
-            f"ON o.customer_id = c.customer_id{_where(' AND '.join(preds))} "
-            f"ORDER BY o.order_id LIMIT {draw(limits)}")
+    return (
+        f"SELECT o.order_id AS k, {select} FROM sales.orders o {kind} crm.customers c "
+        f"ON o.customer_id = c.customer_id{_where(' AND '.join(preds))} "
+        f"ORDER BY o.order_id LIMIT {draw(limits)}"
+    )
 
 
 @st.composite
 def join_aggregate(draw) -> str:
-    key = draw(st.sampled_from(("c.region", "o.region", "left(c.name, 1)", "year(o.order_date)", "left(c.ssn, 1)")))
-    agg = draw(st.sampled_from(("count(*)", "sum(o.amount)", "count(DISTINCT c.customer_id)",
-                                "avg(o.amount)", "max(c.email)")))
+    key = draw(
+        st.sampled_from(
+            ("c.region", "o.region", "left(c.name, 1)", "year(o.order_date)", "left(c.ssn, 1)")
+        )
+    )
+    agg = draw(
+        st.sampled_from(
+            (
+                "count(*)",
+                "sum(o.amount)",
+                "count(DISTINCT c.customer_id)",
+                "avg(o.amount)",
+                "max(c.email)",
+            )
+        )
+    )
     pred = draw(st.none() | predicate(order_atom("o.")))
-    return (f"SELECT {key} AS g, {agg} AS a FROM sales.orders o JOIN crm.customers c USING (customer_id)"
-            f"{_where(pred)} GROUP BY 1")
+    return (
+        f"SELECT {key} AS g, {agg} AS a FROM sales.orders o JOIN crm.customers c USING (customer_id)"
+        f"{_where(pred)} GROUP BY 1"
+    )
 
 
 @st.composite
@@ -315,8 +389,10 @@ def subquery_rows(draw) -> str:
     pred_o = draw(st.none() | predicate(order_atom("")))
     negate = "NOT " if draw(maybe) else ""
     extra = f" AND {pred_o}" if pred_o else ""
-    return (f"SELECT order_id AS k, amount AS a FROM sales.orders WHERE customer_id {negate}IN "
-            f"(SELECT customer_id FROM crm.customers WHERE {pred_c}){extra} ORDER BY order_id LIMIT {draw(limits)}")
+    return (
+        f"SELECT order_id AS k, amount AS a FROM sales.orders WHERE customer_id {negate}IN "
+        f"(SELECT customer_id FROM crm.customers WHERE {pred_c}){extra} ORDER BY order_id LIMIT {draw(limits)}"
+    )
 
 
 @st.composite
@@ -324,16 +400,27 @@ def set_operation(draw) -> str:
     op = draw(st.sampled_from(("UNION", "UNION ALL", "INTERSECT", "EXCEPT", "EXCEPT ALL")))
     left = draw(predicate(order_atom("")))
     right = draw(predicate(customer_atom("", "alice")))
-    first, second = ("sales.orders", "crm.customers") if draw(maybe) else ("crm.customers", "sales.orders")
+    first, second = (
+        ("sales.orders", "crm.customers") if draw(maybe) else ("crm.customers", "sales.orders")
+    )
     preds = {"sales.orders": left, "crm.customers": right}
-    return (f"SELECT * FROM (SELECT customer_id AS k, region AS r FROM {first} WHERE {preds[first]} {op} "
-            f"SELECT customer_id, region FROM {second} WHERE {preds[second]}) "
-            f"ORDER BY k, r LIMIT {draw(limits)}")
+    return (
+        f"SELECT * FROM (SELECT customer_id AS k, region AS r FROM {first} WHERE {preds[first]} {op} "
+        f"SELECT customer_id, region FROM {second} WHERE {preds[second]}) "
+        f"ORDER BY k, r LIMIT {draw(limits)}"
+    )
 
 
 ALICE_QUERIES = st.one_of(
-    orders_rows(), orders_aggregate(), orders_window(), customers_rows("alice"),
-    customers_aggregate("alice"), join_rows(), join_aggregate(), subquery_rows(), set_operation(),
+    orders_rows(),
+    orders_aggregate(),
+    orders_window(),
+    customers_rows("alice"),
+    customers_aggregate("alice"),
+    join_rows(),
+    join_aggregate(),
+    subquery_rows(),
+    set_operation(),
 )
 CAROL_QUERIES = st.one_of(customers_rows("carol"), customers_aggregate("carol"))
 

@@ -34,8 +34,13 @@ MARKER = "md5"
 
 @pytest.fixture(scope="module")
 def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlService]:
-    mesh_dir = Path(shutil.copytree(demo_mesh, tmp_path_factory.mktemp("barrier") / "mesh",
-                                    ignore=shutil.ignore_patterns(".meshgate")))
+    mesh_dir = Path(
+        shutil.copytree(
+            demo_mesh,
+            tmp_path_factory.mktemp("barrier") / "mesh",
+            ignore=shutil.ignore_patterns(".meshgate"),
+        )
+    )
     service = SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
     yield service
 
@@ -72,7 +77,8 @@ def user_code_below_barrier(nodes: list[dict], protected: bool = False) -> list[
 
 def evaluates_marker(nodes: list[dict]) -> bool:
     return any(
-        MARKER in json.dumps(n.get("extra_info", {})).lower() or evaluates_marker(n.get("children", []))
+        MARKER in json.dumps(n.get("extra_info", {})).lower()
+        or evaluates_marker(n.get("children", []))
         for n in nodes
     )
 
@@ -140,7 +146,8 @@ def test_mesh_fragments_keep_user_functions_above_the_barrier(service, name):
     same rule (the split pushes predicates with sqlglot, which stops at OFFSET)."""
     planned = service.plan(principal("alice"), ATTACKS[name], keep_ast=True)
     plan = split_fragments(
-        planned.query.ast, {p.key: p.column_types for p in planned.query.products},
+        planned.query.ast,
+        {p.key: p.column_types for p in planned.query.products},
         frozenset({"sales", "crm"}),
     )
     for fragment in plan.fragments:
@@ -160,49 +167,64 @@ def secure_where(sql: str) -> str:
 def test_leakproof_predicates_need_no_barrier(service):
     """Comparisons of product columns with constants, other columns of the same type,
     IN lists, BETWEEN, LIKE, IS NULL, EXISTS: DuckDB may push them anywhere."""
-    sql = governed(service, "alice", (
-        "SELECT o.* FROM sales.orders o WHERE o.customer_id < 10 AND o.region IN ('EU', 'US') "
-        "AND o.order_date BETWEEN DATE '2020-01-01' AND DATE '2030-01-01' - INTERVAL 1 DAY "
-        "AND o.amount > 0.5 AND o.region LIKE 'E%' AND o.amount IS NOT NULL AND o.order_id = ? "
-        "AND EXISTS (SELECT 1 FROM crm.customers c WHERE c.customer_id = o.customer_id)"
-    ))
+    sql = governed(
+        service,
+        "alice",
+        (
+            "SELECT o.* FROM sales.orders o WHERE o.customer_id < 10 AND o.region IN ('EU', 'US') "
+            "AND o.order_date BETWEEN DATE '2020-01-01' AND DATE '2030-01-01' - INTERVAL 1 DAY "
+            "AND o.amount > 0.5 AND o.region LIKE 'E%' AND o.amount IS NOT NULL AND o.order_id = ? "
+            "AND EXISTS (SELECT 1 FROM crm.customers c WHERE c.customer_id = o.customer_id)"
+        ),
+    )
     assert "OFFSET" not in sql
 
 
-@pytest.mark.parametrize("predicate, pushed", [
-    ("customer_id < 10", True),
-    ("order_date >= '2024-01-01'", True),
-    ("order_date >= DATE '2024-01-01' + INTERVAL 1 MONTH", True),
-    ("amount BETWEEN 0.06 - 0.01 AND 0.06 + 0.01", True),
-    ("region NOT LIKE '%U'", True),
-    ("customer_id = order_id", True),  # two BIGINT columns of the product
-    ("region = 5", False),  # DuckDB would cast every region to a number
-    ("order_date = 'not a date'", False),
-    ("amount > 0.1234567890123456789012345678901234567", False),  # narrows the column
-    ("region::INTEGER = 5", False),
-    ("lower(region) = 'eu'", False),
-    ("customer_id + 1 = 5", False),  # integer arithmetic can overflow
-])
+@pytest.mark.parametrize(
+    "predicate, pushed",
+    [
+        ("customer_id < 10", True),
+        ("order_date >= '2024-01-01'", True),
+        ("order_date >= DATE '2024-01-01' + INTERVAL 1 MONTH", True),
+        ("amount BETWEEN 0.06 - 0.01 AND 0.06 + 0.01", True),
+        ("region NOT LIKE '%U'", True),
+        ("customer_id = order_id", True),  # two BIGINT columns of the product
+        ("region = 5", False),  # DuckDB would cast every region to a number
+        ("order_date = 'not a date'", False),
+        ("amount > 0.1234567890123456789012345678901234567", False),  # narrows the column
+        ("region::INTEGER = 5", False),
+        ("lower(region) = 'eu'", False),
+        ("customer_id + 1 = 5", False),  # integer arithmetic can overflow
+    ],
+)
 def test_which_conjuncts_run_below_the_barrier(service, predicate, pushed):
     """With a non-leakproof predicate in the statement every product is behind a barrier,
     and only the leakproof conjuncts go below it, beside the row filter."""
-    sql = governed(service, "alice", f"SELECT * FROM sales.orders WHERE {predicate} AND {MARKER}(region) = 'y'")
+    sql = governed(
+        service, "alice", f"SELECT * FROM sales.orders WHERE {predicate} AND {MARKER}(region) = 'y'"
+    )
     below = secure_where(sql)
     assert below.startswith("WHERE region = 'EU'")  # the row filter
     written = parse_one(predicate, dialect="duckdb").sql("duckdb")
-    quoted = parse_one(predicate, dialect="duckdb").transform(
-        lambda n: exp.column(n.name, quoted=True) if isinstance(n, exp.Column) else n
-    ).sql("duckdb")
+    quoted = (
+        parse_one(predicate, dialect="duckdb")
+        .transform(lambda n: exp.column(n.name, quoted=True) if isinstance(n, exp.Column) else n)
+        .sql("duckdb")
+    )
     assert (quoted in below) is pushed, below
     assert MARKER not in below.lower()
     if pushed:
-        assert written not in sql.split("OFFSET 0")[-1], "a pushed WHERE conjunct leaves the outer WHERE"
+        assert written not in sql.split("OFFSET 0")[-1], (
+            "a pushed WHERE conjunct leaves the outer WHERE"
+        )
 
 
 def test_masked_columns_are_judged_as_the_user_sees_them(service):
     """erin sees amount rounded: a predicate on it reads the mask's value, so it is not
     copied below the barrier (it would run the mask on hidden rows)."""
-    sql = governed(service, "erin", f"SELECT * FROM sales.orders WHERE amount > 100 AND {MARKER}(region) = 'y'")
+    sql = governed(
+        service, "erin", f"SELECT * FROM sales.orders WHERE amount > 100 AND {MARKER}(region) = 'y'"
+    )
     assert "OFFSET 0" in sql
     assert '"amount" > 100' not in secure_where(sql)
 
@@ -210,10 +232,14 @@ def test_masked_columns_are_judged_as_the_user_sees_them(service):
 def test_outer_join_predicates_stay_where_they_hold(service):
     """A WHERE conjunct on the null-supplying side of a LEFT JOIN is not pushed (it would
     change the result); the ON of a LEFT JOIN is pushed into its right side."""
-    sql = governed(service, "alice", (
-        "SELECT count(*) FROM crm.customers c LEFT JOIN sales.orders o "
-        f"ON o.customer_id = c.customer_id AND o.amount > 7 WHERE o.order_id IS NULL AND {MARKER}(c.name) = 'y'"
-    ))
+    sql = governed(
+        service,
+        "alice",
+        (
+            "SELECT count(*) FROM crm.customers c LEFT JOIN sales.orders o "
+            f"ON o.customer_id = c.customer_id AND o.amount > 7 WHERE o.order_id IS NULL AND {MARKER}(c.name) = 'y'"
+        ),
+    )
     below = secure_where(sql)
     assert '"amount" > 7' in below
     assert "order_id" not in below
@@ -221,10 +247,18 @@ def test_outer_join_predicates_stay_where_they_hold(service):
 
 def test_barrier_results_equal_the_oracle(service, direct_oracle):
     for user, sql in (
-        ("alice", f"SELECT order_id FROM sales.orders WHERE amount > 4000 AND {MARKER}(region) <> 'y' ORDER BY 1"),
-        ("alice", (f"SELECT c.customer_id, count(o.order_id) FROM crm.customers c LEFT JOIN sales.orders o "
-                   f"ON o.customer_id = c.customer_id AND o.amount > 4000 WHERE {MARKER}(c.region) <> 'y' "
-                   f"GROUP BY 1 ORDER BY 1")),
+        (
+            "alice",
+            f"SELECT order_id FROM sales.orders WHERE amount > 4000 AND {MARKER}(region) <> 'y' ORDER BY 1",
+        ),
+        (
+            "alice",
+            (
+                f"SELECT c.customer_id, count(o.order_id) FROM crm.customers c LEFT JOIN sales.orders o "
+                f"ON o.customer_id = c.customer_id AND o.amount > 4000 WHERE {MARKER}(c.region) <> 'y' "
+                f"GROUP BY 1 ORDER BY 1"
+            ),
+        ),
     ):
         with service.snapshot.catalog.engine.cursor() as cursor:
             got = cursor.sql(governed(service, user, sql)).fetchall()
@@ -240,8 +274,10 @@ def direct_oracle(demo_mesh: Path):
     con.execute(f"ATTACH '{demo_mesh / 'sales/data/orders.duckdb'}' AS s (READ_ONLY)")
     con.execute("CREATE SCHEMA sales; CREATE SCHEMA crm")
     con.execute("CREATE VIEW sales.orders AS SELECT * FROM s.main.orders WHERE region = 'EU'")
-    con.execute(f"CREATE VIEW crm.customers AS SELECT customer_id, name, region FROM "
-                f"read_parquet('{demo_mesh / 'crm/data/customers.parquet'}')")
+    con.execute(
+        f"CREATE VIEW crm.customers AS SELECT customer_id, name, region FROM "
+        f"read_parquet('{demo_mesh / 'crm/data/customers.parquet'}')"
+    )
 
     def run(user: str, sql: str) -> list[tuple]:
         assert user == "alice"

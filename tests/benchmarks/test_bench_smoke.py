@@ -26,10 +26,15 @@ from benchmarks.settings import BenchConfig
 @pytest.mark.skipif(find_executable("tpchgen-cli") is None, reason="tpchgen-cli is not installed")
 def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
     config = BenchConfig.make(
-        quick=True, out=tmp_path / "bench",
-        concurrency_seconds=0.5, concurrency_levels=(1, 2, 4, 8, 16),
-        policy_sizes=(10, 100, 1_000), decision_samples=2,
-        small_query_calls=5, planning_calls=5, mesh_seconds=1.0,
+        quick=True,
+        out=tmp_path / "bench",
+        concurrency_seconds=0.5,
+        concurrency_levels=(1, 2, 4, 8, 16),
+        policy_sizes=(10, 100, 1_000),
+        decision_samples=2,
+        small_query_calls=5,
+        planning_calls=5,
+        mesh_seconds=1.0,
     )
     started = time.monotonic()
     report = run_config(config)
@@ -41,13 +46,17 @@ def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
     sections = results["sections"]
     for name in SECTIONS:
         assert isinstance(sections.get(name), dict), f"section {name} missing"
-        assert "error" not in sections[name], f"section {name} failed: {sections[name].get('error')}"
+        assert "error" not in sections[name], (
+            f"section {name} failed: {sections[name].get('error')}"
+        )
     assert len(sections["tpch"]["queries"]) == 22
     assert not sections["tpch"]["failed"]
     assert sections["tpch"]["all_identical"], sections["tpch"]["not_identical"]
     # The bare Flight SQL server (the ADBC floor) answered every query with the gateway's rows.
     assert sections["tpch"]["geomean_ratio_bare_sql"] is not None
-    assert all(e["rows"]["bare_sql"] == e["rows"]["gateway"] for e in sections["tpch"]["queries"].values())
+    assert all(
+        e["rows"]["bare_sql"] == e["rows"]["gateway"] for e in sections["tpch"]["queries"].values()
+    )
     assert "bare_sql_adbc_new_statement" in sections["small_queries"]["queries"]["select_1"]
     assert set(sections["concurrency"]["levels"]) == {"1", "2", "4", "8", "16"}
     assert set(sections["planning"]["decisions"]) >= {"10", "100", "1000"}
@@ -60,8 +69,19 @@ def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
     assert "## Targets" in text and "R8" in text and "## 7. Mesh mode" in text
     # Every server the run started (gateway, bare Flight servers, ROAPI) was stopped.
     started = {p["name"] for p in results["processes"]}
-    assert {"gateway", "bare-duckdb", "bare-flightsql", "bare-memory", "mesh-main-gateway", "mesh-whole-gateway"} <= started
-    assert {"mesh-main-node-orders-0", "mesh-main-node-customers-1", "mesh-main-node-parts-2"} <= started
+    assert {
+        "gateway",
+        "bare-duckdb",
+        "bare-flightsql",
+        "bare-memory",
+        "mesh-main-gateway",
+        "mesh-whole-gateway",
+    } <= started
+    assert {
+        "mesh-main-node-orders-0",
+        "mesh-main-node-customers-1",
+        "mesh-main-node-parts-2",
+    } <= started
     assert all(p["returncode"] is not None for p in results["processes"]), results["processes"]
     print(f"quick benchmark took {elapsed:.1f} s")  # informative only: no timing is asserted
 
@@ -87,6 +107,17 @@ def _assert_mesh_section(mesh: dict, config: BenchConfig) -> None:
     scaling = mesh["scaling"]
     assert set(scaling["replicas"]) == {"1", "2", "3"} and scaling["clients"] == config.mesh_clients
     for count, entry in scaling["replicas"].items():
-        assert entry["qps"]["median"] is not None and len(entry["tickets_per_replica"]) == int(count)
-    assert set(mesh["deployments"]) >= {"main", "whole", "split-2", "split-4", "replicas-2", "replicas-3"}
-    assert not (config.out_dir / "mesh-nodes").exists(), "the mesh copies are removed after the section"
+        assert entry["qps"]["median"] is not None and len(entry["tickets_per_replica"]) == int(
+            count
+        )
+    assert set(mesh["deployments"]) >= {
+        "main",
+        "whole",
+        "split-2",
+        "split-4",
+        "replicas-2",
+        "replicas-3",
+    }
+    assert not (config.out_dir / "mesh-nodes").exists(), (
+        "the mesh copies are removed after the section"
+    )

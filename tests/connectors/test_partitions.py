@@ -27,7 +27,9 @@ def test_range_bounds_ascend_and_align_to_row_groups(rows: int, count: int):
     if rows // count >= ROW_GROUP_ROWS:
         assert all(b % ROW_GROUP_ROWS == 0 for b in bounds)
         sizes = [b - a for a, b in zip((0, *bounds), (*bounds, rows))]
-        assert all(abs(size - rows / count) <= ROW_GROUP_ROWS for size in sizes)  # bounds move <= 1/2 group
+        assert all(
+            abs(size - rows / count) <= ROW_GROUP_ROWS for size in sizes
+        )  # bounds move <= 1/2 group
 
 
 def _count(cursor, table: exp.Table) -> int:
@@ -41,15 +43,24 @@ def _rows(cursor, table: exp.Table) -> list[tuple]:
 def test_demo_products_split_exactly(demo_mesh: Path):
     catalog = load_catalog(demo_mesh, EngineSettings(), partitions=SPLIT)
     engine = catalog.engine
-    assert set(engine.partitions) == {"sales.orders", "logistics.shipments"}  # crm.customers: one file
+    assert set(engine.partitions) == {
+        "sales.orders",
+        "logistics.shipments",
+    }  # crm.customers: one file
     with engine.cursor() as cursor:
         for key in engine.partitions:
             domain, name = key.split(".")
             parts = [_rows(cursor, partition_table(domain, name, i, SPLIT)) for i in range(SPLIT)]
-            assert sorted(row for part in parts for row in part) == _rows(cursor, product_table(domain, name))
-        orders = [_count(cursor, partition_table("sales", "orders", i, SPLIT)) for i in range(SPLIT)]
+            assert sorted(row for part in parts for row in part) == _rows(
+                cursor, product_table(domain, name)
+            )
+        orders = [
+            _count(cursor, partition_table("sales", "orders", i, SPLIT)) for i in range(SPLIT)
+        ]
         assert orders == [50_000] * SPLIT
-        hidden = cursor.sql(f"SELECT count(*) FROM duckdb_views() WHERE schema_name = '{PARTITION_SCHEMA}'")
+        hidden = cursor.sql(
+            f"SELECT count(*) FROM duckdb_views() WHERE schema_name = '{PARTITION_SCHEMA}'"
+        )
         assert hidden.fetchall()[0][0] == 2 * SPLIT
     engine.close()
 
@@ -66,7 +77,9 @@ def _write_files(folder: Path, names: list[str]) -> None:
     for number, name in enumerate(names):
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY (SELECT {number} * 1000 + range AS id FROM range(1000)) TO '{target}' (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT {number} * 1000 + range AS id FROM range(1000)) TO '{target}' (FORMAT parquet)"
+        )
     con.close()
 
 
@@ -80,8 +93,15 @@ def test_file_membership_is_stable_when_files_are_published(mesh_copy: Path):
     def members() -> list[set[str]]:
         with engine.cursor() as cursor:
             return [
-                {r[0] for r in cursor.sql(exp.select("region").distinct().from_(
-                    partition_table("logistics", "shipments", i, SPLIT)).sql("duckdb")).fetchall()}
+                {
+                    r[0]
+                    for r in cursor.sql(
+                        exp.select("region")
+                        .distinct()
+                        .from_(partition_table("logistics", "shipments", i, SPLIT))
+                        .sql("duckdb")
+                    ).fetchall()
+                }
                 for i in range(SPLIT)
             ]
 
@@ -100,7 +120,9 @@ def test_file_membership_is_stable_when_files_are_published(mesh_copy: Path):
 
 
 def _explain(cursor, table: exp.Table) -> str:
-    plan = cursor.sql("EXPLAIN ANALYZE " + exp.select("count(*)").from_(table).sql("duckdb")).fetchall()
+    plan = cursor.sql(
+        "EXPLAIN ANALYZE " + exp.select("count(*)").from_(table).sql("duckdb")
+    ).fetchall()
     return plan[0][1]
 
 

@@ -69,15 +69,20 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
         ("logistics/shipments.odcs.yaml", LocalFilesConnector),
     ],
 )
-def test_connector_for_picks_by_server_type(contract: str, kind: type[Connector], demo_mesh: Path) -> None:
+def test_connector_for_picks_by_server_type(
+    contract: str, kind: type[Connector], demo_mesh: Path
+) -> None:
     connector = connector_for(demo_spec(demo_mesh, contract))
     assert type(connector) is kind
     assert connector.spec.contract_path == demo_mesh / contract
 
 
-@pytest.mark.parametrize(("server_type", "kind"), [("DuckDB", DuckDBFileConnector),
-                                                   ("LOCAL", LocalFilesConnector)])
-def test_server_type_is_case_insensitive(server_type: str, kind: type[Connector], demo_mesh: Path) -> None:
+@pytest.mark.parametrize(
+    ("server_type", "kind"), [("DuckDB", DuckDBFileConnector), ("LOCAL", LocalFilesConnector)]
+)
+def test_server_type_is_case_insensitive(
+    server_type: str, kind: type[Connector], demo_mesh: Path
+) -> None:
     path = "data/orders.duckdb" if kind is DuckDBFileConnector else "data/customers.parquet"
     domain = demo_mesh / ("sales" if kind is DuckDBFileConnector else "crm")
     connector = connector_for(spec(domain, type=server_type, format="parquet", path=path))
@@ -115,7 +120,9 @@ class ConstantRows(Connector):
         return ()
 
     def scan(self, attach: AttachDatabase) -> exp.Expression:
-        return exp.values([(1, "one"), (2, "two"), (3, "three")], alias="rows", columns=["id", "label"])
+        return exp.values(
+            [(1, "one"), (2, "two"), (3, "three")], alias="rows", columns=["id", "label"]
+        )
 
 
 TARGETS_CONTRACT = """\
@@ -160,8 +167,9 @@ def test_register_connector_adds_a_kind_without_touching_the_core(
             assert catalog.engine.row_count(*key.split(".")) == count
 
 
-def test_a_registered_kind_is_listed_in_unknown_type_errors(isolated_registry: None,
-                                                            demo_mesh: Path) -> None:
+def test_a_registered_kind_is_listed_in_unknown_type_errors(
+    isolated_registry: None, demo_mesh: Path
+) -> None:
     register_connector(ConstantRows)
     with pytest.raises(ConnectorError, match="constant_rows"):
         connector_for(spec(demo_mesh / "sales", type="nope"))
@@ -197,8 +205,9 @@ def test_duckdb_connector_resolves_the_database_and_table(demo_mesh: Path) -> No
 
 
 def test_duckdb_connector_takes_database_when_path_is_missing(demo_mesh: Path) -> None:
-    connector = connector_for(spec(demo_mesh / "sales", "orders", type="duckdb",
-                                   database="data/orders.duckdb"))
+    connector = connector_for(
+        spec(demo_mesh / "sales", "orders", type="duckdb", database="data/orders.duckdb")
+    )
     assert connector.database_path == (demo_mesh / "sales/data/orders.duckdb").resolve()
 
 
@@ -300,31 +309,39 @@ def test_glob_over_hive_partitions(mesh_copy: Path) -> None:
     assert connector.hive_partitioned is True
     for catalog in loaded(mesh_copy):
         assert catalog.problems == ()
-        assert catalog.engine.row_count("logistics", "shipments") == ROW_COUNTS["logistics.shipments"]
+        assert (
+            catalog.engine.row_count("logistics", "shipments") == ROW_COUNTS["logistics.shipments"]
+        )
 
 
 def test_directory_without_parquet_files(mesh_copy: Path) -> None:
     empty = mesh_copy / "crm/data/empty"
     empty.mkdir()
-    connector = connector_for(spec(mesh_copy / "crm", type="local", format="parquet", path="data/empty"))
+    connector = connector_for(
+        spec(mesh_copy / "crm", type="local", format="parquet", path="data/empty")
+    )
     with pytest.raises(ConnectorError, match="no .parquet files under"):
         connector.scan(lambda path: "unused")
 
 
 def test_location_is_accepted_instead_of_path(demo_mesh: Path) -> None:
-    connector = connector_for(spec(demo_mesh / "crm", type="local", format="parquet",
-                                   location="data/customers.parquet"))
+    connector = connector_for(
+        spec(demo_mesh / "crm", type="local", format="parquet", location="data/customers.parquet")
+    )
     assert connector.root == (demo_mesh / "crm/data/customers.parquet").resolve()
 
 
 def test_absolute_path_inside_the_domain_is_accepted(demo_mesh: Path) -> None:
     data = demo_mesh / "crm/data/customers.parquet"
-    connector = connector_for(spec(demo_mesh / "crm", type="local", format="parquet", path=str(data)))
+    connector = connector_for(
+        spec(demo_mesh / "crm", type="local", format="parquet", path=str(data))
+    )
     assert connector.root == data.resolve()
 
 
-@pytest.mark.parametrize("server", [{"type": "local", "format": "parquet"}, {"type": "duckdb"}],
-                         ids=["local", "duckdb"])
+@pytest.mark.parametrize(
+    "server", [{"type": "local", "format": "parquet"}, {"type": "duckdb"}], ids=["local", "duckdb"]
+)
 def test_missing_path(server: dict, demo_mesh: Path) -> None:
     with pytest.raises(ConnectorError) as caught:
         connector_for(spec(demo_mesh / "crm", **server))
@@ -335,7 +352,9 @@ def test_missing_path(server: dict, demo_mesh: Path) -> None:
 @pytest.mark.parametrize("fmt", [None, "csv", "json", "delta"])
 def test_unsupported_local_format(fmt: str | None, demo_mesh: Path) -> None:
     with pytest.raises(ConnectorError) as caught:
-        connector_for(spec(demo_mesh / "crm", type="local", format=fmt, path="data/customers.parquet"))
+        connector_for(
+            spec(demo_mesh / "crm", type="local", format=fmt, path="data/customers.parquet")
+        )
     assert "`servers[0].format`" in str(caught.value)
     assert "use one of: parquet" in str(caught.value)
 
@@ -354,7 +373,9 @@ def test_unsupported_local_format(fmt: str | None, demo_mesh: Path) -> None:
 def test_paths_outside_the_domain_folder_are_refused(path: str, mesh_copy: Path) -> None:
     (mesh_copy / "crm/data/sub").mkdir()
     with pytest.raises(ConnectorError) as caught:
-        connector = connector_for(spec(mesh_copy / "crm", type="local", format="parquet", path=path))
+        connector = connector_for(
+            spec(mesh_copy / "crm", type="local", format="parquet", path=path)
+        )
         connector.scan(lambda p: "unused")  # a refusal at scan time is fine too
         # still here: the files it would read must be inside the domain folder
         pytest.fail(f"path {path!r} accepted with pattern {connector.pattern!r}")

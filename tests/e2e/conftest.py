@@ -14,7 +14,6 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-
 from e2e_helpers import open_direct
 
 

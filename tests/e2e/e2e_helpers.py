@@ -39,9 +39,9 @@ def open_direct(mesh: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-
-
-def wait_for_query_log(gateway, *, user: str, after: int, timeout: float, outcomes=None) -> dict | None:
+def wait_for_query_log(
+    gateway, *, user: str, after: int, timeout: float, outcomes=None
+) -> dict | None:
     """The first ``query`` log line of ``user`` after the first ``after`` query lines.
 
     Polls the gateway's log for up to ``timeout`` seconds; None when nothing came.
@@ -56,4 +56,3 @@ def wait_for_query_log(gateway, *, user: str, after: int, timeout: float, outcom
         if time.monotonic() > deadline:
             return None
         time.sleep(0.05)
-

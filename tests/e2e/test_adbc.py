@@ -8,7 +8,6 @@ import decimal
 
 import pyarrow as pa
 import pytest
-
 from e2e_helpers import raw_sources
 from support import adbc_connect
 
@@ -46,7 +45,11 @@ SCHEMAS = {
     "crm.customers": CUSTOMERS_SCHEMA,
     "logistics.shipments": SHIPMENTS_SCHEMA,
 }
-PRIMARY_KEYS = {"sales.orders": "order_id", "crm.customers": "customer_id", "logistics.shipments": "shipment_id"}
+PRIMARY_KEYS = {
+    "sales.orders": "order_id",
+    "crm.customers": "customer_id",
+    "logistics.shipments": "shipment_id",
+}
 ROW_COUNTS = {"sales.orders": 200_000, "crm.customers": 20_000, "logistics.shipments": 150_000}
 
 # JDBC/XDBC type codes the driver reports for the Arrow types of the products.
@@ -143,7 +146,9 @@ def test_description_reports_arrow_types(cur):
 
 
 def test_prepared_statement_one_parameter(cur, direct_arrow):
-    sql = "SELECT customer_id, name, region FROM crm.customers WHERE region = ? ORDER BY customer_id"
+    sql = (
+        "SELECT customer_id, name, region FROM crm.customers WHERE region = ? ORDER BY customer_id"
+    )
     cur.execute(sql, ("EU",))
     got = cur.fetch_arrow_table()
     expected = direct_arrow(sql, ["EU"])
@@ -211,9 +216,14 @@ def test_parameter_round_trip(cur, value):
 def test_parameters_of_temporal_and_decimal_types_filter_correctly(cur, direct):
     cases = [
         ("SELECT count(*) FROM sales.orders WHERE amount > ?", (decimal.Decimal("4000.00"),)),
-        ("SELECT count(*) FROM logistics.shipments WHERE shipped_at < ?", (datetime.datetime(2023, 6, 1),)),
-        ("SELECT count(*) FROM sales.orders WHERE order_date BETWEEN ? AND ?",
-         (datetime.date(2024, 1, 1), datetime.date(2024, 1, 31))),
+        (
+            "SELECT count(*) FROM logistics.shipments WHERE shipped_at < ?",
+            (datetime.datetime(2023, 6, 1),),
+        ),
+        (
+            "SELECT count(*) FROM sales.orders WHERE order_date BETWEEN ? AND ?",
+            (datetime.date(2024, 1, 1), datetime.date(2024, 1, 31)),
+        ),
     ]
     for sql, params in cases:
         cur.execute(sql, params)
@@ -274,7 +284,11 @@ def test_get_objects_depths_and_filters(conn):
     assert [c["catalog_name"] for c in catalogs] == ["mesh"]
 
     domains = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
-    assert sorted(s["db_schema_name"] for s in domains[0]["catalog_db_schemas"]) == ["crm", "logistics", "sales"]
+    assert sorted(s["db_schema_name"] for s in domains[0]["catalog_db_schemas"]) == [
+        "crm",
+        "logistics",
+        "sales",
+    ]
 
     tables = conn.adbc_get_objects(depth="tables", db_schema_filter="sal%").read_all().to_pylist()
     listed = [
@@ -284,7 +298,9 @@ def test_get_objects_depths_and_filters(conn):
     ]
     assert listed == [("sales", "orders")]
 
-    columns = conn.adbc_get_objects(depth="columns", column_name_filter="amount").read_all().to_pylist()
+    columns = (
+        conn.adbc_get_objects(depth="columns", column_name_filter="amount").read_all().to_pylist()
+    )
     with_amount = {
         (s["db_schema_name"], t["table_name"]): [c["column_name"] for c in t["table_columns"]]
         for s in columns[0]["catalog_db_schemas"]
@@ -296,18 +312,32 @@ def test_get_objects_depths_and_filters(conn):
     nothing = conn.adbc_get_objects(depth="tables", catalog_filter="other").read_all().to_pylist()
     assert all(not c["catalog_db_schemas"] for c in nothing)
 
-    views = conn.adbc_get_objects(depth="tables", table_types_filter=["VIEW"]).read_all().to_pylist()
-    assert [t for c in views for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] or []] == []
+    views = (
+        conn.adbc_get_objects(depth="tables", table_types_filter=["VIEW"]).read_all().to_pylist()
+    )
+    assert [
+        t for c in views for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] or []
+    ] == []
 
     by_name = conn.adbc_get_objects(depth="tables", table_name_filter="%s").read_all().to_pylist()
     assert sorted(
-        t["table_name"] for c in by_name for s in c["catalog_db_schemas"] for t in s["db_schema_tables"] or []
+        t["table_name"]
+        for c in by_name
+        for s in c["catalog_db_schemas"]
+        for t in s["db_schema_tables"] or []
     ) == ["customers", "orders", "shipments"]
 
-    ssn_like = conn.adbc_get_objects(
-        depth="all", catalog_filter="mesh", db_schema_filter="crm", table_name_filter="customers",
-        column_name_filter="%s%",
-    ).read_all().to_pylist()
+    ssn_like = (
+        conn.adbc_get_objects(
+            depth="all",
+            catalog_filter="mesh",
+            db_schema_filter="crm",
+            table_name_filter="customers",
+            column_name_filter="%s%",
+        )
+        .read_all()
+        .to_pylist()
+    )
     columns = ssn_like[0]["catalog_db_schemas"][0]["db_schema_tables"][0]["table_columns"]
     assert sorted(c["column_name"] for c in columns) == ["customer_id", "ssn"]
 
@@ -323,7 +353,9 @@ def test_get_table_schema_orders(conn, direct_arrow):
 def test_get_table_schema_every_product(conn, direct_arrow, key):
     domain, name = key.split(".")
     schema = conn.adbc_get_table_schema(name, db_schema_filter=domain)
-    assert list(zip(schema.names, schema.types)) == list(zip(SCHEMAS[key].names, SCHEMAS[key].types))
+    assert list(zip(schema.names, schema.types)) == list(
+        zip(SCHEMAS[key].names, SCHEMAS[key].types)
+    )
     expected = direct_arrow(f"SELECT * FROM {key} LIMIT 0").schema
     assert schema.types == expected.types
 

@@ -11,7 +11,6 @@ import tomllib
 import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
-
 from support import adbc_connect, start_gateway, stop_gateway, wait_until
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
@@ -63,11 +62,16 @@ def gateway(demo_mesh, tmp_path_factory):
 
 
 def test_repeated_failed_logins_lock_the_user_out_and_are_audited(demo_mesh, tmp_path_factory):
-    mesh = _mesh_with(demo_mesh, tmp_path_factory, "max_failed_logins = 3\nfailed_login_lockout_seconds = 30")
+    mesh = _mesh_with(
+        demo_mesh, tmp_path_factory, "max_failed_logins = 3\nfailed_login_lockout_seconds = 30"
+    )
     running = start_gateway(mesh, tmp_path_factory.mktemp("lockout-logs") / "gateway.log")
     try:
         for _ in range(3):
-            assert core(flight_login_error(running.uri, "carol", "wrong")) == "invalid username or password"
+            assert (
+                core(flight_login_error(running.uri, "carol", "wrong"))
+                == "invalid username or password"
+            )
         locked = core(flight_login_error(running.uri, "carol", "carol"))  # even the right password
         assert locked.startswith("too many failed logins; retry in")
         with adbc_connect(running.uri, "erin") as conn, conn.cursor() as cur:  # others unaffected
@@ -112,7 +116,11 @@ def test_unknown_user_gets_the_same_message_as_a_wrong_password(gateway):
 
     adbc_wrong = adbc_error(gateway.uri, "bob", "nope")
     adbc_unknown = adbc_error(gateway.uri, "mallory", "nope")
-    assert adbc_unknown.status_code == adbc_wrong.status_code == adbc_driver_manager.AdbcStatusCode.UNAUTHENTICATED
+    assert (
+        adbc_unknown.status_code
+        == adbc_wrong.status_code
+        == adbc_driver_manager.AdbcStatusCode.UNAUTHENTICATED
+    )
     assert core(str(adbc_unknown)) == core(str(adbc_wrong))
     assert "mallory" not in str(adbc_unknown)
 
@@ -194,7 +202,9 @@ def test_basic_credentials_only_open_a_session_on_handshake(gateway):
     basic = b"Basic " + base64.b64encode(b"bob:bob")
     try:
         with pytest.raises(flight.FlightUnauthenticatedError) as info:
-            client.get_flight_info(SQL, flight.FlightCallOptions(headers=[(b"authorization", basic)]))
+            client.get_flight_info(
+                SQL, flight.FlightCallOptions(headers=[(b"authorization", basic)])
+            )
         assert "Bearer" in str(info.value)
     finally:
         client.close()
@@ -211,7 +221,9 @@ def test_issued_token_works_on_its_own_and_is_not_the_password(gateway):
         other = flight.FlightClient(gateway.uri)  # a fresh channel, only the header
         try:
             options = flight.FlightCallOptions(headers=[(b"authorization", value)])
-            assert other.do_get(flight.Ticket(b"SELECT 7 AS x"), options).read_all().to_pylist() == [{"x": 7}]
+            assert other.do_get(
+                flight.Ticket(b"SELECT 7 AS x"), options
+            ).read_all().to_pylist() == [{"x": 7}]
         finally:
             other.close()
     finally:
@@ -273,14 +285,18 @@ def test_tokens_expire(mesh_copy, tmp_path):
     clock in tests/gateway/test_auth_clock.py): a token is refused once it is past it."""
     config = mesh_copy / "mesh.toml"
     config.write_text(
-        config.read_text(encoding="utf-8").replace("[gateway]\n", "[gateway]\ntoken_ttl_seconds = 2\n", 1),
+        config.read_text(encoding="utf-8").replace(
+            "[gateway]\n", "[gateway]\ntoken_ttl_seconds = 2\n", 1
+        ),
         encoding="utf-8",
     )
     private = start_gateway(mesh_copy, tmp_path / "gateway.log", timeout=30)
     try:
         client = flight.FlightClient(private.uri)
         try:
-            options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
+            options = flight.FlightCallOptions(
+                headers=[client.authenticate_basic_token("bob", "bob")]
+            )
             assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), options).read_all().num_rows == 1
 
             def refused() -> str | None:
@@ -292,7 +308,9 @@ def test_tokens_expire(mesh_copy, tmp_path):
 
             expired = wait_until(refused, timeout=30, interval=0.2, what="the token to expire")
             assert "token expired: authenticate again" in expired
-            fresh = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
+            fresh = flight.FlightCallOptions(
+                headers=[client.authenticate_basic_token("bob", "bob")]
+            )
             assert client.do_get(flight.Ticket(b"SELECT 1 AS x"), fresh).read_all().num_rows == 1
         finally:
             client.close()

@@ -28,17 +28,32 @@ STOP_WITHIN_SECONDS = 5.0
 CANCEL_USER = "bob"
 
 QUERIES = [
-    ("SELECT region, count(*) AS n, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY region", None),
+    (
+        "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY region",
+        None,
+    ),
     ("SELECT * FROM crm.customers WHERE region = ? ORDER BY customer_id", ["APAC"]),
-    ("SELECT carrier, region, count(*) AS n FROM logistics.shipments GROUP BY ALL ORDER BY ALL", None),
-    ("SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM sales.orders o "
-     "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1", None),
+    (
+        "SELECT carrier, region, count(*) AS n FROM logistics.shipments GROUP BY ALL ORDER BY ALL",
+        None,
+    ),
+    (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1",
+        None,
+    ),
     ("SELECT * FROM sales.orders WHERE order_date = ? ORDER BY order_id", ["2024-02-29"]),
-    ("SELECT order_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY order_id) AS rn "
-     "FROM sales.orders WHERE customer_id < 300 ORDER BY order_id", None),
+    (
+        "SELECT order_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY order_id) AS rn "
+        "FROM sales.orders WHERE customer_id < 300 ORDER BY order_id",
+        None,
+    ),
     ("SELECT * FROM sales.orders ORDER BY order_id", None),
-    ("SELECT s.carrier, sum(o.amount) AS value FROM logistics.shipments s "
-     "JOIN sales.orders o USING (order_id) GROUP BY 1 ORDER BY 1", None),
+    (
+        "SELECT s.carrier, sum(o.amount) AS value FROM logistics.shipments s "
+        "JOIN sales.orders o USING (order_id) GROUP BY 1 ORDER BY 1",
+        None,
+    ),
 ]
 
 
@@ -214,7 +229,11 @@ def test_adbc_cancel_after_first_batch_stops_the_query(gateway):
                 for _ in range(10_000):
                     reader.read_next_batch()
             line = wait_for_query_log(
-                gateway, user=CANCEL_USER, after=before, timeout=STOP_WITHIN_SECONDS, outcomes=STOPPED
+                gateway,
+                user=CANCEL_USER,
+                after=before,
+                timeout=STOP_WITHIN_SECONDS,
+                outcomes=STOPPED,
             )
         finally:
             close_quietly(reader, cur)

@@ -6,7 +6,6 @@ import pandas as pd
 import polars as pl
 import polars.testing
 import pytest
-
 from support import adbc_connect
 
 QUERIES = {

@@ -46,7 +46,9 @@ def flight_failure(flight_bob, sql: str) -> str:
     """Run ``sql`` through plain pyarrow.flight (GetFlightInfo + DoGet), require an error."""
     client, options = flight_bob
     with pytest.raises(REFUSED) as info:
-        flight_info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+        flight_info = client.get_flight_info(
+            flight.FlightDescriptor.for_command(sql.encode()), options
+        )
         client.do_get(flight_info.endpoints[0].ticket, options).read_all()
     return str(info.value)
 
@@ -81,17 +83,36 @@ def test_syntax_error(cur, flight_bob, demo_mesh):
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
-        ("SELECT * FROM sales.orders WHERE",
-         "incomplete WHERE clause: expected an expression after 'WHERE', at the end (line 1, column 28)"),
-        ("SELECT * FROM sales.orders WHERE ORDER BY order_id",
-         "incomplete WHERE clause: expected an expression, found 'ORDER BY' (line 1, column 34"),
-        ("SELEC * FRM sales.orders", "unknown statement 'SELEC' (line 1, column 1); expected a query"),
-        ("SELECT * FRM sales.orders", "unexpected 'sales' (line 1, column 14, after 'SELECT * FRM')"),
-        ("SELECT order_id FROM sales.orders WHERE (order_id = 1",
-         "expected ) after '1', at the end (line 1, column"),
+        (
+            "SELECT * FROM sales.orders WHERE",
+            "incomplete WHERE clause: expected an expression after 'WHERE', at the end (line 1, column 28)",
+        ),
+        (
+            "SELECT * FROM sales.orders WHERE ORDER BY order_id",
+            "incomplete WHERE clause: expected an expression, found 'ORDER BY' (line 1, column 34",
+        ),
+        (
+            "SELEC * FRM sales.orders",
+            "unknown statement 'SELEC' (line 1, column 1); expected a query",
+        ),
+        (
+            "SELECT * FRM sales.orders",
+            "unexpected 'sales' (line 1, column 14, after 'SELECT * FRM')",
+        ),
+        (
+            "SELECT order_id FROM sales.orders WHERE (order_id = 1",
+            "expected ) after '1', at the end (line 1, column",
+        ),
         ("SELECT 1 +", "incomplete expression: expected an expression after '+', at the end"),
     ],
-    ids=["where-at-end", "where-then-order", "misspelt-select", "misspelt-from", "unclosed", "operator"],
+    ids=[
+        "where-at-end",
+        "where-then-order",
+        "misspelt-select",
+        "misspelt-from",
+        "unclosed",
+        "operator",
+    ],
 )
 def test_syntax_error_names_the_token_and_what_was_expected(cur, demo_mesh, sql, expected):
     """What was expected, the offending token and its position: never sqlglot's internals."""
@@ -136,7 +157,9 @@ def test_unknown_column_names_the_column(cur, flight_bob, demo_mesh):
 
 
 def test_ambiguous_column_in_a_join(cur, demo_mesh):
-    message = adbc_failure(cur, "SELECT region FROM sales.orders JOIN crm.customers USING (customer_id)")
+    message = adbc_failure(
+        cur, "SELECT region FROM sales.orders JOIN crm.customers USING (customer_id)"
+    )
     assert "region" in message and "mbiguous" in message
     assert_clean(message, demo_mesh)
 
@@ -224,14 +247,21 @@ def test_non_select_statements_are_refused_as_read_only(cur, demo_mesh, tmp_path
 def test_other_commands_are_refused_as_read_only(cur, demo_mesh, sql):
     message = adbc_failure(cur, sql)
     assert "read-only" in message
-    assert MORE_WRITES[sql] in message.upper(), f"the message should say what was refused: {message}"
+    assert MORE_WRITES[sql] in message.upper(), (
+        f"the message should say what was refused: {message}"
+    )
     assert_clean(message, demo_mesh)
 
 
 def test_data_is_unchanged_after_refused_writes(cur, direct):
     cur.execute("SELECT count(*), sum(amount), min(order_date) FROM sales.orders")
     got = cur.fetchall()
-    assert got == direct.execute("SELECT count(*), sum(amount), min(order_date) FROM sales.orders").fetchall()
+    assert (
+        got
+        == direct.execute(
+            "SELECT count(*), sum(amount), min(order_date) FROM sales.orders"
+        ).fetchall()
+    )
     assert got[0][0] == 200_000
 
 
@@ -288,7 +318,9 @@ def customer_secrets(direct, demo_mesh):
         "SELECT * FROM crm.customers WHERE customer_id = name",
     ],
 )
-def test_failing_evaluation_does_not_echo_data_values(cur, flight_bob, customer_secrets, demo_mesh, sql):
+def test_failing_evaluation_does_not_echo_data_values(
+    cur, flight_bob, customer_secrets, demo_mesh, sql
+):
     for message in (adbc_failure(cur, sql), flight_failure(flight_bob, sql)):
         leaked = sorted(v for v in customer_secrets if v in message)
         assert leaked == [], f"data values in the error message: {leaked[:5]}"

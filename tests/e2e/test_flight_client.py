@@ -8,11 +8,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+from support import flight_client
 
 from gateway.client import connect as mesh_connect
 from gateway.flightsql import flightsql_pb2 as pb
-from support import flight_client
-
 
 #: What a refused Flight call raises in pyarrow: FlightError for Flight statuses,
 #: ArrowException subclasses for INVALID_ARGUMENT / NOT_FOUND / UNIMPLEMENTED.
@@ -115,7 +114,9 @@ def test_gateway_client_wrong_password(gateway):
 def test_ticket_replayed_by_another_user_is_refused(bob, alice):
     bob_client, bob_options = bob
     alice_client, alice_options = alice
-    info = bob_client.get_flight_info(descriptor("SELECT count(*) AS n FROM sales.orders"), bob_options)
+    info = bob_client.get_flight_info(
+        descriptor("SELECT count(*) AS n FROM sales.orders"), bob_options
+    )
     ticket = info.endpoints[0].ticket
     with pytest.raises(REFUSED) as refused:
         alice_client.do_get(ticket, alice_options).read_all()
@@ -141,8 +142,12 @@ def test_replayed_ticket_looks_like_an_unknown_one(bob, alice):
 def test_prepared_statement_of_another_user_is_refused(bob, alice):
     bob_client, bob_options = bob
     alice_client, alice_options = alice
-    request = pb.ActionCreatePreparedStatementRequest(query="SELECT count(*) AS n FROM crm.customers")
-    results = list(bob_client.do_action(flight.Action("CreatePreparedStatement", pack(request)), bob_options))
+    request = pb.ActionCreatePreparedStatementRequest(
+        query="SELECT count(*) AS n FROM crm.customers"
+    )
+    results = list(
+        bob_client.do_action(flight.Action("CreatePreparedStatement", pack(request)), bob_options)
+    )
     from google.protobuf import any_pb2
 
     envelope = any_pb2.Any()
@@ -150,20 +155,34 @@ def test_prepared_statement_of_another_user_is_refused(bob, alice):
     created = pb.ActionCreatePreparedStatementResult()
     assert envelope.Unpack(created)
     command = flight.FlightDescriptor.for_command(
-        pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=created.prepared_statement_handle))
+        pack(
+            pb.CommandPreparedStatementQuery(
+                prepared_statement_handle=created.prepared_statement_handle
+            )
+        )
     )
     with pytest.raises(REFUSED) as refused:
         alice_client.get_flight_info(command, alice_options)
     assert "unknown or expired prepared statement" in str(refused.value)
     info = bob_client.get_flight_info(command, bob_options)
-    assert bob_client.do_get(info.endpoints[0].ticket, bob_options).read_all().to_pylist() == [{"n": 20_000}]
+    assert bob_client.do_get(info.endpoints[0].ticket, bob_options).read_all().to_pylist() == [
+        {"n": 20_000}
+    ]
 
 
 def test_get_schema_on_a_descriptor(bob):
     client, options = bob
-    result = client.get_schema(descriptor("SELECT order_id, amount, order_date FROM sales.orders"), options)
+    result = client.get_schema(
+        descriptor("SELECT order_id, amount, order_date FROM sales.orders"), options
+    )
     assert result.schema.equals(
-        pa.schema([("order_id", pa.int64()), ("amount", pa.decimal128(12, 2)), ("order_date", pa.date32())])
+        pa.schema(
+            [
+                ("order_id", pa.int64()),
+                ("amount", pa.decimal128(12, 2)),
+                ("order_date", pa.date32()),
+            ]
+        )
     )
 
 
@@ -209,8 +228,12 @@ def test_get_primary_keys_from_contracts(bob):
     client, options = bob
     keys = {}
     for domain, table in (("sales", "orders"), ("crm", "customers"), ("logistics", "shipments")):
-        rows = _metadata(client, options, pb.CommandGetPrimaryKeys(db_schema=domain, table=table)).to_pylist()
-        keys[f"{domain}.{table}"] = [(r["catalog_name"], r["column_name"], r["key_sequence"]) for r in rows]
+        rows = _metadata(
+            client, options, pb.CommandGetPrimaryKeys(db_schema=domain, table=table)
+        ).to_pylist()
+        keys[f"{domain}.{table}"] = [
+            (r["catalog_name"], r["column_name"], r["key_sequence"]) for r in rows
+        ]
     assert keys == {
         "sales.orders": [("mesh", "order_id", 1)],
         "crm.customers": [("mesh", "customer_id", 1)],
@@ -220,11 +243,13 @@ def test_get_primary_keys_from_contracts(bob):
 
 def test_get_tables_with_schema(bob):
     client, options = bob
-    table = _metadata(client, options, pb.CommandGetTables(include_schema=True, table_name_filter_pattern="ship%"))
+    table = _metadata(
+        client, options, pb.CommandGetTables(include_schema=True, table_name_filter_pattern="ship%")
+    )
     rows = table.to_pylist()
-    assert [(r["catalog_name"], r["db_schema_name"], r["table_name"], r["table_type"]) for r in rows] == [
-        ("mesh", "logistics", "shipments", "TABLE")
-    ]
+    assert [
+        (r["catalog_name"], r["db_schema_name"], r["table_name"], r["table_type"]) for r in rows
+    ] == [("mesh", "logistics", "shipments", "TABLE")]
     schema = pa.ipc.read_schema(pa.py_buffer(rows[0]["table_schema"]))
     assert schema.names == ["shipment_id", "order_id", "carrier", "shipped_at", "region"]
     assert schema.field("shipped_at").type == pa.timestamp("us")
@@ -243,7 +268,9 @@ def test_sql_info_says_read_only_meshgate(bob):
 
 def test_get_catalogs_and_db_schemas(bob):
     client, options = bob
-    assert _metadata(client, options, pb.CommandGetCatalogs()).to_pylist() == [{"catalog_name": "mesh"}]
+    assert _metadata(client, options, pb.CommandGetCatalogs()).to_pylist() == [
+        {"catalog_name": "mesh"}
+    ]
     domains = _metadata(client, options, pb.CommandGetDbSchemas(catalog="mesh")).to_pylist()
     assert [d["db_schema_name"] for d in domains] == ["crm", "logistics", "sales"]
 
@@ -252,7 +279,9 @@ def test_do_put_of_raw_sql_is_refused_as_read_only(bob):
     client, options = bob
     data = pa.table({"x": [1]})
     with pytest.raises(REFUSED) as refused:
-        writer, _ = client.do_put(descriptor("INSERT INTO sales.orders VALUES (1)"), data.schema, options)
+        writer, _ = client.do_put(
+            descriptor("INSERT INTO sales.orders VALUES (1)"), data.schema, options
+        )
         writer.write_table(data)
         writer.close()
     assert "read-only" in str(refused.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow.flight as flight
-
 from support import adbc_connect, flight_client
 
 

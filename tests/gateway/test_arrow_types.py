@@ -39,7 +39,10 @@ def test_parameters_bind_the_types(cursor):
     cache = ArrowTypeCache()
     for parameters in ([1, "x"], [2**40, 1.5], [None, b"\x00"]):
         relation = cursor.sql("SELECT ? AS p, ? AS q", params=parameters)
-        assert cache.schema(cursor, relation) == cursor.sql("SELECT ? AS p, ? AS q", params=parameters).to_arrow_table().schema
+        assert (
+            cache.schema(cursor, relation)
+            == cursor.sql("SELECT ? AS p, ? AS q", params=parameters).to_arrow_table().schema
+        )
 
 
 def test_the_query_itself_is_not_run(cursor):

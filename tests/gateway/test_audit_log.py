@@ -111,6 +111,7 @@ def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(
         assert changed.sent.get(me, 0) == 0, "a lazy record must not wake the flusher"
         size = (tmp_path / CURRENT_FILE).stat().st_size
         deadline = time.monotonic() + 30
+
         def flushed() -> bool:
             return bool(slow_disk.covered) and max(slow_disk.covered) >= size
 
@@ -129,7 +130,9 @@ def test_a_lazy_record_rides_on_the_next_flush(tmp_path: Path, slow_disk: SlowDi
     try:
         log.append_lazily("query_end", n=1)
         log.record("query_begin", n=2)
-        assert slow_disk.covered == [(tmp_path / CURRENT_FILE).stat().st_size], "one flush covers both"
+        assert slow_disk.covered == [(tmp_path / CURRENT_FILE).stat().st_size], (
+            "one flush covers both"
+        )
         lazy = log.append_lazily("query_end", n=3)
         started = time.perf_counter()
         log.wait_durable(lazy)  # waiting on a lazy record flushes it now
@@ -139,7 +142,9 @@ def test_a_lazy_record_rides_on_the_next_flush(tmp_path: Path, slow_disk: SlowDi
         log.close()
 
 
-def test_a_failing_disk_raises_instead_of_pretending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_disk_raises_instead_of_pretending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(audit_module.os, "fsync", SlowDisk(0.0, fail=True))
     log = AuditLog(tmp_path)
     with pytest.raises(OSError, match="Input/output error"):
@@ -158,7 +163,9 @@ def test_close_flushes_what_was_appended(tmp_path: Path, slow_disk: SlowDisk) ->
 def test_rotation_keeps_every_record_once(tmp_path: Path) -> None:
     log = AuditLog(tmp_path, max_bytes=2_000)
     threads = [
-        threading.Thread(target=lambda i=i: [log.record("query_begin", n=i * 100 + k) for k in range(20)])
+        threading.Thread(
+            target=lambda i=i: [log.record("query_begin", n=i * 100 + k) for k in range(20)]
+        )
         for i in range(4)
     ]
     for thread in threads:
@@ -189,10 +196,14 @@ def test_a_querys_first_batch_waits_until_its_begin_record_is_on_disk(
     bob = config.users["bob"]
     principal = Principal("bob", tuple(bob.roles), dict(bob.attributes))
     try:
-        _, batches = service.stream(principal, b"SELECT count(*) AS n FROM sales.orders", lambda: False)
+        _, batches = service.stream(
+            principal, b"SELECT count(*) AS n FROM sales.orders", lambda: False
+        )
         first = next(batches)
         begin_end = (tmp_path / "audit" / CURRENT_FILE).read_bytes().index(b"\n") + 1
-        assert disk.covered and max(disk.covered) >= begin_end, "a batch left before its audit record was durable"
+        assert disk.covered and max(disk.covered) >= begin_end, (
+            "a batch left before its audit record was durable"
+        )
         assert first.num_rows == 1
         list(batches)
         assert [r["event"] for r in read_audit(tmp_path / "audit")] == ["query_begin", "query_end"]

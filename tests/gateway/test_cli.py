@@ -17,8 +17,20 @@ from gateway.cli import app
 from gateway.processes import REPO
 from gateway.security.passwords import verify_password
 
-COMMANDS = [[], ["serve"], ["node"], ["demo"], ["products"], ["query"], ["explain"], ["policy"],
-            ["policy", "test"], ["audit"], ["bench"], ["hash-password"]]
+COMMANDS = [
+    [],
+    ["serve"],
+    ["node"],
+    ["demo"],
+    ["products"],
+    ["query"],
+    ["explain"],
+    ["policy"],
+    ["policy", "test"],
+    ["audit"],
+    ["bench"],
+    ["hash-password"],
+]
 WIDE = {"COLUMNS": "400", "NO_COLOR": "1"}
 
 
@@ -38,8 +50,15 @@ def run(*args: str, env: dict[str, str] | None = None):
 def run_process(*args: str) -> subprocess.CompletedProcess:
     """The CLI in its own process: what a person sees on stdout and stderr, logs included."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **WIDE}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "meshgate")
@@ -70,11 +89,25 @@ def test_audit_lists_failed_logins_beside_queries(mesh_copy: Path) -> None:
     """A failed login record has no query_id: the audit command used to die on it."""
     log = AuditLog(mesh_copy / ".meshgate" / "audit")
     try:
-        log.record("query_begin", query_id="q1", user="alice", sql="SELECT 1 AS marker_one",
-                   decision="allowed", products=[])
+        log.record(
+            "query_begin",
+            query_id="q1",
+            user="alice",
+            sql="SELECT 1 AS marker_one",
+            decision="allowed",
+            products=[],
+        )
         log.record("login_failed", user="mallory", error="invalid username or password")
-        log.record("query_end", query_id="q1", user="alice", outcome="ok", rows=1, bytes=8,
-                   duration_ms=1.5, error=None)
+        log.record(
+            "query_end",
+            query_id="q1",
+            user="alice",
+            outcome="ok",
+            rows=1,
+            bytes=8,
+            duration_ms=1.5,
+            error=None,
+        )
     finally:
         log.close()
     result = run("audit", str(mesh_copy))

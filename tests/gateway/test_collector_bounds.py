@@ -71,7 +71,10 @@ TOO_MANY = {
     "cte": "WITH c AS (SELECT list(order_id) AS l FROM sales.orders) SELECT len(l) AS n FROM c",
 }
 SHOWN = {
-    "array_agg": "list", "group_concat": "string_agg", "window": "list", "scalar_subquery": "list",
+    "array_agg": "list",
+    "group_concat": "string_agg",
+    "window": "list",
+    "scalar_subquery": "list",
     "cte": "list",
 }
 
@@ -87,7 +90,8 @@ def test_a_group_past_the_bound_fails_naming_the_function_and_fix(catalog, conte
 
 def test_groups_under_the_bound_are_answered_with_the_users_column_names(catalog, context) -> None:
     columns, rows = run(
-        catalog, context,
+        catalog,
+        context,
         "SELECT region, len(list(order_id)) AS n, "
         "string_agg(order_id::VARCHAR, ',' ORDER BY order_id) FROM sales.orders "
         "WHERE order_id <= 30 GROUP BY region ORDER BY region",
@@ -98,27 +102,36 @@ def test_groups_under_the_bound_are_answered_with_the_users_column_names(catalog
     assert all(len(s.split(",")) == n for _, n, s in rows)
 
 
-@pytest.mark.parametrize("sql, expected", [
-    # FILTER: only what passes the filter is collected, and counted
-    ("SELECT len(list(order_id) FILTER (WHERE order_id <= 5)) AS n FROM sales.orders", [(5,)]),
-    # DISTINCT: distinct values are collected, and counted
-    ("SELECT len(list(DISTINCT region)) AS n FROM sales.orders", [(3,)]),
-    ("SELECT length(string_agg(DISTINCT region, ',' ORDER BY region)) AS n FROM sales.orders",
-     [(10,)]),
-    # histogram: one entry per distinct value; with bins: one per bin
-    ("SELECT cardinality(histogram(region)) AS n FROM sales.orders", [(3,)]),
-    ("SELECT cardinality(histogram(order_id, [100, 1000])) AS n FROM sales.orders", [(3,)]),
-    # a sliding window frame holds 6 rows
-    ("SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER "
-     "(ORDER BY order_id ROWS 5 PRECEDING) AS l FROM sales.orders)", [(6,)]),
-])
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        # FILTER: only what passes the filter is collected, and counted
+        ("SELECT len(list(order_id) FILTER (WHERE order_id <= 5)) AS n FROM sales.orders", [(5,)]),
+        # DISTINCT: distinct values are collected, and counted
+        ("SELECT len(list(DISTINCT region)) AS n FROM sales.orders", [(3,)]),
+        (
+            "SELECT length(string_agg(DISTINCT region, ',' ORDER BY region)) AS n FROM sales.orders",
+            [(10,)],
+        ),
+        # histogram: one entry per distinct value; with bins: one per bin
+        ("SELECT cardinality(histogram(region)) AS n FROM sales.orders", [(3,)]),
+        ("SELECT cardinality(histogram(order_id, [100, 1000])) AS n FROM sales.orders", [(3,)]),
+        # a sliding window frame holds 6 rows
+        (
+            "SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER "
+            "(ORDER BY order_id ROWS 5 PRECEDING) AS l FROM sales.orders)",
+            [(6,)],
+        ),
+    ],
+)
 def test_the_count_is_what_the_collector_collects(catalog, context, sql, expected) -> None:
     assert run(catalog, context, sql)[1] == expected
 
 
 def test_existing_having_and_qualify_are_kept(catalog, context) -> None:
     _, rows = run(
-        catalog, context,
+        catalog,
+        context,
         "SELECT region, len(list(order_id)) AS n FROM sales.orders WHERE order_id <= 100 "
         "GROUP BY region HAVING count(*) > 30 ORDER BY region",
     )

@@ -105,7 +105,9 @@ def test_missing_data_file(mesh_copy: Path, product: str, data: str) -> None:
     where, message = rejected(mesh_copy, product)
     path = mesh_copy / CONTRACTS[product]
     assert where == path
-    check_message(message, path, "servers[0].path", "data not found", "publish the data or fix the path")
+    check_message(
+        message, path, "servers[0].path", "data not found", "publish the data or fix the path"
+    )
     # Binding a missing DuckDB file must not create an empty database in its place.
     assert not (mesh_copy / data).exists()
 
@@ -138,17 +140,28 @@ def test_path_escaping_the_domain_folder(mesh_copy: Path, data_path: str) -> Non
     )
     where, message = rejected(mesh_copy, "logistics.shipments")
     assert where == path
-    check_message(message, path, "servers[0].path", repr(data_path),
-                  "a domain publishes only data inside its own folder")
+    check_message(
+        message,
+        path,
+        "servers[0].path",
+        repr(data_path),
+        "a domain publishes only data inside its own folder",
+    )
 
 
 def test_path_escaping_through_a_symlink(mesh_copy: Path) -> None:
     os.symlink(mesh_copy / "crm/data/customers.parquet", mesh_copy / "sales/data/customers.parquet")
-    path = edit_contract(mesh_copy, "sales.orders",
-                         lambda d: d["servers"][0].update(path="data/customers.parquet"))
+    path = edit_contract(
+        mesh_copy, "sales.orders", lambda d: d["servers"][0].update(path="data/customers.parquet")
+    )
     where, message = rejected(mesh_copy, "sales.orders")
-    check_message(message, path, "servers[0].path", "outside the domain folder",
-                  "a domain publishes only data inside its own folder")
+    check_message(
+        message,
+        path,
+        "servers[0].path",
+        "outside the domain folder",
+        "a domain publishes only data inside its own folder",
+    )
 
 
 def test_path_escaping_through_dotdot_after_a_wildcard(mesh_copy: Path) -> None:
@@ -174,8 +187,12 @@ def test_path_escaping_through_dotdot_after_a_wildcard(mesh_copy: Path) -> None:
         )
         messages = [p.message for p in catalog.problems]
         assert len(messages) == 1
-        check_message(messages[0], path, "servers[0].path",
-                      "a domain publishes only data inside its own folder")
+        check_message(
+            messages[0],
+            path,
+            "servers[0].path",
+            "a domain publishes only data inside its own folder",
+        )
     finally:
         catalog.engine.close()
 
@@ -198,30 +215,50 @@ def test_no_servers(mesh_copy: Path, servers: list | None) -> None:
 
 
 def test_declared_column_missing_in_source(mesh_copy: Path) -> None:
-    path = edit_contract(mesh_copy, "sales.orders",
-                         lambda d: properties(d)[2].update(name="territory"))
+    path = edit_contract(
+        mesh_copy, "sales.orders", lambda d: properties(d)[2].update(name="territory")
+    )
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "schema[0].properties[2].name", "'territory'", "source lacks it",
-                  "fix the name or publish the column")
+    check_message(
+        message,
+        path,
+        "schema[0].properties[2].name",
+        "'territory'",
+        "source lacks it",
+        "fix the name or publish the column",
+    )
 
 
 def test_physical_type_mismatch(mesh_copy: Path) -> None:
     # crm.customers.name is VARCHAR in the Parquet file; declare it BIGINT.
-    path = edit_contract(mesh_copy, "crm.customers",
-                         lambda d: properties(d)[1].update(physicalType="BIGINT"))
+    path = edit_contract(
+        mesh_copy, "crm.customers", lambda d: properties(d)[1].update(physicalType="BIGINT")
+    )
     where, message = rejected(mesh_copy, "crm.customers")
     assert where == path
-    check_message(message, path, "schema[0].properties[1].physicalType", "BIGINT", "VARCHAR",
-                  "fix the contract or the data")
+    check_message(
+        message,
+        path,
+        "schema[0].properties[1].physicalType",
+        "BIGINT",
+        "VARCHAR",
+        "fix the contract or the data",
+    )
 
 
 def test_physical_type_that_is_not_a_duckdb_type(mesh_copy: Path) -> None:
-    path = edit_contract(mesh_copy, "sales.orders",
-                         lambda d: properties(d)[0].update(physicalType="NOT A TYPE(("))
+    path = edit_contract(
+        mesh_copy, "sales.orders", lambda d: properties(d)[0].update(physicalType="NOT A TYPE((")
+    )
     where, message = rejected(mesh_copy, "sales.orders")
-    check_message(message, path, "schema[0].properties[0].physicalType", "not a DuckDB type",
-                  "use e.g. BIGINT")
+    check_message(
+        message,
+        path,
+        "schema[0].properties[0].physicalType",
+        "not a DuckDB type",
+        "use e.g. BIGINT",
+    )
 
 
 def test_logical_type_mismatch(mesh_copy: Path) -> None:
@@ -233,8 +270,14 @@ def test_logical_type_mismatch(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", declare_region_integer)
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "schema[0].properties[2].logicalType", "integer", "VARCHAR",
-                  "fix the contract or the data")
+    check_message(
+        message,
+        path,
+        "schema[0].properties[2].logicalType",
+        "integer",
+        "VARCHAR",
+        "fix the contract or the data",
+    )
 
 
 def test_unknown_logical_type(mesh_copy: Path) -> None:
@@ -264,8 +307,13 @@ def test_duplicate_column(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", duplicate)
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "schema[0].properties[5].name", "declared twice",
-                  "re:(?i)\\b(remove|rename|drop|delete)\\b")
+    check_message(
+        message,
+        path,
+        "schema[0].properties[5].name",
+        "declared twice",
+        "re:(?i)\\b(remove|rename|drop|delete)\\b",
+    )
 
 
 # --------------------------------------------------------------------------- YAML and ODCS
@@ -282,7 +330,9 @@ def test_bad_yaml_syntax_names_the_line(mesh_copy: Path) -> None:
     check_message(message, path, None, f"line {index + 1}", "fix the YAML syntax")
 
 
-@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""], ids=["list", "scalar", "empty"])
+@pytest.mark.parametrize(
+    "text", ["- a\n- b\n", "just a string\n", ""], ids=["list", "scalar", "empty"]
+)
 def test_yaml_that_is_not_a_mapping(mesh_copy: Path, text: str) -> None:
     path = mesh_copy / CONTRACTS["crm.customers"]
     path.write_text(text, encoding="utf-8")
@@ -295,8 +345,9 @@ def test_unknown_top_level_key(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", lambda d: d.update(ownr="sales-data"))
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "ownr", "Extra inputs are not permitted",
-                  "open-data-contract-standard")
+    check_message(
+        message, path, "ownr", "Extra inputs are not permitted", "open-data-contract-standard"
+    )
 
 
 def test_wrongly_typed_odcs_field(mesh_copy: Path) -> None:
@@ -307,8 +358,9 @@ def test_wrongly_typed_odcs_field(mesh_copy: Path) -> None:
 
 def test_invalid_nested_odcs_field_uses_the_bracket_field_path(mesh_copy: Path) -> None:
     """Nested pydantic errors should name the field like every other message does."""
-    path = edit_contract(mesh_copy, "sales.orders",
-                         lambda d: properties(d)[1].update(required={"not": "a bool"}))
+    path = edit_contract(
+        mesh_copy, "sales.orders", lambda d: properties(d)[1].update(required={"not": "a bool"})
+    )
     where, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "schema[0].properties[1].required", "not a valid ODCS v3 contract")
 
@@ -349,8 +401,14 @@ def test_domain_differing_from_folder(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", lambda d: d.update(domain="crm"))
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "domain", "'crm'", "'sales'",
-                  "a domain publishes contracts only in its own folder")
+    check_message(
+        message,
+        path,
+        "domain",
+        "'crm'",
+        "'sales'",
+        "a domain publishes contracts only in its own folder",
+    )
 
 
 @pytest.mark.parametrize("schema", [None, []], ids=["absent", "empty"])
@@ -378,8 +436,13 @@ def test_invalid_product_name(mesh_copy: Path, name: str) -> None:
     path = edit_contract(mesh_copy, "sales.orders", lambda d: d["schema"][0].update(name=name))
     where, message = rejected(mesh_copy, "sales.orders")
     assert where == path
-    check_message(message, path, "schema[0].name", repr(name),
-                  "use lower-case letters, digits and underscores")
+    check_message(
+        message,
+        path,
+        "schema[0].name",
+        repr(name),
+        "use lower-case letters, digits and underscores",
+    )
 
 
 def test_two_contracts_publishing_the_same_product(mesh_copy: Path) -> None:
@@ -414,8 +477,9 @@ def test_corrupt_duckdb_file(mesh_copy: Path) -> None:
 
 
 def test_physical_name_missing_from_the_duckdb_file(mesh_copy: Path) -> None:
-    path = edit_contract(mesh_copy, "sales.orders",
-                         lambda d: d["schema"][0].update(physicalName="orders_v2"))
+    path = edit_contract(
+        mesh_copy, "sales.orders", lambda d: d["schema"][0].update(physicalName="orders_v2")
+    )
     where, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, None, "orders_v2")
     check_message(message, path, "schema[0].physicalName")

@@ -115,8 +115,8 @@ def test_value_ranges(mesh: Path) -> None:
            FROM sales.main.orders"""
     ).fetchone()
     assert orders[:4] == (1, 200_000, 200_000, True)
-    assert 1 <= orders[4] and orders[5] <= 5000
-    assert "2023-01-01" <= orders[6] and orders[7] <= "2025-12-31"
+    assert orders[4] >= 1 and orders[5] <= 5000
+    assert orders[6] >= "2023-01-01" and orders[7] <= "2025-12-31"
     assert orders[8] == ["APAC", "EU", "US"]
 
     customers = con.execute(

@@ -67,9 +67,8 @@ FORBIDDEN = [
 
 @pytest.mark.parametrize("sql", FORBIDDEN)
 def test_cursor_refuses(sql: str, catalog: Catalog) -> None:
-    with catalog.engine.cursor() as cursor:
-        with pytest.raises(duckdb.Error):
-            cursor.execute(sql).fetchall()
+    with catalog.engine.cursor() as cursor, pytest.raises(duckdb.Error):
+        cursor.execute(sql).fetchall()
     assert_products_readable(catalog)
 
 
@@ -91,8 +90,9 @@ def test_configuration_is_unchanged_after_the_attempts(catalog: Catalog) -> None
     "relative",
     ["mesh.toml", "sales/orders.odcs.yaml", "crm/customers.odcs.yaml", "README.md"],
 )
-def test_mesh_files_other_than_product_data_are_unreadable(relative: str, demo_mesh: Path,
-                                                            catalog: Catalog) -> None:
+def test_mesh_files_other_than_product_data_are_unreadable(
+    relative: str, demo_mesh: Path, catalog: Catalog
+) -> None:
     """mesh.toml holds password hashes; contracts are not data."""
     with pytest.raises(duckdb.Error):
         query(catalog, f"SELECT * FROM read_text('{demo_mesh / relative}')")
@@ -100,7 +100,10 @@ def test_mesh_files_other_than_product_data_are_unreadable(relative: str, demo_m
 
 def test_products_are_readable(catalog: Catalog) -> None:
     assert_products_readable(catalog)
-    assert query(catalog, "SELECT count(*) FROM memory.logistics.shipments WHERE region = 'EU'")[0][0] > 0
+    assert (
+        query(catalog, "SELECT count(*) FROM memory.logistics.shipments WHERE region = 'EU'")[0][0]
+        > 0
+    )
 
 
 def test_each_cursor_is_independent_and_returned(catalog: Catalog) -> None:
@@ -170,7 +173,9 @@ def test_view_follows_the_contract_column_order(mesh_copy: Path) -> None:
         assert catalog.product("crm", "customers").schema.names == ["region", "customer_id", "name"]
         with catalog.engine.cursor() as cursor:
             assert cursor.sql("SELECT * FROM memory.crm.customers").columns == [
-                "region", "customer_id", "name"
+                "region",
+                "customer_id",
+                "name",
             ]
             with pytest.raises(duckdb.BinderException):
                 cursor.execute("SELECT ssn FROM memory.crm.customers").fetchall()
@@ -181,8 +186,11 @@ def test_view_follows_the_contract_column_order(mesh_copy: Path) -> None:
 def test_engine_data_files_are_attached_read_only(mesh_copy: Path) -> None:
     catalog = load_catalog(mesh_copy, EngineSettings())
     try:
-        databases = query(catalog, "SELECT database_name, readonly FROM duckdb_databases() "
-                                   "WHERE NOT internal AND database_name <> 'memory'")
+        databases = query(
+            catalog,
+            "SELECT database_name, readonly FROM duckdb_databases() "
+            "WHERE NOT internal AND database_name <> 'memory'",
+        )
         assert databases, "the sales DuckDB file should be attached"
         assert all(readonly for _, readonly in databases)
     finally:

@@ -77,7 +77,9 @@ def test_node_action_names_are_defined_once() -> None:
     from gateway.mesh import node
 
     assert (node.ACTION_HEALTH, node.ACTION_STATS, node.ACTION_SCHEMA) == (
-        node_actions.ACTION_HEALTH, node_actions.ACTION_STATS, node_actions.ACTION_SCHEMA
+        node_actions.ACTION_HEALTH,
+        node_actions.ACTION_STATS,
+        node_actions.ACTION_SCHEMA,
     )
     for module in ("mesh/federation.py", "processes.py"):
         text = (Path(REPO) / "gateway" / module).read_text(encoding="utf-8")

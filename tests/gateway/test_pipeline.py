@@ -81,47 +81,79 @@ def planned(text: str, context: PlanContext) -> Query:
 
 ACCEPTED = [
     ("SELECT * FROM sales.orders LIMIT 3", {"sales.orders"}),
-    ("select order_id from sales.orders where amount > 100 order by order_id limit 3", {"sales.orders"}),
+    (
+        "select order_id from sales.orders where amount > 100 order by order_id limit 3",
+        {"sales.orders"},
+    ),
     ("FROM sales.orders LIMIT 3", {"sales.orders"}),
     ("WITH x AS (SELECT * FROM sales.orders) SELECT count(*) FROM x", {"sales.orders"}),
-    ("SELECT region FROM sales.orders UNION SELECT region FROM crm.customers", {"sales.orders", "crm.customers"}),
+    (
+        "SELECT region FROM sales.orders UNION SELECT region FROM crm.customers",
+        {"sales.orders", "crm.customers"},
+    ),
     ("SELECT 1 UNION ALL SELECT 2", set()),
-    ("SELECT order_id FROM sales.orders EXCEPT SELECT order_id FROM logistics.shipments",
-     {"sales.orders", "logistics.shipments"}),
+    (
+        "SELECT order_id FROM sales.orders EXCEPT SELECT order_id FROM logistics.shipments",
+        {"sales.orders", "logistics.shipments"},
+    ),
     ("VALUES (1, 'a'), (2, 'b')", set()),
     ("SELECT * FROM (SELECT order_id FROM sales.orders) t LIMIT 3", {"sales.orders"}),
     ("SELECT (SELECT max(amount) FROM sales.orders) AS m", {"sales.orders"}),
-    ("SELECT count(*) FROM sales.orders WHERE customer_id IN (SELECT customer_id FROM crm.customers)",
-     {"sales.orders", "crm.customers"}),
-    ("SELECT count(*) FROM sales.orders o WHERE EXISTS "
-     "(SELECT 1 FROM logistics.shipments s WHERE s.order_id = o.order_id)",
-     {"sales.orders", "logistics.shipments"}),
+    (
+        "SELECT count(*) FROM sales.orders WHERE customer_id IN (SELECT customer_id FROM crm.customers)",
+        {"sales.orders", "crm.customers"},
+    ),
+    (
+        "SELECT count(*) FROM sales.orders o WHERE EXISTS "
+        "(SELECT 1 FROM logistics.shipments s WHERE s.order_id = o.order_id)",
+        {"sales.orders", "logistics.shipments"},
+    ),
     ("SELECT * FROM mesh.sales.orders LIMIT 3", {"sales.orders"}),
     ('SELECT * FROM "sales"."orders" LIMIT 3', {"sales.orders"}),
     ('SELECT * FROM "mesh"."sales"."orders" LIMIT 3', {"sales.orders"}),
     ("SELECT * FROM SALES.Orders LIMIT 3", {"sales.orders"}),
     ("SELECT * FROM Mesh.Sales.ORDERS LIMIT 3", {"sales.orders"}),
-    ("SELECT o.order_id, c.name FROM sales.orders o JOIN crm.customers c USING (customer_id) LIMIT 3",
-     {"sales.orders", "crm.customers"}),
-    ("SELECT a.order_id FROM sales.orders a JOIN sales.orders b ON a.order_id = b.order_id LIMIT 3",
-     {"sales.orders"}),
-    ("SELECT region, count(*) FROM logistics.shipments GROUP BY ALL ORDER BY ALL", {"logistics.shipments"}),
-    ("WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t", set()),
-    ("SELECT date_trunc('month', order_date) AS m, sum(amount), avg(amount), count(DISTINCT customer_id), "
-     "min(lower(region)), max(upper(region)), round(sum(amount) / count(*), 2), coalesce(max(amount), 0) "
-     "FROM sales.orders GROUP BY 1 ORDER BY 1 LIMIT 3", {"sales.orders"}),
-    ("SELECT order_id, row_number() OVER (PARTITION BY region ORDER BY amount DESC) AS rn, "
-     "strftime(order_date, '%Y-%m') AS ym, CAST(amount AS DOUBLE) AS a, amount::VARCHAR AS s "
-     "FROM sales.orders QUALIFY rn <= 2", {"sales.orders"}),
-    ("SELECT c.region, count(*) FILTER (WHERE s.carrier = 'DHL') FROM logistics.shipments s "
-     "JOIN sales.orders o ON s.order_id = o.order_id JOIN crm.customers c ON o.customer_id = c.customer_id "
-     "GROUP BY ALL", {"logistics.shipments", "sales.orders", "crm.customers"}),
+    (
+        "SELECT o.order_id, c.name FROM sales.orders o JOIN crm.customers c USING (customer_id) LIMIT 3",
+        {"sales.orders", "crm.customers"},
+    ),
+    (
+        "SELECT a.order_id FROM sales.orders a JOIN sales.orders b ON a.order_id = b.order_id LIMIT 3",
+        {"sales.orders"},
+    ),
+    (
+        "SELECT region, count(*) FROM logistics.shipments GROUP BY ALL ORDER BY ALL",
+        {"logistics.shipments"},
+    ),
+    (
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t",
+        set(),
+    ),
+    (
+        "SELECT date_trunc('month', order_date) AS m, sum(amount), avg(amount), count(DISTINCT customer_id), "
+        "min(lower(region)), max(upper(region)), round(sum(amount) / count(*), 2), coalesce(max(amount), 0) "
+        "FROM sales.orders GROUP BY 1 ORDER BY 1 LIMIT 3",
+        {"sales.orders"},
+    ),
+    (
+        "SELECT order_id, row_number() OVER (PARTITION BY region ORDER BY amount DESC) AS rn, "
+        "strftime(order_date, '%Y-%m') AS ym, CAST(amount AS DOUBLE) AS a, amount::VARCHAR AS s "
+        "FROM sales.orders QUALIFY rn <= 2",
+        {"sales.orders"},
+    ),
+    (
+        "SELECT c.region, count(*) FILTER (WHERE s.carrier = 'DHL') FROM logistics.shipments s "
+        "JOIN sales.orders o ON s.order_id = o.order_id JOIN crm.customers c ON o.customer_id = c.customer_id "
+        "GROUP BY ALL",
+        {"logistics.shipments", "sales.orders", "crm.customers"},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "products"), ACCEPTED)
-def test_accepted_statements_plan_and_run(text: str, products: set[str], context: PlanContext,
-                                          catalog: Catalog) -> None:
+def test_accepted_statements_plan_and_run(
+    text: str, products: set[str], context: PlanContext, catalog: Catalog
+) -> None:
     query = planned(text, context)
     assert set(query.product_keys) == products
     for key in products:
@@ -140,28 +172,43 @@ def test_generated_sql_references_the_internal_view(context: PlanContext) -> Non
 @pytest.mark.parametrize(
     ("text", "reference"),
     [
-        ("SELECT sales.orders.amount FROM sales.orders ORDER BY sales.orders.order_id LIMIT 5",
-         "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5"),
-        ("SELECT orders.amount FROM sales.orders ORDER BY orders.order_id LIMIT 5",
-         "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5"),
-        ("SELECT mesh.sales.orders.amount FROM mesh.sales.orders ORDER BY mesh.sales.orders.order_id LIMIT 5",
-         "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5"),
-        ("SELECT SALES.ORDERS.AMOUNT FROM Sales.Orders ORDER BY 1 DESC LIMIT 5",
-         "SELECT amount FROM memory.sales.orders ORDER BY 1 DESC LIMIT 5"),
-        ("SELECT sales.orders.order_id, crm.customers.name FROM sales.orders "
-         "JOIN crm.customers ON sales.orders.customer_id = crm.customers.customer_id "
-         "WHERE crm.customers.region = 'EU' ORDER BY sales.orders.order_id LIMIT 5",
-         "SELECT o.order_id, c.name FROM memory.sales.orders o JOIN memory.crm.customers c "
-         "ON o.customer_id = c.customer_id WHERE c.region = 'EU' ORDER BY o.order_id LIMIT 5"),
-        ("SELECT count(*) FROM sales.orders WHERE sales.orders.amount > "
-         "(SELECT avg(sales.orders.amount) FROM sales.orders)",
-         "SELECT count(*) FROM memory.sales.orders WHERE amount > (SELECT avg(amount) FROM memory.sales.orders)"),
-        ("SELECT o.amount FROM sales.orders AS o ORDER BY o.order_id LIMIT 5",
-         "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5"),
+        (
+            "SELECT sales.orders.amount FROM sales.orders ORDER BY sales.orders.order_id LIMIT 5",
+            "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5",
+        ),
+        (
+            "SELECT orders.amount FROM sales.orders ORDER BY orders.order_id LIMIT 5",
+            "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5",
+        ),
+        (
+            "SELECT mesh.sales.orders.amount FROM mesh.sales.orders ORDER BY mesh.sales.orders.order_id LIMIT 5",
+            "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5",
+        ),
+        (
+            "SELECT SALES.ORDERS.AMOUNT FROM Sales.Orders ORDER BY 1 DESC LIMIT 5",
+            "SELECT amount FROM memory.sales.orders ORDER BY 1 DESC LIMIT 5",
+        ),
+        (
+            "SELECT sales.orders.order_id, crm.customers.name FROM sales.orders "
+            "JOIN crm.customers ON sales.orders.customer_id = crm.customers.customer_id "
+            "WHERE crm.customers.region = 'EU' ORDER BY sales.orders.order_id LIMIT 5",
+            "SELECT o.order_id, c.name FROM memory.sales.orders o JOIN memory.crm.customers c "
+            "ON o.customer_id = c.customer_id WHERE c.region = 'EU' ORDER BY o.order_id LIMIT 5",
+        ),
+        (
+            "SELECT count(*) FROM sales.orders WHERE sales.orders.amount > "
+            "(SELECT avg(sales.orders.amount) FROM sales.orders)",
+            "SELECT count(*) FROM memory.sales.orders WHERE amount > (SELECT avg(amount) FROM memory.sales.orders)",
+        ),
+        (
+            "SELECT o.amount FROM sales.orders AS o ORDER BY o.order_id LIMIT 5",
+            "SELECT amount FROM memory.sales.orders ORDER BY order_id LIMIT 5",
+        ),
     ],
 )
-def test_qualified_column_references_survive_binding(text: str, reference: str, context: PlanContext,
-                                                     catalog: Catalog) -> None:
+def test_qualified_column_references_survive_binding(
+    text: str, reference: str, context: PlanContext, catalog: Catalog
+) -> None:
     query = planned(text, context)
     expected = run(catalog, reference)
     assert expected
@@ -174,8 +221,9 @@ def test_parameters_are_counted_and_bound(context: PlanContext, catalog: Catalog
     assert len(run(catalog, query.sql, [1, 2])) == 2
 
 
-def test_cte_named_like_a_product_does_not_read_the_product(context: PlanContext,
-                                                            catalog: Catalog) -> None:
+def test_cte_named_like_a_product_does_not_read_the_product(
+    context: PlanContext, catalog: Catalog
+) -> None:
     query = planned("WITH orders AS (SELECT 1 AS x) SELECT * FROM orders", context)
     assert query.products == ()
     assert "memory" not in query.sql
@@ -190,11 +238,15 @@ def test_cte_over_a_product_resolves_the_product(context: PlanContext, catalog: 
 
 
 def test_cte_named_like_the_product_it_reads(context: PlanContext, catalog: Catalog) -> None:
-    query = planned("WITH orders AS (SELECT * FROM sales.orders WHERE region = 'EU') "
-                    "SELECT count(*) FROM orders", context)
+    query = planned(
+        "WITH orders AS (SELECT * FROM sales.orders WHERE region = 'EU') "
+        "SELECT count(*) FROM orders",
+        context,
+    )
     assert query.product_keys == ("sales.orders",)
     assert run(catalog, query.sql) == run(
-        catalog, "SELECT count(*) FROM memory.sales.orders WHERE region = 'EU'")
+        catalog, "SELECT count(*) FROM memory.sales.orders WHERE region = 'EU'"
+    )
 
 
 def test_plan_does_not_mutate_between_calls(context: PlanContext) -> None:
@@ -218,7 +270,10 @@ REFUSED = [
     ("DELETE FROM sales.orders", QueryRefused),
     ("UPDATE sales.orders SET amount = 0", QueryRefused),
     ("INSERT INTO sales.orders SELECT * FROM sales.orders", QueryRefused),
-    ("MERGE INTO sales.orders USING crm.customers c ON true WHEN MATCHED THEN DELETE", QueryRefused),
+    (
+        "MERGE INTO sales.orders USING crm.customers c ON true WHEN MATCHED THEN DELETE",
+        QueryRefused,
+    ),
     ("DROP TABLE sales.orders", QueryRefused),
     ("CREATE TABLE t AS SELECT * FROM sales.orders", QueryRefused),
     ("CREATE VIEW v AS SELECT 1", QueryRefused),
@@ -227,8 +282,11 @@ REFUSED = [
     ("TRUNCATE sales.orders", QueryRefused),
     # DML hidden inside a query
     ("WITH x AS (DELETE FROM sales.orders RETURNING *) SELECT * FROM x", QueryRefused),
-    ("WITH x AS (INSERT INTO sales.orders VALUES (1, 1, 'EU', 1, DATE '2024-01-01') RETURNING *) "
-     "SELECT * FROM x", QueryRefused),
+    (
+        "WITH x AS (INSERT INTO sales.orders VALUES (1, 1, 'EU', 1, DATE '2024-01-01') RETURNING *) "
+        "SELECT * FROM x",
+        QueryRefused,
+    ),
     ("WITH x AS (UPDATE sales.orders SET amount = 0 RETURNING *) SELECT * FROM x", QueryRefused),
     # commands
     ("COPY sales.orders TO '/tmp/out.csv'", QueryRefused),
@@ -314,8 +372,9 @@ def test_string_literal_tables_are_refused(text: str, context: PlanContext) -> N
         plan(text, context)
 
 
-def test_string_literal_table_naming_a_product_file_is_refused(demo_mesh: Path,
-                                                               context: PlanContext) -> None:
+def test_string_literal_table_naming_a_product_file_is_refused(
+    demo_mesh: Path, context: PlanContext
+) -> None:
     data = demo_mesh / "crm/data/customers.parquet"
     with pytest.raises((QueryRefused, UnknownObject)):
         plan(f"SELECT * FROM '{data}'", context)
@@ -363,8 +422,9 @@ def test_raw_product_files_cannot_be_read_around_the_contract(
         ("WITH x AS (SELECT 1) SELECT * FROM y", UnknownObject, ["'y'"]),
     ],
 )
-def test_unknown_names(text: str, error: type[MeshgateError], words: list[str],
-                       context: PlanContext) -> None:
+def test_unknown_names(
+    text: str, error: type[MeshgateError], words: list[str], context: PlanContext
+) -> None:
     with pytest.raises(error) as caught:
         plan(text, context)
     for word in words:
@@ -386,8 +446,9 @@ def test_deeply_nested_parentheses_are_refused_quickly(context: PlanContext) -> 
 
 
 @pytest.mark.parametrize("depth", [500, 2000])
-def test_deeply_nested_subqueries_do_not_escape_as_recursion_error(depth: int,
-                                                                   context: PlanContext) -> None:
+def test_deeply_nested_subqueries_do_not_escape_as_recursion_error(
+    depth: int, context: PlanContext
+) -> None:
     text = "SELECT * FROM " + "(SELECT * FROM " * depth + "sales.orders" + ") t" * depth
     started = time.monotonic()
     try:
@@ -419,8 +480,12 @@ def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path)
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
-        env={"PYTHONPATH": f"{REPO}:{Path(__file__).parent}", "PATH": "/usr/bin:/bin"}, cwd=REPO,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PYTHONPATH": f"{REPO}:{Path(__file__).parent}", "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
     )
     assert result.returncode == 0, (
         f"planner process died with exit code {result.returncode}: {result.stderr[-500:]}"

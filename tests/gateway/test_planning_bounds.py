@@ -89,6 +89,7 @@ def test_a_tree_past_the_node_limit_is_refused_after_parsing(context: PlanContex
         def run(query, ctx):
             reached.append(step.__name__)
             return step(query, ctx)
+
         return run
 
     with pytest.raises(QueryRefused) as caught:
@@ -114,6 +115,7 @@ def test_planning_stops_at_its_deadline(context: PlanContext) -> None:
         def run(query, ctx):
             reached.append(step.__name__)
             return step(query, ctx)
+
         return run
 
     timed = dataclasses.replace(context, limits=limits, clock=lambda: float(next(clock)))

@@ -16,14 +16,18 @@ def test_a_server_that_cannot_start_fails_the_wait_with_its_own_error(tmp_path: 
     process = spawn_server("serve", tmp_path / "no-such-mesh", free_port(), log_path)
     started = time.monotonic()
     with pytest.raises(RuntimeError) as failure:
-        wait_until_ready(process, lambda: handshake("grpc://127.0.0.1:1", "bob", "bob"), log_path, "gateway", 60)
+        wait_until_ready(
+            process, lambda: handshake("grpc://127.0.0.1:1", "bob", "bob"), log_path, "gateway", 60
+        )
     assert time.monotonic() - started < 30, "an early exit must not wait for the timeout"
     assert "gateway exited early" in str(failure.value)
     assert "mesh config not found" in str(failure.value)  # the server's own message, from its log
     assert process.poll() is not None
 
 
-def test_a_server_that_never_answers_is_stopped_at_the_timeout(tmp_path: Path, demo_mesh: Path) -> None:
+def test_a_server_that_never_answers_is_stopped_at_the_timeout(
+    tmp_path: Path, demo_mesh: Path
+) -> None:
     log_path = tmp_path / "gateway.log"
     mesh = shutil.copytree(demo_mesh, tmp_path / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
     process = spawn_server("serve", mesh, free_port(), log_path)

@@ -27,7 +27,11 @@ SHIPMENTS_DIR = Path("logistics/data/shipments")
 
 USERS = ("alice", "bob", "carol", "erin", "dave")
 PRODUCTS = ("sales.orders", "crm.customers", "logistics.shipments")
-PRIMARY_KEY = {"sales.orders": "order_id", "crm.customers": "customer_id", "logistics.shipments": "shipment_id"}
+PRIMARY_KEY = {
+    "sales.orders": "order_id",
+    "crm.customers": "customer_id",
+    "logistics.shipments": "shipment_id",
+}
 DENIED_TEMPLATE = "unknown product {key} (or you may not read it)"
 
 
@@ -77,7 +81,11 @@ def raw_sources(mesh: Path) -> dict[str, str]:
 def user_views(mesh: Path, key: str) -> dict[str, dict[str, str]]:
     """user -> product -> the SELECT that stands for what the demo rules let the user see."""
     src = raw_sources(mesh)
-    orders, customers, shipments = src["sales.orders"], src["crm.customers"], src["logistics.shipments"]
+    orders, customers, shipments = (
+        src["sales.orders"],
+        src["crm.customers"],
+        src["logistics.shipments"],
+    )
     everything = {
         "sales.orders": f"SELECT order_id, customer_id, region, amount, order_date FROM {orders}",
         "crm.customers": f"SELECT customer_id, name, email, ssn, region FROM {customers}",
@@ -163,11 +171,15 @@ class Oracle:
 def assert_tables_equal(actual: pa.Table, expected: pa.Table, what: str = "") -> None:
     """Same column names, same Arrow types, same values in the same order."""
     prefix = f"{what}: " if what else ""
-    assert actual.column_names == expected.column_names, f"{prefix}columns {actual.column_names} != {expected.column_names}"
+    assert actual.column_names == expected.column_names, (
+        f"{prefix}columns {actual.column_names} != {expected.column_names}"
+    )
     actual_types = [f.type for f in actual.schema]
     expected_types = [f.type for f in expected.schema]
     assert actual_types == expected_types, f"{prefix}types {actual_types} != {expected_types}"
-    assert actual.num_rows == expected.num_rows, f"{prefix}{actual.num_rows} rows != {expected.num_rows}"
+    assert actual.num_rows == expected.num_rows, (
+        f"{prefix}{actual.num_rows} rows != {expected.num_rows}"
+    )
     for name in actual.column_names:
         left, right = actual.column(name), expected.column(name)
         if left.equals(right):
@@ -213,7 +225,9 @@ def _canonical(line: str) -> str:
 # --------------------------------------------------------------------------- polling, logs, audit
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.2, what: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.2, what: str = ""
+) -> object:
     """Poll ``predicate`` until it returns something truthy (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -225,10 +239,10 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         except Exception as exc:  # noqa: BLE001 - a poll may fail until the change lands
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last error: {last_error!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or predicate}; last error: {last_error!r}"
+            )
         time.sleep(interval)
-
-
 
 
 def audit_file(mesh: Path) -> Path:
@@ -239,13 +253,17 @@ def audit_records(mesh: Path) -> list[dict]:
     path = audit_file(mesh)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def audit_text(mesh: Path) -> str:
     """Every audit file of the mesh (current and rotated), as one text."""
     directory = mesh / ".meshgate" / "audit"
-    return "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(directory.glob("*.jsonl")))
+    return "".join(
+        p.read_text(encoding="utf-8", errors="replace") for p in sorted(directory.glob("*.jsonl"))
+    )
 
 
 def strip_ansi(text: str) -> str:

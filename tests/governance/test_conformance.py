@@ -66,7 +66,9 @@ class Case:
     allowed: bool
     read_by: tuple[tuple[str, str], ...] = ()
     filtered_by: tuple[tuple[str, str], ...] = ()
-    masks: dict[str, tuple[str, tuple[str, str]]] = field(default_factory=dict)  # column -> (spec, rule)
+    masks: dict[str, tuple[str, tuple[str, str]]] = field(
+        default_factory=dict
+    )  # column -> (spec, rule)
     invisible: tuple[str, ...] = ()
 
     @property
@@ -96,21 +98,45 @@ def _denied(user: str, product: str, why: str) -> Case:
 
 
 CASES = [
-    Case("alice", "sales.orders", "row_filter_region_EU", True,
-         read_by=(S_ANALYST_READ,), filtered_by=(S_ANALYST_FILTER,)),
-    Case("alice", "crm.customers", "email_partial_email+ssn_hash_floor", True,
-         read_by=(C_ANALYST_READ,),
-         masks={"email": ("partial_email", C_ANALYST_EMAIL), "ssn": ("hash", G_PII_HASH)}),
+    Case(
+        "alice",
+        "sales.orders",
+        "row_filter_region_EU",
+        True,
+        read_by=(S_ANALYST_READ,),
+        filtered_by=(S_ANALYST_FILTER,),
+    ),
+    Case(
+        "alice",
+        "crm.customers",
+        "email_partial_email+ssn_hash_floor",
+        True,
+        read_by=(C_ANALYST_READ,),
+        masks={"email": ("partial_email", C_ANALYST_EMAIL), "ssn": ("hash", G_PII_HASH)},
+    ),
     _denied("alice", "logistics.shipments", "no_grant"),
     Case("bob", "sales.orders", "admin_reads_all", True, read_by=(G_ADMIN_READ,)),
     Case("bob", "crm.customers", "admin_pii_reader_unmasked", True, read_by=(G_ADMIN_READ,)),
     Case("bob", "logistics.shipments", "admin_reads_all", True, read_by=(G_ADMIN_READ,)),
     _denied("carol", "sales.orders", "no_grant"),
-    Case("carol", "crm.customers", "ssn_invisible+email_hash", True,
-         read_by=(C_MARKETING_READ,), masks={"email": ("hash", G_PII_HASH)}, invisible=("ssn",)),
+    Case(
+        "carol",
+        "crm.customers",
+        "ssn_invisible+email_hash",
+        True,
+        read_by=(C_MARKETING_READ,),
+        masks={"email": ("hash", G_PII_HASH)},
+        invisible=("ssn",),
+    ),
     _denied("carol", "logistics.shipments", "no_grant"),
-    Case("erin", "sales.orders", "amount_round_100", True,
-         read_by=(S_OPS_READ,), masks={"amount": ("round:100", S_OPS_ROUND)}),
+    Case(
+        "erin",
+        "sales.orders",
+        "amount_round_100",
+        True,
+        read_by=(S_OPS_READ,),
+        masks={"amount": ("round:100", S_OPS_ROUND)},
+    ),
     _denied("erin", "crm.customers", "no_grant"),
     Case("erin", "logistics.shipments", "ops_reads_shipments", True, read_by=(L_OPS_READ,)),
     _denied("dave", "sales.orders", "no_roles"),
@@ -174,7 +200,9 @@ def flight_info_query(client, options, sql: str) -> pa.Table:
     assert len(info.endpoints) == 1
     reader = client.do_get(info.endpoints[0].ticket, options)
     table = reader.read_all()
-    assert info.schema.equals(table.schema), f"FlightInfo schema {info.schema} != stream schema {table.schema}"
+    assert info.schema.equals(table.schema), (
+        f"FlightInfo schema {info.schema} != stream schema {table.schema}"
+    )
     return table
 
 
@@ -206,7 +234,9 @@ def assert_denied_like_unknown(run, case: Case, sql_template: str) -> None:
         run(sql_template.format(p=case.unknown))
     assert DENIED_TEMPLATE.format(key=case.product) in str(denied.value)
     assert type(denied.value) is type(unknown.value)
-    assert normalized_error(denied.value, case.product) == normalized_error(unknown.value, case.unknown)
+    assert normalized_error(denied.value, case.product) == normalized_error(
+        unknown.value, case.unknown
+    )
 
 
 def full_scan(case: Case) -> str:
@@ -234,6 +264,7 @@ def path_adbc_prepared_params(case: Case, oracle, adbc, flights) -> None:
     sql = by_region(case)
     connection = adbc(case.user)
     if not case.allowed:
+
         def prepare(text: str) -> None:
             cursor = connection.cursor()
             try:
@@ -241,6 +272,7 @@ def path_adbc_prepared_params(case: Case, oracle, adbc, flights) -> None:
             finally:
                 with contextlib.suppress(Exception):
                     cursor.close()
+
         assert_denied_like_unknown(prepare, case, sql)
         assert_denied_like_unknown(lambda text: adbc_query(connection, text, ("EU",)), case, sql)
         return
@@ -258,7 +290,9 @@ def path_adbc_prepared_params(case: Case, oracle, adbc, flights) -> None:
 
 
 def flight_schema(client, options, sql: str) -> pa.Schema:
-    return client.get_schema(flight.FlightDescriptor.for_command(sql.encode("utf-8")), options).schema
+    return client.get_schema(
+        flight.FlightDescriptor.for_command(sql.encode("utf-8")), options
+    ).schema
 
 
 def path_flight_info_do_get(case: Case, oracle, adbc, flights) -> None:
@@ -279,10 +313,14 @@ def path_flight_ticket(case: Case, oracle, adbc, flights) -> None:
     client, options = flights(case.user)
     sql = full_scan(case)
     if not case.allowed:
-        assert_denied_like_unknown(lambda text: flight_ticket_query(client, options, text), case, sql)
+        assert_denied_like_unknown(
+            lambda text: flight_ticket_query(client, options, text), case, sql
+        )
         return
     text = sql.format(p=case.product)
-    assert_tables_equal(flight_ticket_query(client, options, text), oracle.run(case.user, text), case.id)
+    assert_tables_equal(
+        flight_ticket_query(client, options, text), oracle.run(case.user, text), case.id
+    )
 
 
 def path_explain(case: Case, oracle, adbc, flights) -> None:
@@ -319,14 +357,25 @@ def path_explain_policy(case: Case, oracle, adbc, flights) -> None:
     rows = table.to_pylist()
     assert oracle.key not in str(rows), "EXPLAIN POLICY shows the hash key"
     assert rows[0]["product"] == "(query)" and rows[0]["decision"] == "rewritten SQL"
-    product_rows = {(r["decision"], r["rule"]) for r in rows[1:] if r["product"] == case.product and r["column"] is None}
-    expected_product_rows = {("read allowed", f"read allowed by {rule_origin(mesh, *rule)}") for rule in case.read_by}
+    product_rows = {
+        (r["decision"], r["rule"])
+        for r in rows[1:]
+        if r["product"] == case.product and r["column"] is None
+    }
+    expected_product_rows = {
+        ("read allowed", f"read allowed by {rule_origin(mesh, *rule)}") for rule in case.read_by
+    }
     expected_product_rows |= {
-        ("rows filtered", f"rows filtered by {rule_origin(mesh, *rule)}: {rule[1].split(', ', 5)[5]}")
+        (
+            "rows filtered",
+            f"rows filtered by {rule_origin(mesh, *rule)}: {rule[1].split(', ', 5)[5]}",
+        )
         for rule in case.filtered_by
     }
     assert product_rows == expected_product_rows
-    column_rows = {r["column"]: (r["decision"], r["rule"]) for r in rows[1:] if r["column"] is not None}
+    column_rows = {
+        r["column"]: (r["decision"], r["rule"]) for r in rows[1:] if r["column"] is not None
+    }
     visible = oracle.schema(case.user, case.product).names
     for column in visible:
         if column in case.masks:
@@ -342,14 +391,19 @@ def path_metadata(case: Case, oracle, adbc, flights) -> None:
     client, options = flights(case.user)
     objects = connection.adbc_get_objects(depth="all", catalog_filter="mesh").read_all().to_pylist()
     listed = {
-        f"{schema['db_schema_name']}.{table['table_name']}": [c["column_name"] for c in table["table_columns"]]
+        f"{schema['db_schema_name']}.{table['table_name']}": [
+            c["column_name"] for c in table["table_columns"]
+        ]
         for catalog in objects
         for schema in catalog["catalog_db_schemas"] or []
         for table in schema["db_schema_tables"] or []
     }
-    tables = flight_get_tables(client, options, db_schema_filter_pattern=case.domain,
-                               table_name_filter_pattern=case.name).to_pylist()
-    keys = flight_command(client, options, pb.CommandGetPrimaryKeys(db_schema=case.domain, table=case.name)).to_pylist()
+    tables = flight_get_tables(
+        client, options, db_schema_filter_pattern=case.domain, table_name_filter_pattern=case.name
+    ).to_pylist()
+    keys = flight_command(
+        client, options, pb.CommandGetPrimaryKeys(db_schema=case.domain, table=case.name)
+    ).to_pylist()
     if not case.allowed:
         assert case.product not in listed
         assert tables == []
@@ -416,7 +470,9 @@ def test_catalog_lists_only_readable_products_and_domains(user, adbc, flights, o
         for table in schema["db_schema_tables"] or []
     }
     domains = {
-        schema["db_schema_name"] for catalog in objects for schema in catalog["catalog_db_schemas"] or []
+        schema["db_schema_name"]
+        for catalog in objects
+        for schema in catalog["catalog_db_schemas"] or []
     }
     assert listed == VISIBLE[user]
     assert domains == {p.split(".")[0] for p in VISIBLE[user]}
@@ -452,7 +508,10 @@ def test_joins_on_a_hashed_key_still_match(user, column, adbc, oracle):
     assert result["matches"] >= 20_000
     # The same hashed value joins back to the raw row through the oracle's key.
     sample = compare(
-        user, f"SELECT customer_id, {column} FROM crm.customers ORDER BY customer_id LIMIT 3", adbc, oracle
+        user,
+        f"SELECT customer_id, {column} FROM crm.customers ORDER BY customer_id LIMIT 3",
+        adbc,
+        oracle,
     ).to_pylist()
     for row in sample:
         assert len(row[column]) == 64 and set(row[column]) <= set("0123456789abcdef")
@@ -470,7 +529,12 @@ def test_alice_join_orders_to_customers_on_filtered_and_hashed_data(adbc, oracle
         "GROUP BY c.region ORDER BY 1"
     )
     assert compare("alice", sql, adbc, oracle).to_pylist() == [
-        {"region": "EU", "n": oracle.raw("SELECT count(*) FROM sales.orders WHERE region = 'EU'").column(0)[0].as_py()}
+        {
+            "region": "EU",
+            "n": oracle.raw("SELECT count(*) FROM sales.orders WHERE region = 'EU'")
+            .column(0)[0]
+            .as_py(),
+        }
     ]
 
 
@@ -479,30 +543,64 @@ def test_predicate_on_a_masked_column_sees_the_masked_value(adbc, oracle):
     sql = "SELECT count(*) AS n FROM sales.orders WHERE amount = 300"
     rounded_count = compare("erin", sql, adbc, oracle).column("n")[0].as_py()
     raw_count = oracle.raw(sql).column(0)[0].as_py()
-    by_hand = oracle.raw(
-        "SELECT count(*) FROM sales.orders WHERE CAST(round(amount / 100) * 100 AS DECIMAL(12,2)) = 300"
-    ).column(0)[0].as_py()
+    by_hand = (
+        oracle.raw(
+            "SELECT count(*) FROM sales.orders WHERE CAST(round(amount / 100) * 100 AS DECIMAL(12,2)) = 300"
+        )
+        .column(0)[0]
+        .as_py()
+    )
     assert rounded_count == by_hand
     assert rounded_count > raw_count, (rounded_count, raw_count)
-    compare("erin", "SELECT count(*) AS odd FROM sales.orders WHERE amount % 100 <> 0", adbc, oracle)
+    compare(
+        "erin", "SELECT count(*) AS odd FROM sales.orders WHERE amount % 100 <> 0", adbc, oracle
+    )
 
 
 def test_predicates_cannot_probe_raw_values_behind_a_mask(adbc, oracle):
     raw = oracle.raw("SELECT email, ssn FROM crm.customers WHERE customer_id = 1").to_pylist()[0]
     # alice: ssn is a keyed hash; the real ssn matches nothing, its hash matches one row.
-    assert adbc_query(adbc("alice"), "SELECT count(*) AS n FROM crm.customers WHERE ssn = ?", (raw["ssn"],)
-                      ).column("n")[0].as_py() == 0
-    expected_hash = oracle.run("alice", "SELECT ssn FROM crm.customers WHERE customer_id = 1").column(0)[0].as_py()
-    assert adbc_query(adbc("alice"), "SELECT customer_id FROM crm.customers WHERE ssn = ?", (expected_hash,)
-                      ).to_pylist() == [{"customer_id": 1}]
-    assert adbc_query(adbc("alice"), "SELECT count(*) AS n FROM crm.customers WHERE email = ?", (raw["email"],)
-                      ).column("n")[0].as_py() == 0
+    assert (
+        adbc_query(
+            adbc("alice"), "SELECT count(*) AS n FROM crm.customers WHERE ssn = ?", (raw["ssn"],)
+        )
+        .column("n")[0]
+        .as_py()
+        == 0
+    )
+    expected_hash = (
+        oracle.run("alice", "SELECT ssn FROM crm.customers WHERE customer_id = 1")
+        .column(0)[0]
+        .as_py()
+    )
+    assert adbc_query(
+        adbc("alice"), "SELECT customer_id FROM crm.customers WHERE ssn = ?", (expected_hash,)
+    ).to_pylist() == [{"customer_id": 1}]
+    assert (
+        adbc_query(
+            adbc("alice"),
+            "SELECT count(*) AS n FROM crm.customers WHERE email = ?",
+            (raw["email"],),
+        )
+        .column("n")[0]
+        .as_py()
+        == 0
+    )
     local_part = raw["email"].split("@")[0]
-    assert adbc_query(adbc("alice"), f"SELECT count(*) AS n FROM crm.customers WHERE email LIKE '%{local_part[1:]}%'"
-                      ).column("n")[0].as_py() == 0
+    assert (
+        adbc_query(
+            adbc("alice"),
+            f"SELECT count(*) AS n FROM crm.customers WHERE email LIKE '%{local_part[1:]}%'",
+        )
+        .column("n")[0]
+        .as_py()
+        == 0
+    )
     # carol: email is a keyed hash.
-    for sql in ("SELECT count(*) AS n FROM crm.customers WHERE email = 'x' OR email LIKE '%@example.com'",
-                f"SELECT count(*) AS n FROM crm.customers WHERE email = '{raw['email']}'"):
+    for sql in (
+        "SELECT count(*) AS n FROM crm.customers WHERE email = 'x' OR email LIKE '%@example.com'",
+        f"SELECT count(*) AS n FROM crm.customers WHERE email = '{raw['email']}'",
+    ):
         assert adbc_query(adbc("carol"), sql).column("n")[0].as_py() == 0
 
 
@@ -515,18 +613,50 @@ def test_aggregates_run_over_filtered_and_masked_rows(adbc, oracle):
     assert bob["total"] > alice["total"]
     erin = compare("erin", sql, adbc, oracle).to_pylist()[0]
     assert erin["n"] == bob["n"] and erin["total"] != bob["total"]
-    compare("alice", "SELECT region, count(*) AS n, avg(amount) AS a FROM sales.orders GROUP BY ALL ORDER BY 1",
-            adbc, oracle)
-    compare("alice", "SELECT order_id, sum(amount) OVER (PARTITION BY region) AS s FROM sales.orders "
-            "ORDER BY order_id LIMIT 50", adbc, oracle)
-    compare("alice", "WITH o AS (SELECT * FROM sales.orders) SELECT DISTINCT region FROM o ORDER BY 1", adbc, oracle)
-    compare("alice", "SELECT region FROM sales.orders UNION SELECT region FROM sales.orders ORDER BY 1", adbc, oracle)
-    compare("erin", "SELECT region, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY 1", adbc, oracle)
+    compare(
+        "alice",
+        "SELECT region, count(*) AS n, avg(amount) AS a FROM sales.orders GROUP BY ALL ORDER BY 1",
+        adbc,
+        oracle,
+    )
+    compare(
+        "alice",
+        "SELECT order_id, sum(amount) OVER (PARTITION BY region) AS s FROM sales.orders "
+        "ORDER BY order_id LIMIT 50",
+        adbc,
+        oracle,
+    )
+    compare(
+        "alice",
+        "WITH o AS (SELECT * FROM sales.orders) SELECT DISTINCT region FROM o ORDER BY 1",
+        adbc,
+        oracle,
+    )
+    compare(
+        "alice",
+        "SELECT region FROM sales.orders UNION SELECT region FROM sales.orders ORDER BY 1",
+        adbc,
+        oracle,
+    )
+    compare(
+        "erin",
+        "SELECT region, sum(amount) AS s FROM sales.orders GROUP BY region ORDER BY 1",
+        adbc,
+        oracle,
+    )
     # Grouping by a masked column groups the masked values (many raw values per group).
-    compare("alice", "SELECT email, count(*) AS n FROM crm.customers GROUP BY email ORDER BY n DESC, email LIMIT 10",
-            adbc, oracle)
-    compare("erin", "SELECT amount, count(*) AS n FROM sales.orders GROUP BY amount ORDER BY n DESC, amount LIMIT 10",
-            adbc, oracle)
+    compare(
+        "alice",
+        "SELECT email, count(*) AS n FROM crm.customers GROUP BY email ORDER BY n DESC, email LIMIT 10",
+        adbc,
+        oracle,
+    )
+    compare(
+        "erin",
+        "SELECT amount, count(*) AS n FROM sales.orders GROUP BY amount ORDER BY n DESC, amount LIMIT 10",
+        adbc,
+        oracle,
+    )
 
 
 def test_prepared_statement_is_authorized_at_every_execution(adbc, oracle):
@@ -572,21 +702,29 @@ def test_carol_naming_ssn_errors_exactly_like_a_nonexistent_column(shape, adbc, 
         with pytest.raises(Exception) as missing:
             run(shape.format(c="no_such_col"))
         assert type(hidden.value) is type(missing.value), name
-        assert normalized_error(hidden.value, "ssn") == normalized_error(missing.value, "no_such_col"), name
+        assert normalized_error(hidden.value, "ssn") == normalized_error(
+            missing.value, "no_such_col"
+        ), name
     # EXPLAIN POLICY does not bind the statement: both answer, and identically.
     hidden = adbc_query(adbc("carol"), "EXPLAIN POLICY " + shape.format(c="ssn")).to_pylist()
-    missing = adbc_query(adbc("carol"), "EXPLAIN POLICY " + shape.format(c="no_such_col")).to_pylist()
+    missing = adbc_query(
+        adbc("carol"), "EXPLAIN POLICY " + shape.format(c="no_such_col")
+    ).to_pylist()
     assert str(hidden).replace("ssn", "X") == str(missing).replace("no_such_col", "X")
 
 
 def test_carol_select_star_and_struct_forms_never_carry_ssn(adbc, oracle):
-    for sql in ("SELECT * FROM crm.customers LIMIT 3",
-                "SELECT c.* FROM crm.customers c LIMIT 3",
-                "SELECT COLUMNS(*) FROM crm.customers LIMIT 3",
-                "SELECT c FROM crm.customers c LIMIT 3",
-                "SELECT to_json(c) AS j FROM crm.customers c LIMIT 3"):
+    for sql in (
+        "SELECT * FROM crm.customers LIMIT 3",
+        "SELECT c.* FROM crm.customers c LIMIT 3",
+        "SELECT COLUMNS(*) FROM crm.customers LIMIT 3",
+        "SELECT c FROM crm.customers c LIMIT 3",
+        "SELECT to_json(c) AS j FROM crm.customers c LIMIT 3",
+    ):
         table = adbc_query(adbc("carol"), sql)
-        assert "ssn" not in str(table.schema).lower() and "ssn" not in str(table.to_pylist()).lower(), sql
+        assert (
+            "ssn" not in str(table.schema).lower() and "ssn" not in str(table.to_pylist()).lower()
+        ), sql
     raw_ssns = oracle.raw("SELECT ssn FROM crm.customers LIMIT 3").column(0).to_pylist()
     text = str(adbc_query(adbc("carol"), "SELECT c FROM crm.customers c LIMIT 3").to_pylist())
     assert not any(s in text for s in raw_ssns)
@@ -639,7 +777,9 @@ REFERENCE_SPELLINGS = [
 ]
 
 
-@pytest.mark.parametrize("sql", REFERENCE_SPELLINGS, ids=[f"ref{i}" for i in range(len(REFERENCE_SPELLINGS))])
+@pytest.mark.parametrize(
+    "sql", REFERENCE_SPELLINGS, ids=[f"ref{i}" for i in range(len(REFERENCE_SPELLINGS))]
+)
 @pytest.mark.parametrize("user", ["alice", "erin"])
 def test_every_spelling_of_a_product_reference_is_governed(user, sql, adbc, oracle):
     """Every spelling is answered, with exactly the governed answer."""
@@ -658,14 +798,20 @@ def test_tickets_and_prepared_handles_are_bound_to_their_user(flights):
         carol.do_get(info.endpoints[0].ticket, carol_options).read_all()
     assert "sales.orders" not in str(stolen.value).replace(sql, "")
     request = pb.ActionCreatePreparedStatementRequest(query=sql)
-    results = list(bob.do_action(flight.Action("CreatePreparedStatement", pack(request)), bob_options))
+    results = list(
+        bob.do_action(flight.Action("CreatePreparedStatement", pack(request)), bob_options)
+    )
     envelope = any_pb2.Any()
     envelope.ParseFromString(results[0].body.to_pybytes())
     prepared = pb.ActionCreatePreparedStatementResult()
     assert envelope.Unpack(prepared)
-    command = pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle)
+    command = pb.CommandPreparedStatementQuery(
+        prepared_statement_handle=prepared.prepared_statement_handle
+    )
     with pytest.raises(Exception):
-        info = carol.get_flight_info(flight.FlightDescriptor.for_command(pack(command)), carol_options)
+        info = carol.get_flight_info(
+            flight.FlightDescriptor.for_command(pack(command)), carol_options
+        )
         carol.do_get(info.endpoints[0].ticket, carol_options).read_all()
     # bob himself can run it.
     info = bob.get_flight_info(flight.FlightDescriptor.for_command(pack(command)), bob_options)

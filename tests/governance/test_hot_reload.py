@@ -97,10 +97,14 @@ def rejections(gateway: RunningGateway) -> list[dict]:
 def wait_for_rejection(gateway: RunningGateway, path: Path, line: int, after: int = 0) -> dict:
     """The first policy_rejected log record for ``path``:``line`` among those after the
     first ``after`` rejections."""
+
     def found():
         return next(
-            (r for r in rejections(gateway)[after:] if Path(str(r.get("file"))).resolve() == path.resolve()
-             and r.get("line") == line),
+            (
+                r
+                for r in rejections(gateway)[after:]
+                if Path(str(r.get("file"))).resolve() == path.resolve() and r.get("line") == line
+            ),
             None,
         )
 
@@ -113,13 +117,23 @@ def wait_for_rejection(gateway: RunningGateway, path: Path, line: int, after: in
 def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningGateway):
     mesh = served.mesh_dir
     crm_policy = mesh / "crm" / "policy.csv"
-    assert columns_of(served, "carol", "crm.customers") == ["customer_id", "name", "email", "region"]
+    assert columns_of(served, "carol", "crm.customers") == [
+        "customer_id",
+        "name",
+        "email",
+        "region",
+    ]
 
     # Grant: drop the ssn deny; carol now sees ssn, hashed by the global pii floor.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_SSN_DENY))
-    wait_until(lambda: "ssn" in columns_of(served, "carol", "crm.customers"), RELOAD_TIMEOUT,
-               what="carol sees ssn")
-    rows = query(served, "carol", "SELECT customer_id, ssn FROM crm.customers ORDER BY 1 LIMIT 3").to_pylist()
+    wait_until(
+        lambda: "ssn" in columns_of(served, "carol", "crm.customers"),
+        RELOAD_TIMEOUT,
+        what="carol sees ssn",
+    )
+    rows = query(
+        served, "carol", "SELECT customer_id, ssn FROM crm.customers ORDER BY 1 LIMIT 3"
+    ).to_pylist()
     key = hash_key(mesh)
     con = duckdb.connect()
     try:
@@ -128,7 +142,9 @@ def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningG
                 f"SELECT ssn FROM read_parquet({sql_string(str(mesh / 'crm/data/customers.parquet'))}) "
                 f"WHERE customer_id = {row['customer_id']}"
             ).fetchone()[0]
-            expected = con.execute(f"SELECT sha256({sql_string(key)} || {sql_string(raw)})").fetchone()[0]
+            expected = con.execute(
+                f"SELECT sha256({sql_string(key)} || {sql_string(raw)})"
+            ).fetchone()[0]
             assert row["ssn"] == expected
     finally:
         con.close()
@@ -141,7 +157,9 @@ def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningG
 
     # Revoke: carol's role no longer reads crm.customers at all.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-    wait_until(lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied")
+    wait_until(
+        lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
+    )
     # Nobody else lost anything.
     assert "ssn" in columns_of(served, "alice", "crm.customers")
 
@@ -156,7 +174,9 @@ def test_prepared_statement_is_reauthorized_after_a_revocation(served: RunningGa
         cursor.execute(sql, ("EU",))
         assert cursor.fetch_arrow_table().column("n")[0].as_py() > 0
         rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-        wait_until(lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied")
+        wait_until(
+            lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
+        )
         # The statement prepared before the revocation executes again: it must be refused.
         with pytest.raises(Exception) as refused:
             cursor.execute(sql, ("US",))
@@ -178,13 +198,17 @@ def test_ticket_issued_before_a_revocation_is_not_redeemed_after_it(served: Runn
         sql = b"SELECT customer_id, email FROM crm.customers"
         info = client.get_flight_info(flight.FlightDescriptor.for_command(sql), options)
         rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-        wait_until(lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied")
+        wait_until(
+            lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
+        )
         try:
             table = client.do_get(info.endpoints[0].ticket, options).read_all()
         except (flight.FlightError, Exception) as exc:  # noqa: BLE001
             assert "customers" in str(exc) or "ticket" in str(exc).lower(), exc
         else:
-            pytest.fail(f"a revoked user redeemed an old ticket and read {table.num_rows} rows of crm.customers")
+            pytest.fail(
+                f"a revoked user redeemed an old ticket and read {table.num_rows} rows of crm.customers"
+            )
     finally:
         client.close()
 
@@ -192,13 +216,18 @@ def test_ticket_issued_before_a_revocation_is_not_redeemed_after_it(served: Runn
 # --------------------------------------------------------------------------- broken files
 
 
-def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(served: RunningGateway):
+def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(
+    served: RunningGateway,
+):
     crm_policy = served.mesh_dir / "crm" / "policy.csv"
     demo_text = crm_policy.read_text(encoding="utf-8")
     # A good change first, so that "last good" differs from the demo policy.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_SSN_DENY))
-    wait_until(lambda: "ssn" in columns_of(served, "carol", "crm.customers"), RELOAD_TIMEOUT,
-               what="carol sees ssn")
+    wait_until(
+        lambda: "ssn" in columns_of(served, "carol", "crm.customers"),
+        RELOAD_TIMEOUT,
+        what="carol sees ssn",
+    )
     seen = columns_of(served, "carol", "crm.customers")
 
     # Broken: the demo text again (which would hide ssn) plus a line naming another
@@ -211,7 +240,9 @@ def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(se
     assert record.get("level") == "error"
     assert columns_of(served, "carol", "crm.customers") == seen  # last good version
     assert denied(served, "carol", "sales.orders")
-    assert is_hash(query(served, "carol", "SELECT ssn FROM crm.customers LIMIT 1").column(0)[0].as_py())
+    assert is_hash(
+        query(served, "carol", "SELECT ssn FROM crm.customers LIMIT 1").column(0)[0].as_py()
+    )
 
     # Another broken line: an unknown mask name.
     broken = demo_text + "p, marketing, crm.customers.email, mask, allow, no_such_mask\n"
@@ -224,8 +255,11 @@ def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(se
 
     # Fixed: the demo policy is in force again.
     rewrite(crm_policy, demo_text)
-    wait_until(lambda: "ssn" not in columns_of(served, "carol", "crm.customers"), RELOAD_TIMEOUT,
-               what="the fixed file in force")
+    wait_until(
+        lambda: "ssn" not in columns_of(served, "carol", "crm.customers"),
+        RELOAD_TIMEOUT,
+        what="the fixed file in force",
+    )
 
 
 def test_broken_global_file_keeps_the_pii_floor(served: RunningGateway):
@@ -236,20 +270,31 @@ def test_broken_global_file_keeps_the_pii_floor(served: RunningGateway):
     rewrite(global_policy, broken)
     record = wait_for_rejection(served, global_policy, bad_line)
     assert "global.csv" in record["error"] and "no_such_mask" in record["error"]
-    row = query(served, "carol", "SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1").to_pylist()[0]
+    row = query(
+        served, "carol", "SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1"
+    ).to_pylist()[0]
     assert is_hash(row["email"])
-    row = query(served, "alice", "SELECT ssn FROM crm.customers ORDER BY customer_id LIMIT 1").to_pylist()[0]
+    row = query(
+        served, "alice", "SELECT ssn FROM crm.customers ORDER BY customer_id LIMIT 1"
+    ).to_pylist()[0]
     assert is_hash(row["ssn"])
     assert denied(served, "dave", "crm.customers")
 
 
 def test_global_file_broken_from_the_start_closes_every_domain(mesh_copy: Path, tmp_path: Path):
     global_policy = mesh_copy / "policies" / "global.csv"
-    global_policy.write_text(global_policy.read_text(encoding="utf-8") + "p, admin, *, read\n", encoding="utf-8")
+    global_policy.write_text(
+        global_policy.read_text(encoding="utf-8") + "p, admin, *, read\n", encoding="utf-8"
+    )
     running = start_gateway(mesh_copy, tmp_path / "gateway.log")
     try:
-        for user, product in (("bob", "sales.orders"), ("bob", "crm.customers"), ("carol", "crm.customers"),
-                              ("alice", "sales.orders"), ("erin", "logistics.shipments")):
+        for user, product in (
+            ("bob", "sales.orders"),
+            ("bob", "crm.customers"),
+            ("carol", "crm.customers"),
+            ("alice", "sales.orders"),
+            ("erin", "logistics.shipments"),
+        ):
             assert denied(running, user, product), (user, product)
         connection = adbc_connect(running.uri, "bob")
         try:
@@ -257,22 +302,33 @@ def test_global_file_broken_from_the_start_closes_every_domain(mesh_copy: Path, 
             assert all(not catalog["catalog_db_schemas"] for catalog in objects)
         finally:
             connection.close()
-        assert any(r.get("line") == len(global_policy.read_text().splitlines())
-                   for r in log_records(running.log(), "policy_rejected"))
+        assert any(
+            r.get("line") == len(global_policy.read_text().splitlines())
+            for r in log_records(running.log(), "policy_rejected")
+        )
     finally:
         stop_gateway(running)
 
 
 def test_domain_file_broken_from_the_start_closes_only_that_domain(mesh_copy: Path, tmp_path: Path):
     crm_policy = mesh_copy / "crm" / "policy.csv"
-    crm_policy.write_text(crm_policy.read_text(encoding="utf-8") + "p, marketing, crm.customers, peek, allow\n",
-                          encoding="utf-8")
+    crm_policy.write_text(
+        crm_policy.read_text(encoding="utf-8") + "p, marketing, crm.customers, peek, allow\n",
+        encoding="utf-8",
+    )
     running = start_gateway(mesh_copy, tmp_path / "gateway.log")
     try:
         assert denied(running, "carol", "crm.customers")
         assert denied(running, "alice", "crm.customers")
-        assert query(running, "alice", "SELECT DISTINCT region FROM sales.orders").to_pylist() == [{"region": "EU"}]
-        assert query(running, "erin", "SELECT count(*) AS n FROM logistics.shipments").column(0)[0].as_py() > 0
+        assert query(running, "alice", "SELECT DISTINCT region FROM sales.orders").to_pylist() == [
+            {"region": "EU"}
+        ]
+        assert (
+            query(running, "erin", "SELECT count(*) AS n FROM logistics.shipments")
+            .column(0)[0]
+            .as_py()
+            > 0
+        )
     finally:
         stop_gateway(running)
 
@@ -293,10 +349,14 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
             f"ssn, region FROM read_parquet({sql_string(str(mesh / 'crm/data/customers.parquet'))}) "
             f"WHERE customer_id <= 5 ORDER BY customer_id) TO {sql_string(str(data))} (FORMAT parquet)"
         )
-        expected = con.sql(
-            f"SELECT customer_id, CASE WHEN email IS NULL THEN NULL ELSE sha256({sql_string(key)} || email) END AS email, "
-            f"sha256({sql_string(key)} || ssn) AS ssn FROM read_parquet({sql_string(str(data))}) ORDER BY 1"
-        ).to_arrow_table().to_pylist()
+        expected = (
+            con.sql(
+                f"SELECT customer_id, CASE WHEN email IS NULL THEN NULL ELSE sha256({sql_string(key)} || email) END AS email, "
+                f"sha256({sql_string(key)} || ssn) AS ssn FROM read_parquet({sql_string(str(data))}) ORDER BY 1"
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
     finally:
         con.close()
     contract = (mesh / "crm" / "customers.odcs.yaml").read_text(encoding="utf-8")
@@ -309,10 +369,14 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
     )
     (mesh / "crm" / "contacts.odcs.yaml").write_text(contract, encoding="utf-8")
     crm_policy = mesh / "crm" / "policy.csv"
-    rewrite(crm_policy, crm_policy.read_text(encoding="utf-8") + "p, marketing, crm.*, read, allow\n")
+    rewrite(
+        crm_policy, crm_policy.read_text(encoding="utf-8") + "p, marketing, crm.*, read, allow\n"
+    )
 
     def carol_reads_contacts():
-        return query(served, "carol", "SELECT customer_id, email, ssn FROM crm.contacts ORDER BY 1").to_pylist()
+        return query(
+            served, "carol", "SELECT customer_id, email, ssn FROM crm.contacts ORDER BY 1"
+        ).to_pylist()
 
     rows = wait_until(carol_reads_contacts, RELOAD_TIMEOUT, what="carol reads crm.contacts")
     assert rows == expected
@@ -320,7 +384,11 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
     # crm.customers keeps its own rule: ssn is still invisible there.
     assert "ssn" not in columns_of(served, "carol", "crm.customers")
     # bob (pii_reader) reads the new product unmasked; alice has no grant on it.
-    bob = query(served, "bob", "SELECT email FROM crm.contacts WHERE customer_id = 1").column(0)[0].as_py()
+    bob = (
+        query(served, "bob", "SELECT email FROM crm.contacts WHERE customer_id = 1")
+        .column(0)[0]
+        .as_py()
+    )
     assert bob.endswith("@example.com")
     assert denied(served, "alice", "crm.contacts")
     assert denied(served, "dave", "crm.contacts")
@@ -337,14 +405,21 @@ def test_deleted_global_file_does_not_drop_the_pii_floor(served: RunningGateway)
     loaded = len(policy_versions(served))
     rejected = len(rejections(served))
     global_policy.unlink()
-    wait_until(lambda: len(policy_versions(served)) > loaded or len(rejections(served)) > rejected,
-               RELOAD_TIMEOUT, what="the watcher to notice the missing global file")
+    wait_until(
+        lambda: len(policy_versions(served)) > loaded or len(rejections(served)) > rejected,
+        RELOAD_TIMEOUT,
+        what="the watcher to notice the missing global file",
+    )
     try:
-        row = query(served, "alice", "SELECT ssn, email FROM crm.customers ORDER BY customer_id LIMIT 1").to_pylist()
+        row = query(
+            served, "alice", "SELECT ssn, email FROM crm.customers ORDER BY customer_id LIMIT 1"
+        ).to_pylist()
     except Exception as exc:  # noqa: BLE001 - closing the mesh is failing closed too
         assert DENIED_TEMPLATE.format(key="crm.customers") in str(exc), exc
         return
-    assert row and is_hash(row[0]["ssn"]), f"alice reads raw pii once the global file is gone: {row}"
+    assert row and is_hash(row[0]["ssn"]), (
+        f"alice reads raw pii once the global file is gone: {row}"
+    )
 
 
 def test_role_hierarchy_change_in_the_global_file_takes_effect(served: RunningGateway):
@@ -355,9 +430,17 @@ def test_role_hierarchy_change_in_the_global_file_takes_effect(served: RunningGa
     sql = "SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1"
     assert is_hash(query(served, "carol", sql).column(0)[0].as_py())
     rewrite(global_policy, demo_text + "g, marketing, pii_reader\n")
-    wait_until(lambda: query(served, "carol", sql).column(0)[0].as_py().endswith("@example.com"), RELOAD_TIMEOUT,
-               what="carol's email unmasked")
-    assert "ssn" not in columns_of(served, "carol", "crm.customers")  # the domain's deny still holds
+    wait_until(
+        lambda: query(served, "carol", sql).column(0)[0].as_py().endswith("@example.com"),
+        RELOAD_TIMEOUT,
+        what="carol's email unmasked",
+    )
+    assert "ssn" not in columns_of(
+        served, "carol", "crm.customers"
+    )  # the domain's deny still holds
     rewrite(global_policy, demo_text)
-    wait_until(lambda: is_hash(query(served, "carol", sql).column(0)[0].as_py()), RELOAD_TIMEOUT,
-               what="carol's email hashed again")
+    wait_until(
+        lambda: is_hash(query(served, "carol", sql).column(0)[0].as_py()),
+        RELOAD_TIMEOUT,
+        what="carol's email hashed again",
+    )

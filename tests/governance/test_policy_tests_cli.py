@@ -18,7 +18,12 @@ def meshgate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
-        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
     )
     result.stdout = strip_ansi(result.stdout)
     result.stderr = strip_ansi(result.stderr)
@@ -69,7 +74,9 @@ WRONG_CASES = {
 @pytest.mark.parametrize("kind", list(WRONG_CASES))
 def test_policy_test_fails_and_names_a_wrong_expectation(mesh_copy: Path, kind: str):
     tests_file = mesh_copy / "sales" / "policy_tests.yaml"
-    tests_file.write_text(tests_file.read_text(encoding="utf-8") + WRONG_CASES[kind], encoding="utf-8")
+    tests_file.write_text(
+        tests_file.read_text(encoding="utf-8") + WRONG_CASES[kind], encoding="utf-8"
+    )
     name = WRONG_CASES[kind].split("name: ", 1)[1].splitlines()[0]
     result = meshgate("policy", "test", str(mesh_copy))
     assert result.returncode != 0, result.stdout
@@ -82,8 +89,11 @@ def test_policy_test_fails_and_names_a_wrong_expectation(mesh_copy: Path, kind: 
 
 def test_policy_test_rejects_a_malformed_case_file(mesh_copy: Path):
     tests_file = mesh_copy / "crm" / "policy_tests.yaml"
-    tests_file.write_text(tests_file.read_text(encoding="utf-8") + "- name: no expectation\n  user: bob\n  query: SELECT 1\n",
-                          encoding="utf-8")
+    tests_file.write_text(
+        tests_file.read_text(encoding="utf-8")
+        + "- name: no expectation\n  user: bob\n  query: SELECT 1\n",
+        encoding="utf-8",
+    )
     result = meshgate("policy", "test", str(mesh_copy))
     assert result.returncode != 0
     assert "policy_tests.yaml" in result.stdout + result.stderr
@@ -91,8 +101,10 @@ def test_policy_test_rejects_a_malformed_case_file(mesh_copy: Path):
 
 def test_policy_test_fails_when_a_policy_file_is_invalid(mesh_copy: Path):
     crm_policy = mesh_copy / "crm" / "policy.csv"
-    crm_policy.write_text(crm_policy.read_text(encoding="utf-8") + "p, marketing, sales.orders, read, allow\n",
-                          encoding="utf-8")
+    crm_policy.write_text(
+        crm_policy.read_text(encoding="utf-8") + "p, marketing, sales.orders, read, allow\n",
+        encoding="utf-8",
+    )
     result = meshgate("policy", "test", str(mesh_copy))
     assert result.returncode != 0, result.stdout
     output = result.stdout + result.stderr
@@ -100,10 +112,14 @@ def test_policy_test_fails_when_a_policy_file_is_invalid(mesh_copy: Path):
 
 
 def test_explain_cli_shows_masks_and_rule_lines(demo_mesh: Path):
-    result = meshgate("explain", "--mesh", str(demo_mesh), "--user", "alice", "SELECT * FROM crm.customers")
+    result = meshgate(
+        "explain", "--mesh", str(demo_mesh), "--user", "alice", "SELECT * FROM crm.customers"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    email_rule = rule_origin(demo_mesh, "crm", "p, analyst_eu, crm.customers.email, mask, allow, partial_email")
+    email_rule = rule_origin(
+        demo_mesh, "crm", "p, analyst_eu, crm.customers.email, mask, allow, partial_email"
+    )
     ssn_rule = rule_origin(demo_mesh, "global", "p, *, tag:pii, mask, allow, hash")
     read_rule = rule_origin(demo_mesh, "crm", "p, analyst_eu, crm.customers, read, allow")
     assert "partial_email" in out
@@ -115,14 +131,27 @@ def test_explain_cli_shows_masks_and_rule_lines(demo_mesh: Path):
 
 
 def test_explain_cli_shows_the_row_filter(demo_mesh: Path):
-    result = meshgate("explain", "--mesh", str(demo_mesh), "--user", "alice", "SELECT sum(amount) FROM sales.orders")
+    result = meshgate(
+        "explain",
+        "--mesh",
+        str(demo_mesh),
+        "--user",
+        "alice",
+        "SELECT sum(amount) FROM sales.orders",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    origin = rule_origin(demo_mesh, "sales", "p, analyst_eu, sales.orders, filter, allow, region = {user.region}")
+    origin = rule_origin(
+        demo_mesh, "sales", "p, analyst_eu, sales.orders, filter, allow, region = {user.region}"
+    )
     assert f"rows filtered by {origin}" in result.stdout
     assert "'EU'" in result.stdout  # the governed SQL carries alice's attribute, bound as a literal
 
 
 def test_explain_cli_denies_like_the_server(demo_mesh: Path):
-    result = meshgate("explain", "--mesh", str(demo_mesh), "--user", "carol", "SELECT * FROM sales.orders")
+    result = meshgate(
+        "explain", "--mesh", str(demo_mesh), "--user", "carol", "SELECT * FROM sales.orders"
+    )
     assert result.returncode != 0
-    assert "unknown product sales.orders (or you may not read it)" in " ".join((result.stdout + result.stderr).split())
+    assert "unknown product sales.orders (or you may not read it)" in " ".join(
+        (result.stdout + result.stderr).split()
+    )

@@ -104,7 +104,9 @@ class Private:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def client(self, user: str, password: str | None = None) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
+    def client(
+        self, user: str, password: str | None = None
+    ) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
         kwargs = {"tls_root_certs": self.root_certs} if self.root_certs else {}
         client = flight.FlightClient(self.uri, **kwargs)
         header = client.authenticate_basic_token(user, user if password is None else password)
@@ -127,7 +129,11 @@ class Private:
 
 
 def start_private(
-    mesh: Path, log_path: Path, *, tls_root_certs: bytes | None = None, port: int | None = None,
+    mesh: Path,
+    log_path: Path,
+    *,
+    tls_root_certs: bytes | None = None,
+    port: int | None = None,
     timeout: float = 60.0,
 ) -> Private:
     """Start a gateway on ``mesh`` and wait until bob can log in."""
@@ -135,14 +141,24 @@ def start_private(
     process = spawn_server("serve", mesh, port, log_path)
     scheme = "grpc+tls" if tls_root_certs else "grpc"
     uri = f"{scheme}://127.0.0.1:{port}"
-    wait_until_ready(process, lambda: handshake(uri, "bob", "bob", tls_root_certs), log_path, "gateway", timeout,
-                     interval=0.1)
+    wait_until_ready(
+        process,
+        lambda: handshake(uri, "bob", "bob", tls_root_certs),
+        log_path,
+        "gateway",
+        timeout,
+        interval=0.1,
+    )
     return Private(uri, mesh, process, log_path, port, tls_root_certs)
 
 
 @contextmanager
 def private_gateway(
-    demo_mesh: Path, tmp: Path, *, gateway: dict | None = None, engine: dict | None = None,
+    demo_mesh: Path,
+    tmp: Path,
+    *,
+    gateway: dict | None = None,
+    engine: dict | None = None,
     name: str = "mesh",
 ) -> Iterator[Private]:
     """A private gateway on a fresh mesh copy with ``gateway``/``engine`` settings; killed
@@ -163,7 +179,10 @@ def private_gateway(
 
 
 def run_sql(
-    private: Private, user: str, sql: str | bytes, timeout: float | None = None,
+    private: Private,
+    user: str,
+    sql: str | bytes,
+    timeout: float | None = None,
     client: tuple[flight.FlightClient, flight.FlightCallOptions] | None = None,
 ) -> pa.Table:
     """GetFlightInfo + DoGet of raw SQL as ``user``; raises the Flight error."""
@@ -216,7 +235,9 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append((time.monotonic() - self._started, self._process.memory_info().rss))
+                self.samples.append(
+                    (time.monotonic() - self._started, self._process.memory_info().rss)
+                )
             except psutil.Error:
                 return
             self._stop.wait(self._interval)
@@ -245,13 +266,13 @@ STATUS_ERRORS = (flight.FlightError, pa.ArrowException)
 # --------------------------------------------------------------------------- logs
 
 
-
-
 def audit_records(mesh: Path) -> list[dict]:
     path = mesh / AUDIT_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05):

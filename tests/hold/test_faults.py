@@ -81,8 +81,12 @@ def health(private: Private, user: str = "bob", client=None) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["read_one", "never_read"])
-def test_client_killed_mid_stream_stops_the_query(demo_mesh: Path, tmp_path: Path, mode: str) -> None:
-    with private_gateway(demo_mesh, tmp_path, gateway={"max_concurrent_queries_per_user": 1}) as running:
+def test_client_killed_mid_stream_stops_the_query(
+    demo_mesh: Path, tmp_path: Path, mode: str
+) -> None:
+    with private_gateway(
+        demo_mesh, tmp_path, gateway={"max_concurrent_queries_per_user": 1}
+    ) as running:
         before = len(running.events("query"))
         client = _client_process(running, ENDLESS, mode)
         time.sleep(0.5)
@@ -91,23 +95,33 @@ def test_client_killed_mid_stream_stops_the_query(demo_mesh: Path, tmp_path: Pat
         events = wait_until(lambda: _new_query_events(running, before), 5)
         assert events, "no `query` log line within 5 s of the client's death: the query still runs"
         assert events[0]["outcome"] in ("cancelled", "disconnected"), events[0]
-        assert "internal_error" not in running.log(), "a client's disconnect was logged as an internal error"
+        assert "internal_error" not in running.log(), (
+            "a client's disconnect was logged as an internal error"
+        )
         # its slot is free again (max 1 concurrent query per user) and others are served
-        assert run_sql(running, "bob", "SELECT count(*) AS n FROM sales.orders", timeout=10).column(0).to_pylist() == [200_000]
+        assert run_sql(running, "bob", "SELECT count(*) AS n FROM sales.orders", timeout=10).column(
+            0
+        ).to_pylist() == [200_000]
         assert serves(running, "alice")
 
 
 def test_client_cancel_stops_the_query(demo_mesh: Path, tmp_path: Path) -> None:
-    with private_gateway(demo_mesh, tmp_path, gateway={"max_concurrent_queries_per_user": 1}) as running:
+    with private_gateway(
+        demo_mesh, tmp_path, gateway={"max_concurrent_queries_per_user": 1}
+    ) as running:
         before = len(running.events("query"))
         client, options = running.client("bob")
-        info = client.get_flight_info(flight.FlightDescriptor.for_command(ENDLESS.encode()), options)
+        info = client.get_flight_info(
+            flight.FlightDescriptor.for_command(ENDLESS.encode()), options
+        )
         reader = client.do_get(info.endpoints[0].ticket, options)
         reader.read_chunk()
         reader.cancel()
         events = wait_until(lambda: _new_query_events(running, before), 5)
         assert events and events[0]["outcome"] in ("cancelled", "disconnected"), events
-        assert "internal_error" not in running.log(), "a client's cancel was logged as an internal error"
+        assert "internal_error" not in running.log(), (
+            "a client's cancel was logged as an internal error"
+        )
         assert run_sql(running, "bob", "SELECT 1 AS one", timeout=10).num_rows == 1
 
 
@@ -115,7 +129,8 @@ def test_client_that_never_reads_is_stopped_by_the_timeout(demo_mesh: Path, tmp_
     """A connected client that opens a stream and never reads must not hold the query (its
     DuckDB cursor and the user's slot) past the query timeout."""
     with private_gateway(
-        demo_mesh, tmp_path,
+        demo_mesh,
+        tmp_path,
         gateway={"max_concurrent_queries_per_user": 1},
         engine={"query_timeout_seconds": 1},
     ) as running:
@@ -167,8 +182,11 @@ def files_gateway(demo_mesh: Path, tmp_path: Path):
 def test_parquet_file_deleted(files_gateway: Private) -> None:
     (files_gateway.mesh / "crm/data/customers.parquet").unlink()
     _assert_fails_naming(files_gateway, "SELECT count(*) FROM crm.customers", "crm.customers")
-    _assert_others_serve(files_gateway, "SELECT count(*) FROM sales.orders",
-                         "SELECT count(*) FROM logistics.shipments")
+    _assert_others_serve(
+        files_gateway,
+        "SELECT count(*) FROM sales.orders",
+        "SELECT count(*) FROM logistics.shipments",
+    )
     _assert_unhealthy(files_gateway, "crm.customers")
     assert health(files_gateway)["products"]["sales.orders"] == "ok"
 
@@ -177,8 +195,12 @@ def test_parquet_partition_truncated(files_gateway: Private) -> None:
     part = min((files_gateway.mesh / "logistics/data/shipments").rglob("*.parquet"))
     data = part.read_bytes()
     part.write_bytes(data[: len(data) // 2])
-    _assert_fails_naming(files_gateway, "SELECT sum(order_id) FROM logistics.shipments", "logistics.shipments")
-    _assert_others_serve(files_gateway, "SELECT count(*) FROM sales.orders", "SELECT count(*) FROM crm.customers")
+    _assert_fails_naming(
+        files_gateway, "SELECT sum(order_id) FROM logistics.shipments", "logistics.shipments"
+    )
+    _assert_others_serve(
+        files_gateway, "SELECT count(*) FROM sales.orders", "SELECT count(*) FROM crm.customers"
+    )
     _assert_unhealthy(files_gateway, "logistics.shipments")
     assert health(files_gateway)["products"]["crm.customers"] == "ok"
 
@@ -196,7 +218,9 @@ def test_partition_directory_removed(files_gateway: Private) -> None:
     import shutil
 
     shutil.rmtree(files_gateway.mesh / "logistics/data/shipments")
-    _assert_fails_naming(files_gateway, "SELECT count(*) FROM logistics.shipments", "logistics.shipments")
+    _assert_fails_naming(
+        files_gateway, "SELECT count(*) FROM logistics.shipments", "logistics.shipments"
+    )
     _assert_others_serve(files_gateway, "SELECT count(*) FROM sales.orders")
     _assert_unhealthy(files_gateway, "logistics.shipments")
 
@@ -208,8 +232,11 @@ def test_duckdb_file_overwritten_with_garbage(files_gateway: Private) -> None:
         handle.write(os.urandom(size))
     _assert_fails_naming(files_gateway, "SELECT sum(amount) FROM sales.orders", "sales.orders")
     assert files_gateway.alive()
-    _assert_others_serve(files_gateway, "SELECT count(*) FROM crm.customers",
-                         "SELECT count(*) FROM logistics.shipments")
+    _assert_others_serve(
+        files_gateway,
+        "SELECT count(*) FROM crm.customers",
+        "SELECT count(*) FROM logistics.shipments",
+    )
     _assert_unhealthy(files_gateway, "sales.orders")
 
 
@@ -225,34 +252,48 @@ def test_policy_file_edited_invalid_keeps_the_last_good_version(files_gateway: P
     path = files_gateway.mesh / "sales/policy.csv"
     good = path.read_text(encoding="utf-8")
     broken_line = len(good.splitlines()) + 1
-    path.write_text(good + "p, analyst_eu, sales.orders, filter, allow, region = = {user.region}\n",
-                    encoding="utf-8")
+    path.write_text(
+        good + "p, analyst_eu, sales.orders, filter, allow, region = = {user.region}\n",
+        encoding="utf-8",
+    )
     rejected = wait_until(lambda: files_gateway.events("policy_rejected"), 5)
     assert rejected, "no policy_rejected log line within 5 s"
-    assert rejected[0]["file"].endswith("sales/policy.csv") and rejected[0]["line"] == broken_line, rejected[0]
+    assert (
+        rejected[0]["file"].endswith("sales/policy.csv") and rejected[0]["line"] == broken_line
+    ), rejected[0]
     assert f"policy.csv:{broken_line}" in rejected[0]["error"]
     # the last good version is in force: alice still reads, still only EU
     table = run_sql(files_gateway, "alice", "SELECT DISTINCT region FROM sales.orders")
     assert table.column(0).to_pylist() == ["EU"]
-    assert run_sql(files_gateway, "erin", "SELECT count(*) FROM sales.orders WHERE amount % 100 <> 0").column(0).to_pylist() == [0]
+    assert run_sql(
+        files_gateway, "erin", "SELECT count(*) FROM sales.orders WHERE amount % 100 <> 0"
+    ).column(0).to_pylist() == [0]
 
 
-def test_policy_file_truncated_to_garbage_keeps_the_last_good_version(files_gateway: Private) -> None:
+def test_policy_file_truncated_to_garbage_keeps_the_last_good_version(
+    files_gateway: Private,
+) -> None:
     path = files_gateway.mesh / "crm/policy.csv"
     path.write_bytes(b"p, analyst_eu, crm.cust\x00\xff\xfe")
     assert wait_until(lambda: files_gateway.events("policy_rejected"), 5)
     table = run_sql(files_gateway, "alice", "SELECT email FROM crm.customers LIMIT 5")
     assert all("***@" in email for email in table.column(0).to_pylist())
-    assert run_sql(files_gateway, "carol", "SELECT count(*) FROM crm.customers").column(0).to_pylist() == [20_000]
+    assert run_sql(files_gateway, "carol", "SELECT count(*) FROM crm.customers").column(
+        0
+    ).to_pylist() == [20_000]
 
 
-def test_contract_edited_into_invalid_yaml_keeps_the_last_good_version(files_gateway: Private) -> None:
+def test_contract_edited_into_invalid_yaml_keeps_the_last_good_version(
+    files_gateway: Private,
+) -> None:
     path = files_gateway.mesh / "crm/customers.odcs.yaml"
     good = path.read_text(encoding="utf-8")
     path.write_text(good.replace("schema:", "schema: [\n  oops: {", 1), encoding="utf-8")
     rejected = wait_until(lambda: files_gateway.events("contract_rejected"), 5)
     assert rejected, "no contract_rejected log line within 5 s"
-    assert "customers.odcs.yaml" in rejected[0]["error"] and "line " in rejected[0]["error"], rejected[0]
+    assert "customers.odcs.yaml" in rejected[0]["error"] and "line " in rejected[0]["error"], (
+        rejected[0]
+    )
     _, table, error = timed(run_sql, files_gateway, "bob", "SELECT count(*) FROM crm.customers")
     assert error is None, (
         f"crm.customers is no longer served after its contract turned invalid "
@@ -261,12 +302,20 @@ def test_contract_edited_into_invalid_yaml_keeps_the_last_good_version(files_gat
     assert table.column(0).to_pylist() == [20_000]
 
 
-def test_contract_edited_to_contradict_the_data_keeps_the_last_good_version(files_gateway: Private) -> None:
+def test_contract_edited_to_contradict_the_data_keeps_the_last_good_version(
+    files_gateway: Private,
+) -> None:
     path = files_gateway.mesh / "sales/orders.odcs.yaml"
     good = path.read_text(encoding="utf-8")
-    path.write_text(good.replace("physicalType: VARCHAR", "physicalType: INTEGER", 1), encoding="utf-8")
-    assert wait_until(lambda: files_gateway.events("contract_rejected"), 5), "no contract_rejected log line"
-    _, table, error = timed(run_sql, files_gateway, "alice", "SELECT DISTINCT region FROM sales.orders")
+    path.write_text(
+        good.replace("physicalType: VARCHAR", "physicalType: INTEGER", 1), encoding="utf-8"
+    )
+    assert wait_until(lambda: files_gateway.events("contract_rejected"), 5), (
+        "no contract_rejected log line"
+    )
+    _, table, error = timed(
+        run_sql, files_gateway, "alice", "SELECT DISTINCT region FROM sales.orders"
+    )
     assert error is None, f"sales.orders is no longer served: {message(error)[:120]}"
     assert table.column(0).to_pylist() == ["EU"]
 
@@ -286,7 +335,10 @@ def test_sigkill_during_queries_leaves_a_whole_audit_log_and_serving_resumes(
             while not stop.is_set():
                 timed(run_sql, running, user, "SELECT count(*) FROM sales.orders", timeout=5)
 
-        workers = [threading.Thread(target=churn, args=(u,), daemon=True) for u in ("alice", "erin", "dave", "bob")]
+        workers = [
+            threading.Thread(target=churn, args=(u,), daemon=True)
+            for u in ("alice", "erin", "dave", "bob")
+        ]
         for worker in workers:
             worker.start()
         client = _client_process(running, f"{marker} {ENDLESS}", "read_one")
@@ -314,10 +366,14 @@ def test_sigkill_during_queries_leaves_a_whole_audit_log_and_serving_resumes(
         restarted = start_private(running.mesh, tmp_path / "restarted.log")
         try:
             assert serves(restarted, "alice")
-            assert run_sql(restarted, "alice", "SELECT count(*) FROM sales.orders").column(0).to_pylist() == [89_906]
-            after = [json.loads(line) for line in (running.mesh / AUDIT_FILE).read_bytes().splitlines()]
+            assert run_sql(restarted, "alice", "SELECT count(*) FROM sales.orders").column(
+                0
+            ).to_pylist() == [89_906]
+            after = [
+                json.loads(line) for line in (running.mesh / AUDIT_FILE).read_bytes().splitlines()
+            ]
             assert after[: len(records)] == records, "records written before the kill changed"
-            assert any(r["event"] == "query_begin" for r in after[len(records):])
+            assert any(r["event"] == "query_begin" for r in after[len(records) :])
         finally:
             restarted.kill()
 
@@ -331,7 +387,9 @@ def _prepared_stream(private: Private, user: str, sql: str):
     return lambda: client.do_get(info.endpoints[0].ticket, options).read_all()
 
 
-def test_sigterm_lets_an_in_flight_query_finish_and_refuses_new_ones(demo_mesh: Path, tmp_path: Path) -> None:
+def test_sigterm_lets_an_in_flight_query_finish_and_refuses_new_ones(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
     """A 1M-row stream (about 45 MB, far more than gRPC buffers) is being read when SIGTERM
     arrives: once the gateway says it is draining (Health), a new query is refused, then the
     stream is read to the end, complete, and the process exits within the grace."""
@@ -367,7 +425,9 @@ def test_sigterm_lets_an_in_flight_query_finish_and_refuses_new_ones(demo_mesh: 
     assert running.process.returncode == 0
 
 
-def test_sigterm_cancels_a_query_still_running_at_the_end_of_the_grace(demo_mesh: Path, tmp_path: Path) -> None:
+def test_sigterm_cancels_a_query_still_running_at_the_end_of_the_grace(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
     grace = 2
     with private_gateway(demo_mesh, tmp_path, gateway={"shutdown_grace_seconds": grace}) as running:
         run = _prepared_stream(running, "alice", LONG_COUNT)  # default timeout: 300 s

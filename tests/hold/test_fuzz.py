@@ -58,7 +58,9 @@ class Secrets:
         con = duckdb.connect(":memory:")
         customers = str(mesh / "crm/data/customers.parquet").replace("'", "''")
         rows = con.sql(f"SELECT email, ssn FROM read_parquet('{customers}')").fetchall()
-        self.strings = pa.array(sorted({v for row in rows for v in row} | set(CARRIERS) | {self.hash_key}))
+        self.strings = pa.array(
+            sorted({v for row in rows for v in row} | set(CARRIERS) | {self.hash_key})
+        )
         con.execute(f"ATTACH '{mesh / 'sales/data/orders.duckdb'!s}' AS s (READ_ONLY)")
         pairs = con.sql(
             "SELECT order_id * 1048576 + customer_id FROM s.main.orders WHERE region <> 'EU'"
@@ -113,7 +115,8 @@ KNOWN_INTERNAL_ERRORS = (
 def _unexpected_internal_errors(log: str) -> list[str]:
     lines = [line for line in log.splitlines() if "internal_error" in line]
     return [
-        line[:2000] for line in lines
+        line[:2000]
+        for line in lines
         if not any(all(part in line for part in known) for known in KNOWN_INTERNAL_ERRORS)
     ]
 
@@ -133,7 +136,9 @@ def _leaves(array) -> Iterator[pa.Array]:
     elif pa.types.is_map(kind):
         yield from _leaves(array.keys)
         yield from _leaves(array.items)
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+    elif (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
         yield from _leaves(array.flatten())
     elif pa.types.is_struct(kind) or pa.types.is_union(kind):
         for i in range(kind.num_fields):
@@ -148,7 +153,9 @@ def assert_within_alice_view(table: pa.Table, secrets: Secrets, sql: str) -> Non
             if pa.types.is_string(leaf.type) or pa.types.is_large_string(leaf.type):
                 leaked = leaf.filter(pc.fill_null(pc.is_in(leaf, value_set=secrets.strings), False))
                 leaked = [v for v in leaked.to_pylist() if v not in sql]
-                assert not leaked, f"values outside alice's view in column {name!r}: {leaked[:3]}\nSQL: {sql!r}"
+                assert not leaked, (
+                    f"values outside alice's view in column {name!r}: {leaked[:3]}\nSQL: {sql!r}"
+                )
                 ssn = leaf.filter(pc.fill_null(pc.match_substring_regex(leaf, SSN.pattern), False))
                 ssn = [v for v in ssn.to_pylist() if v not in sql]
                 assert not ssn, f"raw ssn pattern in column {name!r}: {ssn[:3]}\nSQL: {sql!r}"
@@ -161,13 +168,28 @@ def assert_within_alice_view(table: pa.Table, secrets: Secrets, sql: str) -> Non
             a, b = table.column(i), table.column(j)
             if not (pa.types.is_integer(a.type) and pa.types.is_integer(b.type)):
                 continue
-            packed = pc.add_checked(pc.multiply_checked(a.cast(pa.int64()), 1048576), b.cast(pa.int64())) \
-                if len(table) else pa.array([], pa.int64())
-            hits = pc.sum(pc.cast(pc.fill_null(pc.is_in(packed, value_set=secrets.non_eu_pairs), False), pa.int64())).as_py() or 0
-            assert hits == 0, f"{hits} non-EU orders in ({table.column_names[i]}, {table.column_names[j]})\nSQL: {sql!r}"
+            packed = (
+                pc.add_checked(pc.multiply_checked(a.cast(pa.int64()), 1048576), b.cast(pa.int64()))
+                if len(table)
+                else pa.array([], pa.int64())
+            )
+            hits = (
+                pc.sum(
+                    pc.cast(
+                        pc.fill_null(pc.is_in(packed, value_set=secrets.non_eu_pairs), False),
+                        pa.int64(),
+                    )
+                ).as_py()
+                or 0
+            )
+            assert hits == 0, (
+                f"{hits} non-EU orders in ({table.column_names[i]}, {table.column_names[j]})\nSQL: {sql!r}"
+            )
 
 
-def assert_clean_failure(error: BaseException, secrets: Secrets, what: str, gateway: Private) -> None:
+def assert_clean_failure(
+    error: BaseException, secrets: Secrets, what: str, gateway: Private
+) -> None:
     assert isinstance(error, STATUS_ERRORS), f"{what}: not a gRPC status: {error!r}"
     if isinstance(error, flight.FlightInternalError):
         assert _last_internal_error_is_known(gateway), f"{what}: internal error: {message(error)}"
@@ -176,7 +198,9 @@ def assert_clean_failure(error: BaseException, secrets: Secrets, what: str, gate
     assert secrets.hash_key not in text, f"{what}: the hash key is in the message"
     for internal in ('"memory"', "memory.sales", "memory.crm", "src_", "system.main"):
         if internal not in what:  # the client's own text may be echoed back
-            assert internal not in text.split("Detail")[0], f"{what}: engine internals in: {text[:300]}"
+            assert internal not in text.split("Detail")[0], (
+                f"{what}: engine internals in: {text[:300]}"
+            )
 
 
 def assert_alive(gateway: Private) -> None:
@@ -211,25 +235,133 @@ DEMO_QUERIES = [
 ]
 
 VOCABULARY = [
-    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", ",", "(", ")", "*", ";", "=", "<>", "||",
-    "sales.orders", "crm.customers", "logistics.shipments", "memory.sales.orders",
-    "memory.main.orders", "system.main", "information_schema.tables", "duckdb_tables()",
-    "pg_catalog.pg_class", "sqlite_master", "read_parquet('crm/data/customers.parquet')",
-    "'crm/data/customers.parquet'", "'/etc/passwd'", "UNION ALL", "UNION BY NAME", "JOIN", "ON",
-    "USING (customer_id)", "LATERAL", "QUALIFY", "GROUP BY ALL", "ORDER BY ALL", "COLUMNS(*)",
-    "COLUMNS('.*')", "#1", "?", "$1", "::VARCHAR", "::BLOB", "::JSON", "ssn", "email", "region",
-    "amount", "order_id", "customer_id", "carrier", "shipped_at", "EXCLUDE (region)",
-    "REPLACE ('US' AS region)", "RECURSIVE", "WITH", "AS", "t", "x", "->", "list_transform",
-    "struct_pack", "PIVOT", "UNPIVOT", "USING SAMPLE 10%", "TABLESAMPLE", "ATTACH", "COPY",
-    "PRAGMA", "SET", "CALL", "EXPORT DATABASE", "INSTALL", "LOAD", "--", "/*", "*/", "'", '"',
-    "\\", "NULL", "1", "0", "-1", "9e999", "'EU'", "'US'", "getenv('HOME')",
-    "current_setting('memory_limit')", "query('SELECT 1')", "duckdb_settings()", "glob('*')",
-    "sha256", "md5", "hash", "version()", "current_user", "region = 'US'", "OR 1=1",
-    "IS NOT DISTINCT FROM", "EXPLAIN", "EXPLAIN POLICY", "DESCRIBE", "SUMMARIZE", "SHOW TABLES",
-    "VALUES (1)", "LIMIT 1", "OFFSET 5", "FILTER (WHERE true)", "OVER ()", "ANY_VALUE", "first",
-    "string_agg", "array_agg", "unnest", "generate_series(1, 5)", "range(3)", "repeat('a', 3)",
-    "printf('%s', ssn)", "format('{}', email)", "typeof", "error('x')", "stats(ssn)",
-    "min_by(ssn, customer_id)", "arg_max(email, customer_id)", "s.main.orders", "src_",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    ",",
+    "(",
+    ")",
+    "*",
+    ";",
+    "=",
+    "<>",
+    "||",
+    "sales.orders",
+    "crm.customers",
+    "logistics.shipments",
+    "memory.sales.orders",
+    "memory.main.orders",
+    "system.main",
+    "information_schema.tables",
+    "duckdb_tables()",
+    "pg_catalog.pg_class",
+    "sqlite_master",
+    "read_parquet('crm/data/customers.parquet')",
+    "'crm/data/customers.parquet'",
+    "'/etc/passwd'",
+    "UNION ALL",
+    "UNION BY NAME",
+    "JOIN",
+    "ON",
+    "USING (customer_id)",
+    "LATERAL",
+    "QUALIFY",
+    "GROUP BY ALL",
+    "ORDER BY ALL",
+    "COLUMNS(*)",
+    "COLUMNS('.*')",
+    "#1",
+    "?",
+    "$1",
+    "::VARCHAR",
+    "::BLOB",
+    "::JSON",
+    "ssn",
+    "email",
+    "region",
+    "amount",
+    "order_id",
+    "customer_id",
+    "carrier",
+    "shipped_at",
+    "EXCLUDE (region)",
+    "REPLACE ('US' AS region)",
+    "RECURSIVE",
+    "WITH",
+    "AS",
+    "t",
+    "x",
+    "->",
+    "list_transform",
+    "struct_pack",
+    "PIVOT",
+    "UNPIVOT",
+    "USING SAMPLE 10%",
+    "TABLESAMPLE",
+    "ATTACH",
+    "COPY",
+    "PRAGMA",
+    "SET",
+    "CALL",
+    "EXPORT DATABASE",
+    "INSTALL",
+    "LOAD",
+    "--",
+    "/*",
+    "*/",
+    "'",
+    '"',
+    "\\",
+    "NULL",
+    "1",
+    "0",
+    "-1",
+    "9e999",
+    "'EU'",
+    "'US'",
+    "getenv('HOME')",
+    "current_setting('memory_limit')",
+    "query('SELECT 1')",
+    "duckdb_settings()",
+    "glob('*')",
+    "sha256",
+    "md5",
+    "hash",
+    "version()",
+    "current_user",
+    "region = 'US'",
+    "OR 1=1",
+    "IS NOT DISTINCT FROM",
+    "EXPLAIN",
+    "EXPLAIN POLICY",
+    "DESCRIBE",
+    "SUMMARIZE",
+    "SHOW TABLES",
+    "VALUES (1)",
+    "LIMIT 1",
+    "OFFSET 5",
+    "FILTER (WHERE true)",
+    "OVER ()",
+    "ANY_VALUE",
+    "first",
+    "string_agg",
+    "array_agg",
+    "unnest",
+    "generate_series(1, 5)",
+    "range(3)",
+    "repeat('a', 3)",
+    "printf('%s', ssn)",
+    "format('{}', email)",
+    "typeof",
+    "error('x')",
+    "stats(ssn)",
+    "min_by(ssn, customer_id)",
+    "arg_max(email, customer_id)",
+    "s.main.orders",
+    "src_",
 ]
 
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\w+(?:\.\w+)*|->>|->|::|<>|<=|>=|:=|\|\||#\d+|\S")
@@ -239,7 +371,9 @@ _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\w+(?:\.\w+)*|->>|->|::|<>|<=|>=|:=|\|\
 def mutated_sql(draw) -> str:
     tokens = _TOKEN.findall(draw(st.sampled_from(DEMO_QUERIES)))
     for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2, 2, 3, 4, 6]))):
-        op = draw(st.sampled_from(["insert", "delete", "duplicate", "replace", "swap", "wrap", "unicode"]))
+        op = draw(
+            st.sampled_from(["insert", "delete", "duplicate", "replace", "swap", "wrap", "unicode"])
+        )
         at = draw(st.integers(0, max(0, len(tokens) - 1)))
         if op == "insert":
             tokens.insert(at, draw(st.sampled_from(VOCABULARY)))
@@ -254,11 +388,20 @@ def mutated_sql(draw) -> str:
             other = draw(st.integers(0, len(tokens) - 1))
             tokens[at], tokens[other] = tokens[other], tokens[at]
         elif op == "wrap":
-            wrapper = draw(st.sampled_from([
-                "SELECT * FROM ({}) AS w", "WITH w AS ({}) SELECT * FROM w", "({})",
-                "SELECT count(*) FROM ({}) w", "{} UNION ALL {}", "EXPLAIN {}", "EXPLAIN POLICY {}",
-                "SELECT * FROM ({}) a, ({}) b LIMIT 3",
-            ]))
+            wrapper = draw(
+                st.sampled_from(
+                    [
+                        "SELECT * FROM ({}) AS w",
+                        "WITH w AS ({}) SELECT * FROM w",
+                        "({})",
+                        "SELECT count(*) FROM ({}) w",
+                        "{} UNION ALL {}",
+                        "EXPLAIN {}",
+                        "EXPLAIN POLICY {}",
+                        "SELECT * FROM ({}) a, ({}) b LIMIT 3",
+                    ]
+                )
+            )
             text = " ".join(tokens)
             tokens = _TOKEN.findall(wrapper.replace("{}", text)) or tokens
         elif op == "unicode":
@@ -272,21 +415,40 @@ _PRODUCT_COLUMNS = {
     "logistics.shipments": ["shipment_id", "order_id", "carrier", "shipped_at", "region"],
 }
 _SPELLINGS = {
-    "sales.orders": ["sales.orders", "SALES.Orders", '"sales"."orders"', "mesh.sales.orders",
-                     "(FROM sales.orders)", "(SELECT * FROM sales.orders)", "memory.sales.orders"],
-    "crm.customers": ["crm.customers", '"crm".customers', "mesh.crm.customers",
-                      "(SELECT * FROM crm.customers)"],
+    "sales.orders": [
+        "sales.orders",
+        "SALES.Orders",
+        '"sales"."orders"',
+        "mesh.sales.orders",
+        "(FROM sales.orders)",
+        "(SELECT * FROM sales.orders)",
+        "memory.sales.orders",
+    ],
+    "crm.customers": [
+        "crm.customers",
+        '"crm".customers',
+        "mesh.crm.customers",
+        "(SELECT * FROM crm.customers)",
+    ],
     "logistics.shipments": ["logistics.shipments"],
 }
 _PREDICATES = [
-    "t.region = 'US'", "t.region <> 'EU'", "true OR t.region = 'US'", "t.region IN ('US', 'APAC')",
-    "NOT (t.region = 'EU')", "t.region IS DISTINCT FROM 'EU'", "coalesce(t.region, 'US') = 'US'",
+    "t.region = 'US'",
+    "t.region <> 'EU'",
+    "true OR t.region = 'US'",
+    "t.region IN ('US', 'APAC')",
+    "NOT (t.region = 'EU')",
+    "t.region IS DISTINCT FROM 'EU'",
+    "coalesce(t.region, 'US') = 'US'",
     "EXISTS (SELECT 1 FROM sales.orders x WHERE x.region = 'US')",
     "t.customer_id IN (SELECT customer_id FROM crm.customers WHERE region = 'US')",
-    "t.customer_id IN (SELECT order_id FROM logistics.shipments)", "1 = 1", "t.customer_id < 100",
+    "t.customer_id IN (SELECT order_id FROM logistics.shipments)",
+    "1 = 1",
+    "t.customer_id < 100",
 ]
 _SCALAR_SUBQUERIES = [
-    "(SELECT count(*) FROM sales.orders)", "(SELECT max(order_id) FROM sales.orders WHERE region = 'US')",
+    "(SELECT count(*) FROM sales.orders)",
+    "(SELECT max(order_id) FROM sales.orders WHERE region = 'US')",
     "(SELECT ssn FROM crm.customers ORDER BY customer_id LIMIT 1)",
     "(SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1)",
     "(SELECT list(region) FROM (SELECT DISTINCT region FROM sales.orders))",
@@ -298,31 +460,65 @@ _SCALAR_SUBQUERIES = [
 def structured_sql(draw) -> str:
     """Mostly valid SELECTs over the products, in the shapes that could leak if a rewrite
     missed a reference: spellings, joins, subqueries, whole rows, set operations."""
-    weighted = ["sales.orders", "sales.orders", "crm.customers", "crm.customers", "logistics.shipments"]
+    weighted = [
+        "sales.orders",
+        "sales.orders",
+        "crm.customers",
+        "crm.customers",
+        "logistics.shipments",
+    ]
     base = draw(st.sampled_from(weighted))
     columns = _PRODUCT_COLUMNS[base]
     ref = draw(st.sampled_from(_SPELLINGS[base]))
-    items = draw(st.lists(st.one_of(
-        st.sampled_from(["*", "t.*", "t", "COLUMNS(*)", "#1", "#2", "count(*)", "struct_pack(*)"]),
-        st.sampled_from(columns).map(lambda c: f"t.{c}"),
-        st.sampled_from(columns).flatmap(lambda c: st.sampled_from([
-            f"max(t.{c})", f"min(t.{c})", f"list(t.{c})", f"any_value(t.{c})", f"lower(t.{c}::VARCHAR)",
-            f"string_agg(t.{c}::VARCHAR, ',')", f"struct_pack(v := t.{c})", f"[t.{c}]", f"count(DISTINCT t.{c})",
-            f"arg_max(t.{c}, t.{columns[0]})", f"first(t.{c} ORDER BY t.{columns[0]})",
-        ])),
-        st.sampled_from(_SCALAR_SUBQUERIES),
-    ), min_size=1, max_size=3))
+    items = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(
+                    ["*", "t.*", "t", "COLUMNS(*)", "#1", "#2", "count(*)", "struct_pack(*)"]
+                ),
+                st.sampled_from(columns).map(lambda c: f"t.{c}"),
+                st.sampled_from(columns).flatmap(
+                    lambda c: st.sampled_from(
+                        [
+                            f"max(t.{c})",
+                            f"min(t.{c})",
+                            f"list(t.{c})",
+                            f"any_value(t.{c})",
+                            f"lower(t.{c}::VARCHAR)",
+                            f"string_agg(t.{c}::VARCHAR, ',')",
+                            f"struct_pack(v := t.{c})",
+                            f"[t.{c}]",
+                            f"count(DISTINCT t.{c})",
+                            f"arg_max(t.{c}, t.{columns[0]})",
+                            f"first(t.{c} ORDER BY t.{columns[0]})",
+                        ]
+                    )
+                ),
+                st.sampled_from(_SCALAR_SUBQUERIES),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
     sql = f"SELECT {', '.join(items)} FROM {ref} AS t"
     if draw(st.booleans()):
         other = draw(st.sampled_from(weighted))
         other_ref = draw(st.sampled_from(_SPELLINGS[other]))
-        join = draw(st.sampled_from([
-            "JOIN {r} AS u ON t.customer_id = u.customer_id", "JOIN {r} AS u USING (customer_id)",
-            "NATURAL JOIN {r} AS u", ", {r} AS u", "POSITIONAL JOIN {r} AS u",
-            "LEFT JOIN {r} AS u ON true", "ASOF JOIN {r} AS u ON t.customer_id >= u.customer_id",
-            "SEMI JOIN {r} AS u ON t.customer_id = u.customer_id",
-            ", LATERAL (SELECT * FROM {r} AS x WHERE x.customer_id = t.customer_id) AS u",
-        ]))
+        join = draw(
+            st.sampled_from(
+                [
+                    "JOIN {r} AS u ON t.customer_id = u.customer_id",
+                    "JOIN {r} AS u USING (customer_id)",
+                    "NATURAL JOIN {r} AS u",
+                    ", {r} AS u",
+                    "POSITIONAL JOIN {r} AS u",
+                    "LEFT JOIN {r} AS u ON true",
+                    "ASOF JOIN {r} AS u ON t.customer_id >= u.customer_id",
+                    "SEMI JOIN {r} AS u ON t.customer_id = u.customer_id",
+                    ", LATERAL (SELECT * FROM {r} AS x WHERE x.customer_id = t.customer_id) AS u",
+                ]
+            )
+        )
         sql += " " + join.format(r=other_ref)
     if draw(st.booleans()):
         sql += " WHERE " + draw(st.sampled_from(_PREDICATES))
@@ -330,10 +526,20 @@ def structured_sql(draw) -> str:
     if any("(" in i and i.split("(")[0] in aggregates for i in items) and draw(st.booleans()):
         sql += " GROUP BY ALL"
     sql += f" LIMIT {draw(st.sampled_from([1, 3, 50, 1000]))}"
-    wrap = draw(st.sampled_from(["{}", "{}", "{}", "WITH w AS ({}) SELECT * FROM w",
-                                 "SELECT * FROM ({}) UNION ALL BY NAME SELECT * FROM ({})",
-                                 "SELECT count(*) FROM ({})", "EXPLAIN POLICY {}",
-                                 "WITH orders AS ({}) SELECT * FROM orders"]))
+    wrap = draw(
+        st.sampled_from(
+            [
+                "{}",
+                "{}",
+                "{}",
+                "WITH w AS ({}) SELECT * FROM w",
+                "SELECT * FROM ({}) UNION ALL BY NAME SELECT * FROM ({})",
+                "SELECT count(*) FROM ({})",
+                "EXPLAIN POLICY {}",
+                "WITH orders AS ({}) SELECT * FROM orders",
+            ]
+        )
+    )
     return wrap.replace("{}", sql)
 
 
@@ -341,7 +547,6 @@ random_sql = st.one_of(
     structured_sql(),
     structured_sql(),
     structured_sql(),
-
     mutated_sql(),
     mutated_sql(),
     mutated_sql(),
@@ -371,12 +576,17 @@ def test_random_and_mutated_sql(fuzz_gateway: Private, secrets_: Secrets, alice,
     assert_alive(fuzz_gateway)
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT email, ssn FROM crm.customers LIMIT 5",
-    "SELECT carrier FROM logistics.shipments LIMIT 5",
-    "SELECT order_id, customer_id FROM sales.orders WHERE region = 'US' LIMIT 5",
-])
-def test_leak_detectors_catch_what_bob_may_see(fuzz_gateway: Private, secrets_: Secrets, sql: str) -> None:
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT email, ssn FROM crm.customers LIMIT 5",
+        "SELECT carrier FROM logistics.shipments LIMIT 5",
+        "SELECT order_id, customer_id FROM sales.orders WHERE region = 'US' LIMIT 5",
+    ],
+)
+def test_leak_detectors_catch_what_bob_may_see(
+    fuzz_gateway: Private, secrets_: Secrets, sql: str
+) -> None:
     """The detectors are not vacuous: bob's unmasked rows trip them."""
     table = fuzz_gateway.client("bob")
     client, options = table
@@ -395,9 +605,27 @@ def test_server_answers_after_the_sql_fuzzing(fuzz_gateway: Private, alice) -> N
 _MESSAGE_CLASSES = [getattr(pb, name) for name in pb.DESCRIPTOR.message_types_by_name]
 _STRINGS = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["%", "_", "sales", "crm", "logistics", "orders", "customers", "shipments",
-                     "mesh", "memory", "main", "%ship%", "TABLE", "VIEW", "SELECT * FROM crm.customers",
-                     "SELECT * FROM logistics.shipments", "SELECT ssn FROM crm.customers"]),
+    st.sampled_from(
+        [
+            "%",
+            "_",
+            "sales",
+            "crm",
+            "logistics",
+            "orders",
+            "customers",
+            "shipments",
+            "mesh",
+            "memory",
+            "main",
+            "%ship%",
+            "TABLE",
+            "VIEW",
+            "SELECT * FROM crm.customers",
+            "SELECT * FROM logistics.shipments",
+            "SELECT ssn FROM crm.customers",
+        ]
+    ),
 )
 _INTS = {
     13: st.integers(0, 2**32 - 1),
@@ -417,7 +645,9 @@ def _field_value(field, depth: int):
     if field.type == 8:
         return st.booleans()
     if field.type == 14:
-        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-5, 1000))
+        return st.one_of(
+            st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-5, 1000)
+        )
     if field.type == 11:
         return _message_of(message_factory.GetMessageClass(field.message_type), depth + 1)
     return _INTS.get(field.type, st.integers(0, 100))
@@ -437,10 +667,16 @@ def _message_of(cls, depth: int = 0):
                 continue
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 key_field, value_field = field.message_type.fields
-                entries = draw(st.dictionaries(_field_value(key_field, depth), _field_value(value_field, depth), max_size=3))
+                entries = draw(
+                    st.dictionaries(
+                        _field_value(key_field, depth), _field_value(value_field, depth), max_size=3
+                    )
+                )
                 getattr(message, field.name).update(entries)
             elif field.is_repeated:
-                getattr(message, field.name).extend(draw(st.lists(_field_value(field, depth), max_size=4)))
+                getattr(message, field.name).extend(
+                    draw(st.lists(_field_value(field, depth), max_size=4))
+                )
             elif field.type == 11:
                 getattr(message, field.name).CopyFrom(draw(_field_value(field, depth)))
             else:
@@ -455,12 +691,21 @@ random_message = st.sampled_from(_MESSAGE_CLASSES).flatmap(_message_of)
 
 def _random_any(draw) -> bytes:
     envelope = any_pb2.Any()
-    envelope.type_url = draw(st.one_of(
-        st.text(max_size=60),
-        st.sampled_from([f"type.googleapis.com/arrow.flight.protocol.sql.{n}" for n in pb.DESCRIPTOR.message_types_by_name]),
-        st.just("type.googleapis.com/arrow.flight.protocol.sql.Nope"),
-        st.text(max_size=20).map(lambda s: "type.googleapis.com/arrow.flight.protocol.sql." + s),
-    ))
+    envelope.type_url = draw(
+        st.one_of(
+            st.text(max_size=60),
+            st.sampled_from(
+                [
+                    f"type.googleapis.com/arrow.flight.protocol.sql.{n}"
+                    for n in pb.DESCRIPTOR.message_types_by_name
+                ]
+            ),
+            st.just("type.googleapis.com/arrow.flight.protocol.sql.Nope"),
+            st.text(max_size=20).map(
+                lambda s: "type.googleapis.com/arrow.flight.protocol.sql." + s
+            ),
+        )
+    )
     envelope.value = draw(st.binary(max_size=80))
     return envelope.SerializeToString()
 
@@ -487,7 +732,9 @@ def _metadata_within_alice_view(table: pa.Table, secrets: Secrets, what: str) ->
 
 
 def _put(client, options, command: bytes, table: pa.Table) -> None:
-    writer, reader = client.do_put(flight.FlightDescriptor.for_command(command), table.schema, options)
+    writer, reader = client.do_put(
+        flight.FlightDescriptor.for_command(command), table.schema, options
+    )
     try:
         writer.write_table(table)
         writer.done_writing()
@@ -497,9 +744,20 @@ def _put(client, options, command: bytes, table: pa.Table) -> None:
 
 
 ACTION_TYPES = st.one_of(
-    st.sampled_from(["CreatePreparedStatement", "ClosePreparedStatement", "BeginTransaction",
-                     "EndTransaction", "CancelQuery", "CreatePreparedSubstraitPlan", "Health",
-                     "CancelFlightInfo", "RenewFlightEndpoint", "SetSessionOptions"]),
+    st.sampled_from(
+        [
+            "CreatePreparedStatement",
+            "ClosePreparedStatement",
+            "BeginTransaction",
+            "EndTransaction",
+            "CancelQuery",
+            "CreatePreparedSubstraitPlan",
+            "Health",
+            "CancelFlightInfo",
+            "RenewFlightEndpoint",
+            "SetSessionOptions",
+        ]
+    ),
     st.text(max_size=20),
 )
 
@@ -511,7 +769,12 @@ ACTION_TYPES = st.one_of(
     action_type=ACTION_TYPES,
 )
 def test_random_flight_sql_messages(
-    fuzz_gateway: Private, secrets_: Secrets, alice, operation: str, command: bytes, action_type: str
+    fuzz_gateway: Private,
+    secrets_: Secrets,
+    alice,
+    operation: str,
+    command: bytes,
+    action_type: str,
 ) -> None:
     client, options = alice
     what = f"{operation} with {command[:120]!r}"
@@ -540,11 +803,17 @@ def test_random_flight_sql_messages(
 
 
 @FUZZ
-@given(ticket=st.one_of(
-    st.binary(max_size=64),
-    st.binary(min_size=16, max_size=16).map(lambda h: flightsql.pack(pb.TicketStatementQuery(statement_handle=h))),
-    st.binary(max_size=40).map(lambda h: flightsql.pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=h))),
-))
+@given(
+    ticket=st.one_of(
+        st.binary(max_size=64),
+        st.binary(min_size=16, max_size=16).map(
+            lambda h: flightsql.pack(pb.TicketStatementQuery(statement_handle=h))
+        ),
+        st.binary(max_size=40).map(
+            lambda h: flightsql.pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=h))
+        ),
+    )
+)
 def test_random_tickets(fuzz_gateway: Private, secrets_: Secrets, alice, ticket: bytes) -> None:
     client, options = alice
     try:
@@ -560,7 +829,9 @@ def test_random_tickets(fuzz_gateway: Private, secrets_: Secrets, alice, ticket:
 # --------------------------------------------------------------------------- replay
 
 
-def test_tickets_and_prepared_statements_are_bound_to_their_user(fuzz_gateway: Private, alice) -> None:
+def test_tickets_and_prepared_statements_are_bound_to_their_user(
+    fuzz_gateway: Private, alice
+) -> None:
     """bob's ticket and prepared-statement handle, replayed by alice, are refused like
     unknown ones; bob can still use them."""
     bob, bob_options = fuzz_gateway.client("bob")
@@ -573,22 +844,41 @@ def test_tickets_and_prepared_statements_are_bound_to_their_user(fuzz_gateway: P
     assert "unknown or expired ticket" in message(stolen.value)
     assert bob.do_get(ticket, bob_options).read_all().num_rows == 3
 
-    request = pb.ActionCreatePreparedStatementRequest(query="SELECT * FROM logistics.shipments LIMIT 3")
-    result = list(bob.do_action(flight.Action("CreatePreparedStatement", flightsql.pack(request)), bob_options))
+    request = pb.ActionCreatePreparedStatementRequest(
+        query="SELECT * FROM logistics.shipments LIMIT 3"
+    )
+    result = list(
+        bob.do_action(
+            flight.Action("CreatePreparedStatement", flightsql.pack(request)), bob_options
+        )
+    )
     prepared = pb.ActionCreatePreparedStatementResult()
     any_result = any_pb2.Any()
     any_result.ParseFromString(result[0].body.to_pybytes())
     any_result.Unpack(prepared)
-    command = flightsql.pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle))
+    command = flightsql.pack(
+        pb.CommandPreparedStatementQuery(
+            prepared_statement_handle=prepared.prepared_statement_handle
+        )
+    )
     with pytest.raises(STATUS_ERRORS):
         client.do_get(flight.Ticket(command), options).read_all()
     for attempt in (
         lambda: client.get_flight_info(flight.FlightDescriptor.for_command(command), options),
         lambda: _put(client, options, command, pa.table({"x": [1]})),
-        lambda: list(client.do_action(flight.Action(
-            "ClosePreparedStatement",
-            flightsql.pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=prepared.prepared_statement_handle)),
-        ), options)),
+        lambda: list(
+            client.do_action(
+                flight.Action(
+                    "ClosePreparedStatement",
+                    flightsql.pack(
+                        pb.ActionClosePreparedStatementRequest(
+                            prepared_statement_handle=prepared.prepared_statement_handle
+                        )
+                    ),
+                ),
+                options,
+            )
+        ),
     ):
         with pytest.raises(STATUS_ERRORS) as stolen:
             attempt()
@@ -601,12 +891,18 @@ def test_tickets_and_prepared_statements_are_bound_to_their_user(fuzz_gateway: P
 # --------------------------------------------------------------------------- known bugs, the log
 
 
-@pytest.mark.parametrize("name", ["CommandGetCatalogs", "CommandStatementQuery", "TicketStatementQuery"])
-def test_malformed_flight_sql_message_is_invalid_argument(fuzz_gateway: Private, alice, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["CommandGetCatalogs", "CommandStatementQuery", "TicketStatementQuery"]
+)
+def test_malformed_flight_sql_message_is_invalid_argument(
+    fuzz_gateway: Private, alice, name: str
+) -> None:
     """A Flight SQL Any whose value is not a valid protobuf is the client's error
     (INVALID_ARGUMENT, 'malformed Flight SQL message'), not an INTERNAL server error."""
     client, options = alice
-    envelope = any_pb2.Any(type_url=f"type.googleapis.com/arrow.flight.protocol.sql.{name}", value=b"\x00")
+    envelope = any_pb2.Any(
+        type_url=f"type.googleapis.com/arrow.flight.protocol.sql.{name}", value=b"\x00"
+    )
     command = envelope.SerializeToString()
     for call in (
         lambda: client.get_flight_info(flight.FlightDescriptor.for_command(command), options),
@@ -625,7 +921,9 @@ def test_dangling_arrow_operator_is_a_syntax_error(fuzz_gateway: Private, alice,
     client, options = alice
     with pytest.raises(STATUS_ERRORS) as info:
         _run(client, options, sql.encode())
-    assert not isinstance(info.value, flight.FlightInternalError), f"{sql!r} -> {message(info.value)}"
+    assert not isinstance(info.value, flight.FlightInternalError), (
+        f"{sql!r} -> {message(info.value)}"
+    )
     assert "syntax error" in message(info.value).lower()
 
 

@@ -31,7 +31,9 @@ from hold_support import (
 )
 from pyarrow import flight
 
-CROSS_JOIN = "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
+CROSS_JOIN = (
+    "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
+)
 
 #: RSS the server may gain while refusing or stopping one runaway query (memory_limit is 256MB).
 RSS_HEADROOM = 400 * MB
@@ -55,7 +57,9 @@ def test_timeout_stops_a_long_cross_join_with_a_clear_error(limited: Private) ->
 
     def bystander() -> None:
         time.sleep(0.3)
-        other["result"] = timed(run_sql, limited, "bob", "SELECT count(*) AS n FROM crm.customers", timeout=10)
+        other["result"] = timed(
+            run_sql, limited, "bob", "SELECT count(*) AS n FROM crm.customers", timeout=10
+        )
 
     thread = threading.Thread(target=bystander)
     thread.start()
@@ -114,7 +118,9 @@ def test_runaway_scalar_function_is_refused_quickly(limited: Private, sql: str) 
         seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
     assert isinstance(error, STATUS_ERRORS), f"{sql} was answered"
     assert seconds < 2, f"{sql}: refused only after {seconds:.1f} s"
-    assert sampler.peak - before < RSS_HEADROOM, f"{sql}: RSS grew by {(sampler.peak - before) // MB} MB"
+    assert sampler.peak - before < RSS_HEADROOM, (
+        f"{sql}: RSS grew by {(sampler.peak - before) // MB} MB"
+    )
     assert limited.alive()
     assert serves(limited)
 
@@ -170,7 +176,9 @@ def test_runaway_amplification_that_bypasses_the_allow_list_is_bounded(
         assert error is not None, f"{sql[:110]} was answered: the value was built past every limit"
 
 
-def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(demo_mesh: Path, tmp_path: Path) -> None:
+def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
     """A client that reads its stream slowly, past the timeout, must get the timeout error
     (not INTERNAL), and the audit must agree with what the client received. The result
     (800,000 rows, ~35 MB) is several times what gRPC's buffers hold (~9 MB here), so the
@@ -328,10 +336,13 @@ def test_concurrent_query_limit_refuses_the_third_query_only(per_user: Private) 
         results.append(timed(run_sql, per_user, "erin", CROSS_JOIN, timeout=20))
 
     def long_begun() -> int:
-        return len([
-            r for r in per_user.audit()
-            if r["event"] == "query_begin" and r["user"] == "erin" and r["sql"] == CROSS_JOIN
-        ])
+        return len(
+            [
+                r
+                for r in per_user.audit()
+                if r["event"] == "query_begin" and r["user"] == "erin" and r["sql"] == CROSS_JOIN
+            ]
+        )
 
     before = long_begun()
     holders = [threading.Thread(target=long_query) for _ in range(2)]
@@ -342,12 +353,16 @@ def test_concurrent_query_limit_refuses_the_third_query_only(per_user: Private) 
     assert holding, "erin's two long queries never started"
     _, _, error = timed(run_sql, per_user, "erin", "SELECT 1", timeout=10)
     _assert_resource_exhausted(error)
-    _, table, other_error = timed(run_sql, per_user, "alice", "SELECT count(*) FROM sales.orders", timeout=10)
+    _, table, other_error = timed(
+        run_sql, per_user, "alice", "SELECT count(*) FROM sales.orders", timeout=10
+    )
     assert other_error is None, other_error
     assert table.column(0).to_pylist() == [89_906]
     for thread in holders:
         thread.join()
-    assert all(isinstance(e, STATUS_ERRORS) and "time limit" in message(e) for _, _, e in results), results
+    assert all(
+        isinstance(e, STATUS_ERRORS) and "time limit" in message(e) for _, _, e in results
+    ), results
     # slots are released: erin may query again
     assert run_sql(per_user, "erin", "SELECT 2 AS two").column(0).to_pylist() == [2]
 

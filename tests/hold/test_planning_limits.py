@@ -35,7 +35,8 @@ def daves_statement() -> str:
 @pytest.fixture(scope="module")
 def one_slot(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
     with private_gateway(
-        demo_mesh, tmp_path_factory.mktemp("one_slot"),
+        demo_mesh,
+        tmp_path_factory.mktemp("one_slot"),
         gateway={"max_concurrent_queries_per_user": 1, "max_prepared_statements_per_user": 3},
         engine={"query_timeout_seconds": 60},
     ) as running:
@@ -80,6 +81,7 @@ def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
     assert "retry" in refused
     _, _, error = outcome["result"]
     assert error is not None  # the cross join was stopped by the client's deadline
+
     def planned_again():
         return timed(run_sql, one_slot, "erin", "SELECT 2 AS two", timeout=10)[1]
 

@@ -147,12 +147,16 @@ def test_plaintext_client_cannot_talk_to_the_tls_port(tls_gateway: Private) -> N
 
 def test_tls_client_that_does_not_trust_the_certificate_is_refused(tls_gateway: Private) -> None:
     client = flight.FlightClient(tls_gateway.uri)  # system roots only
-    _, _, error = timed(client.authenticate_basic_token, "bob", "bob", flight.FlightCallOptions(timeout=5))
+    _, _, error = timed(
+        client.authenticate_basic_token, "bob", "bob", flight.FlightCallOptions(timeout=5)
+    )
     client.close()
     assert isinstance(error, STATUS_ERRORS), "an untrusted self-signed certificate was accepted"
 
 
-def test_tls_config_with_only_a_certificate_is_a_clear_startup_error(demo_mesh: Path, tmp_path: Path) -> None:
+def test_tls_config_with_only_a_certificate_is_a_clear_startup_error(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
     mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
     cert, _ = self_signed_certificate()
     (mesh / "cert.pem").write_bytes(cert)
@@ -181,8 +185,13 @@ def test_a_port_in_use_is_a_clear_startup_error(demo_mesh: Path, tmp_path: Path)
 @pytest.fixture(scope="module")
 def short_tokens(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
     with private_gateway(
-        demo_mesh, tmp_path_factory.mktemp("tokens"),
-        gateway={"token_ttl_seconds": 2, "max_failed_logins": 3, "failed_login_lockout_seconds": 60},
+        demo_mesh,
+        tmp_path_factory.mktemp("tokens"),
+        gateway={
+            "token_ttl_seconds": 2,
+            "max_failed_logins": 3,
+            "failed_login_lockout_seconds": 60,
+        },
     ) as running:
         yield running
 
@@ -192,7 +201,8 @@ def test_token_expires_after_its_ttl(short_tokens: Private) -> None:
     assert run_sql(short_tokens, "alice", "SELECT 1 AS one", client=client).num_rows == 1
     # polled, not slept: the exact expiry is tested on an injected clock (test_auth_clock.py)
     error = wait_until(
-        lambda: timed(run_sql, short_tokens, "alice", "SELECT 1 AS one", client=client)[2], timeout=30,
+        lambda: timed(run_sql, short_tokens, "alice", "SELECT 1 AS one", client=client)[2],
+        timeout=30,
         interval=0.2,
     )
     assert isinstance(error, flight.FlightUnauthenticatedError), error
@@ -241,6 +251,8 @@ def test_failed_logins_lock_the_user_out_and_are_audited(short_tokens: Private) 
     assert "too many failed logins" in message(error)
     # another user is unaffected
     assert run_sql(short_tokens, "carol", "SELECT 1 AS one").num_rows == 1
-    failures = [r for r in short_tokens.audit() if r["event"] == "login_failed" and r.get("user") == "erin"]
+    failures = [
+        r for r in short_tokens.audit() if r["event"] == "login_failed" and r.get("user") == "erin"
+    ]
     assert len(failures) >= 3
     assert not any("wrong" in str(r) for r in failures), "a tried password reached the audit log"

@@ -79,7 +79,9 @@ def oracle_views(mesh: Path, key: str) -> dict[str, dict[str, str]]:
             "sales.orders": full["sales.orders"] + " WHERE region = 'EU'",
             "crm.customers": f"SELECT customer_id, name, {partial} AS email, {hashed('ssn')} AS ssn, region FROM {customers}",
         },
-        "carol": {"crm.customers": f"SELECT customer_id, name, {hashed('email')} AS email, region FROM {customers}"},
+        "carol": {
+            "crm.customers": f"SELECT customer_id, name, {hashed('email')} AS email, region FROM {customers}"
+        },
         "erin": {
             "sales.orders": (
                 "SELECT order_id, customer_id, region, CAST(round(amount / 100) * 100 AS DECIMAL(12,2)) AS amount, "
@@ -138,49 +140,101 @@ def workload() -> list[Query]:
     for user in ("alice", "bob", "erin"):
         for i, oid in enumerate(order_ids):
             if i % 2:
-                queries.append(Query("point", user, "SELECT * FROM sales.orders WHERE order_id = ?", (oid,)))
+                queries.append(
+                    Query("point", user, "SELECT * FROM sales.orders WHERE order_id = ?", (oid,))
+                )
             else:
-                queries.append(Query("point", user, f"SELECT * FROM sales.orders WHERE order_id = {oid}"))
+                queries.append(
+                    Query("point", user, f"SELECT * FROM sales.orders WHERE order_id = {oid}")
+                )
     for user in ("alice", "bob", "carol"):
         for i, cid in enumerate(customer_ids):
-            queries.append(Query("point", user, "SELECT * FROM crm.customers WHERE customer_id = ?", (cid,)))
+            queries.append(
+                Query("point", user, "SELECT * FROM crm.customers WHERE customer_id = ?", (cid,))
+            )
     for user in ("bob", "erin"):
         for sid in shipment_ids:
-            queries.append(Query("point", user, "SELECT * FROM logistics.shipments WHERE shipment_id = ?", (sid,)))
+            queries.append(
+                Query(
+                    "point", user, "SELECT * FROM logistics.shipments WHERE shipment_id = ?", (sid,)
+                )
+            )
 
     aggregate = "SELECT region, count(*) AS n, sum(amount) AS total FROM sales.orders GROUP BY region ORDER BY region"
     for user in ("alice", "bob", "erin"):
         queries.append(Query("aggregate", user, aggregate, weight=4))
     queries += [
-        Query("aggregate", "alice",
-              "SELECT c.region, count(*) AS n, sum(o.amount) AS total FROM sales.orders o "
-              "JOIN crm.customers c USING (customer_id) GROUP BY c.region ORDER BY c.region", weight=4),
-        Query("aggregate", "bob",
-              "SELECT c.region, count(*) AS n, sum(o.amount) AS total FROM sales.orders o "
-              "JOIN crm.customers c USING (customer_id) GROUP BY c.region ORDER BY c.region", weight=4),
-        Query("aggregate", "carol",
-              "SELECT region, count(*) AS n, count(DISTINCT email) AS emails, min(email) AS first "
-              "FROM crm.customers GROUP BY region ORDER BY region", weight=6),
-        Query("aggregate", "erin",
-              "SELECT carrier, region, count(*) AS n, min(shipped_at) AS first FROM logistics.shipments "
-              "GROUP BY ALL ORDER BY ALL", weight=4),
-        Query("aggregate", "erin",
-              "SELECT s.carrier, count(*) AS n, sum(o.amount) AS total FROM logistics.shipments s "
-              "JOIN sales.orders o USING (order_id) GROUP BY ALL ORDER BY ALL", weight=3),
-        Query("aggregate", "alice",
-              "SELECT email, ssn FROM crm.customers WHERE customer_id BETWEEN ? AND ? ORDER BY customer_id",
-              (100, 130), weight=4),
-        Query("aggregate", "alice",
-              "SELECT order_id, amount, rank() OVER (ORDER BY amount DESC, order_id) AS r "
-              "FROM sales.orders ORDER BY r LIMIT 20", weight=3),
-        Query("aggregate", "carol",
-              "SELECT email, count(*) OVER (PARTITION BY region) AS peers FROM crm.customers "
-              "ORDER BY customer_id LIMIT 50", weight=3),
+        Query(
+            "aggregate",
+            "alice",
+            "SELECT c.region, count(*) AS n, sum(o.amount) AS total FROM sales.orders o "
+            "JOIN crm.customers c USING (customer_id) GROUP BY c.region ORDER BY c.region",
+            weight=4,
+        ),
+        Query(
+            "aggregate",
+            "bob",
+            "SELECT c.region, count(*) AS n, sum(o.amount) AS total FROM sales.orders o "
+            "JOIN crm.customers c USING (customer_id) GROUP BY c.region ORDER BY c.region",
+            weight=4,
+        ),
+        Query(
+            "aggregate",
+            "carol",
+            "SELECT region, count(*) AS n, count(DISTINCT email) AS emails, min(email) AS first "
+            "FROM crm.customers GROUP BY region ORDER BY region",
+            weight=6,
+        ),
+        Query(
+            "aggregate",
+            "erin",
+            "SELECT carrier, region, count(*) AS n, min(shipped_at) AS first FROM logistics.shipments "
+            "GROUP BY ALL ORDER BY ALL",
+            weight=4,
+        ),
+        Query(
+            "aggregate",
+            "erin",
+            "SELECT s.carrier, count(*) AS n, sum(o.amount) AS total FROM logistics.shipments s "
+            "JOIN sales.orders o USING (order_id) GROUP BY ALL ORDER BY ALL",
+            weight=3,
+        ),
+        Query(
+            "aggregate",
+            "alice",
+            "SELECT email, ssn FROM crm.customers WHERE customer_id BETWEEN ? AND ? ORDER BY customer_id",
+            (100, 130),
+            weight=4,
+        ),
+        Query(
+            "aggregate",
+            "alice",
+            "SELECT order_id, amount, rank() OVER (ORDER BY amount DESC, order_id) AS r "
+            "FROM sales.orders ORDER BY r LIMIT 20",
+            weight=3,
+        ),
+        Query(
+            "aggregate",
+            "carol",
+            "SELECT email, count(*) OVER (PARTITION BY region) AS peers FROM crm.customers "
+            "ORDER BY customer_id LIMIT 50",
+            weight=3,
+        ),
         Query("scan", "alice", "SELECT * FROM sales.orders ORDER BY order_id", weight=2),
-        Query("scan", "erin", "SELECT * FROM logistics.shipments WHERE region = 'EU' ORDER BY shipment_id", weight=2),
+        Query(
+            "scan",
+            "erin",
+            "SELECT * FROM logistics.shipments WHERE region = 'EU' ORDER BY shipment_id",
+            weight=2,
+        ),
         Query("scan", "bob", "SELECT * FROM crm.customers ORDER BY customer_id", weight=2),
         Query("scan", "carol", "SELECT * FROM crm.customers ORDER BY customer_id", weight=2),
-        Query("scan", "erin", "SELECT * FROM sales.orders WHERE region = 'US' ORDER BY order_id", weight=2),
+        Query(
+            "scan",
+            "erin",
+            "SELECT * FROM sales.orders WHERE region = 'US' ORDER BY order_id",
+            weight=2,
+        ),
     ]
     unknown = "unknown product"
     queries += [
@@ -188,7 +242,9 @@ def workload() -> list[Query]:
         Query("denied", "dave", "SELECT count(*) FROM crm.customers", error=unknown, weight=10),
         Query("denied", "carol", "SELECT count(*) FROM sales.orders", error=unknown, weight=8),
         Query("denied", "carol", "SELECT ssn FROM crm.customers LIMIT 1", error="ssn", weight=8),
-        Query("denied", "alice", "SELECT * FROM logistics.shipments LIMIT 1", error=unknown, weight=8),
+        Query(
+            "denied", "alice", "SELECT * FROM logistics.shipments LIMIT 1", error=unknown, weight=8
+        ),
         Query("denied", "erin", "SELECT email FROM crm.customers", error=unknown, weight=8),
         Query("bad_sql", "dave", "SELEC 1", error="syntax", weight=8),
         Query("bad_sql", "bob", "SELECT * FROM", error="syntax", weight=8),
@@ -242,8 +298,15 @@ def connect(uri: str, user: str):
     )
 
 
-def client_loop(uri: str, user: str, queries: list[Query], expected: dict, tally: Tally,
-                deadline: float, seed: int) -> None:
+def client_loop(
+    uri: str,
+    user: str,
+    queries: list[Query],
+    expected: dict,
+    tally: Tally,
+    deadline: float,
+    seed: int,
+) -> None:
     rng = random.Random(seed)
     weights = [q.weight for q in queries]
     conn = connect(uri, user)
@@ -275,7 +338,9 @@ def client_loop(uri: str, user: str, queries: list[Query], expected: dict, tally
                 else:
                     tally.refused += 1
                     if error is None:
-                        tally.wrong.append((query, f"answered {table.num_rows} rows instead of refusing"))
+                        tally.wrong.append(
+                            (query, f"answered {table.num_rows} rows instead of refusing")
+                        )
                     elif query.error.lower() not in str(error).lower():
                         tally.unexpected.append((query, str(error)[:300]))
     finally:
@@ -300,11 +365,17 @@ class _Probe:
         return self.server.memory_info().rss, self.server.cpu_percent(), self.me.cpu_percent()
 
 
-def test_mixed_workload_under_load(demo_mesh: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_mixed_workload_under_load(
+    demo_mesh: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     queries = workload()
     with private_gateway(
-        demo_mesh, tmp_path,
-        gateway={"max_concurrent_queries_per_user": 256, "max_queries_per_minute_per_user": 10_000_000},
+        demo_mesh,
+        tmp_path,
+        gateway={
+            "max_concurrent_queries_per_user": 256,
+            "max_queries_per_minute_per_user": 10_000_000,
+        },
     ) as gateway:
         oracle = Oracle(gateway.mesh)
         expected = {q: oracle.run(q.user, q.sql, q.params) for q in queries if q.allowed}
@@ -317,13 +388,22 @@ def test_mixed_workload_under_load(demo_mesh: Path, tmp_path: Path, capsys: pyte
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=(gateway.uri, USERS[i % len(USERS)], by_user[USERS[i % len(USERS)]], expected,
-                      tally, deadline, i),
+                args=(
+                    gateway.uri,
+                    USERS[i % len(USERS)],
+                    by_user[USERS[i % len(USERS)]],
+                    expected,
+                    tally,
+                    deadline,
+                    i,
+                ),
                 name=f"load-{i}",
             )
             for i in range(CLIENTS)
         ]
-        curve: list[tuple[float, int, int, float, float]] = []  # (s, rss, attempts, server cpu, client cpu)
+        curve: list[
+            tuple[float, int, int, float, float]
+        ] = []  # (s, rss, attempts, server cpu, client cpu)
         probe = _Probe(gateway.pid)
         started = time.monotonic()
         for thread in threads:
@@ -341,7 +421,11 @@ def test_mixed_workload_under_load(demo_mesh: Path, tmp_path: Path, capsys: pyte
 
         records = audit_records(gateway.mesh)[audit_before:]
         log = gateway.log()
-        internal = [e for e in log_records(log) if e.get("event") == "internal_error" or e.get("level") == "error"]
+        internal = [
+            e
+            for e in log_records(log)
+            if e.get("event") == "internal_error" or e.get("level") == "error"
+        ]
 
     # ------------------------------------------------------------------ report
     total = sum(tally.attempts.values())
@@ -369,23 +453,33 @@ def test_mixed_workload_under_load(demo_mesh: Path, tmp_path: Path, capsys: pyte
         measured = [(t, rss, n) for t, rss, n, *_ in curve if t >= warmup]
         queries_after = max(1, measured[-1][2] - measured[0][2])
         slope = (measured[-1][1] - measured[0][1]) / queries_after
-        lines.append(f"  after warm-up: min {min(after) / MB:.1f} MB, max {max(after) / MB:.1f} MB, "
-                     f"growth {(max(after) - after[0]) / MB:+.1f} MB "
-                     f"({slope / 1024:+.1f} KB per query over {queries_after} queries)")
+        lines.append(
+            f"  after warm-up: min {min(after) / MB:.1f} MB, max {max(after) / MB:.1f} MB, "
+            f"growth {(max(after) - after[0]) / MB:+.1f} MB "
+            f"({slope / 1024:+.1f} KB per query over {queries_after} queries)"
+        )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
 
     # ------------------------------------------------------------------ assertions
     assert total > CLIENTS, "the clients barely ran"
     assert not tally.wrong, f"{len(tally.wrong)} wrong results, first: {tally.wrong[:3]}"
-    assert not tally.unexpected, f"{len(tally.unexpected)} unexpected errors, first: {tally.unexpected[:3]}"
+    assert not tally.unexpected, (
+        f"{len(tally.unexpected)} unexpected errors, first: {tally.unexpected[:3]}"
+    )
 
     begins = [r for r in records if r["event"] == "query_begin"]
     refusals = [r for r in records if r["event"] == "query_refused"]
     ends = [r for r in records if r["event"] == "query_end"]
-    assert len(begins) == tally.allowed, f"{len(begins)} query_begin records for {tally.allowed} allowed queries"
-    assert len(refusals) == tally.refused, f"{len(refusals)} query_refused records for {tally.refused} refused queries"
-    assert {r["query_id"] for r in ends} == {r["query_id"] for r in begins}, "a began query has no end record"
+    assert len(begins) == tally.allowed, (
+        f"{len(begins)} query_begin records for {tally.allowed} allowed queries"
+    )
+    assert len(refusals) == tally.refused, (
+        f"{len(refusals)} query_refused records for {tally.refused} refused queries"
+    )
+    assert {r["query_id"] for r in ends} == {r["query_id"] for r in begins}, (
+        "a began query has no end record"
+    )
     outcomes = Counter(r["outcome"] for r in ends)
     assert outcomes == Counter({"ok": len(ends)}), f"query_end outcomes: {outcomes}"
     assert not internal, f"server errors in the log: {internal[:3]}"

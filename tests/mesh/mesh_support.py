@@ -33,12 +33,17 @@ class RunningNode:
         return f"grpc://127.0.0.1:{self.port}"
 
     def spawn(self) -> None:
-        self.process = spawn_server("node", self.mesh_dir, self.port, self.log_path, "--domain", self.domain)
+        self.process = spawn_server(
+            "node", self.mesh_dir, self.port, self.log_path, "--domain", self.domain
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         wait_until_ready(
-            self.process, lambda: node_is_healthy(self.uri, self.key, self.domain), self.log_path,
-            f"node {self.domain}", timeout,
+            self.process,
+            lambda: node_is_healthy(self.uri, self.key, self.domain),
+            self.log_path,
+            f"node {self.domain}",
+            timeout,
         )
 
     def action(self, name: str) -> dict:
@@ -96,13 +101,18 @@ class Mesh:
 
 @contextmanager
 def running_mesh(
-    source_mesh: Path, root: Path, layout: Mapping[str, int], ticket_ttl_seconds: int = 60,
+    source_mesh: Path,
+    root: Path,
+    layout: Mapping[str, int],
+    ticket_ttl_seconds: int = 60,
     nodes_settings: Mapping[str, object] | None = None,
 ) -> Iterator[Mesh]:
     """A copy of ``source_mesh`` with a ``[nodes]`` section, ``layout[domain]`` node replicas per
     domain and one gateway; every process is stopped on exit, even on failure.
     ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``)."""
-    mesh_dir = Path(shutil.copytree(source_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
+    mesh_dir = Path(
+        shutil.copytree(source_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
+    )
     key = os.urandom(32).hex()
     logs = root / "logs"
     logs.mkdir()
@@ -114,7 +124,9 @@ def running_mesh(
         for domain, count in layout.items()
     }
     with (mesh_dir / "mesh.toml").open("a", encoding="utf-8") as config:
-        config.write(f'\n[nodes]\nticket_key = "{key}"\nticket_ttl_seconds = {ticket_ttl_seconds}\n')
+        config.write(
+            f'\n[nodes]\nticket_key = "{key}"\nticket_ttl_seconds = {ticket_ttl_seconds}\n'
+        )
         for name, value in (nodes_settings or {}).items():
             config.write(f"{name} = {json.dumps(value)}\n")
         config.write("\n[nodes.domains]\n")

@@ -96,20 +96,34 @@ PUSHED = [
 
 #: Not exact as partial aggregates: every fragment must stay a plain product scan.
 REFUSED = [
-    ("SELECT c.region, count(DISTINCT o.customer_id) AS n FROM sales.orders o JOIN crm.customers c "
-    "USING (customer_id) GROUP BY 1"),
-    ("SELECT c.region, count(o.order_id) AS k, sum(o.amount) AS s FROM crm.customers c "
-    "LEFT JOIN sales.orders o ON c.customer_id = o.customer_id AND o.amount > 4900 GROUP BY 1"),
-    ("SELECT c.region, o.order_date, sum(o.amount) AS total, rank() OVER (ORDER BY c.region) AS r "
-    "FROM sales.orders o JOIN crm.customers c USING (customer_id) GROUP BY 1, 2"),
-    ("SELECT c.region, avg(o.amount) AS mean FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-    "GROUP BY 1"),
-    ("SELECT c.region, sum(o.amount + length(c.name)) AS mixed FROM sales.orders o "
-    "JOIN crm.customers c USING (customer_id) GROUP BY 1"),
-    ("SELECT c.region, sum(o.amount) FILTER (WHERE o.amount > 10) AS big FROM sales.orders o "
-    "JOIN crm.customers c USING (customer_id) GROUP BY 1"),
-    ("SELECT c.region, string_agg(o.region, ',') AS all_regions FROM sales.orders o "
-    "JOIN crm.customers c USING (customer_id) WHERE o.order_id < 100 GROUP BY 1"),
+    (
+        "SELECT c.region, count(DISTINCT o.customer_id) AS n FROM sales.orders o JOIN crm.customers c "
+        "USING (customer_id) GROUP BY 1"
+    ),
+    (
+        "SELECT c.region, count(o.order_id) AS k, sum(o.amount) AS s FROM crm.customers c "
+        "LEFT JOIN sales.orders o ON c.customer_id = o.customer_id AND o.amount > 4900 GROUP BY 1"
+    ),
+    (
+        "SELECT c.region, o.order_date, sum(o.amount) AS total, rank() OVER (ORDER BY c.region) AS r "
+        "FROM sales.orders o JOIN crm.customers c USING (customer_id) GROUP BY 1, 2"
+    ),
+    (
+        "SELECT c.region, avg(o.amount) AS mean FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+        "GROUP BY 1"
+    ),
+    (
+        "SELECT c.region, sum(o.amount + length(c.name)) AS mixed FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) GROUP BY 1"
+    ),
+    (
+        "SELECT c.region, sum(o.amount) FILTER (WHERE o.amount > 10) AS big FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) GROUP BY 1"
+    ),
+    (
+        "SELECT c.region, string_agg(o.region, ',') AS all_regions FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) WHERE o.order_id < 100 GROUP BY 1"
+    ),
 ]
 
 
@@ -118,8 +132,13 @@ REFUSED = [
 
 @pytest.fixture(scope="module")
 def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlService:
-    mesh_dir = Path(shutil.copytree(demo_mesh, tmp_path_factory.mktemp("pushdown") / "mesh",
-                                    ignore=shutil.ignore_patterns(".meshgate")))
+    mesh_dir = Path(
+        shutil.copytree(
+            demo_mesh,
+            tmp_path_factory.mktemp("pushdown") / "mesh",
+            ignore=shutil.ignore_patterns(".meshgate"),
+        )
+    )
     return SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
 
 
@@ -128,7 +147,10 @@ def split(service: SqlService, user: str, sql: str, pushdown: bool = True):
     context = service.context(Principal(user, roles, dict(attributes)))
     query = plan_query(sql, context)
     plan = split_fragments(
-        inline_parameters(query.ast, ()), {p.key: p.column_types for p in query.products}, SERVED, pushdown
+        inline_parameters(query.ast, ()),
+        {p.key: p.column_types for p in query.products},
+        SERVED,
+        pushdown,
     )
     return Governed(query.sql, context.catalog.engine), plan
 
@@ -141,7 +163,9 @@ class Governed:
     engine: Engine
 
 
-def run_split(planned: Governed, plan: FederatedPlan) -> tuple[pa.Table, pa.Table, dict[str, pa.Table]]:
+def run_split(
+    planned: Governed, plan: FederatedPlan
+) -> tuple[pa.Table, pa.Table, dict[str, pa.Table]]:
     """(federated answer, embedded answer, fragment tables), all on the embedded engine.
     As in the gateway, a fragment the final query reads once is registered as a stream,
     which DuckDB refuses to scan twice."""
@@ -201,7 +225,9 @@ def test_partial_aggregate_moves_fewer_rows_and_keeps_the_policy(service):
     planned, plan = split(service, "alice", JOIN_AGGREGATE)
     sales = next(f for f in plan.fragments if f.domain == "sales")
     assert sales.kind == "partial_aggregate"
-    assert "GROUP BY" in sales.sql and "'EU'" in sales.sql, "grouped at the node, under alice's row filter"
+    assert "GROUP BY" in sales.sql and "'EU'" in sales.sql, (
+        "grouped at the node, under alice's row filter"
+    )
     got, expected, tables = run_split(planned, plan)
     assert_same(got, expected)
     with planned.engine.cursor() as cursor:
@@ -210,20 +236,43 @@ def test_partial_aggregate_moves_fewer_rows_and_keeps_the_policy(service):
         ).fetchall()[0][0]
     assert 0 < tables[sales.name].num_rows < orders
     crm = next(f for f in plan.fragments if f.domain == "crm")
-    assert '"ssn"' not in crm.sql and '"name"' not in crm.sql, "masked or not, unused columns stay home"
+    assert '"ssn"' not in crm.sql and '"name"' not in crm.sql, (
+        "masked or not, unused columns stay home"
+    )
 
 
-@pytest.mark.parametrize(("sql", "once"), [
-    ('SELECT * FROM "f0" a JOIN "f1" b ON a.x = b.x', {"f0", "f1"}),
-    ('SELECT * FROM "f0" a WHERE EXISTS (SELECT 1 FROM "f1" b WHERE b.x = a.x)', {"f0", "f1"}),
-    ('SELECT * FROM "f0" a, "f0" b, "f1"', {"f1"}),
-    ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c, "f1"', {"f0", "f1"}),
-    ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c WHERE x = (SELECT max(x) FROM c)', {"f1"}),
-    ('WITH c AS (SELECT * FROM "f0"), d AS (SELECT * FROM c) SELECT * FROM d x, d y, "f1"', {"f1"}),
-    ('WITH x AS (SELECT * FROM "f0") SELECT * FROM (WITH x AS (SELECT * FROM x) SELECT * FROM x), "f1"', {"f1"}),
-    ('WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r, "f0" WHERE n < 3) SELECT * FROM r, "f1"',
-     set()),
-], ids=["join", "exists", "twice", "cte-once", "cte-twice", "cte-of-cte-twice", "shadowed-cte", "recursive"])
+@pytest.mark.parametrize(
+    ("sql", "once"),
+    [
+        ('SELECT * FROM "f0" a JOIN "f1" b ON a.x = b.x', {"f0", "f1"}),
+        ('SELECT * FROM "f0" a WHERE EXISTS (SELECT 1 FROM "f1" b WHERE b.x = a.x)', {"f0", "f1"}),
+        ('SELECT * FROM "f0" a, "f0" b, "f1"', {"f1"}),
+        ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c, "f1"', {"f0", "f1"}),
+        ('WITH c AS (SELECT * FROM "f0") SELECT * FROM c WHERE x = (SELECT max(x) FROM c)', {"f1"}),
+        (
+            'WITH c AS (SELECT * FROM "f0"), d AS (SELECT * FROM c) SELECT * FROM d x, d y, "f1"',
+            {"f1"},
+        ),
+        (
+            'WITH x AS (SELECT * FROM "f0") SELECT * FROM (WITH x AS (SELECT * FROM x) SELECT * FROM x), "f1"',
+            {"f1"},
+        ),
+        (
+            'WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r, "f0" WHERE n < 3) SELECT * FROM r, "f1"',
+            set(),
+        ),
+    ],
+    ids=[
+        "join",
+        "exists",
+        "twice",
+        "cte-once",
+        "cte-twice",
+        "cte-of-cte-twice",
+        "shadowed-cte",
+        "recursive",
+    ],
+)
 def test_fragments_read_more_than_once_are_not_streamed(sql, once):
     assert read_once(parse_one(sql, dialect="duckdb"), ["f0", "f1"]) == once
 
@@ -252,7 +301,9 @@ def test_without_pushdown_whole_governed_products_move(service):
     assert_same(got, expected)
     assert sorted(t.num_rows for t in tables.values()) == [SHIPMENT_COUNT, ORDER_COUNT]
     sales = next(f for f in plan.fragments if f.domain == "sales")
-    assert tables[sales.name].num_columns == 5, "every governed column, erin's rounded amount included"
+    assert tables[sales.name].num_columns == 5, (
+        "every governed column, erin's rounded amount included"
+    )
 
 
 def test_whole_product_size_estimate_is_close_to_the_arrow_size(service):
@@ -313,14 +364,21 @@ def federated_records(mesh: Mesh, offset: int, count: int) -> list[dict]:
         with mesh.gateway.log_path.open("rb") as handle:
             handle.seek(offset)
             lines = handle.read().decode(errors="replace").splitlines()
-        records = [json.loads(line) for line in lines if line.startswith("{") and '"federated_query"' in line]
+        records = [
+            json.loads(line)
+            for line in lines
+            if line.startswith("{") and '"federated_query"' in line
+        ]
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sql", [JOIN_AGGREGATE, SUBTREE, Q15_LIKE, SHIPPED, CORRELATED, HAVING],
-                         ids=["join_aggregate", "subtree", "q15_like", "shipped", "correlated", "having"])
+@pytest.mark.parametrize(
+    "sql",
+    [JOIN_AGGREGATE, SUBTREE, Q15_LIKE, SHIPPED, CORRELATED, HAVING],
+    ids=["join_aggregate", "subtree", "q15_like", "shipped", "correlated", "having"],
+)
 def test_mesh_answers_equal_embedded_for_every_user(mesh, gateway, connections, sql):
     for user in USERS:
         got = outcome(connections(mesh.gateway.uri, user), sql)

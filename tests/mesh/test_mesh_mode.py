@@ -71,7 +71,9 @@ WAITING_ON_SALES = (
 def mesh(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
     """Demo copy + [nodes], sales (2 replicas), crm, logistics nodes and one gateway."""
     root = tmp_path_factory.mktemp("mesh-mode")
-    with running_mesh(demo_mesh, root, {"sales": 2, "crm": 1, "logistics": 1}, TICKET_TTL_SECONDS) as running:
+    with running_mesh(
+        demo_mesh, root, {"sales": 2, "crm": 1, "logistics": 1}, TICKET_TTL_SECONDS
+    ) as running:
         yield running
 
 
@@ -99,12 +101,18 @@ def outcome(conn, sql: str, parameters=None):
     return ("ok", table.schema, rows)
 
 
-def assert_same_as_embedded(connections, mesh: Mesh, embedded: RunningGateway, user: str, sql: str, parameters=None):
+def assert_same_as_embedded(
+    connections, mesh: Mesh, embedded: RunningGateway, user: str, sql: str, parameters=None
+):
     got = outcome(connections(mesh.gateway.uri, user), sql, parameters)
     expected = outcome(connections(embedded.uri, user), sql, parameters)
     if expected[0] == "ok" and got[0] == "ok":
-        assert got[1] == expected[1], f"schema differs:\nmesh:     {got[1]}\nembedded: {expected[1]}"
-        assert len(got[2]) == len(expected[2]), f"mesh {len(got[2])} rows, embedded {len(expected[2])}"
+        assert got[1] == expected[1], (
+            f"schema differs:\nmesh:     {got[1]}\nembedded: {expected[1]}"
+        )
+        assert len(got[2]) == len(expected[2]), (
+            f"mesh {len(got[2])} rows, embedded {len(expected[2])}"
+        )
         diff = [(g, e) for g, e in zip(got[2], expected[2]) if g != e][:3]
         assert not diff, f"values differ (mesh, embedded): {diff}"
     else:
@@ -147,10 +155,14 @@ def node_ticket(mesh: Mesh, user: str, sql: str) -> bytes:
     return ticket
 
 
-def node_do_get(uri: str, ticket: bytes, options: flight.FlightCallOptions | None = None) -> pa.Table:
+def node_do_get(
+    uri: str, ticket: bytes, options: flight.FlightCallOptions | None = None
+) -> pa.Table:
     client = flight.FlightClient(uri)
     try:
-        return client.do_get(flight.Ticket(ticket), options or flight.FlightCallOptions(timeout=30)).read_all()
+        return client.do_get(
+            flight.Ticket(ticket), options or flight.FlightCallOptions(timeout=30)
+        ).read_all()
     finally:
         client.close()
 
@@ -162,14 +174,20 @@ def sorted_rows(table: pa.Table) -> list[tuple]:
 # --------------------------------------------------------------------------- 1. results equal embedded
 
 SINGLE_DOMAIN = [
-    ("alice", "SELECT region, count(*) AS n, sum(amount) AS revenue, avg(amount) AS mean FROM sales.orders GROUP BY region"),
+    (
+        "alice",
+        "SELECT region, count(*) AS n, sum(amount) AS revenue, avg(amount) AS mean FROM sales.orders GROUP BY region",
+    ),
     ("alice", "SELECT * FROM sales.orders WHERE order_id <= 3000"),
     ("alice", "SELECT * FROM crm.customers WHERE customer_id <= 300"),
     ("alice", "SELECT * FROM logistics.shipments LIMIT 5"),
     ("bob", "SELECT * FROM sales.orders WHERE order_date >= DATE '2025-12-01'"),
     ("bob", "SELECT customer_id, email, ssn, region FROM crm.customers WHERE customer_id <= 300"),
     ("bob", "SELECT * FROM logistics.shipments WHERE shipped_at < TIMESTAMP '2023-01-10'"),
-    ("bob", "SELECT o1.order_id, o2.amount FROM sales.orders o1 JOIN sales.orders o2 ON o2.order_id = o1.order_id + 1 WHERE o1.order_id < 50"),
+    (
+        "bob",
+        "SELECT o1.order_id, o2.amount FROM sales.orders o1 JOIN sales.orders o2 ON o2.order_id = o1.order_id + 1 WHERE o1.order_id < 50",
+    ),
     ("carol", "SELECT * FROM crm.customers WHERE customer_id <= 300"),
     ("carol", "SELECT ssn FROM crm.customers LIMIT 1"),
     ("carol", "SELECT count(*) FROM sales.orders"),
@@ -181,72 +199,199 @@ SINGLE_DOMAIN = [
 ]
 
 CROSS_DOMAIN = [
-    ("alice", ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email, min(c.ssn) AS ssn "
-              "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region")),
-    ("alice", "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id <= 300"),
-    ("alice", ("SELECT c.email, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-              "WHERE c.email LIKE 'a%' GROUP BY c.email")),
-    ("alice", ("SELECT o.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-              "WHERE o.region = 'US' OR c.region = 'US' GROUP BY 1")),
-    ("bob", ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, max(c.ssn) AS ssn "
-            "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region")),
-    ("bob", ("SELECT o.order_id, c.name, c.ssn FROM sales.orders o JOIN crm.customers c ON o.customer_id = c.customer_id "
-            "WHERE c.region = 'APAC' AND o.amount BETWEEN 1000 AND 1100")),
-    ("bob", ("SELECT o.region, s.carrier, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-            "JOIN logistics.shipments s USING (order_id) WHERE c.name LIKE 'Ada%' GROUP BY ALL")),
-    ("bob", ("SELECT o.order_id, c.region FROM sales.orders o LEFT JOIN crm.customers c "
-            "ON o.customer_id = c.customer_id AND c.region = 'US' WHERE o.order_id < 60 AND c.region IS NULL")),
-    ("bob", ("WITH t AS (SELECT customer_id, sum(amount) AS s FROM sales.orders GROUP BY customer_id) "
-            "SELECT c.region, max(t.s) AS top FROM t JOIN crm.customers c USING (customer_id) WHERE t.s > 10000 GROUP BY 1")),
-    ("bob", "SELECT #1, #3 FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id < 10"),
+    (
+        "alice",
+        (
+            "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email, min(c.ssn) AS ssn "
+            "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region"
+        ),
+    ),
+    (
+        "alice",
+        "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id <= 300",
+    ),
+    (
+        "alice",
+        (
+            "SELECT c.email, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE c.email LIKE 'a%' GROUP BY c.email"
+        ),
+    ),
+    (
+        "alice",
+        (
+            "SELECT o.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE o.region = 'US' OR c.region = 'US' GROUP BY 1"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, max(c.ssn) AS ssn "
+            "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id, c.name, c.ssn FROM sales.orders o JOIN crm.customers c ON o.customer_id = c.customer_id "
+            "WHERE c.region = 'APAC' AND o.amount BETWEEN 1000 AND 1100"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.region, s.carrier, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "JOIN logistics.shipments s USING (order_id) WHERE c.name LIKE 'Ada%' GROUP BY ALL"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id, c.region FROM sales.orders o LEFT JOIN crm.customers c "
+            "ON o.customer_id = c.customer_id AND c.region = 'US' WHERE o.order_id < 60 AND c.region IS NULL"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "WITH t AS (SELECT customer_id, sum(amount) AS s FROM sales.orders GROUP BY customer_id) "
+            "SELECT c.region, max(t.s) AS top FROM t JOIN crm.customers c USING (customer_id) WHERE t.s > 10000 GROUP BY 1"
+        ),
+    ),
+    (
+        "bob",
+        "SELECT #1, #3 FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id < 10",
+    ),
     ("carol", "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) LIMIT 5"),
-    ("erin", ("SELECT o.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
-             "JOIN logistics.shipments s ON s.order_id = o.order_id WHERE s.carrier = 'DHL' GROUP BY ALL")),
-    ("erin", ("SELECT o.order_id, o.amount, s.carrier FROM sales.orders o JOIN logistics.shipments s USING (order_id) "
-             "WHERE o.amount BETWEEN 1000 AND 1100")),
+    (
+        "erin",
+        (
+            "SELECT o.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
+            "JOIN logistics.shipments s ON s.order_id = o.order_id WHERE s.carrier = 'DHL' GROUP BY ALL"
+        ),
+    ),
+    (
+        "erin",
+        (
+            "SELECT o.order_id, o.amount, s.carrier FROM sales.orders o JOIN logistics.shipments s USING (order_id) "
+            "WHERE o.amount BETWEEN 1000 AND 1100"
+        ),
+    ),
     ("erin", "SELECT count(*) FROM sales.orders o JOIN crm.customers c USING (customer_id)"),
     ("dave", "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) LIMIT 5"),
     # Fragments read more than once by the final query are materialised, the others stream:
     # a CTE read twice, a self-join, a top-N, a correlated EXISTS, a recursive CTE.
-    ("bob", ("WITH t AS (SELECT customer_id, sum(amount) AS s FROM sales.orders GROUP BY customer_id) "
+    (
+        "bob",
+        (
+            "WITH t AS (SELECT customer_id, sum(amount) AS s FROM sales.orders GROUP BY customer_id) "
             "SELECT c.region, count(*) AS n FROM t JOIN crm.customers c USING (customer_id) "
-            "WHERE t.s > (SELECT avg(s) FROM t) GROUP BY 1")),
-    ("bob", ("SELECT a.order_id, b.amount, c.region FROM sales.orders a "
+            "WHERE t.s > (SELECT avg(s) FROM t) GROUP BY 1"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT a.order_id, b.amount, c.region FROM sales.orders a "
             "JOIN sales.orders b ON b.order_id = a.order_id + 1 "
-            "JOIN crm.customers c ON c.customer_id = a.customer_id WHERE a.order_id < 500")),
-    ("bob", ("SELECT o.order_id, o.amount, c.region FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-            "ORDER BY o.amount DESC, o.order_id LIMIT 10")),
-    ("bob", ("SELECT c.region, count(*) AS n FROM crm.customers c WHERE EXISTS "
-            "(SELECT 1 FROM sales.orders o WHERE o.customer_id = c.customer_id AND o.amount > 4900) GROUP BY 1")),
-    ("bob", ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r "
+            "JOIN crm.customers c ON c.customer_id = a.customer_id WHERE a.order_id < 500"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id, o.amount, c.region FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "ORDER BY o.amount DESC, o.order_id LIMIT 10"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "SELECT c.region, count(*) AS n FROM crm.customers c WHERE EXISTS "
+            "(SELECT 1 FROM sales.orders o WHERE o.customer_id = c.customer_id AND o.amount > 4900) GROUP BY 1"
+        ),
+    ),
+    (
+        "bob",
+        (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r "
             "WHERE r.n < (SELECT count(*) FROM logistics.shipments WHERE shipment_id < 4)) "
             "SELECT r.n, count(*) AS k FROM r JOIN sales.orders o ON o.order_id = r.n "
-            "JOIN crm.customers c USING (customer_id) GROUP BY 1")),
+            "JOIN crm.customers c USING (customer_id) GROUP BY 1"
+        ),
+    ),
 ]
 
 PREPARED = [
-    ("alice", "SELECT * FROM sales.orders WHERE order_id <= ? AND amount > ?", (3000, Decimal(100))),
-    ("bob", "SELECT customer_id, email, ssn FROM crm.customers WHERE region = ? ORDER BY customer_id LIMIT ?", ("APAC", 7)),
+    (
+        "alice",
+        "SELECT * FROM sales.orders WHERE order_id <= ? AND amount > ?",
+        (3000, Decimal(100)),
+    ),
+    (
+        "bob",
+        "SELECT customer_id, email, ssn FROM crm.customers WHERE region = ? ORDER BY customer_id LIMIT ?",
+        ("APAC", 7),
+    ),
     ("carol", "SELECT * FROM crm.customers WHERE customer_id < ?", (100,)),
     ("erin", "SELECT * FROM logistics.shipments WHERE shipped_at < ?", (dt.datetime(2023, 1, 10),)),
     ("erin", "SELECT * FROM sales.orders WHERE amount > ? AND order_id < ?", (Decimal(1000), 500)),
     ("dave", "SELECT * FROM sales.orders WHERE order_id < ?", (5,)),
-    ("alice", ("SELECT c.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-              "WHERE o.amount > ? AND c.region = ? GROUP BY 1"), (Decimal("4000.5"), "EU")),
-    ("erin", ("SELECT s.region, count(DISTINCT o.order_id) AS n FROM logistics.shipments s JOIN sales.orders o "
-             "ON o.order_id = s.order_id AND o.order_date = ? GROUP BY 1"), (dt.date(2024, 1, 1),)),
-    ("bob", ("SELECT o.order_id, ? AS tag FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-            "WHERE o.order_id < ?"), ("t", 40)),
-    ("bob", ("SELECT o.order_id FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-            "WHERE o.order_id BETWEEN ? AND ? ORDER BY o.order_id LIMIT ?"), (10, 20, 3)),
-    ("bob", ("SELECT o.order_id, o.amount * ? AS x FROM sales.orders o JOIN crm.customers c USING (customer_id) "
-            "WHERE o.order_id < ?"), (1.1, 20)),
-    ("carol", "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id < ?", (5,)),
+    (
+        "alice",
+        (
+            "SELECT c.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE o.amount > ? AND c.region = ? GROUP BY 1"
+        ),
+        (Decimal("4000.5"), "EU"),
+    ),
+    (
+        "erin",
+        (
+            "SELECT s.region, count(DISTINCT o.order_id) AS n FROM logistics.shipments s JOIN sales.orders o "
+            "ON o.order_id = s.order_id AND o.order_date = ? GROUP BY 1"
+        ),
+        (dt.date(2024, 1, 1),),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id, ? AS tag FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE o.order_id < ?"
+        ),
+        ("t", 40),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE o.order_id BETWEEN ? AND ? ORDER BY o.order_id LIMIT ?"
+        ),
+        (10, 20, 3),
+    ),
+    (
+        "bob",
+        (
+            "SELECT o.order_id, o.amount * ? AS x FROM sales.orders o JOIN crm.customers c USING (customer_id) "
+            "WHERE o.order_id < ?"
+        ),
+        (1.1, 20),
+    ),
+    (
+        "carol",
+        "SELECT * FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.order_id < ?",
+        (5,),
+    ),
 ]
 
 
 def _ids(cases):
-    named = {"SELECT #1, #3": "positional-refs", "LIMIT ?": "limit-parameter", "o.amount * ?": "float-parameter"}
+    named = {
+        "SELECT #1, #3": "positional-refs",
+        "LIMIT ?": "limit-parameter",
+        "o.amount * ?": "float-parameter",
+    }
     ids = []
     for i, case in enumerate(cases):
         name = next((n for marker, n in named.items() if marker in case[1]), None)
@@ -267,7 +412,9 @@ def test_cross_domain_results_equal_embedded(mesh, gateway, connections, user, s
 
 
 @pytest.mark.parametrize(("user", "sql", "parameters"), PREPARED, ids=_ids(PREPARED))
-def test_prepared_statement_results_equal_embedded(mesh, gateway, connections, user, sql, parameters):
+def test_prepared_statement_results_equal_embedded(
+    mesh, gateway, connections, user, sql, parameters
+):
     mesh.ensure_running("sales", "crm", "logistics")
     assert_same_as_embedded(connections, mesh, gateway, user, sql, parameters)
 
@@ -275,8 +422,12 @@ def test_prepared_statement_results_equal_embedded(mesh, gateway, connections, u
 def test_every_user_sees_the_demo_rules_in_mesh_mode(mesh, connections):
     """Sanity on the mesh alone (not only 'same as embedded'): the demo table of rules."""
     mesh.ensure_running("sales", "crm")
-    kinds = {user: outcome(connections(mesh.gateway.uri, user), "SELECT DISTINCT region FROM sales.orders")
-             for user in USERS}
+    kinds = {
+        user: outcome(
+            connections(mesh.gateway.uri, user), "SELECT DISTINCT region FROM sales.orders"
+        )
+        for user in USERS
+    }
     assert kinds["alice"][0] == "ok" and kinds["alice"][2] == [("'EU'",)]
     assert kinds["bob"][0] == "ok" and len(kinds["bob"][2]) == 3
     assert kinds["erin"][0] == "ok" and len(kinds["erin"][2]) == 3
@@ -289,8 +440,10 @@ def test_every_user_sees_the_demo_rules_in_mesh_mode(mesh, connections):
 
 def test_one_prepared_statement_executed_with_several_parameter_sets(mesh, gateway, connections):
     mesh.ensure_running("sales", "crm")
-    sql = ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
-           "JOIN crm.customers c USING (customer_id) WHERE o.amount > ? GROUP BY 1")
+    sql = (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) WHERE o.amount > ? GROUP BY 1"
+    )
     single = "SELECT count(*) AS n, sum(amount) AS revenue FROM sales.orders WHERE amount > ?"
     answers = {}
     for uri in (mesh.gateway.uri, gateway.uri):
@@ -319,7 +472,10 @@ def test_single_domain_rows_flow_from_the_node_not_through_the_gateway(mesh, con
     try:
         cur.execute("SELECT * FROM sales.orders WHERE order_id <= 4321")
         table = cur.fetch_arrow_table()
-        cur.execute("SELECT order_id, amount FROM sales.orders WHERE order_id > ? AND order_id <= ?", parameters=(100, 350))
+        cur.execute(
+            "SELECT order_id, amount FROM sales.orders WHERE order_id > ? AND order_id <= ?",
+            parameters=(100, 350),
+        )
         prepared = cur.fetch_arrow_table()
     finally:
         cur.close()
@@ -350,26 +506,36 @@ def test_single_domain_rows_flow_from_the_node_not_through_the_gateway(mesh, con
 
 def test_flight_info_endpoints_point_at_the_domain_nodes(mesh):
     now = time.time()
-    for domain, sql in (("sales", "SELECT * FROM sales.orders WHERE order_id < 10"),
-                        ("crm", "SELECT * FROM crm.customers WHERE customer_id < 10"),
-                        ("logistics", "SELECT * FROM logistics.shipments WHERE shipment_id < 10")):
+    for domain, sql in (
+        ("sales", "SELECT * FROM sales.orders WHERE order_id < 10"),
+        ("crm", "SELECT * FROM crm.customers WHERE customer_id < 10"),
+        ("logistics", "SELECT * FROM logistics.shipments WHERE shipment_id < 10"),
+    ):
         info = raw_info(mesh.gateway.uri, "bob", sql)
         assert info.endpoints, domain
         for endpoint in info.endpoints:
             # every replica, starting at the next one per query (round-robin load spreading)
-            assert sorted(loc.uri.decode() for loc in endpoint.locations) == sorted(n.uri for n in mesh.nodes[domain])
+            assert sorted(loc.uri.decode() for loc in endpoint.locations) == sorted(
+                n.uri for n in mesh.nodes[domain]
+            )
             assert endpoint.ticket.ticket.startswith(MAGIC)
             assert endpoint.expiration_time is not None
             expires = endpoint.expiration_time.as_py().timestamp()
             assert now < expires <= now + TICKET_TTL_SECONDS + 5
             opened = TicketSealer(mesh.key, TICKET_TTL_SECONDS).open(endpoint.ticket.ticket)
             assert (opened.domain, opened.user, opened.purpose) == (domain, "bob", "rows")
-            assert opened.products == (f"{domain}.{sql.split('FROM ')[1].split()[0].split('.')[1]}",)
+            assert opened.products == (
+                f"{domain}.{sql.split('FROM ')[1].split()[0].split('.')[1]}",
+            )
             assert abs(opened.expires_at - expires) < 2
 
 
 def test_cross_domain_flight_info_is_served_by_the_gateway(mesh):
-    info = raw_info(mesh.gateway.uri, "bob", "SELECT count(*) FROM sales.orders o JOIN crm.customers c USING (customer_id)")
+    info = raw_info(
+        mesh.gateway.uri,
+        "bob",
+        "SELECT count(*) FROM sales.orders o JOIN crm.customers c USING (customer_id)",
+    )
     assert all(not e.locations for e in info.endpoints)
     assert all(not e.ticket.ticket.startswith(MAGIC) for e in info.endpoints)
 
@@ -377,7 +543,9 @@ def test_cross_domain_flight_info_is_served_by_the_gateway(mesh):
 # --------------------------------------------------------------------------- 3. ticket refusals
 
 
-def _assert_refused(mesh: Mesh, domain: str, raw: bytes, reason: str, options=None, action: str | None = None):
+def _assert_refused(
+    mesh: Mesh, domain: str, raw: bytes, reason: str, options=None, action: str | None = None
+):
     node = mesh.node(domain, 0)
     audit = mesh.node_audit_path(domain)
     before, offset = node.action("stats"), log_offset(audit)
@@ -401,15 +569,21 @@ def _assert_refused(mesh: Mesh, domain: str, raw: bytes, reason: str, options=No
 def test_tampered_ticket_is_refused_and_audited(mesh):
     mesh.ensure_running("sales")
     for position in (len(MAGIC) + 3, -40, -1):  # in the nonce, the ciphertext, the tag
-        ticket = bytearray(node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10"))
+        ticket = bytearray(
+            node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10")
+        )
         ticket[position] ^= 0x01
         _assert_refused(mesh, "sales", bytes(ticket), "signature check failed")
 
 
 def test_expired_ticket_is_refused_and_audited(mesh):
     mesh.ensure_running("sales")
-    genuine = TicketSealer(mesh.key, 60).open(node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10"))
-    expired = TicketSealer(mesh.key, -1).seal("sales", genuine.sql, genuine.parameters, "bob", genuine.products)
+    genuine = TicketSealer(mesh.key, 60).open(
+        node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10")
+    )
+    expired = TicketSealer(mesh.key, -1).seal(
+        "sales", genuine.sql, genuine.parameters, "bob", genuine.products
+    )
     _assert_refused(mesh, "sales", expired, "expired")
 
 
@@ -430,8 +604,12 @@ def test_foreign_domain_ticket_is_refused_and_audited(mesh):
 
 def test_ticket_sealed_with_another_key_is_refused_and_audited(mesh):
     mesh.ensure_running("sales")
-    genuine = TicketSealer(mesh.key, 60).open(node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10"))
-    forged = TicketSealer(os.urandom(32).hex(), 60).seal("sales", genuine.sql, (), "bob", genuine.products)
+    genuine = TicketSealer(mesh.key, 60).open(
+        node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10")
+    )
+    forged = TicketSealer(os.urandom(32).hex(), 60).seal(
+        "sales", genuine.sql, (), "bob", genuine.products
+    )
     _assert_refused(mesh, "sales", forged, "another key")
 
 
@@ -439,7 +617,9 @@ def test_raw_sql_sent_to_a_node_is_refused_and_audited(mesh):
     mesh.ensure_running("sales")
     sql = b"SELECT * FROM sales.orders"
     _assert_refused(mesh, "sales", sql, "not a Meshgate node ticket")
-    _assert_refused(mesh, "sales", b"SELECT * FROM memory.sales.orders", "not a Meshgate node ticket")
+    _assert_refused(
+        mesh, "sales", b"SELECT * FROM memory.sales.orders", "not a Meshgate node ticket"
+    )
     # The node ignores bearer tokens: a valid gateway token does not make raw SQL acceptable.
     client, options = flight_client(mesh.gateway.uri, "bob")
     client.close()
@@ -450,8 +630,12 @@ def test_raw_sql_sent_to_a_node_is_refused_and_audited(mesh):
 
 def test_schema_ticket_is_not_a_rows_ticket(mesh):
     mesh.ensure_running("sales")
-    genuine = TicketSealer(mesh.key, 60).open(node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10"))
-    schema_only = TicketSealer(mesh.key, 60).seal("sales", genuine.sql, (), "bob", genuine.products, purpose="schema")
+    genuine = TicketSealer(mesh.key, 60).open(
+        node_ticket(mesh, "bob", "SELECT * FROM sales.orders WHERE order_id < 10")
+    )
+    schema_only = TicketSealer(mesh.key, 60).seal(
+        "sales", genuine.sql, (), "bob", genuine.products, purpose="schema"
+    )
     _assert_refused(mesh, "sales", schema_only, "'schema'")
 
 
@@ -467,18 +651,24 @@ def test_plain_flight_client_is_relayed_through_the_gateway(mesh, gateway, conne
     try:
         info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
         table = client.do_get(info.endpoints[0].ticket, options).read_all()
-        raw = client.do_get(flight.Ticket(sql.encode()), options).read_all()  # raw SQL as the ticket
+        raw = client.do_get(
+            flight.Ticket(sql.encode()), options
+        ).read_all()  # raw SQL as the ticket
     finally:
         client.close()
     assert table.schema == expected[1] and sorted_rows(table) == expected[2]
     assert raw.schema == expected[1] and sorted_rows(raw) == expected[2]
-    assert mesh.stats("sales")["rows"] - before["rows"] == 2 * table.num_rows, "relayed from the node"
+    assert mesh.stats("sales")["rows"] - before["rows"] == 2 * table.num_rows, (
+        "relayed from the node"
+    )
 
 
 def test_plain_flight_client_cross_domain_query(mesh, gateway, connections):
     mesh.ensure_running("sales", "crm")
-    sql = ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email "
-           "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY 1")
+    sql = (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email "
+        "FROM sales.orders o JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY 1"
+    )
     expected = outcome(connections(gateway.uri, "alice"), sql)
     client, options = flight_client(mesh.gateway.uri, "alice")
     try:
@@ -491,7 +681,9 @@ def test_plain_flight_client_cross_domain_query(mesh, gateway, connections):
 
 def test_node_ticket_of_bob_presented_by_alice_is_refused(mesh):
     mesh.ensure_running("crm")
-    ticket = node_ticket(mesh, "bob", "SELECT customer_id, ssn FROM crm.customers WHERE customer_id <= 5")
+    ticket = node_ticket(
+        mesh, "bob", "SELECT customer_id, ssn FROM crm.customers WHERE customer_id <= 5"
+    )
     alice, alice_options = flight_client(mesh.gateway.uri, "alice")
     try:
         with pytest.raises((flight.FlightError, KeyError, pa.ArrowException)) as caught:
@@ -508,7 +700,9 @@ def test_node_ticket_of_bob_presented_by_alice_is_refused(mesh):
 
 
 def test_gateway_refuses_forged_ticket_in_proxy_mode(mesh):
-    forged = TicketSealer(os.urandom(32).hex(), 60).seal("sales", "SELECT 1", (), "bob", ("sales.orders",))
+    forged = TicketSealer(os.urandom(32).hex(), 60).seal(
+        "sales", "SELECT 1", (), "bob", ("sales.orders",)
+    )
     client, options = flight_client(mesh.gateway.uri, "bob")
     try:
         with pytest.raises(flight.FlightUnauthenticatedError):
@@ -540,11 +734,15 @@ def test_cross_domain_fragments_are_pushed_down(mesh, connections, gateway):
 
     log = mesh.gateway.log_path
     offset = log_offset(log)
-    sql = ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
-           "JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region")
+    sql = (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY c.region"
+    )
     assert outcome(connections(mesh.gateway.uri, "bob"), sql)[0] == "ok"
     deadline = time.monotonic() + 5
-    while not (lines := [r for r in json_lines_since(log, offset) if r.get("event") == "federated_query"]):
+    while not (
+        lines := [r for r in json_lines_since(log, offset) if r.get("event") == "federated_query"]
+    ):
         assert time.monotonic() < deadline, "no federated_query log line"
         time.sleep(0.05)
     record = lines[-1]
@@ -556,10 +754,14 @@ def test_cross_domain_fragments_are_pushed_down(mesh, connections, gateway):
     assert fragments["sales.orders"]["kind"] == "partial_aggregate"
     assert 0 < fragments["sales.orders"]["rows"] < big_orders < whole["sales.orders"][0]
     assert fragments["sales.orders"]["bytes"] < whole["sales.orders"][1]
-    assert fragments["crm.customers"]["bytes"] < whole["crm.customers"][1], "only the needed columns move"
+    assert fragments["crm.customers"]["bytes"] < whole["crm.customers"][1], (
+        "only the needed columns move"
+    )
     assert record["bytes_moved"] == sum(f["bytes"] for f in record["fragments"])
     assert record["bytes_moved"] < sum(size for _, size in whole.values()) / 3
-    assert all(f["streamed"] and f["complete"] for f in record["fragments"]), "read once, to the end"
+    assert all(f["streamed"] and f["complete"] for f in record["fragments"]), (
+        "read once, to the end"
+    )
 
 
 # --------------------------------------------------------------------------- revocation
@@ -575,7 +777,9 @@ def test_ticket_issued_before_a_revocation_is_not_relayed_after_it(mesh):
     client, options = flight_client(mesh.gateway.uri, "alice")
     try:
         info = client.get_flight_info(flight.FlightDescriptor.for_command(sql), options)
-        policy.write_text(original.replace("p, analyst_eu, sales.orders, read, allow\n", ""), encoding="utf-8")
+        policy.write_text(
+            original.replace("p, analyst_eu, sales.orders, read, allow\n", ""), encoding="utf-8"
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -589,7 +793,9 @@ def test_ticket_issued_before_a_revocation_is_not_relayed_after_it(mesh):
         except (flight.FlightError, pa.ArrowException):
             pass
         else:
-            pytest.fail(f"a revoked user redeemed an old ticket through the gateway and read {table.num_rows} rows")
+            pytest.fail(
+                f"a revoked user redeemed an old ticket through the gateway and read {table.num_rows} rows"
+            )
     finally:
         policy.write_text(original, encoding="utf-8")
         deadline = time.monotonic() + 10
@@ -609,11 +815,16 @@ def test_sales_fails_over_to_the_second_replica(mesh, gateway, connections):
     mesh.ensure_running("sales", "crm")
     first, second = mesh.nodes["sales"]
     # Warm the driver's connection to the first replica, then crash it.
-    assert outcome(connections(mesh.gateway.uri, "alice"), "SELECT count(*) FROM sales.orders")[0] == "ok"
+    assert (
+        outcome(connections(mesh.gateway.uri, "alice"), "SELECT count(*) FROM sales.orders")[0]
+        == "ok"
+    )
     first.kill()
     before = second.action("stats")
     started = time.monotonic()
-    single = "SELECT region, count(*) AS n, sum(amount) AS revenue FROM sales.orders GROUP BY region"
+    single = (
+        "SELECT region, count(*) AS n, sum(amount) AS revenue FROM sales.orders GROUP BY region"
+    )
     assert_same_as_embedded(connections, mesh, gateway, "alice", single)
     fresh = adbc_connect(mesh.gateway.uri, "erin")
     try:
@@ -621,13 +832,18 @@ def test_sales_fails_over_to_the_second_replica(mesh, gateway, connections):
         assert got == expected
     finally:
         fresh.close()
-    cross = ("SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email FROM sales.orders o "
-             "JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY 1")
+    cross = (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS revenue, min(c.email) AS email FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) WHERE o.amount > 4000 GROUP BY 1"
+    )
     assert_same_as_embedded(connections, mesh, gateway, "alice", cross)
     # Proxy mode too.
     client, options = flight_client(mesh.gateway.uri, "bob")
     try:
-        info = client.get_flight_info(flight.FlightDescriptor.for_command(b"SELECT * FROM sales.orders WHERE order_id <= 77"), options)
+        info = client.get_flight_info(
+            flight.FlightDescriptor.for_command(b"SELECT * FROM sales.orders WHERE order_id <= 77"),
+            options,
+        )
         assert client.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 77
     finally:
         client.close()
@@ -684,7 +900,9 @@ def test_node_killed_mid_stream_adbc_fails_fast(mesh):
     thread, events = _stream_in_thread(lambda: reader)
     error, delay = _kill_mid_stream(node, events)
     assert delay < FAIL_FAST_SECONDS, f"the client learnt of the dead node after {delay:.1f} s"
-    assert "logistics" in str(error) or node.uri in str(error) or str(node.port) in str(error), error
+    assert "logistics" in str(error) or node.uri in str(error) or str(node.port) in str(error), (
+        error
+    )
     thread.join(timeout=5)
     if thread.is_alive():  # never block the suite on a driver stuck in a read
         return
@@ -720,8 +938,13 @@ def _federated_record(mesh: Mesh, offset: int) -> dict:
     """The gateway's first ``federated_query`` log record after ``offset`` (written when
     the query's fragment streams end)."""
     deadline = time.monotonic() + 5
-    while not (records := [r for r in json_lines_since(mesh.gateway.log_path, offset)
-                           if r.get("event") == "federated_query"]):
+    while not (
+        records := [
+            r
+            for r in json_lines_since(mesh.gateway.log_path, offset)
+            if r.get("event") == "federated_query"
+        ]
+    ):
         assert time.monotonic() < deadline, "no federated_query log line"
         time.sleep(0.05)
     return records[0]
@@ -736,9 +959,13 @@ def _node_query_ended(mesh: Mesh, domain: str, offsets: dict, outcomes: set[str]
     ``outcomes``: the gateway closed its stream."""
     deadline = time.monotonic() + 5
     while True:
-        ended = [r for node in mesh.nodes[domain] if node.log_path.exists()
-                 for r in json_lines_since(node.log_path, offsets.get(node.log_path, 0))
-                 if r.get("event") == "query" and r.get("outcome") in outcomes]
+        ended = [
+            r
+            for node in mesh.nodes[domain]
+            if node.log_path.exists()
+            for r in json_lines_since(node.log_path, offsets.get(node.log_path, 0))
+            if r.get("event") == "query" and r.get("outcome") in outcomes
+        ]
         if ended:
             return
         assert time.monotonic() < deadline, f"the {domain} node's query was never stopped"
@@ -749,8 +976,10 @@ def _ensure_reachable(mesh: Mesh, *domains: str) -> None:
     """``mesh.ensure_running(*domains)``, then wait until the gateway reaches them again: its
     channel to a node restarted on the same port recovers within a few seconds."""
     mesh.ensure_running(*domains)
-    sql = ("SELECT count(*) FROM logistics.shipments s JOIN sales.orders o USING (order_id) "
-           "WHERE s.shipment_id < 3")
+    sql = (
+        "SELECT count(*) FROM logistics.shipments s JOIN sales.orders o USING (order_id) "
+        "WHERE s.shipment_id < 3"
+    )
     conn = adbc_connect(mesh.gateway.uri, "erin")
     try:
         deadline = time.monotonic() + 20
@@ -790,8 +1019,11 @@ def test_client_cancelling_a_cross_domain_query_stops_the_node_streams(mesh):
     record = _federated_record(mesh, offset)
     assert not _fragment_of(record, "sales")["complete"]
     deadline = time.monotonic() + 5
-    while not [r for r in json_lines_since(mesh.gateway.log_path, offset)
-               if r.get("event") == "query" and r.get("federated") and r.get("outcome") != "ok"]:
+    while not [
+        r
+        for r in json_lines_since(mesh.gateway.log_path, offset)
+        if r.get("event") == "query" and r.get("federated") and r.get("outcome") != "ok"
+    ]:
         assert time.monotonic() < deadline, "the gateway never ended the cancelled query"
         time.sleep(0.05)
 
@@ -853,7 +1085,9 @@ def test_node_dying_while_its_fragment_waits_unread_fails_the_query_fast(mesh):
     assert delay < FAIL_FAST_SECONDS, f"the client learnt of the dead node after {delay:.1f} s"
     assert "domain logistics" in str(value), value
     record = _federated_record(mesh, offset)
-    assert _fragment_of(record, "logistics")["rows"] == 0, "DuckDB had not read the logistics fragment"
+    assert _fragment_of(record, "logistics")["rows"] == 0, (
+        "DuckDB had not read the logistics fragment"
+    )
     assert not _fragment_of(record, "sales")["complete"]
     _node_query_ended(mesh, "sales", sales_logs, {"cancelled", "disconnected", "error"})
 
@@ -878,10 +1112,12 @@ def _timed_failure(run) -> tuple[BaseException, float]:
 def test_dead_node_adbc_single_domain_query_fails_fast_naming_the_domain(mesh, logistics_down):
     conn = adbc_connect(mesh.gateway.uri, "erin")
     try:
+
         def run():
             cur = conn.cursor()
             cur.execute("SELECT carrier, count(*) FROM logistics.shipments GROUP BY carrier")
             cur.fetch_arrow_table()
+
         error, elapsed = _timed_failure(run)
     finally:
         conn.close()
@@ -892,10 +1128,14 @@ def test_dead_node_adbc_single_domain_query_fails_fast_naming_the_domain(mesh, l
 def test_dead_node_cross_domain_query_fails_fast_naming_the_domain(mesh, logistics_down):
     conn = adbc_connect(mesh.gateway.uri, "erin")
     try:
+
         def run():
             cur = conn.cursor()
-            cur.execute("SELECT count(*) FROM sales.orders o JOIN logistics.shipments s USING (order_id)")
+            cur.execute(
+                "SELECT count(*) FROM sales.orders o JOIN logistics.shipments s USING (order_id)"
+            )
             cur.fetch_arrow_table()
+
         error, elapsed = _timed_failure(run)
     finally:
         conn.close()
@@ -906,10 +1146,14 @@ def test_dead_node_cross_domain_query_fails_fast_naming_the_domain(mesh, logisti
 def test_dead_node_proxy_query_fails_fast_naming_the_domain(mesh, logistics_down):
     client, options = flight_client(mesh.gateway.uri, "erin")
     try:
+
         def run():
             info = client.get_flight_info(
-                flight.FlightDescriptor.for_command(b"SELECT count(*) FROM logistics.shipments"), options)
+                flight.FlightDescriptor.for_command(b"SELECT count(*) FROM logistics.shipments"),
+                options,
+            )
             client.do_get(info.endpoints[0].ticket, options).read_all()
+
         error, elapsed = _timed_failure(run)
     finally:
         client.close()
@@ -922,13 +1166,18 @@ def test_dead_node_other_domains_still_answer(mesh, gateway, connections, logist
     for user, sql in (
         ("erin", "SELECT region, count(*) AS n FROM sales.orders GROUP BY region"),
         ("alice", "SELECT * FROM crm.customers WHERE customer_id <= 100"),
-        ("alice", "SELECT c.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) GROUP BY 1"),
+        (
+            "alice",
+            "SELECT c.region, count(*) AS n FROM sales.orders o JOIN crm.customers c USING (customer_id) GROUP BY 1",
+        ),
     ):
         assert assert_same_as_embedded(connections, mesh, gateway, user, sql)[0] == "ok"
     assert time.monotonic() - started < 10
     client, options = flight_client(mesh.gateway.uri, "bob")
     try:
-        health = json.loads(list(client.do_action(flight.Action("Health", b""), options))[0].body.to_pybytes())
+        health = json.loads(
+            list(client.do_action(flight.Action("Health", b""), options))[0].body.to_pybytes()
+        )
     finally:
         client.close()
     assert [r["reachable"] for r in health["nodes"]["logistics"]] == [False]
@@ -939,7 +1188,12 @@ def test_products_command_shows_the_dead_node_unreachable(mesh, logistics_down):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "250"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "products", str(mesh.mesh_dir)],
-        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     rows = {}

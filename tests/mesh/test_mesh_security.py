@@ -263,8 +263,11 @@ def test_a_ticket_sealed_before_a_revocation_is_refused_by_the_node_and_the_rela
     assert "orders" not in str(caught.value)
     after = node.action("stats")
     assert after["rows"] == before["rows"] and after["refused"] == before["refused"] + 1
-    refused = [r for r in json_lines_since(mesh.node_audit_path("sales"), offset)
-               if r.get("event") == "ticket_refused"]
+    refused = [
+        r
+        for r in json_lines_since(mesh.node_audit_path("sales"), offset)
+        if r.get("event") == "ticket_refused"
+    ]
     assert [(r["user"], r["products"]) for r in refused] == [("alice", ["sales.orders"])], refused
 
     with pytest.raises((flight.FlightError, pa.ArrowException)) as caught:
@@ -311,4 +314,3 @@ def _node_ticket(mesh: Mesh, user: str, sql: str) -> bytes:
     ticket = info.endpoints[0].ticket.ticket
     assert ticket.startswith(MAGIC), f"expected a sealed node ticket for {sql!r}"
     return ticket
-

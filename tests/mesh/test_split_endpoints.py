@@ -139,7 +139,9 @@ def write_visits(mesh_dir: Path) -> None:
 def source(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo mesh plus ``sales.visits``."""
     root = tmp_path_factory.mktemp("split-source")
-    mesh_dir = Path(shutil.copytree(demo_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate")))
+    mesh_dir = Path(
+        shutil.copytree(demo_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
+    )
     write_visits(mesh_dir)
     return mesh_dir
 
@@ -147,7 +149,9 @@ def source(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mesh(source: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("split-mesh")
-    with running_mesh(source, root, {"sales": 2, "logistics": 1}, 60, {"split_endpoints": SPLIT}) as running:
+    with running_mesh(
+        source, root, {"sales": 2, "logistics": 1}, 60, {"split_endpoints": SPLIT}
+    ) as running:
         yield running
 
 
@@ -184,7 +188,9 @@ def relayed(uri: str, user: str, sql: str) -> tuple[int, pa.Table]:
         client.close()
 
 
-def same_as_embedded(connections, mesh: Mesh, embedded: RunningGateway, user: str, sql: str) -> tuple:
+def same_as_embedded(
+    connections, mesh: Mesh, embedded: RunningGateway, user: str, sql: str
+) -> tuple:
     got = outcome(connections(mesh.gateway.uri, user), sql)
     expected = outcome(connections(embedded.uri, user), sql)
     if expected[0] == "error":
@@ -192,7 +198,9 @@ def same_as_embedded(connections, mesh: Mesh, embedded: RunningGateway, user: st
         return got
     assert got[0] == "ok", f"{user}: {sql}: {got}"
     assert got[1] == expected[1], f"{user}: {sql}: schema differs"
-    assert len(got[2]) == len(expected[2]), f"{user}: {sql}: {len(got[2])} rows, embedded {len(expected[2])}"
+    assert len(got[2]) == len(expected[2]), (
+        f"{user}: {sql}: {len(got[2])} rows, embedded {len(expected[2])}"
+    )
     assert got[2] == expected[2], f"{user}: {sql}: values differ"
     return got
 
@@ -203,7 +211,9 @@ def same_as_embedded(connections, mesh: Mesh, embedded: RunningGateway, user: st
 @pytest.fixture(scope="module")
 def service(source: Path) -> SqlService:
     config = load_config(source)
-    config = config.model_copy(update={"nodes": config.nodes.model_copy(update={"split_endpoints": SPLIT})})
+    config = config.model_copy(
+        update={"nodes": config.nodes.model_copy(update={"split_endpoints": SPLIT})}
+    )
     return SqlService(MeshState(source, config))
 
 
@@ -272,14 +282,18 @@ def test_flight_info_has_one_endpoint_per_partition(mesh: Mesh):
         assert len(raw_info(mesh.gateway.uri, "bob", sql).endpoints) == 1, sql
 
 
-def test_adbc_results_equal_embedded_for_every_user(connections, mesh: Mesh, embedded: RunningGateway):
+def test_adbc_results_equal_embedded_for_every_user(
+    connections, mesh: Mesh, embedded: RunningGateway
+):
     mesh.ensure_running("sales")
     for user in USERS:
         for sql in SCANS + NOT_SPLIT[:3]:
             before = sum(replica_tickets(mesh))
             got = same_as_embedded(connections, mesh, embedded, user, sql)
             if got[0] == "ok" and sql in SCANS:
-                assert sum(replica_tickets(mesh)) - before == SPLIT, f"{user}: {sql}: rows not from {SPLIT} node tickets"
+                assert sum(replica_tickets(mesh)) - before == SPLIT, (
+                    f"{user}: {sql}: rows not from {SPLIT} node tickets"
+                )
 
 
 def test_plain_flight_client_relays_every_endpoint(mesh: Mesh, embedded: RunningGateway):
@@ -296,7 +310,10 @@ def test_plain_flight_client_relays_every_endpoint(mesh: Mesh, embedded: Running
 def test_every_partition_returns_a_share(mesh: Mesh):
     """Each endpoint's ticket, fetched from the node itself, returns a non-empty share."""
     mesh.ensure_running("sales")
-    for user, sql in (("alice", "SELECT * FROM sales.visits"), ("bob", "SELECT * FROM sales.orders")):
+    for user, sql in (
+        ("alice", "SELECT * FROM sales.visits"),
+        ("bob", "SELECT * FROM sales.orders"),
+    ):
         info = raw_info(mesh.gateway.uri, user, sql)
         shares = []
         for endpoint in info.endpoints:
@@ -307,7 +324,9 @@ def test_every_partition_returns_a_share(mesh: Mesh):
                 client.close()
         assert len(shares) == SPLIT and all(shares), (sql, shares)
         if user == "alice":  # her row filter holds in every partition
-            assert sum(shares) == len(range(0, VISIT_FILES * VISITS_PER_FILE, 3))  # region EU: id % 3 = 0
+            assert sum(shares) == len(
+                range(0, VISIT_FILES * VISITS_PER_FILE, 3)
+            )  # region EU: id % 3 = 0
 
 
 def test_one_audit_entry_per_statement(mesh: Mesh, connections):
@@ -315,7 +334,11 @@ def test_one_audit_entry_per_statement(mesh: Mesh, connections):
     offset = log_offset(audit)
     sql = "SELECT visit_id, region FROM sales.visits WHERE visit_id % 2 = 0"
     assert outcome(connections(mesh.gateway.uri, "bob"), sql)[0] == "ok"
-    begins = [r for r in json_lines_since(audit, offset) if r.get("event") == "query_begin" and r.get("sql") == sql]
+    begins = [
+        r
+        for r in json_lines_since(audit, offset)
+        if r.get("event") == "query_begin" and r.get("sql") == sql
+    ]
     assert len(begins) == 1
 
 
@@ -343,8 +366,9 @@ def test_failover_skips_a_dead_replica(mesh: Mesh, connections, embedded: Runnin
         # cached for a while): the client then fails over to the next location itself; soon
         # every endpoint lists only the live replica (GetFlightInfo seals, fetches nothing)
         wait_until(
-            lambda: (endpoints := raw_info(mesh.gateway.uri, "bob", SCANS[0]).endpoints) and all(
-                [loc.uri.decode() for loc in e.locations] == [alive.uri] for e in endpoints
+            lambda: (
+                (endpoints := raw_info(mesh.gateway.uri, "bob", SCANS[0]).endpoints)
+                and all([loc.uri.decode() for loc in e.locations] == [alive.uri] for e in endpoints)
             ),
             what="endpoints listing only the live replica",
         )

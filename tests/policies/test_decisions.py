@@ -41,7 +41,12 @@ p, pii_reader, tag:pii, mask, deny
 """
 
 
-def governor(tmp_path: Path, domain_files: dict[str, str], users: dict[str, tuple[str, ...]], global_text: str = GLOBAL) -> Governor:
+def governor(
+    tmp_path: Path,
+    domain_files: dict[str, str],
+    users: dict[str, tuple[str, ...]],
+    global_text: str = GLOBAL,
+) -> Governor:
     files = []
     (tmp_path / "global.csv").write_text(global_text)
     files.append(read_policy_file(tmp_path / "global.csv", GLOBAL_SCOPE, PRODUCTS, KEY))
@@ -65,10 +70,15 @@ def test_default_deny_and_admin_reads_everything_unmasked(tmp_path):
 
 
 def test_global_pii_floor_masks_every_tagged_column(tmp_path):
-    gov = governor(tmp_path, {"sales": "p, analyst, sales.orders, read, allow\n"}, {"ann": ("analyst",)})
+    gov = governor(
+        tmp_path, {"sales": "p, analyst, sales.orders, read, allow\n"}, {"ann": ("analyst",)}
+    )
     columns = {c.name: c for c in gov.access(subject("ann", ("analyst",)), "sales.orders").columns}
     assert columns["buyer_email"].mask.spec == "hash"
-    assert "global" in columns["buyer_email"].reasons[0] or "global.csv" in columns["buyer_email"].reasons[0]
+    assert (
+        "global" in columns["buyer_email"].reasons[0]
+        or "global.csv" in columns["buyer_email"].reasons[0]
+    )
     assert columns["amount"].mask is None
 
 
@@ -115,7 +125,9 @@ def test_row_filter_binds_user_attribute_as_a_literal(tmp_path):
 def test_missing_attribute_means_no_rows(tmp_path):
     sales = "p, analyst, sales.orders, read, allow\np, analyst, sales.orders, filter, allow, region = {user.region}\n"
     gov = governor(tmp_path, {"sales": sales}, {"ann": ("analyst",)})
-    assert gov.access(subject("ann", ("analyst",)), "sales.orders").row_filter.sql("duckdb") == "FALSE"
+    assert (
+        gov.access(subject("ann", ("analyst",)), "sales.orders").row_filter.sql("duckdb") == "FALSE"
+    )
 
 
 def test_several_roles_see_the_union_of_rows_and_the_least_mask(tmp_path):

@@ -35,15 +35,41 @@ def refusal(sql: str) -> str | None:
 #: Every function of DuckDB 2.0 that reads or changes state shared by every user (counters,
 #: settings, catalog, sequences, log, connection addresses) or is an oracle on hidden rows.
 GLOBAL_STATE = [
-    "txid_current()", "current_transaction_id()", "current_query_id()",
-    "current_connection_id()", "current_query()", "current_setting('threads')",
-    "getvariable('x')", "in_search_path('memory', 'main')", "index_key('t', 'i')",
-    "vector_type(1)", "write_log('x')", "nextval('s')", "currval('s')", "setval('s', 1)",
-    "setseed(0.5)", "inet_client_addr()", "inet_client_port()", "inet_server_addr()",
-    "inet_server_port()", "version()", "get_block_size('memory')", "current_database()",
-    "current_schema()", "current_schemas(true)", "current_catalog()", "current_user",
-    "session_user", "current_role()", "user()", "pg_postmaster_start_time()",
-    "pg_conf_load_time()", "assert_true(1 = 1)", "error('x')", "stats(1)", "sleep_ms(1)",
+    "txid_current()",
+    "current_transaction_id()",
+    "current_query_id()",
+    "current_connection_id()",
+    "current_query()",
+    "current_setting('threads')",
+    "getvariable('x')",
+    "in_search_path('memory', 'main')",
+    "index_key('t', 'i')",
+    "vector_type(1)",
+    "write_log('x')",
+    "nextval('s')",
+    "currval('s')",
+    "setval('s', 1)",
+    "setseed(0.5)",
+    "inet_client_addr()",
+    "inet_client_port()",
+    "inet_server_addr()",
+    "inet_server_port()",
+    "version()",
+    "get_block_size('memory')",
+    "current_database()",
+    "current_schema()",
+    "current_schemas(true)",
+    "current_catalog()",
+    "current_user",
+    "session_user",
+    "current_role()",
+    "user()",
+    "pg_postmaster_start_time()",
+    "pg_conf_load_time()",
+    "assert_true(1 = 1)",
+    "error('x')",
+    "stats(1)",
+    "sleep_ms(1)",
     "pg_sleep(1)",
 ]
 
@@ -61,9 +87,18 @@ def test_txid_current_names_why() -> None:
 
 
 #: The clock is not other users' activity: allowed.
-TIME = ["now()", "current_timestamp", "current_date", "today()", "get_current_timestamp()",
-        "transaction_timestamp()", "current_localtimestamp()", "current_localtime()",
-        "get_current_time()", "ago(INTERVAL 1 DAY)"]
+TIME = [
+    "now()",
+    "current_timestamp",
+    "current_date",
+    "today()",
+    "get_current_timestamp()",
+    "transaction_timestamp()",
+    "current_localtimestamp()",
+    "current_localtime()",
+    "get_current_time()",
+    "ago(INTERVAL 1 DAY)",
+]
 
 
 @pytest.mark.parametrize("call", TIME)
@@ -122,7 +157,11 @@ def test_every_installed_function_that_may_read_engine_state_was_reviewed() -> N
 # --------------------------------------------------------------------------- edit distances
 
 QUADRATIC = [
-    "levenshtein", "editdist3", "damerau_levenshtein", "jaro_similarity", "jaro_winkler_similarity",
+    "levenshtein",
+    "editdist3",
+    "damerau_levenshtein",
+    "jaro_similarity",
+    "jaro_winkler_similarity",
 ]
 
 
@@ -146,16 +185,24 @@ def test_edit_distance_constant_is_bounded() -> None:
     assert reason is not None and f"{MAX_COMPARED_CONSTANT + 1:,} characters" in reason
 
 
-@pytest.mark.parametrize("call", ["hamming(a.name, b.name)", "mismatches(a.name, b.name)",
-                                  "jaccard(a.name, b.name)"])
+@pytest.mark.parametrize(
+    "call", ["hamming(a.name, b.name)", "mismatches(a.name, b.name)", "jaccard(a.name, b.name)"]
+)
 def test_linear_string_comparisons_need_no_constant(call: str) -> None:
     assert refusal(f"SELECT {call} AS d FROM crm.customers a, crm.customers b") is None
 
 
 # --------------------------------------------------------------------------- collectors
 
-COLLECTING = ["list(name)", "array_agg(name)", "string_agg(name, ',')", "group_concat(name)",
-              "listagg(name, ',')", "json_group_array(name)", "histogram(name)"]
+COLLECTING = [
+    "list(name)",
+    "array_agg(name)",
+    "string_agg(name, ',')",
+    "group_concat(name)",
+    "listagg(name, ',')",
+    "json_group_array(name)",
+    "histogram(name)",
+]
 
 
 @pytest.mark.parametrize("call", COLLECTING)
@@ -185,10 +232,16 @@ def test_array_of_a_subquery_is_refused_with_the_bounded_alternative() -> None:
     assert reason is not None and "list(" in reason
 
 
-@pytest.mark.parametrize("call", [
-    "max(name, 20000)", "min(name, 20000)", "arg_max(name, customer_id, 20000)",
-    "min_by(name, customer_id, 20000)", "approx_top_k(name, 20000)",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "max(name, 20000)",
+        "min(name, 20000)",
+        "arg_max(name, customer_id, 20000)",
+        "min_by(name, customer_id, 20000)",
+        "approx_top_k(name, 20000)",
+    ],
+)
 def test_top_n_aggregates_are_bounded(call: str) -> None:
     assert f"{MAX_COLLECTED_VALUES:,} values" in refusal(f"SELECT {call} AS v FROM crm.customers")
     small = call.replace("20000", "10")
@@ -200,7 +253,9 @@ def test_plain_min_and_max_are_not_generating_functions() -> None:
     assert refusal(sql) is None
 
 
-@pytest.mark.parametrize("sql", ["SELECT bitstring('1', 2000000000) AS b",
-                                 "SELECT equi_width_bins(0, 10, 900000, false) AS b"])
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT bitstring('1', 2000000000) AS b", "SELECT equi_width_bins(0, 10, 900000, false) AS b"],
+)
 def test_other_generating_functions_are_bounded(sql: str) -> None:
     assert "limited to" in refusal(sql)

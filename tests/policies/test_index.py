@@ -23,22 +23,34 @@ KEY = "k" * 32
 PRODUCTS = {
     p.key: p
     for p in (
-        ProductShape("sales", "orders", (
-            ColumnShape("order_id", "BIGINT", frozenset()),
-            ColumnShape("region", "VARCHAR", frozenset({"geo"})),
-            ColumnShape("amount", "DECIMAL(12,2)", frozenset({"money"})),
-            ColumnShape("buyer_email", "VARCHAR", frozenset({"pii"})),
-        )),
-        ProductShape("sales", "returns", (
-            ColumnShape("order_id", "BIGINT", frozenset()),
-            ColumnShape("reason", "VARCHAR", frozenset()),
-        )),
-        ProductShape("crm", "customers", (
-            ColumnShape("customer_id", "BIGINT", frozenset()),
-            ColumnShape("region", "VARCHAR", frozenset({"geo"})),
-            ColumnShape("email", "VARCHAR", frozenset({"pii"})),
-            ColumnShape("ssn", "VARCHAR", frozenset({"pii", "secret"})),
-        )),
+        ProductShape(
+            "sales",
+            "orders",
+            (
+                ColumnShape("order_id", "BIGINT", frozenset()),
+                ColumnShape("region", "VARCHAR", frozenset({"geo"})),
+                ColumnShape("amount", "DECIMAL(12,2)", frozenset({"money"})),
+                ColumnShape("buyer_email", "VARCHAR", frozenset({"pii"})),
+            ),
+        ),
+        ProductShape(
+            "sales",
+            "returns",
+            (
+                ColumnShape("order_id", "BIGINT", frozenset()),
+                ColumnShape("reason", "VARCHAR", frozenset()),
+            ),
+        ),
+        ProductShape(
+            "crm",
+            "customers",
+            (
+                ColumnShape("customer_id", "BIGINT", frozenset()),
+                ColumnShape("region", "VARCHAR", frozenset({"geo"})),
+                ColumnShape("email", "VARCHAR", frozenset({"pii"})),
+                ColumnShape("ssn", "VARCHAR", frozenset({"pii", "secret"})),
+            ),
+        ),
     )
 }
 TAGS = {f"{p.key}.{c.name}": c.tags for p in PRODUCTS.values() for c in p.columns}
@@ -82,7 +94,9 @@ def _rule(rng: random.Random, line: int) -> Rule:
     return Rule(subject, obj, action, effect, argument, Path(f"{scope}.csv"), line, scope)
 
 
-def _policy(seed: int, size: int) -> tuple[list[Rule], list[tuple[str, str]], dict[str, tuple[str, ...]]]:
+def _policy(
+    seed: int, size: int
+) -> tuple[list[Rule], list[tuple[str, str]], dict[str, tuple[str, ...]]]:
     """Random rules, role links (a cycle, a hierarchy, a too-long chain) and user roles."""
     rng = random.Random(seed)
     rules = [_rule(rng, line) for line in range(1, size + 1)]
@@ -93,7 +107,9 @@ def _policy(seed: int, size: int) -> tuple[list[Rule], list[tuple[str, str]], di
     return rules, links, user_roles
 
 
-def _all_links(links: list[tuple[str, str]], user_roles: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+def _all_links(
+    links: list[tuple[str, str]], user_roles: dict[str, tuple[str, ...]]
+) -> list[tuple[str, str]]:
     return links + [(user, role) for user, roles in user_roles.items() for role in roles]
 
 
@@ -129,7 +145,10 @@ def test_decider_decides_as_casbin_over_the_whole_policy(seed):
     rules, links, user_roles = _policy(seed, 900)
     links = _all_links(links, user_roles)
     decider = Decider(rules, links, TAGS)
-    plain = {layer: _plain_casbin([r for r in rules if in_layer(r, layer)], links) for layer in (ALL, GLOBAL, DOMAIN)}
+    plain = {
+        layer: _plain_casbin([r for r in rules if in_layer(r, layer)], links)
+        for layer in (ALL, GLOBAL, DOMAIN)
+    }
     rng = random.Random(seed)
     outcomes = []
     for subject in [*USERS, *ROLES, *CHAIN, "stranger"]:
@@ -137,22 +156,31 @@ def test_decider_decides_as_casbin_over_the_whole_policy(seed):
             action = rng.choice([Action.READ, Action.MASK])
             layer = rng.choice([ALL, GLOBAL, DOMAIN])
             expected = plain[layer].enforce(subject, request, action.value)
-            assert decider.enforce(subject, request, action, layer) == expected, (subject, request, action, layer)
+            assert decider.enforce(subject, request, action, layer) == expected, (
+                subject,
+                request,
+                action,
+                layer,
+            )
             outcomes.append(expected)
     assert True in outcomes and False in outcomes
 
 
 def test_a_grant_beyond_casbins_hierarchy_limit_stays_out_of_reach():
-    top = Rule(CHAIN[-1], "sales.orders", Action.READ, Effect.ALLOW, "", Path("g.csv"), 1, GLOBAL_SCOPE)
-    near = Rule(CHAIN[5], "crm.customers", Action.READ, Effect.ALLOW, "", Path("g.csv"), 2, GLOBAL_SCOPE)
+    top = Rule(
+        CHAIN[-1], "sales.orders", Action.READ, Effect.ALLOW, "", Path("g.csv"), 1, GLOBAL_SCOPE
+    )
+    near = Rule(
+        CHAIN[5], "crm.customers", Action.READ, Effect.ALLOW, "", Path("g.csv"), 2, GLOBAL_SCOPE
+    )
     links = [(CHAIN[i], CHAIN[i + 1]) for i in range(len(CHAIN) - 1)]
     decider = Decider([top, near], links, TAGS)
     assert CHAIN[-1] in decider.subjects(CHAIN[0])  # a candidate: Casbin's g() decides
     assert not decider.enforce(CHAIN[0], "sales.orders", Action.READ)
     assert decider.enforce(CHAIN[0], "crm.customers", Action.READ)
-    assert decider.enforce(CHAIN[0], "sales.orders", Action.READ) == _plain_casbin([top, near], links).enforce(
-        CHAIN[0], "sales.orders", "read"
-    )
+    assert decider.enforce(CHAIN[0], "sales.orders", Action.READ) == _plain_casbin(
+        [top, near], links
+    ).enforce(CHAIN[0], "sales.orders", "read")
 
 
 class _ActionScan(RuleIndex):
@@ -165,11 +193,21 @@ class _ActionScan(RuleIndex):
         return [r for r in self._rules if r.action is action]
 
 
-def _governor(rules: list[Rule], links: list[tuple[str, str]], user_roles: dict[str, tuple[str, ...]]) -> Governor:
+def _governor(
+    rules: list[Rule], links: list[tuple[str, str]], user_roles: dict[str, tuple[str, ...]]
+) -> Governor:
     global_links = tuple(RoleLink(member, role, "global.csv:0") for member, role in links)
-    files = [PolicyFile(Path("global.csv"), GLOBAL_SCOPE, tuple(r for r in rules if r.scope == GLOBAL_SCOPE), global_links)]
+    files = [
+        PolicyFile(
+            Path("global.csv"),
+            GLOBAL_SCOPE,
+            tuple(r for r in rules if r.scope == GLOBAL_SCOPE),
+            global_links,
+        )
+    ]
     files += [
-        PolicyFile(Path(f"{d}.csv"), d, tuple(r for r in rules if r.scope == d), ()) for d in ("sales", "crm")
+        PolicyFile(Path(f"{d}.csv"), d, tuple(r for r in rules if r.scope == d), ())
+        for d in ("sales", "crm")
     ]
     return Governor(files, PRODUCTS, user_roles, KEY)
 
@@ -180,7 +218,9 @@ def _seen(access: ProductAccess) -> tuple:
         access.allowed,
         access.row_filter.sql("duckdb") if access.row_filter is not None else None,
         access.reasons,
-        tuple((c.name, c.visible, c.mask.spec if c.mask else None, c.reasons) for c in access.columns),
+        tuple(
+            (c.name, c.visible, c.mask.spec if c.mask else None, c.reasons) for c in access.columns
+        ),
     )
 
 
@@ -205,7 +245,9 @@ def test_governor_decides_as_over_the_whole_policy(seed, monkeypatch):
 def test_concurrent_decisions_agree_with_sequential_ones():
     rules, links, user_roles = _policy(6, 600)
     decider = Decider(rules, _all_links(links, user_roles), TAGS)
-    requests = [(s, r, a) for s in USERS + ROLES for r in _requests() for a in (Action.READ, Action.MASK)]
+    requests = [
+        (s, r, a) for s in USERS + ROLES for r in _requests() for a in (Action.READ, Action.MASK)
+    ]
     expected = [decider.enforce(*request) for request in requests]
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible, inside Casbin's calls
