@@ -147,7 +147,7 @@ def _generated_name(cls: type[exp.Func], shape: tuple) -> str:
             args[key] = value
     try:
         generated = cls(**args).sql("duckdb")
-    except Exception:  # an unusual argument shape: fall back to sqlglot's own name
+    except Exception:  # noqa: BLE001 - an unusual argument shape: fall back to sqlglot's own name
         return cls.sql_names()[0].lower() if cls.sql_names() else cls.__name__.lower()
     head = generated.split("(", 1)[0].strip().lower()
     return head if head.replace("_", "").isalnum() else cls.key.lower()
@@ -210,11 +210,10 @@ def check_scalar_expression(expression: exp.Expression, allowed_columns: Collect
             refusal = function_refusal(node, scalar_only=True)
             if refusal:
                 raise PolicyExpressionError(refusal)
-        if isinstance(node, exp.Column):
-            if node.table or node.name.lower() not in allowed:
-                raise PolicyExpressionError(
-                    f"unknown column {node.sql('duckdb')}; allowed: {', '.join(sorted(allowed))}"
-                )
+        if isinstance(node, exp.Column) and (node.table or node.name.lower() not in allowed):
+            raise PolicyExpressionError(
+                f"unknown column {node.sql('duckdb')}; allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 # -- functions whose result grows with an argument ------------------------------------

@@ -168,7 +168,7 @@ class AuditLog:
 
 def read_audit(directory: Path) -> Iterator[dict]:
     """Every complete record, oldest file first; a torn last line (power loss) is skipped."""
-    files = sorted(directory.glob("audit-*.jsonl")) + [directory / CURRENT_FILE]
+    files = [*sorted(directory.glob("audit-*.jsonl")), directory / CURRENT_FILE]
     for path in files:
         if not path.exists():
             continue

@@ -36,10 +36,16 @@ class ArrowTypeCache:
             return relation.limit(0).to_arrow_table().schema
         types = relation.types
         keys = [str(duck_type) for duck_type in types]
-        missing = {key: duck_type for key, duck_type in zip(keys, types) if key not in self._types}
+        missing = {
+            key: duck_type
+            for key, duck_type in zip(keys, types, strict=True)
+            if key not in self._types
+        }
         if missing:
             self._learn(cursor, missing)
-        return pa.schema([pa.field(name, self._types[key]) for name, key in zip(names, keys)])
+        return pa.schema(
+            [pa.field(name, self._types[key]) for name, key in zip(names, keys, strict=True)]
+        )
 
     def _learn(
         self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.DuckDBPyType]
@@ -50,7 +56,7 @@ class ArrowTypeCache:
         ]
         learned = cursor.sql("SELECT 1").select(*nulls).limit(0).to_arrow_table().schema
         with self._lock:
-            self._types.update(zip(missing, learned.types))
+            self._types.update(zip(missing, learned.types, strict=True))
 
 
 def plain_type(data_type: pa.DataType) -> pa.DataType:

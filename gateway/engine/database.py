@@ -67,7 +67,7 @@ class Engine:
         scan = connector.scan(self._attach)
         probe = exp.select("*").from_(scan).limit(0)
         actual = self._db.sql(probe.sql("duckdb"))
-        check_columns(contract, list(zip(actual.columns, map(str, actual.types))))
+        check_columns(contract, list(zip(actual.columns, map(str, actual.types), strict=True)))
         view = exp.Create(
             kind="VIEW",
             this=exp.table_(contract.name, db=contract.domain, quoted=True),
@@ -92,7 +92,7 @@ class Engine:
             .limit(0)
             .sql("duckdb")
         )
-        types = dict(zip(relation.columns, map(str, relation.types)))
+        types = dict(zip(relation.columns, map(str, relation.types), strict=True))
         return relation.to_arrow_table().schema, types
 
     def _bind_partitions(self, contract: ProductContract, connector: Connector, count: int) -> None:
@@ -245,7 +245,9 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
     plain = [plain_type(f.type) for f in schema]
     if plain == schema.types:
         return schema
-    return pa.schema([f.with_type(t) for f, t in zip(schema, plain)], metadata=schema.metadata)
+    return pa.schema(
+        [f.with_type(t) for f, t in zip(schema, plain, strict=True)], metadata=schema.metadata
+    )
 
 
 def _literal(value: object) -> exp.Expression:

@@ -251,7 +251,7 @@ class Watchdog:
                             if is_cancelled()
                             else ("timeout" if now > deadline else None)
                         )
-                    except Exception:  # a context that cannot answer any more: the call is over
+                    except Exception:  # noqa: BLE001 - a gone context: the call is over
                         reason = "cancelled"
                     if reason:
                         engine.interrupt(cursor)

@@ -678,7 +678,7 @@ class SqlService:
     ) -> bytes | None:
         """Bind prepared-statement parameters; refuse every kind of write."""
         command = flightsql.decode_descriptor(descriptor)
-        if isinstance(command, _WRITES) or isinstance(command, str):
+        if isinstance(command, (*_WRITES, str)):
             raise QueryRefused(_READ_ONLY_MESSAGE)
         if not isinstance(command, pb.CommandPreparedStatementQuery):
             raise NotSupported(f"DoPut with {type(command).__name__} is not supported")

@@ -351,7 +351,7 @@ def run_fragments(
         plan,
         nodes,
         streams,
-        dict(zip((f.name for f in plan.fragments), tables)),
+        dict(zip((f.name for f in plan.fragments), tables, strict=True)),
         failures,
         is_cancelled,
         timeout_seconds,

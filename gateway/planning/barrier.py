@@ -174,7 +174,7 @@ def _rewritten(conjunct: exp.Expression, resolver: Resolver) -> exp.Expression:
     """A copy of ``conjunct`` whose columns name the product's columns directly."""
     names = [resolver.product_column(c) for c in conjunct.find_all(exp.Column)]
     copy = conjunct.copy()
-    for column, found in zip(list(copy.find_all(exp.Column)), names):
+    for column, found in zip(list(copy.find_all(exp.Column)), names, strict=True):
         assert found is not None  # judged leakproof: every column is the product's
         column.replace(exp.column(found[1], quoted=True))
     return copy

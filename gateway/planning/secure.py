@@ -86,7 +86,7 @@ def _name_subquery_columns(selects: list[exp.Select]) -> None:
     for select in selects:
         projections = select.expressions
         named = [_named_if_subquery(projection) for projection in projections]
-        if any(new is not old for new, old in zip(named, projections)):
+        if any(new is not old for new, old in zip(named, projections, strict=True)):
             select.set("expressions", named)
 
 
