@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -135,8 +136,8 @@ def same_result(left: pa.Table, right: pa.Table) -> tuple[bool, str]:
         return False, f"row counts differ: {left.num_rows} vs {right.num_rows}"
     if left.num_columns != right.num_columns:
         return False, f"column counts differ: {left.num_columns} vs {right.num_columns}"
-    for index, (a, b) in enumerate(zip(canonical_rows(left), canonical_rows(right))):
-        if len(a) != len(b) or not all(_close(x, y) for x, y in zip(a, b)):
+    for index, (a, b) in enumerate(zip(canonical_rows(left), canonical_rows(right), strict=True)):
+        if len(a) != len(b) or not all(_close(x, y) for x, y in zip(a, b, strict=True)):
             return False, f"sorted row {index} differs: {a!r} vs {b!r}"
     return True, "identical"
 
@@ -182,10 +183,9 @@ class AdbcClient:
 
     def close(self) -> None:
         for thing in (self.cursor, self.connection):
-            try:
+            # Best effort: a connection whose server is gone may fail to close in any way.
+            with contextlib.suppress(Exception):
                 thing.close()
-            except Exception:
-                pass
 
 
 class FlightClient:

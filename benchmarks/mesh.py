@@ -655,7 +655,9 @@ def scaling(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
                 )
                 tickets[count] = [
                     t + a - b
-                    for t, a, b in zip(tickets[count], _node_counter(nodes, "tickets"), before)
+                    for t, a, b in zip(
+                        tickets[count], _node_counter(nodes, "tickets"), before, strict=True
+                    )
                 ]
             ctx.advance(1)
     baseline = summary([w["qps"] for w in windows[1]])["median"]
@@ -666,7 +668,7 @@ def scaling(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
         "replicas": {str(c): _scaling_entry(windows[c], tickets[c], baseline) for c in counts},
     }
     out["rss_mb"] = {f"replicas-{c}": _rss_mb(d) for c, d in deployments.items()}
-    for count, deployment in deployments.items():
+    for deployment in deployments.values():
         if deployment is not main:
             run.stop(deployment)
     out["scaling_top"] = out["replicas"][str(top)]["vs_1_node"]

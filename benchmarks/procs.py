@@ -6,6 +6,7 @@ ends, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -58,10 +59,8 @@ class Server:
             proc = psutil.Process(self.process.pid)
             total = proc.memory_info().rss
             for child in proc.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += child.memory_info().rss
-                except psutil.Error:
-                    pass
             return total
         except psutil.Error:
             return 0

@@ -156,11 +156,11 @@ def tpch(ctx: Context) -> dict:
             # A one-off statement per execution, as an analyst running a query gets it;
             # "gateway_prepared" re-executes the statement the cursor already prepared.
             variants = {
-                "gateway": lambda sql=sql: bench.query_new_statement(sql),
+                "gateway": lambda sql=sql, bench=bench: bench.query_new_statement(sql),
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
-                "gateway_policy": lambda sql=sql: analyst.query_new_statement(sql),
+                "gateway_policy": lambda sql=sql, analyst=analyst: analyst.query_new_statement(sql),
                 "duckdb_policy": lambda sql=sql: duck_query(ctx.governed, sql),
-                "gateway_prepared": lambda sql=sql: bench.query(sql),
+                "gateway_prepared": lambda sql=sql, bench=bench: bench.query(sql),
             }
             if bare_adbc is not None:  # the same one-off statements, no gateway
                 variants["bare_sql"] = lambda sql=sql: bare_adbc.query_new_statement(sql)
@@ -191,12 +191,15 @@ def tpch(ctx: Context) -> dict:
                         entry["gateway"]["median"], entry["bare_sql"]["median"]
                     )
                 entry["paired_ratios"] = [
-                    g / d for g, d in zip(timings["gateway"], timings["duckdb"])
+                    g / d for g, d in zip(timings["gateway"], timings["duckdb"], strict=True)
                 ]
                 entry["paired_ratios_policy"] = [
-                    g / d for g, d in zip(timings["gateway_policy"], timings["duckdb_policy"])
+                    g / d
+                    for g, d in zip(
+                        timings["gateway_policy"], timings["duckdb_policy"], strict=True
+                    )
                 ]
-            except Exception as exc:  # one failing query must not sink the run
+            except Exception as exc:  # noqa: BLE001 - one failing query must not sink the run
                 entry["error"] = _error_text(exc)
                 ctx.log(f"TPC-H q{number}: {entry['error']}")
                 bench.close()
@@ -350,10 +353,11 @@ def planning(ctx: Context) -> dict:
                 for _ in range(3):
                     plan(sql, context)
                 samples = [
-                    timed(lambda: plan(sql, context))[0] for _ in range(config.planning_calls)
+                    timed(lambda sql=sql, context=context: plan(sql, context))[0]
+                    for _ in range(config.planning_calls)
                 ]
                 full = [
-                    timed(lambda: service.plan(principal, sql))[0]
+                    timed(lambda principal=principal, sql=sql: service.plan(principal, sql))[0]
                     for _ in range(max(3, config.planning_calls // 5))
                 ]
                 execution = exec_times.get(str(number), {})
@@ -424,7 +428,7 @@ class _count_optimizer_calls:
             setattr(obj, name, counting)
 
     def restore(self) -> None:
-        for (obj, name), value in zip(self._targets, self._saved):
+        for (obj, name), value in zip(self._targets, self._saved, strict=True):
             setattr(obj, name, value)
 
 
@@ -553,7 +557,7 @@ def _window(
             try:
                 execute(sql)
                 latencies[index].append((kind, (time.perf_counter() - t0) * 1000))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - counted as an error of the load
                 errors[index].append(_error_text(exc))
         ends[index] = time.perf_counter()
 
@@ -741,14 +745,15 @@ def peer(ctx: Context) -> dict:
             try:
                 reference = gateway.query(gw_sql)
                 answer = _with_timeout(
-                    lambda: peer_client.query(peer_sql), config.peer_query_timeout
+                    lambda peer_client=peer_client, peer_sql=peer_sql: peer_client.query(peer_sql),
+                    config.peer_query_timeout,
                 )
                 entry["rows"] = {"gateway": reference.num_rows, "roapi": answer.num_rows}
                 entry["same_row_count"] = reference.num_rows == answer.num_rows
                 timings = interleaved(
                     {
-                        "gateway": lambda: gateway.query(gw_sql),
-                        "roapi": lambda: _with_timeout(
+                        "gateway": lambda gw_sql=gw_sql: gateway.query(gw_sql),
+                        "roapi": lambda peer_client=peer_client, peer_sql=peer_sql: _with_timeout(
                             lambda: peer_client.query(peer_sql), config.peer_query_timeout
                         ),
                     },
@@ -759,7 +764,7 @@ def peer(ctx: Context) -> dict:
                 entry["roapi_vs_gateway"] = ratio(
                     entry["roapi"]["median"], entry["gateway"]["median"]
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one failing query must not sink the run
                 entry["error"] = _error_text(exc)
                 if "larger than max" in entry["error"]:
                     entry["error_note"] = (
@@ -807,7 +812,7 @@ def peer(ctx: Context) -> dict:
                     scan[name]["mb_per_s"] = payload / (scan[name]["median"] / 1000)
             scan["roapi_vs_gateway"] = ratio(scan["roapi"]["median"], scan["gateway"]["median"])
             out["full_scan"] = scan
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded in the results, the run goes on
             out["full_scan"] = {"error": _error_text(exc)}
         ctx.advance(1)
         out["roapi_peak_rss_mb"] = roapi.rss_bytes() / 1e6
@@ -823,7 +828,7 @@ def _version(command: list[str]) -> str:
         return subprocess.run(
             command, capture_output=True, text=True, timeout=30, check=False
         ).stdout.strip()
-    except Exception:
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
         return "unknown"
 
 
@@ -831,6 +836,6 @@ def safe_section(ctx: Context, name: str, function: Callable[[Context], dict]) -
     """Run one section; a crash is recorded in its result instead of ending the run."""
     try:
         return function(ctx)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a crash is recorded in its result
         ctx.log(f"section {name} failed: {_error_text(exc)}")
         return {"error": _error_text(exc), "traceback": traceback.format_exc()}
