@@ -77,6 +77,7 @@ class Resolver:
     def __init__(self, products: Mapping[int, ProductColumns], derived: DerivedColumns) -> None:
         self._products = products  # by id() of the product's table node
         self._derived = derived
+        self._folded: dict[int, frozenset[str] | None] = {}
 
     def product_column(self, column: exp.Column) -> tuple[exp.Table, str, str] | None:
         """(product table node, column name, DuckDB type) of an unmasked product column
@@ -109,9 +110,11 @@ class Resolver:
         return None
 
     def _names(self, source: exp.Expression) -> frozenset[str] | None:
-        product = self._products.get(id(source))
-        names = product[1] if product is not None else self._derived(source)
-        return None if names is None else frozenset(_fold(n) for n in names)
+        if id(source) not in self._folded:  # a source is asked once per column reference
+            product = self._products.get(id(source))
+            names = product[1] if product is not None else self._derived(source)
+            self._folded[id(source)] = None if names is None else frozenset(map(_fold, names))
+        return self._folded[id(source)]
 
     def _typed(self, source: exp.Expression, name: str) -> tuple[exp.Table, str, str] | None:
         product = self._products.get(id(source))
