@@ -29,8 +29,8 @@ QueryValue = Callable[[exp.Query], object]
 class PartitionScan:
     """One partition of a product: the rows of ``scan`` for which ``where`` holds."""
 
-    scan: exp.Expression
-    where: exp.Expression
+    scan: exp.Expr
+    where: exp.Expr
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Connector(ABC):
         """Files or directories DuckDB must be allowed to read for this product."""
 
     @abstractmethod
-    def scan(self, attach: AttachDatabase) -> exp.Expression:
+    def scan(self, attach: AttachDatabase) -> exp.Expr:
         """The table expression reading the product's rows (a table or a table function)."""
 
     def partitions(

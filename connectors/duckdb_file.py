@@ -35,7 +35,7 @@ class DuckDBFileConnector(Connector):
     def data_paths(self) -> tuple[Path, ...]:
         return (self.database_path,)
 
-    def scan(self, attach: AttachDatabase) -> exp.Expression:
+    def scan(self, attach: AttachDatabase) -> exp.Expr:
         self.check_available()
         alias = attach(self.database_path)
         return exp.table_(self.spec.physical_name, db=self.schema_name, catalog=alias, quoted=True)

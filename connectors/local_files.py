@@ -73,7 +73,7 @@ class LocalFilesConnector(Connector):
                 "publish the data or fix the path",
             )
 
-    def scan(self, attach: AttachDatabase) -> exp.Expression:
+    def scan(self, attach: AttachDatabase) -> exp.Expr:
         self.check_available()
         return self._read_parquet()
 
@@ -111,7 +111,7 @@ class LocalFilesConnector(Connector):
             pieces=int(files or 0),
         )
 
-    def _read_parquet(self, *options: exp.Expression) -> exp.Expression:
+    def _read_parquet(self, *options: exp.Expr) -> exp.Expr:
         return exp.func(
             "read_parquet",
             exp.Literal.string(self.pattern),
@@ -120,7 +120,7 @@ class LocalFilesConnector(Connector):
         )
 
 
-def _option(name: str, value: exp.Expression) -> exp.Expression:
+def _option(name: str, value: exp.Expr) -> exp.Expr:
     """A named table-function argument ``name = value``."""
     return exp.EQ(this=exp.column(name), expression=value)
 

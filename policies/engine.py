@@ -57,7 +57,7 @@ class ProductAccess:
 
     product: str
     allowed: bool
-    row_filter: exp.Expression | None
+    row_filter: exp.Expr | None
     columns: tuple[ColumnAccess, ...]
     reasons: tuple[str, ...]
 
@@ -162,8 +162,8 @@ class Governor:
 
     def _row_filter(
         self, subject: Subject, product_key: str, granting: list[_Grant]
-    ) -> tuple[exp.Expression | None, tuple[str, ...]]:
-        per_grant: list[exp.Expression] = []
+    ) -> tuple[exp.Expr | None, tuple[str, ...]]:
+        per_grant: list[exp.Expr] = []
         reasons: list[str] = []
         for grant in granting:
             rules = [

@@ -21,7 +21,7 @@ _ATTRIBUTE = re.compile(r"\{\s*user\.([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 _MARKER_PREFIX = "__meshgate_user_"
 
 
-def parse_filter(text: str, columns: Collection[str]) -> exp.Expression:
+def parse_filter(text: str, columns: Collection[str]) -> exp.Expr:
     """Parse and validate a row-filter predicate over ``columns``."""
     if not text.strip():
         raise PolicyExpressionError(
@@ -39,7 +39,7 @@ def parse_filter(text: str, columns: Collection[str]) -> exp.Expression:
     return predicate
 
 
-def attributes_used(predicate: exp.Expression) -> set[str]:
+def attributes_used(predicate: exp.Expr) -> set[str]:
     return {
         c.name.removeprefix(_MARKER_PREFIX)
         for c in predicate.find_all(exp.Column)
@@ -47,7 +47,7 @@ def attributes_used(predicate: exp.Expression) -> set[str]:
     }
 
 
-def bind_attributes(predicate: exp.Expression, attributes: Mapping[str, object]) -> exp.Expression:
+def bind_attributes(predicate: exp.Expr, attributes: Mapping[str, object]) -> exp.Expr:
     """The predicate with each ``{user.x}`` replaced by a typed literal.
 
     A user lacking an attribute the filter needs sees no rows (the filter is FALSE).
@@ -63,7 +63,7 @@ def bind_attributes(predicate: exp.Expression, attributes: Mapping[str, object])
     return bound
 
 
-def _literal(value: object) -> exp.Expression:
+def _literal(value: object) -> exp.Expr:
     if isinstance(value, bool):
         return exp.Boolean(this=value)
     if isinstance(value, (int, float)):

@@ -32,10 +32,10 @@ _STRENGTH = {
     "null": 4,
 }
 
-Builder = Callable[[exp.Expression, exp.DataType], exp.Expression]
+Builder = Callable[[exp.Expr, exp.DataType], exp.Expr]
 
 
-def _system(name: str, *args: exp.Expression) -> exp.Expression:
+def _system(name: str, *args: exp.Expr) -> exp.Expr:
     """``system.main.<name>(args)``: a built-in that no session object can shadow."""
     call = exp.Anonymous(this=name, expressions=list(args))
     return exp.Dot(
@@ -44,11 +44,11 @@ def _system(name: str, *args: exp.Expression) -> exp.Expression:
     )
 
 
-def _text(value: exp.Expression) -> exp.Expression:
+def _text(value: exp.Expr) -> exp.Expr:
     return exp.Cast(this=value, to=exp.DataType.build("VARCHAR"))
 
 
-def _null_guard(value: exp.Expression, masked: exp.Expression) -> exp.Expression:
+def _null_guard(value: exp.Expr, masked: exp.Expr) -> exp.Expr:
     return exp.Case(
         ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())],
         default=masked,
@@ -56,24 +56,24 @@ def _null_guard(value: exp.Expression, masked: exp.Expression) -> exp.Expression
 
 
 def hash_mask(key: str) -> Builder:
-    def build(value: exp.Expression, _: exp.DataType) -> exp.Expression:
+    def build(value: exp.Expr, _: exp.DataType) -> exp.Expr:
         keyed = _system("concat", exp.Literal.string(key), _text(value.copy()))
         return _null_guard(value, _system("sha256", keyed))
 
     return build
 
 
-def _redact(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
+def _redact(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
     if data_type.is_type(*exp.DataType.TEXT_TYPES):
         return _null_guard(value, exp.Literal.string(REDACTED))
     return exp.Cast(this=exp.Null(), to=data_type.copy())
 
 
-def _null(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
+def _null(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
     return exp.Cast(this=exp.Null(), to=data_type.copy())
 
 
-def _partial_email(value: exp.Expression, _: exp.DataType) -> exp.Expression:
+def _partial_email(value: exp.Expr, _: exp.DataType) -> exp.Expr:
     masked = _system(
         "concat",
         _system("left", _text(value.copy()), exp.Literal.number(1)),
@@ -83,7 +83,7 @@ def _partial_email(value: exp.Expression, _: exp.DataType) -> exp.Expression:
     return _null_guard(value, masked)
 
 
-def _last4(value: exp.Expression, _: exp.DataType) -> exp.Expression:
+def _last4(value: exp.Expr, _: exp.DataType) -> exp.Expr:
     masked = _system(
         "concat",
         exp.Literal.string("***"),
@@ -92,13 +92,13 @@ def _last4(value: exp.Expression, _: exp.DataType) -> exp.Expression:
     return _null_guard(value, masked)
 
 
-def _year(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
+def _year(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
     truncated = _system("date_trunc", exp.Literal.string("year"), value.copy())
     return exp.Cast(this=truncated, to=data_type.copy())
 
 
 def _round(step: float) -> Builder:
-    def build(value: exp.Expression, data_type: exp.DataType) -> exp.Expression:
+    def build(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
         bucket = _system("round", exp.Div(this=value.copy(), expression=exp.Literal.number(step)))
         return exp.Cast(
             this=exp.Mul(this=bucket, expression=exp.Literal.number(step)), to=data_type.copy()
@@ -107,8 +107,8 @@ def _round(step: float) -> Builder:
     return build
 
 
-def _custom(template: exp.Expression) -> Builder:
-    def build(value: exp.Expression, _: exp.DataType) -> exp.Expression:
+def _custom(template: exp.Expr) -> Builder:
+    def build(value: exp.Expr, _: exp.DataType) -> exp.Expr:
         expression = template.copy()
         for column in list(expression.find_all(exp.Column)):
             column.replace(value.copy())
@@ -170,7 +170,7 @@ def compile_mask(spec: str, data_type: exp.DataType | None, hash_key: str | None
     return CompiledMask(spec=spec, strength=_STRENGTH[name], build=builder)
 
 
-def _parse_custom(text: str) -> exp.Expression:
+def _parse_custom(text: str) -> exp.Expr:
     try:
         expression = sqlglot.parse_one(text, read="duckdb")
     except (ParseError, RecursionError) as exc:

@@ -58,7 +58,7 @@ class CompiledMask:
 
     spec: str
     strength: int
-    build: Callable[[exp.Expression, exp.DataType], exp.Expression]
+    build: Callable[[exp.Expr, exp.DataType], exp.Expr]
 
 
 def object_matcher(column_tags: Mapping[str, frozenset[str]]) -> Callable[[str, str], bool]:

@@ -195,7 +195,7 @@ def function_refusal(node: exp.Func, scalar_only: bool = False) -> str | None:
     return None
 
 
-def check_scalar_expression(expression: exp.Expression, allowed_columns: Collection[str]) -> None:
+def check_scalar_expression(expression: exp.Expr, allowed_columns: Collection[str]) -> None:
     """Raise PolicyExpressionError unless ``expression`` is a side-effect-free scalar
     expression over ``allowed_columns`` (no subqueries, tables, aggregates or parameters)."""
     allowed = {c.lower() for c in allowed_columns}
@@ -384,7 +384,7 @@ _REPLACERS = {
 MAX_STRING_CONSTANT = 1_000
 
 
-def _comparison_refusal(name: str, arguments: list[exp.Expression]) -> str | None:
+def _comparison_refusal(name: str, arguments: list[exp.Expr]) -> str | None:
     lengths = [len(a.this) for a in arguments[:2] if isinstance(a, exp.Literal) and a.is_string]
     if not lengths:
         return (
@@ -400,7 +400,7 @@ def _comparison_refusal(name: str, arguments: list[exp.Expression]) -> str | Non
     return None
 
 
-def _top_n_refusal(name: str, arguments: list[exp.Expression]) -> str | None:
+def _top_n_refusal(name: str, arguments: list[exp.Expr]) -> str | None:
     position = _TOP_N[name]
     if len(arguments) <= position:
         return None  # the plain aggregate: one value
@@ -505,7 +505,7 @@ def _has_nested_field(text: str) -> bool:
     return False
 
 
-def _ancestors(node: exp.Expression):
+def _ancestors(node: exp.Expr):
     parent = node.parent
     while parent is not None:
         yield parent
@@ -520,7 +520,7 @@ def _series_bounds(values: list[float]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def _constant_number(node: exp.Expression) -> float | None:
+def _constant_number(node: exp.Expr) -> float | None:
     if isinstance(node, exp.Neg):
         inner = _constant_number(node.this)
         return None if inner is None else -inner

@@ -250,7 +250,7 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
     )
 
 
-def _literal(value: object) -> exp.Expression:
+def _literal(value: object) -> exp.Expr:
     if isinstance(value, bool):
         return exp.Boolean(this=value)
     if isinstance(value, int):

@@ -290,7 +290,7 @@ def executor_for(fragment: Fragment, nodes: NodeDirectory) -> FragmentExecutor:
     return nodes
 
 
-def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> exp.Expression:
+def inline_parameters(ast: exp.Expr, parameters: tuple[object, ...]) -> exp.Expr:
     """``ast`` with each ``$n`` (the parse step numbers every ``?``) replaced by a typed
     literal of parameter n, so that the query can be split into fragments."""
     return ast.transform(
@@ -301,7 +301,7 @@ def inline_parameters(ast: exp.Expression, parameters: tuple[object, ...]) -> ex
 
 
 def split_fragments(
-    ast: exp.Expression, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
+    ast: exp.Expr, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
 ) -> FederatedPlan:
     """``gateway.mesh.fragments.split_fragments`` for ``nodes``' domains and pushdown setting."""
     return fragments.split_fragments(
@@ -537,7 +537,7 @@ class FragmentStreams:
                 self._interrupt()
 
 
-def _literal(value: object) -> exp.Expression:
+def _literal(value: object) -> exp.Expr:
     if value is None:
         return exp.Null()
     if isinstance(value, bool):

@@ -120,7 +120,7 @@ class _Splitter:
 
 
 def split_fragments(
-    ast: exp.Expression,
+    ast: exp.Expr,
     column_types: Mapping[str, Mapping[str, str]],
     served: frozenset[str],
     pushdown: bool = True,
@@ -145,7 +145,7 @@ def split_fragments(
     return FederatedPlan(fragments, tree.sql("duckdb"), True, whole, read_once(tree, splitter.cuts))
 
 
-def read_once(tree: exp.Expression, names: Iterable[str]) -> frozenset[str]:
+def read_once(tree: exp.Expr, names: Iterable[str]) -> frozenset[str]:
     """The fragment ``names`` that the final query ``tree`` reads at most once.
 
     Conservative: a fragment named at one place is still read again when that place is in
@@ -178,7 +178,7 @@ def read_once(tree: exp.Expression, names: Iterable[str]) -> frozenset[str]:
     return frozenset(name for name in names if runs(name.lower()) <= 1)
 
 
-def _runs_at(node: exp.Expression, runs) -> int:
+def _runs_at(node: exp.Expr, runs) -> int:
     """How often the query runs the place of ``node``: the product of the runs of the
     CTEs around it."""
     total = 1
@@ -198,7 +198,7 @@ def _schema(column_types: Mapping[str, Mapping[str, str]]) -> dict:
     return schema
 
 
-def _prune(tree: exp.Expression, schema: dict) -> exp.Expression:
+def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
     """Qualify, drop unused columns, push single-source predicates down, type the tree.
 
     sqlglot keeps every projection holding an unknown function (it might return a set), so
@@ -214,7 +214,7 @@ def _prune(tree: exp.Expression, schema: dict) -> exp.Expression:
     return annotate_types(tree, schema=schema, dialect="duckdb")
 
 
-def _set_masks_aside(tree: exp.Expression) -> list[tuple[exp.Alias, exp.Expression]]:
+def _set_masks_aside(tree: exp.Expr) -> list[tuple[exp.Alias, exp.Expr]]:
     masks = []
     for select in tree.find_all(exp.Select):
         table = _secure_table(select)
@@ -229,9 +229,7 @@ def _set_masks_aside(tree: exp.Expression) -> list[tuple[exp.Alias, exp.Expressi
     return masks
 
 
-def _unpruned(
-    ast: exp.Expression, served: frozenset[str], whole: tuple[Fragment, ...]
-) -> FederatedPlan:
+def _unpruned(ast: exp.Expr, served: frozenset[str], whole: tuple[Fragment, ...]) -> FederatedPlan:
     tree = ast.copy()
     splitter = _Splitter(served)
     for subquery in list(tree.find_all(exp.Subquery)):
@@ -246,7 +244,7 @@ def _unpruned(
     )
 
 
-def _whole_products(ast: exp.Expression, served: frozenset[str]) -> tuple[Fragment, ...]:
+def _whole_products(ast: exp.Expr, served: frozenset[str]) -> tuple[Fragment, ...]:
     """Every secure subquery of a served domain, as it would move without pushdown."""
     whole = []
     for subquery in ast.find_all(exp.Subquery):
@@ -263,7 +261,7 @@ def _whole_products(ast: exp.Expression, served: frozenset[str]) -> tuple[Fragme
 # --------------------------------------------------------------------------- 1. subtrees
 
 
-def _cut_subtrees(node: exp.Expression, splitter: _Splitter, root: bool = False) -> None:
+def _cut_subtrees(node: exp.Expr, splitter: _Splitter, root: bool = False) -> None:
     """Cut, top-down, every maximal closed single-domain subtree (see module doc)."""
     if not root and isinstance(node, exp.Query) and _cuttable_position(node):
         domain = _sole_domain(node, splitter.served)
@@ -339,7 +337,7 @@ def _products(query: exp.Query) -> tuple[str, ...]:
     )
 
 
-def _secure_table(query: exp.Expression) -> exp.Table | None:
+def _secure_table(query: exp.Expr) -> exp.Table | None:
     """The product table a secure subquery reads, if ``query`` is one (one product, no
     joins, no nested query)."""
     if not isinstance(query, exp.Select) or query.args.get("joins"):
@@ -400,7 +398,7 @@ def _aggregates_cleanly(select: exp.Select) -> bool:
     return not any(_own(select, exp.Window, exp.Query, *_VOLATILE))
 
 
-def _sources(select: exp.Select) -> list[exp.Expression] | None:
+def _sources(select: exp.Select) -> list[exp.Expr] | None:
     """FROM and JOIN sources of ``select``, or None when a join is not plain (SEMI, ASOF,
     NATURAL, USING, ...)."""
     source = select.args.get("from_")
@@ -430,7 +428,7 @@ def _preserved(select: exp.Select, position: int) -> bool:
     )
 
 
-def _referenced_elsewhere(sources: list[exp.Expression], position: int, alias: str) -> bool:
+def _referenced_elsewhere(sources: list[exp.Expr], position: int, alias: str) -> bool:
     """Another source reads the fragment's columns (DuckDB's implicit lateral joins)."""
     return any(
         column.table == alias
@@ -478,14 +476,14 @@ def _rewrite(select: exp.Select, cut: _Cut, alias: str, aggregates: list[exp.Agg
     """Wrap the fragment in its partial aggregate; finish each aggregate in ``select``."""
     partials: dict[str, str] = {}
 
-    def partial(function: exp.Expression) -> exp.Column:
+    def partial(function: exp.Expr) -> exp.Column:
         key = function.sql("duckdb")
         if key not in partials:
             partials[key] = f"{_PARTIAL_PREFIX}{len(partials)}"
             projections.append(exp.alias_(function, partials[key], quoted=True))
         return exp.column(partials[key], table=alias, quoted=True)
 
-    projections: list[exp.Expression] = []
+    projections: list[exp.Expr] = []
     finals = {id(a): _finish(a.copy(), partial) for a in _plan_partials(aggregates, alias) or ()}
     keys = _key_columns(select, alias, finals)
     for aggregate in list(_own(select, exp.AggFunc)):
@@ -508,7 +506,7 @@ def _rewrite(select: exp.Select, cut: _Cut, alias: str, aggregates: list[exp.Agg
     cut.query, cut.kind = wrapped, "partial_aggregate"
 
 
-def _finish(aggregate: exp.AggFunc, partial) -> exp.Expression:
+def _finish(aggregate: exp.AggFunc, partial) -> exp.Expr:
     """The gateway's aggregate of the node's partials, typed as the original."""
     argument = aggregate.this
     if isinstance(aggregate, exp.Count):
@@ -529,7 +527,7 @@ def _finish(aggregate: exp.AggFunc, partial) -> exp.Expression:
     return aggregate.__class__(this=partial(aggregate.__class__(this=argument)))
 
 
-def _key_columns(select: exp.Select, alias: str, finals: Mapping[int, exp.Expression]) -> list[str]:
+def _key_columns(select: exp.Select, alias: str, finals: Mapping[int, exp.Expr]) -> list[str]:
     """Names of the fragment's columns ``select`` reads outside the split aggregates."""
     names: dict[str, None] = {}
     for column in _own(select, exp.Column):
@@ -540,7 +538,7 @@ def _key_columns(select: exp.Select, alias: str, finals: Mapping[int, exp.Expres
     return list(names)
 
 
-def _agg_ancestors(node: exp.Expression, stop: exp.Expression) -> Iterator[exp.Expression]:
+def _agg_ancestors(node: exp.Expr, stop: exp.Expr) -> Iterator[exp.Expr]:
     node = node.parent
     while node is not None and node is not stop:
         if isinstance(node, exp.AggFunc):
@@ -548,7 +546,7 @@ def _agg_ancestors(node: exp.Expression, stop: exp.Expression) -> Iterator[exp.E
         node = node.parent
 
 
-def _own(select: exp.Select, *types: type) -> Iterator[exp.Expression]:
+def _own(select: exp.Select, *types: type) -> Iterator[exp.Expr]:
     """Nodes of ``types`` in ``select`` itself: not inside its FROM/JOIN sources nor WITH."""
     sources = {id(s) for s in _raw_sources(select)} | {id(select.args.get("with_"))}
     stack = [child for child in select.iter_expressions() if id(child) not in sources]
@@ -559,7 +557,7 @@ def _own(select: exp.Select, *types: type) -> Iterator[exp.Expression]:
         stack.extend(child for child in node.iter_expressions() if id(child) not in sources)
 
 
-def _raw_sources(select: exp.Select) -> list[exp.Expression]:
+def _raw_sources(select: exp.Select) -> list[exp.Expr]:
     source = select.args.get("from_")
     return ([source.this] if source else []) + [
         join.this for join in select.args.get("joins") or ()

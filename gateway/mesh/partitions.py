@@ -55,7 +55,7 @@ def partition_sqls(planned: PlannedQuery, count: int) -> tuple[str, ...]:
     )
 
 
-def row_wise_product(ast: exp.Expression) -> exp.Table | None:
+def row_wise_product(ast: exp.Expr) -> exp.Table | None:
     """The product table of a governed query that maps each product row to at most one
     (or, with UNNEST, several) result rows independently of every other row; else None."""
     if not _plain_select(ast):
@@ -83,7 +83,7 @@ def row_wise_product(ast: exp.Expression) -> exp.Table | None:
     return table
 
 
-def substitute(ast: exp.Expression, table: exp.Table, replacement: exp.Table) -> exp.Expression:
+def substitute(ast: exp.Expr, table: exp.Table, replacement: exp.Table) -> exp.Expr:
     """A copy of ``ast`` in which ``table`` (a node of ``ast``) reads ``replacement``."""
     path = _path_to(ast, table)
     copy = ast.copy()
@@ -95,7 +95,7 @@ def substitute(ast: exp.Expression, table: exp.Table, replacement: exp.Table) ->
     return copy
 
 
-def _plain_select(node: exp.Expression, behind_barrier: bool = False) -> bool:
+def _plain_select(node: exp.Expr, behind_barrier: bool = False) -> bool:
     """A SELECT of projections from one source with a WHERE; ``behind_barrier``: a secure
     subquery, which may also end in its security barrier."""
     if not isinstance(node, exp.Select) or node.args.get("from_") is None:
@@ -104,7 +104,7 @@ def _plain_select(node: exp.Expression, behind_barrier: bool = False) -> bool:
     return not set(_present(node)) - allowed
 
 
-def _present(node: exp.Expression) -> list[str]:
+def _present(node: exp.Expr) -> list[str]:
     """The argument names of ``node`` that hold something."""
     return [key for key, value in node.args.items() if value not in (None, False, [], "")]
 
@@ -142,7 +142,7 @@ def _function_kinds() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(scalar - other), frozenset(other)
 
 
-def _path_to(root: exp.Expression, target: exp.Expression) -> list[tuple[str, int | None]]:
+def _path_to(root: exp.Expr, target: exp.Expr) -> list[tuple[str, int | None]]:
     """The (argument, index) steps from ``root`` down to ``target``."""
     steps = []
     node = target
@@ -154,7 +154,7 @@ def _path_to(root: exp.Expression, target: exp.Expression) -> list[tuple[str, in
     return steps[::-1]
 
 
-def _parse(sql: str) -> exp.Expression | None:
+def _parse(sql: str) -> exp.Expr | None:
     """The syntax tree of governed SQL (a prepared statement keeps only its text)."""
     try:
         return sqlglot.parse_one(sql, dialect="duckdb")

@@ -152,7 +152,7 @@ def _fixed_width(data_type: pa.DataType) -> int:
         return 0
 
 
-def _value_bytes(field: pa.Field) -> exp.Expression:
+def _value_bytes(field: pa.Field) -> exp.Expr:
     """Bytes of one value of a variable-width column: a string's or blob's own length,
     any other type's text length (an approximation)."""
     column = exp.column(field.name, quoted=True)

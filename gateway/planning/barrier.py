@@ -30,7 +30,7 @@ from sqlglot import exp
 #: (name, DuckDB type) of its unmasked visible columns, and the names of all visible ones.
 ProductColumns = tuple[Mapping[str, tuple[str, str]], frozenset[str]]
 #: Column names of a FROM/JOIN source that is not a product, or None when not evident.
-DerivedColumns = Callable[[exp.Expression], "frozenset[str] | None"]
+DerivedColumns = Callable[[exp.Expr], "frozenset[str] | None"]
 _ColumnType = Callable[[exp.Column], "str | None"]
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
@@ -109,14 +109,14 @@ class Resolver:
             select = select.parent_select
         return None
 
-    def _names(self, source: exp.Expression) -> frozenset[str] | None:
+    def _names(self, source: exp.Expr) -> frozenset[str] | None:
         if id(source) not in self._folded:  # a source is asked once per column reference
             product = self._products.get(id(source))
             names = product[1] if product is not None else self._derived(source)
             self._folded[id(source)] = None if names is None else frozenset(map(_fold, names))
         return self._folded[id(source)]
 
-    def _typed(self, source: exp.Expression, name: str) -> tuple[exp.Table, str, str] | None:
+    def _typed(self, source: exp.Expr, name: str) -> tuple[exp.Table, str, str] | None:
         product = self._products.get(id(source))
         found = product[0].get(name) if product is not None else None
         return None if found is None else (source, found[0], found[1])  # type: ignore[return-value]
@@ -139,7 +139,7 @@ def needs_barrier(selects: list[exp.Select], resolver: Resolver) -> bool:
 
 def leakproof_conjuncts(
     table: exp.Table, resolver: Resolver
-) -> tuple[list[exp.Expression], list[exp.Expression]]:
+) -> tuple[list[exp.Expr], list[exp.Expr]]:
     """The user's conjuncts that may run below ``table``'s barrier, as copies written over
     the product's own columns, and those of them that came from the WHERE (the caller may
     drop these from it: they hold there exactly when they hold below)."""
@@ -164,7 +164,7 @@ def leakproof_conjuncts(
     return [_rewritten(c, resolver) for c in from_where + from_on], from_where
 
 
-def remove_conjuncts(select: exp.Select, conjuncts: list[exp.Expression]) -> None:
+def remove_conjuncts(select: exp.Select, conjuncts: list[exp.Expr]) -> None:
     """Drop ``conjuncts`` (nodes of ``select``'s WHERE) from it."""
     where = select.args.get("where")
     if where is None or not conjuncts:
@@ -173,7 +173,7 @@ def remove_conjuncts(select: exp.Select, conjuncts: list[exp.Expression]) -> Non
     select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
 
 
-def _rewritten(conjunct: exp.Expression, resolver: Resolver) -> exp.Expression:
+def _rewritten(conjunct: exp.Expr, resolver: Resolver) -> exp.Expr:
     """A copy of ``conjunct`` whose columns name the product's columns directly."""
     names = [resolver.product_column(c) for c in conjunct.find_all(exp.Column)]
     copy = conjunct.copy()
@@ -183,7 +183,7 @@ def _rewritten(conjunct: exp.Expression, resolver: Resolver) -> exp.Expression:
     return copy
 
 
-def _predicates(select: exp.Select) -> Iterator[exp.Expression]:
+def _predicates(select: exp.Select) -> Iterator[exp.Expr]:
     for arg in _PREDICATE_ARGS:
         clause = select.args.get(arg)
         if clause is not None:
@@ -193,7 +193,7 @@ def _predicates(select: exp.Select) -> Iterator[exp.Expression]:
             yield join.args["on"]
 
 
-def _sources(select: exp.Select) -> list[tuple[str, exp.Expression]] | None:
+def _sources(select: exp.Select) -> list[tuple[str, exp.Expr]] | None:
     """(folded alias, node) of each FROM/JOIN source; None when a source is not a plain
     table or subquery (so column binding is not evident)."""
     if select.args.get("laterals"):
@@ -215,7 +215,7 @@ def _merging(select: exp.Select) -> bool:
     return any(j.args.get("using") or j.method for j in select.args.get("joins") or [])
 
 
-def _owner(table: exp.Table) -> tuple[exp.Select | None, exp.Expression | None]:
+def _owner(table: exp.Table) -> tuple[exp.Select | None, exp.Expr | None]:
     """The SELECT whose FROM or JOIN names ``table``, and the ON of that join when the
     join lets its own conditions be pushed into ``table`` (inner or the right of LEFT)."""
     parent = table.parent
@@ -241,7 +241,7 @@ def _where_reaches(select: exp.Select, table: exp.Table) -> bool:
     return True
 
 
-def _conjuncts(condition: exp.Expression) -> Iterator[exp.Expression]:
+def _conjuncts(condition: exp.Expr) -> Iterator[exp.Expr]:
     if isinstance(condition, exp.And):
         yield from _conjuncts(condition.this)
         yield from _conjuncts(condition.expression)
@@ -261,10 +261,10 @@ class _Leakproof:
         self._type_of = column_type
         self._resolver = resolver
 
-    def reads_column(self, node: exp.Expression) -> bool:
+    def reads_column(self, node: exp.Expr) -> bool:
         return node.find(exp.Column) is not None and node.find(exp.Query) is None
 
-    def __call__(self, node: exp.Expression) -> bool:
+    def __call__(self, node: exp.Expr) -> bool:
         if isinstance(node, exp.Paren):
             return self(node.this)
         if isinstance(node, (exp.And, exp.Or)):
@@ -296,7 +296,7 @@ class _Leakproof:
             return self._type(node) == "BOOLEAN"
         return False
 
-    def _type(self, node: exp.Expression) -> str | None:
+    def _type(self, node: exp.Expr) -> str | None:
         return self._type_of(node) if isinstance(node, exp.Column) else None
 
     def _in(self, node: exp.In) -> bool:
@@ -316,7 +316,7 @@ class _Leakproof:
             self._comparable(node.this, value) for value in node.expressions
         )
 
-    def _comparable(self, left: exp.Expression, right: exp.Expression) -> bool:
+    def _comparable(self, left: exp.Expr, right: exp.Expr) -> bool:
         left_type, right_type = self._type(left), self._type(right)
         if left_type is not None and right_type is not None:
             return left_type == right_type
@@ -327,7 +327,7 @@ class _Leakproof:
         return _compatible(column_type, constant)
 
 
-def _constant(node: exp.Expression) -> bool:
+def _constant(node: exp.Expr) -> bool:
     """A literal, parameter, or typed literal / arithmetic over them (folded once)."""
     if isinstance(node, (exp.Literal, exp.Null, exp.Boolean, exp.Placeholder)):
         return True
@@ -342,7 +342,7 @@ def _constant(node: exp.Expression) -> bool:
     return False
 
 
-def _compatible(column_type: str | None, constant: exp.Expression) -> bool:
+def _compatible(column_type: str | None, constant: exp.Expr) -> bool:
     """True when comparing a column of ``column_type`` with ``constant`` casts only the
     constant (or widens the column losslessly): never a cast that may fail per row."""
     if isinstance(constant, (exp.Null, exp.Placeholder)):
@@ -366,7 +366,7 @@ def _compatible(column_type: str | None, constant: exp.Expression) -> bool:
     return False
 
 
-def _numeric_scale(node: exp.Expression) -> int | None:
+def _numeric_scale(node: exp.Expr) -> int | None:
     """An upper bound of the decimal scale of a constant numeric expression (0 for a
     double, which compares without a narrowing cast), or None if it is not one."""
     if isinstance(node, exp.Paren):
@@ -384,7 +384,7 @@ def _numeric_scale(node: exp.Expression) -> int | None:
     return None
 
 
-def _temporal_constant(node: exp.Expression, column_type: str | None) -> bool:
+def _temporal_constant(node: exp.Expr, column_type: str | None) -> bool:
     """A DATE/TIMESTAMP typed literal of the column's own kind, shifted by intervals."""
     if isinstance(node, exp.Paren):
         return _temporal_constant(node.this, column_type)
@@ -399,7 +399,7 @@ def _temporal_constant(node: exp.Expression, column_type: str | None) -> bool:
     return False
 
 
-def _interval(node: exp.Expression) -> bool:
+def _interval(node: exp.Expr) -> bool:
     return (
         isinstance(node, exp.Interval)
         and isinstance(node.this, exp.Literal)

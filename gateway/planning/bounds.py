@@ -63,7 +63,7 @@ def bound_collectors(query: Query, context: PlanContext) -> Query:
     return query
 
 
-def _wrappers(node: exp.Func) -> tuple[exp.Expression, exp.Filter | None, exp.Window | None]:
+def _wrappers(node: exp.Func) -> tuple[exp.Expr, exp.Filter | None, exp.Window | None]:
     """The outermost of ``node``'s FILTER / IGNORE NULLS / OVER wrappers, its FILTER and
     its window."""
     outer, filter_, window = node, None, None
@@ -76,7 +76,7 @@ def _wrappers(node: exp.Func) -> tuple[exp.Expression, exp.Filter | None, exp.Wi
     return outer, filter_, window
 
 
-def _computing_select(outer: exp.Expression, name: str) -> exp.Select:
+def _computing_select(outer: exp.Expr, name: str) -> exp.Select:
     for ancestor in _ancestors(outer):
         if isinstance(ancestor, exp.Select):
             return ancestor
@@ -91,7 +91,7 @@ def _computing_select(outer: exp.Expression, name: str) -> exp.Select:
 
 def _count(
     node: exp.Func, name: str, filter_: exp.Filter | None, window: exp.Window | None
-) -> exp.Expression:
+) -> exp.Expr:
     """``count`` of what ``node`` collects: DISTINCT values if it collects distinct ones
     (or, like histogram, one entry per distinct value), under the same FILTER and window."""
     argument = node.this if isinstance(node.this, exp.Expression) else None
@@ -102,7 +102,7 @@ def _count(
     if isinstance(argument, exp.Order):
         argument = argument.this
     if isinstance(argument, exp.Distinct):
-        count: exp.Expression = exp.Count(
+        count: exp.Expr = exp.Count(
             this=exp.Distinct(expressions=[e.copy() for e in argument.expressions])
         )
     else:
@@ -116,14 +116,14 @@ def _count(
     return count
 
 
-def _check(count: exp.Expression, message: str) -> exp.If:
+def _check(count: exp.Expr, message: str) -> exp.If:
     """``WHEN <count> > MAX_COLLECTED_VALUES THEN error(<message>)``."""
     too_many = exp.GT(this=count, expression=exp.Literal.number(MAX_COLLECTED_VALUES))
     fail = exp.Anonymous(this="error", expressions=[exp.Literal.string(message)])
     return exp.If(this=too_many, true=fail)
 
 
-def _ancestors(node: exp.Expression):
+def _ancestors(node: exp.Expr):
     parent = node.parent
     while parent is not None:
         yield parent

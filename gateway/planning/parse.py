@@ -134,7 +134,7 @@ def _check_nesting(tokens: list[Token], limit: int) -> None:
 
 def _parse_one(
     text: str, max_nesting: int, max_nodes: int
-) -> tuple[exp.Expression, list[exp.Placeholder]]:
+) -> tuple[exp.Expr, list[exp.Placeholder]]:
     """The one statement of ``text`` and its parameter placeholders."""
     tokens = _tokenize(text)
     _check_nesting(tokens, max_nesting)
@@ -156,9 +156,7 @@ def _parse_one(
     return statements[0], _placeholders_within_depth(statements[0], _MAX_TREE_DEPTH, max_nodes)
 
 
-def _placeholders_within_depth(
-    ast: exp.Expression, limit: int, max_nodes: int
-) -> list[exp.Placeholder]:
+def _placeholders_within_depth(ast: exp.Expr, limit: int, max_nodes: int) -> list[exp.Placeholder]:
     """The placeholders of ``ast``, found in the one pass (level by level) that refuses
     trees deeper than ``limit``: long operator chains nest without brackets, and every
     later step walks the tree, some recursively; and trees of more than ``max_nodes``
@@ -177,7 +175,7 @@ def _placeholders_within_depth(
         depth += 1
         if depth > limit:
             raise QueryRefused(f"statement is more than {limit} expressions deep; split it up")
-        below: list[exp.Expression] = []
+        below: list[exp.Expr] = []
         for node in level:
             if isinstance(node, exp.Placeholder):
                 placeholders.append(node)

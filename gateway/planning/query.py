@@ -63,7 +63,7 @@ class Query:
     """A statement on its way from client text to engine SQL."""
 
     text: str
-    ast: exp.Expression | None = None
+    ast: exp.Expr | None = None
     explain: str | None = None  # None, "plan" or "policy"
     products: tuple[Product, ...] = ()
     accesses: dict[str, ProductAccess] = field(default_factory=dict)

@@ -64,7 +64,7 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
     return query
 
 
-def _statement_kind(node: exp.Expression) -> str:
+def _statement_kind(node: exp.Expr) -> str:
     if isinstance(node, exp.Command):
         return f"{str(node.this).upper()} command"
     if isinstance(node, (exp.Column, exp.Identifier, exp.Literal)):

@@ -49,7 +49,7 @@ def resolve_products(query: Query, context: PlanContext) -> Query:
     return query.evolve(ast=ast, products=tuple(products.values()))
 
 
-def _rename_ctes(ast: exp.Expression) -> dict[int, str]:
+def _rename_ctes(ast: exp.Expr) -> dict[int, str]:
     """Give every CTE a generated name (kept in ``original_name`` for binding)."""
     generated = {}
     for number, cte in enumerate(ast.find_all(exp.CTE)):
@@ -58,7 +58,7 @@ def _rename_ctes(ast: exp.Expression) -> dict[int, str]:
     return generated
 
 
-def _apply_generated_names(ast: exp.Expression, generated: dict[int, str]) -> None:
+def _apply_generated_names(ast: exp.Expr, generated: dict[int, str]) -> None:
     for cte in ast.find_all(exp.CTE):
         alias = cte.args["alias"]
         alias.set("this", exp.to_identifier(generated[id(cte)], quoted=True))
@@ -78,8 +78,8 @@ class _CteScopes:
     def binding(self, table: exp.Table) -> exp.CTE | None:
         """The CTE ``table`` refers to, or None."""
         name = _fold(table.name)
-        walked: list[exp.Expression] = []
-        child: exp.Expression = table
+        walked: list[exp.Expr] = []
+        child: exp.Expr = table
         node = table.parent
         found: exp.CTE | None = None
         while node is not None:
@@ -126,7 +126,7 @@ class _WithIndex:
             name = _fold(cte.args.get("original_name") or cte.alias)
             self._by_name.setdefault(name, []).append(number)
 
-    def position(self, cte: exp.Expression) -> int:
+    def position(self, cte: exp.Expr) -> int:
         return self._positions[id(cte)]
 
     def last(self, name: str, before: int | None = None) -> exp.CTE | None:

@@ -31,10 +31,10 @@ _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "pa
 
 def governed_columns(
     access: ProductAccess, column_types: dict[str, str], typed_nulls: bool = False
-) -> list[exp.Expression]:
+) -> list[exp.Expr]:
     """The visible columns, masked where a mask applies; with ``typed_nulls`` each column
     is a NULL of its type instead (to learn the result types without reading data)."""
-    projections: list[exp.Expression] = []
+    projections: list[exp.Expr] = []
     for column in access.visible_columns:
         data_type = duckdb_type(column_types[column.name])
         value = (
@@ -56,7 +56,7 @@ def secure_subquery(
     name: str,
     access: ProductAccess,
     column_types: dict[str, str],
-    leakproof: list[exp.Expression] | None = None,
+    leakproof: list[exp.Expr] | None = None,
     barrier: bool = False,
 ) -> exp.Select:
     """The filtered, masked SELECT standing in for one product; with ``barrier``, behind
@@ -90,7 +90,7 @@ def _name_subquery_columns(selects: list[exp.Select]) -> None:
             select.set("expressions", named)
 
 
-def _named_if_subquery(projection: exp.Expression) -> exp.Expression:
+def _named_if_subquery(projection: exp.Expr) -> exp.Expr:
     """``projection`` aliased by its own text if it contains a subquery. Not copied: the
     table references inside it are the ones ``secure_sources`` replaces."""
     if isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
@@ -101,7 +101,7 @@ def _named_if_subquery(projection: exp.Expression) -> exp.Expression:
     return exp.alias_(projection, name[:255], quoted=True, copy=False)
 
 
-def _user_nodes(ast: exp.Expression) -> tuple[list[exp.Select], list[exp.Table], list[exp.Column]]:
+def _user_nodes(ast: exp.Expr) -> tuple[list[exp.Select], list[exp.Table], list[exp.Column]]:
     """The SELECTs, qualified table references and db-qualified columns the user wrote,
     in one walk of the tree."""
     selects: list[exp.Select] = []
@@ -134,7 +134,7 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
         _derived_columns,
     )
     barrier = needs_barrier(selects, resolver)
-    pushed: dict[int, list[exp.Expression]] = {}
+    pushed: dict[int, list[exp.Expr]] = {}
     if barrier:
         from_where = []
         for table in tables:
@@ -173,7 +173,7 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     return query.evolve(ast=ast)
 
 
-def _derived_columns(source: exp.Expression) -> frozenset[str] | None:
+def _derived_columns(source: exp.Expr) -> frozenset[str] | None:
     """The output column names of a derived table, or None when they are not evident."""
     alias = source.args.get("alias")
     if isinstance(alias, exp.TableAlias) and alias.columns:
