@@ -202,7 +202,7 @@ def _sources(select: exp.Select) -> list[tuple[str, exp.Expr]] | None:
     nodes = ([from_.this] if from_ is not None else []) + [
         j.this for j in select.args.get("joins") or []
     ]
-    sources = []
+    sources: list[tuple[str, exp.Expr]] = []
     for node in nodes:
         if not isinstance(node, (exp.Table, exp.Subquery)) or node.args.get("pivots"):
             return None

@@ -41,6 +41,7 @@ _WRAPPERS = (exp.Filter, exp.IgnoreNulls, exp.RespectNulls, exp.Window)
 def bound_collectors(query: Query, context: PlanContext) -> Query:
     """Add a row-count guard for every collecting aggregate (see the module docstring)."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
+    assert ast is not None  # set by parse_statement, the first step
     collectors = [
         (node, COLLECTORS[name])
         for node in ast.find_all(exp.Func)
@@ -66,7 +67,9 @@ def bound_collectors(query: Query, context: PlanContext) -> Query:
 def _wrappers(node: exp.Func) -> tuple[exp.Expr, exp.Filter | None, exp.Window | None]:
     """The outermost of ``node``'s FILTER / IGNORE NULLS / OVER wrappers, its FILTER and
     its window."""
-    outer, filter_, window = node, None, None
+    outer: exp.Expr = node
+    filter_: exp.Filter | None = None
+    window: exp.Window | None = None
     while isinstance(outer.parent, _WRAPPERS) and outer.parent.this is outer:
         outer = outer.parent
         if isinstance(outer, exp.Filter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
@@ -71,7 +71,7 @@ class Query:
     sql: str | None = None
     display_sql: str | None = None
 
-    def evolve(self, **changes: object) -> Query:
+    def evolve(self, **changes: Any) -> Query:
         """A copy with ``changes`` applied (steps never mutate their input)."""
         return replace(self, **changes)
 

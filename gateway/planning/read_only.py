@@ -34,6 +34,7 @@ _FORBIDDEN = (
 def require_read_only(query: Query, context: PlanContext) -> Query:
     """Refuse anything but a read of products: see ``_FORBIDDEN`` and table functions."""
     ast = query.ast
+    assert ast is not None  # set by parse_statement, the first step
     if not isinstance(ast, _READ_STATEMENTS):
         raise QueryRefused(
             f"only read-only queries are allowed (SELECT, WITH, VALUES, set operations); "

@@ -26,6 +26,7 @@ _CTE_PREFIX = "__meshgate_cte_"
 def resolve_products(query: Query, context: PlanContext) -> Query:
     """Attach the products the statement reads; bind CTE references; refuse the rest."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
+    assert ast is not None  # set by parse_statement, the first step
     generated = _rename_ctes(ast)
     scopes = _CteScopes()
     products = {}
@@ -90,7 +91,9 @@ class _CteScopes:
                 if found is not None:
                     break
                 # the enclosing query's other CTEs are not visible: skip this WITH's owner
-                child, node = node.parent, node.parent.parent if node.parent else None
+                if node.parent is None:
+                    break
+                child, node = node.parent, node.parent.parent
                 continue
             key = (id(node), name)
             if key in self._answers:

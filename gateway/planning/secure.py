@@ -37,7 +37,7 @@ def governed_columns(
     projections: list[exp.Expr] = []
     for column in access.visible_columns:
         data_type = duckdb_type(column_types[column.name])
-        value = (
+        value: exp.Expr = (
             exp.Cast(this=exp.Null(), to=data_type.copy())
             if typed_nulls
             else exp.column(column.name, quoted=True)
@@ -121,6 +121,7 @@ def _user_nodes(ast: exp.Expr) -> tuple[list[exp.Select], list[exp.Table], list[
 def secure_sources(query: Query, context: PlanContext) -> Query:
     """Swap product tables for secure subqueries and normalise column qualifiers."""
     ast = query.ast  # the pipeline's own tree: changed in place (see gateway.planning.planner)
+    assert ast is not None  # set by parse_statement, the first step
     selects, tables, db_columns = _user_nodes(ast)
     _name_subquery_columns(selects)
     products = {p.key: p for p in query.products}
@@ -136,11 +137,13 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     barrier = needs_barrier(selects, resolver)
     pushed: dict[int, list[exp.Expr]] = {}
     if barrier:
-        from_where = []
+        from_where: list[tuple[exp.Select, list[exp.Expr]]] = []
         for table in tables:
             pushed[id(table)], originals = leakproof_conjuncts(table, resolver)
-            if originals:
-                from_where.append((table.parent.parent, originals))
+            if originals:  # only from the WHERE of the SELECT whose FROM or JOIN names it
+                owner = table.parent.parent if table.parent is not None else None
+                assert isinstance(owner, exp.Select)
+                from_where.append((owner, originals))
         for select, originals in from_where:
             remove_conjuncts(select, originals)
     unaliased: set[tuple[str, str]] = set()
