@@ -48,7 +48,7 @@ class ArrowTypeCache:
         )
 
     def _learn(
-        self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.DuckDBPyType]
+        self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.sqltypes.DuckDBPyType]
     ) -> None:
         nulls = [
             duckdb.ConstantExpression(None).cast(duck_type).alias(f"c{index}")

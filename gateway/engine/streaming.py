@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +40,7 @@ class PlannedQuery:
 
     @property
     def sql(self) -> str:
+        assert self.query.sql is not None  # set by generate_sql, the last planning step
         return self.query.sql
 
 
@@ -122,7 +123,7 @@ class StalledStream:
     consumer advances it and the watchdog closes it under one lock: a generator advanced
     by one thread while another closes it fails with "generator already executing"."""
 
-    stream: Iterator
+    stream: Generator[object, None, None]
     deadline: float
     expired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -202,7 +203,9 @@ class Watchdog:
             self._running.pop(token, None)
             return self._stopped.pop(token, None)
 
-    def watch_stream(self, stream: Iterator, timeout_seconds: float) -> StalledStream:
+    def watch_stream(
+        self, stream: Generator[object, None, None], timeout_seconds: float
+    ) -> StalledStream:
         """Also watch a whole result stream: a client that stops reading leaves it suspended
         between batches, where no engine interrupt reaches it. Past the deadline the stream
         is closed (its cursor and slot are freed) and marked, so that it ends with an error."""
@@ -317,7 +320,7 @@ def stream_sql(
     cursor is released, whatever happened.
     """
     settings = engine.settings
-    products = tuple(log_fields.get("products", ()))
+    products = tuple(cast(Iterable[str], log_fields.get("products", ())))
     stats = StreamStats()
     outcome = "ok"
     error: str | None = None
@@ -437,23 +440,28 @@ def _failed_source(sources: TableSources | None) -> MeshgateError | None:
     return sources.failure() if sources is not None else None
 
 
-try:
-    from duckdb._sources.pyarrow import PyArrowReaderSource
-except ImportError:
-    PyArrowReaderSource = None
-if PyArrowReaderSource is None or not hasattr(duckdb.DuckDBPyConnection, "_register_arrow_source"):
-    _EstimatedStream = None  # another DuckDB: streams are registered without an estimate
-else:
+def _estimated_stream_class() -> Callable[[pa.RecordBatchReader, int], object] | None:
+    """A RecordBatchReader source that reports an estimated row count; None on another
+    DuckDB, whose streams are then registered without an estimate."""
+    try:
+        from duckdb._sources.pyarrow import PyArrowReaderSource
+    except ImportError:
+        return None
+    if not hasattr(duckdb.DuckDBPyConnection, "_register_arrow_source"):
+        return None
 
-    class _EstimatedStream(PyArrowReaderSource):
-        """A RecordBatchReader source that reports an estimated row count."""
-
+    class EstimatedStream(PyArrowReaderSource):
         def __init__(self, reader: pa.RecordBatchReader, rows: int) -> None:
             super().__init__(reader)
             self._rows = rows
 
         def rows(self) -> int | None:
             return self._rows
+
+    return EstimatedStream
+
+
+_EstimatedStream = _estimated_stream_class()
 
 
 _STOP_MESSAGES = {
