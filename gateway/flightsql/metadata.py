@@ -18,7 +18,7 @@ from gateway.planning.naming import FLIGHT_SQL_CATALOG
 TABLE_TYPE = "TABLE"
 
 #: The SqlInfo the gateway reports (GetSqlInfo); values follow FlightSql.proto's kinds.
-SQL_INFO: dict[int, object] = {
+SQL_INFO: dict[int, schemas.SqlInfoValue] = {
     pb.FLIGHT_SQL_SERVER_NAME: "Meshgate",
     pb.FLIGHT_SQL_SERVER_VERSION: __version__,
     pb.FLIGHT_SQL_SERVER_ARROW_VERSION: pa.__version__,
@@ -107,7 +107,7 @@ def tables(products: Iterable[Product], command: pb.CommandGetTables) -> pa.Tabl
         )
         for product in products:
             if domain_pattern.fullmatch(product.domain) and table_pattern.fullmatch(product.name):
-                row = {
+                row: dict[str, object] = {
                     "catalog_name": FLIGHT_SQL_CATALOG,
                     "db_schema_name": product.domain,
                     "table_name": product.name,

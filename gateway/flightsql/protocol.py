@@ -6,6 +6,8 @@ SQL, so that plain ``pyarrow.flight`` clients can send ``for_command(b"SELECT ..
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
@@ -17,6 +19,7 @@ TYPE_URL_PREFIX = "type.googleapis.com/"
 ACTION_CREATE_PREPARED_STATEMENT = "CreatePreparedStatement"
 ACTION_CLOSE_PREPARED_STATEMENT = "ClosePreparedStatement"
 _PACKAGE = "arrow.flight.protocol.sql."
+M = TypeVar("M", bound=Message)
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.DESCRIPTOR.full_name: cls
@@ -84,7 +87,7 @@ def decode_descriptor(descriptor: object) -> Message | str:
     return decode(raw)
 
 
-def decode_as(raw: bytes, cls: type[Message]) -> Message:
+def decode_as(raw: bytes, cls: type[M]) -> M:
     """Decode ``raw`` and require a message of type ``cls``."""
     message = decode(raw)
     if not isinstance(message, cls):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import pyarrow as pa
 
@@ -446,14 +447,15 @@ def sql_info_batch(
     offsets: list[int] = []
     for info_id in ids:
         code = codes[info_id]
-        value = values[info_id]
+        cell: object = values[info_id]
+        # _value_code chose ``code`` from the value's type
         if code is SqlInfoValueCode.INT32_TO_INT32_LIST_MAP:
-            value = list(value.items())  # type: ignore[union-attr]
+            cell = list(cast(dict[int, list[int]], cell).items())
         elif code in (SqlInfoValueCode.BIGINT_VALUE, SqlInfoValueCode.INT32_BITMASK):
-            value = int(value)  # type: ignore[arg-type]
+            cell = int(cast(int, cell))
         type_ids.append(code)
         offsets.append(len(children[code]))
-        children[code].append(value)
+        children[code].append(cell)
 
     child_arrays = [
         pa.array(children[code], type=SQL_INFO_VALUE_TYPE.field(code).type)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -79,6 +79,7 @@ _WRITES = (
 )
 _READ_ONLY_MESSAGE = "the gateway is read-only: updates, inserts and ingestion are refused"
 _STATEMENTS = (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
+_Statement = str | pb.CommandStatementQuery | pb.CommandPreparedStatementQuery
 
 
 @dataclass
@@ -218,6 +219,7 @@ class SqlService:
         remaining = None if limit is None else limit - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
+        assert query.sql is not None  # set by generate_sql, the last step
         schema = result_schema(
             context.catalog, query.sql, parameters, query.product_keys, remaining
         )
@@ -259,6 +261,7 @@ class SqlService:
         return None
 
     def _seal(self, planned: PlannedQuery, domain: str, sql: str | None = None) -> bytes:
+        assert self.nodes is not None  # mesh mode: see _node_domain
         return self.nodes.sealer.seal(
             domain,
             sql or planned.sql,
@@ -275,6 +278,7 @@ class SqlService:
         endpoint); a client that ignores locations sends the tickets back here and is
         relayed. A row-wise scan of one product is split into partition endpoints that
         the client fetches in parallel (``gateway.mesh.partitions``); one audit entry still."""
+        assert self.nodes is not None  # mesh mode: see _node_domain
         self._audit_begin(planned, node=domain)
         expires = pa.scalar(
             datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds),
@@ -295,6 +299,7 @@ class SqlService:
         self, principal: Principal, sealed: bytes
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Proxy mode: stream a node ticket's rows through the gateway."""
+        assert self.nodes is not None  # only node tickets in mesh mode are relayed
         try:
             ticket = self.nodes.sealer.open(sealed)
         except TicketError as exc:
@@ -312,10 +317,12 @@ class SqlService:
         self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish
     ) -> Iterator[pa.RecordBatch]:
         """A query spanning domains: fragments from the nodes, finished in the gateway."""
+        assert self.nodes is not None  # only a query reading a node's products is federated
         if planned.query.ast is None:
             planned = self.plan(
                 planned.principal, planned.query.text, planned.parameters, keep_ast=True
             )
+        assert planned.query.ast is not None  # kept by the planning just above
         products = {p.key: p for p in planned.query.products}
         plan_ = split_fragments(
             inline_parameters(planned.query.ast, planned.parameters),
@@ -358,7 +365,7 @@ class SqlService:
             return self._plan_command(principal, command).schema
         return self._metadata_schema(command)
 
-    def _plan_command(self, principal: Principal, command: object) -> PlannedQuery:
+    def _plan_command(self, principal: Principal, command: _Statement) -> PlannedQuery:
         """Plan a statement command in one of the user's concurrent-query slots: planning
         is work too (up to the query timeout), so a user cannot plan past their limit."""
         self._refuse_when_draining()
@@ -366,7 +373,7 @@ class SqlService:
         with self.limiter.running(principal.user):
             return self._plan_in_slot(principal, command)
 
-    def _plan_in_slot(self, principal: Principal, command: object) -> PlannedQuery:
+    def _plan_in_slot(self, principal: Principal, command: _Statement) -> PlannedQuery:
         if isinstance(command, str):
             return self.plan(principal, command)
         if isinstance(command, pb.CommandStatementQuery):
@@ -440,7 +447,9 @@ class SqlService:
     def active_streams(self) -> int:
         return self._active
 
-    def _in_slot(self, user: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def _in_slot(
+        self, user: str, batches: Iterator[pa.RecordBatch]
+    ) -> Generator[pa.RecordBatch, None, None]:
         with self.limiter.running(user):
             with self._active_lock:
                 self._active += 1
@@ -711,8 +720,8 @@ class SqlService:
                 raise NotSupported("transactions are not supported: the gateway is read-only")
             return [self._prepare(principal, request.query)]
         if action_type == flightsql.ACTION_CLOSE_PREPARED_STATEMENT:
-            request = flightsql.decode_as(body, pb.ActionClosePreparedStatementRequest)
-            self._prepared.discard(principal.user, request.prepared_statement_handle)
+            closing = flightsql.decode_as(body, pb.ActionClosePreparedStatementRequest)
+            self._prepared.discard(principal.user, closing.prepared_statement_handle)
             return []
         raise NotSupported(f"action {action_type!r} is not supported by this server")
 
