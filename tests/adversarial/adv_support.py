@@ -8,6 +8,7 @@ column and struct-field names, and error messages.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tomllib
@@ -131,8 +132,8 @@ def read_truth(mesh: Path) -> Truth:
         carriers=carriers,
         customers=len(rows),
         shipments=shipment_count,
-        sample_customer=dict(zip(columns, rows[0])),
-        us_customer=dict(zip(columns, us_row)),
+        sample_customer=dict(zip(columns, rows[0], strict=True)),
+        us_customer=dict(zip(columns, us_row, strict=True)),
     )
 
 
@@ -231,10 +232,8 @@ def run(conn, sql: str, params: tuple | None = None) -> Outcome:
     except CLIENT_ERRORS as exc:
         return Outcome(sql, error=error_text(exc), params=params)
     finally:
-        try:
+        with contextlib.suppress(CLIENT_ERRORS):
             cursor.close()
-        except CLIENT_ERRORS:
-            pass
 
 
 class Clients:
@@ -255,10 +254,8 @@ class Clients:
 
     def close(self) -> None:
         for conn in self._conns.values():
-            try:
+            with contextlib.suppress(CLIENT_ERRORS):
                 conn.close()
-            except CLIENT_ERRORS:
-                pass
 
 
 # --------------------------------------------------------------------------- leaks

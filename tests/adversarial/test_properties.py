@@ -152,8 +152,8 @@ def assert_same_result(conn, oracle: duckdb.DuckDBPyConnection, sql: str) -> Non
     assert len(actual) == len(expected), (
         f"row counts differ for {sql}: gateway {len(actual)}, oracle {len(expected)}"
     )
-    for got, want in zip(_sorted(actual), _sorted(expected)):
-        assert all(_same(g, w) for g, w in zip(got, want)), (
+    for got, want in zip(_sorted(actual), _sorted(expected), strict=True):
+        assert all(_same(g, w) for g, w in zip(got, want, strict=True)), (
             f"rows differ for {sql}:\n  gateway: {got!r}\n  oracle:  {want!r}"
         )
 
@@ -231,7 +231,8 @@ def predicate(atom: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 ORDER_COLUMNS = ("order_id", "customer_id", "region", "amount", "order_date")
-ORDER_EXPRESSIONS = ORDER_COLUMNS + (
+ORDER_EXPRESSIONS = (
+    *ORDER_COLUMNS,
     "amount * 2",
     "order_date + 1",
     "upper(region)",

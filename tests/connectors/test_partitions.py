@@ -26,7 +26,7 @@ def test_range_bounds_ascend_and_align_to_row_groups(rows: int, count: int):
     assert all(0 <= b <= rows + ROW_GROUP_ROWS for b in bounds)
     if rows // count >= ROW_GROUP_ROWS:
         assert all(b % ROW_GROUP_ROWS == 0 for b in bounds)
-        sizes = [b - a for a, b in zip((0, *bounds), (*bounds, rows))]
+        sizes = [b - a for a, b in zip((0, *bounds), (*bounds, rows), strict=True)]
         assert all(
             abs(size - rows / count) <= ROW_GROUP_ROWS for size in sizes
         )  # bounds move <= 1/2 group

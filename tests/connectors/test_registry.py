@@ -320,7 +320,7 @@ def test_directory_without_parquet_files(mesh_copy: Path) -> None:
     connector = connector_for(
         spec(mesh_copy / "crm", type="local", format="parquet", path="data/empty")
     )
-    with pytest.raises(ConnectorError, match="no .parquet files under"):
+    with pytest.raises(ConnectorError, match=r"no \.parquet files under"):
         connector.scan(lambda path: "unused")
 
 

@@ -353,8 +353,8 @@ def test_get_table_schema_orders(conn, direct_arrow):
 def test_get_table_schema_every_product(conn, direct_arrow, key):
     domain, name = key.split(".")
     schema = conn.adbc_get_table_schema(name, db_schema_filter=domain)
-    assert list(zip(schema.names, schema.types)) == list(
-        zip(SCHEMAS[key].names, SCHEMAS[key].types)
+    assert list(zip(schema.names, schema.types, strict=True)) == list(
+        zip(SCHEMAS[key].names, SCHEMAS[key].types, strict=True)
     )
     expected = direct_arrow(f"SELECT * FROM {key} LIMIT 0").schema
     assert schema.types == expected.types

@@ -6,6 +6,7 @@ polled for a few seconds at most, so the whole file stays well under a minute.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -38,20 +39,26 @@ QUERIES = [
         None,
     ),
     (
-        "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM sales.orders o "
-        "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1",
+        (
+            "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM sales.orders o "
+            "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1"
+        ),
         None,
     ),
     ("SELECT * FROM sales.orders WHERE order_date = ? ORDER BY order_id", ["2024-02-29"]),
     (
-        "SELECT order_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY order_id) AS rn "
-        "FROM sales.orders WHERE customer_id < 300 ORDER BY order_id",
+        (
+            "SELECT order_id, amount, row_number() OVER (PARTITION BY customer_id ORDER BY order_id) AS rn "
+            "FROM sales.orders WHERE customer_id < 300 ORDER BY order_id"
+        ),
         None,
     ),
     ("SELECT * FROM sales.orders ORDER BY order_id", None),
     (
-        "SELECT s.carrier, sum(o.amount) AS value FROM logistics.shipments s "
-        "JOIN sales.orders o USING (order_id) GROUP BY 1 ORDER BY 1",
+        (
+            "SELECT s.carrier, sum(o.amount) AS value FROM logistics.shipments s "
+            "JOIN sales.orders o USING (order_id) GROUP BY 1 ORDER BY 1"
+        ),
         None,
     ),
 ]
@@ -67,10 +74,9 @@ def close_quietly(*resources) -> None:
     for resource in resources:
         if resource is None:
             continue
-        try:
+        # Closing what a cancelled or failed call left behind may fail in any way.
+        with contextlib.suppress(Exception):
             resource.close()
-        except Exception:
-            pass
 
 
 def run_in_threads(target, count: int, timeout: float) -> list:
@@ -80,7 +86,7 @@ def run_in_threads(target, count: int, timeout: float) -> list:
     def wrapper(i: int) -> None:
         try:
             results[i] = target(i)
-        except BaseException as exc:  # reported by the caller
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
             results[i] = exc
 
     threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
@@ -151,7 +157,7 @@ def test_concurrent_plain_flight_streams(gateway, direct_arrow):
             client.close()
 
     results = run_in_threads(client, len(regions), timeout=45)
-    for region, table in zip(regions, results):
+    for region, table in zip(regions, results, strict=True):
         assert not isinstance(table, BaseException), repr(table)
         assert table.equals(expected[region])
 

@@ -63,8 +63,10 @@ def test_raw_sql_descriptor_flight_info_then_do_get_read_pandas(bob, direct_arro
         "SELECT * FROM sales.orders LIMIT 10",
         "SELECT * FROM crm.customers WHERE customer_id < 0",
         "SELECT * FROM logistics.shipments ORDER BY shipment_id LIMIT 3",
-        "SELECT c.region, sum(o.amount) AS s, avg(o.amount) AS a FROM sales.orders o "
-        "JOIN crm.customers c USING (customer_id) GROUP BY 1",
+        (
+            "SELECT c.region, sum(o.amount) AS s, avg(o.amount) AS a FROM sales.orders o "
+            "JOIN crm.customers c USING (customer_id) GROUP BY 1"
+        ),
         "SELECT NULL AS nothing, [1, 2] AS l, {'a': 1} AS s, INTERVAL 1 DAY AS i, 1::HUGEINT AS h",
     ],
 )

@@ -40,10 +40,13 @@ def flight_rows(client_options, sql: str) -> list[dict]:
 @pytest.mark.parametrize("user", ["alice", "dave"])
 def test_txid_current_is_refused_for_every_user(gateway, user):
     """txid_current() counted every statement of every user: alice saw bob's activity."""
-    with adbc_connect(gateway.uri, user) as conn, conn.cursor() as cur:
-        with pytest.raises(adbc_driver_manager.Error) as caught:
-            cur.execute("SELECT txid_current() AS t")
-            cur.fetchall()
+    with (
+        adbc_connect(gateway.uri, user) as conn,
+        conn.cursor() as cur,
+        pytest.raises(adbc_driver_manager.Error) as caught,
+    ):
+        cur.execute("SELECT txid_current() AS t")
+        cur.fetchall()
     text = error_text(caught.value)
     assert "txid_current() is not allowed" in text and "every user" in text, text
 

@@ -75,7 +75,7 @@ def test_path_descriptor_is_not_supported_cleanly(gateway, bob_flight):
 
 
 def _put(client, options, descriptor) -> None:
-    writer, reader = client.do_put(descriptor, pa.schema([("a", pa.int64())]), options)
+    writer, _reader = client.do_put(descriptor, pa.schema([("a", pa.int64())]), options)
     writer.write_table(pa.table({"a": [1]}))
     writer.close()
 

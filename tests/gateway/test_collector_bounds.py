@@ -118,8 +118,10 @@ def test_groups_under_the_bound_are_answered_with_the_users_column_names(catalog
         ("SELECT cardinality(histogram(order_id, [100, 1000])) AS n FROM sales.orders", [(3,)]),
         # a sliding window frame holds 6 rows
         (
-            "SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER "
-            "(ORDER BY order_id ROWS 5 PRECEDING) AS l FROM sales.orders)",
+            (
+                "SELECT max(len(l)) AS n FROM (SELECT list(order_id) OVER "
+                "(ORDER BY order_id ROWS 5 PRECEDING) AS l FROM sales.orders)"
+            ),
             [(6,)],
         ),
     ],

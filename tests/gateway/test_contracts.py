@@ -154,7 +154,7 @@ def test_path_escaping_through_a_symlink(mesh_copy: Path) -> None:
     path = edit_contract(
         mesh_copy, "sales.orders", lambda d: d["servers"][0].update(path="data/customers.parquet")
     )
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(
         message,
         path,
@@ -251,7 +251,7 @@ def test_physical_type_that_is_not_a_duckdb_type(mesh_copy: Path) -> None:
     path = edit_contract(
         mesh_copy, "sales.orders", lambda d: properties(d)[0].update(physicalType="NOT A TYPE((")
     )
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(
         message,
         path,
@@ -286,7 +286,7 @@ def test_unknown_logical_type(mesh_copy: Path) -> None:
         properties(document)[2]["logicalType"] = "colour"
 
     path = edit_contract(mesh_copy, "sales.orders", weird)
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "schema[0].properties[2].logicalType", "'colour'", "use one of")
 
 
@@ -296,7 +296,7 @@ def test_column_without_any_type(mesh_copy: Path) -> None:
         del properties(document)[3]["logicalType"]
 
     path = edit_contract(mesh_copy, "sales.orders", untyped)
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "schema[0].properties[3]", "physicalType: BIGINT")
 
 
@@ -352,7 +352,7 @@ def test_unknown_top_level_key(mesh_copy: Path) -> None:
 
 def test_wrongly_typed_odcs_field(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", lambda d: d.update(apiVersion=["v3"]))
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "apiVersion", "not a valid ODCS v3 contract")
 
 
@@ -361,7 +361,7 @@ def test_invalid_nested_odcs_field_uses_the_bracket_field_path(mesh_copy: Path) 
     path = edit_contract(
         mesh_copy, "sales.orders", lambda d: properties(d)[1].update(required={"not": "a bool"})
     )
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "schema[0].properties[1].required", "not a valid ODCS v3 contract")
 
 
@@ -427,7 +427,7 @@ def test_no_schema(mesh_copy: Path, schema: list | None) -> None:
 
 def test_schema_without_columns(mesh_copy: Path) -> None:
     path = edit_contract(mesh_copy, "sales.orders", lambda d: d["schema"][0].update(properties=[]))
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, "schema[0].properties", "list them")
 
 
@@ -470,7 +470,7 @@ def test_corrupt_parquet_file(mesh_copy: Path) -> None:
 
 def test_corrupt_duckdb_file(mesh_copy: Path) -> None:
     (mesh_copy / "sales/data/orders.duckdb").write_bytes(b"garbage" * 2048)
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     path = mesh_copy / CONTRACTS["sales.orders"]
     check_message(message, path, None, "cannot be read", "fix the data")
     check_message(message, path, "servers[0].path")
@@ -480,7 +480,7 @@ def test_physical_name_missing_from_the_duckdb_file(mesh_copy: Path) -> None:
     path = edit_contract(
         mesh_copy, "sales.orders", lambda d: d["schema"][0].update(physicalName="orders_v2")
     )
-    where, message = rejected(mesh_copy, "sales.orders")
+    _, message = rejected(mesh_copy, "sales.orders")
     check_message(message, path, None, "orders_v2")
     check_message(message, path, "schema[0].physicalName")
 

@@ -104,8 +104,10 @@ ACCEPTED = [
         {"sales.orders", "crm.customers"},
     ),
     (
-        "SELECT count(*) FROM sales.orders o WHERE EXISTS "
-        "(SELECT 1 FROM logistics.shipments s WHERE s.order_id = o.order_id)",
+        (
+            "SELECT count(*) FROM sales.orders o WHERE EXISTS "
+            "(SELECT 1 FROM logistics.shipments s WHERE s.order_id = o.order_id)"
+        ),
         {"sales.orders", "logistics.shipments"},
     ),
     ("SELECT * FROM mesh.sales.orders LIMIT 3", {"sales.orders"}),
@@ -130,21 +132,27 @@ ACCEPTED = [
         set(),
     ),
     (
-        "SELECT date_trunc('month', order_date) AS m, sum(amount), avg(amount), count(DISTINCT customer_id), "
-        "min(lower(region)), max(upper(region)), round(sum(amount) / count(*), 2), coalesce(max(amount), 0) "
-        "FROM sales.orders GROUP BY 1 ORDER BY 1 LIMIT 3",
+        (
+            "SELECT date_trunc('month', order_date) AS m, sum(amount), avg(amount), count(DISTINCT customer_id), "
+            "min(lower(region)), max(upper(region)), round(sum(amount) / count(*), 2), coalesce(max(amount), 0) "
+            "FROM sales.orders GROUP BY 1 ORDER BY 1 LIMIT 3"
+        ),
         {"sales.orders"},
     ),
     (
-        "SELECT order_id, row_number() OVER (PARTITION BY region ORDER BY amount DESC) AS rn, "
-        "strftime(order_date, '%Y-%m') AS ym, CAST(amount AS DOUBLE) AS a, amount::VARCHAR AS s "
-        "FROM sales.orders QUALIFY rn <= 2",
+        (
+            "SELECT order_id, row_number() OVER (PARTITION BY region ORDER BY amount DESC) AS rn, "
+            "strftime(order_date, '%Y-%m') AS ym, CAST(amount AS DOUBLE) AS a, amount::VARCHAR AS s "
+            "FROM sales.orders QUALIFY rn <= 2"
+        ),
         {"sales.orders"},
     ),
     (
-        "SELECT c.region, count(*) FILTER (WHERE s.carrier = 'DHL') FROM logistics.shipments s "
-        "JOIN sales.orders o ON s.order_id = o.order_id JOIN crm.customers c ON o.customer_id = c.customer_id "
-        "GROUP BY ALL",
+        (
+            "SELECT c.region, count(*) FILTER (WHERE s.carrier = 'DHL') FROM logistics.shipments s "
+            "JOIN sales.orders o ON s.order_id = o.order_id JOIN crm.customers c ON o.customer_id = c.customer_id "
+            "GROUP BY ALL"
+        ),
         {"logistics.shipments", "sales.orders", "crm.customers"},
     ),
 ]
@@ -189,15 +197,21 @@ def test_generated_sql_references_the_internal_view(context: PlanContext) -> Non
             "SELECT amount FROM memory.sales.orders ORDER BY 1 DESC LIMIT 5",
         ),
         (
-            "SELECT sales.orders.order_id, crm.customers.name FROM sales.orders "
-            "JOIN crm.customers ON sales.orders.customer_id = crm.customers.customer_id "
-            "WHERE crm.customers.region = 'EU' ORDER BY sales.orders.order_id LIMIT 5",
-            "SELECT o.order_id, c.name FROM memory.sales.orders o JOIN memory.crm.customers c "
-            "ON o.customer_id = c.customer_id WHERE c.region = 'EU' ORDER BY o.order_id LIMIT 5",
+            (
+                "SELECT sales.orders.order_id, crm.customers.name FROM sales.orders "
+                "JOIN crm.customers ON sales.orders.customer_id = crm.customers.customer_id "
+                "WHERE crm.customers.region = 'EU' ORDER BY sales.orders.order_id LIMIT 5"
+            ),
+            (
+                "SELECT o.order_id, c.name FROM memory.sales.orders o JOIN memory.crm.customers c "
+                "ON o.customer_id = c.customer_id WHERE c.region = 'EU' ORDER BY o.order_id LIMIT 5"
+            ),
         ),
         (
-            "SELECT count(*) FROM sales.orders WHERE sales.orders.amount > "
-            "(SELECT avg(sales.orders.amount) FROM sales.orders)",
+            (
+                "SELECT count(*) FROM sales.orders WHERE sales.orders.amount > "
+                "(SELECT avg(sales.orders.amount) FROM sales.orders)"
+            ),
             "SELECT count(*) FROM memory.sales.orders WHERE amount > (SELECT avg(amount) FROM memory.sales.orders)",
         ),
         (
@@ -283,8 +297,10 @@ REFUSED = [
     # DML hidden inside a query
     ("WITH x AS (DELETE FROM sales.orders RETURNING *) SELECT * FROM x", QueryRefused),
     (
-        "WITH x AS (INSERT INTO sales.orders VALUES (1, 1, 'EU', 1, DATE '2024-01-01') RETURNING *) "
-        "SELECT * FROM x",
+        (
+            "WITH x AS (INSERT INTO sales.orders VALUES (1, 1, 'EU', 1, DATE '2024-01-01') RETURNING *) "
+            "SELECT * FROM x"
+        ),
         QueryRefused,
     ),
     ("WITH x AS (UPDATE sales.orders SET amount = 0 RETURNING *) SELECT * FROM x", QueryRefused),

@@ -25,7 +25,9 @@ def test_closing_while_the_consumer_advances_never_fails_the_consumer():
         failures: list[BaseException] = []
         received: list[int] = []
 
-        def consume() -> None:
+        def consume(
+            stalled: StalledStream, received: list[int], failures: list[BaseException]
+        ) -> None:
             try:
                 while True:
                     received.append(stalled.advance())
@@ -35,7 +37,7 @@ def test_closing_while_the_consumer_advances_never_fails_the_consumer():
             except BaseException as exc:  # noqa: BLE001 - the failure under test
                 failures.append(exc)
 
-        consumer = threading.Thread(target=consume)
+        consumer = threading.Thread(target=consume, args=(stalled, received, failures))
         consumer.start()
         time.sleep(0.005)
         deadline = time.monotonic() + 5

@@ -185,7 +185,9 @@ def assert_tables_equal(actual: pa.Table, expected: pa.Table, what: str = "") ->
         if left.equals(right):
             continue
         left_values, right_values = left.to_pylist(), right.to_pylist()
-        first = next(i for i, (a, b) in enumerate(zip(left_values, right_values)) if a != b)
+        first = next(
+            i for i, (a, b) in enumerate(zip(left_values, right_values, strict=True)) if a != b
+        )
         raise AssertionError(
             f"{prefix}column {name!r} differs first at row {first}: "
             f"{left_values[first]!r} != {right_values[first]!r}"

@@ -808,7 +808,7 @@ def test_tickets_and_prepared_handles_are_bound_to_their_user(flights):
     command = pb.CommandPreparedStatementQuery(
         prepared_statement_handle=prepared.prepared_statement_handle
     )
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowKeyError):  # NOT_FOUND: the handle is not carol's
         info = carol.get_flight_info(
             flight.FlightDescriptor.for_command(pack(command)), carol_options
         )

@@ -85,7 +85,7 @@ def rewrite(path: Path, text: str) -> None:
 
 def without_line(path: Path, line: str) -> str:
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [l for l in lines if l.strip() != line]
+    kept = [entry for entry in lines if entry.strip() != line]
     assert len(kept) == len(lines) - 1, f"{line!r} not found once in {path}"
     return "\n".join(kept) + "\n"
 

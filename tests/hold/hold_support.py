@@ -8,6 +8,7 @@ leak into the shared session gateway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -121,10 +122,8 @@ class Private:
         """SIGTERM, then SIGKILL when it does not exit within ``timeout``."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
 

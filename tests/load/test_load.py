@@ -148,7 +148,7 @@ def workload() -> list[Query]:
                     Query("point", user, f"SELECT * FROM sales.orders WHERE order_id = {oid}")
                 )
     for user in ("alice", "bob", "carol"):
-        for i, cid in enumerate(customer_ids):
+        for cid in customer_ids:
             queries.append(
                 Query("point", user, "SELECT * FROM crm.customers WHERE customer_id = ?", (cid,))
             )
@@ -275,12 +275,14 @@ def _same(actual: pa.Table, expected: pa.Table) -> str | None:
         return f"columns {actual.column_names} != {expected.column_names}"
     if actual.num_rows != expected.num_rows:
         return f"{actual.num_rows} rows != {expected.num_rows}"
-    for name, left, right in zip(actual.column_names, actual.columns, expected.columns):
+    for name, left, right in zip(
+        actual.column_names, actual.columns, expected.columns, strict=True
+    ):
         if left.type != right.type:
             return f"column {name}: type {left.type} != {right.type}"
         if not left.equals(right):
             lv, rv = left.to_pylist(), right.to_pylist()
-            i = next(i for i, (a, b) in enumerate(zip(lv, rv)) if a != b)
+            i = next(i for i, (a, b) in enumerate(zip(lv, rv, strict=True)) if a != b)
             return f"column {name} row {i}: {lv[i]!r} != {rv[i]!r}"
     return None
 

@@ -13,6 +13,7 @@ Every process started here is killed at module teardown (try/finally), even on f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -113,7 +114,7 @@ def assert_same_as_embedded(
         assert len(got[2]) == len(expected[2]), (
             f"mesh {len(got[2])} rows, embedded {len(expected[2])}"
         )
-        diff = [(g, e) for g, e in zip(got[2], expected[2]) if g != e][:3]
+        diff = [(g, e) for g, e in zip(got[2], expected[2], strict=True) if g != e][:3]
         assert not diff, f"values differ (mesh, embedded): {diff}"
     else:
         assert got == expected, f"mesh: {got[:3]}\nembedded: {expected[:3]}"
@@ -132,10 +133,8 @@ def json_lines_since(path: Path, offset: int) -> list[dict]:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("{"):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 records.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
     return records
 
 
@@ -907,10 +906,9 @@ def test_node_killed_mid_stream_adbc_fails_fast(mesh):
     if thread.is_alive():  # never block the suite on a driver stuck in a read
         return
     for closeable in (reader, cur, conn):
-        try:
+        # Best effort: what a stuck or failed stream left behind may not close cleanly.
+        with contextlib.suppress(Exception):
             closeable.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def test_node_killed_mid_stream_proxy_fails_fast_naming_the_domain(mesh):
@@ -1046,10 +1044,9 @@ def test_node_killed_while_its_fragment_streams_fails_the_cross_domain_query_fas
     assert logistics["streamed"] and not logistics["complete"] and logistics["rows"] > 0, logistics
     thread.join(timeout=5)
     for closeable in (reader, cur, conn):
-        try:
+        # Best effort: a stream that failed may not close cleanly.
+        with contextlib.suppress(Exception):
             closeable.close()
-        except Exception:  # noqa: BLE001 - a stream that failed may not close cleanly
-            pass
 
 
 def test_node_dying_while_its_fragment_waits_unread_fails_the_query_fast(mesh):
@@ -1176,7 +1173,7 @@ def test_dead_node_other_domains_still_answer(mesh, gateway, connections, logist
     client, options = flight_client(mesh.gateway.uri, "bob")
     try:
         health = json.loads(
-            list(client.do_action(flight.Action("Health", b""), options))[0].body.to_pybytes()
+            next(iter(client.do_action(flight.Action("Health", b""), options))).body.to_pybytes()
         )
     finally:
         client.close()

@@ -349,7 +349,7 @@ def test_round_robin_spreads_tickets_over_replicas(mesh: Mesh, connections):
     assert outcome(conn, "SELECT * FROM sales.orders")[0] == "ok"  # 4 endpoints
     for _ in range(4):  # unsplit queries rotate too
         assert outcome(conn, "SELECT count(*) AS n FROM sales.orders")[0] == "ok"
-    served = [after - first for after, first in zip(replica_tickets(mesh), before)]
+    served = [after - first for after, first in zip(replica_tickets(mesh), before, strict=True)]
     assert sum(served) == SPLIT + 4
     assert min(served) >= 3, f"replicas served {served} tickets: not spread"
 
