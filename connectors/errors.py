@@ -1,7 +1,11 @@
-"""Errors of the connectors package."""
+"""Errors of the connectors package (their place in the tree: ``gateway.errors``)."""
 
 from __future__ import annotations
 
+from gateway.errors import ContractError
 
-class ConnectorError(Exception):
-    """A product source that cannot be bound; the message names the contract, field and fix."""
+
+class ConnectorError(ContractError):
+    """A product source that cannot be bound; the message names the contract, field and fix.
+
+    A ContractError: the contract's ``servers`` entry is what cannot be served."""

@@ -1,8 +1,36 @@
-"""Errors of the gateway package.
+"""The one error tree of Meshgate: every error raised on purpose is a ``MeshgateError``.
 
 Every error carries a message meant for a person: what went wrong, where (file, field,
 product, column) and, when there is one, the fix. ``client_message`` is what may be sent
 to a Flight client; it never contains data values.
+
+Classes are defined here unless a module is named::
+
+    Exception
+     └── MeshgateError
+          ├── ConfigError                 mesh.toml missing or invalid
+          ├── ContractError               a contract that cannot be served
+          │    └── ConnectorError         its source cannot be bound (connectors.errors)
+          ├── PolicyError                 a policy file line (policies.errors)
+          ├── PolicyExpressionError       a mask or filter expression (policies.errors);
+          │                               also a ValueError
+          ├── PolicyTestFileError         a policy test file (policies.errors)
+          ├── AuthenticationError
+          │    └── TicketError            a node ticket not to honour (gateway.mesh.tickets)
+          ├── InvalidQuery
+          ├── QueryRefused
+          ├── UnknownObject
+          │    └── AccessDenied
+          ├── QueryFailed
+          ├── ResourceExhausted
+          ├── Unavailable
+          │    └── NodeUnavailable        (gateway.mesh.federation)
+          ├── NotSupported
+          └── HandleNotFound
+
+``connectors`` and ``policies`` know nothing of the gateway, except this module: it is the
+root both import (an exception allowed, and checked, in pyproject.toml's import contracts),
+so it imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -31,6 +59,10 @@ class MeshgateError(Exception):
 
 class ConfigError(MeshgateError):
     """The mesh configuration file is missing or invalid."""
+
+
+class ContractError(MeshgateError):
+    """A contract file that cannot be served; the message names file, field and fix."""
 
 
 class AuthenticationError(MeshgateError):

@@ -27,6 +27,8 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from policies.errors import PolicyTestFileError
+
 TESTS_FILE_NAME = "policy_tests.yaml"
 _EXPECTATIONS = {"rows", "row_count", "columns", "matches", "denied"}
 
@@ -48,10 +50,6 @@ class CaseResult:
     case: PolicyCase
     passed: bool
     message: str
-
-
-class PolicyTestFileError(Exception):
-    """A policy test file that cannot be read; names file and case."""
 
 
 def find_case_files(mesh_dir: Path) -> list[Path]:

@@ -19,17 +19,16 @@ import duckdb
 import pyarrow as pa
 import structlog
 
-from connectors.errors import ConnectorError
 from connectors.registry import connector_for
 from gateway.catalog.contracts import (
     ColumnContract,
-    ContractError,
     ProductContract,
     find_contracts,
     read_contract,
 )
 from gateway.config import EngineSettings
 from gateway.engine.database import Engine
+from gateway.errors import ContractError
 from policies.rules import ColumnShape, ProductShape
 
 log = structlog.get_logger("meshgate.catalog")
@@ -183,7 +182,7 @@ def load_catalog(
                 schema, column_types = engine.bind(
                     contract, connector_for(contract.source), partitions
                 )
-            except (ContractError, ConnectorError) as exc:
+            except ContractError as exc:  # a ConnectorError too: the source cannot be bound
                 problems.append(ContractProblem(path, str(exc)))
                 previous = [c for c in (last_good or {}).get(path, []) if c.key == contract.key]
                 if not previous or previous[0] == contract:
@@ -193,7 +192,7 @@ def load_catalog(
                         previous[0], connector_for(previous[0].source), partitions
                     )
                     contract = previous[0]
-                except (ContractError, ConnectorError, duckdb.Error):
+                except (ContractError, duckdb.Error):
                     continue
             except duckdb.CatalogException as exc:  # the table is not in the database file
                 problems.append(

@@ -22,14 +22,10 @@ from open_data_contract_standard.model import (
 from pydantic import ValidationError
 
 from connectors.base import SourceSpec
-from gateway.errors import MeshgateError
+from gateway.errors import ContractError
 
 CONTRACT_SUFFIX = ".odcs.yaml"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class ContractError(MeshgateError):
-    """A contract file that cannot be served; the message names file, field and fix."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from gateway.catalog.contracts import ColumnContract, ContractError, ProductContract
+from gateway.catalog.contracts import ColumnContract, ProductContract
+from gateway.errors import ContractError
 
 _LOGICAL_FAMILIES: dict[str, frozenset[exp.DataType.Type]] = {
     "integer": frozenset(exp.DataType.INTEGER_TYPES),

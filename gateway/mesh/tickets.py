@@ -31,6 +31,8 @@ import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.errors import AuthenticationError
+
 if TYPE_CHECKING:
     from policies.engine import ProductAccess
 
@@ -47,7 +49,7 @@ POLICY_CHANGED = (
 )
 
 
-class TicketError(Exception):
+class TicketError(AuthenticationError):
     """A ticket that must not be honoured: tampered, foreign, expired or replayed."""
 
 
