@@ -15,6 +15,9 @@ from gateway.config import MeshConfig
 from policies.engine import Governor
 from policies.holder import PolicyHolder
 
+#: How often the gateway and each domain node look for changed contracts and policy files.
+RELOAD_INTERVAL_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class MeshSnapshot:

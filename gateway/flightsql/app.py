@@ -13,7 +13,7 @@ import pyarrow as pa
 import structlog
 
 from gateway.audit.log import AuditLog
-from gateway.catalog.state import MeshState
+from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshState
 from gateway.config import MeshConfig, load_config
 from gateway.engine.streaming import WATCHDOG
 from gateway.errors import ConfigError
@@ -22,8 +22,6 @@ from gateway.flightsql.service import SqlService
 from gateway.security.auth import LoginGuard, TokenStore, UserDirectory
 
 log = structlog.get_logger("meshgate.app")
-
-RELOAD_INTERVAL_SECONDS = 1.0
 
 
 @dataclass

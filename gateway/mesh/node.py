@@ -28,11 +28,10 @@ import pyarrow.flight as flight
 import structlog
 
 from gateway.audit.log import AuditLog
-from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
 from gateway.engine.streaming import result_schema, stream_sql
 from gateway.errors import ConfigError, MeshgateError
-from gateway.flightsql.app import RELOAD_INTERVAL_SECONDS
 from gateway.mesh.actions import ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
 from gateway.mesh.tickets import (
     CONTROL_PURPOSES,
