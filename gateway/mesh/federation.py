@@ -147,6 +147,7 @@ class NodeDirectory:
     """The node replicas of every node-served domain (a FragmentExecutor)."""
 
     def __init__(self, settings: NodesSettings) -> None:
+        assert settings.ticket_key is not None  # mesh mode is on only with a ticket key
         self.sealer = TicketSealer(settings.ticket_key, settings.ticket_ttl_seconds)
         self._locations = {d: tuple(locs) for d, locs in settings.domains.items() if locs}
         self._domain_of = {loc: d for d, locs in self._locations.items() for loc in locs}
@@ -338,14 +339,14 @@ def run_fragments(
             lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
             plan.fragments,
             failures,
-            lambda opened: [s.stop() for s in opened],
+            _stop_all,
         )
         tables = _gather(
             pool,
             lambda s: _table(s, plan, rows_of),
             streams,
             failures,
-            lambda _: [s.stop() for s in streams],
+            lambda _: _stop_all(streams),
         )
     return FragmentStreams(
         plan,
@@ -375,8 +376,13 @@ def _gather(
     cut([f.result() for f in futures if f.done() and f.exception() is None])
     wait(futures)
     cut([f.result() for f in futures if f.exception() is None])
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [error for f in futures if (error := f.exception()) is not None]
     raise failures[0] if failures else errors[0]
+
+
+def _stop_all(streams: Sequence[FragmentStream]) -> None:
+    for stream in streams:
+        stream.stop()
 
 
 def _table(
@@ -486,7 +492,10 @@ class FragmentStreams:
         }
         if self.plan.pushed_down and self.plan.whole_products:
             whole = [self._nodes.sizes.get((w.domain, w.sql)) for w in self.plan.whole_products]
-            fields["bytes_whole_products_estimated"] = None if None in whole else sum(whole)
+            known = [size for size in whole if size is not None]
+            fields["bytes_whole_products_estimated"] = (
+                sum(known) if len(known) == len(whole) else None
+            )
         else:
             fields["bytes_whole_products_measured"] = moved
         return fields
@@ -548,6 +557,7 @@ def _literal(value: object) -> exp.Expr:
         return exp.Cast(this=exp.Literal.number(repr(value)), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, decimal.Decimal):
         _sign, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)  # finite: Arrow decimals hold no NaN or infinity
         scale = max(0, -exponent)
         precision = max(len(digits), scale + 1)
         return exp.Cast(

@@ -37,6 +37,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TypeVar
 
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SqlglotError
@@ -44,7 +45,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.pushdown_projections import pushdown_projections
 from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import traverse_scope
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from gateway.planning.naming import INTERNAL_CATALOG
 
@@ -64,6 +65,7 @@ _EXACT_SUM_TYPES = exp.DataType.INTEGER_TYPES - {exp.DataType.Type.BIT} | {
     exp.DataType.Type.DECIMAL
 }
 _VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
+_N = TypeVar("_N", bound=exp.Expr)
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ def _unpruned(ast: exp.Expr, served: frozenset[str], whole: tuple[Fragment, ...]
 
 def _whole_products(ast: exp.Expr, served: frozenset[str]) -> tuple[Fragment, ...]:
     """Every secure subquery of a served domain, as it would move without pushdown."""
-    whole = []
+    whole: list[Fragment] = []
     for subquery in ast.find_all(exp.Subquery):
         table = _secure_table(subquery.this)
         if table is not None and table.db in served:
@@ -322,7 +324,7 @@ def _is_closed(query: exp.Query) -> bool:
         return False
     for scope in scopes:
         visible = set()
-        ancestor = scope
+        ancestor: Scope | None = scope
         while ancestor is not None:
             visible |= set(ancestor.sources) | set(ancestor.selected_sources)
             ancestor = ancestor.parent
@@ -440,7 +442,7 @@ def _referenced_elsewhere(sources: list[exp.Expr], position: int, alias: str) ->
 
 def _plan_partials(aggregates: list[exp.AggFunc], alias: str) -> list[exp.AggFunc] | None:
     """The aggregates to split into partials over ``alias``, or None when one is not exact."""
-    split = []
+    split: list[exp.AggFunc] = []
     for aggregate in aggregates:
         tables = {column.table for column in aggregate.find_all(exp.Column)}
         if isinstance(aggregate, (exp.Min, exp.Max)) and not isinstance(
@@ -539,14 +541,14 @@ def _key_columns(select: exp.Select, alias: str, finals: Mapping[int, exp.Expr])
 
 
 def _agg_ancestors(node: exp.Expr, stop: exp.Expr) -> Iterator[exp.Expr]:
-    node = node.parent
-    while node is not None and node is not stop:
-        if isinstance(node, exp.AggFunc):
-            yield node
-        node = node.parent
+    ancestor = node.parent
+    while ancestor is not None and ancestor is not stop:
+        if isinstance(ancestor, exp.AggFunc):
+            yield ancestor
+        ancestor = ancestor.parent
 
 
-def _own(select: exp.Select, *types: type) -> Iterator[exp.Expr]:
+def _own(select: exp.Select, *types: type[_N]) -> Iterator[_N]:
     """Nodes of ``types`` in ``select`` itself: not inside its FROM/JOIN sources nor WITH."""
     sources = {id(s) for s in _raw_sources(select)} | {id(select.args.get("with_"))}
     stack = [child for child in select.iter_expressions() if id(child) not in sources]

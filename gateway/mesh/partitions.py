@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 import duckdb
 import sqlglot
@@ -45,7 +46,7 @@ def partition_sqls(planned: PlannedQuery, count: int) -> tuple[str, ...]:
         return ()
     ast = planned.query.ast or _parse(planned.sql)
     table = row_wise_product(ast) if ast is not None else None
-    if table is None:
+    if ast is None or table is None:
         return ()
     return tuple(
         substitute(ast, table, partition_table(table.db, table.name, index, count)).sql(
@@ -109,7 +110,7 @@ def _present(node: exp.Expr) -> list[str]:
     return [key for key, value in node.args.items() if value not in (None, False, [], "")]
 
 
-def _outer_nodes(ast: exp.Select, source: exp.Subquery):
+def _outer_nodes(ast: exp.Expr, source: exp.Subquery) -> Iterator[exp.Expr]:
     """Every node of the outer query, not descending into its secure subquery."""
     stack = [ast]
     while stack:
@@ -144,12 +145,13 @@ def _function_kinds() -> tuple[frozenset[str], frozenset[str]]:
 
 def _path_to(root: exp.Expr, target: exp.Expr) -> list[tuple[str, int | None]]:
     """The (argument, index) steps from ``root`` down to ``target``."""
-    steps = []
+    steps: list[tuple[str, int | None]] = []
     node = target
     while node is not root:
-        parent = node.parent
-        value = parent.args[node.arg_key]
-        steps.append((node.arg_key, value.index(node) if isinstance(value, list) else None))
+        parent, key = node.parent, node.arg_key
+        assert parent is not None and key is not None  # ``target`` is a node below ``root``
+        value = parent.args[key]
+        steps.append((key, value.index(node) if isinstance(value, list) else None))
         node = parent
     return steps[::-1]
 

@@ -128,15 +128,13 @@ def _size_sql(sql: str, schema: pa.Schema) -> str:
         for f in schema
         if _fixed_width(f.type) == 0 and not pa.types.is_boolean(f.type)
     ]
-    total = exp.Sum(this=exp.Add(this=varying[0], expression=exp.Literal.number(4)))
-    for term in varying[1:]:
-        total = exp.Add(
-            this=total,
-            expression=exp.Sum(this=exp.Add(this=term, expression=exp.Literal.number(4))),
-        )
+    sums = [exp.Sum(this=exp.Add(this=v, expression=exp.Literal.number(4))) for v in varying]
+    total: exp.Expr = sums[0] if sums else exp.Literal.number(0)  # all fixed-width: none
+    for term in sums[1:]:
+        total = exp.Add(this=total, expression=term)
     select = exp.select(
         exp.alias_(exp.Count(this=exp.Star(), big_int=True), "rows", quoted=True),
-        exp.alias_(total if varying else exp.Literal.number(0), "varbytes", quoted=True),
+        exp.alias_(total, "varbytes", quoted=True),
     ).from_(
         exp.Subquery(
             this=parse_one(sql, dialect="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("p"))

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from mesh_support import Mesh, running_mesh
@@ -32,7 +34,7 @@ from gateway.demo.mesh import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
 from gateway.engine.database import Engine
 from gateway.flightsql.service import SqlService
 from gateway.mesh.federation import inline_parameters
-from gateway.mesh.fragments import FederatedPlan, read_once, split_fragments
+from gateway.mesh.fragments import FederatedPlan, Fragment, read_once, split_fragments
 from gateway.mesh.sizes import SizeCache, whole_size
 from gateway.planning.planner import plan as plan_query
 from gateway.security.principal import Principal
@@ -315,6 +317,26 @@ def test_whole_product_size_estimate_is_close_to_the_arrow_size(service):
         with engine.cursor() as cursor:
             actual = cursor.sql(whole.sql).to_arrow_table().nbytes
         assert abs(estimate - actual) <= 0.1 * actual, (whole.products, estimate, actual)
+
+
+def test_whole_product_size_of_fixed_width_columns_only():
+    """A product without strings or blobs is measured too: its rows times its widths."""
+    sql = "SELECT * FROM (VALUES (1, 2.5), (2, 3.5), (3, NULL)) AS t(id, amount)"
+    schema = pa.schema([("id", pa.int64()), ("amount", pa.float64())])
+    node = LocalNode(DuckDB())
+    estimate = whole_size(
+        node, Fragment("__whole_0", "sales", sql, ("sales.t",)), "alice", {}, lambda _: schema
+    )
+    assert estimate == 3 * (8 + 8) + 1 * 2  # rows x widths + one validity byte per column
+
+
+class DuckDB:
+    """An in-memory DuckDB standing in for an engine: ``cursor()`` as a context manager."""
+
+    @contextmanager
+    def cursor(self):
+        with duckdb.connect() as connection:
+            yield connection
 
 
 class LocalNode:
