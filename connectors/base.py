@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from open_data_contract_standard.model import Server
 from sqlglot import exp
@@ -22,7 +22,7 @@ from connectors.errors import ConnectorError
 AttachDatabase = Callable[[Path], str]
 
 #: Run a one-value query on the engine (before it is locked) and return that value.
-QueryValue = Callable[[exp.Query], object]
+QueryValue = Callable[[exp.Query], Any]
 
 
 @dataclass(frozen=True)

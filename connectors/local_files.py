@@ -40,16 +40,16 @@ class LocalFilesConnector(Connector):
                 f"use one of: {', '.join(SUPPORTED_FORMATS)}",
             )
         raw = spec.server.path or spec.server.location
-        is_glob = bool(raw and _GLOB_CHARS & set(raw))
-        if is_glob and ".." in Path(raw).parts:
+        glob = raw if raw and _GLOB_CHARS & set(raw) else None
+        if glob is not None and ".." in Path(glob).parts:
             raise spec.fail(
                 spec.field("path"),
-                f"{raw!r}: a glob may not contain '..'",
+                f"{glob!r}: a glob may not contain '..'",
                 "a domain publishes only data inside its own folder",
             )
-        if is_glob:
-            root = self.resolve_path(_glob_root(raw))
-            self.pattern = str(root / raw[len(_glob_root(raw)) :].lstrip("/"))
+        if glob is not None:
+            root = self.resolve_path(_glob_root(glob))
+            self.pattern = str(root / glob[len(_glob_root(glob)) :].lstrip("/"))
             self.root = root
         else:
             self.root = self.resolve_path(raw)

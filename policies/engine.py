@@ -188,9 +188,10 @@ class Governor:
         domain_masks = [
             self._strongest(self._domain_masks(grant, obj), product, column) for grant in granting
         ]
-        chosen = None
-        if domain_masks and all(m is not None for m in domain_masks):
-            chosen = min(domain_masks, key=lambda m: m[0].strength)
+        chosen: tuple[CompiledMask, Rule] | None = None
+        found = [m for m in domain_masks if m is not None]
+        if domain_masks and len(found) == len(domain_masks):
+            chosen = min(found, key=lambda m: m[0].strength)
         if chosen is None and self._decider.enforce(user, obj, Action.MASK, GLOBAL):
             floor = [
                 r
@@ -216,6 +217,7 @@ class Governor:
         self, rules: list[Rule], product: ProductShape, column: str
     ) -> tuple[CompiledMask, Rule] | None:
         shape = product.column(column)
+        assert shape is not None  # ``column`` is one of the product's columns
         data_type = exp.DataType.build(shape.duck_type, dialect="duckdb")
         compiled = []
         for rule in rules:

@@ -116,7 +116,7 @@ class PolicyHolder:
 
 
 def _files_signature(paths: Mapping[str, Path]) -> tuple:
-    entries = []
+    entries: list[tuple[str, int | None, int | None]] = []
     for scope, path in sorted(paths.items()):
         try:
             stat = path.stat()

@@ -222,10 +222,11 @@ class _LineChecker:
         if not rule.argument:
             raise self.fail(line, "a mask rule names its mask, e.g. `hash` or `round:100`")
         if not columns:
-            compile_or_fail = self._compile(line, rule.argument, None)
-            return compile_or_fail
+            self._compile(line, rule.argument, None)
+            return
         for product, column in columns:
             shape = product.column(column)
+            assert shape is not None  # ``columns`` are the product's own
             self._compile(
                 line,
                 rule.argument,
