@@ -93,7 +93,11 @@ def read_contract(path: Path) -> list[ProductContract]:
         )
     if not contract.schema_:
         raise ContractError(f"{path}: field `schema`: missing; declare the product's columns")
-    return [_product(path, contract, index) for index in range(len(contract.schema_))]
+    server = contract.servers[0]
+    return [
+        _product(path, contract, domain, server, schema_object, index)
+        for index, schema_object in enumerate(contract.schema_)
+    ]
 
 
 def _load_model(path: Path) -> OpenDataContractStandard:
@@ -124,8 +128,16 @@ def _load_model(path: Path) -> OpenDataContractStandard:
         ) from exc
 
 
-def _product(path: Path, contract: OpenDataContractStandard, index: int) -> ProductContract:
-    schema_object = contract.schema_[index]
+def _product(
+    path: Path,
+    contract: OpenDataContractStandard,
+    domain: str,
+    server: Server,
+    schema_object: SchemaObject,
+    index: int,
+) -> ProductContract:
+    """Schema object ``index`` of ``contract``, whose ``domain`` and ``server`` (its first)
+    were checked already."""
     field = f"schema[{index}]"
     name = _require(path, f"{field}.name", schema_object.name, "name the product")
     _check_name(path, f"{field}.name", name)
@@ -143,9 +155,8 @@ def _product(path: Path, contract: OpenDataContractStandard, index: int) -> Prod
                 "(names are case-insensitive); remove or rename one of them"
             )
         seen.add(column.name.lower())
-    server = contract.servers[0]
     source = SourceSpec(
-        product=f"{contract.domain}.{name}",
+        product=f"{domain}.{name}",
         contract_path=path,
         domain_dir=path.parent,
         server=server,
@@ -153,7 +164,7 @@ def _product(path: Path, contract: OpenDataContractStandard, index: int) -> Prod
         physical_name=schema_object.physicalName or name,
     )
     return ProductContract(
-        domain=contract.domain,
+        domain=domain,
         name=name,
         description=_text(schema_object.description) or _describe(contract),
         owner=_owner(contract),

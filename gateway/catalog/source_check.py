@@ -10,7 +10,7 @@ from sqlglot.errors import ParseError
 from gateway.catalog.contracts import ColumnContract, ProductContract
 from gateway.errors import ContractError
 
-_LOGICAL_FAMILIES: dict[str, frozenset[exp.DataType.Type]] = {
+_LOGICAL_FAMILIES: dict[str, frozenset[exp.DType]] = {
     "integer": frozenset(exp.DataType.INTEGER_TYPES),
     "number": frozenset(exp.DataType.NUMERIC_TYPES),
     "string": frozenset(exp.DataType.TEXT_TYPES),

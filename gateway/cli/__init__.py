@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -60,7 +60,7 @@ def _mesh(mesh_dir: Path | None) -> Path:
     return path
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception | str) -> NoReturn:
     err_console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(code=1)
 

@@ -131,7 +131,7 @@ def write_demo_mesh(target: Path, *, overwrite: bool = False) -> Path:
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target}: not a directory; choose a folder for the demo mesh")
-    owned = [
+    owned: list[str | Path] = [
         CONFIG_FILE_NAME,
         ORDERS_DB,
         ORDERS_DB.with_name(ORDERS_DB.name + ".wal"),
@@ -256,7 +256,9 @@ def _write_shipments(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     )
     # One thread: each partition file then holds its rows in shipment_id order, so two runs
     # write the same files (the values themselves never depend on the thread count).
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    setting = con.execute("SELECT current_setting('threads')").fetchone()
+    assert setting is not None  # a SELECT without FROM returns its one row
+    threads = setting[0]
     con.execute("SET threads = 1")
     try:
         con.execute(

@@ -74,6 +74,7 @@ def plan_explanation(catalog: Catalog, query: Query, parameters: tuple[object, .
         # with no rows at all), so the plan would reveal rows outside the row filter.
         text = "withheld: a row filter applies, and the plan reflects statistics of rows outside it"
     else:
+        assert query.display_sql is not None  # set by generate_sql with the SQL it shows
         with catalog.engine.cursor() as cursor:
             text = cursor.sql(query.display_sql, params=list(parameters) or None).explain()
         # Cardinality estimates come from the base tables: they would hint at hidden rows.
