@@ -28,6 +28,7 @@ from gateway.catalog.contracts import (
 )
 from gateway.config import EngineSettings
 from gateway.engine.database import Engine
+from gateway.engine.watchdog import Watchdog
 from gateway.errors import ContractError
 from policies.rules import ColumnShape, ProductShape
 
@@ -147,6 +148,7 @@ def load_catalog(
     domains: frozenset[str] | None = None,
     last_good: Mapping[Path, list[ProductContract]] | None = None,
     partitions: int = 1,
+    watchdog: Watchdog | None = None,
 ) -> Catalog:
     """Read, validate and bind every contract of ``mesh_dir`` (of ``domains``, when given,
     as a domain node does) into a new engine.
@@ -154,9 +156,10 @@ def load_catalog(
     ``last_good`` holds the contracts of a previous load by file: a file that has turned
     invalid keeps serving its last good version (the error is still reported).
     ``partitions > 1`` also binds that many hidden partition views per splittable product.
+    ``watchdog`` becomes the engine's (see ``Engine``).
     """
     signature = contracts_signature(mesh_dir, domains)
-    engine = Engine(settings)
+    engine = Engine(settings, watchdog)
     products: dict[str, Product] = {}
     problems: list[ContractProblem] = []
     for path in find_contracts(mesh_dir, domains):
@@ -238,13 +241,18 @@ class CatalogHolder:
         settings: EngineSettings,
         domains: frozenset[str] | None = None,
         partitions: int = 1,
+        watchdog: Watchdog | None = None,
     ) -> None:
+        """``watchdog``: the one every catalog's engine gets (a new one by default)."""
         self._mesh_dir = mesh_dir
         self._settings = settings
         self._domains = domains
         self._partitions = partitions
+        self.watchdog = watchdog if watchdog is not None else Watchdog()
         self._lock = threading.Lock()
-        self._current = load_catalog(mesh_dir, settings, domains, partitions=partitions)
+        self._current = load_catalog(
+            mesh_dir, settings, domains, partitions=partitions, watchdog=self.watchdog
+        )
 
     @property
     def current(self) -> Catalog:
@@ -261,6 +269,7 @@ class CatalogHolder:
                 self._domains,
                 self._current.contracts_by_file(),
                 partitions=self._partitions,
+                watchdog=self.watchdog,
             )
             self._current = fresh
             log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.catalog.catalog import Catalog, CatalogHolder
 from gateway.config import MeshConfig
+from gateway.engine.watchdog import Watchdog
 from policies.engine import Governor
 from policies.holder import PolicyHolder
 
@@ -31,13 +32,24 @@ class MeshState:
     """Loads the mesh, then reloads catalog and policies when their files change."""
 
     def __init__(
-        self, mesh_dir: Path, config: MeshConfig, domains: frozenset[str] | None = None
+        self,
+        mesh_dir: Path,
+        config: MeshConfig,
+        domains: frozenset[str] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
-        """``domains``: only these domains' products and policies (a domain node)."""
+        """``domains``: only these domains' products and policies (a domain node).
+        ``watchdog``: shared by the engine of every catalog snapshot (a new one, without
+        memory ceiling, by default); ``self.watchdog``."""
         self.config = config
         self._catalogs = CatalogHolder(
-            mesh_dir, config.engine, domains, partitions=config.nodes.split_endpoints
+            mesh_dir,
+            config.engine,
+            domains,
+            partitions=config.nodes.split_endpoints,
+            watchdog=watchdog,
         )
+        self.watchdog = self._catalogs.watchdog
         self.policies = PolicyHolder(
             mesh_dir,
             config.governance.hash_key,

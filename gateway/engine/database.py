@@ -27,6 +27,7 @@ from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
+from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
 from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
 
@@ -38,8 +39,12 @@ _POOL_SIZE = 16
 class Engine:
     """A hardened DuckDB database holding one view per product."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, watchdog: Watchdog | None = None) -> None:
+        """``watchdog`` stops this engine's queries (time limit, cancel, memory ceiling,
+        shutdown); the engines of one MeshState share theirs. Without one, the engine has
+        its own, with no memory ceiling."""
         self.settings = settings
+        self.watchdog = watchdog if watchdog is not None else Watchdog()
         self._spill_dir = Path(tempfile.mkdtemp(prefix="meshgate-spill-"))
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(self._spill_dir)})
         self._attached: dict[Path, str] = {}

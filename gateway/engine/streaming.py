@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -88,11 +86,11 @@ def result_schema(
     try:
         with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
             seconds = engine.settings.query_timeout_seconds if timeout is None else timeout
-            token = WATCHDOG.watch(engine, cursor, lambda: False, seconds)
+            token = engine.watchdog.watch(engine, cursor, lambda: False, seconds)
             try:
                 return engine.schema_on(cursor, sql, parameters)
             finally:
-                WATCHDOG.release(token)
+                engine.watchdog.release(token)
     except duckdb.InterruptException as exc:
         raise QueryFailed(
             f"planning the query exceeded the time limit of {engine.settings.query_timeout_seconds:g} s"
@@ -115,166 +113,6 @@ def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
         )
         width += max(1, (bit_width or 8 * _FIXED_WIDTH_GUESS) // 8)
     return max(1, min(max_rows, max_bytes // max(width, 1)))
-
-
-@dataclass
-class StalledStream:
-    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``). The
-    consumer advances it and the watchdog closes it under one lock: a generator advanced
-    by one thread while another closes it fails with "generator already executing"."""
-
-    stream: Generator[object, None, None]
-    deadline: float
-    expired: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def advance(self) -> object:
-        """The stream's next item (StopIteration at its end or once it expired)."""
-        with self.lock:
-            if self.expired:
-                raise StopIteration
-            return next(self.stream)
-
-    def expire_if_idle(self) -> bool:
-        """Close the stream if nobody is advancing it now; False if somebody is (a running
-        query is then stopped by the engine interrupt instead)."""
-        if not self.lock.acquire(blocking=False):
-            return False
-        try:
-            self.expired = True
-            self.stream.close()  # suspended at a yield: runs its cleanup now
-            return True
-        finally:
-            self.lock.release()
-
-    def close(self) -> None:
-        with self.lock:
-            self.stream.close()
-
-
-class Watchdog:
-    """One thread that interrupts running queries whose client has gone or cancelled, or
-    whose time is up, also while DuckDB is still computing their first batch."""
-
-    def __init__(self, interval_seconds: float = 0.1) -> None:
-        self._interval = interval_seconds
-        self._running: dict[
-            int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]
-        ] = {}
-        self._stopped: dict[int, str] = {}
-        self._streams: dict[int, StalledStream] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        #: Process RSS past which every running query is stopped (set from config).
-        self.memory_ceiling = float("inf")
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="meshgate-watchdog", daemon=True
-            )
-            self._thread.start()
-
-    def watch(
-        self,
-        engine: Engine,
-        cursor: duckdb.DuckDBPyConnection,
-        is_cancelled: Callable[[], bool],
-        timeout_seconds: float,
-    ) -> int:
-        token = id(cursor)
-        with self._lock:
-            self._running[token] = (
-                engine,
-                cursor,
-                is_cancelled,
-                time.monotonic() + timeout_seconds,
-            )
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="meshgate-watchdog", daemon=True
-                )
-                self._thread.start()
-        return token
-
-    def release(self, token: int) -> str | None:
-        """Stop watching; the reason ("cancelled" or "timeout") if the watchdog stopped it."""
-        with self._lock:
-            self._running.pop(token, None)
-            return self._stopped.pop(token, None)
-
-    def watch_stream(
-        self, stream: Generator[object, None, None], timeout_seconds: float
-    ) -> StalledStream:
-        """Also watch a whole result stream: a client that stops reading leaves it suspended
-        between batches, where no engine interrupt reaches it. Past the deadline the stream
-        is closed (its cursor and slot are freed) and marked, so that it ends with an error."""
-        stalled = StalledStream(stream, time.monotonic() + timeout_seconds)
-        with self._lock:
-            self._streams[id(stalled)] = stalled
-            self._ensure_thread()
-        return stalled
-
-    def unwatch_stream(self, stalled: StalledStream) -> None:
-        with self._lock:
-            self._streams.pop(id(stalled), None)
-
-    def _close_stalled(self, now: float) -> None:
-        """Close streams past their deadline. Called WITHOUT the lock: closing runs the
-        stream's cleanup, which releases its own watch (and takes the lock)."""
-        with self._lock:
-            due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
-        for stalled in due:
-            stalled.expire_if_idle()
-
-    def stop_all(self, reason: str = "shutdown") -> int:
-        """Interrupt every running query (at shutdown); returns how many."""
-        with self._lock:
-            for token, (engine, cursor, _, _) in list(self._running.items()):
-                engine.interrupt(cursor)
-                del self._running[token]
-                self._stopped[token] = reason
-            return len(self._stopped)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            now = time.monotonic()
-            if self._running and _process_rss() > self.memory_ceiling:
-                log.warning(
-                    "memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling
-                )
-                self.stop_all("memory")
-            self._close_stalled(now)
-            with self._lock:
-                for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
-                    try:
-                        reason = (
-                            "cancelled"
-                            if is_cancelled()
-                            else ("timeout" if now > deadline else None)
-                        )
-                    except Exception:  # noqa: BLE001 - a gone context: the call is over
-                        reason = "cancelled"
-                    if reason:
-                        engine.interrupt(cursor)
-                        del self._running[token]
-                        self._stopped[token] = reason
-
-
-WATCHDOG = Watchdog()
-
-
-def _process_rss() -> int:
-    """This process's resident memory in bytes (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as handle:
-            return int(handle.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def stream_batches(
@@ -324,8 +162,9 @@ def stream_sql(
     stats = StreamStats()
     outcome = "ok"
     error: str | None = None
+    watchdog = engine.watchdog
     with engine.cursor() as cursor:
-        token = WATCHDOG.watch(engine, cursor, is_cancelled, settings.query_timeout_seconds)
+        token = watchdog.watch(engine, cursor, is_cancelled, settings.query_timeout_seconds)
         reader = None
         try:
             for name, table in (tables or {}).items():
@@ -353,7 +192,7 @@ def stream_sql(
                         )
                     yield piece
         except (duckdb.InterruptException, OSError, pa.ArrowException) as exc:
-            stopped_by = WATCHDOG.release(token)
+            stopped_by = watchdog.release(token)
             if (failure := _failed_source(sources)) is not None:
                 outcome, error = "error", failure.client_message
                 raise failure from exc
@@ -367,7 +206,7 @@ def stream_sql(
             if (failure := _failed_source(sources)) is not None:
                 error = failure.client_message
                 raise failure from exc
-            if sources is not None and (stopped_by := WATCHDOG.release(token)) is not None:
+            if sources is not None and (stopped_by := watchdog.release(token)) is not None:
                 outcome, error = (
                     stopped_by,
                     _stop_message(stopped_by, settings.query_timeout_seconds),
@@ -396,7 +235,7 @@ def stream_sql(
                 engine.interrupt(cursor)
             raise
         finally:
-            WATCHDOG.release(token)
+            watchdog.release(token)
             if outcome == "ok":
                 engine.mark_health(products, "ok")
             if sources is not None:  # first: a DuckDB thread may be waiting on a source

@@ -15,7 +15,7 @@ import structlog
 from gateway.audit.log import AuditLog
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshState
 from gateway.config import MeshConfig, load_config
-from gateway.engine.streaming import WATCHDOG
+from gateway.engine.watchdog import Watchdog
 from gateway.errors import ConfigError
 from gateway.flightsql.server import MeshgateFlightServer
 from gateway.flightsql.service import SqlService
@@ -64,7 +64,7 @@ class Gateway:
             time.sleep(0.05)
         if self.service.active_streams:
             log.warning("shutdown_cancels_queries", running=self.service.active_streams)
-            WATCHDOG.stop_all()
+            self.state.watchdog.stop_all()
             deadline = time.monotonic() + 2
             while self.service.active_streams and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -79,8 +79,8 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     """Load the mesh, bind every product and start listening (returns immediately)."""
     mesh_dir = mesh_dir.resolve()
     config = load_config(mesh_dir)
-    state = MeshState(mesh_dir, config)
-    WATCHDOG.memory_ceiling = config.engine.process_memory_ceiling_bytes
+    watchdog = Watchdog(memory_ceiling=config.engine.process_memory_ceiling_bytes)
+    state = MeshState(mesh_dir, config, watchdog=watchdog)
     audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
     service = SqlService(state, audit)
     settings = config.gateway

@@ -26,14 +26,13 @@ from gateway.catalog.catalog import Product
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.errors import safe_engine_error
 from gateway.engine.streaming import (
-    WATCHDOG,
     PlannedQuery,
-    StalledStream,
     StreamStats,
     result_schema,
     stream_batches,
     stream_sql,
 )
+from gateway.engine.watchdog import StalledStream, Watchdog
 from gateway.errors import (
     AccessDenied,
     AuthenticationError,
@@ -414,7 +413,8 @@ class SqlService:
         schema, batches = self._stream(principal, ticket, is_cancelled)
         inner = self._in_slot(principal.user, batches)
         timeout = self._state.config.engine.query_timeout_seconds
-        return schema, _expiring(WATCHDOG.watch_stream(inner, timeout + 1.0), timeout)
+        watchdog = self._state.watchdog
+        return schema, _expiring(watchdog, watchdog.watch_stream(inner, timeout + 1.0), timeout)
 
     def health(self, principal: Principal | None = None) -> dict:
         """Products' health and node reachability: all of it without a ``principal`` (the
@@ -798,7 +798,9 @@ def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.Reco
         ) from exc
 
 
-def _expiring(stalled: StalledStream, timeout: float) -> Iterator[pa.RecordBatch]:
+def _expiring(
+    watchdog: Watchdog, stalled: StalledStream, timeout: float
+) -> Iterator[pa.RecordBatch]:
     """The watched stream's batches, ending with an error (never a silently short result)
     when the watchdog closed it because the client stopped reading past the time limit."""
     try:
@@ -815,7 +817,7 @@ def _expiring(stalled: StalledStream, timeout: float) -> Iterator[pa.RecordBatch
             )
     finally:
         stalled.close()
-        WATCHDOG.unwatch_stream(stalled)
+        watchdog.unwatch_stream(stalled)
 
 
 def _finishing(batches: Iterator[pa.RecordBatch], finish) -> Iterator[pa.RecordBatch]:

@@ -39,7 +39,7 @@ from sqlglot import exp
 
 from gateway.config import NodesSettings
 from gateway.engine.database import Engine
-from gateway.engine.streaming import WATCHDOG, StreamedTable
+from gateway.engine.streaming import StreamedTable
 from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
 from gateway.mesh import fragments
 from gateway.mesh.actions import ACTION_HEALTH, ACTION_STATS
@@ -398,13 +398,13 @@ def estimated_rows(engine: Engine, sql: str) -> int | None:
     what embedded mode would plan the query with; None when it cannot tell."""
     try:
         with engine.cursor() as cursor:
-            token = WATCHDOG.watch(
+            token = engine.watchdog.watch(
                 engine, cursor, lambda: False, engine.settings.query_timeout_seconds
             )
             try:
                 plan = json.loads(cursor.sql(sql).explain(format="json"))
             finally:
-                WATCHDOG.release(token)
+                engine.watchdog.release(token)
         return min(_plan_rows(plan[0]), _MAX_ESTIMATE)
     except (duckdb.Error, TypeError, ValueError, LookupError, AttributeError):
         return None

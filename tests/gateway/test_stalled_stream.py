@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gateway.engine.streaming import StalledStream
+from gateway.engine.watchdog import StalledStream
 
 
 def slow_numbers(closed: threading.Event):

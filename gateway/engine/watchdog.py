@@ -1,0 +1,182 @@
+"""The watchdog: one thread that stops queries whose client cancelled or went away, whose
+time is up, or that run while the process is past its memory ceiling, and closes result
+streams a client stopped reading.
+
+Each Engine holds one (``Engine.watchdog``); the engines of one MeshState share it, so a
+gateway stops all its queries at shutdown, whichever catalog snapshot runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import duckdb
+import structlog
+
+if TYPE_CHECKING:
+    from gateway.engine.database import Engine
+
+log = structlog.get_logger("meshgate.query")
+
+
+@dataclass
+class StalledStream:
+    """A result stream under the watchdog's eye (see ``Watchdog.watch_stream``). The
+    consumer advances it and the watchdog closes it under one lock: a generator advanced
+    by one thread while another closes it fails with "generator already executing"."""
+
+    stream: Generator[object, None, None]
+    deadline: float
+    expired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self) -> object:
+        """The stream's next item (StopIteration at its end or once it expired)."""
+        with self.lock:
+            if self.expired:
+                raise StopIteration
+            return next(self.stream)
+
+    def expire_if_idle(self) -> bool:
+        """Close the stream if nobody is advancing it now; False if somebody is (a running
+        query is then stopped by the engine interrupt instead)."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self.expired = True
+            self.stream.close()  # suspended at a yield: runs its cleanup now
+            return True
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        with self.lock:
+            self.stream.close()
+
+
+class Watchdog:
+    """One thread that interrupts running queries whose client has gone or cancelled, or
+    whose time is up, also while DuckDB is still computing their first batch."""
+
+    def __init__(self, interval_seconds: float = 0.1, memory_ceiling: float = float("inf")) -> None:
+        """``memory_ceiling``: process RSS in bytes past which every running query is
+        stopped (the gateway's ``engine.process_memory_ceiling_bytes``)."""
+        self._interval = interval_seconds
+        self._running: dict[
+            int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]
+        ] = {}
+        self._stopped: dict[int, str] = {}
+        self._streams: dict[int, StalledStream] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.memory_ceiling = memory_ceiling
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if it is not running (call with the lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="meshgate-watchdog", daemon=True
+            )
+            self._thread.start()
+
+    def watch(
+        self,
+        engine: Engine,
+        cursor: duckdb.DuckDBPyConnection,
+        is_cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> int:
+        token = id(cursor)
+        with self._lock:
+            self._running[token] = (
+                engine,
+                cursor,
+                is_cancelled,
+                time.monotonic() + timeout_seconds,
+            )
+            self._ensure_thread()
+        return token
+
+    def release(self, token: int) -> str | None:
+        """Stop watching; the reason ("cancelled" or "timeout") if the watchdog stopped it."""
+        with self._lock:
+            self._running.pop(token, None)
+            return self._stopped.pop(token, None)
+
+    def watch_stream(
+        self, stream: Generator[object, None, None], timeout_seconds: float
+    ) -> StalledStream:
+        """Also watch a whole result stream: a client that stops reading leaves it suspended
+        between batches, where no engine interrupt reaches it. Past the deadline the stream
+        is closed (its cursor and slot are freed) and marked, so that it ends with an error."""
+        stalled = StalledStream(stream, time.monotonic() + timeout_seconds)
+        with self._lock:
+            self._streams[id(stalled)] = stalled
+            self._ensure_thread()
+        return stalled
+
+    def unwatch_stream(self, stalled: StalledStream) -> None:
+        with self._lock:
+            self._streams.pop(id(stalled), None)
+
+    def _close_stalled(self, now: float) -> None:
+        """Close streams past their deadline. Called WITHOUT the lock: closing runs the
+        stream's cleanup, which releases its own watch (and takes the lock)."""
+        with self._lock:
+            due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
+        for stalled in due:
+            stalled.expire_if_idle()
+
+    def stop_all(self, reason: str = "shutdown") -> int:
+        """Interrupt every running query (at shutdown); returns how many."""
+        with self._lock:
+            for token, (engine, cursor, _, _) in list(self._running.items()):
+                engine.interrupt(cursor)
+                del self._running[token]
+                self._stopped[token] = reason
+            return len(self._stopped)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            now = time.monotonic()
+            if self._running and _process_rss() > self.memory_ceiling:
+                log.warning(
+                    "memory_ceiling_reached", rss=_process_rss(), ceiling=self.memory_ceiling
+                )
+                self.stop_all("memory")
+            self._close_stalled(now)
+            with self._lock:
+                for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
+                    try:
+                        reason = (
+                            "cancelled"
+                            if is_cancelled()
+                            else ("timeout" if now > deadline else None)
+                        )
+                    except Exception:  # noqa: BLE001 - a gone context: the call is over
+                        reason = "cancelled"
+                    if reason:
+                        engine.interrupt(cursor)
+                        del self._running[token]
+                        self._stopped[token] = reason
+                if not self._running and not self._streams:
+                    self._thread = None  # nothing to watch: the next watch starts a thread
+                    return
+
+
+def _process_rss() -> int:
+    """This process's resident memory in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
