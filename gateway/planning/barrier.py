@@ -119,7 +119,9 @@ class Resolver:
     def _typed(self, source: exp.Expr, name: str) -> tuple[exp.Table, str, str] | None:
         product = self._products.get(id(source))
         found = product[0].get(name) if product is not None else None
-        return None if found is None else (source, found[0], found[1])  # type: ignore[return-value]
+        if found is None or not isinstance(source, exp.Table):  # products are keyed by table
+            return None
+        return source, found[0], found[1]
 
 
 def needs_barrier(selects: list[exp.Select], resolver: Resolver) -> bool:
