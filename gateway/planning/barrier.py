@@ -51,12 +51,24 @@ _MAX_DECIMAL_WIDTH = 38
 _TIMESTAMPS = frozenset(
     {"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"}
 )
+#: sqlglot's types for the DuckDB types in ``_TIMESTAMPS``.
+_TIMESTAMP_TYPES = frozenset(
+    {
+        exp.DType.TIMESTAMP,
+        exp.DType.TIMESTAMPNTZ,
+        exp.DType.TIMESTAMPTZ,
+        exp.DType.TIMESTAMP_S,
+        exp.DType.TIMESTAMP_MS,
+        exp.DType.TIMESTAMP_NS,
+    }
+)
 _PREDICATE_ARGS = ("where", "having", "qualify")
 
 
 def add_barrier(select: exp.Select) -> exp.Select:
     """End ``select`` in the ``OFFSET 0`` that no DuckDB optimisation moves a filter past."""
-    return select.offset(0, copy=False)
+    select.set("offset", exp.Offset(expression=exp.Literal.number(0)))
+    return select
 
 
 def is_barrier(select: exp.Select) -> bool:
@@ -78,16 +90,24 @@ class Resolver:
         self._products = products  # by id() of the product's table node
         self._derived = derived
         self._folded: dict[int, frozenset[str] | None] = {}
+        self._resolved: dict[int, tuple[exp.Table, str, str] | None] = {}
+        self._sources_of: dict[int, list[tuple[str, exp.Expr]] | None] = {}
 
     def product_column(self, column: exp.Column) -> tuple[exp.Table, str, str] | None:
         """(product table node, column name, DuckDB type) of an unmasked product column
-        that ``column`` certainly reads, or None."""
+        that ``column`` certainly reads, or None (each reference is resolved once)."""
+        key = id(column)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(column)
+        return self._resolved[key]
+
+    def _resolve(self, column: exp.Column) -> tuple[exp.Table, str, str] | None:
         if not isinstance(column.this, exp.Identifier) or column.args.get("catalog"):
             return None
         name, qualifier = _fold(column.name), _fold(column.table)
         select = column.parent_select
         while select is not None:
-            sources = _sources(select)
+            sources = self._sources(select)
             if sources is None:
                 return None
             if qualifier:
@@ -108,6 +128,11 @@ class Resolver:
                     return self._typed(holders[0], name)
             select = select.parent_select
         return None
+
+    def _sources(self, select: exp.Select) -> list[tuple[str, exp.Expr]] | None:
+        if id(select) not in self._sources_of:
+            self._sources_of[id(select)] = _sources(select)
+        return self._sources_of[id(select)]
 
     def _names(self, source: exp.Expr) -> frozenset[str] | None:
         if id(source) not in self._folded:  # a source is asked once per column reference
@@ -393,10 +418,9 @@ def _temporal_constant(node: exp.Expr, column_type: str | None) -> bool:
     if isinstance(node, (exp.Add, exp.Sub)):
         return _temporal_constant(node.this, column_type) and _interval(node.expression)
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
-        target = node.to.sql("duckdb").upper()
-        if target == "DATE" and column_type == "DATE":
+        if node.to.this == exp.DType.DATE and column_type == "DATE":
             return _parses(datetime.date.fromisoformat, node.this.this)
-        if target in _TIMESTAMPS and column_type in _TIMESTAMPS:
+        if node.to.this in _TIMESTAMP_TYPES and column_type in _TIMESTAMPS:
             return _parses(datetime.datetime.fromisoformat, node.this.this)
     return False
 
