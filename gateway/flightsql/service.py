@@ -13,62 +13,45 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
-import structlog
 from sqlglot import exp
 
-from gateway.audit.log import AuditLog, monotonic_ms
+from gateway.audit.log import AuditLog
+from gateway.audit.recorder import AuditRecorder, Finish, NullAuditRecorder
 from gateway.catalog.catalog import Product
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.errors import safe_engine_error
-from gateway.engine.streaming import (
-    PlannedQuery,
-    StreamStats,
-    result_schema,
-    stream_batches,
-    stream_sql,
-)
+from gateway.engine.streaming import PlannedQuery, StreamStats, result_schema
 from gateway.engine.watchdog import StalledStream, Watchdog
 from gateway.errors import (
-    AccessDenied,
-    AuthenticationError,
-    HandleNotFound,
     InvalidQuery,
     MeshgateError,
     NotSupported,
     QueryFailed,
     QueryRefused,
     ResourceExhausted,
-    UnknownObject,
 )
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata
 from gateway.flightsql import protocol as flightsql
 from gateway.flightsql.handles import HandleStore
-from gateway.mesh.federation import (
-    NodeDirectory,
-    NodeUnavailable,
-    estimated_rows,
-    inline_parameters,
-    run_fragments,
-    split_fragments,
-)
-from gateway.mesh.partitions import partition_sqls
+from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
-from gateway.mesh.tickets import TicketError, decisions_of, stale_products
 from gateway.planning.planner import plan
 from gateway.planning.query import PlanContext, PlanLimits, Query
 from gateway.planning.secure import governed_columns
 from gateway.query import explain
+from gateway.query.executors import Endpoint, Placing, Router
 from gateway.query.limits import UserLimiter
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.security.principal import Principal
 
-log = structlog.get_logger("meshgate.service")
+if TYPE_CHECKING:
+    from policies.engine import ProductAccess
 
 
 _WRITES = (
@@ -95,15 +78,23 @@ class SqlService:
     """Answers Flight SQL requests for one mesh."""
 
     def __init__(
-        self, state: MeshState, audit: AuditLog | None = None, operator_view: bool = False
+        self,
+        state: MeshState,
+        audit: AuditLog | None = None,
+        operator_view: bool = False,
+        router: Router | None = None,
     ) -> None:
         """``operator_view``: EXPLAIN POLICY also lists columns hidden from the user (for
-        the local ``meshgate explain`` command, never for Flight clients)."""
+        the local ``meshgate explain`` command, never for Flight clients); ``router``: where
+        queries run (default: from the config's ``[nodes]``)."""
         self._state = state
-        self._audit = audit
+        self._audit = AuditRecorder(audit) if audit is not None else NullAuditRecorder()
         self._operator_view = operator_view
-        nodes = state.config.nodes
-        self.nodes = NodeDirectory(nodes) if nodes.domains and nodes.ticket_key else None
+        self.router = (
+            router
+            if router is not None
+            else Router.from_config(state.config.nodes, self._access_of, self._with_ast)
+        )
         settings = state.config.gateway
         self.draining = False
         self._active = 0
@@ -128,6 +119,11 @@ class SqlService:
         )
         self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
         self._plans = PlanCache()
+
+    @property
+    def nodes(self) -> NodeDirectory | None:
+        """The domain nodes in mesh mode, else None."""
+        return self.router.nodes
 
     @property
     def snapshot(self) -> MeshSnapshot:
@@ -187,7 +183,7 @@ class SqlService:
                 else self._result_schema(context, query, parameters, started)
             )
         except MeshgateError as exc:
-            self._audit_refusal(principal, text, exc)
+            self._audit.refusal(principal, text, exc)
             raise
         if cached is None and not query.explain:
             self._plans.put(
@@ -236,9 +232,9 @@ class SqlService:
         command = flightsql.decode_descriptor(descriptor)
         if isinstance(command, _STATEMENTS):
             planned = self._plan_command(principal, command)
-            domain = self._node_domain(planned)
-            if domain is not None:
-                return self._node_info(descriptor, planned, domain)
+            executor = self.router.executor_for(planned)
+            if isinstance(executor, Placing):
+                return self._placed_info(descriptor, planned, executor)
             # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
             kept = replace(planned, query=planned.query.evolve(ast=None))
             ticket = pb.TicketStatementQuery(
@@ -248,115 +244,25 @@ class SqlService:
         schema = self._metadata_schema(command)
         return _info(descriptor, schema, descriptor.command)
 
-    # -- mesh mode --------------------------------------------------------------------
-
-    def _node_domain(self, planned: PlannedQuery) -> str | None:
-        """The domain whose node alone can answer ``planned`` (mesh mode), else None."""
-        if self.nodes is None or planned.query.explain:
-            return None
-        domains = {key.split(".", 1)[0] for key in planned.products}
-        if len(domains) == 1 and self.nodes.serves(domain := domains.pop()):
-            return domain
-        return None
-
-    def _seal(self, planned: PlannedQuery, domain: str, sql: str | None = None) -> bytes:
-        assert self.nodes is not None  # mesh mode: see _node_domain
-        return self.nodes.sealer.seal(
-            domain,
-            sql or planned.sql,
-            planned.parameters,
-            planned.principal.user,
-            planned.products,
-            decisions=decisions_of(planned.query.accesses, planned.products),
-        )
-
-    def _node_info(
-        self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, domain: str
+    def _placed_info(
+        self, descriptor: flight.FlightDescriptor, planned: PlannedQuery, executor: Placing
     ) -> flight.FlightInfo:
-        """Rows flow from the domain's node straight to the client (replicas rotated per
-        endpoint); a client that ignores locations sends the tickets back here and is
-        relayed. A row-wise scan of one product is split into partition endpoints that
-        the client fetches in parallel (``gateway.mesh.partitions``); one audit entry still."""
-        assert self.nodes is not None  # mesh mode: see _node_domain
-        self._audit_begin(planned, node=domain)
-        expires = pa.scalar(
-            datetime.now(UTC) + timedelta(seconds=self.nodes.sealer.ttl_seconds),
-            pa.timestamp("us", "UTC"),
-        )
-        sqls = partition_sqls(planned, self._state.config.nodes.split_endpoints) or (planned.sql,)
-        endpoints = [
-            flight.FlightEndpoint(
-                self._seal(planned, domain, sql),
-                self.nodes.reachable_locations(domain),
-                expiration_time=expires,
-            )
-            for sql in sqls
-        ]
+        """Endpoints where the executor's node serves the rows straight to the client (a
+        client that ignores locations sends the tickets back here and is relayed); one
+        audit entry, whatever the number of endpoints."""
+        self._audit.begin(planned, node=executor.node)
+        endpoints = [_flight_endpoint(e) for e in executor.endpoints(planned)]
         return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
 
-    def _relay(
-        self, principal: Principal, sealed: bytes
-    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Proxy mode: stream a node ticket's rows through the gateway."""
-        assert self.nodes is not None  # only node tickets in mesh mode are relayed
-        try:
-            ticket = self.nodes.sealer.open(sealed)
-        except TicketError as exc:
-            raise AuthenticationError(f"ticket refused: {exc}") from exc
-        if ticket.user != principal.user:
-            raise HandleNotFound("unknown or expired ticket; run the statement again")
-        snapshot = self._state.current  # the node checks again, with its own copy of the policy
+    def _access_of(self, principal: Principal) -> Callable[[str], ProductAccess]:
+        """The current policy's decision per product for ``principal`` (relay checks)."""
+        snapshot = self._state.current
         subject = self.context(principal, snapshot).subject
-        if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
-            raise InvalidQuery("the policy changed since this query was planned; run it again")
-        reader = self.nodes.fetch(ticket.domain, sealed)
-        return reader.schema, _relayed(reader, ticket.domain)
+        return lambda key: snapshot.governor.access(subject, key)
 
-    def _federated(
-        self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish
-    ) -> Iterator[pa.RecordBatch]:
-        """A query spanning domains: fragments from the nodes, finished in the gateway."""
-        assert self.nodes is not None  # only a query reading a node's products is federated
-        if planned.query.ast is None:
-            planned = self.plan(
-                planned.principal, planned.query.text, planned.parameters, keep_ast=True
-            )
-        assert planned.query.ast is not None  # kept by the planning just above
-        products = {p.key: p for p in planned.query.products}
-        plan_ = split_fragments(
-            inline_parameters(planned.query.ast, planned.parameters),
-            {key: products[key].column_types for key in planned.products},
-            self.nodes,
-        )
-        user = planned.principal.user
-        engine = planned.catalog.engine
-        streams = run_fragments(
-            plan_,
-            self.nodes,
-            user,
-            decisions_of(planned.query.accesses, planned.products),
-            engine.result_schema,
-            lambda sql: estimated_rows(engine, sql),
-            is_cancelled,
-            engine.settings.query_timeout_seconds,
-        )
-        try:
-            yield from stream_sql(
-                engine,
-                plan_.final_sql,
-                (),
-                planned.schema,
-                is_cancelled,
-                finish,
-                tables=streams.tables,
-                sources=streams,
-                user=user,
-                products=list(planned.products),
-                federated=True,
-            )
-        finally:  # the fragments streamed with the query: their figures are known now
-            streams.close()
-            log.info("federated_query", user=user, **streams.log_fields())
+    def _with_ast(self, planned: PlannedQuery) -> PlannedQuery:
+        """``planned`` planned afresh, keeping its syntax tree (federation splits it)."""
+        return self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
 
     def schema(self, principal: Principal, descriptor: flight.FlightDescriptor) -> pa.Schema:
         command = flightsql.decode_descriptor(descriptor)
@@ -468,8 +374,9 @@ class SqlService:
     def _stream(
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        if self.nodes is not None and ticket.startswith(TICKET_MAGIC):
-            return self._relay(principal, ticket)
+        relay = self.router.relay
+        if relay is not None and ticket.startswith(TICKET_MAGIC):
+            return relay.open(principal, ticket)
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
             waiting = self._tickets.take(principal.user, command.statement_handle)
@@ -481,122 +388,33 @@ class SqlService:
             table = self._metadata_table(principal, command)
             return table.schema, iter(table.to_batches())
         if planned.query.explain:
-            finish = self._audit_begin(planned)
+            finish = self._audit.begin(planned)
             table = self._explanation(planned)
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
-        domain = self._node_domain(planned)
-        if domain is not None:
-            _, batches = self._relay(planned.principal, self._seal(planned, domain))
-            return planned.schema, self._audited(
-                planned, lambda finish: _finishing(_conformed(batches, planned.schema), finish)
-            )
-        if self.nodes is not None and any(
-            self.nodes.serves(k.split(".", 1)[0]) for k in planned.products
-        ):
-            return planned.schema, self._audited(
-                planned, lambda finish: self._federated(planned, is_cancelled, finish)
-            )
-        return planned.schema, self._audited(
-            planned, lambda finish: stream_batches(planned, is_cancelled, finish)
-        )
+        end = _LateFinish()
+        schema, batches = self.router.executor_for(planned).open(planned, is_cancelled, end)
+        return schema, self._audited(planned, end, batches)
 
-    def _audited(self, planned: PlannedQuery, start: Callable) -> Iterator[pa.RecordBatch]:
-        """The stream ``start(finish)`` with its audit records: the begin record is written
-        when streaming begins and is on disk before the first batch leaves (the query
-        computes while it is flushed); the end record always follows."""
-        sequence, finish = self._audit_begin_deferred(planned)
-        batches = start(finish)
+    def _audited(
+        self, planned: PlannedQuery, end: _LateFinish, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[pa.RecordBatch]:
+        """``batches`` with their audit records: the begin record is written when streaming
+        begins (binding ``end``, the executor's end callback) and is on disk before the
+        first batch leaves (the query computes while it is flushed); the end record always
+        follows."""
+        sequence, finish = self._audit.begin_deferred(planned)
+        end.bind(finish)
         try:
             first = next(batches, None)
-            if self._audit is not None:
-                self._audit.wait_durable(sequence)
+            self._audit.wait_durable(sequence)
             if first is not None:
                 yield first
                 yield from batches
         finally:
-            batches.close()
-
-    # -- audit ------------------------------------------------------------------------
-
-    def _audit_refusal(self, principal: Principal, text: str, exc: MeshgateError) -> None:
-        if self._audit is None:
-            return
-        if isinstance(exc, AccessDenied):
-            decision = "denied"
-        elif isinstance(exc, (QueryRefused, UnknownObject)):
-            decision = "refused"
-        else:
-            decision = "failed"
-        self._audit.record(
-            "query_refused",
-            query_id=self._audit.new_query_id(),
-            user=principal.user,
-            roles=list(principal.roles),
-            client=principal.client,
-            sql=text,
-            decision=decision,
-            error=exc.client_message,
-            reason=getattr(exc, "reason", None),
-        )
-
-    def _audit_begin(
-        self, planned: PlannedQuery, node: str | None = None
-    ) -> Callable[[StreamStats, str, str | None], None]:
-        """Record (durably) that ``planned`` starts; return the callback that records its end."""
-        sequence, finish = self._audit_begin_deferred(planned, node)
-        if self._audit is not None:
-            self._audit.wait_durable(sequence)
-        return finish
-
-    def _audit_begin_deferred(
-        self, planned: PlannedQuery, node: str | None = None
-    ) -> tuple[int, Callable[[StreamStats, str, str | None], None]]:
-        """Append the begin record of ``planned`` without waiting for the disk; return its
-        sequence number (for ``AuditLog.wait_durable``) and the callback that appends its end."""
-        if self._audit is None:
-            return 0, lambda stats, outcome, error: None
-        audit = self._audit
-        query_id = audit.new_query_id()
-        query = planned.query
-        sequence = audit.append(
-            "query_begin",
-            query_id=query_id,
-            user=planned.principal.user,
-            roles=list(planned.principal.roles),
-            client=planned.principal.client,
-            sql=query.text,
-            governed_sql=query.display_sql,
-            explain=query.explain,
-            products=list(planned.products),
-            columns={
-                key: {
-                    "visible": [c.name for c in access.visible_columns],
-                    "masked": {c.name: c.mask.spec for c in access.visible_columns if c.mask},
-                    "row_filter": access.row_filter is not None,
-                }
-                for key, access in query.accesses.items()
-            },
-            rules=[reason for access in query.accesses.values() for reason in access.reasons]
-            + [r for a in query.accesses.values() for c in a.columns for r in c.reasons],
-            decision="allowed",
-            parameters=len(planned.parameters),
-            node=node,
-        )
-
-        def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
-            audit.append_lazily(  # nobody waits for it: the rows have left already
-                "query_end",
-                query_id=query_id,
-                user=planned.principal.user,
-                outcome=outcome,
-                rows=stats.rows,
-                bytes=stats.bytes,
-                duration_ms=monotonic_ms(stats.started),
-                error=error,
-            )
-
-        return sequence, finish
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     def _current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket
@@ -788,16 +606,6 @@ def _parameter_values(table: pa.Table) -> tuple[object, ...]:
     return tuple(values)
 
 
-def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:
-    try:
-        for chunk in reader:
-            yield chunk.data
-    except flight.FlightError as exc:
-        raise NodeUnavailable(
-            f"domain {domain}'s node stopped while streaming; the query failed"
-        ) from exc
-
-
 def _expiring(
     watchdog: Watchdog, stalled: StalledStream, timeout: float
 ) -> Iterator[pa.RecordBatch]:
@@ -820,31 +628,24 @@ def _expiring(
         watchdog.unwatch_stream(stalled)
 
 
-def _finishing(batches: Iterator[pa.RecordBatch], finish) -> Iterator[pa.RecordBatch]:
-    """Relayed batches, counted, with ``finish`` called at the end whatever happened."""
-    stats, outcome, error = StreamStats(), "ok", None
-    try:
-        for batch in batches:
-            stats.rows += batch.num_rows
-            stats.bytes += batch.nbytes
-            yield batch
-    except GeneratorExit:
-        outcome = "disconnected"
-        raise
-    except MeshgateError as exc:
-        outcome, error = "error", exc.client_message
-        raise
-    finally:
-        finish(stats, outcome, error)
+class _LateFinish:
+    """An executor's end callback whose target (the audit's end record) is bound when
+    streaming begins, after the executor was opened."""
+
+    def __init__(self) -> None:
+        self._finish: Finish | None = None
+
+    def bind(self, finish: Finish) -> None:
+        self._finish = finish
+
+    def __call__(self, stats: StreamStats, outcome: str, error: str | None) -> None:
+        if self._finish is not None:
+            self._finish(stats, outcome, error)
 
 
-def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        yield (
-            batch
-            if batch.schema == schema
-            else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        )
+def _flight_endpoint(endpoint: Endpoint) -> flight.FlightEndpoint:
+    expires = pa.scalar(endpoint.expires, pa.timestamp("us", "UTC"))
+    return flight.FlightEndpoint(endpoint.ticket, endpoint.locations, expiration_time=expires)
 
 
 def _info(

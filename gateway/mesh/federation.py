@@ -13,9 +13,10 @@
   streams end, it reports the bytes moved against what moving the whole governed
   products would have cost.
 
-Where a fragment runs is chosen by ``executor_for``: today a ``FragmentExecutor`` is the
-domain's node over Flight; for joins bigger than one machine, a Spark Connect executor
-(sqlglot transpiles a fragment to Spark SQL) would implement the same protocol there.
+A fragment runs on its domain's node (``FragmentExecutor``: the ``NodeDirectory``). Where a
+whole query runs is chosen by ``gateway.query.executors.Router``: for joins bigger than one
+machine, a Spark Connect executor (sqlglot transpiles to Spark SQL) would be one more
+executor there, with a routing rule.
 """
 
 from __future__ import annotations
@@ -286,11 +287,6 @@ class NodeDirectory:
         return False
 
 
-def executor_for(fragment: Fragment, nodes: NodeDirectory) -> FragmentExecutor:
-    """The seam where a fragment's executor is chosen (today: its domain's node)."""
-    return nodes
-
-
 def inline_parameters(ast: exp.Expr, parameters: tuple[object, ...]) -> exp.Expr:
     """``ast`` with each ``$n`` (the parse step numbers every ``?``) replaced by a typed
     literal of parameter n, so that the query can be split into fragments."""
@@ -336,7 +332,7 @@ def run_fragments(
     with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         streams = _gather(
             pool,
-            lambda f: executor_for(f, nodes).open_stream(f, user, decisions, failures),
+            lambda f: nodes.open_stream(f, user, decisions, failures),
             plan.fragments,
             failures,
             _stop_all,

@@ -1,0 +1,328 @@
+"""Executors: where a planned query runs, behind one small protocol, chosen by a router.
+
+- ``EmbeddedExecutor``: the gateway's own hardened DuckDB (``gateway.engine``).
+- ``NodeExecutor``: one domain's node (mesh mode). It can also *place* the query
+  (``endpoints``): sealed tickets located at the node's replicas, split into partition
+  endpoints for a row-wise scan, so rows flow node -> client; ``open`` relays them instead.
+- ``FederatedExecutor``: a query spanning domains: fragments from the nodes, finished in
+  the gateway's DuckDB (``gateway.mesh.federation``).
+
+``Router`` is built once from the config and picks one executor per planned query. Adding
+an engine (say Spark through Spark Connect for joins bigger than one machine) is a new
+executor plus a routing rule. Executors know nothing of Flight SQL (checked by
+``lint-imports``): the Flight layer turns an ``Endpoint`` into a ``FlightEndpoint``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import structlog
+
+from gateway.config import NodesSettings
+from gateway.engine.streaming import PlannedQuery, StreamStats, stream_batches, stream_sql
+from gateway.errors import AuthenticationError, HandleNotFound, InvalidQuery, MeshgateError
+from gateway.mesh.federation import (
+    NodeDirectory,
+    NodeUnavailable,
+    estimated_rows,
+    inline_parameters,
+    run_fragments,
+    split_fragments,
+)
+from gateway.mesh.partitions import partition_sqls
+from gateway.mesh.tickets import TicketError, decisions_of, stale_products
+from gateway.security.principal import Principal
+
+if TYPE_CHECKING:
+    from policies.engine import ProductAccess
+
+log = structlog.get_logger("meshgate.service")
+
+Finish = Callable[[StreamStats, str, str | None], None]
+"""Called once when a stream ends: ``finish(stats, outcome, error)`` (the audit's end)."""
+
+Opened = tuple[pa.Schema, Iterator[pa.RecordBatch]]
+
+
+class Executor(Protocol):
+    """Runs a planned (governed) query and streams its Arrow batches."""
+
+    name: str  # for logs and tests: "embedded", "node", "federated", ...
+
+    def open(
+        self,
+        planned: PlannedQuery,
+        is_cancelled: Callable[[], bool],
+        on_finish: Finish | None = None,
+    ) -> Opened:
+        """The result schema and its batches; ``on_finish`` is called when they end
+        (whatever happened, once iteration started). Batches should be lazy."""
+        ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a client fetches part of a result: an opaque ticket, the locations that
+    serve it, and when the ticket expires."""
+
+    ticket: bytes
+    locations: list[str]
+    expires: datetime
+
+
+@runtime_checkable
+class Placing(Protocol):
+    """An executor that can hand the client endpoints to fetch from directly."""
+
+    node: str  # recorded in the audit's begin record
+
+    def endpoints(self, planned: PlannedQuery) -> list[Endpoint]: ...
+
+
+class EmbeddedExecutor:
+    """The gateway's own DuckDB."""
+
+    name = "embedded"
+
+    def open(
+        self,
+        planned: PlannedQuery,
+        is_cancelled: Callable[[], bool],
+        on_finish: Finish | None = None,
+    ) -> Opened:
+        """``planned`` executed on its catalog's engine (see ``stream_batches``)."""
+        return planned.schema, stream_batches(planned, is_cancelled, on_finish)
+
+
+AccessOf = Callable[[Principal], Callable[[str], "ProductAccess"]]
+"""The policy decision in force now, per product, for a principal."""
+
+
+class NodeRelay:
+    """Proxy mode: streams a sealed node ticket's rows through the gateway."""
+
+    def __init__(self, nodes: NodeDirectory, access_of: AccessOf) -> None:
+        self.nodes = nodes
+        self._access_of = access_of
+
+    def open(self, principal: Principal, sealed: bytes) -> Opened:
+        """Open ``sealed`` for ``principal`` (refused if foreign, tampered, expired or
+        stale under the current policy) and stream it from its domain's node."""
+        try:
+            ticket = self.nodes.sealer.open(sealed)
+        except TicketError as exc:
+            raise AuthenticationError(f"ticket refused: {exc}") from exc
+        if ticket.user != principal.user:
+            raise HandleNotFound("unknown or expired ticket; run the statement again")
+        # the node checks again, with its own copy of the policy
+        if stale_products(ticket, self._access_of(principal)):
+            raise InvalidQuery("the policy changed since this query was planned; run it again")
+        reader = self.nodes.fetch(ticket.domain, sealed)
+        return reader.schema, _relayed(reader, ticket.domain)
+
+
+class NodeExecutor:
+    """One domain's node: sealed tickets for its replicas, or relayed through the gateway."""
+
+    name = "node"
+
+    def __init__(self, domain: str, relay: NodeRelay, split_endpoints: int = 1) -> None:
+        self.node = domain
+        self._relay = relay
+        self._nodes = relay.nodes
+        self._split = split_endpoints
+
+    def seal(self, planned: PlannedQuery, sql: str | None = None) -> bytes:
+        """A ticket for this domain's node to run ``sql`` (default: ``planned``'s SQL)."""
+        return self._nodes.sealer.seal(
+            self.node,
+            sql or planned.sql,
+            planned.parameters,
+            planned.principal.user,
+            planned.products,
+            decisions=decisions_of(planned.query.accesses, planned.products),
+        )
+
+    def endpoints(self, planned: PlannedQuery) -> list[Endpoint]:
+        """Rows flow from the node straight to the client (replicas rotated per endpoint);
+        a row-wise scan of one product is split into partition endpoints the client fetches
+        in parallel (``gateway.mesh.partitions``)."""
+        expires = datetime.now(UTC) + timedelta(seconds=self._nodes.sealer.ttl_seconds)
+        sqls = partition_sqls(planned, self._split) or (planned.sql,)
+        return [
+            Endpoint(self.seal(planned, sql), self._nodes.reachable_locations(self.node), expires)
+            for sql in sqls
+        ]
+
+    def open(
+        self,
+        planned: PlannedQuery,
+        is_cancelled: Callable[[], bool],
+        on_finish: Finish | None = None,
+    ) -> Opened:
+        """Relayed through the gateway (the ticket is sealed and fetched now), counted."""
+        _, batches = self._relay.open(planned.principal, self.seal(planned))
+        return planned.schema, _finishing(_conformed(batches, planned.schema), on_finish)
+
+
+class FederatedExecutor:
+    """A query spanning domains: fragments from the nodes, finished in the gateway."""
+
+    name = "federated"
+
+    def __init__(
+        self, nodes: NodeDirectory, with_ast: Callable[[PlannedQuery], PlannedQuery]
+    ) -> None:
+        """``with_ast``: ``planned`` planned again keeping its syntax tree (a waiting
+        ticket keeps none)."""
+        self._nodes = nodes
+        self._with_ast = with_ast
+
+    def open(
+        self,
+        planned: PlannedQuery,
+        is_cancelled: Callable[[], bool],
+        on_finish: Finish | None = None,
+    ) -> Opened:
+        """The federated batches, lazily: nothing runs before the first is asked for."""
+        return planned.schema, self._batches(planned, is_cancelled, on_finish)
+
+    def _batches(
+        self, planned: PlannedQuery, is_cancelled: Callable[[], bool], finish: Finish | None
+    ) -> Iterator[pa.RecordBatch]:
+        if planned.query.ast is None:
+            planned = self._with_ast(planned)
+        assert planned.query.ast is not None  # kept by the planning just above
+        products = {p.key: p for p in planned.query.products}
+        plan_ = split_fragments(
+            inline_parameters(planned.query.ast, planned.parameters),
+            {key: products[key].column_types for key in planned.products},
+            self._nodes,
+        )
+        user = planned.principal.user
+        engine = planned.catalog.engine
+        streams = run_fragments(
+            plan_,
+            self._nodes,
+            user,
+            decisions_of(planned.query.accesses, planned.products),
+            engine.result_schema,
+            lambda sql: estimated_rows(engine, sql),
+            is_cancelled,
+            engine.settings.query_timeout_seconds,
+        )
+        try:
+            yield from stream_sql(
+                engine,
+                plan_.final_sql,
+                (),
+                planned.schema,
+                is_cancelled,
+                finish,
+                tables=streams.tables,
+                sources=streams,
+                user=user,
+                products=list(planned.products),
+                federated=True,
+            )
+        finally:  # the fragments streamed with the query: their figures are known now
+            streams.close()
+            log.info("federated_query", user=user, **streams.log_fields())
+
+
+class Router:
+    """Chooses the executor of each planned query; built once at start-up."""
+
+    def __init__(
+        self,
+        embedded: Executor,
+        by_domain: Mapping[str, Executor] | None = None,
+        federated: Executor | None = None,
+        relay: NodeRelay | None = None,
+    ) -> None:
+        """``by_domain``: the executor answering a query on that domain alone;
+        ``federated``: for a query that reads a ``by_domain`` domain and another one."""
+        self.embedded = embedded
+        self.by_domain = dict(by_domain or {})
+        self.federated = federated
+        self.relay = relay
+
+    @classmethod
+    def from_config(
+        cls,
+        settings: NodesSettings,
+        access_of: AccessOf,
+        with_ast: Callable[[PlannedQuery], PlannedQuery],
+    ) -> Router:
+        """Embedded only, or (mesh mode: node domains and a ticket key) one node executor
+        per node-served domain and a federated executor."""
+        if not (settings.domains and settings.ticket_key):
+            return cls(EmbeddedExecutor())
+        nodes = NodeDirectory(settings)
+        relay = NodeRelay(nodes, access_of)
+        by_domain = {d: NodeExecutor(d, relay, settings.split_endpoints) for d in nodes.domains}
+        return cls(EmbeddedExecutor(), by_domain, FederatedExecutor(nodes, with_ast), relay)
+
+    @property
+    def nodes(self) -> NodeDirectory | None:
+        """The node directory in mesh mode (health, ``meshgate products``), else None."""
+        return self.relay.nodes if self.relay is not None else None
+
+    def executor_for(self, planned: PlannedQuery) -> Executor:
+        """EXPLAIN runs embedded; a query on one node-served domain goes to its executor;
+        one reading a node-served domain and others is federated; the rest is embedded."""
+        if planned.query.explain:
+            return self.embedded
+        domains = {key.split(".", 1)[0] for key in planned.products}
+        only = self.by_domain.get(next(iter(domains))) if len(domains) == 1 else None
+        if only is not None:
+            return only
+        if self.federated is not None and any(d in self.by_domain for d in domains):
+            return self.federated
+        return self.embedded
+
+
+def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:
+    try:
+        for chunk in reader:
+            yield chunk.data
+    except flight.FlightError as exc:
+        raise NodeUnavailable(
+            f"domain {domain}'s node stopped while streaming; the query failed"
+        ) from exc
+
+
+def _finishing(
+    batches: Iterator[pa.RecordBatch], finish: Finish | None
+) -> Iterator[pa.RecordBatch]:
+    """Relayed batches, counted, with ``finish`` called at the end whatever happened."""
+    stats, outcome, error = StreamStats(), "ok", None
+    try:
+        for batch in batches:
+            stats.rows += batch.num_rows
+            stats.bytes += batch.nbytes
+            yield batch
+    except GeneratorExit:
+        outcome = "disconnected"
+        raise
+    except MeshgateError as exc:
+        outcome, error = "error", exc.client_message
+        raise
+    finally:
+        if finish is not None:
+            finish(stats, outcome, error)
+
+
+def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield (
+            batch
+            if batch.schema == schema
+            else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        )
