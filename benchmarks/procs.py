@@ -149,12 +149,6 @@ class Processes:
         domain, key = server.node or ("", "")
         return self._wait(server, lambda uri: node_is_healthy(uri, key, domain), timeout)
 
-    def start_node(
-        self, mesh_dir: Path, domain: str, port: int, name: str, timeout: float = 120.0
-    ) -> Server:
-        """A domain node, ready (see :meth:`spawn_node`)."""
-        return self.wait_node(self.spawn_node(mesh_dir, domain, port, name), timeout)
-
     def start_bare(
         self,
         name: str,

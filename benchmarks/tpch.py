@@ -394,8 +394,3 @@ def qualify_tables(sql: str, domains: dict[str, str] = TABLE_DOMAIN) -> str:
             continue
         table.set("db", exp.to_identifier(domains[name]))
     return tree.sql(dialect="duckdb", pretty=True)
-
-
-def all_queries(scale: float = 1.0) -> dict[int, str]:
-    """Query number -> qualified SQL, for the 22 queries."""
-    return {n: qualified(n, scale) for n in QUERY_NUMBERS}

@@ -400,7 +400,13 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (benchmarks/)."""
-    from benchmarks.cli import run
+    try:
+        from benchmarks.cli import run
+    except ImportError as exc:  # the bench extra is not installed
+        raise typer.BadParameter(
+            f"the benchmark needs {exc.name or 'its extra packages'}: "
+            "pip install 'meshgate[bench]' (from a checkout: pip install -e '.[bench]')"
+        ) from None
 
     console.print(str(run(scale=scale, out=out, quick=quick, repetitions=repetitions)))
 
