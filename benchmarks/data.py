@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -33,7 +34,6 @@ from sqlglot import exp
 
 from benchmarks.settings import ADMIN_USER, ANALYST_USER, LINEITEM_FILTER, BenchConfig
 from benchmarks.tpch import DOMAINS, DUCKDB_DOMAIN, TABLE_DOMAIN
-from gateway.demo.policies import GLOBAL_POLICY as DEMO_GLOBAL_POLICY
 
 DUCKDB_FILE = "tpch.duckdb"
 TABLES: tuple[str, ...] = tuple(TABLE_DOMAIN)
@@ -330,7 +330,12 @@ def _mesh_toml(config: BenchConfig, hash_key: str, hash_password: Callable[[str]
     return "\n".join(lines) + "\n"
 
 
-GLOBAL_POLICY = DEMO_GLOBAL_POLICY  # the same platform floor as the demo mesh
+#: The same platform floor as the demo mesh.
+GLOBAL_POLICY = (
+    resources.files("gateway.demo")
+    .joinpath("files/policies/global.csv")
+    .read_text(encoding="utf-8")
+)
 
 DOMAIN_POLICIES = {
     "orders": f"""\

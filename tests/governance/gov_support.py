@@ -3,7 +3,7 @@ policy files' line numbers, table comparison, and small polling / log / audit re
 
 The oracle never goes through Meshgate: for each demo user it is an in-memory DuckDB in
 which ``sales.orders``, ``crm.customers`` and ``logistics.shipments`` are views written
-by hand, here, from the demo rules (gateway/demo/policies.py): the rows the user may see,
+by hand, here, from the demo rules (gateway/demo/files/): the rows the user may see,
 with the columns masked as the rules say (``sha256(key || CAST(x AS VARCHAR))``, first
 letter + ``***@`` + domain, ``CAST(round(amount/100)*100 AS DECIMAL(12,2))``). Products the
 user may not read do not exist there. The same SQL text then runs on both sides.
