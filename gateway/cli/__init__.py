@@ -323,7 +323,7 @@ def audit(
     """Query the audit log: who ran what, what was decided, rows and bytes returned."""
     from datetime import datetime
 
-    from gateway.audit.log import read_audit
+    from gateway.audit.query import attempts
     from gateway.config import load_config
 
     path = _mesh(mesh_dir)
@@ -332,36 +332,18 @@ def audit(
         since_time = datetime.fromisoformat(since) if since else None
     except (MeshgateError, ValueError) as exc:
         _fail(exc)
-    ends = {}
-    selected = []
-    for record in read_audit(directory):
-        if record["event"] == "query_end" and "query_id" in record:
-            ends[record["query_id"]] = record
-            continue
-        if user and record.get("user") != user:
-            continue
-        if product and product not in record.get(
-            "products", [product] if product in record.get("sql", "") else []
-        ):
-            continue
-        if since_time and datetime.fromisoformat(record["time"]).replace(
-            tzinfo=None
-        ) < since_time.replace(tzinfo=None):
-            continue
-        selected.append(record)
     table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
-    for record in selected[-limit:]:
-        end = ends.get(record.get("query_id"), {})
-        decision = record.get("decision") or record["event"].replace("_", " ")
+    for attempt in attempts(directory, user, product, since_time, limit):
+        record, end = attempt.record, attempt.end
         table.add_row(
             record["time"][:19],
             record.get("user", ""),
-            decision,
+            attempt.decision,
             ", ".join(record.get("products", [])),
             str(end.get("rows", "")),
             str(end.get("bytes", "")),
             str(end.get("duration_ms", "")),
-            escape(record.get("error") or end.get("error") or record.get("sql", "")),
+            escape(attempt.text),
         )
     console.print(table)
 
