@@ -38,7 +38,6 @@ from gateway.errors import (
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata
 from gateway.flightsql import protocol as flightsql
-from gateway.flightsql.handles import HandleStore
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.planning.planner import plan
@@ -46,6 +45,7 @@ from gateway.planning.query import PlanContext, PlanLimits, Query
 from gateway.planning.secure import governed_columns
 from gateway.query import explain
 from gateway.query.executors import Endpoint, Placing, Router
+from gateway.query.handles import HandleStore
 from gateway.query.limits import UserLimiter
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.security.principal import Principal

@@ -31,19 +31,22 @@ class HandleStore(Generic[T]):
         capacity: int,
         per_owner: int = 256,
         full_message: Callable[[str, int], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: monotonic seconds, for the handles' age (injectable in tests)."""
         self._kind = kind
         self._ttl = ttl_seconds
         self._capacity = capacity
         self._per_owner = per_owner
         self._full_message = full_message
+        self._clock = clock
         self._entries: OrderedDict[bytes, tuple[str, float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
     def check_room(self, owner: str) -> None:
         """Raise ResourceExhausted now if ``put`` for ``owner`` would be refused."""
         with self._lock:
-            self._live_handles(owner, time.monotonic())
+            self._live_handles(owner, self._clock())
 
     def _live_handles(self, owner: str, now: float) -> list[bytes]:
         """``owner``'s unexpired handles, oldest first (expired ones are dropped); refuses
@@ -62,7 +65,7 @@ class HandleStore(Generic[T]):
 
     def put(self, owner: str, value: T) -> bytes:
         handle = secrets.token_bytes(16)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             mine = self._live_handles(owner, now)
             for old in mine[: max(0, len(mine) - self._per_owner + 1)]:
@@ -82,7 +85,7 @@ class HandleStore(Generic[T]):
     def get(self, owner: str, handle: bytes) -> T:
         with self._lock:
             entry = self._entries.get(handle)
-            if entry is not None and entry[1] <= time.monotonic():
+            if entry is not None and entry[1] <= self._clock():
                 del self._entries[handle]
                 entry = None
         if entry is None or not secrets.compare_digest(entry[0], owner):
