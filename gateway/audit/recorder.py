@@ -7,18 +7,22 @@ check whether there is a log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.errors import AccessDenied, MeshgateError, QueryRefused, UnknownObject
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from gateway.engine.streaming import PlannedQuery, StreamStats
     from gateway.security.principal import Principal
 
 Finish = Callable[["StreamStats", str, "str | None"], None]
 """Records a query's end: ``finish(stats, outcome, error)``."""
+
+Opened = tuple["pa.Schema", Iterator["pa.RecordBatch"]]
 
 
 def _no_finish(stats: StreamStats, outcome: str, error: str | None) -> None:
@@ -81,6 +85,46 @@ class AuditRecorder:
             )
 
         return sequence, finish
+
+    def streamed(self, planned: PlannedQuery, open_: Callable[[Finish], Opened]) -> Opened:
+        """``open_(finish)`` (an executor's ``open``, whose stream calls ``finish`` when it
+        ends) with the audit records of ``planned``: the begin record is written when
+        streaming begins and is on disk before the first batch leaves (the query computes
+        while it is flushed); the end record always follows."""
+        end = _LateFinish()
+        schema, batches = open_(end)
+        return schema, self._audited(planned, end, batches)
+
+    def _audited(
+        self, planned: PlannedQuery, end: _LateFinish, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[pa.RecordBatch]:
+        sequence, finish = self.begin_deferred(planned)
+        end.bind(finish)
+        try:
+            first = next(batches, None)
+            self.wait_durable(sequence)
+            if first is not None:
+                yield first
+                yield from batches
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+
+class _LateFinish:
+    """An executor's end callback whose target (the audit's end record) is bound when
+    streaming begins, after the executor was opened."""
+
+    def __init__(self) -> None:
+        self._finish: Finish | None = None
+
+    def bind(self, finish: Finish) -> None:
+        self._finish = finish
+
+    def __call__(self, stats: StreamStats, outcome: str, error: str | None) -> None:
+        if self._finish is not None:
+            self._finish(stats, outcome, error)
 
 
 class NullAuditRecorder(AuditRecorder):

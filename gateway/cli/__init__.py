@@ -171,7 +171,7 @@ def products(
         catalog = service.snapshot.catalog
         listed = list(catalog)
         if user is not None:
-            listed = service.visible_products(directory.principal(_known_user(service, user)))
+            listed = service.visible.products(directory.principal(_known_user(service, user)))
     except MeshgateError as exc:
         _fail(exc)
     title = f"Products of {path}" + (f" visible to {user}" if user else "")

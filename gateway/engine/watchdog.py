@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import duckdb
 import structlog
+
+from gateway.errors import QueryFailed
 
 if TYPE_CHECKING:
     from gateway.engine.database import Engine
@@ -120,6 +122,14 @@ class Watchdog:
             self._ensure_thread()
         return stalled
 
+    def expiring(
+        self, stream: Generator[object, None, None], timeout_seconds: float
+    ) -> Iterator[object]:
+        """``stream`` watched from now, with a second's grace past ``timeout_seconds``: its
+        items, ending with an error (never a silently short result) when the watchdog
+        closed it because the client stopped reading."""
+        return _expiring(self, self.watch_stream(stream, timeout_seconds + 1.0), timeout_seconds)
+
     def unwatch_stream(self, stalled: StalledStream) -> None:
         with self._lock:
             self._streams.pop(id(stalled), None)
@@ -168,6 +178,24 @@ class Watchdog:
                 if not self._running and not self._streams:
                     self._thread = None  # nothing to watch: the next watch starts a thread
                     return
+
+
+def _expiring(watchdog: Watchdog, stalled: StalledStream, timeout: float) -> Iterator[object]:
+    try:
+        while True:
+            try:
+                item = stalled.advance()  # never while the watchdog closes the stream
+            except StopIteration:
+                break
+            yield item
+        if stalled.expired:
+            raise QueryFailed(
+                f"the query exceeded the time limit of {timeout:g} s while the client was not "
+                "reading; run it again and read the result as it arrives"
+            )
+    finally:
+        stalled.close()
+        watchdog.unwatch_stream(stalled)
 
 
 def _process_rss() -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 import pyarrow as pa
 
 from gateway import __version__
 from gateway.catalog.catalog import Product
+from gateway.errors import NotSupported
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import schemas
 from gateway.flightsql.schemas import Int32Bitmask
@@ -60,6 +61,52 @@ SQL_INFO: dict[int, schemas.SqlInfoValue] = {
     pb.SQL_LOCATORS_UPDATE_COPY: False,
     pb.SQL_STORED_FUNCTIONS_USING_CALL_SYNTAX_SUPPORTED: False,
 }
+
+
+#: The result schema of each metadata command but GetTables (see ``command_schema``).
+_COMMAND_SCHEMAS: dict[type, pa.Schema] = {
+    pb.CommandGetSqlInfo: schemas.GET_SQL_INFO,
+    pb.CommandGetCatalogs: schemas.GET_CATALOGS,
+    pb.CommandGetDbSchemas: schemas.GET_DB_SCHEMAS,
+    pb.CommandGetTableTypes: schemas.GET_TABLE_TYPES,
+    pb.CommandGetPrimaryKeys: schemas.GET_PRIMARY_KEYS,
+    pb.CommandGetImportedKeys: schemas.GET_IMPORTED_KEYS,
+    pb.CommandGetExportedKeys: schemas.GET_EXPORTED_KEYS,
+    pb.CommandGetCrossReference: schemas.GET_CROSS_REFERENCE,
+}
+
+
+def command_schema(command: object) -> pa.Schema:
+    """The result schema of a metadata command; NotSupported for any other command."""
+    if isinstance(command, pb.CommandGetTables):
+        return schemas.GET_TABLES_WITH_SCHEMA if command.include_schema else schemas.GET_TABLES
+    schema = _COMMAND_SCHEMAS.get(type(command))
+    if schema is None:
+        raise NotSupported(f"{type(command).__name__} is not supported by this server")
+    return schema
+
+
+def command_table(command: object, visible: Callable[[], Iterable[Product]]) -> pa.Table:
+    """The result of a metadata command; ``visible``: the products the user may see
+    (asked only by the commands that list products)."""
+    if isinstance(command, pb.CommandGetSqlInfo):
+        return pa.Table.from_batches([sql_info(list(command.info))])
+    if isinstance(command, pb.CommandGetCatalogs):
+        return catalogs()
+    if isinstance(command, pb.CommandGetTableTypes):
+        return table_types()
+    if isinstance(
+        command,
+        (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference),
+    ):
+        return no_keys()
+    if isinstance(command, pb.CommandGetDbSchemas):
+        return db_schemas(visible(), command)
+    if isinstance(command, pb.CommandGetTables):
+        return tables(visible(), command)
+    if isinstance(command, pb.CommandGetPrimaryKeys):
+        return primary_keys(visible(), command)
+    raise NotSupported(f"{type(command).__name__} is not supported by this server")
 
 
 def sql_info(requested: Sequence[int]) -> pa.RecordBatch:

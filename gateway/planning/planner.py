@@ -4,7 +4,8 @@ Like sqlglot's optimizer, ``STEPS`` is a plain tuple of functions ``step(query, 
 applied in order; each does one thing and can be tested alone. The syntax tree that
 ``parse_statement`` builds belongs to the pipeline: later steps change it in place rather
 than copy it (copies were half of planning time), and ``plan`` never reuses an earlier
-``Query``.
+``Query``. The gateway's stateful planner around it (plan cache, re-planning, prepared
+statements) is ``gateway.query.statements.StatementPlanner``.
 """
 
 from __future__ import annotations

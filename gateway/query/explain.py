@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import duckdb
 import pyarrow as pa
 
 from gateway.catalog.catalog import Catalog
+from gateway.engine.errors import safe_engine_error
+from gateway.engine.streaming import PlannedQuery
 from gateway.planning.query import Query
 
 _ESTIMATE = re.compile(r"~[\d,.]+ rows?")
@@ -22,6 +25,16 @@ POLICY_SCHEMA = pa.schema(
         pa.field("rule", pa.utf8()),
     ]
 )
+
+
+def explanation(planned: PlannedQuery, show_hidden: bool) -> pa.Table:
+    """The result of an EXPLAIN or EXPLAIN POLICY statement (see the two functions below)."""
+    if planned.query.explain == "policy":
+        return policy_explanation(planned.query, show_hidden=show_hidden)
+    try:
+        return plan_explanation(planned.catalog, planned.query, planned.parameters)
+    except duckdb.Error as exc:
+        raise safe_engine_error(exc, planned.products) from exc
 
 
 def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:

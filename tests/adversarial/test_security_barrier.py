@@ -51,7 +51,7 @@ def principal(user: str) -> Principal:
 
 
 def governed(service: SqlService, user: str, sql: str) -> str:
-    return service.plan(principal(user), sql, parameters=None).sql
+    return service.planner.plan(principal(user), sql, parameters=None).sql
 
 
 def plan_tree(service: SqlService, sql: str) -> list[dict]:
@@ -144,7 +144,7 @@ def test_duckdb_evaluates_user_functions_only_above_the_barrier(service, name):
 def test_mesh_fragments_keep_user_functions_above_the_barrier(service, name):
     """The fragments a mesh gateway sends to nodes, and the query it finishes, obey the
     same rule (the split pushes predicates with sqlglot, which stops at OFFSET)."""
-    planned = service.plan(principal("alice"), ATTACKS[name], keep_ast=True)
+    planned = service.planner.plan(principal("alice"), ATTACKS[name], keep_ast=True)
     plan = split_fragments(
         planned.query.ast,
         {p.key: p.column_types for p in planned.query.products},

@@ -68,15 +68,15 @@ def test_router_chooses_embedded_node_or_federated_from_the_config(state: MeshSt
     nodes = state.config.nodes.model_copy(
         update={"domains": {"sales": ["grpc://127.0.0.1:1"]}, "ticket_key": "11" * 32}
     )
-    router = Router.from_config(nodes, service._access_of, service._with_ast)
+    router = Router.from_config(nodes, service.planner.access_of, service.planner.with_ast)
     embedded_only = Router.from_config(
         state.config.nodes.model_copy(update={"domains": {}}),
-        service._access_of,
-        service._with_ast,
+        service.planner.access_of,
+        service.planner.with_ast,
     )
 
     def chosen(r: Router, sql: str):
-        return r.executor_for(service.plan(bob(state), sql))
+        return r.executor_for(service.planner.plan(bob(state), sql))
 
     one_node = chosen(router, "SELECT order_id FROM sales.orders")
     assert isinstance(one_node, NodeExecutor) and one_node.node == "sales"

@@ -146,7 +146,7 @@ def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlSer
 
 def split(service: SqlService, user: str, sql: str, pushdown: bool = True):
     roles, attributes = DEMO_USERS[user]
-    context = service.context(Principal(user, roles, dict(attributes)))
+    context = service.planner.context(Principal(user, roles, dict(attributes)))
     query = plan_query(sql, context)
     plan = split_fragments(
         inline_parameters(query.ast, ()),

@@ -252,7 +252,7 @@ def test_users_cannot_name_partition_views(service: SqlService):
         'SELECT * FROM "sales.orders#0/4"',
     ):
         with pytest.raises(UnknownObject):
-            service.plan(principal(service, "bob"), sql)
+            service.planner.plan(principal(service, "bob"), sql)
 
 
 def test_only_row_wise_single_product_scans_split(service: SqlService):
@@ -260,13 +260,13 @@ def test_only_row_wise_single_product_scans_split(service: SqlService):
 
     bob = principal(service, "bob")
     for sql in SCANS:
-        parts = partition_sqls(service.plan(bob, sql), SPLIT)
+        parts = partition_sqls(service.planner.plan(bob, sql), SPLIT)
         assert len(parts) == SPLIT, sql
         assert all(f"#{i}/{SPLIT}" in part for i, part in enumerate(parts)), sql
     for sql in NOT_SPLIT:
-        assert partition_sqls(service.plan(bob, sql), SPLIT) == (), sql
+        assert partition_sqls(service.planner.plan(bob, sql), SPLIT) == (), sql
     # one file, or not worth it: never split
-    assert partition_sqls(service.plan(bob, "SELECT * FROM crm.customers"), SPLIT) == ()
+    assert partition_sqls(service.planner.plan(bob, "SELECT * FROM crm.customers"), SPLIT) == ()
 
 
 # --------------------------------------------------------------------------- end to end

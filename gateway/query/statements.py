@@ -1,0 +1,258 @@
+"""The gateway's statement planner: statements planned for principals on the current mesh.
+
+``gateway.planning.planner.plan`` is the pure step pipeline (text -> governed ``Query``);
+``StatementPlanner`` is the stateful service around it: the plan cache, the result schema,
+re-planning a plan the catalog or the policy outdated, prepared statements and their
+parameters. Admission (the per-user limiter) and Flight SQL stay with the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from gateway.audit.recorder import AuditRecorder
+from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.engine.streaming import PlannedQuery, result_schema
+from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
+from gateway.planning.planner import plan
+from gateway.planning.query import PlanContext, PlanLimits, Query
+from gateway.query import explain
+from gateway.query.handles import HandleStore
+from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
+from gateway.security.principal import Principal
+
+if TYPE_CHECKING:
+    from policies.engine import ProductAccess
+
+
+@dataclass
+class PreparedStatement:
+    """A statement prepared by one user; parameters arrive later by DoPut."""
+
+    text: str
+    parameter_count: int
+    parameters: tuple[object, ...] | None = None
+    planned: PlannedQuery | None = None  # the prepare-time plan, reused while still current
+
+
+class StatementPlanner:
+    """Plans statements for principals against the mesh's current snapshot."""
+
+    def __init__(
+        self,
+        state: MeshState,
+        audit: AuditRecorder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``audit`` records refusals; ``clock`` (monotonic seconds) ages prepared
+        statements."""
+        settings = state.config.gateway
+        self._state = state
+        self._audit = audit
+        self._hash_key = state.config.governance.hash_key
+        self._limits = PlanLimits(
+            max_statement_bytes=settings.max_statement_bytes,
+            max_planning_seconds=state.config.engine.query_timeout_seconds,
+        )
+        self._plans = PlanCache()
+        self._prepared: HandleStore[PreparedStatement] = HandleStore(
+            "prepared statement",
+            settings.ticket_ttl_seconds * 6,
+            capacity=10_000,
+            per_owner=settings.max_prepared_statements_per_user,
+            full_message=_too_many_prepared,
+            clock=clock,
+        )
+
+    def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
+        """What the pipeline consults for ``principal`` (default: on the current snapshot)."""
+        snapshot = snapshot or self._state.current
+        return PlanContext(
+            principal,
+            snapshot.catalog,
+            snapshot.governor,
+            limits=self._limits,
+            hash_key=self._hash_key,
+        )
+
+    def plan(
+        self,
+        principal: Principal,
+        text: str,
+        parameters: Sequence[object] | None = (),
+        keep_ast: bool = False,
+    ) -> PlannedQuery:
+        """Run ``text`` through the pipeline (or take its cached plan) and compute its
+        result schema; a refusal is audited.
+
+        ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time;
+        ``keep_ast`` plans afresh and keeps the syntax tree (cached plans have none).
+        """
+        started = time.monotonic()
+        context = self.context(principal)
+        key = plan_key(principal, text)
+        cached = (
+            None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
+        )
+        try:
+            query = cached.query if cached else plan(text, context)
+            if parameters is None:
+                parameters = (None,) * query.parameter_count
+            if query.parameter_count != len(parameters):
+                raise InvalidQuery(
+                    f"the statement has {query.parameter_count} parameter(s) but "
+                    f"{len(parameters)} value(s) were bound"
+                )
+            schema = (
+                cached.schema
+                if cached and cached.schema
+                else self._result_schema(context, query, parameters, started)
+            )
+        except MeshgateError as exc:
+            self._audit.refusal(principal, text, exc)
+            raise
+        if cached is None and not query.explain:
+            self._plans.put(
+                context.catalog,
+                context.governor.version,
+                key,
+                CachedPlan(query, None if query.parameter_count else schema),
+            )
+        return PlannedQuery(
+            principal,
+            context.catalog,
+            query,
+            query.product_keys,
+            schema,
+            tuple(parameters),
+            context.governor.version,
+        )
+
+    def _result_schema(
+        self, context: PlanContext, query: Query, parameters: Sequence[object], started: float
+    ) -> pa.Schema:
+        """The result schema, bound by DuckDB in what is left of the planning time limit."""
+        if query.explain == "policy":
+            return explain.POLICY_SCHEMA
+        if query.explain == "plan":
+            return explain.EXPLAIN_SCHEMA
+        limit = context.limits.max_planning_seconds
+        remaining = None if limit is None else limit - (time.monotonic() - started)
+        if remaining is not None and remaining <= 0:
+            raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
+        assert query.sql is not None  # set by generate_sql, the last step
+        schema = result_schema(
+            context.catalog, query.sql, parameters, query.product_keys, remaining
+        )
+        if self._hash_key and any(self._hash_key in name for name in schema.names):
+            raise InvalidQuery(
+                "name every computed column with AS: its automatic name would expose governed SQL"
+            )
+        return schema
+
+    def current(self, planned: PlannedQuery) -> PlannedQuery:
+        """``planned`` again if the catalog or policy changed since it was planned: a ticket
+        never outlives the rules it was granted under (refused if its schema changed)."""
+        snapshot = self._state.current
+        if (
+            planned.catalog is snapshot.catalog
+            and planned.governor_version == snapshot.governor.version
+        ):
+            return planned
+        replanned = self.plan(planned.principal, planned.query.text, planned.parameters)
+        if replanned.schema != planned.schema:
+            raise InvalidQuery(
+                "the catalog or the policy changed since this query was planned; run it again"
+            )
+        return replanned
+
+    def with_ast(self, planned: PlannedQuery) -> PlannedQuery:
+        """``planned`` planned afresh, keeping its syntax tree (federation splits it)."""
+        return self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
+
+    def access_of(self, principal: Principal) -> Callable[[str], ProductAccess]:
+        """The current policy's decision per product for ``principal`` (relay checks)."""
+        snapshot = self._state.current
+        subject = self.context(principal, snapshot).subject
+        return lambda key: snapshot.governor.access(subject, key)
+
+    # -- prepared statements ------------------------------------------------------------
+
+    def check_room(self, user: str) -> None:
+        """Refuse now (ResourceExhausted) if ``user`` may not prepare another statement."""
+        self._prepared.check_room(user)
+
+    def prepare(self, principal: Principal, text: str) -> tuple[bytes, PlannedQuery]:
+        """Plan ``text`` with its parameters unbound and keep it: its handle and its plan
+        (whose ``parameters`` are as many NULLs as the statement has parameters)."""
+        planned = self.plan(principal, text, parameters=None)
+        count = len(planned.parameters)
+        reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
+        handle = self._prepared.put(
+            principal.user, PreparedStatement(text, count, planned=reusable)
+        )
+        return handle, planned
+
+    def plan_prepared(self, principal: Principal, handle: bytes) -> PlannedQuery:
+        """The prepared statement behind ``handle``, planned with its bound parameters (its
+        prepare-time plan while current, when it has none)."""
+        prepared = self._prepared.get(principal.user, handle)
+        if prepared.planned is not None and not prepared.parameter_count:
+            return self.current(prepared.planned)
+        if prepared.parameters is None and prepared.parameter_count:
+            raise InvalidQuery(
+                f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"
+            )
+        return self.plan(principal, prepared.text, prepared.parameters or ())
+
+    def bind(self, user: str, handle: bytes, read: Callable[[], pa.Table]) -> None:
+        """Bind the one row of parameters that ``read`` returns to ``user``'s statement
+        ``handle`` (read only once the handle is known)."""
+        prepared = self._prepared.get(user, handle)
+        table = read()
+        if table.num_rows != 1:
+            raise InvalidQuery(
+                f"bind exactly one row of parameters per execution (got {table.num_rows})"
+            )
+        if table.num_columns != prepared.parameter_count:
+            raise InvalidQuery(
+                f"the statement has {prepared.parameter_count} parameter(s) but "
+                f"{table.num_columns} were bound"
+            )
+        values = _parameter_values(table)
+        self._prepared.replace(
+            user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values)
+        )
+
+    def close(self, user: str, handle: bytes) -> None:
+        """Forget ``user``'s prepared statement ``handle``."""
+        self._prepared.discard(user, handle)
+
+
+def _too_many_prepared(user: str, limit: int) -> str:
+    """The refusal of a user at their limit of open prepared statements."""
+    return (
+        f"resource exhausted: {user} has {limit} open prepared statements (the limit, "
+        "[gateway] max_prepared_statements_per_user); close one (ClosePreparedStatement; in "
+        "ADBC, close the statement or cursor) before preparing another, or wait for one to expire"
+    )
+
+
+def _parameter_values(table: pa.Table) -> tuple[object, ...]:
+    """The one row of bound parameters as Python values; a value Python cannot hold (a
+    DATE past year 9999, say) is refused naming the parameter, never shown."""
+    values = []
+    for number, column in enumerate(table.columns, start=1):
+        try:
+            values.append(column[0].as_py())
+        except (OverflowError, ValueError, pa.ArrowException) as exc:
+            raise InvalidQuery(
+                f"parameter {number} ({column.type}) is out of range for the gateway; bind a "
+                "value within the type's calendar or numeric range (dates: years 1-9999)"
+            ) from exc
+    return tuple(values)
