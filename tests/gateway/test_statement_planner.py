@@ -1,0 +1,184 @@
+"""The statement planner on a real mesh: plan cache, re-planning after a policy reload,
+prepared statements (per-user limit, expiry on an injected clock, parameter binding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from gateway.audit.recorder import NullAuditRecorder
+from gateway.catalog.state import MeshState
+from gateway.config import load_config
+from gateway.errors import HandleNotFound, InvalidQuery, ResourceExhausted
+from gateway.planning.query import PlanContext, Query
+from gateway.query import statements
+from gateway.query.statements import StatementPlanner
+from gateway.security.auth import UserDirectory
+from gateway.security.principal import Principal
+
+ORDERS = "SELECT order_id, amount FROM sales.orders"
+CUSTOMERS = "SELECT * FROM crm.customers"
+BY_ID = "SELECT order_id FROM sales.orders WHERE order_id = ?"
+
+
+class Clock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def state(mesh_copy: Path) -> MeshState:
+    config = load_config(mesh_copy)
+    gateway = config.gateway.model_copy(
+        update={"max_prepared_statements_per_user": 2, "ticket_ttl_seconds": 10}
+    )
+    return MeshState(mesh_copy, config.model_copy(update={"gateway": gateway}))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def planner(state: MeshState, clock: Clock) -> StatementPlanner:
+    return StatementPlanner(state, NullAuditRecorder(), clock=clock)
+
+
+@pytest.fixture
+def pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statement texts the step pipeline planned (cache misses), in order."""
+    runs: list[str] = []
+    pipeline = statements.plan
+
+    def counted(text: str, context: PlanContext) -> Query:
+        runs.append(text)
+        return pipeline(text, context)
+
+    monkeypatch.setattr(statements, "plan", counted)
+    return runs
+
+
+def user(state: MeshState, name: str) -> Principal:
+    return UserDirectory(state.config.users).principal(name)
+
+
+def test_a_statement_planned_again_comes_from_the_cache(
+    planner: StatementPlanner, state: MeshState, pipeline_runs: list[str]
+):
+    bob = user(state, "bob")
+    first = planner.plan(bob, ORDERS)
+    second = planner.plan(bob, ORDERS)
+    third = planner.plan(bob, ORDERS)
+    assert pipeline_runs == [ORDERS]
+    assert third.query is second.query and third.schema is second.schema
+    assert second.sql == first.sql and second.query.ast is None
+    planner.plan(user(state, "erin"), ORDERS)  # another principal: its own plan
+    fresh = planner.plan(bob, ORDERS, keep_ast=True)  # a syntax tree: never from the cache
+    assert pipeline_runs == [ORDERS] * 3
+    assert fresh.query.ast is not None
+
+
+def test_a_policy_reload_replans_a_waiting_plan(
+    planner: StatementPlanner, state: MeshState, mesh_copy: Path, pipeline_runs: list[str]
+):
+    carol = user(state, "carol")
+    planned = planner.plan(carol, CUSTOMERS)
+    assert planner.current(planned) is planned  # nothing changed: no planning
+    policy = mesh_copy / "crm" / "policy.csv"
+    policy.write_text(policy.read_text() + "p, ops, crm.customers, read, allow\n")
+    assert state.refresh()
+    version = state.current.governor.version
+    assert version != planned.governor_version
+
+    replanned = planner.current(planned)
+    assert pipeline_runs == [CUSTOMERS, CUSTOMERS]
+    assert replanned.governor_version == version
+    assert replanned.schema == planned.schema
+    assert planner.current(replanned) is replanned
+
+
+def test_a_waiting_plan_whose_schema_a_reload_changed_is_refused(
+    planner: StatementPlanner, state: MeshState, mesh_copy: Path
+):
+    carol = user(state, "carol")
+    planned = planner.plan(carol, CUSTOMERS)
+    assert "ssn" not in planned.schema.names  # marketing may not read it
+    policy = mesh_copy / "crm" / "policy.csv"
+    deny = "p, marketing, crm.customers.ssn, read, deny\n"
+    assert deny in policy.read_text()
+    policy.write_text(policy.read_text().replace(deny, ""))
+    assert state.refresh()
+    with pytest.raises(InvalidQuery, match="changed since this query was planned"):
+        planner.current(planned)
+    assert "ssn" in planner.plan(carol, CUSTOMERS).schema.names
+
+
+def test_prepared_statements_are_limited_per_user(planner: StatementPlanner, state: MeshState):
+    bob, erin = user(state, "bob"), user(state, "erin")
+    first, _ = planner.prepare(bob, ORDERS)
+    planner.prepare(bob, BY_ID)
+    limit = (
+        r"resource exhausted: bob has 2 open prepared statements \(the limit, \[gateway\] "
+        r"max_prepared_statements_per_user\); close one"
+    )
+    with pytest.raises(ResourceExhausted, match=limit):
+        planner.check_room("bob")
+    with pytest.raises(ResourceExhausted, match=limit):
+        planner.prepare(bob, ORDERS)
+    planner.check_room("erin")  # another user's room is their own
+    planner.prepare(erin, ORDERS)
+    planner.close("bob", first)
+    planner.check_room("bob")
+    with pytest.raises(HandleNotFound):
+        planner.plan_prepared(bob, first)
+
+
+def test_prepared_statements_expire_on_the_clock(
+    planner: StatementPlanner, state: MeshState, clock: Clock
+):
+    bob = user(state, "bob")
+    ttl = state.config.gateway.ticket_ttl_seconds * 6
+    handle, prepared = planner.prepare(bob, ORDERS)
+    planner.prepare(bob, ORDERS)
+    clock.now = ttl - 0.001
+    assert planner.plan_prepared(bob, handle).sql == prepared.sql
+    with pytest.raises(ResourceExhausted):
+        planner.check_room("bob")
+    clock.now = ttl
+    with pytest.raises(HandleNotFound, match="unknown or expired prepared statement"):
+        planner.plan_prepared(bob, handle)
+    planner.check_room("bob")  # expired statements leave room
+
+
+def test_parameters_are_bound_to_their_own_users_statement(
+    planner: StatementPlanner, state: MeshState
+):
+    bob, erin = user(state, "bob"), user(state, "erin")
+    handle, prepared = planner.prepare(bob, BY_ID)
+    assert prepared.parameters == (None,)
+    with pytest.raises(InvalidQuery, match="1 parameter\\(s\\); bind them first"):
+        planner.plan_prepared(bob, handle)
+
+    reads: list[str] = []
+
+    def row(*values: object) -> pa.Table:
+        reads.append("read")
+        return pa.table({f"${i + 1}": [v] for i, v in enumerate(values)})
+
+    with pytest.raises(HandleNotFound):
+        planner.bind("erin", handle, lambda: row(7))
+    assert reads == []  # a foreign handle is refused before the parameters are read
+    with pytest.raises(InvalidQuery, match="1 parameter\\(s\\) but 2 were bound"):
+        planner.bind("bob", handle, lambda: row(7, 8))
+    planner.bind("bob", handle, lambda: row(7))
+    assert planner.plan_prepared(bob, handle).parameters == (7,)
+    with pytest.raises(HandleNotFound):
+        planner.plan_prepared(erin, handle)
