@@ -216,31 +216,10 @@ class SqlService:
     # -- health -----------------------------------------------------------------------
 
     def health(self, principal: Principal | None = None) -> dict:
-        """Products' health and node reachability: all of it without a ``principal`` (the
-        operator); for a user, only the products they may read, and the nodes of the domains
-        where they may read one (locations they get in endpoints anyway), each listing only
-        those products: no product, domain or node address their catalog does not show."""
-        snapshot = self._state.current
-        health = snapshot.catalog.engine.health
-        keys = [
-            p.key for p in (self.visible.products(principal) if principal else snapshot.catalog)
-        ]
-        answer: dict = {
-            "status": "draining" if self.draining else "ok",
-            "products": {key: health.get(key, "unknown") for key in keys},
-        }
-        if self.nodes is not None:
-            if principal is None:
-                answer["nodes"] = {d: self.nodes.health(d) for d in self.nodes.domains}
-            else:
-                domains = self.nodes.domains
-                readable = {d: {k for k in keys if k.startswith(d + ".")} for d in domains}
-                answer["nodes"] = {
-                    d: [_user_replica_view(r, readable[d]) for r in self.nodes.health(d)]
-                    for d in self.nodes.domains
-                    if readable[d]
-                }
-        return answer
+        """The gateway's status, with products' health and node reachability as
+        ``principal`` may see them (all of it for the operator, without one)."""
+        status = "draining" if self.draining else "ok"
+        return {"status": status, **self.visible.health(principal, self.nodes)}
 
     # -- DoPut ------------------------------------------------------------------------
 
@@ -296,16 +275,6 @@ def _refuse_writes(command: object) -> None:
 def _metadata_schema(command: object) -> pa.Schema:
     _refuse_writes(command)
     return metadata.command_schema(command)
-
-
-def _user_replica_view(replica: dict, readable: set[str]) -> dict:
-    """A node replica's health as a user sees it: reachability and the products they may
-    read (never the node's other products, validation problems or connection errors)."""
-    view = {"location": replica["location"], "reachable": replica["reachable"]}
-    if replica["reachable"]:
-        view["status"] = replica.get("status", "unknown")
-        view["products"] = sorted(p for p in replica.get("products", ()) if p in readable)
-    return view
 
 
 def _flight_endpoint(endpoint: Endpoint) -> flight.FlightEndpoint:

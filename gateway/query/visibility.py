@@ -1,5 +1,5 @@
-"""What each user may see of the catalog: the products they may read, cut to their columns
-(Flight SQL metadata, health, ``meshgate products --user``)."""
+"""What each user may see of the catalog: the products they may read, cut to their columns,
+and their health (Flight SQL metadata, health, ``meshgate products --user``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlglot import exp
 
 from gateway.catalog.catalog import Product
 from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.mesh.federation import NodeDirectory
 from gateway.planning.secure import governed_columns
 from gateway.security.principal import Principal
 from policies.engine import Subject
@@ -45,6 +46,27 @@ class VisibleCatalog:
             )
         return visible
 
+    def health(self, principal: Principal | None, nodes: NodeDirectory | None) -> dict:
+        """Products' health and node reachability: all of it without a ``principal`` (the
+        operator); for a user, only the products they may read, and the nodes of the domains
+        where they may read one (locations they get in endpoints anyway), each listing only
+        those products: no product, domain or node address their catalog does not show."""
+        snapshot = self._state.current
+        health = snapshot.catalog.engine.health
+        keys = [p.key for p in (self.products(principal) if principal else snapshot.catalog)]
+        answer: dict = {"products": {key: health.get(key, "unknown") for key in keys}}
+        if nodes is not None:
+            if principal is None:
+                answer["nodes"] = {d: nodes.health(d) for d in nodes.domains}
+            else:
+                readable = {d: {k for k in keys if k.startswith(d + ".")} for d in nodes.domains}
+                answer["nodes"] = {
+                    d: [_user_replica_view(r, readable[d]) for r in nodes.health(d)]
+                    for d in nodes.domains
+                    if readable[d]
+                }
+        return answer
+
     def _user_schema(
         self, snapshot: MeshSnapshot, principal: Principal, product: Product, access: ProductAccess
     ) -> pa.Schema:
@@ -59,3 +81,13 @@ class VisibleCatalog:
                 self._schemas.clear()
             self._schemas[key] = schema
         return schema
+
+
+def _user_replica_view(replica: dict, readable: set[str]) -> dict:
+    """A node replica's health as a user sees it: reachability and the products they may
+    read (never the node's other products, validation problems or connection errors)."""
+    view = {"location": replica["location"], "reachable": replica["reachable"]}
+    if replica["reachable"]:
+        view["status"] = replica.get("status", "unknown")
+        view["products"] = sorted(p for p in replica.get("products", ()) if p in readable)
+    return view
