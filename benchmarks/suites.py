@@ -7,6 +7,7 @@ min and max) of the repetitions, measured interleaved with its baseline after a 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -481,7 +482,7 @@ def decisions(ctx: Context) -> dict:
                 text=True,
                 timeout=limit,
                 cwd=REPO,
-                env={**_env(), "PYTHONPATH": str(REPO)},
+                env={**os.environ, "PYTHONPATH": str(REPO)},
                 check=False,
             )
         except subprocess.TimeoutExpired:
@@ -509,12 +510,6 @@ def decisions(ctx: Context) -> dict:
     out["largest_vs_smallest_uncached"] = ratio(large_ms, small_ms)
     out["largest_vs_smallest_cached"] = ratio(largest.get("cached_us"), smallest.get("cached_us"))
     return out
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 # --------------------------------------------------------------------------- 5. concurrency
