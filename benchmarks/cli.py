@@ -1,28 +1,30 @@
-"""Entry point of a benchmark run: ``run(scale, out, quick, repetitions) -> report path``.
+"""Entry point of a benchmark run: ``run(scale, out, quick, repetitions, sections)``.
 
 ``python -m benchmarks`` and ``meshgate bench`` both call :func:`run`. One run generates
 (or reuses) the TPC-H data, writes the benchmark mesh, starts the gateway exactly as the
-tests do (``python -m gateway.cli serve MESH --port P``), measures the seven sections (the
-mesh section starts its own domain nodes and mesh-mode gateways), stops every process it
-started, and writes ``report.md``, ``results.json`` and the charts.
+tests do (``python -m gateway.cli serve MESH --port P``), measures the sections of
+``benchmarks/sections.py`` (all, or the ones picked; the mesh section starts its own domain
+nodes and mesh-mode gateways), stops every process it started, and writes ``report.md``,
+``results.json`` and the charts.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from duckdb import DuckDBPyConnection
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import mesh as mesh_section
 from benchmarks import suites
 from benchmarks.data import open_baseline, write_mesh
 from benchmarks.procs import LoadSampler, Processes, RssSampler
-from benchmarks.report import SECTIONS, machine_info, write_outputs
+from benchmarks.report import machine_info, write_outputs
+from benchmarks.sections import SECTIONS, pick
 from benchmarks.settings import ADMIN_USER, BenchConfig
-from benchmarks.tpch import QUERY_NUMBERS
 
 DEFAULT_OUT = Path("bench-out")
 
@@ -32,13 +34,20 @@ def run(
     out: Path = DEFAULT_OUT,
     quick: bool = False,
     repetitions: int | None = None,
+    sections: Sequence[str] | None = None,
 ) -> Path:
-    """Run the whole benchmark; return the path of ``report.md``.
+    """Run the benchmark; return the path of ``report.md``.
 
-    ``scale`` None: SF1 (quick: SF0.01). ``repetitions`` None: 5 (quick: 1).
+    ``scale`` None: SF1 (quick: SF0.01). ``repetitions`` None: 5 (quick: 1). ``sections``
+    None: every section, else these keys of ``benchmarks/sections.py`` and what they need.
     """
     _quiet_library_logs()
-    return run_config(BenchConfig.make(scale=scale, out=out, quick=quick, repetitions=repetitions))
+    picked = tuple(sections) if sections else None
+    return run_config(
+        BenchConfig.make(
+            scale=scale, out=out, quick=quick, repetitions=repetitions, sections=picked
+        )
+    )
 
 
 def _quiet_library_logs() -> None:
@@ -51,19 +60,7 @@ def _quiet_library_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-def _steps(config: BenchConfig) -> dict[str, int]:
-    return {
-        "small_queries": 2,
-        "tpch": len(QUERY_NUMBERS),
-        "large_result": config.repetitions,
-        "planning": len(QUERY_NUMBERS) + len(config.policy_sizes),
-        "concurrency": len(config.concurrency_levels),
-        "peer": 2 + len(QUERY_NUMBERS) if config.include_peer else 0,
-        "mesh": mesh_section.steps(config) if config.include_mesh else 0,
-    }
-
-
-def _gateway_batch_rows(plain, mesh_dir: Path) -> int:
+def _gateway_batch_rows(plain: DuckDBPyConnection, mesh_dir: Path) -> int:
     """The gateway's batch row count for lineitem (the bare servers use the same)."""
     try:
         from gateway.config import load_config
@@ -83,7 +80,7 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
-    steps = _steps(config)
+    picked = pick(config.sections)
     sections: dict = {}
     peak_rss = None
     machine_load: dict = {}
@@ -97,7 +94,7 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
         refresh_per_second=2,
     ) as progress:
         log = progress.console.print
-        task = progress.add_task("data", total=sum(steps.values()))
+        task = progress.add_task("data", total=sum(s.steps(config) for s in picked))
         mesh = write_mesh(config, log)
         procs = Processes(config.logs_dir)
         plain = governed = None
@@ -142,24 +139,15 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                     bare=bare,
                     bare_sql=bare_sql,
                 )
-                functions = {
-                    "small_queries": suites.small_queries,
-                    "tpch": suites.tpch,
-                    "large_result": suites.large_result,
-                    "planning": suites.planning,
-                    "concurrency": suites.concurrency,
-                    "peer": suites.peer,
-                    "mesh": mesh_section.mesh,
-                }
-                disabled = {"peer": not config.include_peer, "mesh": not config.include_mesh}
-                for name in SECTIONS:
-                    if disabled.get(name):
-                        sections[name] = {"skipped": "disabled in this run"}
+                for section in SECTIONS:
+                    name = section.key
+                    if section not in picked:
+                        sections[name] = {"skipped": "not picked for this run"}
                         continue
                     progress.update(task, description=name.replace("_", " "))
                     load.phase = name
                     section_started = time.perf_counter()
-                    sections[name] = suites.safe_section(context, name, functions[name])
+                    sections[name] = suites.safe_section(context, name, section.runner)
                     sections[name]["section_seconds"] = time.perf_counter() - section_started
                 peak_rss = sampler.peak() / 1e6
             machine_load = load.summary()

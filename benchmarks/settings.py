@@ -41,12 +41,12 @@ class BenchConfig:
     #: Engine settings written to mesh.toml and applied to every DuckDB baseline.
     engine_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     engine_memory_limit: str = "4GB"
-    include_peer: bool = True
+    #: Keys of the sections to run (benchmarks/sections.py), with what they need; None: all.
+    sections: tuple[str, ...] | None = None
     #: Seconds a single query may take before the harness gives up on it (peer only).
     peer_query_timeout: float = 120.0
-    #: Mesh section: domain nodes and mesh-mode gateways (see benchmarks/mesh.py).
-    include_mesh: bool = True
-    #: ``split_endpoints`` settings compared on the single-domain full scan.
+    #: Mesh section (benchmarks/mesh.py): the ``split_endpoints`` settings compared on the
+    #: single-domain full scan.
     mesh_splits: tuple[int, ...] = (1, 2, 4)
     #: Node replicas of the orders domain in the throughput-scaling measurement.
     mesh_replicas: tuple[int, ...] = (1, 2, 3)
