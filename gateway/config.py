@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -143,6 +144,41 @@ class NodesSettings(_Strict):
     )
 
 
+class SparkSettings(_Strict):
+    """``[engines.spark]``: an Apache Spark cluster, through Spark Connect, for the queries
+    too big for one gateway (see the README's "Past one machine").
+
+    ``remote`` is the Spark Connect address as Spark takes it, e.g.
+    ``sc://spark-head:15002/;token=...;use_ssl=true`` (the token travels in clear text only
+    to ``localhost``). ``route``: ``never``; ``large`` (a query goes to Spark when its
+    products' estimated bytes exceed ``large_bytes``, or a contract hints
+    ``engine: spark``); ``always``.
+    """
+
+    remote: str = Field(pattern=r"^sc://")
+    route: Literal["never", "large", "always"] = "large"
+    large_bytes: int = Field(default=1024**3, gt=0)
+    fallback: bool = Field(
+        default=False,
+        description="run a `large` query on DuckDB when Spark is unreachable or cannot run it "
+        "exactly (the log says so)",
+    )
+    max_fragment_bytes: int = Field(
+        default=64 * 1024**2,
+        gt=0,
+        le=96 * 1024**2,
+        description="a DuckDB-file product a Spark query reads is sent to Spark as a governed "
+        "Arrow fragment of at most this size",
+    )
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class EnginesSettings(_Strict):
+    """``[engines]``: engines beside the gateway's own DuckDB."""
+
+    spark: SparkSettings | None = None
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
@@ -151,6 +187,7 @@ class MeshConfig(_Strict):
     governance: GovernanceSettings = GovernanceSettings()
     audit: AuditSettings = AuditSettings()
     nodes: NodesSettings = NodesSettings()
+    engines: EnginesSettings = EnginesSettings()
     users: dict[str, UserSettings] = {}
 
 

@@ -13,6 +13,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from policies import spark_masks
 from policies.errors import PolicyExpressionError
 from policies.rules import CompiledMask
 from policies.safe_sql import check_scalar_expression
@@ -143,10 +144,11 @@ def compile_mask(spec: str, data_type: exp.DataType | None, hash_key: str | None
             f"mask {name} does not apply to a {data_type.sql('duckdb')} column"
         )
     builder: Builder
+    spark: spark_masks.SparkBuilder | None
     if name == "hash":
         if not hash_key:
             raise PolicyExpressionError("mask hash needs `[governance] hash_key` in mesh.toml")
-        builder = hash_mask(hash_key)
+        builder, spark = hash_mask(hash_key), spark_masks.hash_mask(hash_key)
     elif name == "round":
         try:
             step = float(argument)
@@ -156,18 +158,19 @@ def compile_mask(spec: str, data_type: exp.DataType | None, hash_key: str | None
             raise PolicyExpressionError(
                 f"mask {spec!r}: round needs a positive step, e.g. round:100"
             )
-        builder = _round(int(step) if step.is_integer() else step)
+        exact = int(step) if step.is_integer() else step
+        builder, spark = _round(exact), spark_masks.round_mask(exact)
     elif name == "sql":
-        builder = _custom(_parse_custom(argument))
+        builder, spark = _custom(_parse_custom(argument)), None
     else:
-        builder = {
-            "redact": _redact,
-            "null": _null,
-            "partial_email": _partial_email,
-            "last4": _last4,
-            "year": _year,
+        builder, spark = {
+            "redact": (_redact, _redact),  # engine-neutral SQL
+            "null": (_null, _null),
+            "partial_email": (_partial_email, spark_masks.partial_email),
+            "last4": (_last4, spark_masks.last4),
+            "year": (_year, spark_masks.year),
         }[name]
-    return CompiledMask(spec=spec, strength=_STRENGTH[name], build=builder)
+    return CompiledMask(spec=spec, strength=_STRENGTH[name], build=builder, build_spark=spark)
 
 
 def _parse_custom(text: str) -> exp.Expr:

@@ -59,6 +59,10 @@ class CompiledMask:
     spec: str
     strength: int
     build: Callable[[exp.Expr, exp.DataType], exp.Expr]
+    #: the same mask in Spark SQL, value for value; None when there is no exact equivalent
+    #: (a custom ``sql:`` mask). It raises PolicyExpressionError for a column type whose
+    #: masked value Spark cannot reproduce byte for byte.
+    build_spark: Callable[[exp.Expr, exp.DataType], exp.Expr] | None = None
 
 
 def object_matcher(column_tags: Mapping[str, frozenset[str]]) -> Callable[[str, str], bool]:

@@ -57,6 +57,9 @@ class ProductContract:
     columns: tuple[ColumnContract, ...]
     source: SourceSpec
     schema_field: str = "schema[0]"
+    #: the engine its owner asks queries on it to run on (``customProperties``:
+    #: ``engine: spark`` for a product too big for the gateway), or None
+    engine_hint: str | None = None
 
     @property
     def key(self) -> str:
@@ -174,7 +177,31 @@ def _product(
         columns=columns,
         source=source,
         schema_field=field,
+        engine_hint=_engine_hint(path, field, schema_object, contract),
     )
+
+
+_ENGINES = ("duckdb", "spark")
+
+
+def _engine_hint(
+    path: Path, field: str, schema_object: SchemaObject, contract: OpenDataContractStandard
+) -> str | None:
+    """The ``engine`` custom property of the schema object, else of the contract."""
+    for where, properties in (
+        (f"{field}.customProperties", schema_object.customProperties),
+        ("customProperties", contract.customProperties),
+    ):
+        for prop in properties or []:
+            if prop.property == "engine":
+                value = str(prop.value).strip().lower()
+                if value not in _ENGINES:
+                    raise ContractError(
+                        f"{path}: field `{where}` (engine): {prop.value!r} is not an engine; "
+                        f"use one of: {', '.join(_ENGINES)}"
+                    )
+                return value
+    return None
 
 
 def _column(path: Path, prop: SchemaProperty, field: str) -> ColumnContract:

@@ -179,7 +179,7 @@ def stream_sql(
             for batch in reader:
                 if decode:
                     batch = _conform(batch, schema)
-                for piece in _split_by_bytes(batch, settings.batch_bytes):
+                for piece in split_by_bytes(batch, settings.batch_bytes):
                     stats.rows += piece.num_rows
                     stats.bytes += piece.nbytes
                     if (
@@ -199,7 +199,7 @@ def stream_sql(
             if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
                 raise  # a genuine reader failure, not our interrupt
             outcome = stopped_by or "cancelled"
-            error = _stop_message(outcome, settings.query_timeout_seconds)
+            error = stop_message(outcome, settings.query_timeout_seconds)
             raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
@@ -209,7 +209,7 @@ def stream_sql(
             if sources is not None and (stopped_by := watchdog.release(token)) is not None:
                 outcome, error = (
                     stopped_by,
-                    _stop_message(stopped_by, settings.query_timeout_seconds),
+                    stop_message(stopped_by, settings.query_timeout_seconds),
                 )
                 raise QueryFailed(error) from None  # the streams were cut because it was stopped
             if is_data_error(exc):
@@ -271,7 +271,7 @@ def _register(
         cursor.register(name, table.reader)
 
 
-def _stop_message(reason: str, timeout: float) -> str:
+def stop_message(reason: str, timeout: float) -> str:
     return _STOP_MESSAGES.get(reason, "the query was stopped").format(timeout=timeout)
 
 
@@ -328,7 +328,7 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
     size = batch.nbytes
     if size <= max_bytes or batch.num_rows <= 1:
         yield batch

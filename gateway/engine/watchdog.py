@@ -69,10 +69,10 @@ class Watchdog:
         """``memory_ceiling``: process RSS in bytes past which every running query is
         stopped (the gateway's ``engine.process_memory_ceiling_bytes``)."""
         self._interval = interval_seconds
-        self._running: dict[
-            int, tuple[Engine, duckdb.DuckDBPyConnection, Callable[[], bool], float]
-        ] = {}
+        #: token -> (interrupt the query, is_cancelled, deadline)
+        self._running: dict[int, tuple[Callable[[], None], Callable[[], bool], float]] = {}
         self._stopped: dict[int, str] = {}
+        self._tokens = 0
         self._streams: dict[int, StalledStream] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -93,14 +93,20 @@ class Watchdog:
         is_cancelled: Callable[[], bool],
         timeout_seconds: float,
     ) -> int:
-        token = id(cursor)
+        """Watch a DuckDB query; the token to ``release`` it with."""
+        return self.watch_call(lambda: engine.interrupt(cursor), is_cancelled, timeout_seconds)
+
+    def watch_call(
+        self,
+        interrupt: Callable[[], None],
+        is_cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> int:
+        """Watch a query of any engine, stopped by ``interrupt()``; the token to ``release``."""
         with self._lock:
-            self._running[token] = (
-                engine,
-                cursor,
-                is_cancelled,
-                time.monotonic() + timeout_seconds,
-            )
+            self._tokens += 1
+            token = self._tokens
+            self._running[token] = (interrupt, is_cancelled, time.monotonic() + timeout_seconds)
             self._ensure_thread()
         return token
 
@@ -145,8 +151,8 @@ class Watchdog:
     def stop_all(self, reason: str = "shutdown") -> int:
         """Interrupt every running query (at shutdown); returns how many."""
         with self._lock:
-            for token, (engine, cursor, _, _) in list(self._running.items()):
-                engine.interrupt(cursor)
+            for token, (interrupt, _, _) in list(self._running.items()):
+                interrupt()
                 del self._running[token]
                 self._stopped[token] = reason
             return len(self._stopped)
@@ -162,7 +168,7 @@ class Watchdog:
                 self.stop_all("memory")
             self._close_stalled(now)
             with self._lock:
-                for token, (engine, cursor, is_cancelled, deadline) in list(self._running.items()):
+                for token, (interrupt, is_cancelled, deadline) in list(self._running.items()):
                     try:
                         reason = (
                             "cancelled"
@@ -172,7 +178,7 @@ class Watchdog:
                     except Exception:  # noqa: BLE001 - a gone context: the call is over
                         reason = "cancelled"
                     if reason:
-                        engine.interrupt(cursor)
+                        interrupt()
                         del self._running[token]
                         self._stopped[token] = reason
                 if not self._running and not self._streams:

@@ -28,7 +28,7 @@ from gateway.flightsql import protocol as flightsql
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.query import explain
-from gateway.query.executors import Endpoint, Placing, Router
+from gateway.query.executors import Endpoint, Placing, RoutedExecutor, Router
 from gateway.query.handles import HandleStore
 from gateway.query.limits import UserLimiter
 from gateway.query.statements import StatementPlanner
@@ -67,7 +67,10 @@ class SqlService:
             router
             if router is not None
             else Router.from_config(
-                state.config.nodes, self.planner.access_of, self.planner.with_ast
+                state.config.nodes,
+                self.planner.access_of,
+                self.planner.with_ast,
+                self._engine_beside(state),
             )
         )
         settings = state.config.gateway
@@ -80,6 +83,16 @@ class SqlService:
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
+
+    def _engine_beside(self, state: MeshState) -> RoutedExecutor | None:
+        """Spark, when ``[engines.spark]`` is configured (its client is the ``spark``
+        extra, imported only then)."""
+        settings = state.config.engines.spark
+        if settings is None:
+            return None
+        from gateway.spark.executor import spark_executor
+
+        return spark_executor(settings, self.planner.plan_for)
 
     @property
     def nodes(self) -> NodeDirectory | None:

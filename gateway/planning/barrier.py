@@ -65,8 +65,18 @@ _TIMESTAMP_TYPES = frozenset(
 _PREDICATE_ARGS = ("where", "having", "qualify")
 
 
-def add_barrier(select: exp.Select) -> exp.Select:
-    """End ``select`` in the ``OFFSET 0`` that no DuckDB optimisation moves a filter past."""
+def add_barrier(select: exp.Select, target: str = "duckdb") -> exp.Select:
+    """Put ``select`` behind the barrier of ``target``. DuckDB: end it in ``OFFSET 0``,
+    which no DuckDB optimisation moves a filter past. Spark drops ``OFFSET 0``, but never
+    combines a filter into one whose condition is not deterministic, nor pushes one
+    through it: its WHERE gets the always-true ``monotonically_increasing_id() >= 0``
+    (the deterministic conjuncts beside it still prune partitions and row groups)."""
+    if target == "spark":
+        fence = exp.GTE(
+            this=exp.Anonymous(this="monotonically_increasing_id", expressions=[]),
+            expression=exp.Literal.number(0),
+        )
+        return select.where(fence, copy=False)
     select.set("offset", exp.Offset(expression=exp.Literal.number(0)))
     return select
 

@@ -34,6 +34,8 @@ STEPS: tuple[Step, ...] = (
     secure_sources,
     generate_sql,
 )
+#: every step but the DuckDB SQL text: for another engine, which writes its own
+STEPS_BEFORE_SQL = STEPS[:-1]
 
 
 def plan(text: str, context: PlanContext, steps: tuple[Step, ...] = STEPS) -> Query:

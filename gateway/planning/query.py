@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,16 @@ class PlanLimits:
 
 
 @dataclass(frozen=True)
+class TargetSource:
+    """How the target engine reads one product: a table, and whether its rows are governed
+    already (a fragment the gateway filtered and masked), so that no second filter or mask
+    applies."""
+
+    table: exp.Table
+    governed: bool = False
+
+
+@dataclass(frozen=True)
 class PlanContext:
     """What a step may consult: who asks, what exists, the policy in force, the limits."""
 
@@ -41,6 +51,10 @@ class PlanContext:
     #: when planning must stop (``clock()`` time), set by ``plan`` from the limits
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
+    #: the engine the SQL is for: "duckdb" (the gateway's own) or "spark"
+    target: str = "duckdb"
+    #: how ``target`` reads each product (by key); the engine's own view when absent
+    sources: Mapping[str, TargetSource] = field(default_factory=dict)
 
     @property
     def subject(self) -> Subject:

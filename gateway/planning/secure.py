@@ -24,16 +24,23 @@ from gateway.planning.barrier import (
 from gateway.planning.naming import product_table
 from gateway.planning.query import PlanContext, Query
 from policies.engine import ProductAccess
+from policies.errors import PolicyExpressionError
+from policies.rules import CompiledMask
 
 _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
 _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
 
 
 def governed_columns(
-    access: ProductAccess, column_types: dict[str, str], typed_nulls: bool = False
+    access: ProductAccess,
+    column_types: dict[str, str],
+    typed_nulls: bool = False,
+    target: str = "duckdb",
+    product: str = "",
 ) -> list[exp.Expr]:
-    """The visible columns, masked where a mask applies; with ``typed_nulls`` each column
-    is a NULL of its type instead (to learn the result types without reading data)."""
+    """The visible columns, masked where a mask applies (as ``target`` computes it); with
+    ``typed_nulls`` each column is a NULL of its type instead (to learn the result types
+    without reading data). A mask ``target`` cannot compute exactly refuses the query."""
     projections: list[exp.Expr] = []
     for column in access.visible_columns:
         data_type = duckdb_type(column_types[column.name])
@@ -43,12 +50,28 @@ def governed_columns(
             else exp.column(column.name, quoted=True)
         )
         if column.mask is not None:
-            value = column.mask.build(value, data_type)
+            value = _masked(column.mask, value, data_type, target, f"{product}.{column.name}")
         if column.mask is not None or typed_nulls:
             projections.append(exp.alias_(value, column.name, quoted=True))
         else:
             projections.append(value)
     return projections
+
+
+def _masked(
+    mask: CompiledMask, value: exp.Expr, data_type: exp.DataType, target: str, column: str
+) -> exp.Expr:
+    if target != "spark":
+        return mask.build(value, data_type)
+    if mask.build_spark is None:
+        raise QueryRefused(
+            f"the mask {mask.spec!r} on {column} has no exact Spark equivalent; this query "
+            "cannot run on Spark"
+        )
+    try:
+        return mask.build_spark(value, data_type)
+    except PolicyExpressionError as exc:
+        raise QueryRefused(f"{exc} ({column}); this query cannot run on Spark") from exc
 
 
 def secure_subquery(
@@ -58,17 +81,21 @@ def secure_subquery(
     column_types: dict[str, str],
     leakproof: list[exp.Expr] | None = None,
     barrier: bool = False,
+    target: str = "duckdb",
+    source: exp.Table | None = None,
 ) -> exp.Select:
-    """The filtered, masked SELECT standing in for one product; with ``barrier``, behind
-    its security barrier, with ``leakproof`` user conjuncts beside the row filter (see
+    """The filtered, masked SELECT standing in for one product, reading ``source`` (the
+    engine's own view by default); with ``barrier``, behind ``target``'s security barrier,
+    with ``leakproof`` user conjuncts beside the row filter (see
     ``gateway.planning.barrier``)."""
-    projections = governed_columns(access, column_types)
-    select = exp.select(*projections, copy=False).from_(product_table(domain, name), copy=False)
+    projections = governed_columns(access, column_types, target=target, product=f"{domain}.{name}")
+    table = source.copy() if source is not None else product_table(domain, name)
+    select = exp.select(*projections, copy=False).from_(table, copy=False)
     conditions = [access.row_filter.copy()] if access.row_filter is not None else []
     conditions += leakproof or []
     if conditions:
         select = select.where(exp.and_(*conditions, copy=False), copy=False)
-    return add_barrier(select) if barrier else select
+    return add_barrier(select, target) if barrier else select
 
 
 def _judged_columns(access: ProductAccess, column_types: dict[str, str]) -> ProductColumns:
@@ -139,6 +166,8 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     if barrier:
         from_where: list[tuple[exp.Select, list[exp.Expr]]] = []
         for table in tables:
+            if _governed_already(context, product_of[id(table)].key):
+                continue  # a governed fragment: the user's predicates run above it anyway
             pushed[id(table)], originals = leakproof_conjuncts(table, resolver)
             if originals:  # only from the WHERE of the SELECT whose FROM or JOIN names it
                 owner = table.parent.parent if table.parent is not None else None
@@ -156,6 +185,15 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
         if alias is None:
             alias = exp.TableAlias(this=exp.to_identifier(product.name))
             unaliased.add((product.domain, product.name))
+        source = context.sources.get(product.key)
+        if source is not None and _governed_already(
+            context, product.key
+        ):  # filtered and masked already
+            for part in ("this", "db", "catalog"):
+                value = source.table.args.get(part)
+                table.set(part, value.copy() if value is not None else None)
+            table.set("alias", alias)
+            continue
         select = secure_subquery(
             product.domain,
             product.name,
@@ -163,6 +201,8 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             product.column_types,
             pushed.get(id(table), []),
             barrier,
+            context.target,
+            source.table if source is not None else None,
         )
         subquery = exp.Subquery(this=select, alias=alias)
         for arg in _CARRIED_TABLE_ARGS:
@@ -174,6 +214,11 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             column.set("db", None)
             column.set("catalog", None)
     return query.evolve(ast=ast)
+
+
+def _governed_already(context: PlanContext, key: str) -> bool:
+    source = context.sources.get(key)
+    return source is not None and source.governed
 
 
 def _derived_columns(source: exp.Expr) -> frozenset[str] | None:

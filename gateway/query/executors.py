@@ -236,6 +236,23 @@ class FederatedExecutor:
             log.info("federated_query", user=user, **streams.log_fields())
 
 
+class Route(Protocol):
+    """Which engine a query goes to ("spark", "duckdb", ...), and why."""
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class RoutedExecutor(Executor, Protocol):
+    """An executor that decides, per query, whether it takes it (an engine beside the
+    gateway's, such as Spark: ``gateway.spark``)."""
+
+    def route(self, planned: PlannedQuery) -> Route: ...
+
+
 class Router:
     """Chooses the executor of each planned query; built once at start-up."""
 
@@ -245,13 +262,16 @@ class Router:
         by_domain: Mapping[str, Executor] | None = None,
         federated: Executor | None = None,
         relay: NodeRelay | None = None,
+        engine: RoutedExecutor | None = None,
     ) -> None:
         """``by_domain``: the executor answering a query on that domain alone;
-        ``federated``: for a query that reads a ``by_domain`` domain and another one."""
+        ``federated``: for a query that reads a ``by_domain`` domain and another one;
+        ``engine``: an engine that takes the queries its route gives it, before all others."""
         self.embedded = embedded
         self.by_domain = dict(by_domain or {})
         self.federated = federated
         self.relay = relay
+        self.engine = engine
 
     @classmethod
     def from_config(
@@ -259,15 +279,16 @@ class Router:
         settings: NodesSettings,
         access_of: AccessOf,
         with_ast: Callable[[PlannedQuery], PlannedQuery],
+        engine: RoutedExecutor | None = None,
     ) -> Router:
         """Embedded only, or (mesh mode: node domains and a ticket key) one node executor
-        per node-served domain and a federated executor."""
+        per node-served domain and a federated executor; ``engine`` (Spark) beside them."""
         if not (settings.domains and settings.ticket_key):
-            return cls(EmbeddedExecutor())
+            return cls(EmbeddedExecutor(), engine=engine)
         nodes = NodeDirectory(settings)
         relay = NodeRelay(nodes, access_of)
         by_domain = {d: NodeExecutor(d, relay, settings.split_endpoints) for d in nodes.domains}
-        return cls(EmbeddedExecutor(), by_domain, FederatedExecutor(nodes, with_ast), relay)
+        return cls(EmbeddedExecutor(), by_domain, FederatedExecutor(nodes, with_ast), relay, engine)
 
     @property
     def nodes(self) -> NodeDirectory | None:
@@ -275,10 +296,13 @@ class Router:
         return self.relay.nodes if self.relay is not None else None
 
     def executor_for(self, planned: PlannedQuery) -> Executor:
-        """EXPLAIN runs embedded; a query on one node-served domain goes to its executor;
-        one reading a node-served domain and others is federated; the rest is embedded."""
+        """EXPLAIN runs embedded; a query the engine's route takes goes there; a query on
+        one node-served domain goes to its executor; one reading a node-served domain and
+        others is federated; the rest is embedded."""
         if planned.query.explain:
             return self.embedded
+        if self.engine is not None and self.engine.route(planned).engine == self.engine.name:
+            return self.engine
         domains = {key.split(".", 1)[0] for key in planned.products}
         only = self.by_domain.get(next(iter(domains))) if len(domains) == 1 else None
         if only is not None:

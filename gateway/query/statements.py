@@ -9,7 +9,7 @@ parameters. Admission (the per-user limiter) and Flight SQL stay with the caller
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -19,8 +19,8 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.streaming import PlannedQuery, result_schema
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
-from gateway.planning.planner import plan
-from gateway.planning.query import PlanContext, PlanLimits, Query
+from gateway.planning.planner import STEPS_BEFORE_SQL, plan
+from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
 from gateway.query import explain
 from gateway.query.handles import HandleStore
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
@@ -174,6 +174,15 @@ class StatementPlanner:
     def with_ast(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` planned afresh, keeping its syntax tree (federation splits it)."""
         return self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
+
+    def plan_for(
+        self, planned: PlannedQuery, sources: Mapping[str, TargetSource], target: str = "spark"
+    ) -> Query:
+        """``planned``'s statement governed for another engine (the same policy: masks and
+        the barrier built for ``target``, products read from ``sources``), as a syntax tree
+        for that engine's executor to finish."""
+        context = replace(self.context(planned.principal), target=target, sources=sources)
+        return plan(planned.query.text, context, STEPS_BEFORE_SQL)
 
     def access_of(self, principal: Principal) -> Callable[[str], ProductAccess]:
         """The current policy's decision per product for ``principal`` (relay checks)."""

@@ -1,0 +1,1 @@
+"""Apache Spark through Spark Connect: an executor for queries past one machine."""
