@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import RunningGateway, start_gateway, stop_gateway
+from support.servers import RunningGateway, start_gateway, stop_gateway
 
 from gateway.demo.mesh import write_demo_mesh
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from adv_support import Clients, Truth, read_truth
+from support.clients import Clients
+from support.leaks import Truth, read_truth
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
-from adv_support import CLIENT_ERRORS, Outcome, Truth, assert_no_leak
 from google.protobuf import any_pb2
 from pyarrow import flight
-from support import adbc_connect, error_text, flight_client, start_gateway
+from support.clients import CLIENT_ERRORS, Outcome, adbc_connect, error_text, flight_client
+from support.leaks import Truth, assert_no_leak
+from support.servers import start_gateway
 
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import protocol as flightsql

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from adv_support import CLIENT_ERRORS, CUSTOMERS_PARQUET, ORDERS_DB, Truth, _quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from support import adbc_connect, error_text
+from support.clients import CLIENT_ERRORS, adbc_connect, error_text
+from support.leaks import Truth
+from support.oracle import CUSTOMERS_PARQUET, ORDERS_DB, sql_string
 
 # Hypothesis keeps caches in .hypothesis/ of the working directory: keep the checkout clean.
 set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "meshgate-adversarial-hypothesis"))
@@ -44,11 +45,11 @@ SETTINGS = {
 def _oracle(mesh: Path, truth: Truth, user: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     key = truth.hash_key.replace("'", "''")
-    customers = f"read_parquet({_quote(mesh / CUSTOMERS_PARQUET)})"
+    customers = f"read_parquet({sql_string(str(mesh / CUSTOMERS_PARQUET))})"
     con.execute("CREATE SCHEMA sales")
     con.execute("CREATE SCHEMA crm")
     if user == "alice":
-        con.execute(f"ATTACH {_quote(mesh / ORDERS_DB)} AS raw_orders (READ_ONLY)")
+        con.execute(f"ATTACH {sql_string(str(mesh / ORDERS_DB))} AS raw_orders (READ_ONLY)")
         con.execute(
             "CREATE VIEW sales.orders AS SELECT * FROM raw_orders.main.orders WHERE region = 'EU'"
         )

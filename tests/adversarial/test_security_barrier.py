@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from sqlglot import exp, parse_one
-from support import adbc_connect, hidden_probe_timing_ratio
+from support.clients import adbc_connect
+from support.probes import hidden_probe_timing_ratio
 
 from gateway.catalog.state import MeshState
 from gateway.config import load_config

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from e2e_helpers import open_direct
+from support.oracle import open_direct
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import decimal
 
 import pyarrow as pa
 import pytest
-from e2e_helpers import raw_sources
-from support import adbc_connect
+from support.clients import adbc_connect
+from support.oracle import raw_sources
 
 import gateway as gateway_package
 

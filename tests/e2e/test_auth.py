@@ -11,7 +11,9 @@ import tomllib
 import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
-from support import adbc_connect, start_gateway, stop_gateway, wait_until
+from support.clients import adbc_connect
+from support.polling import wait_until
+from support.servers import start_gateway, stop_gateway
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
 SQL = flight.FlightDescriptor.for_command(b"SELECT 1 AS x")

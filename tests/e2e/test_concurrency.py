@@ -14,8 +14,9 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from e2e_helpers import wait_for_query_log
-from support import adbc_connect, flight_client, log_records, start_gateway, stop_gateway
+from support.clients import adbc_connect, flight_client
+from support.logs import log_records, wait_for_query_log
+from support.servers import start_gateway, stop_gateway
 
 #: A result of about 4e9 rows: it never finishes within a test, it can only be stopped.
 ENDLESS = "SELECT a.*, b.name FROM sales.orders a CROSS JOIN crm.customers b"

@@ -6,7 +6,7 @@ import pandas as pd
 import polars as pl
 import polars.testing
 import pytest
-from support import adbc_connect
+from support.clients import adbc_connect
 
 QUERIES = {
     "orders_by_region": (

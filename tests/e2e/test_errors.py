@@ -9,8 +9,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from e2e_helpers import CUSTOMERS_PARQUET
-from support import adbc_connect, error_text, flight_client
+from support.clients import adbc_connect, error_text, flight_client
+from support.oracle import CUSTOMERS_PARQUET
 
 REFUSED = (flight.FlightError, pa.ArrowException)
 

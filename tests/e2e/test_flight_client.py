@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from support import flight_client
+from support.clients import flight_client
 
 from gateway.client import connect as mesh_connect
 from gateway.flightsql import flightsql_pb2 as pb

@@ -8,7 +8,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from support import adbc_connect, error_text, flight_client, log_records
+from support.clients import adbc_connect, error_text, flight_client
+from support.logs import log_records
 
 from policies.safe_sql import MAX_COLLECTED_VALUES, collector_limit_message
 

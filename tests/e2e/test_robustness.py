@@ -7,7 +7,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from support import adbc_connect, error_text, flight_client, log_records
+from support.clients import adbc_connect, error_text, flight_client
+from support.logs import log_records
 
 #: Nested ENUM results: a list, a struct, a map key, a list of an aggregated enum column.
 NESTED_ENUMS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow.flight as flight
-from support import adbc_connect, flight_client
+from support.clients import adbc_connect, flight_client
 
 
 def test_adbc_query_matches_duckdb_direct(gateway, demo_mesh):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_pipeline import make_context
+from support.planning import make_context
 
 from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings

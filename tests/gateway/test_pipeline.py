@@ -6,7 +6,6 @@ against real DuckDB, not only as text.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -15,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.planning import make_context
 
 from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings
 from gateway.errors import InvalidQuery, MeshgateError, QueryRefused, UnknownObject
 from gateway.planning.planner import plan
 from gateway.planning.query import PlanContext, Query
-from gateway.security.principal import Principal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,33 +31,6 @@ def catalog(demo_mesh: Path) -> Iterator[Catalog]:
     assert catalog.problems == ()
     yield catalog
     catalog.engine.close()
-
-
-class AllowEverything:
-    """A governor that lets anyone read every column of every product, unmasked.
-
-    These tests are about parsing, refusing and binding; governance has its own tests.
-    """
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    def may_read(self, subject: object, product_key: str) -> bool:
-        return True
-
-    def access(self, subject: object, product_key: str):
-        from policies.engine import ColumnAccess, ProductAccess
-
-        product = self.catalog.product(*product_key.split("."))
-        columns = tuple(ColumnAccess(c.name, True, None, ()) for c in product.columns)
-        return ProductAccess(product_key, True, None, columns, ())
-
-
-def make_context(catalog: Catalog) -> PlanContext:
-    """``PlanContext(Principal('bob'), catalog)``, plus an allow-all governor when required."""
-    if "governor" in {f.name for f in dataclasses.fields(PlanContext)}:
-        return PlanContext(Principal("bob"), catalog, governor=AllowEverything(catalog))
-    return PlanContext(Principal("bob"), catalog)
 
 
 @pytest.fixture(scope="module")
@@ -485,7 +457,7 @@ def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path)
         from gateway.config import EngineSettings
         from gateway.errors import MeshgateError
         from gateway.planning.planner import plan
-        from test_pipeline import make_context
+        from support.planning import make_context
         catalog = load_catalog(Path({str(demo_mesh)!r}), EngineSettings())
         text = "SELECT * FROM " + "(SELECT * FROM " * 20000 + "sales.orders" + ") t" * 20000
         try:
@@ -500,7 +472,7 @@ def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path)
         capture_output=True,
         text=True,
         timeout=30,
-        env={"PYTHONPATH": f"{REPO}:{Path(__file__).parent}", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{REPO}:{Path(__file__).parents[1]}", "PATH": "/usr/bin:/bin"},
         cwd=REPO,
     )
     assert result.returncode == 0, (

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_pipeline import make_context
+from support.planning import make_context
 
 from gateway.catalog.catalog import Catalog, load_catalog
 from gateway.config import EngineSettings, GatewaySettings

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gov_support import Oracle, hash_key
+from support.oracle import Oracle, hash_key
 
 
 @pytest.fixture(scope="session")

@@ -16,17 +16,12 @@ from datetime import datetime
 
 import pyarrow.flight as flight
 import pytest
-from gov_support import (
-    DENIED_TEMPLATE,
-    audit_file,
-    audit_records,
-    audit_text,
-    hash_key,
-    rule_origin,
-    strip_ansi,
-    wait_until,
-)
-from support import adbc_connect, flight_client, start_gateway, stop_gateway
+from support.clients import adbc_connect, flight_client
+from support.logs import audit_file, audit_records, audit_text, strip_ansi
+from support.oracle import DENIED_TEMPLATE, hash_key
+from support.policy_files import rule_origin
+from support.polling import wait_through_errors
+from support.servers import start_gateway, stop_gateway
 
 from gateway.audit.log import read_audit
 from gateway.processes import REPO
@@ -111,7 +106,9 @@ def ended(mesh, sql: str, executions: int = 1) -> list[dict] | None:
 
 
 def wait_for_end(mesh, sql: str) -> list[dict]:
-    return wait_until(lambda: ended(mesh, sql), timeout=10, what=f"the query_end record of {sql!r}")
+    return wait_through_errors(
+        lambda: ended(mesh, sql), timeout=10, what=f"the query_end record of {sql!r}"
+    )
 
 
 def test_allowed_query_records_begin_and_end_with_every_field(gateway, demo_key):
@@ -214,7 +211,7 @@ def test_refused_attempts_are_recorded(gateway, user, template, decision, messag
     sql = template.format(t=tag())
     outcome = run_adbc(gateway.uri, user, sql)
     assert isinstance(outcome, Exception), "the statement should have been refused"
-    records = wait_until(
+    records = wait_through_errors(
         lambda: records_for(gateway.mesh_dir, sql), timeout=5, what="the refusal record"
     )
     refused = one(records, "query_refused")
@@ -253,7 +250,7 @@ def test_prepared_statement_executions_are_each_recorded(gateway):
     finally:
         connection.close()
     assert counts[0] == 0 and counts[1] > 0
-    records = wait_until(
+    records = wait_through_errors(
         lambda: ended(gateway.mesh_dir, sql, executions=2),
         timeout=10,
         what="two executions recorded",
@@ -291,7 +288,7 @@ def test_hash_key_never_reaches_the_audit_file(gateway, demo_key):
     ]
     for user, sql in statements:
         run_adbc(gateway.uri, user, sql)
-    wait_until(
+    wait_through_errors(
         lambda: (
             sum(1 for r in audit_records(gateway.mesh_dir) if marker in r.get("sql", ""))
             >= len(statements)
@@ -363,7 +360,7 @@ def test_audit_cli_lists_a_users_queries(gateway):
         run_adbc(gateway.uri, "bob", f"SELECT '{bob_marker}' AS t, count(*) FROM sales.orders"),
         Exception,
     )
-    wait_until(
+    wait_through_errors(
         lambda: all(
             any(
                 m in r.get("sql", "") and r["event"] == "query_begin"

@@ -26,16 +26,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from google.protobuf import any_pb2
-from gov_support import (
-    DENIED_TEMPLATE,
-    PRIMARY_KEY,
-    PRODUCTS,
-    USERS,
-    assert_tables_equal,
-    normalized_error,
-    rule_origin,
-)
-from support import adbc_connect, flight_client
+from support.clients import adbc_connect, flight_client, normalized_error
+from support.oracle import DENIED_TEMPLATE, PRIMARY_KEY, PRODUCTS, USERS
+from support.policy_files import rule_origin
+from support.tables import assert_tables_equal
 
 from gateway.flightsql import flightsql_pb2 as pb
 

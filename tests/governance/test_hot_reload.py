@@ -15,20 +15,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.flight as flight
 import pytest
-from gov_support import (
-    DENIED_TEMPLATE,
-    hash_key,
-    sql_string,
-    wait_until,
-)
-from support import (
-    RunningGateway,
-    adbc_connect,
-    flight_client,
-    log_records,
-    start_gateway,
-    stop_gateway,
-)
+from support.clients import adbc_connect, flight_client
+from support.logs import log_records
+from support.oracle import DENIED_TEMPLATE, hash_key, sql_string
+from support.polling import wait_through_errors
+from support.servers import RunningGateway, start_gateway, stop_gateway
 
 RELOAD_TIMEOUT = 10.0
 MARKETING_SSN_DENY = "p, marketing, crm.customers.ssn, read, deny"
@@ -108,7 +99,9 @@ def wait_for_rejection(gateway: RunningGateway, path: Path, line: int, after: in
             None,
         )
 
-    return wait_until(found, RELOAD_TIMEOUT, what=f"a policy_rejected log line for {path}:{line}")
+    return wait_through_errors(
+        found, RELOAD_TIMEOUT, what=f"a policy_rejected log line for {path}:{line}"
+    )
 
 
 # --------------------------------------------------------------------------- changes take effect
@@ -126,7 +119,7 @@ def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningG
 
     # Grant: drop the ssn deny; carol now sees ssn, hashed by the global pii floor.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_SSN_DENY))
-    wait_until(
+    wait_through_errors(
         lambda: "ssn" in columns_of(served, "carol", "crm.customers"),
         RELOAD_TIMEOUT,
         what="carol sees ssn",
@@ -157,7 +150,7 @@ def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningG
 
     # Revoke: carol's role no longer reads crm.customers at all.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-    wait_until(
+    wait_through_errors(
         lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
     )
     # Nobody else lost anything.
@@ -174,7 +167,7 @@ def test_prepared_statement_is_reauthorized_after_a_revocation(served: RunningGa
         cursor.execute(sql, ("EU",))
         assert cursor.fetch_arrow_table().column("n")[0].as_py() > 0
         rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-        wait_until(
+        wait_through_errors(
             lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
         )
         # The statement prepared before the revocation executes again: it must be refused.
@@ -198,7 +191,7 @@ def test_ticket_issued_before_a_revocation_is_not_redeemed_after_it(served: Runn
         sql = b"SELECT customer_id, email FROM crm.customers"
         info = client.get_flight_info(flight.FlightDescriptor.for_command(sql), options)
         rewrite(crm_policy, without_line(crm_policy, MARKETING_READ))
-        wait_until(
+        wait_through_errors(
             lambda: denied(served, "carol", "crm.customers"), RELOAD_TIMEOUT, what="carol denied"
         )
         try:
@@ -223,7 +216,7 @@ def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(
     demo_text = crm_policy.read_text(encoding="utf-8")
     # A good change first, so that "last good" differs from the demo policy.
     rewrite(crm_policy, without_line(crm_policy, MARKETING_SSN_DENY))
-    wait_until(
+    wait_through_errors(
         lambda: "ssn" in columns_of(served, "carol", "crm.customers"),
         RELOAD_TIMEOUT,
         what="carol sees ssn",
@@ -255,7 +248,7 @@ def test_broken_domain_line_keeps_the_last_good_policy_and_logs_file_and_line(
 
     # Fixed: the demo policy is in force again.
     rewrite(crm_policy, demo_text)
-    wait_until(
+    wait_through_errors(
         lambda: "ssn" not in columns_of(served, "carol", "crm.customers"),
         RELOAD_TIMEOUT,
         what="the fixed file in force",
@@ -378,7 +371,9 @@ def test_new_product_with_a_pii_column_is_masked_by_the_tag_rule(served: Running
             served, "carol", "SELECT customer_id, email, ssn FROM crm.contacts ORDER BY 1"
         ).to_pylist()
 
-    rows = wait_until(carol_reads_contacts, RELOAD_TIMEOUT, what="carol reads crm.contacts")
+    rows = wait_through_errors(
+        carol_reads_contacts, RELOAD_TIMEOUT, what="carol reads crm.contacts"
+    )
     assert rows == expected
     assert rows[1]["email"] is None  # NULL stays NULL under the hash mask
     # crm.customers keeps its own rule: ssn is still invisible there.
@@ -405,7 +400,7 @@ def test_deleted_global_file_does_not_drop_the_pii_floor(served: RunningGateway)
     loaded = len(policy_versions(served))
     rejected = len(rejections(served))
     global_policy.unlink()
-    wait_until(
+    wait_through_errors(
         lambda: len(policy_versions(served)) > loaded or len(rejections(served)) > rejected,
         RELOAD_TIMEOUT,
         what="the watcher to notice the missing global file",
@@ -430,7 +425,7 @@ def test_role_hierarchy_change_in_the_global_file_takes_effect(served: RunningGa
     sql = "SELECT email FROM crm.customers ORDER BY customer_id LIMIT 1"
     assert is_hash(query(served, "carol", sql).column(0)[0].as_py())
     rewrite(global_policy, demo_text + "g, marketing, pii_reader\n")
-    wait_until(
+    wait_through_errors(
         lambda: query(served, "carol", sql).column(0)[0].as_py().endswith("@example.com"),
         RELOAD_TIMEOUT,
         what="carol's email unmasked",
@@ -439,7 +434,7 @@ def test_role_hierarchy_change_in_the_global_file_takes_effect(served: RunningGa
         served, "carol", "crm.customers"
     )  # the domain's deny still holds
     rewrite(global_policy, demo_text)
-    wait_until(
+    wait_through_errors(
         lambda: is_hash(query(served, "carol", sql).column(0)[0].as_py()),
         RELOAD_TIMEOUT,
         what="carol's email hashed again",

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from gov_support import hash_key, rule_origin, strip_ansi
+from support.logs import strip_ansi
+from support.oracle import hash_key
+from support.policy_files import rule_origin
 
 from gateway.processes import REPO
 

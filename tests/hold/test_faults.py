@@ -20,19 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hold_support import (
-    AUDIT_FILE,
-    STATUS_ERRORS,
-    Private,
-    message,
-    private_gateway,
-    run_sql,
-    serves,
-    start_private,
-    timed,
-    wait_until,
-)
 from pyarrow import flight
+from support.clients import STATUS_ERRORS, message, run_sql, serves
+from support.logs import AUDIT_FILE
+from support.polling import poll_for, timed
+from support.servers import Private, private_gateway, start_private
 
 #: 4e10 rows for bob: streams for as long as anybody reads.
 ENDLESS = "SELECT a.*, b.order_id AS other FROM sales.orders a, sales.orders b"
@@ -92,7 +84,7 @@ def test_client_killed_mid_stream_stops_the_query(
         time.sleep(0.5)
         client.kill()
         client.wait()
-        events = wait_until(lambda: _new_query_events(running, before), 5)
+        events = poll_for(lambda: _new_query_events(running, before), 5)
         assert events, "no `query` log line within 5 s of the client's death: the query still runs"
         assert events[0]["outcome"] in ("cancelled", "disconnected"), events[0]
         assert "internal_error" not in running.log(), (
@@ -117,7 +109,7 @@ def test_client_cancel_stops_the_query(demo_mesh: Path, tmp_path: Path) -> None:
         reader = client.do_get(info.endpoints[0].ticket, options)
         reader.read_chunk()
         reader.cancel()
-        events = wait_until(lambda: _new_query_events(running, before), 5)
+        events = poll_for(lambda: _new_query_events(running, before), 5)
         assert events and events[0]["outcome"] in ("cancelled", "disconnected"), events
         assert "internal_error" not in running.log(), (
             "a client's cancel was logged as an internal error"
@@ -137,7 +129,7 @@ def test_client_that_never_reads_is_stopped_by_the_timeout(demo_mesh: Path, tmp_
         before = len(running.events("query"))
         client = _client_process(running, ENDLESS, "never_read")
         try:
-            events = wait_until(lambda: _new_query_events(running, before), 4)
+            events = poll_for(lambda: _new_query_events(running, before), 4)
             _, _, error = timed(run_sql, running, "bob", "SELECT 1 AS one", timeout=5)
         finally:
             client.kill()
@@ -256,7 +248,7 @@ def test_policy_file_edited_invalid_keeps_the_last_good_version(files_gateway: P
         good + "p, analyst_eu, sales.orders, filter, allow, region = = {user.region}\n",
         encoding="utf-8",
     )
-    rejected = wait_until(lambda: files_gateway.events("policy_rejected"), 5)
+    rejected = poll_for(lambda: files_gateway.events("policy_rejected"), 5)
     assert rejected, "no policy_rejected log line within 5 s"
     assert (
         rejected[0]["file"].endswith("sales/policy.csv") and rejected[0]["line"] == broken_line
@@ -275,7 +267,7 @@ def test_policy_file_truncated_to_garbage_keeps_the_last_good_version(
 ) -> None:
     path = files_gateway.mesh / "crm/policy.csv"
     path.write_bytes(b"p, analyst_eu, crm.cust\x00\xff\xfe")
-    assert wait_until(lambda: files_gateway.events("policy_rejected"), 5)
+    assert poll_for(lambda: files_gateway.events("policy_rejected"), 5)
     table = run_sql(files_gateway, "alice", "SELECT email FROM crm.customers LIMIT 5")
     assert all("***@" in email for email in table.column(0).to_pylist())
     assert run_sql(files_gateway, "carol", "SELECT count(*) FROM crm.customers").column(
@@ -289,7 +281,7 @@ def test_contract_edited_into_invalid_yaml_keeps_the_last_good_version(
     path = files_gateway.mesh / "crm/customers.odcs.yaml"
     good = path.read_text(encoding="utf-8")
     path.write_text(good.replace("schema:", "schema: [\n  oops: {", 1), encoding="utf-8")
-    rejected = wait_until(lambda: files_gateway.events("contract_rejected"), 5)
+    rejected = poll_for(lambda: files_gateway.events("contract_rejected"), 5)
     assert rejected, "no contract_rejected log line within 5 s"
     assert "customers.odcs.yaml" in rejected[0]["error"] and "line " in rejected[0]["error"], (
         rejected[0]
@@ -310,7 +302,7 @@ def test_contract_edited_to_contradict_the_data_keeps_the_last_good_version(
     path.write_text(
         good.replace("physicalType: VARCHAR", "physicalType: INTEGER", 1), encoding="utf-8"
     )
-    assert wait_until(lambda: files_gateway.events("contract_rejected"), 5), (
+    assert poll_for(lambda: files_gateway.events("contract_rejected"), 5), (
         "no contract_rejected log line"
     )
     _, table, error = timed(
@@ -407,7 +399,7 @@ def test_sigterm_lets_an_in_flight_query_finish_and_refuses_new_ones(
         first = reader.read_chunk().data
         sent = time.monotonic()
         running.process.send_signal(signal.SIGTERM)
-        draining = wait_until(lambda: health(running, client=watcher)["status"] == "draining", 3)
+        draining = poll_for(lambda: health(running, client=watcher)["status"] == "draining", 3)
         _, _, refused = timed(run_sql, running, "erin", "SELECT 1", timeout=5, client=newcomer)
         _, rest, error = timed(reader.read_all)
         try:

@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from google.protobuf import any_pb2, message_factory
-from hold_support import STATUS_ERRORS, Private, message, private_gateway
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pyarrow import flight
+from support.clients import STATUS_ERRORS, message
+from support.servers import Private, private_gateway
 
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import protocol as flightsql

@@ -17,19 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hold_support import (
-    MB,
-    STATUS_ERRORS,
-    Private,
-    RssSampler,
-    message,
-    private_gateway,
-    run_sql,
-    serves,
-    timed,
-    wait_until,
-)
 from pyarrow import flight
+from support.clients import STATUS_ERRORS, message, run_sql, serves
+from support.memory import MB, RssSampler
+from support.polling import poll_for, timed
+from support.servers import Private, private_gateway
 
 CROSS_JOIN = (
     "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
@@ -190,7 +182,7 @@ def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(
         reader = client.do_get(info.endpoints[0].ticket, options)
         time.sleep(2.0)  # the slow reader: not reading past the 1 s limit
         _, table, error = timed(reader.read_all)
-        end = wait_until(lambda: [r for r in running.audit() if r["event"] == "query_end"], 30)
+        end = poll_for(lambda: [r for r in running.audit() if r["event"] == "query_end"], 30)
         assert end, "no query_end record"
         outcome = end[-1]["outcome"]
         assert table is None, f"a slow reader past the time limit got all {table.num_rows} rows"
@@ -349,7 +341,7 @@ def test_concurrent_query_limit_refuses_the_third_query_only(per_user: Private) 
     for thread in holders:
         thread.start()
     # Waited for, not slept on: a query's begin record is written once it holds its slot.
-    holding = wait_until(lambda: long_begun() == before + 2, 30)
+    holding = poll_for(lambda: long_begun() == before + 2, 30)
     assert holding, "erin's two long queries never started"
     _, _, error = timed(run_sql, per_user, "erin", "SELECT 1", timeout=10)
     _assert_resource_exhausted(error)

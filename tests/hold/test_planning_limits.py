@@ -11,17 +11,10 @@ from pathlib import Path
 
 import adbc_driver_manager
 import pytest
-from hold_support import (
-    STATUS_ERRORS,
-    Private,
-    message,
-    private_gateway,
-    run_sql,
-    timed,
-    wait_until,
-)
 from pyarrow import flight
-from support import adbc_connect, error_text
+from support.clients import STATUS_ERRORS, adbc_connect, error_text, message, run_sql
+from support.polling import poll_for, timed
+from support.servers import Private, private_gateway
 
 CROSS_JOIN = "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"
 
@@ -75,7 +68,7 @@ def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
             return message(error)
         return None
 
-    refused = wait_until(planning_refused, 15, interval=0.2)
+    refused = poll_for(planning_refused, 15, interval=0.2)
     holder.join()
     assert refused, "erin planned a statement while her only slot was running a query"
     assert "retry" in refused
@@ -85,7 +78,7 @@ def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
     def planned_again():
         return timed(run_sql, one_slot, "erin", "SELECT 2 AS two", timeout=10)[1]
 
-    after = wait_until(planned_again, 30, 0.2)
+    after = poll_for(planned_again, 30, 0.2)
     assert after is not None and after.column(0).to_pylist() == [2]
 
 

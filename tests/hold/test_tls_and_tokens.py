@@ -20,19 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from hold_support import (
-    STATUS_ERRORS,
-    Private,
-    configure,
-    copy_mesh,
-    message,
-    private_gateway,
-    run_sql,
-    start_private,
-    timed,
-    wait_until,
-)
 from pyarrow import flight
+from support.clients import STATUS_ERRORS, message, run_sql
+from support.polling import poll_for, timed
+from support.servers import Private, configure, copy_mesh, private_gateway, start_private
 
 
 def self_signed_certificate() -> tuple[bytes, bytes]:
@@ -200,7 +191,7 @@ def test_token_expires_after_its_ttl(short_tokens: Private) -> None:
     client = short_tokens.client("alice")
     assert run_sql(short_tokens, "alice", "SELECT 1 AS one", client=client).num_rows == 1
     # polled, not slept: the exact expiry is tested on an injected clock (test_auth_clock.py)
-    error = wait_until(
+    error = poll_for(
         lambda: timed(run_sql, short_tokens, "alice", "SELECT 1 AS one", client=client)[2],
         timeout=30,
         interval=0.2,

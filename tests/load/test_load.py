@@ -42,8 +42,9 @@ import adbc_driver_flightsql.dbapi as flightsql
 import duckdb
 import pyarrow as pa
 import pytest
-from hold.hold_support import MB, audit_records, private_gateway
-from support import log_records
+from support.logs import audit_records, log_records
+from support.memory import MB
+from support.servers import private_gateway
 
 DURATION = float(os.environ.get("MESHGATE_LOAD_SECONDS", "30"))
 CLIENTS = int(os.environ.get("MESHGATE_LOAD_CLIENTS", "32"))

@@ -24,9 +24,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, running_mesh
 from sqlglot import parse_one
-from support import RunningGateway, adbc_connections
+from support.clients import adbc_connections
+from support.mesh import Mesh, running_mesh
+from support.servers import RunningGateway
 
 from gateway.catalog.state import MeshState
 from gateway.config import load_config

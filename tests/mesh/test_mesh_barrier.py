@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mesh_support import running_mesh
-from support import adbc_connect, hidden_probe_timing_ratio
+from support.clients import adbc_connect
+from support.mesh import running_mesh
+from support.probes import hidden_probe_timing_ratio
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
 

@@ -28,15 +28,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, RunningNode, running_mesh
 from pyarrow import flight
-from support import (
-    RunningGateway,
-    adbc_connect,
-    adbc_connections,
-    flight_client,
-    wait_until,
-)
+from support.clients import adbc_connect, adbc_connections, flight_client, raw_info
+from support.logs import json_lines_since, log_offset
+from support.mesh import Mesh, RunningNode, outcome, running_mesh, sorted_rows
+from support.polling import wait_until
+from support.servers import RunningGateway
 
 from gateway.mesh.tickets import MAGIC, TicketSealer
 from gateway.processes import REPO
@@ -88,20 +85,6 @@ def connections(mesh: Mesh, gateway: RunningGateway):
 # --------------------------------------------------------------------------- helpers
 
 
-def outcome(conn, sql: str, parameters=None):
-    """("ok", schema, sorted rows) or ("error", exception type, message head)."""
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, parameters=parameters)
-        table = cur.fetch_arrow_table()
-    except Exception as exc:  # noqa: BLE001 - compared between the two modes
-        return ("error", type(exc).__name__, str(exc).split(". Detail")[0].splitlines()[0])
-    finally:
-        cur.close()
-    rows = sorted(tuple(repr(v) for v in row.values()) for row in table.to_pylist())
-    return ("ok", table.schema, rows)
-
-
 def assert_same_as_embedded(
     connections, mesh: Mesh, embedded: RunningGateway, user: str, sql: str, parameters=None
 ):
@@ -119,31 +102,6 @@ def assert_same_as_embedded(
     else:
         assert got == expected, f"mesh: {got[:3]}\nembedded: {expected[:3]}"
     return got
-
-
-def log_offset(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def json_lines_since(path: Path, offset: int) -> list[dict]:
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        text = handle.read().decode(errors="replace")
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                records.append(json.loads(line))
-    return records
-
-
-def raw_info(uri: str, user: str, sql: str) -> flight.FlightInfo:
-    client, options = flight_client(uri, user)
-    try:
-        return client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
-    finally:
-        client.close()
 
 
 def node_ticket(mesh: Mesh, user: str, sql: str) -> bytes:
@@ -164,10 +122,6 @@ def node_do_get(
         ).read_all()
     finally:
         client.close()
-
-
-def sorted_rows(table: pa.Table) -> list[tuple]:
-    return sorted(tuple(repr(v) for v in row.values()) for row in table.to_pylist())
 
 
 # --------------------------------------------------------------------------- 1. results equal embedded

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, RunningNode, running_mesh
 from pyarrow import flight
-from support import flight_client, wait_until
+from support.clients import flight_client
+from support.mesh import Mesh, RunningNode, running_mesh
+from support.polling import wait_until
 
 from gateway.mesh.tickets import MAGIC, TicketSealer
 

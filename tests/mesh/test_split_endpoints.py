@@ -20,17 +20,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from mesh_support import Mesh, running_mesh
 from pyarrow import flight
-from support import (
-    RunningGateway,
-    adbc_connections,
-    flight_client,
-    start_gateway,
-    stop_gateway,
-    wait_until,
-)
-from test_mesh_mode import json_lines_since, log_offset, outcome, raw_info, sorted_rows
+from support.clients import adbc_connections, flight_client, raw_info
+from support.logs import json_lines_since, log_offset
+from support.mesh import Mesh, outcome, running_mesh, sorted_rows
+from support.polling import wait_until
+from support.servers import RunningGateway, start_gateway, stop_gateway
 
 from gateway.catalog.state import MeshState
 from gateway.config import load_config

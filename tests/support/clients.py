@@ -1,92 +1,45 @@
-"""Test helpers: start a real gateway process, connect with ADBC or pyarrow.flight."""
+"""Talking to a gateway as a client: ADBC connections, pyarrow.flight clients, raw-SQL
+queries, and what the client sees of an error.
+
+``Outcome``, ``run`` and ``Clients`` record what one statement gave back (a table or an
+error text), for the checks of ``support.leaks``.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.processes import (
-    free_port,
-    handshake,
-    spawn_server,
-    stop_process,
-    wait_until_ready,
-)
+import adbc_driver_manager
+import pyarrow as pa
+from pyarrow import flight
 
+if TYPE_CHECKING:
+    from support.servers import Private
 
-def log_records(text: str, event: str | None = None) -> list[dict]:
-    """The JSON log records in a server's output (only those of ``event`` when given)."""
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if event is None or record.get("event") == event:
-            records.append(record)
-    return records
+#: What an ADBC or pyarrow.flight client raises for a refused or failed statement.
+CLIENT_ERRORS = (adbc_driver_manager.Error, pa.ArrowException, flight.FlightError)
+#: What a client sees for a gRPC error status: pyarrow raises FlightError subclasses for
+#: the Flight codes, and ArrowInvalid / ArrowNotImplementedError / ArrowKeyError for
+#: INVALID_ARGUMENT / UNIMPLEMENTED / NOT_FOUND.
+STATUS_ERRORS = (flight.FlightError, pa.ArrowException)
 
 
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
-) -> object:
-    """Poll ``predicate`` until it returns something truthy, and return that; fail the test
-    after ``timeout`` seconds (generous: a loaded machine is slow, a passing poll is not)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
+# --------------------------------------------------------------------------- connections
 
 
-def error_text(exc: BaseException) -> str:
-    """Everything a client sees of an error: message plus ADBC/Flight details."""
-    parts = [str(exc)]
-    for attr in ("extra_info", "details", "sqlstate"):
-        value = getattr(exc, attr, None)
-        if value:
-            parts.append(repr(value))
-    return "\n".join(parts)
+def adbc_connect(uri: str, user: str, password: str | None = None):
+    """An ADBC DB-API connection as ``user`` (demo password = user name)."""
+    import adbc_driver_flightsql.dbapi as flightsql
 
-
-@dataclass
-class RunningGateway:
-    """A gateway process serving a mesh on 127.0.0.1."""
-
-    uri: str
-    mesh_dir: Path
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> RunningGateway:
-    """Start ``meshgate serve`` in a subprocess and wait until it accepts a handshake."""
-    port = free_port()
-    log_path.write_bytes(b"")
-    process = spawn_server("serve", mesh_dir, port, log_path)
-    uri = f"grpc://127.0.0.1:{port}"
-    wait_until_ready(
-        process, lambda: handshake(uri, "bob", "bob"), log_path, "gateway", timeout, interval=0.1
+    return flightsql.connect(
+        uri,
+        db_kwargs={"username": user, "password": user if password is None else password},
+        autocommit=True,
     )
-    return RunningGateway(uri, mesh_dir, process, log_path)
-
-
-def stop_gateway(gateway: RunningGateway) -> None:
-    stop_process(gateway.process)
 
 
 @contextmanager
@@ -108,74 +61,198 @@ def adbc_connections() -> Iterator[Callable[[str, str], object]]:
                 conn.close()
 
 
-def adbc_connect(uri: str, user: str, password: str | None = None):
-    """An ADBC DB-API connection as ``user`` (demo password = user name)."""
-    import adbc_driver_flightsql.dbapi as flightsql
-
-    return flightsql.connect(
-        uri,
-        db_kwargs={"username": user, "password": user if password is None else password},
-        autocommit=True,
-    )
-
-
 def flight_client(uri: str, user: str):
     """A plain pyarrow.flight client and call options carrying ``user``'s bearer token."""
-    import pyarrow.flight as flight
-
     client = flight.FlightClient(uri)
     header = client.authenticate_basic_token(user, user)
     return client, flight.FlightCallOptions(headers=[header])
 
 
-def hidden_only_customers(uri: str, count: int = 40) -> list[int]:
-    """Customers whose orders are all outside alice's row filter (region = 'EU'), asked
-    of bob, who sees every order."""
-    connection = adbc_connect(uri, "bob")
+def raw_info(uri: str, user: str, sql: str) -> flight.FlightInfo:
+    """GetFlightInfo of raw SQL (a command descriptor) as ``user``."""
+    client, options = flight_client(uri, user)
     try:
-        cursor = connection.cursor()
-        cursor.execute(
-            "SELECT customer_id FROM sales.orders GROUP BY customer_id "
-            f"HAVING bool_and(region <> 'EU') ORDER BY customer_id LIMIT {count}"
-        )
-        return [row[0] for row in cursor.fetchall()]
+        return client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
     finally:
-        connection.close()
+        client.close()
 
 
-def hidden_probe(customers: list[int]) -> str:
-    """Issue 11's timing probe, its comparison bounded as the function allow-list wants:
-    about 0.5 ms of work per order of ``customers`` that reaches the predicate."""
-    constant = "ba" * 50
-    return (
-        f"SELECT count(*) FROM sales.orders WHERE CASE WHEN customer_id IN "
-        f"({', '.join(map(str, customers))}) THEN "
-        f"damerau_levenshtein(repeat('ab', 1000) || customer_id::VARCHAR, '{constant}') "
-        f"ELSE 0 END > 5"
-    )
+# --------------------------------------------------------------------------- queries
 
 
-def hidden_probe_timing_ratio(uri: str, alice, pairs: int = 12) -> float:
-    """The median time of alice's probe on customers whose orders are all hidden from her
-    over that on as many absent customers, alternating the order of each pair, after a
-    warm-up. Each probe answers 0 rows."""
-    import statistics
-    import time
-
-    hidden = hidden_only_customers(uri)
-    assert len(hidden) >= 20, "the demo data should have customers alice sees no order of"
-    absent = [10_000_000 + c for c in hidden]
-    times: dict[str, list[float]] = {"hidden": [], "absent": []}
-    cursor = alice.cursor()
+def run_sql(
+    private: Private,
+    user: str,
+    sql: str | bytes,
+    timeout: float | None = None,
+    client: tuple[flight.FlightClient, flight.FlightCallOptions] | None = None,
+) -> pa.Table:
+    """GetFlightInfo + DoGet of raw SQL as ``user`` on a private gateway; raises the Flight
+    error."""
+    own = client is None
+    connection, options = client or private.client(user)
+    if timeout is not None:
+        options = flight.FlightCallOptions(headers=options.headers, timeout=timeout)
     try:
-        for round_ in range(pairs + 1):
-            order = (("hidden", hidden), ("absent", absent))
-            for name, customers in order if round_ % 2 else order[::-1]:
-                started = time.perf_counter()
-                cursor.execute(hidden_probe(customers))
-                assert cursor.fetchall() == [(0,)]  # alice sees none of these orders
-                if round_:
-                    times[name].append(time.perf_counter() - started)
+        command = sql.encode() if isinstance(sql, str) else sql
+        info = connection.get_flight_info(flight.FlightDescriptor.for_command(command), options)
+        return connection.do_get(info.endpoints[0].ticket, options).read_all()
     finally:
-        cursor.close()
-    return statistics.median(times["hidden"]) / statistics.median(times["absent"])
+        if own:
+            connection.close()
+
+
+def serves(private: Private, user: str = "bob", timeout: float = 10.0) -> bool:
+    """True when the private gateway answers SELECT 1 correctly within ``timeout``."""
+    try:
+        table = run_sql(private, user, "SELECT 1 AS one", timeout=timeout)
+    except flight.FlightError:
+        return False
+    return table.column(0).to_pylist() == [1]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything a client sees of an error: message plus ADBC/Flight details."""
+    parts = [str(exc)]
+    for attr in ("extra_info", "details", "sqlstate"):
+        value = getattr(exc, attr, None)
+        if value:
+            parts.append(repr(value))
+    return "\n".join(parts)
+
+
+def message(exc: BaseException) -> str:
+    """A Flight error's message without gRPC's debug context."""
+    return str(exc).split(". gRPC client debug context")[0]
+
+
+def normalized_error(exc: BaseException, *names: str) -> str:
+    """An error's message (``message``) with the names that legitimately differ replaced by X."""
+    text = message(exc)  # gRPC's own context may vary
+    for name in names:
+        text = text.replace(name, "X")
+    return text
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class Outcome:
+    """What a client got back for one statement: a table or an error text."""
+
+    sql: str
+    table: pa.Table | None = None
+    error: str | None = None
+    params: tuple | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.error is not None
+
+    @property
+    def rows(self) -> list[dict]:
+        return [] if self.table is None else self.table.to_pylist()
+
+    @property
+    def columns(self) -> list[str]:
+        return [] if self.table is None else list(self.table.schema.names)
+
+    def texts(self) -> Iterator[str]:
+        """Every string the client received: error, column and field names, values."""
+        if self.error is not None:
+            yield self.error
+        if self.table is None:
+            return
+        yield from _type_names(self.table.schema)
+        for column in self.table.columns:
+            yield from _strings(column.to_pylist())
+
+    def values(self, name: str) -> list:
+        if self.table is None or name not in self.table.schema.names:
+            return []
+        return self.table.column(name).to_pylist()
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"error: {self.error[:300]}"
+        return f"{self.table.num_rows} row(s), columns {self.columns}, first {self.rows[:2]!r}"[
+            :600
+        ]
+
+
+def _type_names(schema: pa.Schema) -> Iterator[str]:
+    for schema_field in schema:
+        yield schema_field.name
+        yield from _nested_names(schema_field.type)
+
+
+def _nested_names(data_type: pa.DataType) -> Iterator[str]:
+    if pa.types.is_struct(data_type):
+        for index in range(data_type.num_fields):
+            child = data_type.field(index)
+            yield child.name
+            yield from _nested_names(child.type)
+    elif (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+    ):
+        yield from _nested_names(data_type.value_type)
+    elif pa.types.is_map(data_type):
+        yield from _nested_names(data_type.key_type)
+        yield from _nested_names(data_type.item_type)
+
+
+def _strings(values) -> Iterator[str]:
+    for value in values:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, bytes):
+            yield value.decode("utf-8", "replace")
+        elif isinstance(value, dict):
+            yield from (str(k) for k in value)
+            yield from _strings(value.values())
+        elif isinstance(value, (list, tuple)):
+            yield from _strings(value)
+
+
+def run(conn, sql: str, params: tuple | None = None) -> Outcome:
+    """Execute ``sql`` through ADBC; return the table or the error text the client saw."""
+    cursor = conn.cursor()
+    try:
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, params)
+        return Outcome(sql, table=cursor.fetch_arrow_table(), params=params)
+    except CLIENT_ERRORS as exc:
+        return Outcome(sql, error=error_text(exc), params=params)
+    finally:
+        with contextlib.suppress(CLIENT_ERRORS):
+            cursor.close()
+
+
+class Clients:
+    """One ADBC connection per user, opened on first use and reused."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conns: dict[str, object] = {}
+
+    def __call__(self, user: str):
+        conn = self._conns.get(user)
+        if conn is None:
+            conn = self._conns[user] = adbc_connect(self.uri, user)
+        return conn
+
+    def run(self, user: str, sql: str, params: tuple | None = None) -> Outcome:
+        return run(self(user), sql, params)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            with contextlib.suppress(CLIENT_ERRORS):
+                conn.close()

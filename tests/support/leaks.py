@@ -1,31 +1,23 @@
-"""Helpers of the adversarial suite: the ground truth read straight from the demo mesh's
-files, ADBC outcomes, and a leak detector for results and errors.
+"""The adversarial suite's ground truth and leak detector.
 
-The truth is computed with DuckDB on the raw files (never through the gateway), so a test
-can assert that a sensitive value is absent from everything a client receives: rows,
-column and struct-field names, and error messages.
+The truth is read straight from the demo mesh's files with DuckDB (never through the
+gateway), so a test can assert that a sensitive value is absent from everything a client
+receives: rows, column and struct-field names, and error messages (``leaks``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import adbc_driver_manager
 import duckdb
-import pyarrow as pa
-from pyarrow import flight
-from support import adbc_connect, error_text
 
-ORDERS_DB = Path("sales/data/orders.duckdb")
-CUSTOMERS_PARQUET = Path("crm/data/customers.parquet")
-SHIPMENTS_DIR = Path("logistics/data/shipments")
+from support.clients import Outcome
+from support.oracle import CUSTOMERS_PARQUET, ORDERS_DB, SHIPMENTS_DIR, sql_string
 
 #: A raw SSN anywhere in a string (demo SSNs are NNN-NN-NNNN).
 RAW_SSN = re.compile(r"(?<![0-9])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9])")
@@ -34,11 +26,6 @@ RAW_EMAIL = re.compile(r"[a-z]+\.[a-z]+[0-9]+@example\.com")
 #: The engine's internal alias of an attached DuckDB product file.
 INTERNAL_ALIAS = re.compile(r"src_[0-9a-f]{12}")
 LOGISTICS_COLUMNS = frozenset({"shipment_id", "carrier", "shipped_at"})
-CLIENT_ERRORS = (adbc_driver_manager.Error, pa.ArrowException, flight.FlightError)
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -81,9 +68,9 @@ def read_truth(mesh: Path) -> Truth:
     key = config["governance"]["hash_key"]
     con = duckdb.connect(":memory:")
     try:
-        con.execute(f"ATTACH {_quote(mesh / ORDERS_DB)} AS raw_sales (READ_ONLY)")
-        customers = f"read_parquet({_quote(mesh / CUSTOMERS_PARQUET)})"
-        shipments = f"read_parquet({_quote(mesh / SHIPMENTS_DIR / '**' / '*.parquet')}, hive_partitioning = true)"
+        con.execute(f"ATTACH {sql_string(str(mesh / ORDERS_DB))} AS raw_sales (READ_ONLY)")
+        customers = f"read_parquet({sql_string(str(mesh / CUSTOMERS_PARQUET))})"
+        shipments = f"read_parquet({sql_string(str(mesh / SHIPMENTS_DIR / '**' / '*.parquet'))}, hive_partitioning = true)"
         rows = con.sql(
             f"SELECT customer_id, name, email, ssn, region FROM {customers} ORDER BY customer_id"
         ).fetchall()
@@ -135,127 +122,6 @@ def read_truth(mesh: Path) -> Truth:
         sample_customer=dict(zip(columns, rows[0], strict=True)),
         us_customer=dict(zip(columns, us_row, strict=True)),
     )
-
-
-# --------------------------------------------------------------------------- clients
-
-
-@dataclass
-class Outcome:
-    """What a client got back for one statement: a table or an error text."""
-
-    sql: str
-    table: pa.Table | None = None
-    error: str | None = None
-    params: tuple | None = None
-
-    @property
-    def refused(self) -> bool:
-        return self.error is not None
-
-    @property
-    def rows(self) -> list[dict]:
-        return [] if self.table is None else self.table.to_pylist()
-
-    @property
-    def columns(self) -> list[str]:
-        return [] if self.table is None else list(self.table.schema.names)
-
-    def texts(self) -> Iterator[str]:
-        """Every string the client received: error, column and field names, values."""
-        if self.error is not None:
-            yield self.error
-        if self.table is None:
-            return
-        yield from _type_names(self.table.schema)
-        for column in self.table.columns:
-            yield from _strings(column.to_pylist())
-
-    def values(self, name: str) -> list:
-        if self.table is None or name not in self.table.schema.names:
-            return []
-        return self.table.column(name).to_pylist()
-
-    def describe(self) -> str:
-        if self.error is not None:
-            return f"error: {self.error[:300]}"
-        return f"{self.table.num_rows} row(s), columns {self.columns}, first {self.rows[:2]!r}"[
-            :600
-        ]
-
-
-def _type_names(schema: pa.Schema) -> Iterator[str]:
-    for schema_field in schema:
-        yield schema_field.name
-        yield from _nested_names(schema_field.type)
-
-
-def _nested_names(data_type: pa.DataType) -> Iterator[str]:
-    if pa.types.is_struct(data_type):
-        for index in range(data_type.num_fields):
-            child = data_type.field(index)
-            yield child.name
-            yield from _nested_names(child.type)
-    elif (
-        pa.types.is_list(data_type)
-        or pa.types.is_large_list(data_type)
-        or pa.types.is_fixed_size_list(data_type)
-    ):
-        yield from _nested_names(data_type.value_type)
-    elif pa.types.is_map(data_type):
-        yield from _nested_names(data_type.key_type)
-        yield from _nested_names(data_type.item_type)
-
-
-def _strings(values) -> Iterator[str]:
-    for value in values:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, bytes):
-            yield value.decode("utf-8", "replace")
-        elif isinstance(value, dict):
-            yield from (str(k) for k in value)
-            yield from _strings(value.values())
-        elif isinstance(value, (list, tuple)):
-            yield from _strings(value)
-
-
-def run(conn, sql: str, params: tuple | None = None) -> Outcome:
-    """Execute ``sql`` through ADBC; return the table or the error text the client saw."""
-    cursor = conn.cursor()
-    try:
-        if params is None:
-            cursor.execute(sql)
-        else:
-            cursor.execute(sql, params)
-        return Outcome(sql, table=cursor.fetch_arrow_table(), params=params)
-    except CLIENT_ERRORS as exc:
-        return Outcome(sql, error=error_text(exc), params=params)
-    finally:
-        with contextlib.suppress(CLIENT_ERRORS):
-            cursor.close()
-
-
-class Clients:
-    """One ADBC connection per user, opened on first use and reused."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._conns: dict[str, object] = {}
-
-    def __call__(self, user: str):
-        conn = self._conns.get(user)
-        if conn is None:
-            conn = self._conns[user] = adbc_connect(self.uri, user)
-        return conn
-
-    def run(self, user: str, sql: str, params: tuple | None = None) -> Outcome:
-        return run(self(user), sql, params)
-
-    def close(self) -> None:
-        for conn in self._conns.values():
-            with contextlib.suppress(CLIENT_ERRORS):
-                conn.close()
 
 
 # --------------------------------------------------------------------------- leaks

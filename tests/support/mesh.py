@@ -1,4 +1,5 @@
-"""Mesh-mode processes for tests: domain nodes and a gateway on 127.0.0.1 (see ``start_mesh``)."""
+"""Mesh mode for tests: domain node processes and a gateway on 127.0.0.1 (``running_mesh``),
+and the comparison of a mesh-mode answer with the embedded one (``outcome``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import RunningGateway, free_port, start_gateway, stop_gateway, stop_process
+import pyarrow as pa
 
-from gateway.processes import node_action, node_is_healthy, spawn_server, wait_until_ready
+from gateway.processes import (
+    free_port,
+    node_action,
+    node_is_healthy,
+    spawn_server,
+    stop_process,
+    wait_until_ready,
+)
+from support.servers import RunningGateway, start_gateway, stop_gateway
 
 
 @dataclass
@@ -148,3 +157,25 @@ def running_mesh(
                 node.stop()
         if running.gateway is not None:
             stop_gateway(running.gateway)
+
+
+# --------------------------------------------------------------------------- mesh = embedded
+
+
+def outcome(conn, sql: str, parameters=None):
+    """("ok", schema, sorted rows) or ("error", exception type, message head)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, parameters=parameters)
+        table = cur.fetch_arrow_table()
+    except Exception as exc:  # noqa: BLE001 - compared between the two modes
+        return ("error", type(exc).__name__, str(exc).split(". Detail")[0].splitlines()[0])
+    finally:
+        cur.close()
+    rows = sorted(tuple(repr(v) for v in row.values()) for row in table.to_pylist())
+    return ("ok", table.schema, rows)
+
+
+def sorted_rows(table: pa.Table) -> list[tuple]:
+    """The rows of ``table`` as sorted tuples of reprs (order-free, type-exact comparison)."""
+    return sorted(tuple(repr(v) for v in row.values()) for row in table.to_pylist())

@@ -1,21 +1,17 @@
-"""Helpers of the governance tests: a hand-written DuckDB oracle of every demo rule, the
-policy files' line numbers, table comparison, and small polling / log / audit readers.
+"""The oracle of the demo rules: what each demo user should see, computed from the demo
+mesh's raw files with DuckDB, never through Meshgate.
 
-The oracle never goes through Meshgate: for each demo user it is an in-memory DuckDB in
-which ``sales.orders``, ``crm.customers`` and ``logistics.shipments`` are views written
-by hand, here, from the demo rules (gateway/demo/files/): the rows the user may see,
-with the columns masked as the rules say (``sha256(key || CAST(x AS VARCHAR))``, first
-letter + ``***@`` + domain, ``CAST(round(amount/100)*100 AS DECIMAL(12,2))``). Products the
-user may not read do not exist there. The same SQL text then runs on both sides.
+For each demo user, an in-memory DuckDB in which ``sales.orders``, ``crm.customers`` and
+``logistics.shipments`` are views written by hand, here, from the demo rules
+(gateway/demo/files/): the rows the user may see, with the columns masked as the rules say
+(``sha256(key || CAST(x AS VARCHAR))``, first letter + ``***@`` + domain,
+``CAST(round(amount/100)*100 AS DECIMAL(12,2))``). Products the user may not read do not
+exist there. The same SQL text then runs on both sides.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -41,9 +37,6 @@ def sql_string(text: str) -> str:
 
 def hash_key(mesh: Path) -> str:
     return tomllib.loads((mesh / "mesh.toml").read_text(encoding="utf-8"))["governance"]["hash_key"]
-
-
-# --------------------------------------------------------------------------- oracle
 
 
 def hashed(column: str, key: str) -> str:
@@ -165,108 +158,12 @@ class Oracle:
             con.close()
 
 
-# --------------------------------------------------------------------------- comparisons
-
-
-def assert_tables_equal(actual: pa.Table, expected: pa.Table, what: str = "") -> None:
-    """Same column names, same Arrow types, same values in the same order."""
-    prefix = f"{what}: " if what else ""
-    assert actual.column_names == expected.column_names, (
-        f"{prefix}columns {actual.column_names} != {expected.column_names}"
-    )
-    actual_types = [f.type for f in actual.schema]
-    expected_types = [f.type for f in expected.schema]
-    assert actual_types == expected_types, f"{prefix}types {actual_types} != {expected_types}"
-    assert actual.num_rows == expected.num_rows, (
-        f"{prefix}{actual.num_rows} rows != {expected.num_rows}"
-    )
-    for name in actual.column_names:
-        left, right = actual.column(name), expected.column(name)
-        if left.equals(right):
-            continue
-        left_values, right_values = left.to_pylist(), right.to_pylist()
-        first = next(
-            i for i, (a, b) in enumerate(zip(left_values, right_values, strict=True)) if a != b
-        )
-        raise AssertionError(
-            f"{prefix}column {name!r} differs first at row {first}: "
-            f"{left_values[first]!r} != {right_values[first]!r}"
-        )
-
-
-def normalized_error(exc: BaseException, *names: str) -> str:
-    """An error text with the names that legitimately differ replaced by X."""
-    text = str(exc).split(". gRPC client debug context")[0]  # gRPC's own context may vary
-    for name in names:
-        text = text.replace(name, "X")
-    return text
-
-
-# --------------------------------------------------------------------------- policy files
-
-
-def policy_file(mesh: Path, scope: str) -> Path:
-    return mesh / "policies" / "global.csv" if scope == "global" else mesh / scope / "policy.csv"
-
-
-def rule_origin(mesh: Path, scope: str, line_text: str) -> str:
-    """``crm/policy.csv:3`` / ``policies/global.csv:12``: where ``line_text`` stands in the file
-    (relative to the mesh dir, as ``explain`` and the audit name it)."""
-    wanted = _canonical(line_text)
-    lines = policy_file(mesh, scope).read_text(encoding="utf-8").splitlines()
-    numbers = [i for i, line in enumerate(lines, start=1) if _canonical(line) == wanted]
-    assert len(numbers) == 1, f"{line_text!r} found at lines {numbers} of {scope}'s policy file"
-    relative = "policies/global.csv" if scope == "global" else f"{scope}/policy.csv"
-    return f"{relative}:{numbers[0]}"
-
-
-def _canonical(line: str) -> str:
-    return ",".join(part.strip() for part in line.strip().split(","))
-
-
-# --------------------------------------------------------------------------- polling, logs, audit
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.2, what: str = ""
-) -> object:
-    """Poll ``predicate`` until it returns something truthy (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - a poll may fail until the change lands
-            last_error = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or predicate}; last error: {last_error!r}"
-            )
-        time.sleep(interval)
-
-
-def audit_file(mesh: Path) -> Path:
-    return mesh / ".meshgate" / "audit" / "audit.jsonl"
-
-
-def audit_records(mesh: Path) -> list[dict]:
-    path = audit_file(mesh)
-    if not path.exists():
-        return []
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-
-
-def audit_text(mesh: Path) -> str:
-    """Every audit file of the mesh (current and rotated), as one text."""
-    directory = mesh / ".meshgate" / "audit"
-    return "".join(
-        p.read_text(encoding="utf-8", errors="replace") for p in sorted(directory.glob("*.jsonl"))
-    )
-
-
-def strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+def open_direct(mesh: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB reading the mesh's files, with one view per product name."""
+    con = duckdb.connect(":memory:")
+    con.execute(f"ATTACH {sql_string(str(mesh / ORDERS_DB))} AS oracle_src (READ_ONLY)")
+    for key, source in raw_sources(mesh).items():
+        domain, name = key.split(".")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {domain}")
+        con.execute(f"CREATE VIEW {domain}.{name} AS SELECT * FROM {source}")
+    return con

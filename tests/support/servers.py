@@ -1,9 +1,12 @@
-"""Helpers of the hold tests: private gateways on mesh copies with changed settings,
-server RSS sampling, server log and audit log readers, one-shot raw-SQL queries.
+"""Gateway processes on 127.0.0.1 for the tests.
 
-Every test that changes configuration starts its *own* gateway process on its *own*
-copy of the demo mesh (``private_gateway``), so limits, audit counts and faults never
-leak into the shared session gateway.
+- ``start_gateway`` / ``stop_gateway``: a gateway serving a mesh as it is (the session
+  ``gateway`` fixture of tests/conftest.py is one, on the pristine demo mesh).
+- ``private_gateway`` / ``start_private``: a gateway of *one* test, on its own copy of the
+  demo mesh with changed settings (``configure``), so that limits, audit counts and faults
+  never leak into the shared session gateway.
+
+Processes are started and awaited by ``gateway.processes``, the launcher the benchmarks use too.
 """
 
 from __future__ import annotations
@@ -14,25 +17,50 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import psutil
-import pyarrow as pa
 from pyarrow import flight
-from support import free_port, log_records
 
-from gateway.processes import handshake, spawn_server, wait_until_ready
+from gateway.processes import free_port, handshake, spawn_server, stop_process, wait_until_ready
+from support.logs import audit_records, log_records
 
-AUDIT_FILE = Path(".meshgate/audit/audit.jsonl")
+# --------------------------------------------------------------------------- as it is
 
 
-# --------------------------------------------------------------------------- mesh.toml
+@dataclass
+class RunningGateway:
+    """A gateway process serving a mesh on 127.0.0.1."""
+
+    uri: str
+    mesh_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_gateway(mesh_dir: Path, log_path: Path, timeout: float = 60.0) -> RunningGateway:
+    """Start ``meshgate serve`` in a subprocess and wait until it accepts a handshake."""
+    port = free_port()
+    log_path.write_bytes(b"")
+    process = spawn_server("serve", mesh_dir, port, log_path)
+    uri = f"grpc://127.0.0.1:{port}"
+    wait_until_ready(
+        process, lambda: handshake(uri, "bob", "bob"), log_path, "gateway", timeout, interval=0.1
+    )
+    return RunningGateway(uri, mesh_dir, process, log_path)
+
+
+def stop_gateway(gateway: RunningGateway) -> None:
+    stop_process(gateway.process)
+
+
+# --------------------------------------------------------------------------- private, changed settings
 
 
 def _toml_value(value: object) -> str:
@@ -69,10 +97,8 @@ def configure(mesh: Path, section: str, **settings: object) -> None:
 
 
 def copy_mesh(demo_mesh: Path, target: Path) -> Path:
+    """A copy of ``demo_mesh`` at ``target``, without its runtime state (audit, ...)."""
     return Path(shutil.copytree(demo_mesh, target, ignore=shutil.ignore_patterns(".meshgate")))
-
-
-# --------------------------------------------------------------------------- processes
 
 
 @dataclass
@@ -172,118 +198,3 @@ def private_gateway(
         yield running
     finally:
         running.kill()
-
-
-# --------------------------------------------------------------------------- queries
-
-
-def run_sql(
-    private: Private,
-    user: str,
-    sql: str | bytes,
-    timeout: float | None = None,
-    client: tuple[flight.FlightClient, flight.FlightCallOptions] | None = None,
-) -> pa.Table:
-    """GetFlightInfo + DoGet of raw SQL as ``user``; raises the Flight error."""
-    own = client is None
-    flight_client, options = client or private.client(user)
-    if timeout is not None:
-        options = flight.FlightCallOptions(headers=options.headers, timeout=timeout)
-    try:
-        command = sql.encode() if isinstance(sql, str) else sql
-        info = flight_client.get_flight_info(flight.FlightDescriptor.for_command(command), options)
-        return flight_client.do_get(info.endpoints[0].ticket, options).read_all()
-    finally:
-        if own:
-            flight_client.close()
-
-
-def timed(fn, *args, **kwargs) -> tuple[float, object, BaseException | None]:
-    """(seconds, result or None, exception or None)."""
-    started = time.monotonic()
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - the caller asserts on it
-        return time.monotonic() - started, None, exc
-    return time.monotonic() - started, result, None
-
-
-def serves(private: Private, user: str = "bob", timeout: float = 10.0) -> bool:
-    """True when the gateway answers SELECT 1 correctly within ``timeout``."""
-    try:
-        table = run_sql(private, user, "SELECT 1 AS one", timeout=timeout)
-    except flight.FlightError:
-        return False
-    return table.column(0).to_pylist() == [1]
-
-
-# --------------------------------------------------------------------------- memory
-
-
-class RssSampler:
-    """Samples a process's RSS every ``interval`` seconds in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self._process = psutil.Process(pid)
-        self._interval = interval
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._started = time.monotonic()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.samples.append(
-                    (time.monotonic() - self._started, self._process.memory_info().rss)
-                )
-            except psutil.Error:
-                return
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    @property
-    def peak(self) -> int:
-        return max((rss for _, rss in self.samples), default=0)
-
-
-MB = 1024 * 1024
-
-#: What a client sees for a gRPC error status: pyarrow raises FlightError subclasses for
-#: the Flight codes, and ArrowInvalid / ArrowNotImplementedError / ArrowKeyError for
-#: INVALID_ARGUMENT / UNIMPLEMENTED / NOT_FOUND.
-STATUS_ERRORS = (flight.FlightError, pa.ArrowException)
-
-
-# --------------------------------------------------------------------------- logs
-
-
-def audit_records(mesh: Path) -> list[dict]:
-    path = mesh / AUDIT_FILE
-    if not path.exists():
-        return []
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    """Poll ``predicate`` until it returns a truthy value (returned) or ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def message(exc: BaseException) -> str:
-    """A Flight error's message without gRPC's debug context."""
-    return str(exc).split(". gRPC client debug context")[0]

@@ -1,0 +1,20 @@
+"""Helpers of the test suite, one module per concern. Test modules import them as
+``support.<module>`` (pyproject's ``[tool.pytest.ini_options] pythonpath`` puts tests/ on
+the import path); test modules never import each other.
+
+- ``servers``: gateway processes: the shared one, and a test's private one with changed
+  settings on its own mesh copy.
+- ``mesh``: mesh mode: domain node processes beside a gateway; mesh = embedded comparison.
+- ``clients``: ADBC and pyarrow.flight clients, raw-SQL queries, what a client sees of an
+  error, ``Outcome`` (a table or an error) of one statement.
+- ``oracle``: what each demo user should see under the demo rules, computed from the raw
+  demo files with DuckDB.
+- ``leaks``: the adversarial suite's ground truth and leak detector.
+- ``tables``: Arrow tables compared column by column.
+- ``policy_files``: where a rule stands in a policy file (``crm/policy.csv:3``).
+- ``logs``: server log lines, audit files, CLI text.
+- ``polling``: waiting for what a server does in its own time; timing a call.
+- ``probes``: issue 11's timing probe on rows hidden by a row filter.
+- ``memory``: a server's RSS sampled while a test runs.
+- ``planning``: an allow-everything ``PlanContext`` for in-process planning tests.
+"""
