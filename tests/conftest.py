@@ -1,4 +1,5 @@
-"""Shared fixtures: a demo mesh written once, and a real gateway process on 127.0.0.1."""
+"""Shared fixtures: a demo mesh written once, the oracle of its rules, and a real gateway
+process on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.oracle import Oracle
 from support.servers import RunningGateway, start_gateway, stop_gateway
 
 from gateway.demo.mesh import write_demo_mesh
@@ -16,6 +18,15 @@ from gateway.demo.mesh import write_demo_mesh
 def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pristine demo mesh, shared read-only by the whole session."""
     return write_demo_mesh(tmp_path_factory.mktemp("mesh") / "demo")
+
+
+@pytest.fixture(scope="session")
+def oracle(demo_mesh: Path) -> Iterator[Oracle]:
+    """What each demo user should see of the pristine demo mesh, and its raw data
+    (``support.oracle``)."""
+    made = Oracle(demo_mesh)
+    yield made
+    made.close()
 
 
 @pytest.fixture

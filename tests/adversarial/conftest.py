@@ -1,19 +1,12 @@
-"""Fixtures of the adversarial suite: the ground truth of the demo mesh and one ADBC
-connection per demo user (see ``adv_support``)."""
+"""Fixtures of the adversarial suite: one ADBC connection per demo user. What the users
+must never see comes from the session ``oracle`` (tests/conftest.py, ``support.oracle``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from support.clients import Clients
-from support.leaks import Truth, read_truth
-
-
-@pytest.fixture(scope="session")
-def truth(demo_mesh: Path) -> Truth:
-    return read_truth(demo_mesh)
 
 
 @pytest.fixture(scope="session")

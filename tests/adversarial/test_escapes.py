@@ -2,11 +2,11 @@
 
 Each case sends one statement as one demo user and accepts exactly two kinds of answer: a
 clean refusal, or a result holding nothing outside that user's view. "Nothing" is checked
-against the ground truth read from the raw files (``adv_support.read_truth``): no hash key, no
+against the oracle's facts read from the raw files (``support.oracle``): no hash key, no
 raw SSN or email, no ssn at all for carol, no logistics data for alice, no order outside
 the EU for alice, no server path or internal engine name; in results (rows, column and
 struct field names) and in error messages alike. Cases with a sharper expectation (a count
-that must equal the EU-only truth, a probe that must find nothing) check it too.
+that must equal the EU-only count, a probe that must find nothing) check it too.
 
 A failing case here is a leak (or a crash) in the product: keep it failing until fixed.
 """
@@ -24,7 +24,8 @@ import pytest
 from google.protobuf import any_pb2
 from pyarrow import flight
 from support.clients import CLIENT_ERRORS, Outcome, adbc_connect, error_text, flight_client
-from support.leaks import Truth, assert_no_leak
+from support.leaks import assert_no_leak
+from support.oracle import Oracle
 from support.servers import start_gateway
 
 from gateway.flightsql import flightsql_pb2 as pb
@@ -33,8 +34,8 @@ from gateway.planning.query import PlanLimits
 
 KELVIN = "\u212a"  # KELVIN SIGN: Python lower() gives "k", DuckDB's identifier folding does not
 
-Check = Callable[[Outcome, Truth], None]
-SQL = str | Callable[[Truth], str]
+Check = Callable[[Outcome, Oracle], None]
+SQL = str | Callable[[Oracle], str]
 
 
 @dataclass(frozen=True)
@@ -48,43 +49,43 @@ class Case:
     check: Check | None = None  # a sharper expectation on a result
     params: tuple | None = None
 
-    def text(self, truth: Truth) -> str:
-        return self.sql(truth) if callable(self.sql) else self.sql
+    def text(self, oracle: Oracle) -> str:
+        return self.sql(oracle) if callable(self.sql) else self.sql
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def zero_rows(outcome: Outcome, truth: Truth) -> None:
+def zero_rows(outcome: Outcome, oracle: Oracle) -> None:
     assert outcome.table.num_rows == 0, f"expected no rows, got {outcome.describe()}"
 
 
-def first_value(predicate: Callable[[object, Truth], bool], what: str) -> Check:
-    def check(outcome: Outcome, truth: Truth) -> None:
+def first_value(predicate: Callable[[object, Oracle], bool], what: str) -> Check:
+    def check(outcome: Outcome, oracle: Oracle) -> None:
         assert outcome.table.num_rows >= 1, f"expected a row, got {outcome.describe()}"
         value = outcome.table.column(0)[0].as_py()
-        assert predicate(value, truth), f"expected {what}, got {value!r}"
+        assert predicate(value, oracle), f"expected {what}, got {value!r}"
 
     return check
 
 
-def eu_count(value, truth: Truth) -> bool:
-    return value == truth.orders_by_region["EU"]
+def eu_count(value, oracle: Oracle) -> bool:
+    return value == oracle.orders_by_region["EU"]
 
 
-def is_zero(value, truth: Truth) -> bool:
+def is_zero(value, oracle: Oracle) -> bool:
     return value in (0, None, False)
 
 
-def all_values(column: str, predicate: Callable[[object, Truth], bool], what: str) -> Check:
-    def check(outcome: Outcome, truth: Truth) -> None:
-        bad = [v for v in outcome.values(column) if not predicate(v, truth)]
+def all_values(column: str, predicate: Callable[[object, Oracle], bool], what: str) -> Check:
+    def check(outcome: Outcome, oracle: Oracle) -> None:
+        bad = [v for v in outcome.values(column) if not predicate(v, oracle)]
         assert not bad, f"column {column}: expected {what}, got {bad[:5]!r}"
 
     return check
 
 
-def no_catalog_rows(outcome: Outcome, truth: Truth) -> None:
+def no_catalog_rows(outcome: Outcome, oracle: Oracle) -> None:
     """The engine's own catalog (view definitions, settings, tables) must never come back."""
     markers = (
         "CREATE VIEW",
@@ -98,20 +99,20 @@ def no_catalog_rows(outcome: Outcome, truth: Truth) -> None:
             assert marker not in text, f"engine catalog exposed ({marker}): {text[:200]!r}"
 
 
-def no_file_content(outcome: Outcome, truth: Truth) -> None:
+def no_file_content(outcome: Outcome, oracle: Oracle) -> None:
     for text in outcome.texts():
         assert "root:" not in text, f"/etc/passwd content returned: {text[:200]!r}"
 
 
-def only_region_eu(outcome: Outcome, truth: Truth) -> None:
+def only_region_eu(outcome: Outcome, oracle: Oracle) -> None:
     regions = outcome.values("region")
     assert set(regions) <= {"EU"}, f"regions {sorted(set(map(str, regions)))}"
 
 
 def all_checks(*checks: Check) -> Check:
-    def check(outcome: Outcome, truth: Truth) -> None:
+    def check(outcome: Outcome, oracle: Oracle) -> None:
         for one in checks:
-            one(outcome, truth)
+            one(outcome, oracle)
 
     return check
 
@@ -120,8 +121,8 @@ def ids_sql(ids: tuple[int, ...]) -> str:
     return ", ".join(f"({i})" for i in ids)
 
 
-def ssn_hashes_only(outcome: Outcome, truth: Truth) -> None:
-    bad = [v for v in outcome.values("ssn") if v is not None and v not in truth.ssn_hashes]
+def ssn_hashes_only(outcome: Outcome, oracle: Oracle) -> None:
+    bad = [v for v in outcome.values("ssn") if v is not None and v not in oracle.ssn_hashes]
     assert not bad, f"ssn values that are not keyed hashes: {bad[:3]!r}"
 
 
@@ -1018,25 +1019,25 @@ def _assert_no_match(pattern: str, text: str, what: str) -> None:
     assert not re.search(pattern, text), f"{what}: {text[:200]!r}"
 
 
-def _params(case: Case, truth: Truth) -> tuple | None:
+def _params(case: Case, oracle: Oracle) -> tuple | None:
     if case.params is None:
         return None
-    return tuple(truth.us_customer["email"] if p == "__EMAIL__" else p for p in case.params)
+    return tuple(oracle.us_customer["email"] if p == "__EMAIL__" else p for p in case.params)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_escape_attempt(case: Case, clients, truth: Truth) -> None:
-    outcome = clients.run(case.user, case.text(truth), _params(case, truth))
-    assert_no_leak(outcome, truth, case.user, orders_only=case.orders_only)
+def test_escape_attempt(case: Case, clients, oracle: Oracle) -> None:
+    outcome = clients.run(case.user, case.text(oracle), _params(case, oracle))
+    assert_no_leak(outcome, oracle, case.user, orders_only=case.orders_only)
     if outcome.refused:
         assert "Traceback" not in outcome.error, outcome.error[:500]
         assert not case.answer, f"expected an answer, got {outcome.describe()}"
         return
     assert not case.refuse, f"expected a refusal, got {outcome.describe()}".replace(
-        truth.hash_key, "<HASH KEY>"
+        oracle.hash_key, "<HASH KEY>"
     )
     if case.check is not None:
-        case.check(outcome, truth)
+        case.check(outcome, oracle)
 
 
 def test_case_ids_are_distinct() -> None:
@@ -1045,43 +1046,43 @@ def test_case_ids_are_distinct() -> None:
 
 
 # --------------------------------------------------------------------------- baselines
-# The leak checks only mean something if the truth matches what the gateway serves.
+# The leak checks only mean something if the oracle matches what the gateway serves.
 
 
-def test_truth_matches_what_bob_sees(clients, truth: Truth) -> None:
+def test_oracle_matches_what_bob_sees(clients, oracle: Oracle) -> None:
     outcome = clients.run(
         "bob", "SELECT customer_id, email, ssn FROM crm.customers WHERE customer_id = 1"
     )
     assert outcome.rows == [
         {
             "customer_id": 1,
-            "email": truth.sample_customer["email"],
-            "ssn": truth.sample_customer["ssn"],
+            "email": oracle.sample_customer["email"],
+            "ssn": oracle.sample_customer["ssn"],
         }
     ]
 
 
-def test_truth_matches_alice_masks(clients, truth: Truth) -> None:
+def test_oracle_matches_alice_masks(clients, oracle: Oracle) -> None:
     outcome = clients.run("alice", "SELECT email, ssn FROM crm.customers WHERE customer_id = 1")
-    email = truth.sample_customer["email"]
+    email = oracle.sample_customer["email"]
     assert outcome.rows == [
         {
             "email": email[0] + "***@" + email.split("@")[1],
-            "ssn": truth.hashed(truth.sample_customer["ssn"]),
+            "ssn": oracle.hashed(oracle.sample_customer["ssn"]),
         }
     ]
 
 
-def test_truth_matches_carol_masks(clients, truth: Truth) -> None:
+def test_oracle_matches_carol_masks(clients, oracle: Oracle) -> None:
     outcome = clients.run("carol", "SELECT * FROM crm.customers WHERE customer_id = 1")
     assert outcome.columns == ["customer_id", "name", "email", "region"]
-    assert outcome.rows[0]["email"] == truth.hashed(truth.sample_customer["email"])
+    assert outcome.rows[0]["email"] == oracle.hashed(oracle.sample_customer["email"])
 
 
-def test_truth_matches_alice_row_filter(clients, truth: Truth) -> None:
+def test_oracle_matches_alice_row_filter(clients, oracle: Oracle) -> None:
     outcome = clients.run("alice", "SELECT count(*) AS n FROM sales.orders")
-    assert outcome.rows == [{"n": truth.orders_by_region["EU"]}]
-    assert truth.orders_by_region["EU"] < sum(truth.orders_by_region.values())
+    assert outcome.rows == [{"n": oracle.orders_by_region["EU"]}]
+    assert oracle.orders_by_region["EU"] < sum(oracle.orders_by_region.values())
 
 
 # --------------------------------------------------------------------------- EXPLAIN and metadata
@@ -1096,22 +1097,22 @@ def _plan(clients, sql: str) -> str:
     )
 
 
-def test_explain_does_not_reveal_bounds_of_filtered_out_rows(clients, truth: Truth) -> None:
+def test_explain_does_not_reveal_bounds_of_filtered_out_rows(clients, oracle: Oracle) -> None:
     """alice's view holds no order above the EU maximum, so whether a plan is empty for
     ``order_id > x`` must not depend on x there. DuckDB prunes with the base table's
     statistics (all regions), so EXPLAIN tells apart ids only non-EU orders have: the
     same leak as stats(), by binary search."""
-    global_max = truth.eu_max_order_id + 1  # order 200000 is not in the EU
-    assert global_max not in truth.eu_order_ids
-    below = _plan(clients, f"SELECT * FROM sales.orders WHERE order_id > {truth.eu_max_order_id}")
+    global_max = oracle.eu_max_order_id + 1  # order 200000 is not in the EU
+    assert global_max not in oracle.eu_order_ids
+    below = _plan(clients, f"SELECT * FROM sales.orders WHERE order_id > {oracle.eu_max_order_id}")
     above = _plan(clients, f"SELECT * FROM sales.orders WHERE order_id > {global_max}")
     assert ("Empty Result" in below) == ("Empty Result" in above), (
         "EXPLAIN reveals that orders outside alice's row filter exist with "
-        f"{truth.eu_max_order_id} < order_id <= {global_max}:\n{below}\n---\n{above}"
+        f"{oracle.eu_max_order_id} < order_id <= {global_max}:\n{below}\n---\n{above}"
     )
 
 
-def test_metadata_alice_lists_no_logistics(gateway, truth: Truth) -> None:
+def test_metadata_alice_lists_no_logistics(gateway, oracle: Oracle) -> None:
     with adbc_connect(gateway.uri, "alice") as conn:
         objects = str(conn.adbc_get_objects(depth="all").read_all().to_pylist())
         assert "shipments" not in objects and "carrier" not in objects
@@ -1202,14 +1203,14 @@ def _refused_text(call: Callable[[], object]) -> str:
     return error_text(info.value)
 
 
-def test_prepared_handle_of_bob_replayed_by_alice(flights, truth: Truth) -> None:
+def test_prepared_handle_of_bob_replayed_by_alice(flights, oracle: Oracle) -> None:
     bob, bob_options = flights("bob")
     alice, alice_options = flights("alice")
     handle = _prepare(bob, bob_options, "SELECT customer_id, ssn FROM crm.customers LIMIT 5")
     command = _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
-    assert _read(bob, bob_options, command).column("ssn").to_pylist()[0] in truth.raw_ssns
+    assert _read(bob, bob_options, command).column("ssn").to_pylist()[0] in oracle.raw_ssns
     message = _refused_text(lambda: _read(alice, alice_options, command))
-    assert truth.hash_key not in message and not re.search(r"\d{3}-\d{2}-\d{4}", message)
+    assert oracle.hash_key not in message and not re.search(r"\d{3}-\d{2}-\d{4}", message)
     # bob's handle still works: alice could not close it either
     _refused_text(
         lambda: list(
@@ -1225,7 +1226,7 @@ def test_prepared_handle_of_bob_replayed_by_alice(flights, truth: Truth) -> None
     assert _read(bob, bob_options, command).num_rows == 5
 
 
-def test_prepared_handle_of_bob_bound_by_alice(flights, truth: Truth) -> None:
+def test_prepared_handle_of_bob_bound_by_alice(flights, oracle: Oracle) -> None:
     bob, bob_options = flights("bob")
     alice, alice_options = flights("alice")
     handle = _prepare(
@@ -1247,7 +1248,7 @@ def test_prepared_handle_of_bob_bound_by_alice(flights, truth: Truth) -> None:
     _refused_text(bind_and_read)
 
 
-def test_ticket_of_bob_replayed_by_alice(flights, truth: Truth) -> None:
+def test_ticket_of_bob_replayed_by_alice(flights, oracle: Oracle) -> None:
     bob, bob_options = flights("bob")
     alice, alice_options = flights("alice")
     info = bob.get_flight_info(
@@ -1260,7 +1261,7 @@ def test_ticket_of_bob_replayed_by_alice(flights, truth: Truth) -> None:
     assert bob.do_get(ticket, bob_options).read_all().num_rows == 5  # bob's ticket still valid
 
 
-def test_ticket_of_alice_replayed_by_carol(flights, truth: Truth) -> None:
+def test_ticket_of_alice_replayed_by_carol(flights, oracle: Oracle) -> None:
     alice, alice_options = flights("alice")
     carol, carol_options = flights("carol")
     info = alice.get_flight_info(
@@ -1270,7 +1271,7 @@ def test_ticket_of_alice_replayed_by_carol(flights, truth: Truth) -> None:
     _refused_text(lambda: carol.do_get(info.endpoints[0].ticket, carol_options).read_all())
 
 
-def test_raw_sql_ticket_is_planned_for_the_caller(flights, truth: Truth) -> None:
+def test_raw_sql_ticket_is_planned_for_the_caller(flights, oracle: Oracle) -> None:
     alice, alice_options = flights("alice")
     table = alice.do_get(
         flight.Ticket(b"SELECT count(*) AS n FROM sales.orders WHERE region <> 'EU'"), alice_options
@@ -1284,7 +1285,7 @@ def test_forged_prepared_handle(flights) -> None:
     _refused_text(lambda: _read(alice, alice_options, command))
 
 
-def test_prepared_statement_with_parameter_placeholder_as_sql(flights, truth: Truth) -> None:
+def test_prepared_statement_with_parameter_placeholder_as_sql(flights, oracle: Oracle) -> None:
     """A parameter value is data, never SQL, even through the raw protobuf path."""
     alice, alice_options = flights("alice")
     handle = _prepare(
@@ -1418,17 +1419,17 @@ def test_long_and_chain_is_planned_in_bounded_time(mesh_copy, tmp_path) -> None:
 # --------------------------------------------------------------------------- still up
 
 
-def test_zz_server_still_up_and_still_governed(gateway, clients, truth: Truth) -> None:
+def test_zz_server_still_up_and_still_governed(gateway, clients, oracle: Oracle) -> None:
     """After every attempt above: the server answers, and governance is unchanged."""
     assert gateway.process.poll() is None, "the gateway process died"
     with adbc_connect(gateway.uri, "alice") as conn, conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM sales.orders")
-        assert cursor.fetchall() == [(truth.orders_by_region["EU"],)]
+        assert cursor.fetchall() == [(oracle.orders_by_region["EU"],)]
         cursor.execute("SELECT ssn FROM crm.customers WHERE customer_id = 1")
-        assert cursor.fetchall() == [(truth.hashed(truth.sample_customer["ssn"]),)]
+        assert cursor.fetchall() == [(oracle.hashed(oracle.sample_customer["ssn"]),)]
     with adbc_connect(gateway.uri, "carol") as conn, conn.cursor() as cursor:
         cursor.execute("SELECT * FROM crm.customers LIMIT 1")
         assert [d[0] for d in cursor.description] == ["customer_id", "name", "email", "region"]
     with adbc_connect(gateway.uri, "bob") as conn, conn.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM sales.orders")
-        assert cursor.fetchall() == [(sum(truth.orders_by_region.values()),)]
+        assert cursor.fetchall() == [(sum(oracle.orders_by_region.values()),)]

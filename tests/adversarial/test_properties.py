@@ -1,7 +1,8 @@
 """Property tests: for generated queries over the demo schema, what the gateway returns to a
 user equals the same SQL run directly in DuckDB on hand-built views of that user's view.
 
-The oracle is an in-memory DuckDB on the raw demo files with, under the very same names:
+The oracle is the session ``oracle`` (``support.oracle``): an in-memory DuckDB per user on
+the raw demo files with, under the very same names:
 
 - alice: ``sales.orders`` = the EU rows only; ``crm.customers`` with email partial-masked
   (``t***@example.com``) and ssn = sha256(hash_key || ssn);
@@ -27,8 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from support.clients import CLIENT_ERRORS, adbc_connect, error_text
-from support.leaks import Truth
-from support.oracle import CUSTOMERS_PARQUET, ORDERS_DB, sql_string
+from support.oracle import Oracle
 
 # Hypothesis keeps caches in .hypothesis/ of the working directory: keep the checkout clean.
 set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "meshgate-adversarial-hypothesis"))
@@ -42,62 +42,30 @@ SETTINGS = {
 # --------------------------------------------------------------------------- oracles
 
 
-def _oracle(mesh: Path, truth: Truth, user: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    key = truth.hash_key.replace("'", "''")
-    customers = f"read_parquet({sql_string(str(mesh / CUSTOMERS_PARQUET))})"
-    con.execute("CREATE SCHEMA sales")
-    con.execute("CREATE SCHEMA crm")
-    if user == "alice":
-        con.execute(f"ATTACH {sql_string(str(mesh / ORDERS_DB))} AS raw_orders (READ_ONLY)")
-        con.execute(
-            "CREATE VIEW sales.orders AS SELECT * FROM raw_orders.main.orders WHERE region = 'EU'"
-        )
-        con.execute(
-            "CREATE VIEW crm.customers AS SELECT customer_id, name, "
-            "CASE WHEN email IS NULL THEN NULL ELSE concat(left(email, 1), '***@', split_part(email, '@', 2)) END AS email, "
-            f"CASE WHEN ssn IS NULL THEN NULL ELSE sha256(concat('{key}', ssn)) END AS ssn, "
-            f"region FROM {customers}"
-        )
-    elif user == "carol":
-        con.execute(
-            "CREATE VIEW crm.customers AS SELECT customer_id, name, "
-            f"CASE WHEN email IS NULL THEN NULL ELSE sha256(concat('{key}', email)) END AS email, "
-            f"region FROM {customers}"
-        )
-    else:
-        raise ValueError(user)
-    return con
-
-
 @pytest.fixture(scope="module")
-def alice_pair(gateway, demo_mesh, truth) -> Iterator[tuple]:
-    oracle = _oracle(demo_mesh, truth, "alice")
+def alice_pair(gateway, oracle: Oracle) -> Iterator[tuple]:
     with adbc_connect(gateway.uri, "alice") as conn:
-        yield conn, oracle
-    oracle.close()
+        yield conn, oracle.connection("alice")
 
 
 @pytest.fixture(scope="module")
-def carol_pair(gateway, demo_mesh, truth) -> Iterator[tuple]:
-    oracle = _oracle(demo_mesh, truth, "carol")
+def carol_pair(gateway, oracle: Oracle) -> Iterator[tuple]:
     with adbc_connect(gateway.uri, "carol") as conn:
-        yield conn, oracle
-    oracle.close()
+        yield conn, oracle.connection("carol")
 
 
-def test_oracle_agrees_with_truth(alice_pair, truth: Truth) -> None:
+def test_oracle_views_agree_with_its_facts(alice_pair, oracle: Oracle) -> None:
     """The hand-built views reproduce the gateway's masks (else the property is vacuous)."""
-    _, oracle = alice_pair
-    email, ssn = oracle.sql(
-        "SELECT email, ssn FROM crm.customers WHERE customer_id = 1"
-    ).fetchall()[0]
-    raw = truth.sample_customer
-    assert ssn == truth.hashed(raw["ssn"])
+    _, view = alice_pair
+    email, ssn = view.sql("SELECT email, ssn FROM crm.customers WHERE customer_id = 1").fetchall()[
+        0
+    ]
+    raw = oracle.sample_customer
+    assert ssn == oracle.hashed(raw["ssn"])
     assert email == raw["email"][0] + "***@" + raw["email"].split("@")[1]
     assert (
-        oracle.sql("SELECT count(*) FROM sales.orders").fetchall()[0][0]
-        == truth.orders_by_region["EU"]
+        view.sql("SELECT count(*) FROM sales.orders").fetchall()[0][0]
+        == oracle.orders_by_region["EU"]
     )
 
 
@@ -124,9 +92,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def assert_same_result(conn, oracle: duckdb.DuckDBPyConnection, sql: str) -> None:
+def assert_same_result(conn, view: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
-        expected_cursor = oracle.cursor()
+        expected_cursor = view.cursor()
         relation = expected_cursor.sql(sql)
         expected_names = list(relation.columns)
         expected = relation.fetchall()
@@ -433,12 +401,12 @@ CAROL_QUERIES = st.one_of(customers_rows("carol"), customers_aggregate("carol"))
 @settings(max_examples=150, **SETTINGS)
 @given(sql=ALICE_QUERIES)
 def test_alice_sees_exactly_her_view(alice_pair, sql: str) -> None:
-    conn, oracle = alice_pair
-    assert_same_result(conn, oracle, sql)
+    conn, view = alice_pair
+    assert_same_result(conn, view, sql)
 
 
 @settings(max_examples=50, **SETTINGS)
 @given(sql=CAROL_QUERIES)
 def test_carol_sees_exactly_her_view(carol_pair, sql: str) -> None:
-    conn, oracle = carol_pair
-    assert_same_result(conn, oracle, sql)
+    conn, view = carol_pair
+    assert_same_result(conn, view, sql)

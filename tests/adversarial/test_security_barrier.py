@@ -246,7 +246,7 @@ def test_outer_join_predicates_stay_where_they_hold(service):
     assert "order_id" not in below
 
 
-def test_barrier_results_equal_the_oracle(service, direct_oracle):
+def test_barrier_results_equal_the_oracle(service, oracle):
     for user, sql in (
         (
             "alice",
@@ -263,29 +263,7 @@ def test_barrier_results_equal_the_oracle(service, direct_oracle):
     ):
         with service.snapshot.catalog.engine.cursor() as cursor:
             got = cursor.sql(governed(service, user, sql)).fetchall()
-        assert got == direct_oracle(user, sql)
-
-
-@pytest.fixture(scope="module")
-def direct_oracle(demo_mesh: Path):
-    """The same SQL on plain DuckDB over alice's view of the files, written by hand."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute(f"ATTACH '{demo_mesh / 'sales/data/orders.duckdb'}' AS s (READ_ONLY)")
-    con.execute("CREATE SCHEMA sales; CREATE SCHEMA crm")
-    con.execute("CREATE VIEW sales.orders AS SELECT * FROM s.main.orders WHERE region = 'EU'")
-    con.execute(
-        f"CREATE VIEW crm.customers AS SELECT customer_id, name, region FROM "
-        f"read_parquet('{demo_mesh / 'crm/data/customers.parquet'}')"
-    )
-
-    def run(user: str, sql: str) -> list[tuple]:
-        assert user == "alice"
-        return con.sql(sql).fetchall()
-
-    yield run
-    con.close()
+        assert got == oracle.rows(user, sql)
 
 
 # --------------------------------------------------------------------------- timing

@@ -1,7 +1,7 @@
 """Conformance of every demo rule, for every demo user, through every client path.
 
 Each test id is ``<user>-<product>-<rule>-<path>``. The expected result is always the
-hand-written DuckDB oracle (``gov_support.Oracle``): the demo files read directly, with the
+hand-written DuckDB oracle (``support.oracle.Oracle``): the demo files read directly, with the
 filters and masks of the demo rules written out in SQL. Paths:
 
 - ``adbc_execute``: ADBC DB-API ``cursor.execute`` (prepares, then executes);
@@ -328,7 +328,7 @@ def path_explain(case: Case, oracle, adbc, flights) -> None:
     assert set(values) == {"governed_sql", "physical_plan"}
     assert values["physical_plan"].strip()
     for value in values.values():
-        assert oracle.key not in value, "EXPLAIN shows the hash key"
+        assert oracle.hash_key not in value, "EXPLAIN shows the hash key"
     governed = values["governed_sql"]
     assert ("<hash key>" in governed) == case.hashes, governed
     # The row filter, with alice's attribute bound as a literal, sits in the governed SQL.
@@ -349,7 +349,7 @@ def path_explain_policy(case: Case, oracle, adbc, flights) -> None:
     mesh = oracle.mesh
     table = adbc_query(connection, sql.format(p=case.product))
     rows = table.to_pylist()
-    assert oracle.key not in str(rows), "EXPLAIN POLICY shows the hash key"
+    assert oracle.hash_key not in str(rows), "EXPLAIN POLICY shows the hash key"
     assert rows[0]["product"] == "(query)" and rows[0]["decision"] == "rewritten SQL"
     product_rows = {
         (r["decision"], r["rule"])

@@ -1,11 +1,12 @@
 """Load: N concurrent ADBC clients for a fixed duration over a mixed workload.
 
 Every answer is checked against DuckDB run directly on the same files with the demo rules
-written out by hand (filters and masks), precomputed once; every attempt must be in the
-audit log exactly once (``query_begin`` for an allowed query, ``query_refused`` for a
-denied or invalid one) and every began query must have ended ``ok``; the server log must
-hold no ``internal_error``; the server's RSS is sampled every second, printed as a curve,
-and must not grow more than ``RSS_GROWTH_LIMIT`` after the warm-up.
+written out by hand (filters and masks: ``support.oracle``), precomputed once; every
+attempt must be in the audit log exactly once (``query_begin`` for an allowed query,
+``query_refused`` for a denied or invalid one) and every began query must have ended
+``ok``; the server log must hold no ``internal_error``; the server's RSS is sampled every
+second, printed as a curve, and must not grow more than ``RSS_GROWTH_LIMIT`` after the
+warm-up.
 
 The workload, per client (each client is one ADBC connection as one demo user):
 point lookups (literal and bound parameters, i.e. prepared statements), aggregates and a
@@ -32,87 +33,23 @@ import random
 import statistics
 import threading
 import time
-import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
-import duckdb
 import pyarrow as pa
 import pytest
 from support.logs import audit_records, log_records
 from support.memory import MB
+from support.oracle import Oracle
 from support.servers import private_gateway
 
 DURATION = float(os.environ.get("MESHGATE_LOAD_SECONDS", "30"))
 CLIENTS = int(os.environ.get("MESHGATE_LOAD_CLIENTS", "32"))
 RSS_GROWTH_LIMIT = 300 * MB
 USERS = ("alice", "bob", "carol", "dave", "erin")
-
-
-# --------------------------------------------------------------------------- oracle
-
-
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def oracle_views(mesh: Path, key: str) -> dict[str, dict[str, str]]:
-    """user -> product -> SELECT standing for what the demo rules let the user see."""
-    orders = "src.main.orders"
-    customers = f"read_parquet({_q(str(mesh / 'crm/data/customers.parquet'))})"
-    shipments = f"read_parquet({_q(str(mesh / 'logistics/data/shipments/**/*.parquet'))}, hive_partitioning = true)"
-
-    def hashed(column: str) -> str:
-        return f"CASE WHEN {column} IS NULL THEN NULL ELSE sha256({_q(key)} || CAST({column} AS VARCHAR)) END"
-
-    partial = "CASE WHEN email IS NULL THEN NULL ELSE left(email, 1) || '***@' || split_part(email, '@', 2) END"
-    full = {
-        "sales.orders": f"SELECT order_id, customer_id, region, amount, order_date FROM {orders}",
-        "crm.customers": f"SELECT customer_id, name, email, ssn, region FROM {customers}",
-        "logistics.shipments": f"SELECT shipment_id, order_id, carrier, shipped_at, region FROM {shipments}",
-    }
-    return {
-        "bob": full,
-        "alice": {
-            "sales.orders": full["sales.orders"] + " WHERE region = 'EU'",
-            "crm.customers": f"SELECT customer_id, name, {partial} AS email, {hashed('ssn')} AS ssn, region FROM {customers}",
-        },
-        "carol": {
-            "crm.customers": f"SELECT customer_id, name, {hashed('email')} AS email, region FROM {customers}"
-        },
-        "erin": {
-            "sales.orders": (
-                "SELECT order_id, customer_id, region, CAST(round(amount / 100) * 100 AS DECIMAL(12,2)) AS amount, "
-                f"order_date FROM {orders}"
-            ),
-            "logistics.shipments": full["logistics.shipments"],
-        },
-        "dave": {},
-    }
-
-
-class Oracle:
-    def __init__(self, mesh: Path) -> None:
-        key = tomllib.loads((mesh / "mesh.toml").read_text())["governance"]["hash_key"]
-        self.cons = {}
-        for user, views in oracle_views(mesh, key).items():
-            con = duckdb.connect(":memory:")
-            con.execute(f"ATTACH {_q(str(mesh / 'sales/data/orders.duckdb'))} AS src (READ_ONLY)")
-            for product, select in views.items():
-                domain, name = product.split(".")
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {domain}")
-                con.execute(f"CREATE VIEW {domain}.{name} AS {select}")
-            self.cons[user] = con
-
-    def run(self, user: str, sql: str, params: tuple) -> pa.Table:
-        return self.cons[user].sql(sql, params=list(params) or None).to_arrow_table()
-
-    def close(self) -> None:
-        for con in self.cons.values():
-            con.close()
 
 
 # --------------------------------------------------------------------------- workload
