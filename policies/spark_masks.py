@@ -26,6 +26,7 @@ _SAME_TEXT = {
     _T.DECIMAL,
     _T.DATE,
     _T.TIMESTAMP,
+    _T.TIMESTAMPNTZ,  # DuckDB's TIMESTAMP, as sqlglot reads it
     _T.BOOLEAN,
 }
 #: types DuckDB divides in DOUBLE arithmetic for ``round:N``, as the Spark mask does
@@ -85,7 +86,7 @@ def last4(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
 
 
 def year(value: exp.Expr, data_type: exp.DataType) -> exp.Expr:
-    if not data_type.is_type(_T.DATE, _T.TIMESTAMP):
+    if not data_type.is_type(_T.DATE, _T.TIMESTAMP, _T.TIMESTAMPNTZ):
         raise _refuse("year", data_type)
     truncated = _call("date_trunc", exp.Literal.string("YEAR"), value.copy())
     return exp.Cast(this=truncated, to=data_type.copy())

@@ -36,6 +36,9 @@ SAME_ON_SPARK: tuple[type[exp.Func], ...] = (
     exp.RowNumber,
     exp.Rank,
     exp.DenseRank,
+    exp.And,  # sqlglot models these operators as functions
+    exp.Or,
+    exp.Exists,
 )
 #: plain calls the masks and the barrier write, the same functions on both engines
 SAME_NAMED_ON_SPARK = frozenset(

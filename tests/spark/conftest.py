@@ -1,0 +1,51 @@
+"""Fixtures of the Spark tests: one real Spark Connect server for the session (from the
+pyspark wheel, on 127.0.0.1, with a token), and a gateway that sends queries to it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.servers import Private, configure, copy_mesh, start_private
+
+from benchmarks.launch import free_port
+from benchmarks.spark_server import SparkServer, start, stop
+from gateway.spark.connect import SparkConnect
+
+
+@pytest.fixture(scope="session")
+def spark_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkServer]:
+    """Spark (local[2]) with the Spark Connect plugin; its JVM starts once per session."""
+    log = tmp_path_factory.mktemp("spark") / "spark-connect.log"
+    server = start(free_port(), secrets.token_hex(16), log)
+    yield server
+    stop(server)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_server: SparkServer) -> Iterator[SparkConnect]:
+    """The gateway's own Spark Connect client, on the session's server."""
+    client = SparkConnect(spark_server.remote)
+    yield client
+    client.close()
+
+
+def spark_mesh(demo_mesh: Path, target: Path, remote: str, **settings: object) -> Path:
+    """A copy of the demo mesh whose ``[engines.spark]`` points at ``remote``."""
+    mesh = copy_mesh(demo_mesh, target)
+    configure(mesh, "engines.spark", remote=remote, **settings)
+    return mesh
+
+
+@pytest.fixture(scope="session")
+def spark_gateway(
+    demo_mesh: Path, spark_server: SparkServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Private]:
+    """A gateway on the demo mesh that runs every query on Spark (``route = "always"``)."""
+    root = tmp_path_factory.mktemp("spark-mesh")
+    mesh = spark_mesh(demo_mesh, root / "mesh", spark_server.remote, route="always")
+    running = start_private(mesh, root / "gateway.log")
+    yield running
+    running.stop()
