@@ -42,6 +42,7 @@ from sqlglot import exp
 
 from benchmarks import suites
 from benchmarks.data import _link_or_copy
+from benchmarks.launch import free_port
 from benchmarks.measure import (
     AdbcClient,
     FlightClient,
@@ -55,7 +56,6 @@ from benchmarks.measure import (
 from benchmarks.procs import Server
 from benchmarks.settings import ADMIN_USER, BenchConfig
 from benchmarks.tpch import DOMAINS, QUERY_NUMBERS, qualified
-from gateway.processes import free_port
 
 SCAN_QUERY = suites.LARGE_QUERY
 #: The domain of the single-domain measurements (the DuckDB file with lineitem).

@@ -18,17 +18,18 @@ from typing import Self
 
 import psutil
 
-from gateway.config import load_config
-from gateway.processes import (
-    REPO,
+from benchmarks.launch import REPO as REPO  # re-exported: the suites and the report use it
+from benchmarks.launch import (
     free_port,
     handshake,
     node_action,
     node_is_healthy,
-    repo_env,
+    spawn,
     spawn_server,
+    stop_process,
     wait_until_ready,
 )
+from gateway.config import load_config
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Server:
     node: tuple[str, str] | None = None
 
     def action(self, name: str) -> dict:
-        """A domain node's answer to ``health`` or ``stats`` (``gateway.processes.node_action``)."""
+        """A domain node's answer to ``health`` or ``stats`` (``benchmarks.launch.node_action``)."""
         assert self.node is not None, f"{self.name} is not a domain node"
         return node_action(self.uri, name, self.node[1], self.node[0])
 
@@ -90,11 +91,7 @@ class Processes:
     def _spawn(self, name: str, command: list[str], port: int) -> Server:
         """Start ``command`` (a server that is not Meshgate's), output to ``name``'s log."""
         log_path = self._log_path(name)
-        with log_path.open("ab") as log_file:
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
-            )
-        return self._started(name, process, port, log_path)
+        return self._started(name, spawn(command, log_path), port, log_path)
 
     def _wait(self, server: Server, ready: Callable[[str], object], timeout: float) -> Server:
         try:
@@ -119,8 +116,8 @@ class Processes:
         timeout: float = 120.0,
         name: str = "gateway",
     ) -> Server:
-        """``python -m gateway.cli serve MESH --port P`` as tests/support.py starts it,
-        ready once a Basic handshake as ``user`` succeeds."""
+        """``python -m gateway.cli serve MESH --port P`` as the tests start it
+        (tests/support/servers.py), ready once a Basic handshake as ``user`` succeeds."""
         return self.wait_gateway(self.spawn_gateway(mesh_dir, name), user, password, timeout)
 
     def spawn_gateway(self, mesh_dir: Path, name: str = "gateway") -> Server:
@@ -212,14 +209,7 @@ class Processes:
         return self._wait(server, ready, timeout)
 
     def stop(self, server: Server) -> None:
-        process = server.process
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(server.process)
         if server in self.servers:
             self.servers.remove(server)
 

@@ -12,9 +12,9 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
+from benchmarks.launch import REPO
 from gateway.audit.log import AuditLog
 from gateway.cli import app
-from gateway.processes import REPO
 from gateway.security.passwords import verify_password
 
 COMMANDS = [

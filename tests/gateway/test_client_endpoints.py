@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from benchmarks.launch import REPO
 from gateway.client import connect
-from gateway.processes import REPO
 
 PARTITIONS = [pa.table({"n": pa.array(range(s, s + 5), pa.int64())}) for s in (0, 5, 10)]
 ALL_ROWS = list(range(15))

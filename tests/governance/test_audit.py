@@ -23,8 +23,8 @@ from support.policy_files import rule_origin
 from support.polling import wait_through_errors
 from support.servers import start_gateway, stop_gateway
 
+from benchmarks.launch import REPO
 from gateway.audit.log import read_audit
-from gateway.processes import REPO
 
 BEGIN_FIELDS = {
     "time",

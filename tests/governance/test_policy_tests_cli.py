@@ -13,7 +13,7 @@ from support.logs import strip_ansi
 from support.oracle import hash_key
 from support.policy_files import rule_origin
 
-from gateway.processes import REPO
+from benchmarks.launch import REPO
 
 
 def meshgate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:

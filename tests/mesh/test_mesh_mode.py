@@ -35,8 +35,8 @@ from support.mesh import Mesh, RunningNode, outcome, running_mesh, sorted_rows
 from support.polling import wait_until
 from support.servers import RunningGateway
 
+from benchmarks.launch import REPO
 from gateway.mesh.tickets import MAGIC, TicketSealer
-from gateway.processes import REPO
 
 TICKET_TTL_SECONDS = 30
 FAIL_FAST_SECONDS = 5.0

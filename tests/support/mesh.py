@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from gateway.processes import (
+from benchmarks.launch import (
     free_port,
     node_action,
     node_is_healthy,

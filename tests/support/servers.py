@@ -6,7 +6,7 @@
   demo mesh with changed settings (``configure``), so that limits, audit counts and faults
   never leak into the shared session gateway.
 
-Processes are started and awaited by ``gateway.processes``, the launcher the benchmarks use too.
+Processes are started and awaited by ``benchmarks.launch``, the launcher the benchmarks use too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 from pyarrow import flight
 
-from gateway.processes import free_port, handshake, spawn_server, stop_process, wait_until_ready
+from benchmarks.launch import free_port, handshake, spawn_server, stop_process, wait_until_ready
 from support.logs import audit_records, log_records
 
 # --------------------------------------------------------------------------- as it is

@@ -1,8 +1,10 @@
-"""Gateway and node processes on 127.0.0.1, for the tests and the benchmarks: start
+"""Gateway and node processes on 127.0.0.1, for the benchmarks and the tests: start
 ``meshgate serve`` / ``meshgate node`` in a subprocess, wait until it answers, stop it.
 
 One place for what both need: a free port, the command line, the log file, the wait that
-fails with the server's own log when it exits early or never becomes ready.
+fails with the server's own log when it exits early or never becomes ready. The gateway
+itself never starts its own processes this way: this is a harness, not the runtime
+(``benchmarks.procs`` builds a benchmark run's processes on it; tests/support/ the tests').
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def repo_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+    """``argv`` in a subprocess run from the repository (``repo_env``), not waited for; its
+    output is appended to ``log_path``."""
+    with log_path.open("ab") as log_file:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
+        )
+
+
 def spawn_server(
     command: str, mesh_dir: Path, port: int, log_path: Path, *options: str
 ) -> subprocess.Popen:
@@ -50,10 +61,7 @@ def spawn_server(
         "--json-logs",
         *options,
     ]
-    with log_path.open("ab") as log_file:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
-        )
+    return spawn(argv, log_path)
 
 
 def wait_until_ready(

@@ -1,4 +1,4 @@
-"""gateway.processes: the server launcher the tests and benchmarks share."""
+"""benchmarks.launch: the server launcher the benchmarks and the tests share."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.processes import free_port, handshake, spawn_server, stop_process, wait_until_ready
+from benchmarks.launch import free_port, handshake, spawn_server, stop_process, wait_until_ready
 
 
 def test_a_server_that_cannot_start_fails_the_wait_with_its_own_error(tmp_path: Path) -> None:
