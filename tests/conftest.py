@@ -14,6 +14,18 @@ from support.servers import RunningGateway, start_gateway, stop_gateway
 from gateway.demo.mesh import write_demo_mesh
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test runs under pytest-timeout (pyproject's ``timeout``): a hung server or
+    client fails its own test, not the whole run. Without the plugin pytest would only
+    warn about the unknown setting and run every test unbounded: refuse instead."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        raise pytest.UsageError(
+            "pytest-timeout is not installed: pip install -c constraints.txt -e '.[test]'"
+        )
+    if not float(config.getini("timeout") or 0) > 0:
+        raise pytest.UsageError("pyproject.toml [tool.pytest.ini_options] must set a timeout")
+
+
 @pytest.fixture(scope="session")
 def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pristine demo mesh, shared read-only by the whole session."""

@@ -398,6 +398,7 @@ CAROL_QUERIES = st.one_of(customers_rows("carol"), customers_aggregate("carol"))
 # --------------------------------------------------------------------------- properties
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **SETTINGS)
 @given(sql=ALICE_QUERIES)
 def test_alice_sees_exactly_her_view(alice_pair, sql: str) -> None:
@@ -405,6 +406,7 @@ def test_alice_sees_exactly_her_view(alice_pair, sql: str) -> None:
     assert_same_result(conn, view, sql)
 
 
+@pytest.mark.slow
 @settings(max_examples=50, **SETTINGS)
 @given(sql=CAROL_QUERIES)
 def test_carol_sees_exactly_her_view(carol_pair, sql: str) -> None:

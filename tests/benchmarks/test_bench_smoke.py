@@ -22,6 +22,8 @@ from benchmarks.data import find_executable
 from benchmarks.sections import KEYS
 from benchmarks.settings import BenchConfig
 
+pytestmark = [pytest.mark.bench, pytest.mark.mesh]
+
 
 @pytest.mark.skipif(find_executable("tpchgen-cli") is None, reason="tpchgen-cli is not installed")
 def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:

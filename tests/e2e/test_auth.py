@@ -63,6 +63,7 @@ def gateway(demo_mesh, tmp_path_factory):
     stop_gateway(running)
 
 
+@pytest.mark.slow
 def test_repeated_failed_logins_lock_the_user_out_and_are_audited(demo_mesh, tmp_path_factory):
     mesh = _mesh_with(
         demo_mesh, tmp_path_factory, "max_failed_logins = 3\nfailed_login_lockout_seconds = 30"
@@ -282,6 +283,7 @@ def test_plaintext_password_in_mesh_toml_is_refused_at_start(mesh_copy, tmp_path
     assert "gateway exited early" in str(failed.value)
 
 
+@pytest.mark.slow
 def test_tokens_expire(mesh_copy, tmp_path):
     """The configured TTL reaches the token store (its exact timing is tested on an injected
     clock in tests/gateway/test_auth_clock.py): a token is refused once it is past it."""

@@ -100,6 +100,7 @@ def run_in_threads(target, count: int, timeout: float) -> list:
     return results
 
 
+@pytest.mark.slow
 def test_eight_concurrent_adbc_clients_get_correct_results(gateway, direct_arrow):
     expected = [direct_arrow(sql, params) for sql, params in QUERIES]
     barrier = threading.Barrier(len(QUERIES), timeout=20)
@@ -249,6 +250,7 @@ def test_adbc_cancel_after_first_batch_stops_the_query(gateway):
     _assert_answers(gateway)
 
 
+@pytest.mark.slow
 def test_adbc_cancel_stops_a_query_before_its_first_batch(mesh_copy, tmp_path):
     """A query still computing its first batch is stopped too, not left to run for minutes.
 

@@ -235,6 +235,7 @@ def test_config_loads_and_passwords_are_user_names(mesh: Path) -> None:
     assert text.startswith("#") and "password" in text.splitlines()[2].lower()
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_without_flag(tmp_path: Path) -> None:
     target = tmp_path / "mesh"
     target.mkdir()

@@ -448,6 +448,7 @@ def test_deeply_nested_subqueries_do_not_escape_as_recursion_error(
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.slow
 def test_very_deeply_nested_subqueries_do_not_crash_the_process(demo_mesh: Path) -> None:
     """20,000 nested subqueries (~400 kB, under the size limit) must be refused, not crash."""
     script = textwrap.dedent(

@@ -98,6 +98,7 @@ def test_a_tree_past_the_node_limit_is_refused_after_parsing(context: PlanContex
     assert "5,000" in str(caught.value) and "syntax tree" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_the_default_node_limit_refuses_daves_statement(context: PlanContext) -> None:
     sql = many_ctes(6_500, 35_000)
     assert len(sql.encode()) <= context.limits.max_statement_bytes

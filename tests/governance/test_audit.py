@@ -271,6 +271,7 @@ def test_explain_is_recorded(gateway):
         assert begin["explain"] in ("plan", "policy")
 
 
+@pytest.mark.slow
 def test_hash_key_never_reaches_the_audit_file(gateway, demo_key):
     marker = tag()
     statements = [
@@ -350,6 +351,7 @@ def test_begin_record_is_on_disk_when_the_first_batch_arrives_flight(gateway):
         client.close()
 
 
+@pytest.mark.slow
 def test_audit_cli_lists_a_users_queries(gateway):
     alice_marker, bob_marker = tag(), tag()
     alice_sql = f"SELECT '{alice_marker}' AS t"
@@ -403,6 +405,7 @@ def test_audit_cli_lists_a_users_queries(gateway):
     assert users == {"alice"}, users
 
 
+@pytest.mark.slow
 def test_rotated_audit_files_are_complete_and_listed_by_the_cli(mesh_copy, tmp_path):
     """With a tiny size limit the log rotates many times: no record is lost or torn, the
     key appears in none of the files, and the CLI reads the rotated files too."""

@@ -21,6 +21,8 @@ from support.oracle import DENIED_TEMPLATE, hash_key, sql_string
 from support.polling import wait_through_errors
 from support.servers import RunningGateway, start_gateway, stop_gateway
 
+pytestmark = pytest.mark.slow
+
 RELOAD_TIMEOUT = 10.0
 MARKETING_SSN_DENY = "p, marketing, crm.customers.ssn, read, deny"
 MARKETING_READ = "p, marketing, crm.customers, read, allow"

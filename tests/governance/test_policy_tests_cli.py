@@ -15,6 +15,8 @@ from support.policy_files import rule_origin
 
 from benchmarks.launch import REPO
 
+pytestmark = pytest.mark.slow
+
 
 def meshgate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"}

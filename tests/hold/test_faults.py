@@ -26,6 +26,8 @@ from support.logs import AUDIT_FILE
 from support.polling import poll_for, timed
 from support.servers import Private, private_gateway, start_private
 
+pytestmark = pytest.mark.slow
+
 #: 4e10 rows for bob: streams for as long as anybody reads.
 ENDLESS = "SELECT a.*, b.order_id AS other FROM sales.orders a, sales.orders b"
 #: 7e14 rows to count for alice: computes for as long as it is allowed to.

@@ -562,6 +562,7 @@ def _run(client, options, command: bytes) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(sql=random_sql)
 def test_random_and_mutated_sql(fuzz_gateway: Private, secrets_: Secrets, alice, sql: str) -> None:

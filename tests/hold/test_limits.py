@@ -147,6 +147,7 @@ RUNAWAY_BYPASSES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sql", list(RUNAWAY_BYPASSES.values()), ids=list(RUNAWAY_BYPASSES))
 def test_runaway_amplification_that_bypasses_the_allow_list_is_bounded(
     demo_mesh: Path, tmp_path: Path, sql: str
@@ -168,6 +169,7 @@ def test_runaway_amplification_that_bypasses_the_allow_list_is_bounded(
         assert error is not None, f"{sql[:110]} was answered: the value was built past every limit"
 
 
+@pytest.mark.slow
 def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(
     demo_mesh: Path, tmp_path: Path
 ) -> None:
@@ -195,6 +197,7 @@ def test_slow_reader_past_the_timeout_gets_a_clear_timeout_error(
         assert "internal_error" not in running.log()
 
 
+@pytest.mark.slow
 def test_planning_is_bounded_by_the_query_timeout(demo_mesh: Path, tmp_path: Path) -> None:
     """GetFlightInfo computes the result schema with DuckDB, which constant-folds scalar
     expressions: that work must be bounded by the timeout too (no watchdog runs there)."""
@@ -266,6 +269,7 @@ def test_deep_operator_chain_is_refused_quickly(demo_mesh: Path, tmp_path: Path,
 # --------------------------------------------------------------------------- retained plans
 
 
+@pytest.mark.slow
 def test_unredeemed_tickets_do_not_pin_unbounded_memory(demo_mesh: Path, tmp_path: Path) -> None:
     """Every GetFlightInfo keeps its planned query (text, AST, governed SQL) behind the
     ticket for ticket_ttl_seconds, up to 10,000 tickets for all users together: one user
@@ -319,6 +323,7 @@ def _assert_resource_exhausted(error: BaseException | None) -> None:
     assert "resource exhausted" in text and "retry" in text, text
 
 
+@pytest.mark.slow
 def test_concurrent_query_limit_refuses_the_third_query_only(per_user: Private) -> None:
     """Two long queries of erin hold both of her slots: her third is refused with a retry
     hint, while alice runs normally."""

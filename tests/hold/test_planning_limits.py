@@ -45,6 +45,7 @@ def test_a_statement_too_large_to_plan_is_refused_naming_the_limit(one_slot: Pri
     assert run_sql(one_slot, "bob", "SELECT 1 AS one").column(0).to_pylist() == [1]
 
 
+@pytest.mark.slow
 def test_planning_needs_a_concurrent_query_slot(one_slot: Private) -> None:
     """With erin's only slot held by a running query, her next GetFlightInfo (planning) is
     refused, not planned; once the query ends she plans again."""
@@ -107,6 +108,7 @@ def test_open_prepared_statements_per_user_are_limited(one_slot: Private) -> Non
                 cursor.close()
 
 
+@pytest.mark.slow
 def test_statement_size_limit_is_configurable(demo_mesh: Path, tmp_path: Path) -> None:
     with private_gateway(demo_mesh, tmp_path, gateway={"max_statement_bytes": 2048}) as running:
         padding = "x" * 3000

@@ -157,6 +157,7 @@ def test_tls_config_with_only_a_certificate_is_a_clear_startup_error(
     assert "tls_key_file" in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_a_clear_startup_error(demo_mesh: Path, tmp_path: Path) -> None:
     mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
     with socket.socket() as taken:
@@ -187,6 +188,7 @@ def short_tokens(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
 
 
+@pytest.mark.slow
 def test_token_expires_after_its_ttl(short_tokens: Private) -> None:
     client = short_tokens.client("alice")
     assert run_sql(short_tokens, "alice", "SELECT 1 AS one", client=client).num_rows == 1

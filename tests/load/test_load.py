@@ -46,6 +46,8 @@ from support.memory import MB
 from support.oracle import Oracle
 from support.servers import private_gateway
 
+pytestmark = pytest.mark.slow
+
 DURATION = float(os.environ.get("MESHGATE_LOAD_SECONDS", "30"))
 CLIENTS = int(os.environ.get("MESHGATE_LOAD_CLIENTS", "32"))
 RSS_GROWTH_LIMIT = 300 * MB

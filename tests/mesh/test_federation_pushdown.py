@@ -397,6 +397,7 @@ def federated_records(mesh: Mesh, offset: int, count: int) -> list[dict]:
         time.sleep(0.05)
 
 
+@pytest.mark.mesh
 @pytest.mark.parametrize(
     "sql",
     [JOIN_AGGREGATE, SUBTREE, Q15_LIKE, SHIPPED, CORRELATED, HAVING],
@@ -409,6 +410,7 @@ def test_mesh_answers_equal_embedded_for_every_user(mesh, gateway, connections, 
         assert got == expected, f"{user}: mesh {got[:2]} / embedded {expected[:2]}"
 
 
+@pytest.mark.mesh
 def test_log_reports_pushed_fragments_and_bytes_against_whole_products(mesh, connections):
     """The whole-products estimate is measured in the background (it never delays a query)
     and logged once known: run each query until its log line carries it."""

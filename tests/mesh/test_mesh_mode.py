@@ -38,6 +38,8 @@ from support.servers import RunningGateway
 from benchmarks.launch import REPO
 from gateway.mesh.tickets import MAGIC, TicketSealer
 
+pytestmark = pytest.mark.mesh
+
 TICKET_TTL_SECONDS = 30
 FAIL_FAST_SECONDS = 5.0
 USERS = ("alice", "bob", "carol", "erin", "dave")

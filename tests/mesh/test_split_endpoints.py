@@ -34,6 +34,8 @@ from gateway.flightsql.service import SqlService
 from gateway.mesh.tickets import MAGIC
 from gateway.security.principal import Principal
 
+pytestmark = pytest.mark.mesh
+
 SPLIT = 4
 USERS = ("alice", "bob", "carol", "erin", "dave")
 VISIT_FILES = 8  # file names chosen so that md5 % 4 puts 2, 2, 3 and 1 files in the partitions
