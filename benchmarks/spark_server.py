@@ -8,7 +8,9 @@ that in a child process and waits until the server answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +47,7 @@ def start(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,  # its JVM too is stopped with the process group
         )
     server = SparkServer(process, port, token, log_path)
     from gateway.spark.connect import SparkConnect
@@ -64,14 +67,15 @@ def start(
 
 
 def stop(server: SparkServer, timeout: float = 30.0) -> None:
-    """Terminate the server (and its JVM) and wait for it."""
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout)
+    """Terminate the server and its JVM (the whole process group) and wait for them."""
+    group = server.process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)  # a JVM still busy with a job
+    server.process.wait(timeout)
 
 
 def _serve(port: int, master: str) -> None:

@@ -55,9 +55,11 @@ class AuditRecorder:
             reason=getattr(exc, "reason", None),
         )
 
-    def begin(self, planned: PlannedQuery, node: str | None = None) -> Finish:
+    def begin(
+        self, planned: PlannedQuery, node: str | None = None, engine: str = "embedded"
+    ) -> Finish:
         """Record (durably) that ``planned`` starts; return the callback that records its end."""
-        sequence, finish = self.begin_deferred(planned, node)
+        sequence, finish = self.begin_deferred(planned, node, engine)
         self.wait_durable(sequence)
         return finish
 
@@ -65,12 +67,17 @@ class AuditRecorder:
         """Wait until the record numbered ``sequence`` is on disk."""
         self._log.wait_durable(sequence)
 
-    def begin_deferred(self, planned: PlannedQuery, node: str | None = None) -> tuple[int, Finish]:
-        """Append the begin record of ``planned`` without waiting for the disk; return its
-        sequence number (for ``wait_durable``) and the callback that appends its end."""
+    def begin_deferred(
+        self, planned: PlannedQuery, node: str | None = None, engine: str = "embedded"
+    ) -> tuple[int, Finish]:
+        """Append the begin record of ``planned`` (run by the executor named ``engine``)
+        without waiting for the disk; return its sequence number (for ``wait_durable``) and
+        the callback that appends its end."""
         audit = self._log
         query_id = audit.new_query_id()
-        sequence = audit.append("query_begin", query_id=query_id, **_begin_fields(planned, node))
+        sequence = audit.append(
+            "query_begin", query_id=query_id, **_begin_fields(planned, node), engine=engine
+        )
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
             audit.append_lazily(  # nobody waits for it: the rows have left already
@@ -82,23 +89,30 @@ class AuditRecorder:
                 bytes=stats.bytes,
                 duration_ms=monotonic_ms(stats.started),
                 error=error,
+                engine_operation=stats.operation,
             )
 
         return sequence, finish
 
-    def streamed(self, planned: PlannedQuery, open_: Callable[[Finish], Opened]) -> Opened:
+    def streamed(
+        self, planned: PlannedQuery, open_: Callable[[Finish], Opened], engine: str = "embedded"
+    ) -> Opened:
         """``open_(finish)`` (an executor's ``open``, whose stream calls ``finish`` when it
         ends) with the audit records of ``planned``: the begin record is written when
         streaming begins and is on disk before the first batch leaves (the query computes
         while it is flushed); the end record always follows."""
         end = _LateFinish()
         schema, batches = open_(end)
-        return schema, self._audited(planned, end, batches)
+        return schema, self._audited(planned, end, batches, engine)
 
     def _audited(
-        self, planned: PlannedQuery, end: _LateFinish, batches: Iterator[pa.RecordBatch]
+        self,
+        planned: PlannedQuery,
+        end: _LateFinish,
+        batches: Iterator[pa.RecordBatch],
+        engine: str,
     ) -> Iterator[pa.RecordBatch]:
-        sequence, finish = self.begin_deferred(planned)
+        sequence, finish = self.begin_deferred(planned, engine=engine)
         end.bind(finish)
         try:
             first = next(batches, None)
@@ -139,7 +153,9 @@ class NullAuditRecorder(AuditRecorder):
     def wait_durable(self, sequence: int) -> None:
         return None
 
-    def begin_deferred(self, planned: PlannedQuery, node: str | None = None) -> tuple[int, Finish]:
+    def begin_deferred(
+        self, planned: PlannedQuery, node: str | None = None, engine: str = "embedded"
+    ) -> tuple[int, Finish]:
         return 0, _no_finish
 
 

@@ -49,6 +49,8 @@ class StreamStats:
     rows: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.perf_counter)
+    #: the executing engine's own id of the run (Spark's operation id), for the audit
+    operation: str | None = None
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ class SqlService:
             # The executor's node serves the rows straight to the client (a client that
             # ignores locations sends the tickets back here and is relayed); one audit
             # entry, whatever the number of endpoints.
-            self._audit.begin(planned, node=executor.node)
+            self._audit.begin(planned, node=executor.node, engine=executor.name)
             endpoints = [_flight_endpoint(e) for e in executor.endpoints(planned)]
             return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
         # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
@@ -200,12 +200,14 @@ class SqlService:
             return table.schema, iter(table.to_batches())
         if planned.query.explain:
             finish = self._audit.begin(planned)
-            table = explain.explanation(planned, show_hidden=self._operator_view)
+            table = explain.explanation(
+                planned, show_hidden=self._operator_view, engine=self.router.describe(planned)
+            )
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
         executor = self.router.executor_for(planned)
         return self._audit.streamed(
-            planned, lambda finish: executor.open(planned, is_cancelled, finish)
+            planned, lambda finish: executor.open(planned, is_cancelled, finish), executor.name
         )
 
     def _in_slot(
@@ -232,7 +234,12 @@ class SqlService:
         """The gateway's status, with products' health and node reachability as
         ``principal`` may see them (all of it for the operator, without one)."""
         status = "draining" if self.draining else "ok"
-        return {"status": status, **self.visible.health(principal, self.nodes)}
+        engines = self.router.engine_health()
+        return {
+            "status": status,
+            **self.visible.health(principal, self.nodes),
+            **({"engines": engines} if engines else {}),
+        }
 
     # -- DoPut ------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ executor plus a routing rule. Executors know nothing of Flight SQL (checked by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -252,6 +252,10 @@ class RoutedExecutor(Executor, Protocol):
 
     def route(self, planned: PlannedQuery) -> Route: ...
 
+    def health(self) -> str:
+        """Whether the engine answers now ("reachable at ..." or "unreachable at ...")."""
+        ...
+
 
 class Router:
     """Chooses the executor of each planned query; built once at start-up."""
@@ -310,6 +314,26 @@ class Router:
         if self.federated is not None and any(d in self.by_domain for d in domains):
             return self.federated
         return self.embedded
+
+    def engine_health(self) -> dict[str, str]:
+        """The engine beside the gateway's, by name, and whether it answers (for health)."""
+        return {self.engine.name: self.engine.health()} if self.engine is not None else {}
+
+    def describe(self, planned: PlannedQuery) -> str:
+        """Which engine runs ``planned`` (an EXPLAIN: the statement it explains), and why."""
+        as_run = replace(planned, query=planned.query.evolve(explain=None))
+        executor = self.executor_for(as_run)
+        name = _ENGINE_NAMES.get(executor.name, executor.name)
+        if self.engine is None:
+            return name
+        return f"{name}: {self.engine.route(as_run).reason}"
+
+
+_ENGINE_NAMES = {
+    "embedded": "duckdb (the gateway's own)",
+    "node": "duckdb (the domain's node)",
+    "federated": "duckdb (federated: fragments from the nodes, joined in the gateway)",
+}
 
 
 def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:

@@ -27,18 +27,20 @@ POLICY_SCHEMA = pa.schema(
 )
 
 
-def explanation(planned: PlannedQuery, show_hidden: bool) -> pa.Table:
-    """The result of an EXPLAIN or EXPLAIN POLICY statement (see the two functions below)."""
+def explanation(planned: PlannedQuery, show_hidden: bool, engine: str) -> pa.Table:
+    """The result of an EXPLAIN or EXPLAIN POLICY statement (see the two functions below);
+    ``engine`` says which engine would run the statement, and why."""
     if planned.query.explain == "policy":
-        return policy_explanation(planned.query, show_hidden=show_hidden)
+        return policy_explanation(planned.query, show_hidden=show_hidden, engine=engine)
     try:
-        return plan_explanation(planned.catalog, planned.query, planned.parameters)
+        return plan_explanation(planned.catalog, planned.query, planned.parameters, engine)
     except duckdb.Error as exc:
         raise safe_engine_error(exc, planned.products) from exc
 
 
-def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
-    """One row per product and column: allowed, filtered, masked or denied, and by which rule.
+def policy_explanation(query: Query, show_hidden: bool, engine: str | None = None) -> pa.Table:
+    """One row per product and column: allowed, filtered, masked or denied, and by which rule
+    (after the rewritten SQL and, when given, the engine that runs it).
 
     Columns the user may not see are listed only with ``show_hidden`` (the operator's
     ``meshgate explain``): over Flight SQL an invisible column must stay invisible.
@@ -51,6 +53,8 @@ def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
             "rule": query.display_sql,
         }
     ]
+    if engine is not None:
+        rows.append({"product": "(query)", "column": None, "decision": "engine", "rule": engine})
     for key, access in sorted(query.accesses.items()):
         for reason in access.reasons:
             decision = "rows filtered" if reason.startswith("rows filtered") else "read allowed"
@@ -75,8 +79,10 @@ def policy_explanation(query: Query, show_hidden: bool) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=POLICY_SCHEMA)
 
 
-def plan_explanation(catalog: Catalog, query: Query, parameters: tuple[object, ...]) -> pa.Table:
-    """DuckDB's physical plan of the governed query.
+def plan_explanation(
+    catalog: Catalog, query: Query, parameters: tuple[object, ...], engine: str | None = None
+) -> pa.Table:
+    """DuckDB's physical plan of the governed query (and the engine that runs it).
 
     The plan is made from the display SQL, in which the hash key is a marker: DuckDB wraps
     long constants across lines of its plan drawing, so hiding the key afterwards would
@@ -92,10 +98,10 @@ def plan_explanation(catalog: Catalog, query: Query, parameters: tuple[object, .
             text = cursor.sql(query.display_sql, params=list(parameters) or None).explain()
         # Cardinality estimates come from the base tables: they would hint at hidden rows.
         text = _ESTIMATE.sub("~? rows", text)
-    return pa.Table.from_pylist(
-        [
-            {"explain_key": "governed_sql", "explain_value": query.display_sql},
-            {"explain_key": "physical_plan", "explain_value": text},
-        ],
-        schema=EXPLAIN_SCHEMA,
-    )
+    rows = [
+        {"explain_key": "governed_sql", "explain_value": query.display_sql},
+        {"explain_key": "physical_plan", "explain_value": text},
+    ]
+    if engine is not None:
+        rows.append({"explain_key": "engine", "explain_value": engine})
+    return pa.Table.from_pylist(rows, schema=EXPLAIN_SCHEMA)

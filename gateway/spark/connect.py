@@ -71,12 +71,13 @@ class SparkConnect:
     def run(
         self,
         sql: str,
+        session: str,
         operation_id: str,
         views: Mapping[str, pa.Table] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Run ``sql`` in a new session in which ``views`` are temporary views, and yield
-        its Arrow batches; the session is released when the iterator ends."""
-        session = str(uuid.uuid4())
+        """Run ``sql`` in the new session ``session`` (a UUID), in which ``views`` are
+        temporary views, and yield its Arrow batches; the session is released when the
+        iterator ends."""
         try:
             self._configure(session)
             for name, table in (views or {}).items():
@@ -97,10 +98,10 @@ class SparkConnect:
         finally:
             self._release(session)
 
-    def interrupt(self, operation_id: str) -> None:
-        """Ask Spark to stop the operation (idempotent; a finished one is left alone)."""
+    def interrupt(self, session: str, operation_id: str) -> None:
+        """Ask Spark to stop an operation of ``session`` (a finished one is left alone)."""
         request = self._pb.InterruptRequest(
-            session_id=str(uuid.uuid4()),  # interrupts reach operations of every session
+            session_id=session,
             user_context=self._context(),
             interrupt_type=self._pb.InterruptRequest.InterruptType.INTERRUPT_TYPE_OPERATION_ID,
             operation_id=operation_id,

@@ -32,8 +32,8 @@ from gateway.mesh.federation import inline_parameters
 from gateway.planning.query import Query, TargetSource
 from gateway.planning.secure import secure_subquery
 from gateway.planning.spark_sql import spark_sql
-from gateway.query.executors import EmbeddedExecutor, Executor, Finish, Opened
-from gateway.spark.connect import SparkConnect, SparkUnavailable
+from gateway.query.executors import Finish, Opened
+from gateway.spark.connect import SparkConnect
 from gateway.spark.sources import fragment_view, source_bytes, spark_source
 
 log = structlog.get_logger("meshgate.spark")
@@ -71,25 +71,36 @@ def choose_route(settings: SparkSettings, products: tuple[Product, ...]) -> Rout
 
 
 class SparkExecutor:
-    """Runs planned queries on Spark; ``route = "large"`` keeps on ``fallback`` (DuckDB)
-    what Spark cannot run exactly, and (with ``fallback = true``) what finds Spark down."""
+    """Runs planned queries on Spark. With ``route = "large"``, what Spark cannot run
+    exactly, and (``fallback = true``) what finds Spark down, stays on DuckDB."""
 
     name = "spark"
 
-    def __init__(
-        self,
-        settings: SparkSettings,
-        spark: SparkConnect,
-        plan_for: PlanFor,
-        fallback: Executor,
-    ) -> None:
+    def __init__(self, settings: SparkSettings, spark: SparkConnect, plan_for: PlanFor) -> None:
         self.settings = settings
         self.spark = spark
         self._plan_for = plan_for
-        self._fallback = fallback
 
     def route(self, planned: PlannedQuery) -> Route:
-        return choose_route(self.settings, planned.query.products)
+        """Where ``planned`` runs (see ``choose_route``), kept on DuckDB when the route is
+        ``large`` and Spark cannot run it exactly or (with ``fallback``) is unreachable."""
+        route = choose_route(self.settings, planned.query.products)
+        if route.engine != "spark" or self.settings.route != "large":
+            return route
+        try:
+            self.spark_sql(planned)
+        except QueryRefused as exc:
+            why = f"Spark cannot run it exactly: {exc.client_message}"
+        else:
+            if not self.settings.fallback or self.spark.reachable():
+                return route
+            why = f"Spark at {self.spark.endpoint} is unreachable (fallback = true)"
+        log.warning("spark_fallback", user=planned.principal.user, reason=why)
+        return Route("duckdb", f"{route.reason}, but {why}")
+
+    def health(self) -> str:
+        state = "reachable" if self.spark.reachable() else "unreachable"
+        return f"{state} at {self.spark.endpoint}"
 
     def open(
         self,
@@ -98,18 +109,7 @@ class SparkExecutor:
         on_finish: Finish | None = None,
     ) -> Opened:
         """Plan for Spark now (a refusal surfaces before any row); run lazily."""
-        try:
-            sql = self.spark_sql(planned)
-            fallback = self.settings.fallback and self.settings.route == "large"
-            if fallback and not self.spark.reachable():
-                raise SparkUnavailable(f"Spark at {self.spark.endpoint} is unreachable")
-        except (QueryRefused, SparkUnavailable) as exc:
-            if self.settings.route != "large" or (
-                isinstance(exc, SparkUnavailable) and not self.settings.fallback
-            ):
-                raise
-            log.warning("spark_fallback", user=planned.principal.user, reason=exc.client_message)
-            return self._fallback.open(planned, is_cancelled, on_finish)
+        sql = self.spark_sql(planned)
         return planned.schema, self._batches(planned, sql, is_cancelled, on_finish)
 
     def spark_sql(self, planned: PlannedQuery) -> str:
@@ -173,16 +173,25 @@ class SparkExecutor:
     ) -> Iterator[pa.RecordBatch]:
         settings = planned.catalog.engine.settings
         watchdog = planned.catalog.engine.watchdog
-        operation = str(uuid.uuid4())
-        stats, outcome, error = StreamStats(), "ok", None
+        session, operation = str(uuid.uuid4()), str(uuid.uuid4())
+        stats, outcome, error = StreamStats(operation=operation), "ok", None
+
+        def interrupt() -> None:  # an RPC: never on the watchdog's or the client's thread
+            threading.Thread(
+                target=self.spark.interrupt,
+                args=(session, operation),
+                name="meshgate-spark-interrupt",
+                daemon=True,
+            ).start()
+
         token = watchdog.watch_call(
-            lambda: _in_background(self.spark.interrupt, operation),
+            interrupt,
             is_cancelled,
             settings.query_timeout_seconds,
         )
         try:
             views = self._fragments(planned, is_cancelled)
-            for batch in self.spark.run(sql, operation, views):
+            for batch in self.spark.run(sql, session, operation, views):
                 for piece in split_by_bytes(
                     _conformed(batch, planned.schema), settings.batch_bytes
                 ):
@@ -201,7 +210,7 @@ class SparkExecutor:
                 raise QueryFailed(stop_message(stopped_by, settings.query_timeout_seconds))
         except GeneratorExit:
             outcome = "disconnected"
-            _in_background(self.spark.interrupt, operation)
+            interrupt()
             raise
         except MeshgateError as exc:
             stopped_by = watchdog.release(token)
@@ -211,7 +220,7 @@ class SparkExecutor:
                 raise QueryFailed(error) from None
             error = exc.client_message
             if isinstance(exc, ResourceExhausted):
-                _in_background(self.spark.interrupt, operation)
+                interrupt()
             raise
         finally:
             watchdog.release(token)
@@ -248,13 +257,8 @@ def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _in_background(call: Callable[[str], None], argument: str) -> None:
-    threading.Thread(
-        target=call, args=(argument,), name="meshgate-spark-interrupt", daemon=True
-    ).start()
-
-
 def spark_executor(settings: SparkSettings, plan_for: PlanFor) -> SparkExecutor:
-    """The executor for ``[engines.spark]`` (its connection is opened lazily by gRPC)."""
-    spark = SparkConnect(settings.remote, settings.connect_timeout_seconds)
-    return SparkExecutor(settings, spark, plan_for, EmbeddedExecutor())
+    """The executor for ``[engines.spark]`` (gRPC connects on first use)."""
+    return SparkExecutor(
+        settings, SparkConnect(settings.remote, settings.connect_timeout_seconds), plan_for
+    )

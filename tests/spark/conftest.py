@@ -4,7 +4,7 @@ pyspark wheel, on 127.0.0.1, with a token), and a gateway that sends queries to 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,10 @@ def spark(spark_server: SparkServer) -> Iterator[SparkConnect]:
     client.close()
 
 
-def spark_mesh(demo_mesh: Path, target: Path, remote: str, **settings: object) -> Path:
-    """A copy of the demo mesh whose ``[engines.spark]`` points at ``remote``."""
+def spark_mesh(demo_mesh: Path, target: Path, **settings: object) -> Path:
+    """A copy of the demo mesh with ``[engines.spark]`` ``settings`` (``remote`` at least)."""
     mesh = copy_mesh(demo_mesh, target)
-    configure(mesh, "engines.spark", remote=remote, **settings)
+    configure(mesh, "engines.spark", **settings)
     return mesh
 
 
@@ -45,7 +45,42 @@ def spark_gateway(
 ) -> Iterator[Private]:
     """A gateway on the demo mesh that runs every query on Spark (``route = "always"``)."""
     root = tmp_path_factory.mktemp("spark-mesh")
-    mesh = spark_mesh(demo_mesh, root / "mesh", spark_server.remote, route="always")
+    mesh = spark_mesh(demo_mesh, root / "mesh", remote=spark_server.remote, route="always")
     running = start_private(mesh, root / "gateway.log")
     yield running
     running.stop()
+
+
+@pytest.fixture
+def spark_private(
+    demo_mesh: Path, spark_server: SparkServer, tmp_path: Path
+) -> Iterator[Callable[..., Private]]:
+    """``start(engine={...}, crm_policy=(...), prepare=f, **spark_settings)``: a gateway of
+    one test on its own demo mesh copy with ``[engines.spark]`` settings (``remote``
+    defaults to the session's server), ``[engine]`` settings, extra crm policy lines and
+    ``prepare(mesh)`` applied; killed at the end."""
+    started: list[Private] = []
+
+    def start_one(
+        engine: dict | None = None,
+        crm_policy: tuple[str, ...] = (),
+        prepare: Callable[[Path], None] | None = None,
+        **spark: object,
+    ) -> Private:
+        index = len(started)
+        spark.setdefault("remote", spark_server.remote)
+        mesh = spark_mesh(demo_mesh, tmp_path / f"mesh{index}", **spark)
+        if engine:
+            configure(mesh, "engine", **engine)
+        if crm_policy:
+            with (mesh / "crm" / "policy.csv").open("a", encoding="utf-8") as policy:
+                policy.write("".join(f"{line}\n" for line in crm_policy))
+        if prepare is not None:
+            prepare(mesh)
+        running = start_private(mesh, tmp_path / f"gateway{index}.log")
+        started.append(running)
+        return running
+
+    yield start_one
+    for running in started:
+        running.kill()

@@ -120,7 +120,7 @@ def _duckdb_values(type_: str, masked: exp.Expr) -> list:
 
 def _spark_values(spark: SparkConnect, type_: str, masked: exp.Expr) -> list:
     sql = spark_sql(_select(masked))
-    batches = list(spark.run(sql, str(uuid.uuid4()), {"t": _table(type_)}))
+    batches = list(spark.run(sql, str(uuid.uuid4()), str(uuid.uuid4()), {"t": _table(type_)}))
     return pa.Table.from_batches(batches).column("m").to_pylist() if batches else []
 
 
