@@ -325,8 +325,9 @@ def path_explain(case: Case, oracle, adbc, flights) -> None:
         return
     rows = adbc_query(connection, sql.format(p=case.product)).to_pylist()
     values = {row["explain_key"]: row["explain_value"] for row in rows}
-    assert set(values) == {"governed_sql", "physical_plan"}
+    assert set(values) == {"governed_sql", "physical_plan", "engine"}
     assert values["physical_plan"].strip()
+    assert values["engine"] == "duckdb (the gateway's own)"
     for value in values.values():
         assert oracle.hash_key not in value, "EXPLAIN shows the hash key"
     governed = values["governed_sql"]
