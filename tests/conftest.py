@@ -3,13 +3,12 @@ process on 127.0.0.1."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.oracle import Oracle
-from support.servers import RunningGateway, start_gateway, stop_gateway
+from support.servers import RunningGateway, copy_mesh, start_gateway, stop_gateway
 
 from gateway.demo.mesh import write_demo_mesh
 
@@ -45,9 +44,7 @@ def oracle(demo_mesh: Path) -> Iterator[Oracle]:
 def mesh_copy(demo_mesh: Path, tmp_path: Path) -> Path:
     """A private copy of the demo mesh that a test may change (without the session
     gateway's runtime state, such as its audit log)."""
-    return Path(
-        shutil.copytree(demo_mesh, tmp_path / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
-    )
+    return copy_mesh(demo_mesh, tmp_path / "mesh")
 
 
 @pytest.fixture(scope="session")

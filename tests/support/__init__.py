@@ -3,13 +3,13 @@
 the import path); test modules never import each other.
 
 - ``servers``: gateway processes: the shared one, and a test's private one with changed
-  settings on its own mesh copy.
+  settings on its own mesh copy (started by ``benchmarks.launch``).
 - ``mesh``: mesh mode: domain node processes beside a gateway; mesh = embedded comparison.
 - ``clients``: ADBC and pyarrow.flight clients, raw-SQL queries, what a client sees of an
   error, ``Outcome`` (a table or an error) of one statement.
-- ``oracle``: what each demo user should see under the demo rules, computed from the raw
-  demo files with DuckDB.
-- ``leaks``: the adversarial suite's ground truth and leak detector.
+- ``oracle``: the one oracle of the demo rules (the session ``oracle`` fixture): the raw
+  demo data, what each demo user should see of it, and facts of it, with DuckDB.
+- ``leaks``: the leak detector of the adversarial suite.
 - ``tables``: Arrow tables compared column by column.
 - ``policy_files``: where a rule stands in a policy file (``crm/policy.csv:3``).
 - ``logs``: server log lines, audit files, CLI text.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -23,7 +22,7 @@ from benchmarks.launch import (
     stop_process,
     wait_until_ready,
 )
-from support.servers import RunningGateway, start_gateway, stop_gateway
+from support.servers import RunningGateway, copy_mesh, start_gateway, stop_gateway
 
 
 @dataclass
@@ -119,9 +118,7 @@ def running_mesh(
     """A copy of ``source_mesh`` with a ``[nodes]`` section, ``layout[domain]`` node replicas per
     domain and one gateway; every process is stopped on exit, even on failure.
     ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``)."""
-    mesh_dir = Path(
-        shutil.copytree(source_mesh, root / "mesh", ignore=shutil.ignore_patterns(".meshgate"))
-    )
+    mesh_dir = copy_mesh(source_mesh, root / "mesh")
     key = os.urandom(32).hex()
     logs = root / "logs"
     logs.mkdir()

@@ -96,9 +96,10 @@ def configure(mesh: Path, section: str, **settings: object) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def copy_mesh(demo_mesh: Path, target: Path) -> Path:
-    """A copy of ``demo_mesh`` at ``target``, without its runtime state (audit, ...)."""
-    return Path(shutil.copytree(demo_mesh, target, ignore=shutil.ignore_patterns(".meshgate")))
+def copy_mesh(mesh: Path, target: Path) -> Path:
+    """A copy of ``mesh`` at ``target`` that a test may change, without its runtime state
+    (``.meshgate/``: the audit log of the gateway that served it, ...)."""
+    return Path(shutil.copytree(mesh, target, ignore=shutil.ignore_patterns(".meshgate")))
 
 
 @dataclass
