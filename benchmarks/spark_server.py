@@ -94,7 +94,7 @@ def _serve(port: int, master: str) -> None:
         .config("spark.connect.authenticate.token", os.environ[TOKEN_VARIABLE])
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.driver.memory", "1g")
+        .config("spark.driver.memory", "2g")
         .getOrCreate()
     )
     print(f"spark connect serving on 127.0.0.1:{port} ({master})", flush=True)

@@ -22,9 +22,11 @@ Classes are defined here unless a module is named::
           ├── UnknownObject
           │    └── AccessDenied
           ├── QueryFailed
+          │    └── SparkQueryFailed       Spark ran the query and failed it (gateway.spark.connect)
           ├── ResourceExhausted
           ├── Unavailable
-          │    └── NodeUnavailable        (gateway.mesh.federation)
+          │    ├── NodeUnavailable        (gateway.mesh.federation)
+          │    └── SparkUnavailable       Spark Connect unreachable (gateway.spark.connect)
           ├── NotSupported
           └── HandleNotFound
 

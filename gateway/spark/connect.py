@@ -141,6 +141,8 @@ class SparkConnect:
         )
 
     def _configure(self, session: str) -> None:
+        """Create ``session`` with ``SESSION_CONF``: the first call of a query, so it also
+        waits for a cold server (a new session takes seconds on a loaded machine)."""
         pairs = [self._pb.KeyValue(key=k, value=v) for k, v in SESSION_CONF.items()]
         self._stub.Config(
             self._pb.ConfigRequest(
@@ -150,7 +152,7 @@ class SparkConnect:
                     set=self._pb.ConfigRequest.Set(pairs=pairs)
                 ),
             ),
-            timeout=self._connect_timeout,
+            timeout=self._connect_timeout * 6,
         )
 
     def _create_view(self, session: str, name: str, table: pa.Table) -> None:

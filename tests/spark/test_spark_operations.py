@@ -232,3 +232,34 @@ def test_spark_errors_name_spark_and_never_quote_values(spark_gateway):
     for name in names.column("name").to_pylist():
         assert name not in failed
     assert "org.apache" not in failed and "SQLSTATE" not in failed
+
+
+def test_a_fragment_past_its_bound_names_the_product_to_publish_as_parquet(spark_private):
+    private = spark_private(route="always", max_fragment_bytes=1_000_000)
+    failed = _run(private.uri, "bob", "SELECT count(*) AS n FROM sales.orders")
+    assert isinstance(failed, str)
+    assert "sales.orders is too big to send to Spark as a fragment" in failed
+    assert "max_fragment_bytes = 1,000,000" in failed and "publish it as Parquet" in failed
+    parquet = _run(private.uri, "bob", "SELECT count(*) AS n FROM crm.customers")
+    assert isinstance(parquet, pa.Table) and parquet.column("n").to_pylist() == [20000]
+
+
+def test_meshgate_explain_names_the_engine(spark_gateway):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            "--mesh",
+            str(spark_gateway.mesh),
+            "--user",
+            "alice",
+            "SELECT * FROM crm.customers",
+        ],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 0, result.output
+    assert 'spark: [engines.spark] route = "always"' in result.output
