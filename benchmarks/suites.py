@@ -324,7 +324,6 @@ def planning(ctx: Context) -> dict:
     from gateway.config import load_config
     from gateway.flightsql.service import SqlService
     from gateway.planning.planner import plan
-    from gateway.planning.query import PlanContext
     from gateway.security.auth import UserDirectory
 
     config = ctx.config
@@ -343,14 +342,7 @@ def planning(ctx: Context) -> dict:
             entry: dict = {}
             for label, user in users.items():
                 principal = directory.principal(user)
-                snapshot = state.current
-                # Built exactly like SqlService.context does.
-                context = PlanContext(
-                    principal,
-                    snapshot.catalog,
-                    snapshot.governor,
-                    hash_key=mesh_config.governance.hash_key,
-                )
+                context = service.planner.context(principal)
                 for _ in range(3):
                     plan(sql, context)
                 samples = [
@@ -358,7 +350,9 @@ def planning(ctx: Context) -> dict:
                     for _ in range(config.planning_calls)
                 ]
                 full = [
-                    timed(lambda principal=principal, sql=sql: service.plan(principal, sql))[0]
+                    timed(
+                        lambda principal=principal, sql=sql: service.planner.plan(principal, sql)
+                    )[0]
                     for _ in range(max(3, config.planning_calls // 5))
                 ]
                 execution = exec_times.get(str(number), {})

@@ -11,7 +11,7 @@ picks and recorded by the ``AuditRecorder``; metadata shows each user only what
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
 import pyarrow as pa
@@ -114,17 +114,6 @@ class SqlService:
     @property
     def active_streams(self) -> int:
         return self._active
-
-    def plan(
-        self,
-        principal: Principal,
-        text: str,
-        parameters: Sequence[object] | None = (),
-        keep_ast: bool = False,
-    ) -> PlannedQuery:
-        """``self.planner.plan``, for callers that still plan through the service
-        (``benchmarks.suites``)."""
-        return self.planner.plan(principal, text, parameters, keep_ast)
 
     # -- GetFlightInfo / GetSchema ------------------------------------------------------
 
