@@ -380,6 +380,10 @@ def bench(
     repetitions: Annotated[
         int | None, typer.Option(help="Repetitions per figure (default 5).")
     ] = None,
+    section: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this section (repeatable; see benchmarks/sections.py)."),
+    ] = None,
 ) -> None:
     """Benchmark the gateway against DuckDB in-process, raw Flight and ROAPI (benchmarks/)."""
     try:
@@ -390,7 +394,9 @@ def bench(
             "pip install 'meshgate[bench]' (from a checkout: pip install -e '.[bench]')"
         ) from None
 
-    console.print(str(run(scale=scale, out=out, quick=quick, repetitions=repetitions)))
+    console.print(
+        str(run(scale=scale, out=out, quick=quick, repetitions=repetitions, sections=section))
+    )
 
 
 @app.command("hash-password")
