@@ -55,6 +55,11 @@ SAME_NAMED_ON_SPARK = frozenset(
 )
 #: DuckDB rounds a fractional number cast to an integer, Spark truncates it
 _INTEGER_TARGETS = exp.DataType.INTEGER_TYPES
+#: DuckDB's ``avg`` and ``/`` compute in DOUBLE for every numeric type, DECIMAL included
+#: (the result is a DOUBLE); Spark's do so for every type but DECIMAL, which stays DECIMAL
+#: and is rounded to a few digits (avg to the input's scale + 4, ``/`` to scale 6 when
+#: the precision runs out): their operands go to Spark as DOUBLE
+_DOUBLE = exp.DataType.Type.DOUBLE
 #: syntax Spark reads otherwise, or not at all
 _REFUSED: dict[type[exp.Expr], str] = {
     exp.IntDiv: "integer division (//)",
@@ -112,7 +117,30 @@ def _integral(value: exp.Expr) -> bool:
     )
 
 
+def _as_double(value: exp.Expr) -> exp.Expr:
+    if isinstance(value, exp.Cast) and value.to.is_type(_DOUBLE):
+        return value
+    return exp.Cast(this=value, to=exp.DataType.build(_DOUBLE))
+
+
+def _in_double(node: exp.Expr) -> exp.Expr:
+    """``avg(x)`` as ``avg(CAST(x AS DOUBLE))``, ``a / b`` as ``CAST(a AS DOUBLE) /
+    CAST(b AS DOUBLE)``: what Spark does anyway for integers and floats, and what DuckDB
+    does for DECIMAL too."""
+    if isinstance(node, exp.Avg):
+        inner = node.this
+        if isinstance(inner, exp.Distinct):
+            inner.set("expressions", [_as_double(e) for e in inner.expressions])
+        else:
+            node.set("this", _as_double(inner))
+    elif isinstance(node, exp.Div):
+        node.set("this", _as_double(node.this))
+        node.set("expression", _as_double(node.expression))
+    return node
+
+
 def spark_sql(ast: exp.Expr) -> str:
-    """``ast`` checked (``check_spark_semantics``) and written as Spark SQL."""
+    """``ast`` checked (``check_spark_semantics``) and written as Spark SQL, averages
+    and divisions in DOUBLE as on DuckDB."""
     check_spark_semantics(ast)
-    return ast.sql(dialect="spark", comments=False)
+    return ast.transform(_in_double).sql(dialect="spark", comments=False)
