@@ -12,6 +12,7 @@ import pyarrow as pa
 import structlog
 
 from gateway.catalog.catalog import Catalog
+from gateway.config import EngineSettings
 from gateway.engine.arrow_types import plain_type
 from gateway.engine.database import Engine
 from gateway.engine.errors import is_data_error, safe_engine_error
@@ -182,16 +183,7 @@ def stream_sql(
                 if decode:
                     batch = _conform(batch, schema)
                 for piece in split_by_bytes(batch, settings.batch_bytes):
-                    stats.rows += piece.num_rows
-                    stats.bytes += piece.nbytes
-                    if (
-                        stats.rows > settings.max_result_rows
-                        or stats.bytes > settings.max_result_bytes
-                    ):
-                        raise ResourceExhausted(
-                            f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
-                            f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
-                        )
+                    count_within_limits(stats, piece, settings)
                     yield piece
         except (duckdb.InterruptException, OSError, pa.ArrowException) as exc:
             stopped_by = watchdog.release(token)
@@ -271,6 +263,20 @@ def _register(
         cursor._register_arrow_source(name, _EstimatedStream(table.reader, table.rows))
     else:
         cursor.register(name, table.reader)
+
+
+def count_within_limits(
+    stats: StreamStats, batch: pa.RecordBatch, settings: EngineSettings
+) -> None:
+    """Count ``batch`` into ``stats``; ResourceExhausted once the result passes the
+    engine's row or byte limit (whichever engine computed it)."""
+    stats.rows += batch.num_rows
+    stats.bytes += batch.nbytes
+    if stats.rows > settings.max_result_rows or stats.bytes > settings.max_result_bytes:
+        raise ResourceExhausted(
+            f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
+            f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
+        )
 
 
 def stop_message(reason: str, timeout: float) -> str:

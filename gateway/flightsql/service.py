@@ -92,7 +92,7 @@ class SqlService:
             return None
         from gateway.spark.executor import spark_executor
 
-        return spark_executor(settings, self.planner.plan_for)
+        return spark_executor(settings, self.planner.plan_for_spark)
 
     @property
     def nodes(self) -> NodeDirectory | None:
@@ -223,7 +223,7 @@ class SqlService:
         """The gateway's status, with products' health and node reachability as
         ``principal`` may see them (all of it for the operator, without one)."""
         status = "draining" if self.draining else "ok"
-        engines = self.router.engine_health()
+        engines = self.router.engine_health(operator=principal is None)
         return {
             "status": status,
             **self.visible.health(principal, self.nodes),

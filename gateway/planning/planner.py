@@ -22,6 +22,7 @@ from gateway.planning.query import PlanContext, Query, check_deadline
 from gateway.planning.read_only import require_read_only
 from gateway.planning.resolve import resolve_products
 from gateway.planning.secure import secure_sources
+from gateway.planning.spark_sql import spark_semantics
 
 Step = Callable[[Query, PlanContext], Query]
 
@@ -34,8 +35,10 @@ STEPS: tuple[Step, ...] = (
     secure_sources,
     generate_sql,
 )
-#: every step but the DuckDB SQL text: for another engine, which writes its own
-STEPS_BEFORE_SQL = STEPS[:-1]
+#: the steps for Spark: what the statement and its row filters use is checked to mean the
+#: same on Spark before the sources are secured; no DuckDB SQL text (Spark's own is
+#: written by ``gateway.planning.spark_sql.spark_sql`` once parameters are inlined)
+SPARK_STEPS: tuple[Step, ...] = (*STEPS[:-2], spark_semantics, secure_sources)
 
 
 def plan(text: str, context: PlanContext, steps: tuple[Step, ...] = STEPS) -> Query:

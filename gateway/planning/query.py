@@ -31,11 +31,11 @@ class PlanLimits:
 
 @dataclass(frozen=True)
 class TargetSource:
-    """How the target engine reads one product: a table, and whether its rows are governed
-    already (a fragment the gateway filtered and masked), so that no second filter or mask
-    applies."""
+    """How the target engine reads one product: a table (or a derived table), and whether
+    its rows are governed already (a fragment the gateway filtered and masked: then a
+    table), so that no second filter or mask applies."""
 
-    table: exp.Table
+    table: exp.Expr
     governed: bool = False
 
 

@@ -82,7 +82,7 @@ def secure_subquery(
     leakproof: list[exp.Expr] | None = None,
     barrier: bool = False,
     target: str = "duckdb",
-    source: exp.Table | None = None,
+    source: exp.Expr | None = None,
 ) -> exp.Select:
     """The filtered, masked SELECT standing in for one product, reading ``source`` (the
     engine's own view by default); with ``barrier``, behind ``target``'s security barrier,

@@ -252,8 +252,9 @@ class RoutedExecutor(Executor, Protocol):
 
     def route(self, planned: PlannedQuery) -> Route: ...
 
-    def health(self) -> str:
-        """Whether the engine answers now ("reachable at ..." or "unreachable at ...")."""
+    def health(self, operator: bool = False) -> str:
+        """Whether the engine answers ("reachable" or "unreachable"; the operator also
+        sees where it runs)."""
         ...
 
 
@@ -315,9 +316,11 @@ class Router:
             return self.federated
         return self.embedded
 
-    def engine_health(self) -> dict[str, str]:
+    def engine_health(self, operator: bool = False) -> dict[str, str]:
         """The engine beside the gateway's, by name, and whether it answers (for health)."""
-        return {self.engine.name: self.engine.health()} if self.engine is not None else {}
+        if self.engine is None:
+            return {}
+        return {self.engine.name: self.engine.health(operator)}
 
     def describe(self, planned: PlannedQuery) -> str:
         """Which engine runs ``planned`` (an EXPLAIN: the statement it explains), and why."""

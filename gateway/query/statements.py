@@ -19,7 +19,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.streaming import PlannedQuery, result_schema
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
-from gateway.planning.planner import STEPS_BEFORE_SQL, plan
+from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
 from gateway.query import explain
 from gateway.query.handles import HandleStore
@@ -175,14 +175,20 @@ class StatementPlanner:
         """``planned`` planned afresh, keeping its syntax tree (federation splits it)."""
         return self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
 
-    def plan_for(
-        self, planned: PlannedQuery, sources: Mapping[str, TargetSource], target: str = "spark"
-    ) -> Query:
-        """``planned``'s statement governed for another engine (the same policy: masks and
-        the barrier built for ``target``, products read from ``sources``), as a syntax tree
-        for that engine's executor to finish."""
-        context = replace(self.context(planned.principal), target=target, sources=sources)
-        return plan(planned.query.text, context, STEPS_BEFORE_SQL)
+    def plan_for_spark(self, planned: PlannedQuery, sources: Mapping[str, TargetSource]) -> Query:
+        """``planned``'s statement governed for Spark (the same policy: masks and the
+        barrier built for Spark, products read from ``sources``), as a syntax tree for the
+        Spark executor to finish."""
+        snapshot = self._state.current
+        if (
+            snapshot.catalog is not planned.catalog
+            or snapshot.governor.version != planned.governor_version
+        ):  # its fragments and result schema follow the policy it was planned under
+            raise InvalidQuery("the policy changed since this query was planned; run it again")
+        context = replace(
+            self.context(planned.principal, snapshot), target="spark", sources=sources
+        )
+        return plan(planned.query.text, context, SPARK_STEPS)
 
     def access_of(self, principal: Principal) -> Callable[[str], ProductAccess]:
         """The current policy's decision per product for ``principal`` (relay checks)."""

@@ -10,6 +10,7 @@ values: only Spark's error class reaches the client.
 
 from __future__ import annotations
 
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,7 @@ import grpc
 import pyarrow as pa
 import structlog
 
-from gateway.errors import QueryFailed, Unavailable
+from gateway.errors import ConfigError, QueryFailed, Unavailable
 
 log = structlog.get_logger("meshgate.spark")
 
@@ -29,7 +30,18 @@ log = structlog.get_logger("meshgate.spark")
 SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    # semantics the generated SQL relies on, whatever the cluster's defaults: errors
+    # rather than wrapped overflows and NULLs from bad casts; no ${...} substitution (it
+    # reads the server's environment); backslash escapes in string literals; decimal
+    # arithmetic that keeps its scale rather than rounding past 38 digits of precision
+    "spark.sql.ansi.enabled": "true",
+    "spark.sql.variable.substitute": "false",
+    "spark.sql.parser.escapedStringLiterals": "false",
+    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
 }
+#: a query's first call creates its Spark session: on a loaded cluster that alone can take
+#: several times the connect timeout
+_SESSION_CREATION_TIMEOUTS = 6
 
 
 class SparkUnavailable(Unavailable):
@@ -50,7 +62,7 @@ def _pyspark() -> tuple[ModuleType, Any, Any]:
             from pyspark.sql.connect.client.core import DefaultChannelBuilder
             from pyspark.sql.connect.proto.base_pb2_grpc import SparkConnectServiceStub
     except ImportError as exc:
-        raise Unavailable(
+        raise ConfigError(
             "[engines.spark] needs the Spark Connect client: pip install 'meshgate[spark]'"
         ) from exc
     return pb, SparkConnectServiceStub, DefaultChannelBuilder
@@ -61,7 +73,13 @@ class SparkConnect:
 
     def __init__(self, remote: str, connect_timeout_seconds: float = 10.0) -> None:
         self._pb, stub, builder_class = _pyspark()
-        builder = builder_class(remote)
+        try:
+            builder = builder_class(remote)
+        except Exception:  # noqa: BLE001 - pyspark's errors quote the URL and its token
+            raise ConfigError(
+                "[engines.spark] remote is not a Spark Connect address Spark accepts "
+                "(sc://host:port/;token=...; percent-encode characters such as = in the token)"
+            ) from None
         self.endpoint = builder.endpoint  # host:port, for messages (never the token)
         self._user = builder.userId or "meshgate"
         self._channel = builder.toChannel()
@@ -74,14 +92,19 @@ class SparkConnect:
         session: str,
         operation_id: str,
         views: Mapping[str, pa.Table] | None = None,
+        stopped: threading.Event | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Run ``sql`` in the new session ``session`` (a UUID), in which ``views`` are
         temporary views, and yield its Arrow batches; the session is released when the
-        iterator ends."""
+        iterator ends. Nothing starts once ``stopped`` is set (an interrupt that came
+        before the operation existed)."""
         try:
             self._configure(session)
             for name, table in (views or {}).items():
                 self._create_view(session, name, table)
+            views = None  # uploaded: the fragments need not stay in memory
+            if stopped is not None and stopped.is_set():
+                return
             request = self._pb.ExecutePlanRequest(
                 session_id=session,
                 user_context=self._context(),
@@ -94,7 +117,9 @@ class SparkConnect:
                 if response.HasField("arrow_batch"):
                     yield from pa.ipc.open_stream(response.arrow_batch.data)
         except grpc.RpcError as exc:
-            raise spark_error(exc, self.endpoint) from None
+            raise spark_error(exc) from None
+        except pa.ArrowException:
+            raise SparkQueryFailed("Spark sent a result that could not be read") from None
         finally:
             self._release(session)
 
@@ -152,7 +177,7 @@ class SparkConnect:
                     set=self._pb.ConfigRequest.Set(pairs=pairs)
                 ),
             ),
-            timeout=self._connect_timeout * 6,
+            timeout=self._connect_timeout * _SESSION_CREATION_TIMEOUTS,
         )
 
     def _create_view(self, session: str, name: str, table: pa.Table) -> None:
@@ -197,21 +222,14 @@ _UNREACHABLE = {
 }
 
 
-def spark_error(exc: grpc.RpcError, endpoint: str) -> QueryFailed | Unavailable:
+def spark_error(exc: grpc.RpcError) -> QueryFailed | Unavailable:
     """A client-safe error for a failed Spark call: Spark's error class, never its text
-    (which can quote data values)."""
+    (which can quote data values), nor where Spark runs."""
     code = exc.code() if hasattr(exc, "code") else None
     if code in _UNREACHABLE:
-        reason = (
-            "refused the gateway's credentials"
-            if code
-            in {
-                grpc.StatusCode.UNAUTHENTICATED,
-                grpc.StatusCode.PERMISSION_DENIED,
-            }
-            else "is unreachable"
-        )
-        return SparkUnavailable(f"Spark at {endpoint} {reason}; the query did not run")
+        refused = code in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+        reason = "refused the gateway's credentials" if refused else "is unreachable"
+        return SparkUnavailable(f"Spark {reason}; the query did not run")
     if code == grpc.StatusCode.CANCELLED:
         return SparkQueryFailed("Spark stopped the query")
     return SparkQueryFailed(
@@ -226,9 +244,12 @@ def _error_class(exc: grpc.RpcError) -> str:
         from grpc_status import rpc_status
     except ImportError:
         return "unknown error"
-    status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.metadata.get("errorClass") or info.reason.rsplit(".", 1)[-1]
+    try:
+        status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+        for detail in status.details if status is not None else ():
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.metadata.get("errorClass") or info.reason.rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001 - malformed details: the class stays unknown, never the text
+        return "unknown error"
     return "unknown error"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from gateway.config import SparkSettings
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
+    count_within_limits,
     split_by_bytes,
     stop_message,
     stream_sql,
@@ -34,7 +36,7 @@ from gateway.planning.secure import secure_subquery
 from gateway.planning.spark_sql import spark_sql
 from gateway.query.executors import Finish, Opened
 from gateway.spark.connect import SparkConnect
-from gateway.spark.sources import fragment_view, source_bytes, spark_source
+from gateway.spark.sources import source_bytes, spark_source
 
 log = structlog.get_logger("meshgate.spark")
 
@@ -42,7 +44,8 @@ PlanFor = Callable[[PlannedQuery, Mapping[str, TargetSource]], Query]
 """``planned`` planned again for Spark, reading each product from its source (its syntax
 tree governed for Spark, no SQL text yet)."""
 
-ENGINE_HINT = "engine"  # the contract's customProperties key: ``engine: spark``
+#: how long a Spark reachability probe is believed (health, fallback decisions)
+_REACHABILITY_TTL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,25 +57,33 @@ class Route:
 
 
 def choose_route(settings: SparkSettings, products: tuple[Product, ...]) -> Route:
-    """``route = never | always``, a contract's engine hint, or the size estimate."""
+    """``route = never | always``, a contract's engine hint, or the size estimate. The
+    reasons never give sizes: a user may not learn how big a product is beyond their view."""
     if settings.route != "large":
         engine = "spark" if settings.route == "always" else "duckdb"
         return Route(engine, f'[engines.spark] route = "{settings.route}"')
-    hinted = [p.key for p in products if p.contract.engine_hint == "spark"]
-    if hinted:
-        return Route("spark", f"the contract of {', '.join(hinted)} asks for engine spark")
-    size = sum(source_bytes(p) for p in products)
-    if size > settings.large_bytes:
-        return Route(
-            "spark",
-            f"its products hold {size:,} bytes, over large_bytes = {settings.large_bytes:,}",
-        )
-    return Route("duckdb", f"its products hold {size:,} bytes, within large_bytes")
+    for engine in ("duckdb", "spark"):
+        hinted = [p.key for p in products if p.contract.engine_hint == engine]
+        if hinted:
+            return Route(engine, f"the contract of {', '.join(hinted)} asks for engine {engine}")
+    if sum(source_bytes(p) for p in products) > settings.large_bytes:
+        return Route("spark", "its products hold more than large_bytes")
+    return Route("duckdb", "its products hold no more than large_bytes")
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A route, and for Spark the Spark SQL and the sources it reads (made once)."""
+
+    route: Route
+    sql: str | None = None
+    sources: Mapping[str, TargetSource] | None = None
 
 
 class SparkExecutor:
     """Runs planned queries on Spark. With ``route = "large"``, what Spark cannot run
-    exactly, and (``fallback = true``) what finds Spark down, stays on DuckDB."""
+    exactly, a DuckDB-file product too big for a fragment, and (``fallback = true``) what
+    finds Spark down stay on DuckDB."""
 
     name = "spark"
 
@@ -80,27 +91,73 @@ class SparkExecutor:
         self.settings = settings
         self.spark = spark
         self._plan_for = plan_for
+        self._decisions: dict[int, tuple[weakref.ref[PlannedQuery], _Decision]] = {}
+        self._lock = threading.Lock()
+        self._reachable: tuple[float, bool] = (-_REACHABILITY_TTL_SECONDS, False)
 
     def route(self, planned: PlannedQuery) -> Route:
-        """Where ``planned`` runs (see ``choose_route``), kept on DuckDB when the route is
-        ``large`` and Spark cannot run it exactly or (with ``fallback``) is unreachable."""
-        route = choose_route(self.settings, planned.query.products)
-        if route.engine != "spark" or self.settings.route != "large":
-            return route
-        try:
-            self.spark_sql(planned)
-        except QueryRefused as exc:
-            why = f"Spark cannot run it exactly: {exc.client_message}"
-        else:
-            if not self.settings.fallback or self.spark.reachable():
-                return route
-            why = f"Spark at {self.spark.endpoint} is unreachable (fallback = true)"
-        log.warning("spark_fallback", user=planned.principal.user, reason=why)
-        return Route("duckdb", f"{route.reason}, but {why}")
+        """Where ``planned`` runs (decided once per planned query, see ``_decide``)."""
+        return self._decision(planned).route
 
-    def health(self) -> str:
-        state = "reachable" if self.spark.reachable() else "unreachable"
-        return f"{state} at {self.spark.endpoint}"
+    def _decision(self, planned: PlannedQuery) -> _Decision:
+        key = id(planned)
+        with self._lock:
+            known = self._decisions.get(key)
+        if known is not None and known[0]() is planned:
+            return known[1]
+        decision = self._decide(planned)
+        with self._lock:
+            self._decisions[key] = (
+                weakref.ref(planned, lambda _: self._forget(key)),
+                decision,
+            )
+        return decision
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._decisions.pop(key, None)
+
+    def _decide(self, planned: PlannedQuery) -> _Decision:
+        route = choose_route(self.settings, planned.query.products)
+        if route.engine != "spark":
+            return _Decision(route)
+        try:
+            sources = self._sources(planned)
+            sql = self._spark_sql(planned, sources)
+        except QueryRefused as exc:
+            if self.settings.route != "large":
+                raise
+            return self._stays(planned, route, f"Spark cannot run it exactly: {exc.client_message}")
+        if self.settings.route == "large":
+            too_big = [
+                p.key
+                for p in planned.query.products
+                if sources[p.key].governed and source_bytes(p) > self.settings.max_fragment_bytes
+            ]
+            if too_big:
+                why = f"{', '.join(too_big)} is too big for a fragment (publish it as Parquet)"
+                return self._stays(planned, route, why)
+            if self.settings.fallback and not self.reachable():
+                return self._stays(planned, route, "Spark is unreachable (fallback = true)")
+        return _Decision(route, sql, sources)
+
+    def _stays(self, planned: PlannedQuery, route: Route, why: str) -> _Decision:
+        log.warning("spark_fallback", user=planned.principal.user, reason=why)
+        return _Decision(Route("duckdb", f"{route.reason}, but {why}"))
+
+    def reachable(self) -> bool:
+        """Whether Spark answered a probe (probed at most every few seconds)."""
+        checked, answer = self._reachable
+        if time.monotonic() - checked < _REACHABILITY_TTL_SECONDS:
+            return answer
+        answer = self.spark.reachable()
+        self._reachable = (time.monotonic(), answer)
+        return answer
+
+    def health(self, operator: bool = False) -> str:
+        """ "reachable" or "unreachable"; the operator also sees where."""
+        state = "reachable" if self.reachable() else "unreachable"
+        return f"{state} at {self.spark.endpoint}" if operator else state
 
     def open(
         self,
@@ -109,23 +166,39 @@ class SparkExecutor:
         on_finish: Finish | None = None,
     ) -> Opened:
         """Plan for Spark now (a refusal surfaces before any row); run lazily."""
-        sql = self.spark_sql(planned)
-        return planned.schema, self._batches(planned, sql, is_cancelled, on_finish)
+        decision = self._decision(planned)
+        if decision.sql is None or decision.sources is None:  # routed here all the same
+            sources = self._sources(planned)
+            decision = _Decision(decision.route, self._spark_sql(planned, sources), sources)
+        assert decision.sql is not None and decision.sources is not None
+        return planned.schema, self._batches(
+            planned, decision.sql, decision.sources, is_cancelled, on_finish
+        )
 
     def spark_sql(self, planned: PlannedQuery) -> str:
         """The Spark SQL ``planned`` runs as (QueryRefused when Spark cannot run it exactly)."""
-        sources = {p.key: spark_source(p) for p in planned.query.products}
+        return self._spark_sql(planned, self._sources(planned))
+
+    def _sources(self, planned: PlannedQuery) -> dict[str, TargetSource]:
+        suffix = uuid.uuid4().hex[:12]  # fragment views never collide with a user's names
+        return {p.key: spark_source(p, suffix) for p in planned.query.products}
+
+    def _spark_sql(self, planned: PlannedQuery, sources: Mapping[str, TargetSource]) -> str:
         query = self._plan_for(planned, sources)
         assert query.ast is not None  # the planning keeps its tree
         return spark_sql(inline_parameters(query.ast, planned.parameters))
 
     def _fragments(
-        self, planned: PlannedQuery, is_cancelled: Callable[[], bool]
+        self,
+        planned: PlannedQuery,
+        sources: Mapping[str, TargetSource],
+        is_cancelled: Callable[[], bool],
     ) -> dict[str, pa.Table]:
         """The governed rows of every product Spark cannot read in place."""
         views: dict[str, pa.Table] = {}
         for product in planned.query.products:
-            if not spark_source(product).governed:
+            source = sources[product.key]
+            if not source.governed:
                 continue
             select = secure_subquery(
                 product.domain,
@@ -133,7 +206,7 @@ class SparkExecutor:
                 planned.query.accesses[product.key],
                 product.column_types,
             )
-            views[fragment_view(product)] = self._fragment(
+            views[source.table.name] = self._fragment(
                 planned, product, select.sql("duckdb"), is_cancelled
             )
         return views
@@ -153,6 +226,7 @@ class SparkExecutor:
             is_cancelled,
             user=planned.principal.user,
             products=[product.key],
+            fragment_for="spark",
         ):
             size += batch.nbytes
             if size > self.settings.max_fragment_bytes:
@@ -168,6 +242,7 @@ class SparkExecutor:
         self,
         planned: PlannedQuery,
         sql: str,
+        sources: Mapping[str, TargetSource],
         is_cancelled: Callable[[], bool],
         finish: Finish | None,
     ) -> Iterator[pa.RecordBatch]:
@@ -175,8 +250,10 @@ class SparkExecutor:
         watchdog = planned.catalog.engine.watchdog
         session, operation = str(uuid.uuid4()), str(uuid.uuid4())
         stats, outcome, error = StreamStats(operation=operation), "ok", None
+        stopped = threading.Event()
 
         def interrupt() -> None:  # an RPC: never on the watchdog's or the client's thread
+            stopped.set()  # a stop that comes before Spark starts the operation
             threading.Thread(
                 target=self.spark.interrupt,
                 args=(session, operation),
@@ -184,43 +261,44 @@ class SparkExecutor:
                 daemon=True,
             ).start()
 
-        token = watchdog.watch_call(
-            interrupt,
-            is_cancelled,
-            settings.query_timeout_seconds,
-        )
+        token = watchdog.watch_call(interrupt, is_cancelled, settings.query_timeout_seconds)
         try:
-            views = self._fragments(planned, is_cancelled)
-            for batch in self.spark.run(sql, session, operation, views):
+            batches = self.spark.run(
+                sql, session, operation, self._fragments(planned, sources, is_cancelled), stopped
+            )
+            for batch in batches:
+                if stopped.is_set():
+                    break
                 for piece in split_by_bytes(
                     _conformed(batch, planned.schema), settings.batch_bytes
                 ):
-                    stats.rows += piece.num_rows
-                    stats.bytes += piece.nbytes
-                    if (
-                        stats.rows > settings.max_result_rows
-                        or stats.bytes > settings.max_result_bytes
-                    ):
-                        raise ResourceExhausted(
-                            f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
-                            f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
-                        )
+                    count_within_limits(stats, piece, settings)
                     yield piece
             if (stopped_by := watchdog.release(token)) is not None:
-                raise QueryFailed(stop_message(stopped_by, settings.query_timeout_seconds))
+                outcome = stopped_by
+                error = stop_message(stopped_by, settings.query_timeout_seconds)
+                raise QueryFailed(error)
         except GeneratorExit:
-            outcome = "disconnected"
+            timed_out = time.perf_counter() - stats.started > settings.query_timeout_seconds
+            outcome = "timeout" if timed_out else "disconnected"
             interrupt()
             raise
         except MeshgateError as exc:
+            if outcome != "ok":  # stopped by the watchdog: recorded just above
+                raise
             stopped_by = watchdog.release(token)
-            outcome = stopped_by or "error"
             if stopped_by is not None:
-                error = stop_message(stopped_by, settings.query_timeout_seconds)
+                outcome, error = (
+                    stopped_by,
+                    stop_message(stopped_by, settings.query_timeout_seconds),
+                )
                 raise QueryFailed(error) from None
-            error = exc.client_message
-            if isinstance(exc, ResourceExhausted):
-                interrupt()
+            outcome, error = "error", exc.client_message
+            interrupt()
+            raise
+        except Exception:
+            outcome, error = "error", "internal error on the Spark route"
+            interrupt()
             raise
         finally:
             watchdog.release(token)
@@ -240,21 +318,46 @@ class SparkExecutor:
 
 
 def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Spark's batch as the planned schema: columns by position, cast to the planned types
-    (Spark names and sizes some results differently; the values are the same)."""
+    """Spark's batch as the planned schema: columns by position, and where Spark sizes a
+    type otherwise (an INT count, a narrower DECIMAL, a UTC timestamp), cast to the
+    planned type when every value survives; any other difference stops the query rather
+    than convert data silently."""
     if batch.schema == schema:
         return batch
-    try:
-        columns = [
-            column if column.type == field.type else column.cast(field.type)
-            for column, field in zip(batch.columns, schema, strict=True)
-        ]
-    except (pa.ArrowException, ValueError) as exc:
-        raise QueryFailed(
-            "Spark returned a result that does not fit the planned result types; the query "
-            "was stopped"
-        ) from exc
+    columns = []
+    for column, target in zip(batch.columns, schema, strict=True):
+        if column.type != target.type:
+            if not _kept_by_cast(column.type, target.type):
+                raise QueryFailed(
+                    f"Spark returned column {target.name!r} as {column.type}, planned as "
+                    f"{target.type}; the query was stopped"
+                )
+            try:
+                column = column.cast(target.type)  # safe: fails on overflow or lost digits
+            except (pa.ArrowException, ValueError) as exc:
+                raise QueryFailed(
+                    f"Spark returned values of column {target.name!r} that do not fit "
+                    f"{target.type}; the query was stopped"
+                ) from exc
+        columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+_FAMILIES = (
+    lambda t: pa.types.is_integer(t) or pa.types.is_decimal(t),
+    pa.types.is_floating,
+    lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    pa.types.is_timestamp,
+    pa.types.is_date,
+    pa.types.is_boolean,
+)
+
+
+def _kept_by_cast(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether both types hold the same kind of value (a safe cast then checks each one)."""
+    if pa.types.is_decimal(source) and pa.types.is_integer(target):
+        return False  # digits after the point would go
+    return any(family(source) and family(target) for family in _FAMILIES)
 
 
 def spark_executor(settings: SparkSettings, plan_for: PlanFor) -> SparkExecutor:

@@ -1,9 +1,11 @@
 """Where Spark reads each product, and how big it is.
 
 Parquet products are read by Spark in place (the contract's path: on a cluster, the same
-path on shared storage). Any other product (a DuckDB file) reaches Spark as a governed
-Arrow fragment that the gateway computes: its temporary view, already filtered and
-masked.
+path on shared storage) when Spark reads exactly the files DuckDB reads: one file, a
+directory of hive partitions (their values cast to the contract's types, as DuckDB casts
+them), or a one-level glob. Any other product (a DuckDB file, nested folders, a ``**``
+glob, files Spark skips) reaches Spark as a governed Arrow fragment that the gateway
+computes: a temporary view of the query's own, already filtered and masked.
 """
 
 from __future__ import annotations
@@ -17,28 +19,56 @@ from connectors.local_files import LocalFilesConnector
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Product
 from gateway.planning.query import TargetSource
+from gateway.planning.secure import duckdb_type
+
+_HIDDEN_PREFIXES = ("_", ".")  # Spark skips such files and folders; DuckDB reads them
 
 
 def parquet_path(product: Product) -> str | None:
-    """The path Spark reads ``product`` from, or None when it is not Parquet files."""
+    """The path Spark reads ``product`` from, or None when Spark would not read exactly
+    the files DuckDB reads (or it is not Parquet files)."""
     connector = connector_for(product.contract.source)
     if not isinstance(connector, LocalFilesConnector):
         return None
     root = connector.root
-    return str(root) if root.is_dir() else connector.pattern
+    if not root.is_dir():
+        pattern = connector.pattern
+        files = [Path(f) for f in glob.glob(pattern)]
+        if "**" in pattern or any(f.name.startswith(_HIDDEN_PREFIXES) for f in files):
+            return None
+        return pattern
+    files = list(root.rglob("*.parquet"))
+    if any(part.startswith(_HIDDEN_PREFIXES) for f in files for part in f.relative_to(root).parts):
+        return None
+    nested = {f.parent for f in files} - {root}
+    if nested and not connector.hive_partitioned:
+        return None  # DuckDB reads nested folders; Spark reads only the top level
+    return str(root)
 
 
-def fragment_view(product: Product) -> str:
-    """The temporary view name of ``product``'s governed fragment in a Spark session."""
-    return f"meshgate_{product.domain}__{product.name}"
-
-
-def spark_source(product: Product) -> TargetSource:
-    """How a Spark query reads ``product``."""
+def spark_source(product: Product, suffix: str) -> TargetSource:
+    """How a Spark query reads ``product``; ``suffix`` makes a fragment view's name the
+    query's own."""
     path = parquet_path(product)
     if path is None:
-        return TargetSource(exp.table_(fragment_view(product), quoted=True), governed=True)
+        view = f"meshgate_{product.domain}__{product.name}_{suffix}"
+        return TargetSource(exp.table_(view, quoted=True), governed=True)
     table = exp.Table(this=exp.to_identifier(path, quoted=True), db=exp.to_identifier("parquet"))
+    connector = connector_for(product.contract.source)
+    if isinstance(connector, LocalFilesConnector) and connector.hive_partitioned:
+        typed = exp.select(
+            *(
+                exp.alias_(
+                    exp.Cast(this=exp.column(name, quoted=True), to=duckdb_type(type_).copy()),
+                    name,
+                    quoted=True,
+                )
+                for name, type_ in product.column_types.items()
+            )
+        ).from_(table)
+        return TargetSource(
+            exp.Subquery(this=typed, alias=exp.TableAlias(this=exp.to_identifier("_typed")))
+        )
     return TargetSource(table)
 
 

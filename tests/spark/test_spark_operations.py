@@ -84,14 +84,14 @@ def test_health_shows_whether_spark_answers(spark_gateway, spark_private):
         next(iter(client.do_action(flight.Action("Health", b""), options))).body.to_pybytes()
     )
     client.close()
-    assert health["engines"]["spark"].startswith("reachable at localhost:")
+    assert health["engines"]["spark"] == "reachable"  # where Spark runs is the operator's
     down = spark_private(route="always", remote=f"sc://localhost:{free_port()}/;token=x")
     client, options = down.client("bob")
     health = json.loads(
         next(iter(client.do_action(flight.Action("Health", b""), options))).body.to_pybytes()
     )
     client.close()
-    assert health["engines"]["spark"].startswith("unreachable at localhost:")
+    assert health["engines"]["spark"] == "unreachable"
 
 
 def test_route_large_sends_only_big_queries_to_spark(spark_private):
@@ -100,13 +100,11 @@ def test_route_large_sends_only_big_queries_to_spark(spark_private):
     small = spark_private(route="large", large_bytes=10**12)
     big = spark_private(route="large", large_bytes=1)
     sql = "SELECT region, count(*) AS n FROM crm.customers GROUP BY region ORDER BY region"
-    assert _explained_engine(small.uri, "bob", sql).startswith(
-        "duckdb (the gateway's own): its products hold "
+    assert _explained_engine(small.uri, "bob", sql) == (
+        "duckdb (the gateway's own): its products hold no more than large_bytes"
     )
-    assert "within large_bytes" in _explained_engine(small.uri, "bob", sql)
-    assert re.fullmatch(
-        r"spark: its products hold [\d,]+ bytes, over large_bytes = 1",
-        _explained_engine(big.uri, "bob", sql),
+    assert _explained_engine(big.uri, "bob", sql) == (
+        "spark: its products hold more than large_bytes"
     )
     on_duckdb, on_spark = _run(small.uri, "bob", sql), _run(big.uri, "bob", sql)
     assert isinstance(on_spark, pa.Table) and on_spark.equals(on_duckdb)
@@ -186,15 +184,15 @@ def test_a_query_past_the_timeout_is_interrupted_on_spark(spark_private):
         timeout=30,
     )
     assert ends and ends[0]["engine_operation"]
-    assert isinstance(
-        _run(private.uri, "bob", "SELECT 1 AS one FROM crm.customers LIMIT 1"), pa.Table
-    )
+    # the gateway still answers (a statement of its own: a Spark query may take longer than
+    # this gateway's 4 s on a loaded machine)
+    assert _explained_engine(private.uri, "bob", "SELECT 1 AS one").startswith("spark")
 
 
 def test_a_client_that_goes_away_stops_its_spark_query(spark_gateway):
     client = flight.FlightClient(spark_gateway.uri)
-    options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "bob")])
-    sql = "SELECT o.*, c.name FROM sales.orders o JOIN crm.customers c USING (customer_id)"
+    options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("erin", "erin")])
+    sql = "SELECT o.*, s.carrier FROM sales.orders o JOIN logistics.shipments s USING (order_id)"
     info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
     reader = client.do_get(info.endpoints[0].ticket, options)
     first = reader.read_chunk()
@@ -216,7 +214,8 @@ def test_spark_down_fails_fast_or_falls_back(spark_private):
     closed = f"sc://localhost:{free_port()}/;token=x"
     down = spark_private(route="always", remote=closed)
     failed = _run(down.uri, "bob", "SELECT count(*) AS n FROM crm.customers")
-    assert isinstance(failed, str) and re.search(r"Spark at localhost:\d+ is unreachable", failed)
+    assert isinstance(failed, str) and "Spark is unreachable; the query did not run" in failed
+    assert "localhost" not in failed  # where Spark runs is the operator's
     fallback = spark_private(route="large", large_bytes=1, fallback=True, remote=closed)
     table = _run(fallback.uri, "bob", "SELECT count(*) AS n FROM crm.customers")
     assert isinstance(table, pa.Table) and table.column("n").to_pylist() == [20000]
@@ -263,3 +262,13 @@ def test_meshgate_explain_names_the_engine(spark_gateway):
     )
     assert result.exit_code == 0, result.output
     assert 'spark: [engines.spark] route = "always"' in result.output
+
+
+def test_spark_substitutes_nothing_from_its_environment(spark_gateway, spark_server):
+    """Spark would replace ``${env:NAME}`` in a statement by the server's environment (its
+    token among it): the gateway's Spark SQL never lets it."""
+    sql = "SELECT '${env:MESHGATE_SPARK_TOKEN}' AS x, '${spark.app.name}' AS y FROM crm.customers LIMIT 1"
+    table = _run(spark_gateway.uri, "bob", sql)
+    assert isinstance(table, pa.Table), table
+    assert table.to_pylist() == [{"x": "${env:MESHGATE_SPARK_TOKEN}", "y": "${spark.app.name}"}]
+    assert spark_server.token not in str(table.to_pylist())

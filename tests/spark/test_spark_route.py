@@ -54,8 +54,8 @@ QUERIES = [
         "WHERE c.customer_id = sales.orders.customer_id AND c.region = 'EU')"
     ),
     (
-        "SELECT upper(name) AS u, length(email) AS l FROM crm.customers WHERE customer_id < 5 "
-        "ORDER BY customer_id"
+        "SELECT length(email) AS l, substring(name, 1, 3) AS s FROM crm.customers "
+        "WHERE customer_id < 5 ORDER BY customer_id"
     ),
 ]
 
