@@ -11,7 +11,7 @@ import pytest
 from benchmarks.barrier import run
 from benchmarks.data import find_executable
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(900)]  # TPC-H generated and run four ways
 
 
 @pytest.mark.skipif(find_executable("tpchgen-cli") is None, reason="tpchgen-cli is not installed")

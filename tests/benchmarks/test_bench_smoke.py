@@ -22,7 +22,8 @@ from benchmarks.data import find_executable
 from benchmarks.sections import KEYS
 from benchmarks.settings import BenchConfig
 
-pytestmark = [pytest.mark.bench, pytest.mark.mesh]
+#: the whole harness end to end: minutes on a loaded 2-core machine, beyond the default
+pytestmark = [pytest.mark.bench, pytest.mark.mesh, pytest.mark.timeout(900)]
 
 
 @pytest.mark.skipif(find_executable("tpchgen-cli") is None, reason="tpchgen-cli is not installed")
