@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlglot import exp, parse_one
+from support.attacks import barrier_attacks
 from support.clients import adbc_connect
 from support.probes import hidden_probe_timing_ratio
 
@@ -84,52 +85,7 @@ def evaluates_marker(nodes: list[dict]) -> bool:
     )
 
 
-ATTACKS = {
-    "where": f"SELECT count(*) FROM sales.orders WHERE CASE WHEN customer_id = 4 THEN {MARKER}(region) ELSE 'x' END = 'y'",
-    "where_or": f"SELECT * FROM sales.orders WHERE amount > 100 OR {MARKER}(region) = 'y'",
-    "join_on": (
-        f"SELECT count(*) FROM sales.orders o JOIN crm.customers c "
-        f"ON c.customer_id = o.customer_id AND {MARKER}(o.region) = 'y'"
-    ),
-    "left_join_where": (
-        f"SELECT count(*) FROM crm.customers c LEFT JOIN sales.orders o USING (customer_id) "
-        f"WHERE {MARKER}(o.region) = 'y' OR o.region IS NULL"
-    ),
-    "exists": (
-        f"SELECT count(*) FROM crm.customers c WHERE EXISTS (SELECT 1 FROM sales.orders o "
-        f"WHERE o.customer_id = c.customer_id AND {MARKER}(o.region || o.order_id::VARCHAR) = 'y')"
-    ),
-    "in_subquery": (
-        f"SELECT count(*) FROM crm.customers WHERE customer_id IN "
-        f"(SELECT customer_id FROM sales.orders WHERE {MARKER}(region) = 'y')"
-    ),
-    "having_group_key": (
-        f"SELECT customer_id, count(*) FROM sales.orders GROUP BY customer_id "
-        f"HAVING {MARKER}(customer_id::VARCHAR) = 'y'"
-    ),
-    "cte": f"WITH x AS (SELECT * FROM sales.orders) SELECT count(*) FROM x WHERE {MARKER}(region) = 'y'",
-    "derived_column": (
-        f"SELECT count(*) FROM (SELECT {MARKER}(region) AS h, customer_id FROM sales.orders) t "
-        f"WHERE h = 'y' AND customer_id = 4"
-    ),
-    "union": (
-        f"SELECT count(*) FROM (SELECT region FROM sales.orders UNION ALL SELECT region FROM sales.orders) u "
-        f"WHERE {MARKER}(region) = 'y'"
-    ),
-    "qualify": (
-        f"SELECT order_id FROM sales.orders QUALIFY {MARKER}(region) = 'y' "
-        f"AND row_number() OVER (PARTITION BY region ORDER BY order_id) = 1"
-    ),
-    "cross_product_or": (
-        f"SELECT count(*) FROM sales.orders o, crm.customers c WHERE o.customer_id = c.customer_id "
-        f"AND ((o.amount > 10 AND {MARKER}(o.region) = 'y') OR (o.amount < 5 AND c.name = 'x'))"
-    ),
-    "scalar_subquery": (
-        f"SELECT count(*) FROM crm.customers c WHERE 0 < (SELECT count(*) FROM sales.orders o "
-        f"WHERE o.customer_id = c.customer_id AND {MARKER}(o.region) = 'y')"
-    ),
-    "masked_column": f"SELECT count(*) FROM sales.orders WHERE customer_id = 4 AND {MARKER}(region) = 'y'",
-}
+ATTACKS = barrier_attacks(MARKER)
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
