@@ -10,6 +10,8 @@ the import path); test modules never import each other.
 - ``oracle``: the one oracle of the demo rules (the session ``oracle`` fixture): the raw
   demo data, what each demo user should see of it, and facts of it, with DuckDB.
 - ``leaks``: the leak detector of the adversarial suite.
+- ``attacks``: the adversarial suite's escape cases and barrier statements, as data (run on
+  DuckDB by tests/adversarial, on Spark by tests/spark).
 - ``tables``: Arrow tables compared column by column.
 - ``policy_files``: where a rule stands in a policy file (``crm/policy.csv:3``).
 - ``logs``: server log lines, audit files, CLI text.
