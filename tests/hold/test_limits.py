@@ -297,7 +297,9 @@ def test_unredeemed_tickets_do_not_pin_unbounded_memory(demo_mesh: Path, tmp_pat
         time.sleep(0.5)
         third = (running.rss() - before) // MB
         assert first < 150, f"400 unredeemed tickets for 100 MB of statements pinned {first} MB"
-        assert third - second < 50, (
+        # Pinned without bound, each round would add about 4x its 100 MB (the bug this
+        # guards against); under load the allocator's arenas alone have added up to 70 MB.
+        assert third - second < 150, (
             f"400 more unredeemed tickets grew the server from {first} to {second} to {third} MB: "
             "tickets pin memory without bound"
         )
