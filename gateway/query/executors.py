@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
 
+from gateway.audit.recorder import Finish, Opened
 from gateway.config import NodesSettings
 from gateway.engine.streaming import PlannedQuery, StreamStats, stream_batches, stream_sql
 from gateway.errors import AuthenticationError, HandleNotFound, InvalidQuery, MeshgateError
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
     from policies.engine import ProductAccess
 
 log = structlog.get_logger("meshgate.service")
-
-Finish = Callable[[StreamStats, str, str | None], None]
-"""Called once when a stream ends: ``finish(stats, outcome, error)`` (the audit's end)."""
-
-Opened = tuple[pa.Schema, Iterator[pa.RecordBatch]]
 
 
 class Executor(Protocol):
