@@ -58,6 +58,10 @@ class GatewaySettings(_Strict):
     tls_key_file: str | None = Field(
         default=None, description="PEM private key (relative: to the mesh)"
     )
+    admin_roles: tuple[str, ...] = Field(
+        default=("admin",),
+        description="users with one of these roles may list and cancel everyone's queries",
+    )
 
 
 class EngineSettings(_Strict):
@@ -179,6 +183,14 @@ class EnginesSettings(_Strict):
     spark: SparkSettings | None = None
 
 
+class MetricsSettings(_Strict):
+    """``[metrics]``: the Prometheus ``/metrics`` endpoint (none without the section).
+    ``port = 0`` picks a free port; the start-up log and banner say which."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
@@ -188,6 +200,7 @@ class MeshConfig(_Strict):
     audit: AuditSettings = AuditSettings()
     nodes: NodesSettings = NodesSettings()
     engines: EnginesSettings = EnginesSettings()
+    metrics: MetricsSettings | None = None
     users: dict[str, UserSettings] = {}
 
 
