@@ -191,6 +191,50 @@ class MetricsSettings(_Strict):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class ResourceGroupSettings(_Strict):
+    """One resource group (``[workload.groups.<name>]``): whose queries run in it, how many
+    at once, how long they may queue and run, and the largest estimated cost admitted.
+
+    A query joins the first group, in file order, that names its user or one of its roles;
+    a group that names neither takes everyone left. Users in no group run in ``default``
+    (``[workload.groups.default]`` if present, else these defaults).
+    """
+
+    users: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    max_running: int = Field(default=32, gt=0, description="the group's queries running at once")
+    max_running_per_user: int | None = Field(
+        default=None,
+        gt=0,
+        description="one user's queries running at once (default: [gateway] "
+        "max_concurrent_queries_per_user)",
+    )
+    max_queued: int = Field(default=256, ge=0, description="queries waiting for a slot, at most")
+    max_queue_wait_seconds: float = Field(
+        default=30.0, ge=0, description="a queued query waiting longer is refused"
+    )
+    query_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="the group's time limit (never above [engine] query_timeout_seconds)",
+    )
+    max_estimated_rows: float = Field(
+        default=1e11,
+        gt=0,
+        description="the largest cost admitted: rows the governed plan's operators are "
+        "estimated to produce, summed (DuckDB's cardinality estimates)",
+    )
+
+
+class WorkloadSettings(_Strict):
+    """``[workload]``: resource groups, and the bound on recursive queries."""
+
+    max_recursion_depth: int = Field(
+        default=1000, gt=0, description="iterations of a recursive CTE before it fails"
+    )
+    groups: dict[str, ResourceGroupSettings] = {}
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
@@ -201,6 +245,7 @@ class MeshConfig(_Strict):
     nodes: NodesSettings = NodesSettings()
     engines: EnginesSettings = EnginesSettings()
     metrics: MetricsSettings | None = None
+    workload: WorkloadSettings = WorkloadSettings()
     users: dict[str, UserSettings] = {}
 
 

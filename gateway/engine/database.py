@@ -9,6 +9,7 @@ gets its own cursor (a DuckDB connection to that database) and streams Arrow bat
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import shutil
 import tempfile
@@ -201,6 +202,15 @@ class Engine:
         relation = cursor.sql(sql, params=list(params) if params else None)
         return plain_schema(self._arrow_types.schema(cursor, relation))
 
+    def schema_and_plan_on(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None
+    ) -> tuple[pa.Schema, str]:
+        """``schema_on`` and the physical plan of ``sql`` as JSON, with DuckDB's cardinality
+        estimates (planned, not run)."""
+        relation = cursor.sql(sql, params=list(params) if params else None)
+        schema = plain_schema(self._arrow_types.schema(cursor, relation))
+        return schema, relation.explain(format="json")
+
     def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
         """The products among ``candidates`` whose data files an engine error names
         (all candidates when it names none)."""
@@ -221,6 +231,36 @@ class Engine:
         count = exp.select(exp.func("count", exp.Star())).from_(product_table(domain, name))
         with self.cursor() as cursor:
             return cursor.sql(count.sql("duckdb")).fetchall()[0][0]
+
+    def memory_usage(self) -> tuple[int, int]:
+        """Bytes DuckDB holds now in memory and in temporary storage (``duckdb_memory()``)."""
+        usage = exp.select(
+            exp.func(
+                "coalesce", exp.func("sum", exp.column("memory_usage_bytes")), exp.Literal.number(0)
+            ),
+            exp.func(
+                "coalesce",
+                exp.func("sum", exp.column("temporary_storage_bytes")),
+                exp.Literal.number(0),
+            ),
+        ).from_(exp.Table(this=exp.func("duckdb_memory")))
+        with self.cursor() as cursor:
+            memory, temporary = cursor.sql(usage.sql("duckdb")).fetchall()[0]
+        return int(memory), int(temporary)
+
+    def spill_bytes(self) -> int:
+        """Bytes in this engine's spill directory now."""
+        total = 0
+        try:
+            entries = list(os.scandir(self._spill_dir))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                total += entry.stat(follow_symlinks=False).st_size if entry.is_file() else 0
+            except OSError:
+                continue  # removed meanwhile
+        return total
 
     def close(self) -> None:
         """Close the database and remove its spill directory."""

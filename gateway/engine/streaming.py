@@ -36,6 +36,10 @@ class PlannedQuery:
     schema: pa.Schema
     parameters: tuple[object, ...] = ()
     governor_version: int = 0
+    #: rows the governed plan's operators are estimated to produce (``gateway.workload.cost``)
+    cost: float | None = None
+    #: this query's time limit, when its resource group sets one below the engine's
+    timeout_seconds: float | None = None
 
     @property
     def sql(self) -> str:
@@ -85,13 +89,40 @@ def result_schema(
 ) -> pa.Schema:
     """The result schema of ``sql`` (planned by DuckDB, no data read), within ``timeout``
     seconds (the query timeout by default: what is left of it after the pipeline)."""
+    return _bind(catalog, sql, parameters, products, timeout, with_plan=False)[0]
+
+
+def result_schema_and_plan(
+    catalog: Catalog,
+    sql: str,
+    parameters: Sequence[object],
+    products: tuple[str, ...],
+    timeout: float | None = None,
+) -> tuple[pa.Schema, str]:
+    """``result_schema`` and DuckDB's physical plan of ``sql`` as JSON (with its
+    cardinality estimates), from one binding."""
+    schema, plan = _bind(catalog, sql, parameters, products, timeout, with_plan=True)
+    assert plan is not None
+    return schema, plan
+
+
+def _bind(
+    catalog: Catalog,
+    sql: str,
+    parameters: Sequence[object],
+    products: tuple[str, ...],
+    timeout: float | None,
+    with_plan: bool,
+) -> tuple[pa.Schema, str | None]:
     engine = catalog.engine
     try:
         with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
             seconds = engine.settings.query_timeout_seconds if timeout is None else timeout
             token = engine.watchdog.watch(engine, cursor, lambda: False, seconds)
             try:
-                return engine.schema_on(cursor, sql, parameters)
+                if with_plan:
+                    return engine.schema_and_plan_on(cursor, sql, parameters)
+                return engine.schema_on(cursor, sql, parameters), None
             finally:
                 engine.watchdog.release(token)
     except duckdb.InterruptException as exc:

@@ -20,6 +20,7 @@ from gateway.planning.generate import generate_sql
 from gateway.planning.parse import parse_statement
 from gateway.planning.query import PlanContext, Query, check_deadline
 from gateway.planning.read_only import require_read_only
+from gateway.planning.recursion import bound_recursion
 from gateway.planning.resolve import resolve_products
 from gateway.planning.secure import secure_sources
 from gateway.planning.spark_sql import spark_semantics
@@ -30,6 +31,7 @@ STEPS: tuple[Step, ...] = (
     parse_statement,
     require_read_only,
     bound_collectors,
+    bound_recursion,
     resolve_products,
     authorize,
     secure_sources,

@@ -27,6 +27,8 @@ class PlanLimits:
     max_tree_nodes: int = 100_000
     #: checked between steps (and inside long ones); the query timeout by default
     max_planning_seconds: float | None = None
+    #: iterations of a recursive CTE ([workload] max_recursion_depth)
+    max_recursion_depth: int = 1000
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ MAX_ENTRY_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class CachedPlan:
-    """A governed query and, for a statement without parameters, its result schema."""
+    """A governed query and, for a statement without parameters, its result schema and
+    estimated cost."""
 
     query: Query
     schema: pa.Schema | None
+    cost: float | None = None
 
 
 PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, object], ...]]
@@ -81,7 +83,7 @@ class PlanCache:
             previous = self._entries.pop(key, None)
             if previous is not None:
                 self._bytes -= _weight(previous.query)
-            self._entries[key] = CachedPlan(plan.query.evolve(ast=None), plan.schema)
+            self._entries[key] = CachedPlan(plan.query.evolve(ast=None), plan.schema, plan.cost)
             self._bytes += size
             while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)

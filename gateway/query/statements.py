@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
-from gateway.engine.streaming import PlannedQuery, result_schema
+from gateway.engine.streaming import PlannedQuery, result_schema_and_plan
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
 from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
@@ -25,6 +25,7 @@ from gateway.query import explain
 from gateway.query.handles import HandleStore
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.security.principal import Principal
+from gateway.workload.cost import plan_cost
 
 if TYPE_CHECKING:
     from policies.engine import ProductAccess
@@ -58,6 +59,7 @@ class StatementPlanner:
         self._limits = PlanLimits(
             max_statement_bytes=settings.max_statement_bytes,
             max_planning_seconds=state.config.engine.query_timeout_seconds,
+            max_recursion_depth=state.config.workload.max_recursion_depth,
         )
         self._plans = PlanCache()
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
@@ -108,8 +110,8 @@ class StatementPlanner:
                     f"the statement has {query.parameter_count} parameter(s) but "
                     f"{len(parameters)} value(s) were bound"
                 )
-            schema = (
-                cached.schema
+            schema, cost = (
+                (cached.schema, cached.cost)
                 if cached and cached.schema
                 else self._result_schema(context, query, parameters, started)
             )
@@ -121,7 +123,7 @@ class StatementPlanner:
                 context.catalog,
                 context.governor.version,
                 key,
-                CachedPlan(query, None if query.parameter_count else schema),
+                CachedPlan(query, *((None, None) if query.parameter_count else (schema, cost))),
             )
         return PlannedQuery(
             principal,
@@ -131,29 +133,31 @@ class StatementPlanner:
             schema,
             tuple(parameters),
             context.governor.version,
+            cost,
         )
 
     def _result_schema(
         self, context: PlanContext, query: Query, parameters: Sequence[object], started: float
-    ) -> pa.Schema:
-        """The result schema, bound by DuckDB in what is left of the planning time limit."""
+    ) -> tuple[pa.Schema, float | None]:
+        """The result schema and the estimated cost (``gateway.workload.cost``), bound and
+        planned by DuckDB in what is left of the planning time limit."""
         if query.explain == "policy":
-            return explain.POLICY_SCHEMA
+            return explain.POLICY_SCHEMA, None
         if query.explain == "plan":
-            return explain.EXPLAIN_SCHEMA
+            return explain.EXPLAIN_SCHEMA, None
         limit = context.limits.max_planning_seconds
         remaining = None if limit is None else limit - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
         assert query.sql is not None  # set by generate_sql, the last step
-        schema = result_schema(
+        schema, plan_json = result_schema_and_plan(
             context.catalog, query.sql, parameters, query.product_keys, remaining
         )
         if self._hash_key and any(self._hash_key in name for name in schema.names):
             raise InvalidQuery(
                 "name every computed column with AS: its automatic name would expose governed SQL"
             )
-        return schema
+        return schema, plan_cost(plan_json)
 
     def current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket

@@ -1,0 +1,1 @@
+"""Workload management: what a query costs, which resource group runs it, and when."""
