@@ -10,23 +10,28 @@ at once. A query's ``begin`` record is on disk before its first batch is sent (t
 computes while the record is flushed); its ``end`` record is appended with
 ``append_lazily``: it rides on the next flush or is flushed within twice
 ``LAZY_FLUSH_SECONDS``, so that the end of a stream wakes no thread. Files rotate at a
-size limit (``audit-<time>.jsonl``). JSON lines were chosen over a DuckDB table
-because appends are atomic and durable line by line, any tool can read them, and the
-engine's DuckDB stays read-only.
+size limit (``audit-<time>-<pid>-<n>.jsonl``). Several processes may append to one
+directory (a gateway, and the ``meshgate query`` commands run beside it): their records
+never interleave within a line, and rotation is coordinated through a lock file. JSON
+lines were chosen over a DuckDB table because appends are atomic and durable line by
+line, any tool can read them, and the engine's DuckDB stays read-only.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 CURRENT_FILE = "audit.jsonl"
+ROTATION_LOCK = ".rotation.lock"
 #: A lazily appended record is flushed within twice this (see ``AuditLog.append_lazily``).
 LAZY_FLUSH_SECONDS = 0.2
 
@@ -83,7 +88,7 @@ class AuditLog:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
             os.write(self._fd, line)
-            self._size += len(line)
+            self._size = os.fstat(self._fd).st_size  # other processes' records count too
             self._written += 1
             sequence = self._written
             if self._size >= self.max_bytes:
@@ -137,21 +142,25 @@ class AuditLog:
                 return
 
     def _rotate(self) -> None:
-        """Under the lock: put the full file on disk, then start a new one."""
+        """Under the lock: put the full file on disk, then start a new one. Other processes
+        may append to the same directory (``meshgate query`` beside a running gateway): the
+        rename happens under a lock file, and only when the full file is still the current
+        one; a process that finds it renamed by another just opens the new current file."""
         while self._flushing:  # never close the descriptor the flusher is syncing
             self._changed.wait()
         if self._size < self.max_bytes:
             return  # another writer rotated while this one waited
         os.fsync(self._fd)
         self._durable = self._written
-        os.close(self._fd)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self._rotations += 1  # never two rotated files with one name, however fast
-        os.replace(
-            self.directory / CURRENT_FILE,
-            self.directory / f"audit-{stamp}-{self._rotations:06d}.jsonl",
-        )
-        self._fd = self._open()
+        current = self.directory / CURRENT_FILE
+        with _directory_lock(self.directory):
+            if _same_file(self._fd, current):
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                self._rotations += 1  # never two rotated files with one name, however fast
+                name = f"audit-{stamp}-{os.getpid()}-{self._rotations:06d}.jsonl"
+                os.replace(current, self.directory / name)
+            os.close(self._fd)
+            self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
@@ -164,6 +173,27 @@ class AuditLog:
         self._flusher.join()
         with self._changed:
             os.close(self._fd)
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock, between processes, on rotating the log of ``directory``."""
+    fd = os.open(directory / ROTATION_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether descriptor ``fd`` is open on the file now at ``path``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
 
 
 def read_audit(directory: Path) -> Iterator[dict]:

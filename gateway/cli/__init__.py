@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +18,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.errors import MeshgateError
+
+if TYPE_CHECKING:
+    from gateway.audit.log import AuditLog
+    from gateway.flightsql.service import SqlService
+    from gateway.security.auth import UserDirectory
+    from gateway.security.principal import Principal
 
 app = typer.Typer(
     help="Meshgate: a governed Arrow Flight SQL gateway for a data mesh.", no_args_is_help=True
@@ -126,8 +137,6 @@ def _print_banner(gateway, address: str) -> None:
         console.print(f"  {product.key:<24} {product.contract.description}")
     for problem in catalog.problems:
         console.print(f"  [red]not served[/red] {escape(problem.message)}")
-    if gateway.metrics_server is not None:
-        console.print(f"Prometheus metrics on [bold]{gateway.metrics_server.url}[/bold]")
     console.print("\nConnect from Python (pip install adbc-driver-flightsql pyarrow):\n")
     console.print(
         "import adbc_driver_flightsql.dbapi as flightsql\n"
@@ -232,17 +241,21 @@ def query(
     """Run SQL through the same pipeline as the server, as USER, and print a table."""
     path = _mesh(mesh_dir)
     try:
-        service, directory = _service(path)
-        principal = directory.principal(_known_user(service, user))
-        schema, batches = service.stream(principal, sql.encode("utf-8"), lambda: False)
-        table = Table(*schema.names)
-        shown = 0
-        for batch in batches:
-            for row in islice(batch.to_pylist(), max_rows - shown):
-                table.add_row(*(escape("NULL" if v is None else str(v)) for v in row.values()))
-                shown += 1
-            if shown >= max_rows:
-                break
+        with _session(path) as (service, principal_of):
+            schema, batches = service.stream(principal_of(user), sql.encode(), lambda: False)
+            table = Table(*schema.names)
+            shown = 0
+            try:
+                for batch in batches:
+                    for row in islice(batch.to_pylist(), max_rows - shown):
+                        table.add_row(
+                            *(escape("NULL" if v is None else str(v)) for v in row.values())
+                        )
+                        shown += 1
+                    if shown >= max_rows:
+                        break
+            finally:  # stopping early ends the stream (and writes its audit end) now
+                getattr(batches, "close", lambda: None)()
     except MeshgateError as exc:
         _fail(exc)
     console.print(table)
@@ -258,10 +271,10 @@ def explain(
     """Show the governed SQL and, per product and column, which rule allowed, filtered or masked it."""
     path = _mesh(mesh_dir)
     try:
-        service, directory = _service(path)
-        principal = directory.principal(_known_user(service, user))
-        _, batches = service.stream(principal, f"EXPLAIN POLICY {sql}".encode(), lambda: False)
-        rows = [row for batch in batches for row in batch.to_pylist()]
+        with _session(path) as (service, principal_of):
+            text = f"EXPLAIN POLICY {sql}".encode()
+            _, batches = service.stream(principal_of(user), text, lambda: False)
+            rows = [row for batch in batches for row in batch.to_pylist()]
     except MeshgateError as exc:
         _fail(exc)
     console.print(f"[bold]Governed SQL for {user}:[/bold]")
@@ -287,18 +300,19 @@ def policy_test(mesh_dir: MeshDir = None) -> None:
     from policies.testing import find_case_files, load_cases, run_cases
 
     path = _mesh(mesh_dir)
-    try:
-        service, directory = _service(path)
-        cases = [case for file in find_case_files(path) for case in load_cases(file)]
-    except MeshgateError as exc:  # also a policy test file that cannot be read
-        _fail(exc)
+    with ExitStack() as stack:
+        try:
+            service, principal_of = stack.enter_context(_session(path))
+            cases = [case for file in find_case_files(path) for case in load_cases(file)]
+        except MeshgateError as exc:  # also a policy test file that cannot be read
+            _fail(exc)
 
-    def runner(user: str, sql: str) -> pa.Table:
-        principal = directory.principal(_known_user(service, user))
-        schema, batches = service.stream(principal, sql.encode(), lambda: False)
-        return pa.Table.from_batches(list(batches), schema=schema)
+        def runner(user: str, sql: str) -> pa.Table:
+            schema, batches = service.stream(principal_of(user), sql.encode(), lambda: False)
+            return pa.Table.from_batches(list(batches), schema=schema)
 
-    results = run_cases(cases, runner, lambda exc: isinstance(exc, (AccessDenied, QueryRefused)))
+        refused = (AccessDenied, QueryRefused)
+        results = run_cases(cases, runner, lambda exc: isinstance(exc, refused))
     failed = 0
     for result in results:
         mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
@@ -334,12 +348,15 @@ def audit(
         since_time = datetime.fromisoformat(since) if since else None
     except (MeshgateError, ValueError) as exc:
         _fail(exc)
-    table = Table("time", "user", "decision", "products", "rows", "bytes", "ms", "sql / error")
+    table = Table(
+        "time", "user", "client", "decision", "products", "rows", "bytes", "ms", "sql / error"
+    )
     for attempt in attempts(directory, user, product, since_time, limit):
         record, end = attempt.record, attempt.end
         table.add_row(
             record["time"][:19],
             record.get("user", ""),
+            escape(record.get("client") or ""),
             attempt.decision,
             ", ".join(record.get("products", [])),
             str(end.get("rows", "")),
@@ -350,15 +367,49 @@ def audit(
     console.print(table)
 
 
-def _service(path: Path):
-    """A SqlService over the mesh at ``path`` (no server, operator's view) and its users."""
+def _service(path: Path, audit: AuditLog | None = None) -> tuple[SqlService, UserDirectory]:
+    """A SqlService over the mesh at ``path`` (no server, operator's view, recording in
+    ``audit`` if given) and its users."""
     from gateway.catalog.state import MeshState
     from gateway.config import load_config
     from gateway.flightsql.service import SqlService
     from gateway.security.auth import UserDirectory
 
     config = load_config(path)
-    return SqlService(MeshState(path, config), operator_view=True), UserDirectory(config.users)
+    service = SqlService(MeshState(path, config), audit, operator_view=True)
+    return service, UserDirectory(config.users)
+
+
+@contextmanager
+def _session(path: Path) -> Iterator[tuple[SqlService, Callable[[str], Principal]]]:
+    """The service of ``_service``, whose statements are audited in the mesh's audit log
+    like a client's (``user``: the mesh user the command runs as, whose policy applies;
+    ``client``: ``cli:<OS user>@<host>``, who ran it), and the principal of a mesh user.
+    Every record is on disk when the session ends."""
+    from gateway.audit.log import AuditLog
+    from gateway.config import load_config
+
+    settings = load_config(path).audit
+    audit = AuditLog(settings.path(path), settings.max_file_bytes)
+    try:
+        service, directory = _service(path, audit)
+        client = cli_client()
+
+        def principal_of(user: str) -> Principal:
+            return replace(directory.principal(_known_user(service, user)), client=client)
+
+        yield service, principal_of
+    finally:
+        audit.close()
+
+
+def cli_client() -> str:
+    """Who runs a command, as the audit's ``client``: ``cli:<OS user>@<host>``."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor the user database
+        who = f"uid{os.getuid()}"
+    return f"cli:{who}@{socket.gethostname()}"
 
 
 def _known_user(service, user: str) -> str:

@@ -4,12 +4,15 @@ return, concurrent writers share fsyncs, and a failing disk is an error, never s
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.launch import REPO
 from gateway.audit import log as audit_module
 from gateway.audit.log import CURRENT_FILE, AuditLog, read_audit
 
@@ -176,6 +179,45 @@ def test_rotation_keeps_every_record_once(tmp_path: Path) -> None:
     numbers = [r["n"] for r in read_audit(tmp_path)]
     assert sorted(numbers) == sorted(i * 100 + k for i in range(4) for k in range(20))
     assert len(list(tmp_path.glob("audit-*.jsonl"))) >= 2
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from gateway.audit.log import AuditLog
+log = AuditLog(Path(sys.argv[1]), max_bytes=int(sys.argv[2]))
+for k in range(int(sys.argv[4])):
+    log.append("query_begin", writer=sys.argv[3], n=k, pad="x" * 40)
+log.close()
+"""
+
+
+def test_processes_sharing_a_log_rotate_it_without_losing_or_piling_records(
+    tmp_path: Path,
+) -> None:
+    """A gateway and the ``meshgate query`` commands beside it append to one directory:
+    every record lands once, and no process keeps filling a file another one rotated."""
+    max_bytes, count = 4_000, 2_000
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), str(max_bytes), name, str(count)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for name in ("a", "b", "c")
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    records = list(read_audit(tmp_path))
+    for name in ("a", "b", "c"):
+        assert sorted(r["n"] for r in records if r["writer"] == name) == list(range(count))
+    assert len(records) == 3 * count
+    longest = max(
+        len(line) for f in tmp_path.glob("*.jsonl") for line in f.read_bytes().splitlines()
+    )
+    rotated = sorted(tmp_path.glob("audit-*.jsonl"))
+    assert len(rotated) >= 10
+    # past the limit, each other process adds at most the record it was writing
+    assert max(f.stat().st_size for f in rotated) <= max_bytes + 3 * (longest + 1)
 
 
 def test_a_querys_first_batch_waits_until_its_begin_record_is_on_disk(

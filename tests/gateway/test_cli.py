@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
+import yaml
 from typer.testing import CliRunner
 
 from benchmarks.launch import REPO
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditLog, read_audit
 from gateway.cli import app
 from gateway.security.passwords import verify_password
 
@@ -137,3 +141,73 @@ def test_explain_names_rule_files_relative_to_the_mesh(demo_mesh: Path) -> None:
     assert "by crm/policy.csv:" in result.output
     assert "by policies/global.csv:" in result.output
     assert " global.csv:" not in result.output
+
+
+def test_query_explain_and_policy_test_are_audited_as_run_from_the_command_line(
+    mesh_copy: Path,
+) -> None:
+    """Each statement of ``meshgate query``/``explain``/``policy test`` leaves the records a
+    client's would (begin and end, or the refusal), as the mesh user it ran as, with
+    ``client`` naming the command line and the OS user who ran it."""
+    tag = f"cli-{uuid.uuid4().hex[:8]}"
+    mesh = str(mesh_copy)
+    ran = run_process(
+        "query",
+        "--mesh",
+        mesh,
+        "--user",
+        "alice",
+        f"SELECT region, count(*) AS n, '{tag}' AS tag FROM sales.orders GROUP BY region",
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "1 row(s) shown" in ran.stdout  # alice sees the EU only
+    denied = run_process(
+        "query", "--mesh", mesh, "--user", "carol", f"SELECT '{tag}' AS tag FROM sales.orders"
+    )
+    assert denied.returncode == 1 and "unknown product sales.orders" in denied.stderr
+    explained = run_process(
+        "explain", "--mesh", mesh, "--user", "carol", f"SELECT '{tag}' AS t FROM crm.customers"
+    )
+    assert explained.returncode == 0, explained.stderr
+    tested = run_process("policy", "test", mesh)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+    who = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    records = list(read_audit(mesh_copy / ".meshgate" / "audit"))
+    ends = {r["query_id"]: r for r in records if r["event"] == "query_end"}
+    attempts = [r for r in records if r["event"] in ("query_begin", "query_refused")]
+    assert attempts and all(r["client"] == who for r in attempts), attempts
+
+    (query,) = [r for r in attempts if tag in r["sql"] and r["user"] == "alice"]
+    assert query["event"] == "query_begin" and query["decision"] == "allowed"
+    assert query["products"] == ["sales.orders"]
+    end = ends[query["query_id"]]
+    assert (end["outcome"], end["rows"], end["error"]) == ("ok", 1, None)
+    assert end["bytes"] > 0 and end["duration_ms"] > 0
+
+    (refusal,) = [
+        r
+        for r in attempts
+        if tag in r["sql"] and r["user"] == "carol" and "EXPLAIN" not in r["sql"]
+    ]
+    assert (refusal["event"], refusal["decision"]) == ("query_refused", "denied")
+
+    (explain_begin,) = [
+        r for r in attempts if r["sql"].startswith("EXPLAIN POLICY") and tag in r["sql"]
+    ]
+    explain_end = ends[explain_begin["query_id"]]
+    assert explain_end["outcome"] == "ok" and explain_end["rows"] >= 2
+
+    cases = [
+        case
+        for file in sorted(mesh_copy.glob("*/policy_tests.yaml"))
+        for case in yaml.safe_load(file.read_text())
+    ]
+    for case in cases:
+        runs = [r for r in attempts if r["sql"] == case["query"] and r["user"] == case["user"]]
+        assert len(runs) == 1, (case["name"], runs)
+        assert runs[0]["event"] == "query_refused" or runs[0]["query_id"] in ends
+
+    listed = run_process("audit", mesh, "--user", "alice")
+    assert listed.returncode == 0, listed.stderr
+    assert tag in listed.stdout and who in listed.stdout

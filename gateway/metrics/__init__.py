@@ -1,1 +1,0 @@
-"""What operators see: the gateway's Prometheus metrics and the ``/metrics`` endpoint."""
