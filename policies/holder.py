@@ -44,6 +44,8 @@ class PolicyHolder:
         self._signature: tuple = ()
         self._version = 0
         self._governor: Governor | None = None
+        #: policy file loads rejected so far (a broken file counts once per change)
+        self.rejections = 0
 
     @property
     def governor(self) -> Governor:
@@ -82,6 +84,7 @@ class PolicyHolder:
                         self._good[scope] = PolicyFile(path, scope, (), ())
                         continue
                     if scope not in self._errors or str(self._errors[scope]) != str(exc):
+                        self.rejections += 1
                         log.error(
                             "policy_rejected",
                             file=str(exc.path),

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from gateway.engine.streaming import PlannedQuery, StreamStats
+    from gateway.metrics.registry import GatewayMetrics
     from gateway.security.principal import Principal
 
 Finish = Callable[["StreamStats", str, "str | None"], None]
@@ -30,10 +31,12 @@ def _no_finish(stats: StreamStats, outcome: str, error: str | None) -> None:
 
 
 class AuditRecorder:
-    """Records refusals, and the begin and end of every query, in an ``AuditLog``."""
+    """Records refusals, and the begin and end of every query, in an ``AuditLog`` (and
+    counts them in ``metrics``: the one place query metrics are fed from)."""
 
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog, metrics: GatewayMetrics | None = None) -> None:
         self._log = log
+        self._metrics = metrics
 
     def refusal(self, principal: Principal, text: str, exc: MeshgateError) -> None:
         """Record that ``text`` was refused (denied, refused or failed) before running."""
@@ -54,6 +57,8 @@ class AuditRecorder:
             error=exc.client_message,
             reason=getattr(exc, "reason", None),
         )
+        if self._metrics is not None:
+            self._metrics.refused(principal, decision)
 
     def begin(
         self, planned: PlannedQuery, node: str | None = None, engine: str = "embedded"
@@ -79,7 +84,10 @@ class AuditRecorder:
             "query_begin", query_id=query_id, **_begin_fields(planned, node), engine=engine
         )
 
+        metrics = self._metrics
+
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
+            duration_ms = monotonic_ms(stats.started)
             audit.append_lazily(  # nobody waits for it: the rows have left already
                 "query_end",
                 query_id=query_id,
@@ -87,10 +95,19 @@ class AuditRecorder:
                 outcome=outcome,
                 rows=stats.rows,
                 bytes=stats.bytes,
-                duration_ms=monotonic_ms(stats.started),
+                duration_ms=duration_ms,
                 error=error,
                 engine_operation=stats.operation,
             )
+            if metrics is not None:
+                metrics.ended(
+                    planned.principal,
+                    planned.products,
+                    outcome,
+                    stats.rows,
+                    stats.bytes,
+                    duration_ms / 1000,
+                )
 
         return sequence, finish
 

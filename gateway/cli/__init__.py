@@ -137,6 +137,8 @@ def _print_banner(gateway, address: str) -> None:
         console.print(f"  {product.key:<24} {product.contract.description}")
     for problem in catalog.problems:
         console.print(f"  [red]not served[/red] {escape(problem.message)}")
+    if gateway.metrics_server is not None:
+        console.print(f"Prometheus metrics on [bold]{gateway.metrics_server.url}[/bold]")
     console.print("\nConnect from Python (pip install adbc-driver-flightsql pyarrow):\n")
     console.print(
         "import adbc_driver_flightsql.dbapi as flightsql\n"

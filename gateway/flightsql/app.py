@@ -19,6 +19,9 @@ from gateway.engine.watchdog import Watchdog
 from gateway.errors import ConfigError
 from gateway.flightsql.server import MeshgateFlightServer
 from gateway.flightsql.service import SqlService
+from gateway.metrics.live import LiveCollector
+from gateway.metrics.registry import GatewayMetrics
+from gateway.metrics.server import MetricsServer
 from gateway.security.auth import LoginGuard, TokenStore, UserDirectory
 
 log = structlog.get_logger("meshgate.app")
@@ -34,6 +37,8 @@ class Gateway:
     service: SqlService
     server: MeshgateFlightServer
     _stop: threading.Event
+    metrics: GatewayMetrics
+    metrics_server: MetricsServer | None = None
 
     @property
     def port(self) -> int:
@@ -73,6 +78,8 @@ class Gateway:
     def shutdown(self) -> None:
         self._stop.set()
         self.server.shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
 
 def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = None) -> Gateway:
@@ -82,7 +89,8 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     watchdog = Watchdog(memory_ceiling=config.engine.process_memory_ceiling_bytes)
     state = MeshState(mesh_dir, config, watchdog=watchdog)
     audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
-    service = SqlService(state, audit)
+    metrics = GatewayMetrics()
+    service = SqlService(state, audit, metrics=metrics)
     settings = config.gateway
     tls = _tls_certificates(mesh_dir, settings)
     scheme = "grpc+tls" if tls else "grpc"
@@ -101,6 +109,9 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
             LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
             secrets=(config.governance.hash_key or "",),
             on_failed_login=failed_login,
+            on_refused=lambda login: (
+                metrics.refused_logins if login else metrics.refused_tokens
+            ).inc(),
             tls_certificates=tls,
         )
     except pa.ArrowException as exc:  # pyarrow only says "Server did not start properly"
@@ -109,17 +120,34 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
             f"cannot listen on {location}: the port is in use or the address is not this machine's; "
             "stop the other server, or choose another with --port or `gateway.port` in mesh.toml"
         ) from exc
+    try:
+        metrics_server = _serve_metrics(config, metrics, state, service)
+    except ConfigError:
+        server.shutdown()
+        audit.close()
+        raise
     stop = threading.Event()
     threading.Thread(
-        target=_watch_files, args=(state, stop), name="meshgate-reload", daemon=True
+        target=_watch_files, args=(state, stop, metrics), name="meshgate-reload", daemon=True
     ).start()
     log.info(
         "gateway_started",
         location=location.rsplit(":", 1)[0] + f":{server.port}",
         products=len(state.current.catalog),
         problems=len(state.current.catalog.problems),
+        metrics=metrics_server.url if metrics_server is not None else None,
     )
-    return Gateway(mesh_dir, config, state, service, server, stop)
+    return Gateway(mesh_dir, config, state, service, server, stop, metrics, metrics_server)
+
+
+def _serve_metrics(
+    config: MeshConfig, metrics: GatewayMetrics, state: MeshState, service: SqlService
+) -> MetricsServer | None:
+    """The ``/metrics`` endpoint of ``[metrics]`` (None without the section)."""
+    if config.metrics is None:
+        return None
+    metrics.registry.register(LiveCollector(state, service.nodes))
+    return MetricsServer(metrics.registry, config.metrics.host, config.metrics.port)
 
 
 def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
@@ -146,12 +174,13 @@ def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
     return [(pair[0], pair[1])]
 
 
-def _watch_files(state: MeshState, stop: threading.Event) -> None:
+def _watch_files(state: MeshState, stop: threading.Event, metrics: GatewayMetrics) -> None:
     """Reload contracts and policy files when they change, every second."""
     while not stop.wait(RELOAD_INTERVAL_SECONDS):
         try:
             state.refresh()
         except Exception:  # a reload must never take the server down
+            metrics.reload_failures.inc()
             log.exception("reload_failed")
 
 

@@ -74,13 +74,16 @@ class MeshgateFlightServer(flight.FlightServerBase):
         guard: LoginGuard,
         secrets: tuple[str, ...] = (),
         on_failed_login: Callable[[str, str], None] | None = None,
+        on_refused: Callable[[bool], None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
             middleware={
-                MIDDLEWARE_KEY: AuthMiddlewareFactory(users, tokens, guard, on_failed_login)
+                MIDDLEWARE_KEY: AuthMiddlewareFactory(
+                    users, tokens, guard, on_failed_login, on_refused
+                )
             },
             **kwargs,
         )

@@ -27,6 +27,7 @@ from gateway.flightsql import metadata
 from gateway.flightsql import protocol as flightsql
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
+from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
 from gateway.query.executors import Endpoint, Placing, RoutedExecutor, Router
 from gateway.query.handles import HandleStore
@@ -54,12 +55,14 @@ class SqlService:
         audit: AuditLog | None = None,
         operator_view: bool = False,
         router: Router | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         """``operator_view``: EXPLAIN POLICY also lists columns hidden from the user (for
         the local ``meshgate explain`` command, never for Flight clients); ``router``: where
-        queries run (default: from the config's ``[nodes]``)."""
+        queries run (default: from the config's ``[nodes]``); ``metrics``: fed by the
+        audit recorder."""
         self._state = state
-        self._audit = AuditRecorder(audit) if audit is not None else NullAuditRecorder()
+        self._audit = AuditRecorder(audit, metrics) if audit is not None else NullAuditRecorder()
         self._operator_view = operator_view
         self.planner = StatementPlanner(state, self._audit)
         self.visible = VisibleCatalog(state)

@@ -138,16 +138,22 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         tokens: TokenStore,
         guard: LoginGuard,
         on_failed_login: Callable[[str, str], None] | None = None,
+        on_refused: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_failed_login(user, reason)``: wrong credentials; ``on_refused(login)``:
+        every refused call, a login (Handshake) or a call with a refused token."""
         self._users = users
         self._tokens = tokens
         self._guard = guard
         self._on_failed_login = on_failed_login
+        self._on_refused = on_refused
 
     def start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
         try:
             return self._start_call(info, headers)
         except AuthenticationError as exc:
+            if self._on_refused is not None:
+                self._on_refused(info.method == flight.FlightMethod.HANDSHAKE)
             raise flight.FlightUnauthenticatedError(str(exc)) from None
 
     def _start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:

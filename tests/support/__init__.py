@@ -18,5 +18,6 @@ the import path); test modules never import each other.
 - ``polling``: waiting for what a server does in its own time; timing a call.
 - ``probes``: issue 11's timing probe on rows hidden by a row filter.
 - ``memory``: a server's RSS sampled while a test runs.
+- ``metrics``: a gateway's ``/metrics`` scraped and parsed.
 - ``planning``: an allow-everything ``PlanContext`` for in-process planning tests.
 """

@@ -1,0 +1,1 @@
+"""What operators see: the gateway's Prometheus metrics and the ``/metrics`` endpoint."""

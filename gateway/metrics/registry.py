@@ -1,0 +1,137 @@
+"""The gateway's Prometheus metrics, in a registry of its own (several gateways in one
+process never share a series).
+
+Query metrics are fed from one place, the audit recorder (``gateway.audit.recorder``),
+which sees every attempt: refused before running, or begun and ended. Labels are bounded:
+outcomes and resource groups are fixed sets, products come from the catalog; never a user
+name, a statement or an error text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+
+from gateway.security.principal import Principal
+
+#: The outcome label of a query that ran, from its audit outcome (anything else: failed).
+_ENDED = {
+    "ok": "ok",
+    "error": "failed",
+    "memory": "failed",
+    "timeout": "timeout",
+    "cancelled": "cancelled",
+    "disconnected": "cancelled",
+    "shutdown": "cancelled",
+}
+#: ... and of an attempt refused before running, from its audit decision.
+_REFUSED = {"denied": "denied", "refused": "refused", "failed": "failed"}
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+DEFAULT_GROUP = "default"
+
+
+def ended_outcome(outcome: str) -> str:
+    """The metrics' outcome of a query that ran and ended with audit ``outcome``."""
+    return _ENDED.get(outcome, "failed")
+
+
+class GatewayMetrics:
+    """Counters and histograms of one gateway; ``registry`` is what ``/metrics`` serves.
+
+    ``group_of`` names the resource group a principal's queries run in (the workload's
+    classification); until one is set, every query is in ``default``.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.group_of: Callable[[Principal], str] = lambda principal: DEFAULT_GROUP
+        registry = self.registry
+        self.queries = Counter(
+            "meshgate_queries",
+            "Query attempts by outcome (ok, denied, refused, failed, timeout, cancelled) "
+            "and resource group",
+            ["outcome", "group"],
+            registry=registry,
+        )
+        self.product_queries = Counter(
+            "meshgate_product_queries",
+            "Queries that ran and read a product, by product and outcome",
+            ["product", "outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "meshgate_query_duration_seconds",
+            "Time from a query's start to its end, by resource group",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "meshgate_queue_wait_seconds",
+            "Time a query waited in its resource group's queue before running",
+            ["group"],
+            buckets=QUEUE_BUCKETS,
+            registry=registry,
+        )
+        self.rows = Counter(
+            "meshgate_result_rows", "Rows sent to clients", ["group"], registry=registry
+        )
+        self.bytes = Counter(
+            "meshgate_result_bytes",
+            "Bytes of Arrow data sent to clients",
+            ["group"],
+            registry=registry,
+        )
+        self.refused_logins = Counter(
+            "meshgate_refused_logins",
+            "Logins refused (wrong credentials, unknown user, lockout, malformed)",
+            registry=registry,
+        )
+        self.refused_tokens = Counter(
+            "meshgate_refused_tokens",
+            "Calls refused for their bearer token (missing, unknown, revoked, expired)",
+            registry=registry,
+        )
+        self.reload_failures = Counter(
+            "meshgate_reload_failures",
+            "Reloads of contracts and policies that failed with an unexpected error",
+            registry=registry,
+        )
+        self.admin_cancels = Counter(
+            "meshgate_admin_cancels",
+            "Queries an admin cancelled (meshgate cancel)",
+            registry=registry,
+        )
+        ProcessCollector(namespace="meshgate", registry=registry)
+
+    def refused(self, principal: Principal, decision: str) -> None:
+        """An attempt refused before it ran, with its audit ``decision``."""
+        outcome = _REFUSED.get(decision, "failed")
+        self.queries.labels(outcome, self.group_of(principal)).inc()
+
+    def ended(
+        self,
+        principal: Principal,
+        products: Iterable[str],
+        outcome: str,
+        rows: int,
+        bytes_: int,
+        seconds: float,
+    ) -> None:
+        """A query that ran ended with audit ``outcome`` after ``seconds``, having sent
+        ``rows`` rows of ``bytes_`` bytes."""
+        group = self.group_of(principal)
+        label = ended_outcome(outcome)
+        self.queries.labels(label, group).inc()
+        for product in products:
+            self.product_queries.labels(product, label).inc()
+        self.duration.labels(group).observe(seconds)
+        self.rows.labels(group).inc(rows)
+        self.bytes.labels(group).inc(bytes_)
+
+    def queued(self, group: str, seconds: float) -> None:
+        """A query of ``group`` left the queue (to run or not) after ``seconds``."""
+        self.queue_wait.labels(group).observe(seconds)

@@ -1,0 +1,163 @@
+"""The Prometheus ``/metrics`` endpoint of a real gateway, scraped after real ADBC queries,
+refused logins and tokens, and a broken policy file: each counter moves by exactly what
+happened."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyarrow import flight
+from support.clients import CLIENT_ERRORS, adbc_connect
+from support.metrics import Scrape, metrics_url, scrape
+from support.polling import wait_until
+from support.servers import Private, configure, copy_mesh, start_private
+
+pytestmark = pytest.mark.slow
+
+ORDERS_BY_REGION = "SELECT region, count(*) AS n FROM sales.orders GROUP BY region"
+SEVEN_CUSTOMERS = "SELECT customer_id FROM crm.customers ORDER BY customer_id LIMIT 7"
+#: Bound and planned fine; fails while running (no region is a number).
+FAILS_RUNNING = "SELECT CAST(region AS INTEGER) AS r FROM sales.orders"
+
+
+@pytest.fixture
+def served(demo_mesh: Path, tmp_path: Path) -> Iterator[Private]:
+    """A private gateway with ``[metrics] port = 0``."""
+    mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
+    configure(mesh, "metrics", port=0)
+    running = start_private(mesh, tmp_path / "gateway.log")
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def url_of(running: Private) -> str:
+    return metrics_url(running.events("gateway_started"))
+
+
+def fetch(uri: str, user: str, sql: str, password: str | None = None) -> pa.Table:
+    connection = adbc_connect(uri, user, password)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        return cursor.fetch_arrow_table()
+    finally:
+        connection.close()
+
+
+def fails(uri: str, user: str, sql: str) -> str:
+    with pytest.raises(CLIENT_ERRORS) as info:
+        fetch(uri, user, sql)
+    return str(info.value)
+
+
+def delta(after: Scrape, before: Scrape, name: str, **labels: str) -> float:
+    return after.total(name, **labels) - before.total(name, **labels)
+
+
+def test_metrics_count_each_query_login_and_token_exactly(served: Private):
+    url = url_of(served)
+    before = scrape(url)
+
+    by_region = fetch(served.uri, "bob", ORDERS_BY_REGION)
+    seven = fetch(served.uri, "bob", SEVEN_CUSTOMERS)
+    assert seven.num_rows == 7
+    assert "sales.orders" in fails(served.uri, "dave", "SELECT * FROM sales.orders")  # denied
+    assert "read-only" in fails(served.uri, "bob", "DROP TABLE sales.orders")  # refused
+    fails(served.uri, "bob", FAILS_RUNNING)  # failed while running
+
+    client = flight.FlightClient(served.uri)
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token("alice", "not-her-password")
+    bogus = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer not-a-token")])
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        list(client.list_actions(bogus))
+    client.close()
+
+    ended = 3  # two ok, one failed while running
+    after = wait_until(
+        lambda: (
+            (s := scrape(url)).total("meshgate_query_duration_seconds_count")
+            - before.total("meshgate_query_duration_seconds_count")
+            >= ended
+            and s
+        ),
+        what="the three queries that ran to be counted",
+    )
+    assert isinstance(after, Scrape)
+    counted = "meshgate_queries_total"
+    assert delta(after, before, counted, outcome="ok") == 2
+    assert delta(after, before, counted, outcome="denied") == 1
+    assert delta(after, before, counted, outcome="refused") == 1
+    assert delta(after, before, counted, outcome="failed") == 1
+    assert delta(after, before, counted, outcome="cancelled") == 0
+    assert delta(after, before, counted) == 5
+    assert after.labels(counted, "group") == {"default"}
+
+    products = "meshgate_product_queries_total"
+    assert delta(after, before, products, product="sales.orders", outcome="ok") == 1
+    assert delta(after, before, products, product="crm.customers", outcome="ok") == 1
+    assert delta(after, before, products, product="sales.orders", outcome="failed") == 1
+    assert delta(after, before, products) == 3  # the refused ones read nothing
+
+    assert delta(after, before, "meshgate_query_duration_seconds_count") == ended
+    assert delta(after, before, "meshgate_query_duration_seconds_sum") > 0
+    assert delta(after, before, "meshgate_refused_logins_total") == 1
+    assert delta(after, before, "meshgate_refused_tokens_total") == 1
+
+    # Rows and bytes out: what the clients received, and what the audit recorded.
+    ends = wait_until(
+        lambda: len(e := [r for r in served.audit() if r["event"] == "query_end"]) == ended and e,
+        what="the audit's three end records",
+    )
+    assert isinstance(ends, list)
+    rows = delta(after, before, "meshgate_result_rows_total")
+    assert rows == sum(end["rows"] for end in ends)
+    ok_rows = sum(end["rows"] for end in ends if end["outcome"] == "ok")
+    assert ok_rows == by_region.num_rows + seven.num_rows
+    assert delta(after, before, "meshgate_result_bytes_total") == sum(end["bytes"] for end in ends)
+    assert delta(after, before, "meshgate_result_bytes_total") > 0
+
+
+def test_metrics_show_the_engine_and_the_process(served: Private):
+    now = scrape(url_of(served))
+    assert now.value("meshgate_engine_memory_bytes") > 0
+    assert now.value("meshgate_engine_spill_bytes") == 0  # nothing spilled yet
+    assert now.value("meshgate_process_resident_memory_bytes") > 50 * 1024**2
+    assert now.value("meshgate_catalog_problems") == 0
+    assert "meshgate_node_up" not in now.names()  # embedded: no nodes
+
+
+def test_a_rejected_policy_file_is_counted_once_and_shown_until_fixed(served: Private):
+    url = url_of(served)
+    assert scrape(url).value("meshgate_policy_reload_failures_total") == 0
+    policy = served.mesh / "crm" / "policy.csv"
+    good = policy.read_text(encoding="utf-8")
+    policy.write_text(good + "p, marketing, crm.customers.email, mask, allow, no_such_mask\n")
+    broken = wait_until(
+        lambda: (s := scrape(url)).value("meshgate_policy_files_rejected") == 1 and s,
+        what="the broken file to be counted",
+    )
+    assert isinstance(broken, Scrape)
+    assert broken.value("meshgate_policy_reload_failures_total") == 1
+    policy.write_text(good + "# fixed\n", encoding="utf-8")
+    fixed = wait_until(
+        lambda: (s := scrape(url)).value("meshgate_policy_files_rejected") == 0 and s,
+        what="the fixed file to be in force",
+    )
+    assert isinstance(fixed, Scrape)
+    assert fixed.value("meshgate_policy_reload_failures_total") == 1
+
+
+def test_no_metrics_section_no_endpoint(demo_mesh: Path, tmp_path: Path):
+    running = start_private(copy_mesh(demo_mesh, tmp_path / "mesh"), tmp_path / "gateway.log")
+    try:
+        (started,) = running.events("gateway_started")
+        assert started["metrics"] is None
+        assert "Prometheus metrics" not in running.log()
+    finally:
+        running.kill()
