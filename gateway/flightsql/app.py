@@ -22,7 +22,7 @@ from gateway.flightsql.service import SqlService
 from gateway.metrics.live import LiveCollector
 from gateway.metrics.registry import GatewayMetrics
 from gateway.metrics.server import MetricsServer
-from gateway.security.auth import LoginGuard, TokenStore, UserDirectory
+from gateway.security.auth import LOCKED_OUT, LoginGuard, TokenStore, UserDirectory
 
 log = structlog.get_logger("meshgate.app")
 
@@ -96,9 +96,11 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     scheme = "grpc+tls" if tls else "grpc"
     location = f"{scheme}://{host or settings.host}:{settings.port if port is None else port}"
 
-    def failed_login(user: str, reason: str) -> None:
-        audit.record("login_failed", user=user, error=reason)
-        log.warning("login_failed", user=user, error=reason)
+    def failed_login(user: str, error: str, reason: str) -> None:
+        """A refused login, audited with the user name tried (never the password)."""
+        event = "login_refused" if reason == LOCKED_OUT else "login_failed"
+        audit.record(event, user=user, error=error, reason=reason)
+        log.warning(event, user=user, error=error, reason=reason)
 
     try:
         server = MeshgateFlightServer(

@@ -30,6 +30,7 @@ from gateway.flightsql.service import SqlService
 from gateway.security.auth import (
     MIDDLEWARE_KEY,
     AuthMiddlewareFactory,
+    FailedLogin,
     HandshakeAuthHandler,
     LoginGuard,
     TokenStore,
@@ -73,7 +74,7 @@ class MeshgateFlightServer(flight.FlightServerBase):
         tokens: TokenStore,
         guard: LoginGuard,
         secrets: tuple[str, ...] = (),
-        on_failed_login: Callable[[str, str], None] | None = None,
+        on_failed_login: FailedLogin | None = None,
         on_refused: Callable[[bool], None] | None = None,
         **kwargs,
     ) -> None:

@@ -23,6 +23,13 @@ from gateway.security.passwords import hash_password, verify_password
 from gateway.security.principal import Principal
 
 MIDDLEWARE_KEY = "auth"
+#: Why a login was refused (``AuthMiddlewareFactory``'s ``on_failed_login``).
+INVALID_CREDENTIALS = "invalid credentials"
+LOCKED_OUT = "locked out"
+MALFORMED_CREDENTIALS = "malformed credentials"
+
+FailedLogin = Callable[[str, str, str], None]
+"""``on_failed_login(user, error, reason)``: a refused login (the user name tried)."""
 
 
 class UserDirectory:
@@ -137,10 +144,12 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         users: UserDirectory,
         tokens: TokenStore,
         guard: LoginGuard,
-        on_failed_login: Callable[[str, str], None] | None = None,
+        on_failed_login: FailedLogin | None = None,
         on_refused: Callable[[bool], None] | None = None,
     ) -> None:
-        """``on_failed_login(user, reason)``: wrong credentials; ``on_refused(login)``:
+        """``on_failed_login(user, error, reason)``: a login refused (its ``reason``:
+        ``INVALID_CREDENTIALS``, ``LOCKED_OUT``, ``MALFORMED_CREDENTIALS``; never the
+        password); ``on_refused(login)``:
         every refused call, a login (Handshake) or a call with a refused token."""
         self._users = users
         self._tokens = tokens
@@ -161,14 +170,21 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme, _, credentials = value.partition(" ")
         scheme = scheme.lower()
         if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
-            user, password = _decode_basic(credentials)
-            self._guard.check(user)
+            try:
+                user, password = _decode_basic(credentials)
+            except AuthenticationError as exc:
+                self._failed_login("", exc, MALFORMED_CREDENTIALS)
+                raise
+            try:
+                self._guard.check(user)
+            except AuthenticationError as exc:
+                self._failed_login(user, exc, LOCKED_OUT)
+                raise
             try:
                 principal = self._users.authenticate(user, password)
             except AuthenticationError as exc:
                 self._guard.failed(user)
-                if self._on_failed_login is not None:
-                    self._on_failed_login(user, str(exc))
+                self._failed_login(user, exc, INVALID_CREDENTIALS)
                 raise
             self._guard.succeeded(user)
             return AuthMiddleware(principal, self._tokens.issue(principal))
@@ -180,6 +196,10 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 "authentication required: connect with a username and password"
             )
         raise AuthenticationError("unsupported authorization scheme: use Basic, then Bearer")
+
+    def _failed_login(self, user: str, exc: AuthenticationError, reason: str) -> None:
+        if self._on_failed_login is not None:
+            self._on_failed_login(user, str(exc), reason)
 
 
 class HandshakeAuthHandler(flight.ServerAuthHandler):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import secrets
 import statistics
+import subprocess
+import sys
 import time
 import tomllib
 
@@ -14,6 +18,8 @@ import pytest
 from support.clients import adbc_connect
 from support.polling import wait_until
 from support.servers import start_gateway, stop_gateway
+
+from benchmarks.launch import REPO
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
 SQL = flight.FlightDescriptor.for_command(b"SELECT 1 AS x")
@@ -77,12 +83,32 @@ def test_repeated_failed_logins_lock_the_user_out_and_are_audited(demo_mesh, tmp
             )
         locked = core(flight_login_error(running.uri, "carol", "carol"))  # even the right password
         assert locked.startswith("too many failed logins; retry in")
+        during = "tried-during-lockout"
+        assert "too many failed logins" in str(adbc_error(running.uri, "carol", during))
         with adbc_connect(running.uri, "erin") as conn, conn.cursor() as cur:  # others unaffected
             cur.execute("SELECT 1 AS x")
             assert cur.fetchall() == [(1,)]
         audit = (mesh / ".meshgate" / "audit" / "audit.jsonl").read_text()
         assert audit.count('"event":"login_failed","user":"carol"') >= 3
-        assert "wrong" not in audit  # the attempted password is never recorded
+        assert "wrong" not in audit and during not in audit  # tried passwords are never recorded
+        records = [json.loads(line) for line in audit.splitlines()]
+        failed = [r for r in records if r["event"] == "login_failed" and r["user"] == "carol"]
+        assert {r["reason"] for r in failed} == {"invalid credentials"}
+        # every refusal during the lockout, pyarrow.flight's and ADBC's (which may retry)
+        refused = [r for r in records if r["event"] == "login_refused"]
+        assert len(refused) >= 2, refused
+        for record in refused:
+            assert (record["user"], record["reason"]) == ("carol", "locked out")
+            assert record["error"].startswith("too many failed logins; retry in")
+        listed = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "audit", str(mesh), "--user", "carol"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300", "NO_COLOR": "1"},
+            timeout=120,
+            check=True,
+        )
+        assert "login refused" in listed.stdout and "too many failed logins" in listed.stdout
     finally:
         stop_gateway(running)
 
