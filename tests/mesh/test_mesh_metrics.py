@@ -10,18 +10,17 @@ from support.logs import log_records
 from support.mesh import running_mesh
 from support.metrics import metrics_url, scrape
 from support.polling import wait_until
-from support.servers import configure
+from support.servers import configure, copy_mesh
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
 
 
 def test_node_up_follows_each_replica(demo_mesh: Path, tmp_path: Path):
-    with running_mesh(
-        demo_mesh,
-        tmp_path,
-        {"sales": 2, "crm": 1},
-        gateway_prepare=lambda mesh: configure(mesh, "metrics", port=0),
-    ) as mesh:
+    source = copy_mesh(demo_mesh, tmp_path / "source")
+    configure(source, "metrics", port=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    with running_mesh(source, run, {"sales": 2, "crm": 1}) as mesh:
         assert mesh.gateway is not None
         url = metrics_url(log_records(mesh.gateway.log(), "gateway_started"))
         first, second = mesh.nodes["sales"]
