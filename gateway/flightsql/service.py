@@ -87,15 +87,17 @@ class SqlService:
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
 
-    def _engine_beside(self, state: MeshState) -> RoutedExecutor | None:
-        """Spark, when ``[engines.spark]`` is configured (its client is the ``spark``
-        extra, imported only then)."""
+    def _engine_beside(
+        self, state: MeshState
+    ) -> Callable[[NodeDirectory | None], RoutedExecutor] | None:
+        """Spark, when ``[engines.spark]`` is configured, given the domain nodes in mesh
+        mode (its client is the ``spark`` extra, imported only then)."""
         settings = state.config.engines.spark
         if settings is None:
             return None
         from gateway.spark.executor import spark_executor
 
-        return spark_executor(settings, self.planner.plan_for_spark)
+        return lambda nodes: spark_executor(settings, self.planner.plan_for_spark, nodes)
 
     @property
     def nodes(self) -> NodeDirectory | None:

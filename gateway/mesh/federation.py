@@ -15,8 +15,8 @@
 
 A fragment runs on its domain's node (``FragmentExecutor``: the ``NodeDirectory``). Where a
 whole query runs is chosen by ``gateway.query.executors.Router``: for joins bigger than one
-machine, a Spark Connect executor (sqlglot transpiles to Spark SQL) would be one more
-executor there, with a routing rule.
+machine, Spark through Spark Connect (``gateway.spark``), whose governed fragments of
+DuckDB-file products this directory fetches from their nodes in the same way.
 """
 
 from __future__ import annotations

@@ -7,10 +7,13 @@
 - ``FederatedExecutor``: a query spanning domains: fragments from the nodes, finished in
   the gateway's DuckDB (``gateway.mesh.federation``).
 
-``Router`` is built once from the config and picks one executor per planned query. Adding
-an engine (say Spark through Spark Connect for joins bigger than one machine) is a new
-executor plus a routing rule. Executors know nothing of Flight SQL (checked by
-``lint-imports``): the Flight layer turns an ``Endpoint`` into a ``FlightEndpoint``.
+``Router`` is built once from the config and picks one executor per planned query. An
+engine beside the gateway's (Spark through Spark Connect, ``gateway.spark``) is a routed
+executor: the queries its route takes go there first, in mesh mode too (a cross-domain
+query then runs on Spark instead of being finished in the gateway, and its DuckDB-file
+products come from their nodes as governed fragments). Executors know nothing of Flight
+SQL (checked by ``lint-imports``): the Flight layer turns an ``Endpoint`` into a
+``FlightEndpoint``.
 """
 
 from __future__ import annotations
@@ -248,6 +251,11 @@ class RoutedExecutor(Executor, Protocol):
 
     def route(self, planned: PlannedQuery) -> Route: ...
 
+    def reads(self, planned: PlannedQuery) -> str | None:
+        """Where the engine gets products of ``planned`` from when it is not where they
+        lie (for EXPLAIN: in mesh mode, fragments from the nodes), or None."""
+        ...
+
     def health(self, operator: bool = False) -> str:
         """Whether the engine answers ("reachable" or "unreachable"; the operator also
         sees where it runs)."""
@@ -280,16 +288,23 @@ class Router:
         settings: NodesSettings,
         access_of: AccessOf,
         with_ast: Callable[[PlannedQuery], PlannedQuery],
-        engine: RoutedExecutor | None = None,
+        engine: Callable[[NodeDirectory | None], RoutedExecutor] | None = None,
     ) -> Router:
         """Embedded only, or (mesh mode: node domains and a ticket key) one node executor
-        per node-served domain and a federated executor; ``engine`` (Spark) beside them."""
+        per node-served domain and a federated executor; ``engine`` builds the engine
+        beside them (Spark), given the node directory in mesh mode."""
         if not (settings.domains and settings.ticket_key):
-            return cls(EmbeddedExecutor(), engine=engine)
+            return cls(EmbeddedExecutor(), engine=engine(None) if engine else None)
         nodes = NodeDirectory(settings)
         relay = NodeRelay(nodes, access_of)
         by_domain = {d: NodeExecutor(d, relay, settings.split_endpoints) for d in nodes.domains}
-        return cls(EmbeddedExecutor(), by_domain, FederatedExecutor(nodes, with_ast), relay, engine)
+        return cls(
+            EmbeddedExecutor(),
+            by_domain,
+            FederatedExecutor(nodes, with_ast),
+            relay,
+            engine(nodes) if engine else None,
+        )
 
     @property
     def nodes(self) -> NodeDirectory | None:
@@ -297,9 +312,10 @@ class Router:
         return self.relay.nodes if self.relay is not None else None
 
     def executor_for(self, planned: PlannedQuery) -> Executor:
-        """EXPLAIN runs embedded; a query the engine's route takes goes there; a query on
-        one node-served domain goes to its executor; one reading a node-served domain and
-        others is federated; the rest is embedded."""
+        """EXPLAIN runs embedded; a query the engine's route takes goes there (whatever
+        domains it reads: the engine gets node-served products from their nodes); a query
+        on one node-served domain goes to its executor; one reading a node-served domain
+        and others is federated; the rest is embedded."""
         if planned.query.explain:
             return self.embedded
         if self.engine is not None and self.engine.route(planned).engine == self.engine.name:
@@ -319,13 +335,17 @@ class Router:
         return {self.engine.name: self.engine.health(operator)}
 
     def describe(self, planned: PlannedQuery) -> str:
-        """Which engine runs ``planned`` (an EXPLAIN: the statement it explains), and why."""
+        """Which engine runs ``planned`` (an EXPLAIN: the statement it explains), why, and
+        (for the engine beside the gateway's, in mesh mode) which products it gets from
+        their nodes."""
         as_run = replace(planned, query=planned.query.evolve(explain=None))
         executor = self.executor_for(as_run)
         name = _ENGINE_NAMES.get(executor.name, executor.name)
         if self.engine is None:
             return name
-        return f"{name}: {self.engine.route(as_run).reason}"
+        described = f"{name}: {self.engine.route(as_run).reason}"
+        reads = self.engine.reads(as_run) if executor is self.engine else None
+        return f"{described}; {reads}" if reads else described
 
 
 _ENGINE_NAMES = {

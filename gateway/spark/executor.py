@@ -3,8 +3,10 @@
 Governance happens first, exactly as for DuckDB: the statement is planned again for
 Spark (the same rules; masks and the security barrier built for Spark), its parameters
 inlined as literals, checked for semantics Spark shares with DuckDB, and written as Spark
-SQL. Products that are not Parquet travel to Spark as governed Arrow fragments. Results
-stream back batch by batch under the same limits, cancellation and timeout as DuckDB's.
+SQL. Products that are not Parquet travel to Spark as governed Arrow fragments, computed
+where their data lives (``gateway.spark.fragments``: in mesh mode, by the domain's node).
+Results stream back batch by batch under the same limits, cancellation and timeout as
+DuckDB's.
 """
 
 from __future__ import annotations
@@ -27,15 +29,14 @@ from gateway.engine.streaming import (
     count_within_limits,
     split_by_bytes,
     stop_message,
-    stream_sql,
 )
-from gateway.errors import MeshgateError, QueryFailed, QueryRefused, ResourceExhausted
-from gateway.mesh.federation import inline_parameters
+from gateway.errors import MeshgateError, QueryFailed, QueryRefused
+from gateway.mesh.federation import NodeDirectory, inline_parameters
 from gateway.planning.query import Query, TargetSource
-from gateway.planning.secure import secure_subquery
 from gateway.planning.spark_sql import spark_sql
 from gateway.query.executors import Finish, Opened
 from gateway.spark.connect import SparkConnect
+from gateway.spark.fragments import SparkFragments, Stop
 from gateway.spark.sources import source_bytes, spark_source
 
 log = structlog.get_logger("meshgate.spark")
@@ -87,10 +88,18 @@ class SparkExecutor:
 
     name = "spark"
 
-    def __init__(self, settings: SparkSettings, spark: SparkConnect, plan_for: PlanFor) -> None:
+    def __init__(
+        self,
+        settings: SparkSettings,
+        spark: SparkConnect,
+        plan_for: PlanFor,
+        fragments: SparkFragments | None = None,
+    ) -> None:
+        """``fragments``: where governed fragments are computed (default: the gateway)."""
         self.settings = settings
         self.spark = spark
         self._plan_for = plan_for
+        self.fragments = fragments or SparkFragments(settings.max_fragment_bytes)
         self._decisions: dict[int, tuple[weakref.ref[PlannedQuery], _Decision]] = {}
         self._lock = threading.Lock()
         self._reachable: tuple[float, bool] = (-_REACHABILITY_TTL_SECONDS, False)
@@ -175,6 +184,21 @@ class SparkExecutor:
             planned, decision.sql, decision.sources, is_cancelled, on_finish
         )
 
+    def reads(self, planned: PlannedQuery) -> str | None:
+        """Which of ``planned``'s products reach Spark from their domain's node (for
+        EXPLAIN in mesh mode), or None."""
+        from_nodes = [
+            p
+            for p in planned.query.products
+            if self.fragments.from_node(p) and spark_source(p, "").governed
+        ]
+        if not from_nodes:
+            return None
+        return "; ".join(
+            f"{p.key} comes from domain {p.domain}'s node as a governed fragment"
+            for p in from_nodes
+        )
+
     def spark_sql(self, planned: PlannedQuery) -> str:
         """The Spark SQL ``planned`` runs as (QueryRefused when Spark cannot run it exactly)."""
         return self._spark_sql(planned, self._sources(planned))
@@ -193,50 +217,14 @@ class SparkExecutor:
         planned: PlannedQuery,
         sources: Mapping[str, TargetSource],
         is_cancelled: Callable[[], bool],
+        stop: Stop,
     ) -> dict[str, pa.Table]:
         """The governed rows of every product Spark cannot read in place."""
-        views: dict[str, pa.Table] = {}
-        for product in planned.query.products:
-            source = sources[product.key]
-            if not source.governed:
-                continue
-            select = secure_subquery(
-                product.domain,
-                product.name,
-                planned.query.accesses[product.key],
-                product.column_types,
-            )
-            views[source.table.name] = self._fragment(
-                planned, product, select.sql("duckdb"), is_cancelled
-            )
-        return views
-
-    def _fragment(
-        self, planned: PlannedQuery, product: Product, sql: str, is_cancelled: Callable[[], bool]
-    ) -> pa.Table:
-        engine = planned.catalog.engine
-        batches: list[pa.RecordBatch] = []
-        size = 0
-        schema = engine.result_schema(sql)
-        for batch in stream_sql(
-            engine,
-            sql,
-            (),
-            schema,
-            is_cancelled,
-            user=planned.principal.user,
-            products=[product.key],
-            fragment_for="spark",
-        ):
-            size += batch.nbytes
-            if size > self.settings.max_fragment_bytes:
-                raise ResourceExhausted(
-                    f"{product.key} is too big to send to Spark as a fragment (over "
-                    f"max_fragment_bytes = {self.settings.max_fragment_bytes:,}); publish it as "
-                    "Parquet so that Spark reads it in place"
-                )
-            batches.append(batch)
-        return pa.Table.from_batches(batches, schema=schema)
+        return {
+            sources[p.key].table.name: self.fragments.table(planned, p, is_cancelled, stop)
+            for p in planned.query.products
+            if sources[p.key].governed
+        }
 
     def _batches(
         self,
@@ -250,10 +238,10 @@ class SparkExecutor:
         watchdog = planned.catalog.engine.watchdog
         session, operation = str(uuid.uuid4()), str(uuid.uuid4())
         stats, outcome, error = StreamStats(operation=operation), "ok", None
-        stopped = threading.Event()
+        stop = Stop()
 
         def interrupt() -> None:  # an RPC: never on the watchdog's or the client's thread
-            stopped.set()  # a stop that comes before Spark starts the operation
+            stop.set()  # cuts fragment streams; a stop before Spark starts the operation
             threading.Thread(
                 target=self.spark.interrupt,
                 args=(session, operation),
@@ -263,11 +251,11 @@ class SparkExecutor:
 
         token = watchdog.watch_call(interrupt, is_cancelled, settings.query_timeout_seconds)
         try:
-            batches = self.spark.run(
-                sql, session, operation, self._fragments(planned, sources, is_cancelled), stopped
-            )
+            fragments = self._fragments(planned, sources, is_cancelled, stop)
+            batches = self.spark.run(sql, session, operation, fragments, stop.event)
+            del fragments  # ``run`` drops them once uploaded: hold no other reference
             for batch in batches:
-                if stopped.is_set():
+                if stop.is_set():
                     break
                 for piece in split_by_bytes(
                     _conformed(batch, planned.schema), settings.batch_bytes
@@ -360,8 +348,14 @@ def _kept_by_cast(source: pa.DataType, target: pa.DataType) -> bool:
     return any(family(source) and family(target) for family in _FAMILIES)
 
 
-def spark_executor(settings: SparkSettings, plan_for: PlanFor) -> SparkExecutor:
-    """The executor for ``[engines.spark]`` (gRPC connects on first use)."""
+def spark_executor(
+    settings: SparkSettings, plan_for: PlanFor, nodes: NodeDirectory | None = None
+) -> SparkExecutor:
+    """The executor for ``[engines.spark]`` (gRPC connects on first use); ``nodes``: the
+    domain nodes in mesh mode, which compute their products' fragments."""
     return SparkExecutor(
-        settings, SparkConnect(settings.remote, settings.connect_timeout_seconds), plan_for
+        settings,
+        SparkConnect(settings.remote, settings.connect_timeout_seconds),
+        plan_for,
+        SparkFragments(settings.max_fragment_bytes, nodes),
     )

@@ -11,7 +11,7 @@ import pyarrow.flight as flight
 import pytest
 
 from gateway.catalog.state import MeshState
-from gateway.config import load_config
+from gateway.config import NodesSettings, SparkSettings, load_config
 from gateway.engine.streaming import PlannedQuery, StreamStats
 from gateway.flightsql.server import MeshgateFlightServer
 from gateway.flightsql.service import SqlService
@@ -24,6 +24,7 @@ from gateway.query.executors import (
 )
 from gateway.security.auth import LoginGuard, TokenStore, UserDirectory
 from gateway.security.principal import Principal
+from gateway.spark.executor import SparkExecutor, spark_executor
 
 FIXED = pa.table({"answer": pa.array([42, 43, 44], pa.int64()), "word": ["a", "b", "c"]})
 
@@ -91,6 +92,45 @@ def test_router_chooses_embedded_node_or_federated_from_the_config(state: MeshSt
     assert embedded_only.nodes is None and embedded_only.relay is None
     assert router.nodes is not None and router.nodes.serves("sales")
     assert not isinstance(embedded_only.embedded, Placing)
+
+
+def test_router_in_mesh_mode_with_spark_sends_what_spark_takes_to_spark(state: MeshState):
+    """Both configured: a cross-domain query goes to Spark when its route takes it (its
+    DuckDB-file product then comes from the node, as EXPLAIN says), else it is federated.
+    Routing reads no data: neither Spark nor the node address is ever called here."""
+    service = SqlService(state)
+    nodes = state.config.nodes.model_copy(
+        update={"domains": {"sales": ["grpc://127.0.0.1:1"]}, "ticket_key": "11" * 32}
+    )
+
+    def with_spark(settings: NodesSettings, route: str) -> Router:
+        spark = SparkSettings(remote="sc://localhost:1/;token=unused", route=route)
+        return Router.from_config(
+            settings,
+            service.planner.access_of,
+            service.planner.with_ast,
+            lambda directory: spark_executor(spark, service.planner.plan_for_spark, directory),
+        )
+
+    always, never = with_spark(nodes, "always"), with_spark(nodes, "never")
+    spanning = service.planner.plan(
+        bob(state), "SELECT o.order_id FROM sales.orders o JOIN crm.customers c USING (customer_id)"
+    )
+    parquet = service.planner.plan(bob(state), "SELECT customer_id FROM crm.customers")
+    assert isinstance(always.executor_for(spanning), SparkExecutor)
+    assert always.describe(spanning) == (
+        'spark: [engines.spark] route = "always"; '
+        "sales.orders comes from domain sales's node as a governed fragment"
+    )
+    assert always.describe(parquet) == 'spark: [engines.spark] route = "always"'
+    assert isinstance(never.executor_for(spanning), FederatedExecutor)
+    assert never.describe(spanning) == (
+        "duckdb (federated: fragments from the nodes, joined in the gateway): "
+        '[engines.spark] route = "never"'
+    )
+    embedded = with_spark(state.config.nodes.model_copy(update={"domains": {}}), "always")
+    assert isinstance(embedded.executor_for(spanning), SparkExecutor)
+    assert embedded.describe(spanning) == 'spark: [engines.spark] route = "always"'
 
 
 def test_flight_streams_whatever_the_chosen_executor_yields(state: MeshState):
