@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,10 +114,14 @@ def running_mesh(
     layout: Mapping[str, int],
     ticket_ttl_seconds: int = 60,
     nodes_settings: Mapping[str, object] | None = None,
+    gateway_prepare: Callable[[Path], None] | None = None,
 ) -> Iterator[Mesh]:
     """A copy of ``source_mesh`` with a ``[nodes]`` section, ``layout[domain]`` node replicas per
     domain and one gateway; every process is stopped on exit, even on failure.
-    ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``)."""
+    ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``).
+    ``gateway_prepare``: the gateway runs on a copy of its own (the same ``mesh.toml``),
+    changed by it first, e.g. other rows in a node-served product: rows an answer shares
+    with the nodes' copy then came from a node, not from the gateway's files."""
     mesh_dir = copy_mesh(source_mesh, root / "mesh")
     key = os.urandom(32).hex()
     logs = root / "logs"
@@ -143,7 +147,11 @@ def running_mesh(
         for replicas in nodes.values():
             for node in replicas:
                 node.spawn()
-        running.gateway = start_gateway(mesh_dir, logs / "gateway.log")
+        gateway_dir = mesh_dir
+        if gateway_prepare is not None:
+            gateway_dir = copy_mesh(mesh_dir, root / "gateway-mesh")
+            gateway_prepare(gateway_dir)
+        running.gateway = start_gateway(gateway_dir, logs / "gateway.log")
         for replicas in nodes.values():
             for node in replicas:
                 node.wait_ready()
