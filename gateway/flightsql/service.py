@@ -21,7 +21,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.recorder import AuditRecorder, NullAuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.streaming import PlannedQuery, StreamStats
-from gateway.errors import NotSupported, QueryRefused, ResourceExhausted
+from gateway.errors import MeshgateError, NotSupported, QueryRefused, ResourceExhausted
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata
 from gateway.flightsql import protocol as flightsql
@@ -31,10 +31,10 @@ from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
 from gateway.query.executors import Endpoint, Placing, RoutedExecutor, Router
 from gateway.query.handles import HandleStore
-from gateway.query.limits import UserLimiter
 from gateway.query.statements import StatementPlanner
 from gateway.query.visibility import VisibleCatalog
 from gateway.security.principal import Principal
+from gateway.workload.scheduler import Slot, Workload
 
 _WRITES = (
     pb.CommandStatementUpdate,
@@ -80,9 +80,7 @@ class SqlService:
         self.draining = False
         self._active = 0
         self._active_lock = threading.Lock()
-        self.limiter = UserLimiter(
-            settings.max_concurrent_queries_per_user, settings.max_queries_per_minute_per_user
-        )
+        self.workload = Workload(state.config)
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
@@ -149,18 +147,28 @@ class SqlService:
         return _metadata_schema(command)
 
     def _plan_command(self, principal: Principal, command: _Statement) -> PlannedQuery:
-        """Plan a statement command in one of the user's concurrent-query slots: planning
-        is work too (up to the query timeout), so a user cannot plan past their limit."""
+        """Plan a statement command in a slot of the user's resource group (planning is
+        work too, up to the query timeout), then admit it by its estimated cost."""
         self._refuse_when_draining()
-        self.limiter.admit(principal.user)
-        with self.limiter.running(principal.user):
+        self.workload.admit_rate(principal.user)
+        with self.workload.slot(principal, "planning", _statement_text(command)):
             if isinstance(command, str):
-                return self.planner.plan(principal, command)
-            if isinstance(command, pb.CommandStatementQuery):
+                planned = self.planner.plan(principal, command)
+            elif isinstance(command, pb.CommandStatementQuery):
                 if command.HasField("transaction_id"):
                     raise NotSupported("transactions are not supported: the gateway is read-only")
-                return self.planner.plan(principal, command.query)
-            return self.planner.plan_prepared(principal, command.prepared_statement_handle)
+                planned = self.planner.plan(principal, command.query)
+            else:
+                planned = self.planner.plan_prepared(principal, command.prepared_statement_handle)
+        self._admit_cost(planned)
+        return planned
+
+    def _admit_cost(self, planned: PlannedQuery) -> None:
+        try:
+            self.workload.admit_cost(planned.principal, planned.cost)
+        except MeshgateError as exc:
+            self._audit.refusal(planned.principal, planned.query.text, exc)
+            raise
 
     # -- DoGet ------------------------------------------------------------------------
 
@@ -168,23 +176,26 @@ class SqlService:
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The schema and batches for a ticket from GetFlightInfo (or raw SQL); the batches
-        run in one of the user's concurrent-query slots."""
+        run in a slot of the user's resource group, taken (after queueing if need be) when
+        the client reads the first, within the group's time limit."""
         self._refuse_when_draining()
-        schema, batches = self._stream(principal, ticket, is_cancelled)
-        inner = self._in_slot(principal.user, batches)
-        timeout = self._state.config.engine.query_timeout_seconds
-        return schema, self._state.watchdog.expiring(inner, timeout)
+        slot = self.workload.new_slot(principal, "running", is_cancelled)
+        schema, batches = self._stream(principal, ticket, slot)
+        inner = self._in_slot(slot, batches)
+        return schema, self._state.watchdog.expiring(inner, slot.group.query_timeout_seconds)
 
     def _stream(
-        self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
+        self, principal: Principal, ticket: bytes, slot: Slot
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         relay = self.router.relay
         if relay is not None and ticket.startswith(TICKET_MAGIC):
+            slot.engine = "node"
             return relay.open(principal, ticket)
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
             waiting = self._tickets.take(principal.user, command.statement_handle)
-            with self.limiter.running(principal.user):  # may re-plan: in a slot, like planning
+            # may re-plan: in a slot, like planning
+            with self.workload.slot(principal, "planning", waiting.query.text):
                 planned = self.planner.current(waiting)
         elif isinstance(command, (str, pb.CommandStatementQuery)):
             planned = self._plan_command(principal, command)
@@ -192,6 +203,7 @@ class SqlService:
             _refuse_writes(command)
             table = metadata.command_table(command, lambda: self.visible.products(principal))
             return table.schema, iter(table.to_batches())
+        slot.statement = planned.query.text
         if planned.query.explain:
             finish = self._audit.begin(planned)
             table = explain.explanation(
@@ -199,15 +211,19 @@ class SqlService:
             )
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
+        planned = replace(planned, timeout_seconds=slot.group.query_timeout_seconds)
         executor = self.router.executor_for(planned)
+        slot.engine = executor.name
         return self._audit.streamed(
-            planned, lambda finish: executor.open(planned, is_cancelled, finish), executor.name
+            planned,
+            lambda finish: executor.open(planned, slot.is_cancelled, finish),
+            executor.name,
         )
 
     def _in_slot(
-        self, user: str, batches: Iterator[pa.RecordBatch]
+        self, slot: Slot, batches: Iterator[pa.RecordBatch]
     ) -> Generator[pa.RecordBatch, None, None]:
-        with self.limiter.running(user):
+        with self.workload.holding(slot):
             with self._active_lock:
                 self._active += 1
             try:
@@ -269,7 +285,7 @@ class SqlService:
 
     def _prepare(self, principal: Principal, text: str) -> bytes:
         self.planner.check_room(principal.user)  # before the work of planning
-        with self.limiter.running(principal.user):
+        with self.workload.slot(principal, "planning", text):
             handle, planned = self.planner.prepare(principal, text)
         count = len(planned.parameters)
         parameter_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
@@ -279,6 +295,15 @@ class SqlService:
             parameter_schema=parameter_schema.serialize().to_pybytes(),
         )
         return flightsql.pack(result)
+
+
+def _statement_text(command: _Statement) -> str:
+    """What ``meshgate top`` shows of a statement being planned."""
+    if isinstance(command, str):
+        return command
+    if isinstance(command, pb.CommandStatementQuery):
+        return command.query
+    return "(a prepared statement)"
 
 
 def _refuse_writes(command: object) -> None:

@@ -24,7 +24,7 @@ from pyarrow import flight
 from support.clients import STATUS_ERRORS, message, run_sql, serves
 from support.logs import AUDIT_FILE
 from support.polling import poll_for, timed
-from support.servers import Private, private_gateway, start_private
+from support.servers import NO_COST_LIMIT, Private, private_gateway, start_private
 
 pytestmark = pytest.mark.slow
 
@@ -423,7 +423,9 @@ def test_sigterm_cancels_a_query_still_running_at_the_end_of_the_grace(
     demo_mesh: Path, tmp_path: Path
 ) -> None:
     grace = 2
-    with private_gateway(demo_mesh, tmp_path, gateway={"shutdown_grace_seconds": grace}) as running:
+    with private_gateway(
+        demo_mesh, tmp_path, gateway={"shutdown_grace_seconds": grace}, workload=NO_COST_LIMIT
+    ) as running:
         run = _prepared_stream(running, "alice", LONG_COUNT)  # default timeout: 300 s
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(r=timed(run)), daemon=True)

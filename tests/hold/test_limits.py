@@ -21,7 +21,7 @@ from pyarrow import flight
 from support.clients import STATUS_ERRORS, message, run_sql, serves
 from support.memory import MB, RssSampler
 from support.polling import poll_for, timed
-from support.servers import Private, private_gateway
+from support.servers import NO_COST_LIMIT, Private, private_gateway
 
 CROSS_JOIN = (
     "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
@@ -37,6 +37,7 @@ def limited(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         demo_mesh,
         tmp_path_factory.mktemp("limited"),
         engine={"query_timeout_seconds": 1, "max_result_rows": 1000, "memory_limit": "256MB"},
+        workload=NO_COST_LIMIT,  # its runaway queries are the subject: let them run
     ) as running:
         yield running
 
@@ -315,6 +316,7 @@ def per_user(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         tmp_path_factory.mktemp("per_user"),
         gateway={"max_concurrent_queries_per_user": 2, "max_queries_per_minute_per_user": 20},
         engine={"query_timeout_seconds": 3},
+        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0},  # refused, never queued
     ) as running:
         yield running
 

@@ -14,7 +14,7 @@ import pytest
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, adbc_connect, error_text, message, run_sql
 from support.polling import poll_for, timed
-from support.servers import Private, private_gateway
+from support.servers import NO_COST_LIMIT, Private, private_gateway
 
 CROSS_JOIN = "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"
 
@@ -32,6 +32,7 @@ def one_slot(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         tmp_path_factory.mktemp("one_slot"),
         gateway={"max_concurrent_queries_per_user": 1, "max_prepared_statements_per_user": 3},
         engine={"query_timeout_seconds": 60},
+        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0},  # refused, never queued
     ) as running:
         yield running
 

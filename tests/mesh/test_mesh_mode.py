@@ -55,12 +55,13 @@ ENDLESS_CROSS_DOMAIN = (
     "(SELECT a.shipment_id, a.order_id, a.carrier, b.carrier AS other_carrier "
     "FROM logistics.shipments a, logistics.shipments b) x JOIN sales.orders o ON o.order_id = x.order_id"
 )
-# Cross-domain: the sales node computes an endless aggregate (the scalar subquery, cut out
-# whole) that the gateway waits on before it reads a single logistics row.
+# Cross-domain: the sales node computes a long aggregate (the scalar subquery, cut out
+# whole; 4e10 rows, within the default cost budget) that the gateway waits on before it
+# reads a single logistics row.
 WAITING_ON_SALES = (
     "SELECT s.shipment_id FROM logistics.shipments s "
-    "WHERE s.order_id > (SELECT max(a.amount + b.amount + c.amount) "
-    "FROM sales.orders a, sales.orders b, sales.orders c)"
+    "WHERE s.order_id > (SELECT max(a.amount * b.amount + a.order_id) "
+    "FROM sales.orders a, sales.orders b)"
 )
 
 

@@ -55,15 +55,16 @@ def spark_gateway(
 def spark_private(
     demo_mesh: Path, spark_server: SparkServer, tmp_path: Path
 ) -> Iterator[Callable[..., Private]]:
-    """``start(engine={...}, crm_policy=(...), prepare=f, **spark_settings)``: a gateway of
-    one test on its own demo mesh copy with ``[engines.spark]`` settings (``remote``
-    defaults to the session's server), ``[engine]`` settings, extra crm policy lines and
-    ``prepare(mesh)`` applied; killed at the end."""
+    """``start(engine={...}, crm_policy=(...), workload={...}, prepare=f, **spark_settings)``:
+    a gateway of one test on its own demo mesh copy with ``[engines.spark]`` settings
+    (``remote`` defaults to the session's server), ``[engine]`` settings, extra crm policy
+    lines, default resource group settings and ``prepare(mesh)`` applied; killed at the end."""
     started: list[Private] = []
 
     def start_one(
         engine: dict | None = None,
         crm_policy: tuple[str, ...] = (),
+        workload: dict | None = None,
         prepare: Callable[[Path], None] | None = None,
         **spark: object,
     ) -> Private:
@@ -72,6 +73,8 @@ def spark_private(
         mesh = spark_mesh(demo_mesh, tmp_path / f"mesh{index}", **spark)
         if engine:
             configure(mesh, "engine", **engine)
+        if workload:
+            configure(mesh, "workload.groups.default", **workload)
         if crm_policy:
             with (mesh / "crm" / "policy.csv").open("a", encoding="utf-8") as policy:
                 policy.write("".join(f"{line}\n" for line in crm_policy))

@@ -14,6 +14,7 @@ import pytest
 from support.clients import adbc_connect, message
 from support.logs import log_records
 from support.polling import poll_for
+from support.servers import NO_COST_LIMIT
 
 from benchmarks.launch import free_port
 
@@ -168,7 +169,9 @@ def test_result_limits_hold_on_spark(spark_private):
 
 
 def test_a_query_past_the_timeout_is_interrupted_on_spark(spark_private):
-    private = spark_private(route="always", engine={"query_timeout_seconds": 4})
+    private = spark_private(
+        route="always", engine={"query_timeout_seconds": 4}, workload=NO_COST_LIMIT
+    )
     sql = (
         "SELECT count(*) AS n FROM crm.customers a, crm.customers b, crm.customers c "
         "WHERE a.name <> c.name"

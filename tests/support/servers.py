@@ -178,6 +178,10 @@ def start_private(
     return Private(uri, mesh, process, log_path, port, tls_root_certs)
 
 
+#: for tests whose subject is a query that runs long: admit it whatever its estimated cost
+NO_COST_LIMIT = {"max_estimated_rows": 1e30}
+
+
 @contextmanager
 def private_gateway(
     demo_mesh: Path,
@@ -185,15 +189,19 @@ def private_gateway(
     *,
     gateway: dict | None = None,
     engine: dict | None = None,
+    workload: dict | None = None,
     name: str = "mesh",
 ) -> Iterator[Private]:
-    """A private gateway on a fresh mesh copy with ``gateway``/``engine`` settings; killed
-    on exit (a test may leave it busy with a runaway query)."""
+    """A private gateway on a fresh mesh copy with ``gateway``/``engine`` settings and
+    ``workload`` settings of the default resource group; killed on exit (a test may leave
+    it busy with a runaway query)."""
     mesh = copy_mesh(demo_mesh, tmp / name)
     if gateway:
         configure(mesh, "gateway", **gateway)
     if engine:
         configure(mesh, "engine", **engine)
+    if workload:
+        configure(mesh, "workload.groups.default", **workload)
     running = start_private(mesh, tmp / f"{name}.log")
     try:
         yield running

@@ -1,0 +1,261 @@
+"""The workload: admission by cost and rate, and slots handed out fairly per resource group.
+
+A query takes a slot of its group while it is planned and again while it runs. With no
+slot free it waits in the group's queue (holding nothing) up to the group's maximum
+wait; when a slot frees, the waiting query of the user with the fewest running queries
+in the group goes first (oldest first among equals), so one user's many heavy queries
+cannot starve another's small ones. A client that cancels leaves the queue at once; an
+operator's ``cancel`` stops a queued or running query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from gateway.config import MeshConfig
+from gateway.errors import QueryRefused, ResourceExhausted
+from gateway.security.principal import Principal
+from gateway.workload.cost import magnitude
+from gateway.workload.groups import ResourceGroup, group_of, resource_groups
+
+State = Literal["queued", "planning", "running"]
+
+_RATE_WINDOW_SECONDS = 60.0
+_POLL_SECONDS = 0.05  # how often a queued query looks at its client and its deadline
+_STATEMENT_CHARS = 200  # of a statement kept for ``activity``
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A query holding or waiting for a slot, as operators see it (``meshgate top``)."""
+
+    query_id: str
+    user: str
+    group: str
+    state: State
+    started: datetime
+    engine: str
+    statement: str
+
+
+@dataclass(eq=False)
+class Slot:
+    """One query's place in the workload; ``is_cancelled`` is its client's cancel or an
+    operator's."""
+
+    query_id: str
+    principal: Principal
+    group: ResourceGroup
+    state: State
+    statement: str  # shortened; set once known
+    engine: str  # set once routed
+    client_cancelled: Callable[[], bool]
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    arrival: int = 0
+    cancelled_by_operator: bool = False
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled_by_operator or self.client_cancelled()
+
+
+class Workload:
+    """Admission and slots for every query of one gateway; thread-safe."""
+
+    def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: monotonic seconds (queue waits and the per-minute rate)."""
+        self.groups = resource_groups(config)
+        self._max_per_minute = config.gateway.max_queries_per_minute_per_user
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._running: dict[str, list[Slot]] = defaultdict(list)  # group -> slots
+        self._queued: dict[str, list[Slot]] = defaultdict(list)
+        self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._ids = itertools.count(1)
+
+    def group_of(self, principal: Principal) -> ResourceGroup:
+        return group_of(self.groups, principal)
+
+    # -- admission ------------------------------------------------------------------
+
+    def admit_rate(self, user: str) -> None:
+        """Count one statement towards ``user``'s per-minute budget, or refuse it."""
+        now = self._clock()
+        with self._lock:
+            recent = self._recent[user]
+            while recent and recent[0] <= now - _RATE_WINDOW_SECONDS:
+                recent.popleft()
+            if len(recent) >= self._max_per_minute:
+                wait = math.ceil(recent[0] + _RATE_WINDOW_SECONDS - now)
+                raise ResourceExhausted(
+                    f"resource exhausted: {user} ran {self._max_per_minute} queries in the last "
+                    f"minute (the limit); retry in {wait} s"
+                )
+            recent.append(now)
+
+    def admit_cost(self, principal: Principal, cost: float | None) -> None:
+        """Refuse a statement whose estimated cost exceeds its group's budget. The message
+        gives the estimate to one figure: enough to act on, and no product's row count."""
+        group = self.group_of(principal)
+        if cost is not None and cost > group.max_estimated_rows:
+            raise QueryRefused(
+                f"the query is estimated to produce about {magnitude(cost)} intermediate rows, "
+                f"above the limit of resource group {group.name} "
+                f"({magnitude(group.max_estimated_rows)}, [workload] max_estimated_rows); "
+                "add join conditions or filters"
+            )
+
+    # -- slots ----------------------------------------------------------------------
+
+    def new_slot(
+        self,
+        principal: Principal,
+        state: State,
+        is_cancelled: Callable[[], bool] = lambda: False,
+        statement: str = "",
+    ) -> Slot:
+        """A slot of ``principal``'s group, not yet held (see ``holding``)."""
+        return Slot(
+            query_id=f"q{next(self._ids)}",
+            principal=principal,
+            group=self.group_of(principal),
+            state=state,
+            statement=statement[:_STATEMENT_CHARS],
+            engine="",
+            client_cancelled=is_cancelled,
+        )
+
+    @contextmanager
+    def holding(self, slot: Slot) -> Iterator[Slot]:
+        """Hold ``slot`` while the body runs, after waiting for it in the group's queue if
+        need be: ResourceExhausted when the queue is full, the wait too long, or the client
+        cancels while it waits."""
+        self._acquire(slot)
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                self._running[slot.group.name].remove(slot)
+                self._lock.notify_all()
+
+    def slot(
+        self,
+        principal: Principal,
+        state: State,
+        statement: str,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> AbstractContextManager[Slot]:
+        """``holding`` a new slot."""
+        return self.holding(self.new_slot(principal, state, is_cancelled, statement))
+
+    def _acquire(self, slot: Slot) -> None:
+        group = slot.group
+        with self._lock:
+            queue = self._queued[group.name]
+            if not queue and self._has_room(slot):
+                self._running[group.name].append(slot)
+                return
+            if len(queue) >= group.max_queued:
+                raise ResourceExhausted(self._busy(slot, "its queue is full"))
+            final_state = slot.state
+            slot.state, slot.arrival = "queued", next(self._ids)
+            queue.append(slot)
+            deadline = self._clock() + group.max_queue_wait_seconds
+            try:
+                while not (self._is_next(slot) and self._has_room(slot)):
+                    if slot.is_cancelled():
+                        raise ResourceExhausted(
+                            "the query was cancelled while it waited for a slot"
+                        )
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        raise ResourceExhausted(self._busy(slot, "the wait exceeded the limit"))
+                    self._lock.wait(min(left, _POLL_SECONDS))
+            finally:
+                queue.remove(slot)
+                self._lock.notify_all()
+            slot.state = final_state
+            self._running[group.name].append(slot)
+
+    def _has_room(self, slot: Slot) -> bool:
+        running = self._running[slot.group.name]
+        mine = sum(1 for other in running if other.principal.user == slot.principal.user)
+        return len(running) < slot.group.max_running and mine < slot.group.max_running_per_user
+
+    def _is_next(self, slot: Slot) -> bool:
+        """True when no queued query of the group goes before ``slot``: among those that
+        have room, the one whose user runs the fewest queries, oldest first."""
+        candidates = [other for other in self._queued[slot.group.name] if self._has_room(other)]
+        if not candidates:
+            return False
+        running = self._running[slot.group.name]
+
+        def order(other: Slot) -> tuple[int, int]:
+            user = other.principal.user
+            return sum(1 for r in running if r.principal.user == user), other.arrival
+
+        return min(candidates, key=order) is slot
+
+    def _busy(self, slot: Slot, why: str) -> str:
+        group = slot.group
+        return (
+            f"resource exhausted: resource group {group.name} is busy ({why}: "
+            f"{group.max_running} queries at once, {group.max_running_per_user} per user, "
+            f"{group.max_queue_wait_seconds:g} s in the queue); {slot.principal.user} "
+            "may retry in a moment"
+        )
+
+    # -- what operators see and do ----------------------------------------------------
+
+    def activity(self) -> list[Activity]:
+        """Every query holding or waiting for a slot, oldest first."""
+        with self._lock:
+            slots = [
+                *itertools.chain.from_iterable(self._running.values()),
+                *itertools.chain.from_iterable(self._queued.values()),
+            ]
+        return sorted(
+            (
+                Activity(
+                    s.query_id,
+                    s.principal.user,
+                    s.group.name,
+                    s.state,
+                    s.started,
+                    s.engine,
+                    s.statement,
+                )
+                for s in slots
+            ),
+            key=lambda a: a.started,
+        )
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per group: (running, queued)."""
+        with self._lock:
+            return {
+                group.name: (len(self._running[group.name]), len(self._queued[group.name]))
+                for group in self.groups
+            }
+
+    def cancel(self, query_id: str) -> bool:
+        """Stop the query ``query_id`` (queued: it leaves the queue; running: the engine is
+        interrupted); False when no such query holds or waits for a slot."""
+        with self._lock:
+            for slot in itertools.chain(
+                itertools.chain.from_iterable(self._running.values()),
+                itertools.chain.from_iterable(self._queued.values()),
+            ):
+                if slot.query_id == query_id:
+                    slot.cancelled_by_operator = True
+                    self._lock.notify_all()
+                    return True
+        return False
