@@ -12,6 +12,7 @@ import duckdb
 import structlog
 
 from gateway.errors import QueryFailed, first_line
+from gateway.planning.recursion import is_recursion_limit_message
 from policies.safe_sql import COLLECTOR_LIMIT_MESSAGES
 
 log = structlog.get_logger("meshgate.engine")
@@ -79,12 +80,15 @@ def safe_engine_error(exc: BaseException, products: tuple[str, ...] = ()) -> Que
 
 
 def _guard_message(exc: BaseException) -> str | None:
-    """The message of a guard the gateway put into the SQL (``gateway.planning.bounds``), or
-    None: only those exact, constant texts are passed on (no user text reaches ``error()``)."""
+    """The message of a guard the gateway put into the SQL (``gateway.planning.bounds`` and
+    ``.recursion``), or None: only those exact, constant texts are passed on (no user text
+    reaches ``error()``)."""
     if not isinstance(exc, duckdb.InvalidInputException):
         return None
     text = str(exc).strip().removeprefix("Invalid Input Error: ")
-    return text if text in COLLECTOR_LIMIT_MESSAGES else None
+    if text in COLLECTOR_LIMIT_MESSAGES or is_recursion_limit_message(text):
+        return text
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from gateway.config import EngineSettings
 from gateway.engine.arrow_types import plain_type
 from gateway.engine.database import Engine
 from gateway.engine.errors import is_data_error, safe_engine_error
+from gateway.engine.plan_cost import PlanCost
 from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
@@ -36,10 +37,14 @@ class PlannedQuery:
     schema: pa.Schema
     parameters: tuple[object, ...] = ()
     governor_version: int = 0
-    #: rows the governed plan's operators are estimated to produce (``gateway.workload.cost``)
-    cost: float | None = None
+    #: what the governed plan is estimated to cost (``gateway.engine.plan_cost``)
+    cost: PlanCost | None = None
     #: this query's time limit, when its resource group sets one below the engine's
     timeout_seconds: float | None = None
+
+    def time_limit(self, engine_limit: float) -> float:
+        """Seconds this query may run: its group's limit, never above the engine's."""
+        return min(self.timeout_seconds or engine_limit, engine_limit)
 
     @property
     def sql(self) -> str:
@@ -168,6 +173,7 @@ def stream_batches(
         planned.schema,
         is_cancelled,
         on_finish,
+        timeout=planned.timeout_seconds,
         user=planned.principal.user,
         products=list(planned.products),
     )
@@ -182,6 +188,7 @@ def stream_sql(
     on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
     tables: Mapping[str, pa.Table | StreamedTable] | None = None,
     sources: TableSources | None = None,
+    timeout: float | None = None,
     **log_fields: object,
 ) -> Iterator[pa.RecordBatch]:
     """Run ``sql`` on ``engine`` and yield batches of ``schema`` (see ``stream_batches``).
@@ -189,16 +196,18 @@ def stream_sql(
     ``tables`` are Arrow tables or streams made visible to ``sql`` under their names for
     this query only (the fragments of a federated query); ``sources`` feed the streams: a
     source that fails stops the query with its own error, and they are closed before the
-    cursor is released, whatever happened.
+    cursor is released, whatever happened. ``timeout``: seconds, at most the engine's
+    query timeout (its default).
     """
     settings = engine.settings
+    limit = min(timeout or settings.query_timeout_seconds, settings.query_timeout_seconds)
     products = tuple(cast(Iterable[str], log_fields.get("products", ())))
     stats = StreamStats()
     outcome = "ok"
     error: str | None = None
     watchdog = engine.watchdog
     with engine.cursor() as cursor:
-        token = watchdog.watch(engine, cursor, is_cancelled, settings.query_timeout_seconds)
+        token = watchdog.watch(engine, cursor, is_cancelled, limit)
         reader = None
         try:
             for name, table in (tables or {}).items():
@@ -224,7 +233,7 @@ def stream_sql(
             if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
                 raise  # a genuine reader failure, not our interrupt
             outcome = stopped_by or "cancelled"
-            error = stop_message(outcome, settings.query_timeout_seconds)
+            error = stop_message(outcome, limit)
             raise QueryFailed(error) from None
         except duckdb.Error as exc:
             outcome = "error"
@@ -234,7 +243,7 @@ def stream_sql(
             if sources is not None and (stopped_by := watchdog.release(token)) is not None:
                 outcome, error = (
                     stopped_by,
-                    stop_message(stopped_by, settings.query_timeout_seconds),
+                    stop_message(stopped_by, limit),
                 )
                 raise QueryFailed(error) from None  # the streams were cut because it was stopped
             if is_data_error(exc):
@@ -248,10 +257,10 @@ def stream_sql(
         except GeneratorExit:
             # Closed by the client going away, or by the watchdog because the client stopped
             # reading past the time limit (the client then gets the time-limit error).
-            timed_out = time.perf_counter() - stats.started > settings.query_timeout_seconds
+            timed_out = time.perf_counter() - stats.started > limit
             outcome = "timeout" if timed_out else "disconnected"
             if timed_out:
-                error = _STOP_MESSAGES["timeout"].format(timeout=settings.query_timeout_seconds)
+                error = _STOP_MESSAGES["timeout"].format(timeout=limit)
             engine.interrupt(cursor)
             raise
         except (QueryFailed, ResourceExhausted) as exc:

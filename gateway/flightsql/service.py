@@ -164,6 +164,8 @@ class SqlService:
         return planned
 
     def _admit_cost(self, planned: PlannedQuery) -> None:
+        if planned.query.explain:
+            return  # explaining runs nothing
         try:
             self.workload.admit_cost(planned.principal, planned.cost)
         except MeshgateError as exc:

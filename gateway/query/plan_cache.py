@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from gateway.engine.plan_cost import PlanCost
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
 
@@ -32,7 +33,7 @@ class CachedPlan:
 
     query: Query
     schema: pa.Schema | None
-    cost: float | None = None
+    cost: PlanCost | None = None
 
 
 PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, object], ...]]

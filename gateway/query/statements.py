@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema_and_plan
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
 from gateway.planning.planner import SPARK_STEPS, plan
@@ -25,7 +26,6 @@ from gateway.query import explain
 from gateway.query.handles import HandleStore
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
 from gateway.security.principal import Principal
-from gateway.workload.cost import plan_cost
 
 if TYPE_CHECKING:
     from policies.engine import ProductAccess
@@ -138,13 +138,12 @@ class StatementPlanner:
 
     def _result_schema(
         self, context: PlanContext, query: Query, parameters: Sequence[object], started: float
-    ) -> tuple[pa.Schema, float | None]:
-        """The result schema and the estimated cost (``gateway.workload.cost``), bound and
-        planned by DuckDB in what is left of the planning time limit."""
+    ) -> tuple[pa.Schema, PlanCost | None]:
+        """The result schema and the estimated cost (``gateway.engine.plan_cost``), bound and
+        planned by DuckDB in what is left of the planning time limit (for EXPLAIN: its
+        schema, and the cost of the statement it explains)."""
         if query.explain == "policy":
             return explain.POLICY_SCHEMA, None
-        if query.explain == "plan":
-            return explain.EXPLAIN_SCHEMA, None
         limit = context.limits.max_planning_seconds
         remaining = None if limit is None else limit - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
@@ -157,7 +156,7 @@ class StatementPlanner:
             raise InvalidQuery(
                 "name every computed column with AS: its automatic name would expose governed SQL"
             )
-        return schema, plan_cost(plan_json)
+        return explain.EXPLAIN_SCHEMA if query.explain else schema, plan_cost(plan_json)
 
     def current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket

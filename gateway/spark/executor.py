@@ -57,9 +57,13 @@ class Route:
     reason: str
 
 
-def choose_route(settings: SparkSettings, products: tuple[Product, ...]) -> Route:
-    """``route = never | always``, a contract's engine hint, or the size estimate. The
-    reasons never give sizes: a user may not learn how big a product is beyond their view."""
+def choose_route(
+    settings: SparkSettings, products: tuple[Product, ...], bytes_read: float | None = None
+) -> Route:
+    """``route = never | always``, a contract's engine hint, or the size estimate:
+    ``bytes_read``, what the governed plan is estimated to read after pruning
+    (``gateway.engine.plan_cost``), else the products' bytes on disk. The reasons never
+    give sizes: a user may not learn how big a product is beyond their view."""
     if settings.route != "large":
         engine = "spark" if settings.route == "always" else "duckdb"
         return Route(engine, f'[engines.spark] route = "{settings.route}"')
@@ -67,6 +71,10 @@ def choose_route(settings: SparkSettings, products: tuple[Product, ...]) -> Rout
         hinted = [p.key for p in products if p.contract.engine_hint == engine]
         if hinted:
             return Route(engine, f"the contract of {', '.join(hinted)} asks for engine {engine}")
+    if bytes_read is not None:
+        if bytes_read > settings.large_bytes:
+            return Route("spark", "it is estimated to read more than large_bytes")
+        return Route("duckdb", "it is estimated to read no more than large_bytes")
     if sum(source_bytes(p) for p in products) > settings.large_bytes:
         return Route("spark", "its products hold more than large_bytes")
     return Route("duckdb", "its products hold no more than large_bytes")
@@ -127,7 +135,10 @@ class SparkExecutor:
             self._decisions.pop(key, None)
 
     def _decide(self, planned: PlannedQuery) -> _Decision:
-        route = choose_route(self.settings, planned.query.products)
+        cost = planned.cost
+        route = choose_route(
+            self.settings, planned.query.products, cost.bytes_read if cost else None
+        )
         if route.engine != "spark":
             return _Decision(route)
         try:
@@ -249,7 +260,8 @@ class SparkExecutor:
                 daemon=True,
             ).start()
 
-        token = watchdog.watch_call(interrupt, is_cancelled, settings.query_timeout_seconds)
+        limit = planned.time_limit(settings.query_timeout_seconds)
+        token = watchdog.watch_call(interrupt, is_cancelled, limit)
         try:
             fragments = self._fragments(planned, sources, is_cancelled, stop)
             batches = self.spark.run(sql, session, operation, fragments, stop.event)
@@ -264,10 +276,10 @@ class SparkExecutor:
                     yield piece
             if (stopped_by := watchdog.release(token)) is not None:
                 outcome = stopped_by
-                error = stop_message(stopped_by, settings.query_timeout_seconds)
+                error = stop_message(stopped_by, limit)
                 raise QueryFailed(error)
         except GeneratorExit:
-            timed_out = time.perf_counter() - stats.started > settings.query_timeout_seconds
+            timed_out = time.perf_counter() - stats.started > limit
             outcome = "timeout" if timed_out else "disconnected"
             interrupt()
             raise
@@ -278,7 +290,7 @@ class SparkExecutor:
             if stopped_by is not None:
                 outcome, error = (
                     stopped_by,
-                    stop_message(stopped_by, settings.query_timeout_seconds),
+                    stop_message(stopped_by, limit),
                 )
                 raise QueryFailed(error) from None
             outcome, error = "error", exc.client_message

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from gateway.config import MeshConfig
+from gateway.engine.plan_cost import PlanCost
 from gateway.errors import QueryRefused, ResourceExhausted
 from gateway.security.principal import Principal
 from gateway.workload.cost import magnitude
@@ -80,6 +81,9 @@ class Workload:
         self._queued: dict[str, list[Slot]] = defaultdict(list)
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._ids = itertools.count(1)
+        #: ``on_wait(group, phase, seconds)``: a slot was taken ("planning" or "running")
+        #: or given up after waiting that long in its group's queue (0: at once)
+        self.on_wait: Callable[[str, str, float], None] | None = None
 
     def group_of(self, principal: Principal) -> ResourceGroup:
         return group_of(self.groups, principal)
@@ -101,13 +105,13 @@ class Workload:
                 )
             recent.append(now)
 
-    def admit_cost(self, principal: Principal, cost: float | None) -> None:
+    def admit_cost(self, principal: Principal, cost: PlanCost | None) -> None:
         """Refuse a statement whose estimated cost exceeds its group's budget. The message
         gives the estimate to one figure: enough to act on, and no product's row count."""
         group = self.group_of(principal)
-        if cost is not None and cost > group.max_estimated_rows:
+        if cost is not None and cost.rows > group.max_estimated_rows:
             raise QueryRefused(
-                f"the query is estimated to produce about {magnitude(cost)} intermediate rows, "
+                f"the query is estimated to produce about {magnitude(cost.rows)} intermediate rows, "
                 f"above the limit of resource group {group.name} "
                 f"({magnitude(group.max_estimated_rows)}, [workload] max_estimated_rows); "
                 "add join conditions or filters"
@@ -162,13 +166,15 @@ class Workload:
             queue = self._queued[group.name]
             if not queue and self._has_room(slot):
                 self._running[group.name].append(slot)
+                self._waited(slot, slot.state, 0.0)
                 return
             if len(queue) >= group.max_queued:
                 raise ResourceExhausted(self._busy(slot, "its queue is full"))
             final_state = slot.state
             slot.state, slot.arrival = "queued", next(self._ids)
             queue.append(slot)
-            deadline = self._clock() + group.max_queue_wait_seconds
+            queued_at = self._clock()
+            deadline = queued_at + group.max_queue_wait_seconds
             try:
                 while not (self._is_next(slot) and self._has_room(slot)):
                     if slot.is_cancelled():
@@ -182,8 +188,13 @@ class Workload:
             finally:
                 queue.remove(slot)
                 self._lock.notify_all()
+                self._waited(slot, final_state, self._clock() - queued_at)
             slot.state = final_state
             self._running[group.name].append(slot)
+
+    def _waited(self, slot: Slot, phase: str, seconds: float) -> None:
+        if self.on_wait is not None:
+            self.on_wait(slot.group.name, phase, seconds)
 
     def _has_room(self, slot: Slot) -> bool:
         running = self._running[slot.group.name]

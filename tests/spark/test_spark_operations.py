@@ -102,10 +102,10 @@ def test_route_large_sends_only_big_queries_to_spark(spark_private):
     big = spark_private(route="large", large_bytes=1)
     sql = "SELECT region, count(*) AS n FROM crm.customers GROUP BY region ORDER BY region"
     assert _explained_engine(small.uri, "bob", sql) == (
-        "duckdb (the gateway's own): its products hold no more than large_bytes"
+        "duckdb (the gateway's own): it is estimated to read no more than large_bytes"
     )
     assert _explained_engine(big.uri, "bob", sql) == (
-        "spark: its products hold more than large_bytes"
+        "spark: it is estimated to read more than large_bytes"
     )
     on_duckdb, on_spark = _run(small.uri, "bob", sql), _run(big.uri, "bob", sql)
     assert isinstance(on_spark, pa.Table) and on_spark.equals(on_duckdb)

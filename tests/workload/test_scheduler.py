@@ -9,6 +9,7 @@ import pytest
 from support.polling import poll_for
 
 from gateway.config import MeshConfig
+from gateway.engine.plan_cost import PlanCost
 from gateway.errors import QueryRefused, ResourceExhausted
 from gateway.security.principal import Principal
 from gateway.workload.scheduler import Slot, Workload
@@ -205,15 +206,15 @@ def test_an_operator_cancel_stops_a_queued_and_marks_a_running_query(waiters) ->
 
 def test_cost_above_the_group_budget_is_refused_naming_estimate_and_limit() -> None:
     work = workload(analysts={"roles": ["analyst_eu"], "max_estimated_rows": 1e6})
-    work.admit_cost(ALICE, 999_999.0)
+    work.admit_cost(ALICE, PlanCost(999_999.0, 0))
     work.admit_cost(ALICE, None)  # EXPLAIN: nothing to run
     with pytest.raises(QueryRefused) as refused:
-        work.admit_cost(ALICE, 7.3e14)
+        work.admit_cost(ALICE, PlanCost(7.3e14, 0))
     text = str(refused.value)
     assert "about 7e+14 intermediate rows" in text
     assert "resource group analysts (1e+06, [workload] max_estimated_rows)" in text
     assert "730000000000000" not in text
-    work.admit_cost(BOB, 7.3e10)  # the default group's budget is 1e11
+    work.admit_cost(BOB, PlanCost(7.3e10, 0))  # the default group's budget is 1e11
 
 
 def test_the_per_minute_rate_is_counted_per_user_on_the_clock() -> None:
