@@ -28,6 +28,7 @@ from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
+from gateway.engine.failures import Diagnosis, diagnose
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
 from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
@@ -211,15 +212,11 @@ class Engine:
         schema = plain_schema(self._arrow_types.schema(cursor, relation))
         return schema, relation.explain(format="json")
 
-    def products_behind(self, message: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
-        """The products among ``candidates`` whose data files an engine error names
-        (all candidates when it names none)."""
-        named = tuple(
-            key
-            for key in candidates
-            if any(str(path) in message for path in self._paths_of.get(key, ()))
-        )
-        return named or candidates
+    def diagnose(self, exc: BaseException, products: tuple[str, ...]) -> Diagnosis:
+        """What kind of failure ``exc`` is, raised running a query of ``products``
+        (``failures.diagnose``: by DuckDB's type, files attributed by their paths)."""
+        paths = {key: self._paths_of.get(key, ()) for key in products}
+        return diagnose(exc, paths, self._spill_dir)
 
     def mark_health(self, products: tuple[str, ...], status: str) -> None:
         for key in products:

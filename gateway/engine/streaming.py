@@ -15,7 +15,8 @@ from gateway.catalog.catalog import Catalog
 from gateway.config import EngineSettings
 from gateway.engine.arrow_types import plain_type
 from gateway.engine.database import Engine
-from gateway.engine.errors import is_data_error, safe_engine_error
+from gateway.engine.errors import engine_failure
+from gateway.engine.failures import carries_engine_error, engine_type
 from gateway.engine.plan_cost import PlanCost
 from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
 from gateway.planning.query import Query
@@ -135,10 +136,7 @@ def _bind(
             f"planning the query exceeded the time limit of {engine.settings.query_timeout_seconds:g} s"
         ) from exc
     except duckdb.Error as exc:
-        if is_data_error(exc):
-            products = catalog.engine.products_behind(str(exc), products)
-            catalog.engine.mark_health(products, f"unhealthy: {type(exc).__name__}")
-        raise safe_engine_error(exc, products) from exc
+        raise engine_failure(engine, exc, products) from exc
 
 
 def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
@@ -230,7 +228,13 @@ def stream_sql(
             if (failure := _failed_source(sources)) is not None:
                 outcome, error = "error", failure.client_message
                 raise failure from exc
-            if not isinstance(exc, duckdb.InterruptException) and stopped_by is None:
+            interrupted = issubclass(engine_type(exc), duckdb.InterruptException)
+            if stopped_by is None and not interrupted and carries_engine_error(exc):
+                outcome = "error"  # DuckDB failed while the result streamed
+                failure = engine_failure(engine, exc, products)
+                error = failure.client_message
+                raise failure from exc
+            if not interrupted and stopped_by is None:
                 raise  # a genuine reader failure, not our interrupt
             outcome = stopped_by or "cancelled"
             error = stop_message(outcome, limit)
@@ -240,18 +244,13 @@ def stream_sql(
             if (failure := _failed_source(sources)) is not None:
                 error = failure.client_message
                 raise failure from exc
-            if sources is not None and (stopped_by := watchdog.release(token)) is not None:
+            if (stopped_by := watchdog.release(token)) is not None:
                 outcome, error = (
                     stopped_by,
                     stop_message(stopped_by, limit),
                 )
-                raise QueryFailed(error) from None  # the streams were cut because it was stopped
-            if is_data_error(exc):
-                products = engine.products_behind(str(exc), products)
-                engine.mark_health(
-                    products, f"unhealthy: {type(exc).__name__} at {time.strftime('%H:%M:%S')}"
-                )
-            failure = safe_engine_error(exc, products)
+                raise QueryFailed(error) from None  # stopped: DuckDB's error is a consequence
+            failure = engine_failure(engine, exc, products)
             error = failure.client_message
             raise failure from exc
         except GeneratorExit:

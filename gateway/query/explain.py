@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from gateway.catalog.catalog import Catalog
-from gateway.engine.errors import safe_engine_error
+from gateway.engine.errors import engine_failure
 from gateway.engine.streaming import PlannedQuery
 from gateway.planning.query import Query
 
@@ -35,7 +35,7 @@ def explanation(planned: PlannedQuery, show_hidden: bool, engine: str) -> pa.Tab
     try:
         return plan_explanation(planned.catalog, planned.query, planned.parameters, engine)
     except duckdb.Error as exc:
-        raise safe_engine_error(exc, planned.products) from exc
+        raise engine_failure(planned.catalog.engine, exc, planned.products) from exc
 
 
 def policy_explanation(query: Query, show_hidden: bool, engine: str | None = None) -> pa.Table:

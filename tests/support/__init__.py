@@ -6,7 +6,7 @@ the import path); test modules never import each other.
   settings on its own mesh copy (started by ``benchmarks.launch``).
 - ``mesh``: mesh mode: domain node processes beside a gateway; mesh = embedded comparison.
 - ``clients``: ADBC and pyarrow.flight clients, raw-SQL queries, what a client sees of an
-  error, ``Outcome`` (a table or an error) of one statement.
+  error, ``Outcome`` (a table or an error) of one statement, the ``Health`` of products.
 - ``oracle``: the one oracle of the demo rules (the session ``oracle`` fixture): the raw
   demo data, what each demo user should see of it, and facts of it, with DuckDB.
 - ``leaks``: the leak detector of the adversarial suite.

@@ -8,6 +8,7 @@ error text), for the checks of ``support.leaks``.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -109,6 +110,17 @@ def serves(private: Private, user: str = "bob", timeout: float = 10.0) -> bool:
     except flight.FlightError:
         return False
     return table.column(0).to_pylist() == [1]
+
+
+def product_health(uri: str, user: str = "bob") -> dict[str, str]:
+    """The gateway's ``Health`` action as ``user``: each product it lets them see -> "ok"
+    or why it is unhealthy."""
+    client, options = flight_client(uri, user)
+    try:
+        results = list(client.do_action(flight.Action("Health", b""), options))
+    finally:
+        client.close()
+    return json.loads(results[0].body.to_pybytes())["products"]
 
 
 # --------------------------------------------------------------------------- errors
