@@ -26,6 +26,7 @@ Classes are defined here unless a module is named::
           ├── ResourceExhausted
           ├── Unavailable
           │    ├── NodeUnavailable        (gateway.mesh.federation)
+          │    ├── ReplicaSilent          a node not answering for end reports (gateway.mesh.ends)
           │    └── SparkUnavailable       Spark Connect unreachable (gateway.spark.connect)
           ├── NotSupported
           └── HandleNotFound

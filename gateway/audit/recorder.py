@@ -1,22 +1,26 @@
 """What the gateway records of each query attempt, on top of ``AuditLog``.
 
-``AuditRecorder`` writes the records; ``NullAuditRecorder`` (a gateway run without an
-audit log, e.g. the local ``meshgate explain`` command) records nothing, so callers never
-check whether there is a log.
+``AuditRecorder`` writes the records; ``NullAuditRecorder`` (a service run without an
+audit log, as in some tests) records nothing, so callers never check whether there is a
+log. Every begin record gets its end: from the executor's stream, from the domain node's
+reports for endpoints a client fetches there (``placed``), or here when the executor
+failed before its stream could say.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.audit.log import AuditLog, monotonic_ms
+from gateway.engine.streaming import StreamStats
 from gateway.errors import AccessDenied, MeshgateError, QueryRefused, UnknownObject
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from gateway.engine.streaming import PlannedQuery, StreamStats
+    from gateway.engine.streaming import PlannedQuery
     from gateway.metrics.registry import GatewayMetrics
     from gateway.security.principal import Principal
 
@@ -24,6 +28,7 @@ Finish = Callable[["StreamStats", str, "str | None"], None]
 """Records a query's end: ``finish(stats, outcome, error)``."""
 
 Opened = tuple["pa.Schema", Iterator["pa.RecordBatch"]]
+_Endpoint = TypeVar("_Endpoint")
 
 
 def _no_finish(stats: StreamStats, outcome: str, error: str | None) -> None:
@@ -40,12 +45,7 @@ class AuditRecorder:
 
     def refusal(self, principal: Principal, text: str, exc: MeshgateError) -> None:
         """Record that ``text`` was refused (denied, refused or failed) before running."""
-        if isinstance(exc, AccessDenied):
-            decision = "denied"
-        elif isinstance(exc, (QueryRefused, UnknownObject)):
-            decision = "refused"
-        else:
-            decision = "failed"
+        decision = _decision(exc)
         self._log.record(
             "query_refused",
             query_id=self._log.new_query_id(),
@@ -78,6 +78,32 @@ class AuditRecorder:
         """Append the begin record of ``planned`` (run by the executor named ``engine``)
         without waiting for the disk; return its sequence number (for ``wait_durable``) and
         the callback that appends its end."""
+        _, sequence, finish = self._begun(planned, node, engine)
+        return sequence, finish
+
+    def placed(
+        self,
+        planned: PlannedQuery,
+        place: Callable[[PlannedQuery, str, Finish], list[_Endpoint]],
+        node: str,
+        engine: str,
+    ) -> list[_Endpoint]:
+        """``place(planned, query_id, finish)``: the endpoints of ``planned`` that the
+        client fetches from ``node`` (whose reports call ``finish``), handed out once the
+        begin record is on disk; when they cannot be (the node is down), the end record
+        says why."""
+        query_id, sequence, finish = self._begun(planned, node, engine)
+        self.wait_durable(sequence)
+        try:
+            return place(planned, query_id, finish)
+        except MeshgateError as exc:
+            finish(StreamStats(), "error", exc.client_message)
+            raise
+
+    def _begun(
+        self, planned: PlannedQuery, node: str | None, engine: str
+    ) -> tuple[str, int, Finish]:
+        """``begin_deferred``, and the query's audit id."""
         audit = self._log
         query_id = audit.new_query_id()
         sequence = audit.append(
@@ -109,7 +135,7 @@ class AuditRecorder:
                     duration_ms / 1000,
                 )
 
-        return sequence, finish
+        return query_id, sequence, finish
 
     def streamed(
         self, planned: PlannedQuery, open_: Callable[[Finish], Opened], engine: str = "embedded"
@@ -117,9 +143,20 @@ class AuditRecorder:
         """``open_(finish)`` (an executor's ``open``, whose stream calls ``finish`` when it
         ends) with the audit records of ``planned``: the begin record is written when
         streaming begins and is on disk before the first batch leaves (the query computes
-        while it is flushed); the end record always follows."""
+        while it is flushed); the end record always follows. An executor that refuses the
+        query when opened (Spark cannot run it exactly) leaves a refusal; one that fails to
+        open (its node is down), a begin and an end with the error."""
         end = _LateFinish()
-        schema, batches = open_(end)
+        try:
+            schema, batches = open_(end)
+        except MeshgateError as exc:
+            if _decision(exc) == "failed":
+                sequence, finish = self.begin_deferred(planned, engine=engine)
+                finish(StreamStats(), "error", exc.client_message)
+                self.wait_durable(sequence)
+            else:
+                self.refusal(planned.principal, planned.query.text, exc)
+            raise
         return schema, self._audited(planned, end, batches, engine)
 
     def _audited(
@@ -129,18 +166,26 @@ class AuditRecorder:
         batches: Iterator[pa.RecordBatch],
         engine: str,
     ) -> Iterator[pa.RecordBatch]:
+        stats = StreamStats()
         sequence, finish = self.begin_deferred(planned, engine=engine)
         end.bind(finish)
+        outcome, error = "disconnected", None
         try:
             first = next(batches, None)
             self.wait_durable(sequence)
             if first is not None:
                 yield first
                 yield from batches
+            outcome = "ok"
+        except MeshgateError as exc:
+            outcome, error = "error", exc.client_message
+            raise
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+            if not end.called:  # the executor failed before its stream could record the end
+                end(stats, outcome, error)
 
 
 class _LateFinish:
@@ -149,11 +194,13 @@ class _LateFinish:
 
     def __init__(self) -> None:
         self._finish: Finish | None = None
+        self.called = False
 
     def bind(self, finish: Finish) -> None:
         self._finish = finish
 
     def __call__(self, stats: StreamStats, outcome: str, error: str | None) -> None:
+        self.called = True
         if self._finish is not None:
             self._finish(stats, outcome, error)
 
@@ -170,10 +217,19 @@ class NullAuditRecorder(AuditRecorder):
     def wait_durable(self, sequence: int) -> None:
         return None
 
-    def begin_deferred(
-        self, planned: PlannedQuery, node: str | None = None, engine: str = "embedded"
-    ) -> tuple[int, Finish]:
-        return 0, _no_finish
+    def _begun(
+        self, planned: PlannedQuery, node: str | None, engine: str
+    ) -> tuple[str, int, Finish]:
+        return uuid.uuid4().hex, 0, _no_finish
+
+
+def _decision(exc: MeshgateError) -> str:
+    """How a statement stopped before running is recorded: denied, refused or failed."""
+    if isinstance(exc, AccessDenied):
+        return "denied"
+    if isinstance(exc, (QueryRefused, UnknownObject)):
+        return "refused"
+    return "failed"
 
 
 def _begin_fields(planned: PlannedQuery, node: str | None) -> dict[str, object]:

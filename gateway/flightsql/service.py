@@ -29,7 +29,7 @@ from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
-from gateway.query.executors import Endpoint, Placing, RoutedExecutor, Router
+from gateway.query.executors import Endpoint, Executor, Placing, RoutedExecutor, Router
 from gateway.query.handles import HandleStore
 from gateway.query.statements import StatementPlanner
 from gateway.query.visibility import VisibleCatalog
@@ -127,13 +127,13 @@ class SqlService:
         if not isinstance(command, _STATEMENTS):
             return _info(descriptor, _metadata_schema(command), descriptor.command)
         planned = self._plan_command(principal, command)
-        executor = self.router.executor_for(planned)
+        executor = self._executor_for(planned)
         if isinstance(executor, Placing):
             # The executor's node serves the rows straight to the client (a client that
             # ignores locations sends the tickets back here and is relayed); one audit
-            # entry, whatever the number of endpoints.
-            self._audit.begin(planned, node=executor.node, engine=executor.name)
-            endpoints = [_flight_endpoint(e) for e in executor.endpoints(planned)]
+            # entry, whatever the number of endpoints, ended from the node's reports.
+            placed = self._audit.placed(planned, executor.endpoints, executor.node, executor.name)
+            endpoints = [_flight_endpoint(e) for e in placed]
             return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
         # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
         kept = replace(planned, query=planned.query.evolve(ast=None))
@@ -162,6 +162,15 @@ class SqlService:
                 planned = self.planner.plan_prepared(principal, command.prepared_statement_handle)
         self._admit_cost(planned)
         return planned
+
+    def _executor_for(self, planned: PlannedQuery) -> Executor:
+        """Where ``planned`` runs; an engine refusing it (Spark cannot run it exactly) is
+        audited like any refusal."""
+        try:
+            return self.router.executor_for(planned)
+        except MeshgateError as exc:
+            self._audit.refusal(planned.principal, planned.query.text, exc)
+            raise
 
     def _admit_cost(self, planned: PlannedQuery) -> None:
         if planned.query.explain:
@@ -214,7 +223,7 @@ class SqlService:
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
         planned = replace(planned, timeout_seconds=slot.group.query_timeout_seconds)
-        executor = self.router.executor_for(planned)
+        executor = self._executor_for(planned)
         slot.engine = executor.name
         return self._audit.streamed(
             planned,

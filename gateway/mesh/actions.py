@@ -7,3 +7,4 @@ from __future__ import annotations
 ACTION_HEALTH = "health"
 ACTION_STATS = "stats"
 ACTION_SCHEMA = "schema"
+ACTION_ENDS = "ends"

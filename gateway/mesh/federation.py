@@ -43,7 +43,8 @@ from gateway.engine.database import Engine
 from gateway.engine.streaming import StreamedTable
 from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
 from gateway.mesh import fragments
-from gateway.mesh.actions import ACTION_HEALTH, ACTION_STATS
+from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
+from gateway.mesh.ends import EndCollector, ReplicaSilent
 from gateway.mesh.fragments import FederatedPlan, Fragment
 from gateway.mesh.sizes import SizeCache, measure_in_background
 from gateway.mesh.tickets import TicketSealer
@@ -156,9 +157,12 @@ class NodeDirectory:
         self.fragment_pushdown = settings.fragment_pushdown
         self.sizes = SizeCache()
         self._clients: dict[str, flight.FlightClient] = {}
+        self._ends_clients: dict[str, flight.FlightClient] = {}
         self._checked: dict[str, tuple[float, bool]] = {}
         self._turns = {domain: itertools.count() for domain in self._locations}
         self._lock = threading.Lock()
+        #: the end reports of queries whose clients fetch from the nodes
+        self.ends = EndCollector(self.locations, self._ends_of)
 
     def serves(self, domain: str) -> bool:
         return domain in self._locations
@@ -224,6 +228,29 @@ class NodeDirectory:
         body = self.sealer.seal_control(self._domain_of[location], name)
         results = list(self._client(location).do_action(flight.Action(name, body), options))
         return json.loads(results[0].body.to_pybytes())
+
+    def _ends_of(self, domain: str, location: str) -> Mapping[str, object]:
+        """The end reports ``location`` keeps for this gateway process (``ends``, asked
+        with a control ticket naming it); ReplicaSilent when it does not answer.
+
+        Asked on a channel of its own, dropped when the call fails: polling a dead replica
+        must not grow the reconnection backoff of the channel queries use, nor delay the
+        first collection after it comes back."""
+        options = flight.FlightCallOptions(timeout=self._timeout)
+        body = self.sealer.seal_control(domain, ACTION_ENDS, self.ends.gateway)
+        with self._lock:
+            client = self._ends_clients.get(location)
+            if client is None:
+                client = self._ends_clients[location] = flight.FlightClient(location)
+        try:
+            results = list(client.do_action(flight.Action(ACTION_ENDS, body), options))
+            return json.loads(results[0].body.to_pybytes())
+        except (flight.FlightError, ValueError, IndexError) as exc:
+            with self._lock:
+                self._ends_clients.pop(location, None)
+            client.close()
+            gone = isinstance(exc, flight.FlightUnavailableError)  # refused: the process is gone
+            raise ReplicaSilent(f"{location}: {first_line(exc)}", gone=gone) from exc
 
     def fetch(self, domain: str, sealed: bytes) -> flight.FlightStreamReader:
         """A reader of ``sealed``'s rows from the first replica of ``domain`` that answers

@@ -4,9 +4,12 @@ tickets issued by the gateway (``meshgate node DIR --domain D``).
 A node never accepts SQL from a client. It ignores bearer tokens (the ADBC driver
 forwards the client's token to every location) and trusts only the ticket, which the
 gateway sealed after authorizing and rewriting the query. Tampered, foreign-domain,
-expired and replayed tickets are refused with UNAUTHENTICATED and audited. The ``health``
-and ``stats`` actions answer only a control ticket sealed by the gateway (product names,
-validation problems and traffic counters are nobody else's business).
+expired and replayed tickets are refused with UNAUTHENTICATED and audited. The ``health``,
+``stats`` and ``ends`` actions answer only a control ticket sealed by the gateway (product
+names, validation problems, traffic counters and end reports are nobody else's business).
+Each ticket's begin and end are in the node's own audit log; the end of a ticket the
+gateway placed for a client to fetch here is also reported to that gateway (``ends``:
+``gateway.mesh.ends``), which writes the query's end record.
 
 A node loads its domain's contracts and the policy files that govern them (the global file
 and its domain's) and reloads them every second, as the gateway does. Before honouring a
@@ -27,12 +30,13 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
 
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
-from gateway.engine.streaming import result_schema, stream_sql
+from gateway.engine.streaming import StreamStats, result_schema, stream_sql
 from gateway.errors import ConfigError, MeshgateError
-from gateway.mesh.actions import ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
+from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
+from gateway.mesh.ends import EndOutbox, Streaming
 from gateway.mesh.tickets import (
     CONTROL_PURPOSES,
     POLICY_CHANGED,
@@ -56,6 +60,7 @@ class NodeCounters:
     rows: int = 0
     bytes: int = 0
     refused: int = 0
+    collected: int = 0  # times a gateway collected the end reports
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict[str, int]:
@@ -65,6 +70,7 @@ class NodeCounters:
                 "rows": self.rows,
                 "bytes": self.bytes,
                 "refused": self.refused,
+                "collected": self.collected,
             }
 
 
@@ -90,6 +96,7 @@ class DomainNode(flight.FlightServerBase):
             config.audit.path(mesh_dir) / f"node-{domain}", config.audit.max_file_bytes
         )
         self.counters = NodeCounters()
+        self._ends = EndOutbox()
         self._stop = threading.Event()
         threading.Thread(target=self._reload, name="meshgate-node-reload", daemon=True).start()
 
@@ -130,6 +137,8 @@ class DomainNode(flight.FlightServerBase):
             if purpose not in CONTROL_PURPOSES:
                 subject = self._subject(ticket.user)
                 if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
+                    if ticket.audit is not None:  # the query it belongs to failed: say why
+                        self._ends.refused(ticket.audit, POLICY_CHANGED)
                     raise TicketError(POLICY_CHANGED)
             self._replays.admit(ticket)
         except TicketError as exc:
@@ -153,11 +162,28 @@ class DomainNode(flight.FlightServerBase):
             products=list(node_ticket.products),
             client=context.peer(),
         )
+        streaming = self._ends.start(node_ticket.audit) if node_ticket.audit else None
+
+        def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
+            self._audit.append_lazily(
+                "ticket_end",
+                domain=self.domain,
+                user=node_ticket.user,
+                outcome=outcome,
+                rows=stats.rows,
+                bytes=stats.bytes,
+                duration_ms=monotonic_ms(stats.started),
+                error=error,
+            )
+            if streaming is not None:
+                self._ends.end(streaming, outcome, error)
+
         try:
             schema = result_schema(
                 catalog, node_ticket.sql, node_ticket.parameters, node_ticket.products
             )
         except MeshgateError as exc:
+            finish(StreamStats(), "error", exc.client_message)
             raise pa.ArrowInvalid(exc.client_message) from None
         return flight.GeneratorStream(
             schema,
@@ -168,15 +194,19 @@ class DomainNode(flight.FlightServerBase):
                     node_ticket.parameters,
                     schema,
                     context.is_cancelled,
+                    finish,
                     user=node_ticket.user,
                     products=list(node_ticket.products),
                     node=self.domain,
                 ),
                 begun,
+                streaming,
             ),
         )
 
-    def _count(self, batches, begun: int):
+    def _count(self, batches, begun: int, streaming: Streaming | None):
+        """The batches, counted (the node's counters; ``streaming``: an audited ticket's
+        progress, for the gateway's collector)."""
         with self.counters.lock:
             self.counters.tickets += 1
         try:
@@ -186,6 +216,9 @@ class DomainNode(flight.FlightServerBase):
                 with self.counters.lock:
                     self.counters.rows += batch.num_rows
                     self.counters.bytes += batch.nbytes
+                if streaming is not None:
+                    streaming.rows += batch.num_rows
+                    streaming.bytes += batch.nbytes
                 yield batch
         except MeshgateError as exc:
             raise pa.ArrowInvalid(exc.client_message) from None
@@ -194,6 +227,12 @@ class DomainNode(flight.FlightServerBase):
         body = action.body.to_pybytes() if action.body is not None else b""
         if action.type in (ACTION_HEALTH, ACTION_STATS):
             self._open(context, body, action.type)  # only the gateway may ask
+        if action.type == ACTION_ENDS:
+            control, _ = self._open(context, body, action.type)
+            answer = self._ends.drain(control.gateway)
+            with self.counters.lock:
+                self.counters.collected += 1
+            return [flight.Result(json.dumps(answer).encode())]
         if action.type == ACTION_HEALTH:
             snapshot = self.state.current
             catalog = snapshot.catalog
@@ -224,4 +263,7 @@ class DomainNode(flight.FlightServerBase):
             flight.ActionType(ACTION_HEALTH, "Domain, products, status (body: a control ticket)"),
             flight.ActionType(ACTION_STATS, "Traffic and refusals (body: a control ticket)"),
             flight.ActionType(ACTION_SCHEMA, "Result schema of a sealed schema ticket"),
+            flight.ActionType(
+                ACTION_ENDS, "End reports of audited tickets (body: a control ticket)"
+            ),
         ]

@@ -5,8 +5,11 @@ GCM authenticates (a tampered or foreign ticket fails to open) and encrypts (a t
 carries governed SQL, whose masks embed the hash key, and it travels through the client).
 The payload names the domain, the SQL, its parameters (Arrow IPC), the user and products
 (for the node's audit), an expiry and a nonce; ``ReplayGuard`` refuses a nonce seen twice.
-A *control* ticket (purpose ``health`` or ``stats``, no SQL, no user, a few seconds of life)
-is how the gateway proves itself when it asks a node for its health or counters.
+A *control* ticket (purpose ``health``, ``stats`` or ``ends``, no SQL, no user, a few seconds
+of life) is how the gateway proves itself when it asks a node for its health, counters or
+end reports. A ticket of a query the client fetches from the node carries an ``AuditTag``:
+the node reports that endpoint's end to the gateway process that placed it
+(``gateway.mesh.ends``).
 
 A ticket also carries, per product, the fingerprint of the policy decision its governed SQL
 was built on (``ProductAccess.fingerprint``: read, row filter, columns, masks). Whoever
@@ -25,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
@@ -41,7 +44,7 @@ _NONCE_BYTES = 12
 _AAD = b"meshgate-node-ticket-v1"
 #: Lifetime of a control ticket: sealed for one call, opened at once.
 CONTROL_TTL_SECONDS = 10.0
-CONTROL_PURPOSES = ("health", "stats")
+CONTROL_PURPOSES = ("health", "stats", "ends")
 #: Why a ticket sealed before a policy change is refused (names no product: a refusal never
 #: tells more than the ticket's holder knows).
 POLICY_CHANGED = (
@@ -51,6 +54,29 @@ POLICY_CHANGED = (
 
 class TicketError(AuthenticationError):
     """A ticket that must not be honoured: tampered, foreign, expired or replayed."""
+
+
+@dataclass(frozen=True)
+class AuditTag:
+    """Which audited query a ticket serves, so that its node reports the end to the gateway
+    process that placed it (``gateway.mesh.ends``)."""
+
+    gateway: str  # the gateway process that placed the query (the one that collects)
+    query_id: str
+    part: int  # this endpoint's index
+    parts: int  # the query's number of endpoints
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "gateway": self.gateway,
+            "query": self.query_id,
+            "part": self.part,
+            "parts": self.parts,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AuditTag:
+        return cls(str(raw["gateway"]), str(raw["query"]), int(raw["part"]), int(raw["parts"]))
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,10 @@ class NodeTicket:
     nonce: bytes = b""
     #: product -> fingerprint of the user's policy decision the SQL was governed under
     decisions: Mapping[str, str] = field(default_factory=dict)
+    #: the audited query whose endpoint this is (rows tickets of placed queries)
+    audit: AuditTag | None = None
+    #: the gateway process asking (an ``ends`` control ticket)
+    gateway: str = ""
 
 
 class TicketSealer:
@@ -86,8 +116,10 @@ class TicketSealer:
         purpose: str = "rows",
         decisions: Mapping[str, str] | None = None,
         ttl_seconds: float | None = None,
+        audit: AuditTag | None = None,
+        gateway: str = "",
     ) -> bytes:
-        payload = {
+        payload: dict[str, object] = {
             "domain": domain,
             "sql": sql,
             "parameters": _parameters_to_ipc(parameters).hex(),
@@ -97,15 +129,29 @@ class TicketSealer:
             "purpose": purpose,
             "decisions": dict(decisions or {}),
         }
+        if audit is not None:
+            payload["audit"] = audit.as_dict()
+        if gateway:
+            payload["gateway"] = gateway
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, json.dumps(payload).encode(), _AAD)
         return MAGIC + nonce + sealed
 
-    def seal_control(self, domain: str, purpose: str) -> bytes:
-        """A ticket for one ``health`` or ``stats`` call to ``domain``'s node."""
+    def seal_control(self, domain: str, purpose: str, gateway: str = "") -> bytes:
+        """A ticket for one control call (``health``, ``stats``, ``ends``) to ``domain``'s
+        node; ``gateway``: the gateway process asking (``ends``: whose reports)."""
         if purpose not in CONTROL_PURPOSES:
             raise ValueError(f"not a control purpose: {purpose!r}")
-        return self.seal(domain, "", (), "", (), purpose=purpose, ttl_seconds=CONTROL_TTL_SECONDS)
+        return self.seal(
+            domain,
+            "",
+            (),
+            "",
+            (),
+            purpose=purpose,
+            ttl_seconds=CONTROL_TTL_SECONDS,
+            gateway=gateway,
+        )
 
     def open(self, raw: bytes) -> NodeTicket:
         """The ticket's content; TicketError when it is not ours, altered or expired."""
@@ -130,6 +176,8 @@ class TicketSealer:
             purpose=payload["purpose"],
             nonce=nonce,
             decisions=payload.get("decisions", {}),
+            audit=AuditTag.from_dict(payload["audit"]) if "audit" in payload else None,
+            gateway=payload.get("gateway", ""),
         )
 
 

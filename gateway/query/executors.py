@@ -40,7 +40,13 @@ from gateway.mesh.federation import (
     split_fragments,
 )
 from gateway.mesh.partitions import partition_sqls
-from gateway.mesh.tickets import TicketError, decisions_of, stale_products
+from gateway.mesh.tickets import (
+    AuditTag,
+    NodeTicket,
+    TicketError,
+    decisions_of,
+    stale_products,
+)
 from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -81,7 +87,10 @@ class Placing(Protocol):
 
     node: str  # recorded in the audit's begin record
 
-    def endpoints(self, planned: PlannedQuery) -> list[Endpoint]: ...
+    def endpoints(self, planned: PlannedQuery, query_id: str, finish: Finish) -> list[Endpoint]:
+        """The endpoints of ``planned``, whose audit record ``query_id`` gets its end
+        (``finish``) once where they are served reported it."""
+        ...
 
 
 class EmbeddedExecutor:
@@ -119,11 +128,21 @@ class NodeRelay:
             raise AuthenticationError(f"ticket refused: {exc}") from exc
         if ticket.user != principal.user:
             raise HandleNotFound("unknown or expired ticket; run the statement again")
-        # the node checks again, with its own copy of the policy
-        if stale_products(ticket, self._access_of(principal)):
-            raise InvalidQuery("the policy changed since this query was planned; run it again")
-        reader = self.nodes.fetch(ticket.domain, sealed)
-        return reader.schema, _relayed(reader, ticket.domain)
+        try:
+            # the node checks again, with its own copy of the policy
+            if stale_products(ticket, self._access_of(principal)):
+                raise InvalidQuery("the policy changed since this query was planned; run it again")
+            reader = self.nodes.fetch(ticket.domain, sealed)
+        except MeshgateError as exc:
+            self._failed(ticket, exc)
+            raise
+        return reader.schema, _relayed(reader, ticket.domain, lambda exc: self._failed(ticket, exc))
+
+    def _failed(self, ticket: NodeTicket, exc: MeshgateError) -> None:
+        """The relay failed ``ticket``: its query's end record says so (the node, which did
+        not serve it or stopped, cannot)."""
+        if ticket.audit is not None:
+            self.nodes.ends.failed(ticket.audit, ticket.domain, exc.client_message)
 
 
 class NodeExecutor:
@@ -137,8 +156,11 @@ class NodeExecutor:
         self._nodes = relay.nodes
         self._split = split_endpoints
 
-    def seal(self, planned: PlannedQuery, sql: str | None = None) -> bytes:
-        """A ticket for this domain's node to run ``sql`` (default: ``planned``'s SQL)."""
+    def seal(
+        self, planned: PlannedQuery, sql: str | None = None, audit: AuditTag | None = None
+    ) -> bytes:
+        """A ticket for this domain's node to run ``sql`` (default: ``planned``'s SQL);
+        ``audit``: the node reports its end (``gateway.mesh.ends``)."""
         return self._nodes.sealer.seal(
             self.node,
             sql or planned.sql,
@@ -146,18 +168,29 @@ class NodeExecutor:
             planned.principal.user,
             planned.products,
             decisions=decisions_of(planned.query.accesses, planned.products),
+            audit=audit,
         )
 
-    def endpoints(self, planned: PlannedQuery) -> list[Endpoint]:
+    def endpoints(self, planned: PlannedQuery, query_id: str, finish: Finish) -> list[Endpoint]:
         """Rows flow from the node straight to the client (replicas rotated per endpoint);
         a row-wise scan of one product is split into partition endpoints the client fetches
-        in parallel (``gateway.mesh.partitions``)."""
-        expires = datetime.now(UTC) + timedelta(seconds=self._nodes.sealer.ttl_seconds)
+        in parallel (``gateway.mesh.partitions``). Each ticket carries the audit tag of
+        ``query_id``: the node reports each endpoint's end, and ``finish`` records the
+        query's once all are in (``gateway.mesh.ends``)."""
+        ttl = self._nodes.sealer.ttl_seconds
+        expires = datetime.now(UTC) + timedelta(seconds=ttl)
         sqls = partition_sqls(planned, self._split) or (planned.sql,)
-        return [
-            Endpoint(self.seal(planned, sql), self._nodes.reachable_locations(self.node), expires)
-            for sql in sqls
+        ends = self._nodes.ends
+        endpoints = [
+            Endpoint(
+                self.seal(planned, sql, ends.tag(query_id, part, len(sqls))),
+                self._nodes.reachable_locations(self.node),
+                expires,
+            )
+            for part, sql in enumerate(sqls)
         ]
+        ends.expect(query_id, self.node, len(sqls), finish, ttl)
+        return endpoints
 
     def open(
         self,
@@ -355,14 +388,18 @@ _ENGINE_NAMES = {
 }
 
 
-def _relayed(reader: flight.FlightStreamReader, domain: str) -> Iterator[pa.RecordBatch]:
+def _relayed(
+    reader: flight.FlightStreamReader,
+    domain: str,
+    failed: Callable[[MeshgateError], None] = lambda exc: None,
+) -> Iterator[pa.RecordBatch]:
     try:
         for chunk in reader:
             yield chunk.data
     except flight.FlightError as exc:
-        raise NodeUnavailable(
-            f"domain {domain}'s node stopped while streaming; the query failed"
-        ) from exc
+        error = NodeUnavailable(f"domain {domain}'s node stopped while streaming; the query failed")
+        failed(error)
+        raise error from exc
 
 
 def _finishing(

@@ -99,7 +99,7 @@ def test_health_names_only_what_the_user_may_read(mesh: Mesh):
 # ------------------------------------------------------------------ 4. node health and stats
 
 
-@pytest.mark.parametrize("action", ["health", "stats"])
+@pytest.mark.parametrize("action", ["health", "stats", "ends"])
 def test_node_health_and_stats_refuse_callers_other_than_the_gateway(mesh: Mesh, action: str):
     bob_client, bob_options = flight_client(mesh.gateway.uri, "bob")
     bob_client.close()
@@ -140,7 +140,7 @@ def test_a_control_ticket_opens_one_call_on_its_own_domain_only(mesh: Mesh):
     try:
         result = next(iter(client.do_action(flight.Action("stats", ticket))))
         answer = json.loads(result.body.to_pybytes())
-        assert set(answer) == {"tickets", "rows", "bytes", "refused"}
+        assert set(answer) == {"tickets", "rows", "bytes", "refused", "collected"}
         with pytest.raises(flight.FlightUnauthenticatedError, match="replay"):
             list(client.do_action(flight.Action("stats", ticket)))
         with pytest.raises(flight.FlightUnauthenticatedError, match="'stats', not 'health'"):

@@ -100,7 +100,7 @@ class Mesh:
         for node in self.nodes[domain]:
             if node.alive:
                 for key, value in node.action("stats").items():
-                    total[key] += value
+                    total[key] = total.get(key, 0) + value
         return total
 
     def node_audit_path(self, domain: str) -> Path:
