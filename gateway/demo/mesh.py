@@ -51,6 +51,9 @@ DEMO_USERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "erin": (("ops",), {}),
 }
 
+#: The demo's analysts: their queries run in the resource group ``interactive``.
+INTERACTIVE_ROLES = ("analyst_eu", "marketing", "ops")
+
 ORDERS_DB = Path("sales/data/orders.duckdb")
 CUSTOMERS_PARQUET = Path("crm/data/customers.parquet")
 SHIPMENTS_DIR = Path("logistics/data/shipments")
@@ -344,6 +347,17 @@ def _mesh_toml() -> str:
         "[governance]",
         "# Secret key of the `hash` mask (random per demo): keep it out of queries and logs.",
         f"hash_key = {_toml(secrets.token_hex(32))}",
+        "",
+        "# Resource groups: the first group naming a user or one of their roles runs their",
+        "# queries; everyone else runs in `default` (32 at once, the [gateway] per-user limit,",
+        "# the [engine] time limit). A query beyond a limit waits in its group's queue.",
+        "[workload.groups.interactive]",
+        f"roles = {_toml(list(INTERACTIVE_ROLES))}",
+        "max_running = 16",
+        "max_running_per_user = 4",
+        "max_queue_wait_seconds = 30",
+        "query_timeout_seconds = 60",
+        "max_estimated_rows = 1e10",
     ]
     for name, (roles, attributes) in DEMO_USERS.items():
         lines += ["", f"[users.{name}]", f"password_hash = {_toml(hash_password(name))}"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.servers import Private, configure, copy_mesh, start_private
+from support.servers import Private, configure, configure_groups, copy_mesh, start_private
 
 from benchmarks.launch import free_port
 from benchmarks.spark_server import SparkServer, start, stop
@@ -74,7 +74,7 @@ def spark_private(
         if engine:
             configure(mesh, "engine", **engine)
         if workload:
-            configure(mesh, "workload.groups.default", **workload)
+            configure_groups(mesh, **workload)
         if crm_policy:
             with (mesh / "crm" / "policy.csv").open("a", encoding="utf-8") as policy:
                 policy.write("".join(f"{line}\n" for line in crm_policy))

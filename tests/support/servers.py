@@ -96,6 +96,15 @@ def configure(mesh: Path, section: str, **settings: object) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def configure_groups(mesh: Path, **settings: object) -> None:
+    """Set ``settings`` in every resource group of ``mesh/mesh.toml``, ``default`` included
+    (the demo's ``interactive`` too)."""
+    text = (mesh / "mesh.toml").read_text(encoding="utf-8")
+    groups = set(re.findall(r"^\[(workload\.groups\.[A-Za-z0-9_-]+)\]", text, re.MULTILINE))
+    for section in sorted(groups | {"workload.groups.default"}):
+        configure(mesh, section, **settings)
+
+
 def copy_mesh(mesh: Path, target: Path) -> Path:
     """A copy of ``mesh`` at ``target`` that a test may change, without its runtime state
     (``.meshgate/``: the audit log of the gateway that served it, ...)."""
@@ -193,15 +202,15 @@ def private_gateway(
     name: str = "mesh",
 ) -> Iterator[Private]:
     """A private gateway on a fresh mesh copy with ``gateway``/``engine`` settings and
-    ``workload`` settings of the default resource group; killed on exit (a test may leave
-    it busy with a runaway query)."""
+    ``workload`` settings of every resource group; killed on exit (a test may leave it busy
+    with a runaway query)."""
     mesh = copy_mesh(demo_mesh, tmp / name)
     if gateway:
         configure(mesh, "gateway", **gateway)
     if engine:
         configure(mesh, "engine", **engine)
     if workload:
-        configure(mesh, "workload.groups.default", **workload)
+        configure_groups(mesh, **workload)
     running = start_private(mesh, tmp / f"{name}.log")
     try:
         yield running

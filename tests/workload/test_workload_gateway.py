@@ -43,6 +43,9 @@ def test_cross_join_bombs_are_refused_before_they_run(gateway: RunningGateway, s
     assert "max_estimated_rows" in text and "add join conditions or filters" in text
     # refused at planning: no row count of any product in the message
     assert "200000" not in text and "20000 " not in text
+    # alice is an analyst: the demo's `interactive` group, with its own budget
+    analyst = str(_error(gateway.uri, "alice", sql))
+    assert "resource group interactive (1e+10, [workload] max_estimated_rows)" in analyst
 
 
 def test_the_estimate_is_made_on_the_governed_plan(gateway: RunningGateway) -> None:
