@@ -181,19 +181,49 @@ def test_meshgate_audit_shows_the_rows_and_bytes_of_a_node_served_query(mesh: Me
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_query_whose_node_is_down_is_recorded_as_failed_naming_its_domain(mesh: Mesh):
-    mesh.ensure_running("crm")
+def adbc_query(mesh: Mesh, sql: str) -> None:
+    with adbc_connect(mesh.gateway.uri, "bob") as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        cur.fetch_arrow_table()
+
+
+def raw_sql_ticket(mesh: Mesh, sql: str) -> None:
+    """Raw SQL as a DoGet ticket: the gateway plans it and relays the node's rows."""
+    client, options = flight_client(mesh.gateway.uri, "bob")
+    try:
+        client.do_get(flight.Ticket(sql.encode()), options).read_all()
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("run", "sql"),
+    [
+        # placed: the endpoints would be the crm node's
+        (adbc_query, "SELECT customer_id, '{tag}' AS tag FROM crm.customers"),
+        # relayed by the gateway, opened at once
+        (raw_sql_ticket, "SELECT customer_id, '{tag}' AS tag FROM crm.customers"),
+        # federated: the crm fragment fails before the first row
+        (
+            adbc_query,
+            (
+                "SELECT o.order_id, c.name, '{tag}' AS tag FROM sales.orders o "
+                "JOIN crm.customers c ON c.customer_id = o.customer_id"
+            ),
+        ),
+    ],
+    ids=["placed", "relayed", "federated"],
+)
+def test_a_query_whose_node_is_down_is_recorded_as_failed_naming_its_domain(
+    mesh: Mesh, run, sql: str
+):
+    mesh.ensure_running("crm", "sales")
     node = mesh.node("crm")
     node.kill()
     try:
         tag = tagged()
-        with (
-            pytest.raises(Exception, match="domain crm is unavailable"),
-            adbc_connect(mesh.gateway.uri, "bob") as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(f"SELECT customer_id, '{tag}' AS tag FROM crm.customers")
-            cur.fetch_arrow_table()
+        with pytest.raises(Exception, match="domain crm is unavailable"):
+            run(mesh, sql.format(tag=tag))
         end = end_of(mesh, tag)
         assert end["outcome"] == "error"
         assert end["error"].startswith("domain crm is unavailable"), end
