@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -195,13 +196,19 @@ class ResourceGroupSettings(_Strict):
     """One resource group (``[workload.groups.<name>]``): whose queries run in it, how many
     at once, how long they may queue and run, and the largest estimated cost admitted.
 
-    A query joins the first group, in file order, that names its user or one of its roles;
-    a group that names neither takes everyone left. Users in no group run in ``default``
+    A query joins the first group, in file order, that names its user or one of its roles
+    (any user when it names neither) and, when it lists ``sources``, whose client's source
+    matches one of them. Users in no group run in ``default``
     (``[workload.groups.default]`` if present, else these defaults).
     """
 
     users: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
+    sources: tuple[str, ...] = Field(
+        default=(),
+        description="regular expressions, one of which the client's source (header "
+        "x-meshgate-source, else its user agent) must match in full",
+    )
     max_running: int = Field(default=32, gt=0, description="the group's queries running at once")
     max_running_per_user: int | None = Field(
         default=None,
@@ -224,6 +231,16 @@ class ResourceGroupSettings(_Strict):
         description="the largest cost admitted: rows the governed plan's operators are "
         "estimated to produce, summed (DuckDB's cardinality estimates)",
     )
+
+    @field_validator("sources")
+    @classmethod
+    def _must_be_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value
 
 
 class WorkloadSettings(_Strict):

@@ -124,9 +124,14 @@ class AuthMiddleware(flight.ServerMiddleware):
     """Carries the caller's identity to the RPC; answers the token after a handshake."""
 
     def __init__(
-        self, principal: Principal, issued_token: str | None = None, token: str | None = None
+        self,
+        principal: Principal,
+        issued_token: str | None = None,
+        token: str | None = None,
+        source: str = "",
     ) -> None:
         self.principal = principal
+        self.source = source
         self._issued_token = issued_token
         self.token = token or issued_token
 
@@ -166,6 +171,11 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             raise flight.FlightUnauthenticatedError(str(exc)) from None
 
     def _start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+        middleware = self._authenticated(info, headers)
+        middleware.source = client_source(headers)
+        return middleware
+
+    def _authenticated(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
         value = _header(headers, "authorization")
         scheme, _, credentials = value.partition(" ")
         scheme = scheme.lower()
@@ -212,6 +222,17 @@ class HandshakeAuthHandler(flight.ServerAuthHandler):
 
     def is_valid(self, token: bytes) -> str:
         return ""
+
+
+#: the header a client names itself with (resource groups select on it), e.g. through the
+#: ADBC driver's ``adbc.flight.sql.rpc.call_header.x-meshgate-source`` option
+SOURCE_HEADER = "x-meshgate-source"
+_SOURCE_CHARS = 128
+
+
+def client_source(headers: dict) -> str:
+    """What the client says it is: ``x-meshgate-source``, else its ``user-agent``."""
+    return (_header(headers, SOURCE_HEADER) or _header(headers, "user-agent"))[:_SOURCE_CHARS]
 
 
 def _header(headers: dict, name: str) -> str:

@@ -13,3 +13,5 @@ class Principal:
     roles: tuple[str, ...] = ()
     attributes: dict[str, str | int | float | bool] = field(default_factory=dict, hash=False)
     client: str = field(default="", compare=False)
+    #: what the client says it is (``x-meshgate-source`` header, else its user agent)
+    source: str = field(default="", compare=False)

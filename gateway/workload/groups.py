@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from gateway.config import MeshConfig, ResourceGroupSettings
@@ -17,6 +18,7 @@ class ResourceGroup:
     name: str
     users: frozenset[str]
     roles: frozenset[str]
+    sources: tuple[re.Pattern[str], ...]
     max_running: int
     max_running_per_user: int
     max_queued: int
@@ -25,10 +27,14 @@ class ResourceGroup:
     max_estimated_rows: float
 
     def takes(self, principal: Principal) -> bool:
-        """True when the group names the principal or one of its roles, or names nobody."""
-        if not self.users and not self.roles:
-            return True
-        return principal.user in self.users or not self.roles.isdisjoint(principal.roles)
+        """True when the group names the principal or one of its roles (or no one), and
+        one of its sources matches the client's (or it lists none)."""
+        named = (not self.users and not self.roles) or (
+            principal.user in self.users or not self.roles.isdisjoint(principal.roles)
+        )
+        return named and (
+            not self.sources or any(p.fullmatch(principal.source) for p in self.sources)
+        )
 
 
 def resource_groups(config: MeshConfig) -> tuple[ResourceGroup, ...]:
@@ -37,7 +43,7 @@ def resource_groups(config: MeshConfig) -> tuple[ResourceGroup, ...]:
     default = settings.pop(DEFAULT_GROUP, ResourceGroupSettings())
     named = [_resolved(name, group, config) for name, group in settings.items()]
     fallback = _resolved(DEFAULT_GROUP, default, config)
-    return (*named, replace(fallback, users=frozenset(), roles=frozenset()))
+    return (*named, replace(fallback, users=frozenset(), roles=frozenset(), sources=()))
 
 
 def group_of(groups: tuple[ResourceGroup, ...], principal: Principal) -> ResourceGroup:
@@ -51,6 +57,7 @@ def _resolved(name: str, group: ResourceGroupSettings, config: MeshConfig) -> Re
         name=name,
         users=frozenset(group.users),
         roles=frozenset(group.roles),
+        sources=tuple(re.compile(pattern) for pattern in group.sources),
         max_running=group.max_running,
         max_running_per_user=group.max_running_per_user
         or config.gateway.max_concurrent_queries_per_user,

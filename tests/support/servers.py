@@ -17,7 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,10 +199,11 @@ def private_gateway(
     gateway: dict | None = None,
     engine: dict | None = None,
     workload: dict | None = None,
+    prepare: Callable[[Path], None] | None = None,
     name: str = "mesh",
 ) -> Iterator[Private]:
     """A private gateway on a fresh mesh copy with ``gateway``/``engine`` settings and
-    ``workload`` settings of every resource group; killed on exit (a test may leave it busy
+    ``workload`` settings of every resource group, then ``prepare(mesh)``; killed on exit (a test may leave it busy
     with a runaway query)."""
     mesh = copy_mesh(demo_mesh, tmp / name)
     if gateway:
@@ -211,6 +212,8 @@ def private_gateway(
         configure(mesh, "engine", **engine)
     if workload:
         configure_groups(mesh, **workload)
+    if prepare is not None:
+        prepare(mesh)
     running = start_private(mesh, tmp / f"{name}.log")
     try:
         yield running

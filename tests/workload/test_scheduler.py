@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 from support.polling import poll_for
 
 from gateway.config import MeshConfig
@@ -227,3 +229,19 @@ def test_the_per_minute_rate_is_counted_per_user_on_the_clock() -> None:
     work.admit_rate("carol")
     now[0] = 160.5
     work.admit_rate("alice")
+
+
+def test_a_group_may_select_on_the_clients_source() -> None:
+    work = workload(
+        dashboards={"roles": ["analyst_eu"], "sources": ["superset.*", "grafana"]},
+        analysts={"roles": ["analyst_eu"]},
+    )
+    assert work.group_of(replace(ALICE, source="superset/6.1")).name == "dashboards"
+    assert work.group_of(replace(ALICE, source="grafana")).name == "dashboards"
+    assert work.group_of(replace(ALICE, source="grafana-agent")).name == "analysts"
+    assert work.group_of(replace(BOB, source="superset/6.1")).name == "default"
+
+
+def test_a_source_that_is_not_a_pattern_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="is not a regular expression"):
+        workload(bad={"sources": ["(unclosed"]})

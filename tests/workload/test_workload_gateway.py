@@ -202,3 +202,31 @@ def test_a_group_time_limit_below_the_engines_stops_its_queries(
             30,
         )
         assert ends
+
+
+def test_a_group_selected_by_the_clients_source_header(demo_mesh: Path, tmp_path: Path) -> None:
+    """bob's queries from a client that names itself ``dashboard-...`` (ADBC's call header
+    option) run in the `dashboards` group, with its tiny budget; his others in `default`."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    def prepare(mesh: Path) -> None:
+        with (mesh / "mesh.toml").open("a", encoding="utf-8") as config:
+            config.write(
+                '\n[workload.groups.dashboards]\nusers = ["bob"]\nsources = ["dashboard-.*"]\n'
+                "max_estimated_rows = 1000\n"
+            )
+
+    sql = "SELECT count(*) AS n FROM sales.orders WHERE amount > 10"
+    with private_gateway(demo_mesh, tmp_path, prepare=prepare) as running:
+        header = "adbc.flight.sql.rpc.call_header.x-meshgate-source"
+        kwargs = {"username": "bob", "password": "bob", header: "dashboard-sales"}
+        with (
+            flightsql.connect(running.uri, db_kwargs=kwargs, autocommit=True) as conn,
+            conn.cursor() as cur,
+            pytest.raises(Exception, match="resource group dashboards") as refused,
+        ):
+            cur.execute(sql)
+        assert "(1e+03, [workload] max_estimated_rows)" in str(refused.value)
+        with adbc_connect(running.uri, "bob") as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            assert cur.fetchone()[0] > 0
