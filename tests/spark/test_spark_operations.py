@@ -142,6 +142,12 @@ def test_custom_masks_refuse_spark_or_stay_on_duckdb(spark_private):
     assert (
         "the mask 'sql:upper(value)' on crm.customers.name has no exact Spark equivalent" in refused
     )
+    # audited as a refusal (the route refused it before anything ran)
+    records = [r for r in always.audit() if r.get("sql") == sql]
+    assert [(r["event"], r["decision"], r["user"]) for r in records] == [
+        ("query_refused", "refused", "carol")
+    ], records
+    assert "has no exact Spark equivalent" in records[0]["error"]
     kept = _run(large.uri, "carol", sql)
     assert isinstance(kept, pa.Table) and kept.num_rows == 3
     assert all(name == name.upper() for name in kept.column("name").to_pylist())
