@@ -247,7 +247,7 @@ class FederatedExecutor:
             engine.result_schema,
             lambda sql: estimated_rows(engine, sql),
             is_cancelled,
-            engine.settings.query_timeout_seconds,
+            planned.time_limit(engine.settings.query_timeout_seconds),
         )
         try:
             yield from stream_sql(
@@ -259,6 +259,7 @@ class FederatedExecutor:
                 finish,
                 tables=streams.tables,
                 sources=streams,
+                timeout=planned.timeout_seconds,
                 user=user,
                 products=list(planned.products),
                 federated=True,
