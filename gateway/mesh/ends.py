@@ -18,8 +18,9 @@ queries it placed on that domain: a node can report nothing of another domain's 
 nor of queries it was never given. A replica that stops answering (its process gone) or
 comes back as another process fails the endpoints it was streaming, with an error naming
 its domain; endpoints never reported by the time their tickets expired end the query as
-``incomplete``. A proxy-mode fetch that fails in the gateway is reported by the gateway's
-relay (``EndCollector.failed``). The first report of an endpoint counts.
+``incomplete``, and so do the queries still pending when the gateway shuts down. A
+proxy-mode fetch that fails in the gateway is reported by the gateway's relay
+(``EndCollector.failed``). The first report of an endpoint counts.
 """
 
 from __future__ import annotations
@@ -230,19 +231,39 @@ class EndCollector:
         with self._changed:
             return len(self._pending)
 
+    def close(self) -> None:
+        """At shutdown: collect once more, then end every query still pending (this process
+        will not hear of it again) as incomplete."""
+        self._collect_all()
+        with self._changed:
+            left = list(self._pending.values())
+            self._pending.clear()
+        for pending in left:
+            missing = pending.parts - len(pending.ended)
+            _finish(
+                pending,
+                f"the gateway stopped before domain {pending.domain}'s node reported the end "
+                f"of {missing} of {pending.parts} endpoint(s)",
+            )
+
     def _run(self) -> None:
         while True:
             with self._changed:
                 if not self._pending:
                     self._thread = None
                     return
-                domains = sorted({p.domain for p in self._pending.values()})
-            for domain in domains:
-                for location in self._locations(domain):
-                    self._collect(domain, location)
+            self._collect_all()
             self._expire()
             with self._changed:
                 self._changed.wait(self._poll)
+
+    def _collect_all(self) -> None:
+        """Collect from every replica of the domains with pending queries."""
+        with self._changed:
+            domains = sorted({p.domain for p in self._pending.values()})
+        for domain in domains:
+            for location in self._locations(domain):
+                self._collect(domain, location)
 
     def _collect(self, domain: str, location: str) -> None:
         try:

@@ -348,3 +348,25 @@ def test_a_node_cannot_end_another_domains_query(mesh: Mesh):
     finally:
         forger.shutdown()
         mesh.ensure_running("sales")
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+def test_a_gateway_shutting_down_ends_the_queries_it_placed(
+    demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """SIGTERM: the gateway collects once more, then ends what its nodes have not
+    reported, instead of leaving begin records without an end."""
+    root = tmp_path_factory.mktemp("mesh-audit-shutdown")
+    with running_mesh(demo_mesh, root, {"sales": 1}, ticket_ttl_seconds=600) as mesh:
+        tag = tagged()
+        raw_info(mesh.gateway.uri, "bob", f"SELECT order_id, '{tag}' AS tag FROM sales.orders")
+        assert mesh.gateway is not None
+        mesh.gateway.process.terminate()
+        assert mesh.gateway.process.wait(timeout=60) == 0
+        end = end_of(mesh, tag, timeout=5)  # written before the process exited
+    assert (end["outcome"], end["rows"]) == ("incomplete", 0)
+    assert end["error"] == (
+        "the gateway stopped before domain sales's node reported the end of 1 of 1 endpoint(s)"
+    )
