@@ -454,6 +454,13 @@ def bench(
     )
 
 
+from gateway.cli.top import cancel as _cancel  # noqa: E402 - beside the commands they join
+from gateway.cli.top import top as _top  # noqa: E402
+
+app.command("top")(_top)
+app.command("cancel")(_cancel)
+
+
 @app.command("hash-password")
 def hash_password_command(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],

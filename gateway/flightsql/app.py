@@ -17,6 +17,7 @@ from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshState
 from gateway.config import MeshConfig, load_config
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ConfigError
+from gateway.flightsql.operator import OperatorActions
 from gateway.flightsql.server import MeshgateFlightServer
 from gateway.flightsql.service import SqlService
 from gateway.metrics.live import LiveCollector
@@ -78,8 +79,6 @@ class Gateway:
     def shutdown(self) -> None:
         self._stop.set()
         self.server.shutdown()
-        if self.service.nodes is not None:  # end the audit of queries placed on nodes
-            self.service.nodes.ends.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
 
@@ -93,6 +92,9 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     audit = AuditLog(config.audit.path(mesh_dir), config.audit.max_file_bytes)
     metrics = GatewayMetrics()
     service = SqlService(state, audit, metrics=metrics)
+    metrics.group_of = lambda principal: service.workload.group_of(principal).name
+    metrics.prepare(group.name for group in service.workload.groups)
+    service.workload.on_wait = metrics.waited
     settings = config.gateway
     tls = _tls_certificates(mesh_dir, settings)
     scheme = "grpc+tls" if tls else "grpc"
@@ -116,6 +118,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
             on_refused=lambda login: (
                 metrics.refused_logins if login else metrics.refused_tokens
             ).inc(),
+            operator=OperatorActions(service.workload, settings.admin_roles, audit, metrics),
             tls_certificates=tls,
         )
     except pa.ArrowException as exc:  # pyarrow only says "Server did not start properly"
@@ -150,7 +153,7 @@ def _serve_metrics(
     """The ``/metrics`` endpoint of ``[metrics]`` (None without the section)."""
     if config.metrics is None:
         return None
-    metrics.registry.register(LiveCollector(state, service.nodes))
+    metrics.registry.register(LiveCollector(state, service.nodes, service.workload.counts))
     return MetricsServer(metrics.registry, config.metrics.host, config.metrics.port)
 
 

@@ -22,6 +22,8 @@ from gateway.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from gateway.flightsql.operator import DESCRIPTIONS as OPERATOR_ACTIONS
+from gateway.flightsql.operator import OperatorActions
 from gateway.flightsql.protocol import (
     ACTION_CLOSE_PREPARED_STATEMENT,
     ACTION_CREATE_PREPARED_STATEMENT,
@@ -76,8 +78,10 @@ class MeshgateFlightServer(flight.FlightServerBase):
         secrets: tuple[str, ...] = (),
         on_failed_login: FailedLogin | None = None,
         on_refused: Callable[[bool], None] | None = None,
+        operator: OperatorActions | None = None,
         **kwargs,
     ) -> None:
+        """``operator``: answers ``meshgate top`` and ``meshgate cancel`` (admins only)."""
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
@@ -89,6 +93,7 @@ class MeshgateFlightServer(flight.FlightServerBase):
             **kwargs,
         )
         self.service = service
+        self.operator = operator
         self._tokens = tokens
         self._secrets = tuple(s for s in secrets if s)
 
@@ -158,6 +163,9 @@ class MeshgateFlightServer(flight.FlightServerBase):
                 self._tokens.revoke(middleware.token)
             return []
         body = action.body.to_pybytes() if action.body is not None else b""
+        if action.type in OPERATOR_ACTIONS and self.operator is not None:
+            answer = self.operator.answer(_principal(context), action.type, body)
+            return [flight.Result(pa.py_buffer(answer))]
         return [
             flight.Result(pa.py_buffer(r))
             for r in self.service.action(_principal(context), action.type, body)
@@ -170,6 +178,11 @@ class MeshgateFlightServer(flight.FlightServerBase):
             flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
             flight.ActionType(
                 ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"
+            ),
+            *(
+                flight.ActionType(name, description)
+                for name, description in OPERATOR_ACTIONS.items()
+                if self.operator is not None
             ),
         ]
 
@@ -186,4 +199,4 @@ def _principal(context: flight.ServerCallContext) -> Principal:
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise AuthenticationError("authentication required")
-    return replace(middleware.principal, client=context.peer(), source=middleware.source)
+    return replace(middleware.principal, client=context.peer())

@@ -31,6 +31,8 @@ _REFUSED = {"denied": "denied", "refused": "refused", "failed": "failed"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DEFAULT_GROUP = "default"
+#: What a query takes a slot for (``gateway.workload``): to be planned, then to run.
+PHASES = ("planning", "running")
 
 
 def ended_outcome(outcome: str) -> str:
@@ -71,8 +73,9 @@ class GatewayMetrics:
         )
         self.queue_wait = Histogram(
             "meshgate_queue_wait_seconds",
-            "Time a query waited in its resource group's queue before running",
-            ["group"],
+            "Time a query waited in its resource group's queue for a slot to be planned or "
+            "to run (phase), 0 when one was free; also a wait that ended in a refusal",
+            ["group", "phase"],
             buckets=QUEUE_BUCKETS,
             registry=registry,
         )
@@ -107,6 +110,18 @@ class GatewayMetrics:
         )
         ProcessCollector(namespace="meshgate", registry=registry)
 
+    def prepare(self, groups: Iterable[str]) -> None:
+        """Expose every outcome and per-group series of ``groups`` at 0 from the start, so
+        that rates and alerts see the first query of each."""
+        for group in groups:
+            for outcome in sorted({*_ENDED.values(), *_REFUSED.values()}):
+                self.queries.labels(outcome, group)
+            self.duration.labels(group)
+            for phase in PHASES:
+                self.queue_wait.labels(group, phase)
+            self.rows.labels(group)
+            self.bytes.labels(group)
+
     def refused(self, principal: Principal, decision: str) -> None:
         """An attempt refused before it ran, with its audit ``decision``."""
         outcome = _REFUSED.get(decision, "failed")
@@ -132,6 +147,7 @@ class GatewayMetrics:
         self.rows.labels(group).inc(rows)
         self.bytes.labels(group).inc(bytes_)
 
-    def queued(self, group: str, seconds: float) -> None:
-        """A query of ``group`` left the queue (to run or not) after ``seconds``."""
-        self.queue_wait.labels(group).observe(seconds)
+    def waited(self, group: str, phase: str, seconds: float) -> None:
+        """A query of ``group`` took a slot for ``phase`` (or gave up) after ``seconds``
+        in the queue."""
+        self.queue_wait.labels(group, phase).observe(seconds)

@@ -90,13 +90,14 @@ def test_metrics_count_each_query_login_and_token_exactly(served: Private):
     )
     assert isinstance(after, Scrape)
     counted = "meshgate_queries_total"
-    assert delta(after, before, counted, outcome="ok") == 2
-    assert delta(after, before, counted, outcome="denied") == 1
-    assert delta(after, before, counted, outcome="refused") == 1
-    assert delta(after, before, counted, outcome="failed") == 1
+    for outcome in ("ok", "denied", "refused", "failed", "timeout", "cancelled"):
+        assert before.has(counted, outcome=outcome, group="default")  # at 0 from the start
+    assert delta(after, before, counted, outcome="ok", group="default") == 2
+    assert delta(after, before, counted, outcome="denied", group="default") == 1
+    assert delta(after, before, counted, outcome="refused", group="default") == 1
+    assert delta(after, before, counted, outcome="failed", group="default") == 1
     assert delta(after, before, counted, outcome="cancelled") == 0
     assert delta(after, before, counted) == 5
-    assert after.labels(counted, "group") == {"default"}
 
     products = "meshgate_product_queries_total"
     assert delta(after, before, products, product="sales.orders", outcome="ok") == 1
@@ -104,7 +105,7 @@ def test_metrics_count_each_query_login_and_token_exactly(served: Private):
     assert delta(after, before, products, product="sales.orders", outcome="failed") == 1
     assert delta(after, before, products) == 3  # the refused ones read nothing
 
-    assert delta(after, before, "meshgate_query_duration_seconds_count") == ended
+    assert delta(after, before, "meshgate_query_duration_seconds_count", group="default") == ended
     assert delta(after, before, "meshgate_query_duration_seconds_sum") > 0
     assert delta(after, before, "meshgate_refused_logins_total") == 1
     assert delta(after, before, "meshgate_refused_tokens_total") == 1

@@ -20,6 +20,10 @@ class Scrape:
         labelled counter appears with its first increment)."""
         return self.samples.get((name, frozenset(labels.items())), 0.0)
 
+    def has(self, name: str, **labels: str) -> bool:
+        """Whether the sample ``name`` with exactly ``labels`` is exposed."""
+        return (name, frozenset(labels.items())) in self.samples
+
     def total(self, name: str, **labels: str) -> float:
         """The sum of the samples ``name`` whose labels include ``labels``."""
         wanted = set(labels.items())
