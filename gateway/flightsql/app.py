@@ -79,6 +79,8 @@ class Gateway:
     def shutdown(self) -> None:
         self._stop.set()
         self.server.shutdown()
+        if self.service.nodes is not None:  # end the audit of queries placed on nodes
+            self.service.nodes.ends.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
 

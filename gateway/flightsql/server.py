@@ -199,4 +199,4 @@ def _principal(context: flight.ServerCallContext) -> Principal:
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise AuthenticationError("authentication required")
-    return replace(middleware.principal, client=context.peer())
+    return replace(middleware.principal, client=context.peer(), source=middleware.source)
