@@ -15,6 +15,16 @@ Example::
     password_hash = "scrypt$16384$8$1$..."
     roles = ["analyst_eu"]
     attributes = { region = "EU" }
+
+    [identity]                      # bearer JWTs of an OpenID Connect provider
+    issuer = "https://login.example.com/realms/data"
+    audience = "meshgate"
+    user_claim = "preferred_username"
+    roles_claim = "groups"
+    [identity.roles]
+    "eu-analysts" = "analyst_eu"
+    [identity.attributes]
+    region = "region"
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -252,6 +263,99 @@ class WorkloadSettings(_Strict):
     groups: dict[str, ResourceGroupSettings] = {}
 
 
+#: signature algorithms a token may use: asymmetric only (never ``none``, never an HMAC
+#: whose "secret" could be the provider's public key)
+ASYMMETRIC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+
+
+class ServiceAccountSettings(_Strict):
+    """``[identity.service_accounts."<client id>"]``: a machine client. Every token issued to
+    this client (client credentials) signs in as this service principal, with these roles
+    and attributes, whatever its claims say."""
+
+    user: str | None = Field(
+        default=None, description="the principal's name (default: the client id)"
+    )
+    roles: tuple[str, ...] = ()
+    attributes: dict[str, str | int | float | bool] = {}
+
+
+class IdentitySettings(_Strict):
+    """``[identity]``: sign-in with bearer JWTs from an OpenID Connect provider
+    (``gateway.security.identity``). Keys are found by OIDC discovery from ``issuer``."""
+
+    issuer: str = Field(description="the provider's issuer URL, exactly as tokens carry it")
+    audience: tuple[str, ...] = Field(min_length=1, description="a token's aud must name one")
+    user_claim: str = Field(
+        default="sub", min_length=1, description="e.g. preferred_username, email, sub"
+    )
+    roles_claim: str | None = Field(
+        default=None, description="e.g. groups; dotted for nested claims"
+    )
+    roles: dict[str, tuple[str, ...]] = Field(
+        default={}, description="claim value -> role or roles; unmapped values grant nothing"
+    )
+    attributes: dict[str, str] = Field(default={}, description="user attribute -> claim")
+    algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    jwks_refresh_seconds: float = Field(
+        default=60.0, gt=0, description="an unknown key id refetches the keys at most this often"
+    )
+    jwks_max_age_seconds: float = Field(
+        default=3600.0, gt=0, description="keys are refetched when older (a revoked key goes)"
+    )
+    http_timeout_seconds: float = Field(default=5.0, gt=0)
+    authorized_parties: tuple[str, ...] = Field(
+        default=(), description="if set, a token's azp (else client_id) must be one of these"
+    )
+    required_scopes: tuple[str, ...] = Field(default=(), description="a token must grant all")
+    password_logins: bool = Field(
+        default=True, description="false: the [users] of mesh.toml can no longer sign in"
+    )
+    service_accounts: dict[str, ServiceAccountSettings] = {}
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _role_or_roles(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {k: (v,) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _must_be_https(cls, value: str) -> str:
+        if not is_trusted_url(value):
+            raise ValueError(
+                "must be an https:// URL (plain http only on this machine: 127.0.0.1, localhost)"
+            )
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unsafe = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+        if unsafe or not value:
+            raise ValueError(
+                f"{unsafe or 'none'}: only asymmetric algorithms ({', '.join(ASYMMETRIC_ALGORITHMS)})"
+            )
+        return value
+
+
+def is_trusted_url(url: str) -> bool:
+    """An https URL, or plain http to this machine (a provider run for tests or a demo)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 class MeshConfig(_Strict):
     """The whole ``mesh.toml``."""
 
@@ -263,6 +367,7 @@ class MeshConfig(_Strict):
     engines: EnginesSettings = EnginesSettings()
     metrics: MetricsSettings | None = None
     workload: WorkloadSettings = WorkloadSettings()
+    identity: IdentitySettings | None = None
     users: dict[str, UserSettings] = {}
 
 
