@@ -223,11 +223,25 @@ class Engine:
             if key in self.health:
                 self.health[key] = status
 
-    def row_count(self, domain: str, name: str) -> int:
-        """How many rows a product has."""
+    def row_count(
+        self,
+        domain: str,
+        name: str,
+        where: exp.Expr | None = None,
+        timeout_seconds: float | None = None,
+    ) -> int:
+        """How many rows a product has (those meeting ``where``), counted within
+        ``timeout_seconds`` (the query timeout by default)."""
         count = exp.select(exp.func("count", exp.Star())).from_(product_table(domain, name))
+        if where is not None:
+            count = count.where(where.copy())
+        seconds = self.settings.query_timeout_seconds if timeout_seconds is None else timeout_seconds
         with self.cursor() as cursor:
-            return cursor.sql(count.sql("duckdb")).fetchall()[0][0]
+            token = self.watchdog.watch(self, cursor, lambda: False, seconds)
+            try:
+                return cursor.sql(count.sql("duckdb")).fetchall()[0][0]
+            finally:
+                self.watchdog.release(token)
 
     def memory_usage(self) -> tuple[int, int]:
         """Bytes DuckDB holds now in memory and in temporary storage (``duckdb_memory()``)."""

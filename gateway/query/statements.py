@@ -19,9 +19,11 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema_and_plan
+from gateway.engine.visible_rows import VisibleRows
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
 from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
+from gateway.planning.stand_ins import StandIn, stand_in_sql
 from gateway.query import explain
 from gateway.query.handles import HandleStore
 from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
@@ -62,6 +64,7 @@ class StatementPlanner:
             max_recursion_depth=state.config.workload.max_recursion_depth,
         )
         self._plans = PlanCache()
+        self._visible_rows = VisibleRows()
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
             "prepared statement",
             settings.ticket_ttl_seconds * 6,
@@ -156,7 +159,41 @@ class StatementPlanner:
             raise InvalidQuery(
                 "name every computed column with AS: its automatic name would expose governed SQL"
             )
-        return explain.EXPLAIN_SCHEMA if query.explain else schema, plan_cost(plan_json)
+        cost = plan_cost(plan_json)
+        if any(access.row_filter is not None for access in query.accesses.values()):
+            cost = replace(cost, rows=self._visible_cost(context, query, parameters, remaining))
+        return explain.EXPLAIN_SCHEMA if query.explain else schema, cost
+
+    def _visible_cost(
+        self,
+        context: PlanContext,
+        query: Query,
+        parameters: Sequence[object],
+        timeout: float | None,
+    ) -> float:
+        """The rows ``query``'s plan is estimated to produce, estimated from the rows the
+        user may see of each row-filtered product (``gateway.planning.stand_ins``), never
+        from statistics that count hidden rows."""
+        stand_ins = {}
+        for product in query.products:
+            row_filter = query.accesses[product.key].row_filter
+            if row_filter is None:
+                continue
+            catalogued = context.catalog.product(product.domain, product.name)
+            assert catalogued is not None  # resolved against this catalog
+            rows = self._visible_rows.count(context.catalog, catalogued, row_filter, timeout)
+            stand_ins[(product.domain, product.name)] = StandIn(
+                rows, catalogued.column_types, row_filter.sql("duckdb")
+            )
+        assert query.sql is not None
+        _, plan_json = result_schema_and_plan(
+            context.catalog,
+            stand_in_sql(query.sql, stand_ins),
+            parameters,
+            query.product_keys,
+            timeout,
+        )
+        return plan_cost(plan_json).rows
 
     def current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket

@@ -230,3 +230,10 @@ def test_a_group_selected_by_the_clients_source_header(demo_mesh: Path, tmp_path
         with adbc_connect(running.uri, "bob") as conn, conn.cursor() as cur:
             cur.execute(sql)
             assert cur.fetchone()[0] > 0
+
+
+def test_an_estimate_under_a_row_filter_counts_only_visible_rows(gateway: RunningGateway) -> None:
+    """alice sees 89,906 of the 200,000 orders: her three-way cross join is estimated from
+    her rows (89,906^3, about 7e+14), bob's from all of them (8e+15)."""
+    assert "about 7e+14 intermediate rows" in str(_error(gateway.uri, "alice", THREE_WAY_CROSS))
+    assert "about 8e+15 intermediate rows" in str(_error(gateway.uri, "bob", THREE_WAY_CROSS))
