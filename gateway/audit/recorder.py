@@ -169,16 +169,20 @@ class AuditRecorder:
         stats = StreamStats()
         sequence, finish = self.begin_deferred(planned, engine=engine)
         end.bind(finish)
-        outcome, error = "disconnected", None
+        outcome: str = "error"
+        error: str | None = "the query failed"  # unless it ends otherwise below
         try:
             first = next(batches, None)
             self.wait_durable(sequence)
             if first is not None:
                 yield first
                 yield from batches
-            outcome = "ok"
+            outcome, error = "ok", None
+        except GeneratorExit:
+            outcome, error = "disconnected", None
+            raise
         except MeshgateError as exc:
-            outcome, error = "error", exc.client_message
+            error = exc.client_message
             raise
         finally:
             close = getattr(batches, "close", None)

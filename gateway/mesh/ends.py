@@ -83,6 +83,30 @@ class Streaming:
         return answer
 
 
+class Tracker:
+    """One audited ticket on a node: streaming from its first batch on (a stream that never
+    starts is never reported streaming), reported when it ends."""
+
+    def __init__(self, outbox: EndOutbox, tag: AuditTag) -> None:
+        self._outbox = outbox
+        self._tag = tag
+        self._streaming: Streaming | None = None
+
+    def started(self) -> None:
+        self._streaming = self._outbox.start(self._tag)
+
+    def count(self, rows: int, size: int) -> None:
+        if self._streaming is not None:
+            self._streaming.rows += rows
+            self._streaming.bytes += size
+
+    def ended(self, outcome: str, error: str | None) -> None:
+        if self._streaming is not None:
+            self._outbox.end(self._streaming, outcome, error)
+        else:  # failed before streaming (its SQL could not be bound, its policy changed)
+            self._outbox.failed(self._tag, outcome, error)
+
+
 class EndOutbox:
     """A node's reports for the gateway processes that placed its audited tickets."""
 
@@ -105,10 +129,13 @@ class EndOutbox:
                 return
             self._keep(streaming.tag.gateway, streaming.report(outcome, error))
 
-    def refused(self, tag: AuditTag, error: str) -> None:
-        """A ticket of ``tag`` was refused before streaming (e.g. its policy changed)."""
+    def tracker(self, tag: AuditTag) -> Tracker:
+        return Tracker(self, tag)
+
+    def failed(self, tag: AuditTag, outcome: str, error: str | None) -> None:
+        """A ticket of ``tag`` ended before streaming (refused, or its SQL failed)."""
         with self._lock:
-            self._keep(tag.gateway, Streaming(tag).report("refused", error))
+            self._keep(tag.gateway, Streaming(tag).report(outcome, error))
 
     def _keep(self, gateway: str, report: dict[str, object]) -> None:
         """Under the lock: keep ``report`` for ``gateway``; forget what no gateway
@@ -189,6 +216,7 @@ class EndCollector:
         self._pending: dict[str, _Pending] = {}
         self._instances: dict[str, str] = {}  # location -> the node process last seen there
         self._changed = threading.Condition()
+        self._round = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def tag(self, query_id: str, part: int, parts: int) -> AuditTag:
@@ -258,12 +286,14 @@ class EndCollector:
                 self._changed.wait(self._poll)
 
     def _collect_all(self) -> None:
-        """Collect from every replica of the domains with pending queries."""
-        with self._changed:
-            domains = sorted({p.domain for p in self._pending.values()})
-        for domain in domains:
-            for location in self._locations(domain):
-                self._collect(domain, location)
+        """Collect from every replica of the domains with pending queries (one round at a
+        time: what one round drained, another must not take for lost)."""
+        with self._round:
+            with self._changed:
+                domains = sorted({p.domain for p in self._pending.values()})
+            for domain in domains:
+                for location in self._locations(domain):
+                    self._collect(domain, location)
 
     def _collect(self, domain: str, location: str) -> None:
         try:
@@ -283,12 +313,20 @@ class EndCollector:
                     log.warning("end_report_ignored", domain=domain, location=location)
                     continue
                 pending.end(_part(raw), raw)
+            seen: set[tuple[str, int]] = set()
             for raw in _reports(answer.get("streaming")):
                 pending = self._pending.get(str(raw.get("query")))
                 if pending is not None and pending.domain == domain:
                     part = _part(raw)
+                    seen.add((str(raw.get("query")), part))
                     if part not in pending.ended:
                         pending.streaming[part] = (location, instance, raw)
+            # streaming at the last look, neither streaming nor ended now: lost by the node
+            for query_id, pending in self._pending.items():
+                for part, (where, _, last) in list(pending.streaming.items()):
+                    if where == location and (query_id, part) not in seen:
+                        error = f"domain {domain}'s node lost track of the stream; the query failed"
+                        pending.end(part, {**last, "outcome": "error", "error": error})
             done = self._take_complete()
         for pending in done:
             _finish(pending)
@@ -348,9 +386,18 @@ def _number(raw: Mapping[str, object], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
+_CONSEQUENCES = ("cancelled", "disconnected")
+
+
+def _consequence(report: Mapping[str, object]) -> bool:
+    """Whether an endpoint's outcome may be the consequence of another's failure."""
+    return report.get("outcome") in _CONSEQUENCES
+
+
 def _finish(pending: _Pending, missing: str | None = None) -> None:
     """``pending``'s end record: rows and bytes summed over its endpoints, the time from
-    the first start to the last end, the first failure (by endpoint) or ``missing``."""
+    the first start to the last end, the first failure (by endpoint, a cause before a
+    cancel or disconnect) or ``missing``."""
     reports = [pending.ended[part] for part in sorted(pending.ended)]
     stats = StreamStats(
         rows=int(sum(_number(r, "rows") for r in reports)),
@@ -361,7 +408,10 @@ def _finish(pending: _Pending, missing: str | None = None) -> None:
         first = min(_number(r, "started") for r in timed)
         last = max(_number(r, "started") + _number(r, "duration_ms") / 1000 for r in timed)
         stats.started = time.perf_counter() - (last - first)  # the recorder measures from here
-    failed = next((r for r in reports if r.get("outcome") != "ok"), None)
+    failures = [r for r in reports if r.get("outcome") != "ok"]
+    # the cause before its consequences: a client stops fetching the other endpoints
+    # (cancelled, disconnected) when one fails
+    failed = min(failures, key=_consequence, default=None)
     if failed is not None:
         outcome, error = str(failed.get("outcome")), failed.get("error")
     elif missing is not None:

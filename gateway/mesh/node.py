@@ -36,7 +36,7 @@ from gateway.config import MeshConfig
 from gateway.engine.streaming import StreamStats, result_schema, stream_sql
 from gateway.errors import ConfigError, MeshgateError
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
-from gateway.mesh.ends import EndOutbox, Streaming
+from gateway.mesh.ends import EndOutbox, Tracker
 from gateway.mesh.tickets import (
     CONTROL_PURPOSES,
     POLICY_CHANGED,
@@ -138,7 +138,7 @@ class DomainNode(flight.FlightServerBase):
                 subject = self._subject(ticket.user)
                 if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
                     if ticket.audit is not None:  # the query it belongs to failed: say why
-                        self._ends.refused(ticket.audit, POLICY_CHANGED)
+                        self._ends.failed(ticket.audit, "refused", POLICY_CHANGED)
                     raise TicketError(POLICY_CHANGED)
             self._replays.admit(ticket)
         except TicketError as exc:
@@ -162,7 +162,8 @@ class DomainNode(flight.FlightServerBase):
             products=list(node_ticket.products),
             client=context.peer(),
         )
-        streaming = self._ends.start(node_ticket.audit) if node_ticket.audit else None
+        audit = node_ticket.audit
+        tracker = self._ends.tracker(audit) if audit is not None else None
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
             self._audit.append_lazily(
@@ -175,8 +176,8 @@ class DomainNode(flight.FlightServerBase):
                 duration_ms=monotonic_ms(stats.started),
                 error=error,
             )
-            if streaming is not None:
-                self._ends.end(streaming, outcome, error)
+            if tracker is not None:
+                tracker.ended(outcome, error)
 
         try:
             schema = result_schema(
@@ -200,15 +201,17 @@ class DomainNode(flight.FlightServerBase):
                     node=self.domain,
                 ),
                 begun,
-                streaming,
+                tracker,
             ),
         )
 
-    def _count(self, batches, begun: int, streaming: Streaming | None):
-        """The batches, counted (the node's counters; ``streaming``: an audited ticket's
+    def _count(self, batches, begun: int, tracker: Tracker | None):
+        """The batches, counted (the node's counters; ``tracker``: an audited ticket's
         progress, for the gateway's collector)."""
         with self.counters.lock:
             self.counters.tickets += 1
+        if tracker is not None:
+            tracker.started()
         try:
             for index, batch in enumerate(batches):
                 if index == 0:
@@ -216,9 +219,8 @@ class DomainNode(flight.FlightServerBase):
                 with self.counters.lock:
                     self.counters.rows += batch.num_rows
                     self.counters.bytes += batch.nbytes
-                if streaming is not None:
-                    streaming.rows += batch.num_rows
-                    streaming.bytes += batch.nbytes
+                if tracker is not None:
+                    tracker.count(batch.num_rows, batch.nbytes)
                 yield batch
         except MeshgateError as exc:
             raise pa.ArrowInvalid(exc.client_message) from None

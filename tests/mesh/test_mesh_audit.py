@@ -232,6 +232,19 @@ def test_a_query_whose_node_is_down_is_recorded_as_failed_naming_its_domain(
         mesh.ensure_running("crm")
 
 
+def test_the_nodes_own_error_is_the_end_records_error(mesh: Mesh):
+    """The query fails on the node, at run time: the client and the audit get the node's
+    message."""
+    mesh.ensure_running("sales")
+    tag = tagged()
+    with pytest.raises(Exception) as caught:  # ADBC's error, compared below
+        adbc_query(mesh, f"SELECT CAST(region AS INTEGER) AS r, '{tag}' AS tag FROM sales.orders")
+    end = end_of(mesh, tag)
+    assert end["outcome"] == "error" and end["error"], end
+    assert end["error"] in str(caught.value)
+    assert "sales.orders" in end["error"]
+
+
 def test_a_node_that_dies_while_streaming_fails_the_query_in_the_audit(mesh: Mesh):
     mesh.ensure_running("logistics")
     node = mesh.node("logistics")
