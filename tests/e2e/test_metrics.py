@@ -13,7 +13,14 @@ from pyarrow import flight
 from support.clients import CLIENT_ERRORS, adbc_connect
 from support.metrics import Scrape, metrics_url, scrape
 from support.polling import wait_until
-from support.servers import Private, configure, copy_mesh, start_private
+from support.servers import (
+    NO_COST_LIMIT,
+    Private,
+    configure,
+    configure_groups,
+    copy_mesh,
+    start_private,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -160,5 +167,41 @@ def test_no_metrics_section_no_endpoint(demo_mesh: Path, tmp_path: Path):
         (started,) = running.events("gateway_started")
         assert started["metrics"] is None
         assert "Prometheus metrics" not in running.log()
+    finally:
+        running.kill()
+
+
+#: About 2.2 M rows sorted: more than 40 MB, so DuckDB spills the sort to disk.
+SPILLING_SORT = (
+    "SELECT a.order_id, b.order_id AS o2, a.amount FROM sales.orders a "
+    "JOIN sales.orders b ON a.customer_id = b.customer_id ORDER BY a.amount, b.order_id"
+)
+
+
+def test_spill_and_engine_memory_follow_a_query_that_spills(demo_mesh: Path, tmp_path: Path):
+    mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
+    configure(mesh, "engine", memory_limit="40MB")
+    configure(mesh, "metrics", port=0)
+    configure_groups(mesh, **NO_COST_LIMIT)  # the spilling query is the subject: admit it
+    running = start_private(mesh, tmp_path / "gateway.log")
+    try:
+        url = url_of(running)
+        assert scrape(url).value("meshgate_engine_spill_bytes") == 0
+        client, options = running.client("bob")
+        info = client.get_flight_info(
+            flight.FlightDescriptor.for_command(SPILLING_SORT.encode()), options
+        )
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        rows = reader.read_chunk().data.num_rows  # sorted (and spilled); the rest waits
+        during = scrape(url)
+        assert during.value("meshgate_engine_spill_bytes") > 1024**2
+        assert during.value("meshgate_engine_memory_bytes") > 1024**2
+        rows += sum(chunk.data.num_rows for chunk in reader)
+        client.close()
+        assert rows > 2_000_000
+        assert wait_until(
+            lambda: scrape(url).value("meshgate_engine_spill_bytes") == 0,
+            what="the spill files removed once the query ended",
+        )
     finally:
         running.kill()
