@@ -2,7 +2,8 @@
 
 Mesh layout written under ``<out>/mesh``::
 
-    mesh.toml                         users bench (admin) and analyst; hash key; engine
+    mesh.toml                         users bench (admin), analyst, heavy and light (analysts);
+                                      hash key; engine
     policies/global.csv               the platform floor (pii hashed unless pii_reader)
     orders/{orders,lineitem}.odcs.yaml + data/tpch.duckdb   (one DuckDB file)
     orders/policy.csv                 analyst reads orders.*, lineitem row filter
@@ -23,7 +24,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +33,14 @@ import duckdb
 import yaml
 from sqlglot import exp
 
-from benchmarks.settings import ADMIN_USER, ANALYST_USER, LINEITEM_FILTER, BenchConfig
+from benchmarks.settings import (
+    ADMIN_USER,
+    ANALYST_USER,
+    HEAVY_USER,
+    LIGHT_USER,
+    LINEITEM_FILTER,
+    BenchConfig,
+)
 from benchmarks.tpch import DOMAINS, DUCKDB_DOMAIN, TABLE_DOMAIN
 
 DUCKDB_FILE = "tpch.duckdb"
@@ -213,6 +221,33 @@ def write_mesh(config: BenchConfig, log: Callable[[str], None] = print) -> Mesh:
     return Mesh(mesh_dir, data_dir, hash_key, columns)
 
 
+def copy_with_settings(
+    mesh_dir: Path, target: Path, settings: Mapping[str, Mapping[str, object]]
+) -> Path:
+    """A copy of ``mesh_dir`` at ``target`` (data hard-linked, not copied) whose own
+    ``mesh.toml`` has ``settings``: section name (``engine``, ``workload.groups.heavy``)
+    -> keys set in it (added under an existing header, else in a new section)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(
+        mesh_dir, target, copy_function=os.link, ignore=shutil.ignore_patterns(".meshgate")
+    )
+    config = target / "mesh.toml"
+    lines = config.read_text(encoding="utf-8").splitlines()
+    config.unlink()  # a link to the original: write a file of its own
+    for section, values in settings.items():
+        header = f"[{section}]"
+        if header not in lines:
+            lines += ["", header]
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+        kept = [line for line in lines[start:end] if line.split("=", 1)[0].strip() not in values]
+        added = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines[start:end] = [*added, *kept]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
 def load_mesh(mesh_dir: Path, data_dir: Path | None = None) -> Mesh:
     """The description of a mesh written by :func:`write_mesh` (columns by DESCRIBE)."""
     import tomllib
@@ -320,7 +355,13 @@ def _mesh_toml(config: BenchConfig, hash_key: str, hash_password: Callable[[str]
         "[governance]",
         f"hash_key = {_toml_string(hash_key)}",
     ]
-    for user, role in ((ADMIN_USER, "admin"), (ANALYST_USER, "analyst")):
+    roles = {
+        ADMIN_USER: "admin",
+        ANALYST_USER: "analyst",
+        HEAVY_USER: "analyst",
+        LIGHT_USER: "analyst",
+    }
+    for user, role in roles.items():
         lines += [
             "",
             f"[users.{user}]",

@@ -31,25 +31,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def repo_env() -> dict[str, str]:
-    """This environment with the repository importable (``python -m gateway.cli``)."""
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+def repo_env(source: Path = REPO) -> dict[str, str]:
+    """This environment with the repository (or another checkout of it, ``source``)
+    importable (``python -m gateway.cli``)."""
+    return {**os.environ, "PYTHONPATH": str(source)}
 
 
-def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+def spawn(argv: list[str], log_path: Path, source: Path = REPO) -> subprocess.Popen:
     """``argv`` in a subprocess run from the repository (``repo_env``), not waited for; its
-    output is appended to ``log_path``."""
+    output is appended to ``log_path``. ``source``: another checkout to run instead (a
+    worktree of an older commit, for a before/after measurement)."""
     with log_path.open("ab") as log_file:  # the child keeps its own descriptor
         return subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(), cwd=REPO
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=repo_env(source), cwd=source
         )
 
 
 def spawn_server(
-    command: str, mesh_dir: Path, port: int, log_path: Path, *options: str
+    command: str, mesh_dir: Path, port: int, log_path: Path, *options: str, source: Path = REPO
 ) -> subprocess.Popen:
     """``python -m gateway.cli COMMAND MESH --port P --json-logs OPTIONS``, not waited for;
-    its output is appended to ``log_path``."""
+    its output is appended to ``log_path`` (``source``: see ``spawn``)."""
     argv = [
         sys.executable,
         "-m",
@@ -61,7 +63,7 @@ def spawn_server(
         "--json-logs",
         *options,
     ]
-    return spawn(argv, log_path)
+    return spawn(argv, log_path, source)
 
 
 def wait_until_ready(

@@ -115,16 +115,20 @@ class Processes:
         password: str,
         timeout: float = 120.0,
         name: str = "gateway",
+        source: Path = REPO,
     ) -> Server:
         """``python -m gateway.cli serve MESH --port P`` as the tests start it
-        (tests/support/servers.py), ready once a Basic handshake as ``user`` succeeds."""
-        return self.wait_gateway(self.spawn_gateway(mesh_dir, name), user, password, timeout)
+        (tests/support/servers.py), ready once a Basic handshake as ``user`` succeeds.
+        ``source``: the checkout whose gateway runs (default: this repository)."""
+        server = self.spawn_gateway(mesh_dir, name, source)
+        return self.wait_gateway(server, user, password, timeout)
 
-    def spawn_gateway(self, mesh_dir: Path, name: str = "gateway") -> Server:
+    def spawn_gateway(self, mesh_dir: Path, name: str = "gateway", source: Path = REPO) -> Server:
         """Start a gateway without waiting for it (see :meth:`wait_gateway`)."""
         port = free_port()
         log_path = self._log_path(name)
-        return self._started(name, spawn_server("serve", mesh_dir, port, log_path), port, log_path)
+        process = spawn_server("serve", mesh_dir, port, log_path, source=source)
+        return self._started(name, process, port, log_path)
 
     def wait_gateway(
         self, server: Server, user: str, password: str, timeout: float = 120.0

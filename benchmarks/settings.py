@@ -9,6 +9,10 @@ from pathlib import Path
 #: Users of the benchmark mesh; each password equals the user name.
 ADMIN_USER = "bench"
 ANALYST_USER = "analyst"
+#: The fairness section's two analysts: one keeps heavy queries running, the other runs
+#: point lookups beside them.
+HEAVY_USER = "heavy"
+LIGHT_USER = "light"
 
 #: The analyst's row filter on orders.lineitem (removes 1992's shipments, ~15 % of rows,
 #: and leaves every TPC-H query meaningful: their date ranges are all later).
@@ -54,6 +58,11 @@ class BenchConfig:
     mesh_clients: int = 8
     #: Seconds of load per replica count (split into ``repetitions`` windows).
     mesh_seconds: float = 10.0
+    #: Fairness section: the heavy user's concurrent clients, the light user's point
+    #: lookups per unloaded window, and the seconds of lookups under load per configuration.
+    fairness_heavy_clients: int = 8
+    fairness_lookups: int = 200
+    fairness_seconds: float = 30.0
 
     @classmethod
     def make(
@@ -74,6 +83,8 @@ class BenchConfig:
                 "decision_samples": 3,
                 "decision_budget_seconds": 10.0,
                 "mesh_seconds": 1.0,
+                "fairness_lookups": 20,
+                "fairness_seconds": 2.0,
                 # R7's own sizes: a Governor over 100,000 lines builds in a few seconds.
                 "policy_sizes": (10, 1_000, 100_000),
             }

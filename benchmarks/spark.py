@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.data import Mesh, write_mesh
+from benchmarks.data import Mesh, copy_with_settings, write_mesh
 from benchmarks.launch import free_port
 from benchmarks.measure import AdbcClient, geomean, same_result, timed
 from benchmarks.mesh import domains_of
@@ -150,24 +150,8 @@ def publish_as_parquet(mesh: Mesh) -> None:
 
 
 def _with_section(mesh_dir: Path, target: Path, section: str, **settings: object) -> Path:
-    """A copy of ``mesh_dir`` (data linked, not copied) with ``settings`` in ``[section]``
-    of its own ``mesh.toml`` (keys added under an existing header, else a new section)."""
-    shutil.copytree(
-        mesh_dir, target, copy_function=os.link, ignore=shutil.ignore_patterns(".meshgate")
-    )
-    config = target / "mesh.toml"
-    lines = config.read_text(encoding="utf-8").splitlines()
-    config.unlink()  # a link to the original: write a file of its own
-    header = f"[{section}]"
-    if header not in lines:
-        lines += ["", header]
-    start = lines.index(header) + 1
-    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
-    kept = [line for line in lines[start:end] if line.split("=", 1)[0].strip() not in settings]
-    added = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
-    lines[start:end] = [*added, *kept]
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return target
+    """A copy of ``mesh_dir`` with ``settings`` in ``[section]`` of its ``mesh.toml``."""
+    return copy_with_settings(mesh_dir, target, {section: settings})
 
 
 def _timed_runs(client: AdbcClient, sql: str, repetitions: int) -> tuple[list[float], Any]:

@@ -52,6 +52,13 @@ def point_lookup(key: int = POINT_KEY, qualified_name: bool = True) -> str:
     return f"SELECT * FROM {table} WHERE o_orderkey = {int(key)}"
 
 
+def order_key(index: int, scale: float) -> int:
+    """The ``index``-th of a spread of existing order keys at ``scale`` (TPC-H uses the
+    first 8 keys of every 32)."""
+    groups = max(1, int(1_500_000 * scale) // 8 - 1)  # order-key groups of 32 holding 8 keys
+    return 32 * ((index * 7919) % groups) + 1 + index % 7
+
+
 @dataclass
 class Context:
     """What every section needs."""
@@ -515,12 +522,10 @@ def decisions(ctx: Context) -> dict:
 def _mix(scale: float, qualified_names: bool = True) -> list[tuple[str, str]]:
     """The mixed workload: runs of point lookups (varying keys) with TPC-H queries between."""
     items: list[tuple[str, str]] = []
-    groups = max(1, int(1_500_000 * scale) // 8 - 1)  # order-key groups of 32 holding 8 keys
     key_index = 0
     for number in MIX_QUERIES:
         for _ in range(MIX_LOOKUPS):
-            key = 32 * ((key_index * 7919) % groups) + 1 + key_index % 7
-            items.append(("lookup", point_lookup(key, qualified_names)))
+            items.append(("lookup", point_lookup(order_key(key_index, scale), qualified_names)))
             key_index += 1
         sql = qualified(number, scale) if qualified_names else raw_query(number, scale)
         items.append((f"q{number}", sql))
