@@ -171,8 +171,8 @@ class _Pending:
     finish: Finish
     expires: float  # monotonic: when its tickets expire
     ended: dict[int, dict[str, object]] = field(default_factory=dict)
-    #: part -> (location, instance, last report) of the endpoints seen streaming
-    streaming: dict[int, tuple[str, str, dict[str, object]]] = field(default_factory=dict)
+    #: part -> (location, last report) of the endpoints seen streaming
+    streaming: dict[int, tuple[str, dict[str, object]]] = field(default_factory=dict)
 
     def end(self, part: int, report: dict[str, object]) -> None:
         if 0 <= part < self.parts and part not in self.ended:
@@ -309,10 +309,12 @@ class EndCollector:
         with self._changed:
             for raw in _reports(answer.get("ended")):
                 pending = self._pending.get(str(raw.get("query")))
-                if pending is None or pending.domain != domain:
-                    log.warning("end_report_ignored", domain=domain, location=location)
-                    continue
-                pending.end(_part(raw), raw)
+                if pending is None:  # ended already (expired, or failed by the relay)
+                    log.info("end_report_late", domain=domain, location=location)
+                elif pending.domain != domain:  # never placed there: refused, whatever it says
+                    log.warning("end_report_refused", domain=domain, location=location)
+                else:
+                    pending.end(_part(raw), raw)
             seen: set[tuple[str, int]] = set()
             for raw in _reports(answer.get("streaming")):
                 pending = self._pending.get(str(raw.get("query")))
@@ -320,10 +322,10 @@ class EndCollector:
                     part = _part(raw)
                     seen.add((str(raw.get("query")), part))
                     if part not in pending.ended:
-                        pending.streaming[part] = (location, instance, raw)
+                        pending.streaming[part] = (location, raw)
             # streaming at the last look, neither streaming nor ended now: lost by the node
             for query_id, pending in self._pending.items():
-                for part, (where, _, last) in list(pending.streaming.items()):
+                for part, (where, last) in list(pending.streaming.items()):
                     if where == location and (query_id, part) not in seen:
                         error = f"domain {domain}'s node lost track of the stream; the query failed"
                         pending.end(part, {**last, "outcome": "error", "error": error})
@@ -338,7 +340,7 @@ class EndCollector:
         now = time.time()
         with self._changed:
             for pending in self._pending.values():
-                for part, (where, _, last) in list(pending.streaming.items()):
+                for part, (where, last) in list(pending.streaming.items()):
                     if where == location:
                         took = max(0.0, now - _number(last, "started")) * 1000
                         failure = {"outcome": "error", "error": error, "duration_ms": took}

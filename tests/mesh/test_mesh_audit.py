@@ -355,7 +355,7 @@ def test_a_node_cannot_end_another_domains_query(mesh: Mesh):
         assert 0 < table.num_rows < 50
         assert_bytes(end, table, mesh.stats("crm")["bytes"] - before["bytes"])
         ignored = wait_until(
-            lambda: log_records(mesh.gateway.log(), "end_report_ignored"), 10, what="the log"
+            lambda: log_records(mesh.gateway.log(), "end_report_refused"), 10, what="the log"
         )
         assert isinstance(ignored, list) and ignored[0]["domain"] == "sales"
     finally:
