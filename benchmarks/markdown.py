@@ -450,3 +450,64 @@ def _mesh_scaling_lines(scaling: dict) -> list[str]:
             f"| {' / '.join(str(t) for t in e['tickets_per_replica'])} |"
         )
     return lines
+
+
+def _settings_text(settings: dict) -> str:
+    """``mesh.toml`` settings (section -> keys) in one line; "none" when empty."""
+    if not settings:
+        return "none (the benchmark mesh as written)"
+    return "; ".join(
+        f"`[{section}]` " + ", ".join(f"`{key} = {value!r}`" for key, value in keys.items())
+        for section, keys in settings.items()
+    ).replace("'", '"')
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return NA if value is None else f"{value:.{digits}f}"
+
+
+def fairness(fair: dict, config: dict) -> list[str]:
+    """Section 8: the light user's lookup latency unloaded and loaded, per configuration."""
+    heavy = ", ".join(f"q{n}" for n in fair.get("heavy_queries", []))
+    lines = [
+        (
+            f"User `light` runs `{fair.get('lookup_sql')}` (a new existing key each call, one "
+            f"reused ADBC cursor): {fair.get('lookups_per_window')} lookups unloaded before the "
+            f"load and as many after it (once the gateway is idle again), and back to back for "
+            f"{fair.get('loaded_seconds'):g} s while user `heavy` keeps "
+            f"{fair.get('heavy_clients')} ADBC clients running TPC-H {heavy} (each client in a "
+            "loop, a one-off statement each time; the queries in flight at the end are cancelled "
+            "and not counted). Both users are analysts of the benchmark mesh."
+        ),
+        "",
+        (
+            "| configuration | unloaded p50 / p95 ms | loaded p50 / p95 ms | p95 loaded / unloaded "
+            "| heavy user's queries per minute | errors (heavy / light) |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    before = fair.get("before_workload") or {}
+    for run in before.get("runs", ()):
+        lines.append(
+            f"| default, gateway before workload management ({before['commit']}, SF"
+            f"{before['scale']:g}, recorded) | {_number(run['unloaded_p50_ms'])} / "
+            f"{_number(run['unloaded_p95_ms'])} | {_number(run['loaded_p50_ms'])} / "
+            f"{_number(run['loaded_p95_ms'])} | {times(run['p95_ratio'])} | "
+            f"{_number(run['heavy_per_minute'], 0)} | {run['errors']} |"
+        )
+    for name, entry in fair.get("configurations", {}).items():
+        unloaded, loaded, load = entry["unloaded"], entry["loaded"], entry["heavy"]
+        lines.append(
+            f"| {name} | {_number(unloaded['p50_ms'])} / {_number(unloaded['p95_ms'])} | "
+            f"{_number(loaded['p50_ms'])} / {_number(loaded['p95_ms'])} | "
+            f"{times(entry['p95_ratio'])} | {_number(load['per_minute'], 0)} | "
+            f"{load['errors']} / {entry['lookup_errors']} |"
+        )
+    lines += ["", "Settings added to `mesh.toml` per configuration:", ""]
+    lines += [
+        f"- {name}: {_settings_text(entry.get('settings') or {})}"
+        for name, entry in fair.get("configurations", {}).items()
+    ]
+    met = fair.get("meeting_target") or ["none"]
+    lines += ["", f"Configurations within 3x: {', '.join(met)}."]
+    return lines

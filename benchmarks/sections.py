@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import charts, markdown, suites
+from benchmarks import charts, fairness, markdown, suites
 from benchmarks import mesh as mesh_section
 from benchmarks.settings import BenchConfig
 from benchmarks.targets import Target
@@ -253,6 +253,31 @@ SECTIONS: tuple[Section, ...] = (
         mesh_section.steps,
         markdown.mesh,
         chart=("mesh", charts.mesh),
+    ),
+    Section(
+        "fairness",
+        "Fairness: one user's point lookups beside another's heavy queries",
+        fairness.section,
+        fairness.steps,
+        markdown.fairness,
+        tuple(
+            Target(
+                "W1",
+                "fairness",
+                f"configurations.{name}.p95_ratio",
+                "<=",
+                fairness.MAX_P95_RATIO,
+                f"lookup p95 while another user runs 8 TPC-H queries / unloaded ({why})",
+                "x",
+            )
+            for name, why in (
+                ("default", "default settings"),
+                (
+                    "heavy_group_1_threads_1",
+                    "heavy user's group runs 1 at a time, [engine] threads = 1",
+                ),
+            )
+        ),
     ),
 )
 
