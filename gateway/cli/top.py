@@ -145,6 +145,7 @@ def _view(answer: dict, uri: str) -> Group:
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    message = str(exc).split(". gRPC client debug context")[0]
+    message = str(exc).split(". gRPC client debug context")[0].split(". Detail: ")[0]
+    message = message.strip('"')  # NOT_FOUND: the server's KeyError quotes its message
     err_console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code=1)
