@@ -59,11 +59,14 @@ class Product:
     def columns(self) -> tuple[ColumnContract, ...]:
         return self.contract.columns
 
-    def restricted_to(self, column_names: list[str], schema: pa.Schema) -> Product:
-        """This product as one user sees it: only ``column_names``, with ``schema``."""
+    def restricted_to(
+        self, column_names: list[str], schema: pa.Schema, column_types: Mapping[str, str]
+    ) -> Product:
+        """This product as one user sees it: only ``column_names``, with ``schema`` and the
+        DuckDB ``column_types`` they get (a mask may change a type)."""
         keep = set(column_names)
         contract = replace(self.contract, columns=tuple(c for c in self.columns if c.name in keep))
-        return Product(contract, schema, {k: v for k, v in self.column_types.items() if k in keep})
+        return Product(contract, schema, {k: v for k, v in column_types.items() if k in keep})
 
 
 @dataclass(frozen=True)

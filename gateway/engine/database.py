@@ -196,6 +196,14 @@ class Engine:
         with self.cursor() as cursor:
             return self.schema_on(cursor, sql, params)
 
+    def result_columns(self, sql: str) -> tuple[pa.Schema, tuple[str, ...]]:
+        """``result_schema`` and the DuckDB type of each result column, as DuckDB spells it
+        (``DECIMAL(12,2)``), from one binding."""
+        with self.cursor() as cursor:
+            relation = cursor.sql(sql)
+            schema = plain_schema(self._arrow_types.schema(cursor, relation))
+            return schema, tuple(str(duck_type) for duck_type in relation.types)
+
     def schema_on(
         self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None
     ) -> pa.Schema:
@@ -235,7 +243,9 @@ class Engine:
         count = exp.select(exp.func("count", exp.Star())).from_(product_table(domain, name))
         if where is not None:
             count = count.where(where.copy())
-        seconds = self.settings.query_timeout_seconds if timeout_seconds is None else timeout_seconds
+        seconds = (
+            self.settings.query_timeout_seconds if timeout_seconds is None else timeout_seconds
+        )
         with self.cursor() as cursor:
             token = self.watchdog.watch(self, cursor, lambda: False, seconds)
             try:

@@ -12,7 +12,7 @@ from gateway import __version__
 from gateway.catalog.catalog import Product
 from gateway.errors import NotSupported
 from gateway.flightsql import flightsql_pb2 as pb
-from gateway.flightsql import schemas
+from gateway.flightsql import schemas, xdbc
 from gateway.flightsql.schemas import Int32Bitmask
 from gateway.planning.naming import FLIGHT_SQL_CATALOG
 
@@ -73,6 +73,7 @@ _COMMAND_SCHEMAS: dict[type, pa.Schema] = {
     pb.CommandGetImportedKeys: schemas.GET_IMPORTED_KEYS,
     pb.CommandGetExportedKeys: schemas.GET_EXPORTED_KEYS,
     pb.CommandGetCrossReference: schemas.GET_CROSS_REFERENCE,
+    pb.CommandGetXdbcTypeInfo: schemas.GET_XDBC_TYPE_INFO,
 }
 
 
@@ -95,6 +96,8 @@ def command_table(command: object, visible: Callable[[], Iterable[Product]]) -> 
         return catalogs()
     if isinstance(command, pb.CommandGetTableTypes):
         return table_types()
+    if isinstance(command, pb.CommandGetXdbcTypeInfo):
+        return xdbc_type_info(command)
     if isinstance(
         command,
         (pb.CommandGetImportedKeys, pb.CommandGetExportedKeys, pb.CommandGetCrossReference),
@@ -161,9 +164,30 @@ def tables(products: Iterable[Product], command: pb.CommandGetTables) -> pa.Tabl
                     "table_type": TABLE_TYPE,
                 }
                 if command.include_schema:
-                    row["table_schema"] = schemas.table_schema_bytes(product.schema)
+                    row["table_schema"] = schemas.table_schema_bytes(_described(product))
                 rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _described(product: Product) -> pa.Schema:
+    """The product's schema with each column's SQL type, XDBC description and contract
+    description in its field metadata (see ``gateway.flightsql.xdbc``)."""
+    return xdbc.described_schema(
+        product.schema,
+        product.column_types,
+        FLIGHT_SQL_CATALOG,
+        product.domain,
+        product.name,
+        {c.name: c.description for c in product.columns},
+    )
+
+
+def xdbc_type_info(command: pb.CommandGetXdbcTypeInfo) -> pa.Table:
+    """GetXdbcTypeInfo: the DuckDB types the gateway serves (one XDBC code if asked)."""
+    data_type = command.data_type if command.HasField("data_type") else None
+    return pa.Table.from_pylist(
+        list(xdbc.type_info_rows(data_type)), schema=schemas.GET_XDBC_TYPE_INFO
+    )
 
 
 def table_types() -> pa.Table:

@@ -26,7 +26,7 @@ class VisibleCatalog:
 
     def __init__(self, state: MeshState) -> None:
         self._state = state
-        self._schemas: dict[tuple[int, str, str], pa.Schema] = {}
+        self._schemas: dict[tuple[int, str, str], tuple[pa.Schema, dict[str, str]]] = {}
 
     def products(self, principal: Principal) -> list[Product]:
         """The products ``principal`` may read, each reduced to the columns they may see,
@@ -38,11 +38,9 @@ class VisibleCatalog:
             access = snapshot.governor.access(subject, product.key)
             if not access.allowed or not access.visible_columns:
                 continue
+            schema, types = self._user_schema(snapshot, principal, product, access)
             visible.append(
-                product.restricted_to(
-                    [c.name for c in access.visible_columns],
-                    self._user_schema(snapshot, principal, product, access),
-                )
+                product.restricted_to([c.name for c in access.visible_columns], schema, types)
             )
         return visible
 
@@ -69,18 +67,20 @@ class VisibleCatalog:
 
     def _user_schema(
         self, snapshot: MeshSnapshot, principal: Principal, product: Product, access: ProductAccess
-    ) -> pa.Schema:
-        """The schema ``principal`` gets from ``product`` (masks may change types), learnt
-        from typed NULLs: metadata never reads the product's data."""
+    ) -> tuple[pa.Schema, dict[str, str]]:
+        """The schema ``principal`` gets from ``product`` and its columns' DuckDB types
+        (masks may change types), learnt from typed NULLs: metadata never reads the
+        product's data."""
         key = (snapshot.governor.version, principal.user, product.key)
-        schema = self._schemas.get(key)
-        if schema is None:
+        known = self._schemas.get(key)
+        if known is None:
             select = exp.select(*governed_columns(access, product.column_types, typed_nulls=True))
-            schema = snapshot.catalog.engine.result_schema(select.sql("duckdb"))
+            schema, types = snapshot.catalog.engine.result_columns(select.sql("duckdb"))
+            known = schema, dict(zip(schema.names, types, strict=True))
             if len(self._schemas) > _MAX_SCHEMAS:
                 self._schemas.clear()
-            self._schemas[key] = schema
-        return schema
+            self._schemas[key] = known
+        return known
 
 
 def _user_replica_view(replica: dict, readable: set[str]) -> dict:
