@@ -229,7 +229,7 @@ class ResourceGroupSettings(_Strict):
     )
     max_queued: int = Field(default=256, ge=0, description="queries waiting for a slot, at most")
     max_queue_wait_seconds: float = Field(
-        default=30.0, ge=0, description="a queued query waiting longer is refused"
+        default=300.0, ge=0, description="a queued query waiting longer is refused"
     )
     query_timeout_seconds: float | None = Field(
         default=None,
@@ -259,6 +259,19 @@ class WorkloadSettings(_Strict):
 
     max_recursion_depth: int = Field(
         default=1000, gt=0, description="iterations of a recursive CTE before it fails"
+    )
+    heavy_rows: float = Field(
+        default=1e7,
+        gt=0,
+        description="a query estimated to produce at least this many rows (see "
+        "max_estimated_rows) is heavy",
+    )
+    max_heavy_running: int | None = Field(
+        default=None,
+        gt=0,
+        description="heavy queries running at once, gateway-wide, whatever their group "
+        "(default: the machine's cores divided by [engine] threads, at least 1); more wait "
+        "in their group's queue, while light queries pass them",
     )
     groups: dict[str, ResourceGroupSettings] = {}
 

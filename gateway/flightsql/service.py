@@ -224,7 +224,7 @@ class SqlService:
             return table.schema, iter(table.to_batches())
         planned = replace(planned, timeout_seconds=slot.group.query_timeout_seconds)
         executor = self._executor_for(planned)
-        slot.engine = executor.name
+        slot.engine, slot.heavy = executor.name, self.workload.is_heavy(planned.cost)
         return self._audit.streamed(
             planned,
             lambda finish: executor.open(planned, slot.is_cancelled, finish),

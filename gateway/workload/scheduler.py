@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -63,6 +64,7 @@ class Slot:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     arrival: int = 0
     cancelled_by_operator: bool = False
+    heavy: bool = False  # set once the query's cost is known (see ``Workload.is_heavy``)
 
     def is_cancelled(self) -> bool:
         return self.cancelled_by_operator or self.client_cancelled()
@@ -74,6 +76,10 @@ class Workload:
     def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
         """``clock``: monotonic seconds (queue waits and the per-minute rate)."""
         self.groups = resource_groups(config)
+        self._heavy_rows = config.workload.heavy_rows
+        self.max_heavy_running = config.workload.max_heavy_running or max(
+            1, (os.cpu_count() or 1) // config.engine.threads
+        )
         self._max_per_minute = config.gateway.max_queries_per_minute_per_user
         self._clock = clock
         self._lock = threading.Condition()
@@ -196,10 +202,22 @@ class Workload:
         if self.on_wait is not None:
             self.on_wait(slot.group.name, phase, seconds)
 
+    def is_heavy(self, cost: PlanCost | None) -> bool:
+        """True for a query estimated to produce at least ``[workload] heavy_rows`` rows:
+        at most ``max_heavy_running`` of those run at once, gateway-wide."""
+        return cost is not None and cost.rows >= self._heavy_rows
+
     def _has_room(self, slot: Slot) -> bool:
         running = self._running[slot.group.name]
         mine = sum(1 for other in running if other.principal.user == slot.principal.user)
+        if slot.heavy and self._heavy_running() >= self.max_heavy_running:
+            return False
         return len(running) < slot.group.max_running and mine < slot.group.max_running_per_user
+
+    def _heavy_running(self) -> int:
+        return sum(
+            1 for slot in itertools.chain.from_iterable(self._running.values()) if slot.heavy
+        )
 
     def _is_next(self, slot: Slot) -> bool:
         """True when no queued query of the group goes before ``slot``: among those that

@@ -36,17 +36,26 @@ class Waiter:
     """A thread that takes a slot and holds it until released."""
 
     def __init__(self, work: Workload, principal: Principal, name: str) -> None:
+        self._start(work, work.new_slot(principal, "running", lambda: self.cancelled, name), name)
+
+    @classmethod
+    def holding_slot(cls, work: Workload, slot: Slot, name: str) -> Waiter:
+        waiter = cls.__new__(cls)
+        waiter._start(work, slot, name)
+        return waiter
+
+    def _start(self, work: Workload, slot: Slot, name: str) -> None:
         self.name = name
         self.error: BaseException | None = None
         self.holding = threading.Event()
         self.cancelled = False
         self._release = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(work, principal), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work, slot), daemon=True)
         self._thread.start()
 
-    def _run(self, work: Workload, principal: Principal) -> None:
+    def _run(self, work: Workload, slot: Slot) -> None:
         try:
-            with work.slot(principal, "running", self.name, lambda: self.cancelled):
+            with work.holding(slot):
                 self.holding.set()
                 self._release.wait(30)
         except BaseException as exc:  # noqa: BLE001 - reported to the test
@@ -245,3 +254,32 @@ def test_a_group_may_select_on_the_clients_source() -> None:
 def test_a_source_that_is_not_a_pattern_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="is not a regular expression"):
         workload(bad={"sources": ["(unclosed"]})
+
+
+def test_heavy_queries_share_a_gateway_wide_lane_that_light_ones_pass(waiters) -> None:
+    """Two heavy queries may run at once across groups; a third waits while a light query
+    of the same user runs at once."""
+    work = workload(
+        analysts={"roles": ["analyst_eu"], "max_running_per_user": 4},
+        default={"max_running_per_user": 4},
+    )
+    work.max_heavy_running = 2
+    assert work.is_heavy(PlanCost(1e7, 0)) and not work.is_heavy(PlanCost(9e6, 0))
+    assert not work.is_heavy(None)
+
+    def heavy(principal: Principal, name: str) -> Waiter:
+        slot = work.new_slot(principal, "running", statement=name)
+        slot.heavy = True
+        waiter = Waiter.holding_slot(work, slot, name)
+        waiters.append(waiter)
+        return waiter
+
+    first, second = heavy(ALICE, "h1"), heavy(BOB, "h2")
+    assert first.holding.wait(10) and second.holding.wait(10)
+    third = heavy(ALICE, "h3")
+    assert poll_for(lambda: queued(work, 1), 10)
+    light = start(waiters, work, ALICE, "light")
+    assert light.holding.wait(10), "a light query waited behind the heavy lane"
+    assert not third.holding.is_set()
+    second.release()
+    assert third.holding.wait(10)
