@@ -19,6 +19,8 @@ Classes are defined here unless a module is named::
           │    └── TicketError            a node ticket not to honour (gateway.mesh.tickets)
           ├── InvalidQuery
           ├── QueryRefused
+          │    └── AdminOnly              an operator action of a non-admin
+          │                               (gateway.flightsql.operator)
           ├── UnknownObject
           │    └── AccessDenied
           ├── QueryFailed
