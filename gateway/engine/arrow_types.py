@@ -47,6 +47,29 @@ class ArrowTypeCache:
             [pa.field(name, self._types[key]) for name, key in zip(names, keys, strict=True)]
         )
 
+    def types(
+        self, cursor: duckdb.DuckDBPyConnection, names: list[str | None]
+    ) -> list[pa.DataType]:
+        """The Arrow type DuckDB streams for each DuckDB type named (SQL type text); null
+        for None or a name DuckDB does not read as a type."""
+        duck_types: list[duckdb.sqltypes.DuckDBPyType | None] = []
+        for name in names:
+            try:
+                duck_types.append(None if name is None else cursor.sqltype(name))
+            except duckdb.Error:
+                duck_types.append(None)
+        missing = {
+            str(duck_type): duck_type
+            for duck_type in duck_types
+            if duck_type is not None and str(duck_type) not in self._types
+        }
+        if missing:
+            self._learn(cursor, missing)
+        return [
+            pa.null() if duck_type is None else self._types[str(duck_type)]
+            for duck_type in duck_types
+        ]
+
     def _learn(
         self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.sqltypes.DuckDBPyType]
     ) -> None:

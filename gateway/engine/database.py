@@ -29,6 +29,7 @@ from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
+from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
 from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
@@ -203,6 +204,30 @@ class Engine:
             relation = cursor.sql(sql)
             schema = plain_schema(self._arrow_types.schema(cursor, relation))
             return schema, tuple(str(duck_type) for duck_type in relation.types)
+
+    def parameter_schema(
+        self, sql: str, count: int, timeout_seconds: float | None = None
+    ) -> pa.Schema:
+        """The parameters ``$1`` .. ``$count`` of ``sql`` as fields of the Arrow type DuckDB
+        infers for each (``gateway.engine.parameters``; null where it cannot tell), bound
+        within ``timeout_seconds`` (the query timeout by default)."""
+        types = [pa.null()] * count
+        if count:
+            seconds = (
+                self.settings.query_timeout_seconds if timeout_seconds is None else timeout_seconds
+            )
+            with self.cursor() as cursor:
+                token = self.watchdog.watch(self, cursor, lambda: False, seconds)
+                try:
+                    plan = cursor.execute(PLAN_OF_STATEMENT, [sql]).fetchall()[0][0]
+                    types = self._arrow_types.types(cursor, parameter_type_names(plan, count))
+                except duckdb.Error as exc:  # the statement binds: only the types are unknown
+                    log.info("parameter_types_unknown", error=first_line(exc))
+                finally:
+                    self.watchdog.release(token)
+        return pa.schema(
+            [pa.field(f"${number}", plain_type(t)) for number, t in enumerate(types, start=1)]
+        )
 
     def schema_on(
         self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None

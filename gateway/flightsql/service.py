@@ -298,8 +298,7 @@ class SqlService:
         self.planner.check_room(principal.user)  # before the work of planning
         with self.workload.slot(principal, "planning", text):
             handle, planned = self.planner.prepare(principal, text)
-        count = len(planned.parameters)
-        parameter_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
+            parameter_schema = self.planner.parameter_schema(planned)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             dataset_schema=planned.schema.serialize().to_pybytes(),

@@ -23,6 +23,7 @@ from gateway.engine.visible_rows import VisibleRows
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
 from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
+from gateway.planning.shapes import shape_sources
 from gateway.planning.stand_ins import StandIn, stand_in_sql
 from gateway.query import explain
 from gateway.query.handles import HandleStore
@@ -252,6 +253,34 @@ class StatementPlanner:
             principal.user, PreparedStatement(text, count, planned=reusable)
         )
         return handle, planned
+
+    def parameter_schema(self, planned: PlannedQuery) -> pa.Schema:
+        """The parameters of a prepared statement, typed as DuckDB infers them from the
+        governed SQL (``$1: BIGINT`` for ``order_id = ?``; null where it cannot tell).
+
+        DuckDB describes a plan only when every scan in it can be described (a Parquet scan
+        cannot): the statement is planned again over its products' shapes
+        (``gateway.planning.shapes``), the same policy applied, and DuckDB reads the types
+        off that plan."""
+        count = len(planned.parameters)
+        if not count:
+            return pa.schema([])
+        snapshot = self._state.current
+        products = [
+            product
+            for key in planned.products
+            for product in (snapshot.catalog.product(*key.split(".", 1)),)
+            if product is not None
+        ]
+        context = replace(
+            self.context(planned.principal, snapshot), sources=shape_sources(products)
+        )
+        try:
+            shaped = plan(planned.query.text, context)
+        except MeshgateError:  # e.g. the policy changed meanwhile: the types stay unknown
+            return pa.schema([pa.field(f"${n}", pa.null()) for n in range(1, count + 1)])
+        assert shaped.sql is not None  # set by generate_sql, the last step
+        return snapshot.catalog.engine.parameter_schema(shaped.sql, count)
 
     def plan_prepared(self, principal: Principal, handle: bytes) -> PlannedQuery:
         """The prepared statement behind ``handle``, planned with its bound parameters (its
