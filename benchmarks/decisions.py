@@ -6,7 +6,8 @@ JSON object from stdout:
 
 - ``build_s``: seconds to build the Governor (rule index, Casbin role links, row filters);
 - ``uncached_ms``: ``governor.access(subject, "orders.lineitem")`` for a fresh user each
-  time (a user holding the analyst role whom this Governor has never seen: nothing cached);
+  time (a principal holding the analyst's role whom this Governor has never seen: nothing
+  cached);
 - ``cached_us``: the same call repeated for one user (the per-policy-version cache).
 
 Run: ``python -m benchmarks.decisions --mesh DIR --lines N --samples K --budget S``.
@@ -24,7 +25,7 @@ PRODUCT = "orders.lineitem"
 
 
 def measure(mesh_dir: Path, lines: int, samples: int, budget: float) -> dict:
-    from benchmarks.policy_scale import policy_files, probe_users
+    from benchmarks.policy_scale import policy_files
     from benchmarks.settings import ANALYST_USER
     from gateway.catalog.state import MeshState
     from gateway.config import load_config
@@ -34,10 +35,8 @@ def measure(mesh_dir: Path, lines: int, samples: int, budget: float) -> dict:
     state = MeshState(mesh_dir, config)
     shapes = state.current.catalog.shapes
     files, total = policy_files(lines, shapes)
-    users = {user: tuple(settings.roles) for user, settings in config.users.items()}
-    users.update(probe_users(samples + 1))
     started = time.perf_counter()
-    governor = Governor(files, shapes, users, config.governance.hash_key)
+    governor = Governor(files, shapes, config.governance.hash_key)
     build_s = time.perf_counter() - started
 
     # Warm-up: the first decision of a Governor pays one-off costs (lazy role links).

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.data import DOMAIN_POLICIES, GLOBAL_POLICY
-from benchmarks.settings import ANALYST_USER
 from policies.loader import GLOBAL_SCOPE, PolicyFile
 from policies.rules import Action, Effect, ProductShape, RoleLink, Rule
 
@@ -111,8 +110,3 @@ def policy_files(lines: int, products: Mapping[str, ProductShape]) -> tuple[list
     ]
     total = sum(len(f.rules) + len(f.links) for f in files)
     return files, total
-
-
-def probe_users(count: int) -> dict[str, tuple[str, ...]]:
-    """Fresh users holding the analyst's role: one per uncached decision."""
-    return {f"probe_{i}": (ANALYST_USER,) for i in range(count)}

@@ -16,7 +16,11 @@ Classes are defined here unless a module is named::
           │                               also a ValueError
           ├── PolicyTestFileError         a policy test file (policies.errors)
           ├── AuthenticationError
-          │    └── TicketError            a node ticket not to honour (gateway.mesh.tickets)
+          │    ├── TicketError            a node ticket not to honour (gateway.mesh.tickets)
+          │    ├── TokenRejected          an identity provider's token refused, with why
+          │    │                          (gateway.security.token_check)
+          │    └── KeysUnavailable        the provider's keys cannot be had
+          │                               (gateway.security.provider_keys)
           ├── InvalidQuery
           ├── QueryRefused
           │    └── AdminOnly              an operator action of a non-admin

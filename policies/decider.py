@@ -7,6 +7,10 @@ against a Python list, which makes loading quadratic. Here:
 - the role links go straight into Casbin's role manager (linear);
 - for each request, Casbin's ``p`` lines are the rules the ``RuleIndex`` finds for the
   request's action, object and subject (the subject, every role it reaches, and ``*``).
+- a principal's own roles (from mesh.toml or from its identity token) are not links: they
+  differ per token. A request names them (``roles``); a line of a subject that only those
+  roles reach is given to Casbin under the requesting subject's own name, which ``g``
+  matches as it would match through a ``g, <subject>, <role>`` link.
   Casbin still evaluates the matcher (``g``, ``objectMatch``, action) and the effect on
   those lines. The lines left out are lines whose matcher is false, which never change a
   decision under ``some(allow) && !some(deny)``: every decision equals Casbin's over the
@@ -66,14 +70,23 @@ class Decider:
             self._roles.add_link(member, role)
         self._reach: dict[str, frozenset[str]] = {}
 
-    def enforce(self, subject: str, obj: str, action: Action, layer: Layer = ALL) -> bool:
-        """Casbin's decision on (subject, obj, action) over the rules of ``layer``."""
-        rules = [
-            r
-            for r in self._index.candidates(action, obj, self.subjects(subject))
-            if in_layer(r, layer)
+    def enforce(
+        self,
+        subject: str,
+        obj: str,
+        action: Action,
+        layer: Layer = ALL,
+        roles: Iterable[str] = (),
+    ) -> bool:
+        """Casbin's decision on (subject, obj, action) over the rules of ``layer``, the
+        subject also holding ``roles`` (see the module)."""
+        own = self.subjects(subject)
+        held = self.held(roles) - own
+        rules = [r for r in self._index.candidates(action, obj, own | held) if in_layer(r, layer)]
+        lines = [
+            [subject, *rule.as_casbin()[1:]] if rule.subject in held else rule.as_casbin()
+            for rule in rules
         ]
-        lines = [rule.as_casbin() for rule in rules]
         with self._lock:
             self._lines[:] = lines
             return self._enforcer.enforce(subject, obj, action.value)
@@ -92,6 +105,13 @@ class Decider:
     def has_link(self, member: str, role: str) -> bool:
         """Casbin's ``g(member, role)``."""
         return self._roles.has_link(member, role)
+
+    def held(self, roles: Iterable[str]) -> frozenset[str]:
+        """Every subject that holding ``roles`` reaches (each role, what it inherits, ``*``)."""
+        reach: frozenset[str] = frozenset()
+        for role in roles:
+            reach |= self.subjects(role)
+        return reach
 
     def subjects(self, name: str) -> frozenset[str]:
         """``name``, every role it reaches through the role links, and ``*``: the subjects

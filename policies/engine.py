@@ -7,7 +7,10 @@ of those decisions Meshgate combines, per product:
 - columns: invisible when Casbin denies ``read`` on them;
 - masks: the least restrictive domain mask over the granting subjects, then the global
   floor: when a global mask applies, a domain may choose another mask but never none.
-Decisions are cached per user for the life of one policy version (a ``Governor``).
+A user's roles are the subject's (mesh.toml's, or its identity token's) plus the ``g`` links
+of the policy files. Decisions are cached for the life of one policy version (a
+``Governor``), keyed by everything they depend on: user, roles and attributes (the same
+user may sign in with other roles or attributes in the next token).
 Each decision reads only the rules that can apply to it (``policies.decider``), so its cost
 does not grow with the size of the policy.
 """
@@ -39,6 +42,21 @@ class Subject:
     user: str
     roles: tuple[str, ...]
     attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+def subject_key(
+    subject: Subject,
+) -> tuple[str, tuple[str, ...], tuple[tuple[str, str, object], ...]]:
+    """What a decision depends on, hashable: user, roles (sorted) and attributes, each with
+    its type (``True`` and ``1`` bind different literals)."""
+    attributes = tuple(
+        sorted((name, type(value).__name__, value) for name, value in subject.attributes.items())
+    )
+    return subject.user, tuple(sorted(set(subject.roles))), attributes
+
+
+#: decisions a Governor keeps (a bound: every distinct principal and product is one)
+MAX_CACHED_DECISIONS = 200_000
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,6 @@ class Governor:
         self,
         files: Iterable[PolicyFile],
         products: Mapping[str, ProductShape],
-        user_roles: Mapping[str, Iterable[str]],
         hash_key: str | None,
         version: int = 0,
         closed_domains: frozenset[str] = frozenset(),
@@ -98,14 +115,13 @@ class Governor:
         self.rules: tuple[Rule, ...] = tuple(r for f in files for r in f.rules)
         tags = {f"{p.key}.{c.name}": c.tags for p in products.values() for c in p.columns}
         links = [(link.member, link.role) for f in files for link in f.links]
-        links += [(user, role) for user, roles in user_roles.items() for role in roles]
         self._decider = Decider(self.rules, links, tags)
         self._filters = {
             id(r): parse_filter(r.argument, [c.name for c in products[r.object].columns])
             for r in self.rules
             if r.action is Action.FILTER and r.object in products
         }
-        self._cache: dict[tuple[str, str], ProductAccess] = {}
+        self._cache: dict[tuple[object, str], ProductAccess] = {}
         self._lock = threading.Lock()
 
     # -- decisions --------------------------------------------------------------------
@@ -115,11 +131,13 @@ class Governor:
 
     def access(self, subject: Subject, product_key: str) -> ProductAccess:
         """What ``subject`` may see of ``product_key`` (cached for this policy version)."""
-        key = (subject.user, product_key)
+        key = (subject_key(subject), product_key)
         cached = self._cache.get(key)
         if cached is None:
             cached = self._decide(subject, product_key)
             with self._lock:
+                if len(self._cache) >= MAX_CACHED_DECISIONS:
+                    self._cache.pop(next(iter(self._cache)))  # the oldest
                 self._cache[key] = cached
         return cached
 
@@ -133,13 +151,11 @@ class Governor:
                 product,
                 f"domain {product.domain}'s policy file is invalid: access is closed until it is fixed",
             )
-        if not self._decider.enforce(user, product_key, Action.READ):
-            return _denied(product, self._explain_denial(user, product_key))
+        if not self._decider.enforce(user, product_key, Action.READ, roles=subject.roles):
+            return _denied(product, self._explain_denial(subject, product_key))
         # Each of the user's direct roles (with what it inherits), and the user's own
         # rules, is one "grant"; the user sees the union of what the grants allow.
-        grants = [_Grant(user, is_user=True)] + [
-            _Grant(role, is_user=False) for role in sorted(self._decider.roles_for(user))
-        ]
+        grants = self._grants(subject)
         granting = [g for g in grants if self._grants_read(g, product_key)]
         row_filter, filter_reasons = self._row_filter(subject, product_key, granting)
         columns = tuple(
@@ -183,8 +199,8 @@ class Governor:
     ) -> ColumnAccess:
         obj = f"{product.key}.{column}"
         user = subject.user
-        if not self._decider.enforce(user, obj, Action.READ):
-            return ColumnAccess(column, False, None, (self._explain_denial(user, obj),))
+        if not self._decider.enforce(user, obj, Action.READ, roles=subject.roles):
+            return ColumnAccess(column, False, None, (self._explain_denial(subject, obj),))
         domain_masks = [
             self._strongest(self._domain_masks(grant, obj), product, column) for grant in granting
         ]
@@ -192,10 +208,12 @@ class Governor:
         found = [m for m in domain_masks if m is not None]
         if domain_masks and len(found) == len(domain_masks):
             chosen = min(found, key=lambda m: m[0].strength)
-        if chosen is None and self._decider.enforce(user, obj, Action.MASK, GLOBAL):
+        if chosen is None and self._decider.enforce(
+            user, obj, Action.MASK, GLOBAL, roles=subject.roles
+        ):
             floor = [
                 r
-                for grant in self._grants(user)
+                for grant in self._grants(subject)
                 for r in self._rules(Action.MASK, obj, grant, Effect.ALLOW, GLOBAL)
             ]
             chosen = self._strongest(floor, product, column)
@@ -249,16 +267,16 @@ class Governor:
             if r.effect is effect and in_layer(r, layer) and applies(r)
         ]
 
-    def _grants(self, user: str) -> list[_Grant]:
-        """The user's own grant, then one per role the user holds directly."""
-        return [
-            _Grant(user, True),
-            *(_Grant(role, False) for role in self._decider.roles_for(user)),
-        ]
+    def _grants(self, subject: Subject) -> list[_Grant]:
+        """The user's own grant, then one per role the user holds directly: the subject's
+        roles and the user's links in the policy files."""
+        roles = set(subject.roles) | set(self._decider.roles_for(subject.user))
+        roles.discard(subject.user)
+        return [_Grant(subject.user, True), *(_Grant(role, False) for role in sorted(roles))]
 
-    def _explain_denial(self, user: str, obj: str) -> str:
+    def _explain_denial(self, subject: Subject, obj: str) -> str:
         denies = [
-            r for g in self._grants(user) for r in self._rules(Action.READ, obj, g, Effect.DENY)
+            r for g in self._grants(subject) for r in self._rules(Action.READ, obj, g, Effect.DENY)
         ]
         if denies:
             return f"read denied by {', '.join(r.origin for r in denies)}"

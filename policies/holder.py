@@ -29,7 +29,6 @@ class PolicyHolder:
         self,
         mesh_dir: Path,
         hash_key: str | None,
-        user_roles: Mapping[str, tuple[str, ...]],
         served_domains: frozenset[str] | None = None,
     ) -> None:
         """``served_domains``: a domain node's holder, deciding for those domains only
@@ -37,7 +36,6 @@ class PolicyHolder:
         self._mesh_dir = mesh_dir
         self._served_domains = served_domains
         self._hash_key = hash_key
-        self._user_roles = dict(user_roles)
         self._lock = threading.Lock()
         self._good: dict[str, PolicyFile] = {}
         self._errors: dict[str, PolicyError] = {}
@@ -103,7 +101,6 @@ class PolicyHolder:
             self._governor = Governor(
                 [f for s, f in self._good.items() if s not in closed or s == GLOBAL_SCOPE],
                 products,
-                self._user_roles,
                 self._hash_key,
                 version=self._version,
                 closed_domains=frozenset(closed),

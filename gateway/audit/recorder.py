@@ -51,6 +51,7 @@ class AuditRecorder:
             query_id=self._log.new_query_id(),
             user=principal.user,
             roles=list(principal.roles),
+            auth=principal.auth,
             client=principal.client,
             sql=text,
             decision=decision,
@@ -243,6 +244,7 @@ def _begin_fields(planned: PlannedQuery, node: str | None) -> dict[str, object]:
     return dict(
         user=planned.principal.user,
         roles=list(planned.principal.roles),
+        auth=planned.principal.auth,
         client=planned.principal.client,
         sql=query.text,
         governed_sql=query.display_sql,

@@ -53,7 +53,6 @@ class MeshState:
         self.policies = PolicyHolder(
             mesh_dir,
             config.governance.hash_key,
-            {user: tuple(settings.roles) for user, settings in config.users.items()},
             served_domains=domains,
         )
         self._lock = threading.Lock()

@@ -23,7 +23,15 @@ from gateway.flightsql.service import SqlService
 from gateway.metrics.live import LiveCollector
 from gateway.metrics.registry import GatewayMetrics
 from gateway.metrics.server import MetricsServer
-from gateway.security.auth import LOCKED_OUT, LoginGuard, TokenStore, UserDirectory
+from gateway.security.auth import (
+    LOCKED_OUT,
+    PASSWORDS_OFF,
+    LoginGuard,
+    TokenStore,
+    UserDirectory,
+)
+from gateway.security.identity import IdentityProvider
+from gateway.security.token_check import TokenRejected
 
 log = structlog.get_logger("meshgate.app")
 
@@ -104,7 +112,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
 
     def failed_login(user: str, error: str, reason: str) -> None:
         """A refused login, audited with the user name tried (never the password)."""
-        event = "login_refused" if reason == LOCKED_OUT else "login_failed"
+        event = "login_refused" if reason in (LOCKED_OUT, PASSWORDS_OFF) else "login_failed"
         audit.record(event, user=user, error=error, reason=reason)
         log.warning(event, user=user, error=error, reason=reason)
 
@@ -112,8 +120,8 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         server = MeshgateFlightServer(
             location,
             service,
-            UserDirectory(config.users),
-            TokenStore(settings.token_ttl_seconds),
+            UserDirectory(config.users, config.identity is None or config.identity.password_logins),
+            TokenStore(settings.token_ttl_seconds, identity=_identity(config, audit)),
             LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
             secrets=(config.governance.hash_key or "",),
             on_failed_login=failed_login,
@@ -147,6 +155,22 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         metrics=metrics_server.url if metrics_server is not None else None,
     )
     return Gateway(mesh_dir, config, state, service, server, stop, metrics, metrics_server)
+
+
+def _identity(config: MeshConfig, audit: AuditLog) -> IdentityProvider | None:
+    """``[identity]``: the OpenID provider's tokens, each rejection audited with its reason
+    (never the token); its keys are fetched now, in the background."""
+    if config.identity is None:
+        return None
+
+    def rejected(exc: TokenRejected) -> None:
+        fields = {"reason": exc.reason, "error": exc.detail, **exc.facts}
+        audit.record("token_refused", **fields)
+        log.warning("token_refused", **fields)
+
+    identity = IdentityProvider(config.identity, on_rejected=rejected)
+    identity.prefetch()
+    return identity
 
 
 def _serve_metrics(

@@ -18,6 +18,7 @@ import pyarrow as pa
 from gateway.engine.plan_cost import PlanCost
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
+from policies.engine import Subject, subject_key
 
 DEFAULT_CAPACITY = 2048
 #: Total and per-entry bounds on the statement texts and SQL an entry keeps: long
@@ -36,12 +37,17 @@ class CachedPlan:
     cost: PlanCost | None = None
 
 
-PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, object], ...]]
+PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, str, object], ...]]
 
 
 def plan_key(principal: Principal, text: str) -> PlanKey:
-    """Everything besides the catalog and the policy version that a plan depends on."""
-    return text, principal.user, principal.roles, tuple(sorted(principal.attributes.items()))
+    """Everything besides the catalog and the policy version that a plan depends on: the
+    text and whom it governs, by user, roles and typed attributes (the same user may come
+    back with a token carrying others)."""
+    user, roles, attributes = subject_key(
+        Subject(principal.user, principal.roles, principal.attributes)
+    )
+    return text, user, roles, attributes
 
 
 class PlanCache:

@@ -1,10 +1,15 @@
-"""Authentication: username/password handshake answering a bearer token, checked on every call.
+"""Authentication: username/password handshake answering a bearer token, checked on every call;
+or a bearer JWT of the identity provider (``gateway.security.identity``) on every call.
 
 ADBC and ``FlightClient.authenticate_basic_token`` send ``authorization: Basic ...`` on
 the Handshake RPC and expect ``authorization: Bearer <token>`` in the response headers;
 every later call carries that bearer header. pyarrow's ``ServerAuthHandler`` cannot
 answer headers, so the check is a server middleware; a no-op auth handler is installed
 only because pyarrow answers UNIMPLEMENTED to Handshake without one.
+
+A bearer value shaped as a JWT (three dot-separated parts) is the identity provider's and
+is checked as one; the gateway's own tokens (random, no dots) are looked up in the store.
+``[identity] password_logins = false`` refuses every username/password handshake.
 """
 
 from __future__ import annotations
@@ -19,24 +24,29 @@ import pyarrow.flight as flight
 
 from gateway.config import UserSettings
 from gateway.errors import AuthenticationError
+from gateway.security.identity import IdentityProvider
 from gateway.security.passwords import hash_password, verify_password
 from gateway.security.principal import Principal
+from gateway.security.token_check import looks_like_jwt
 
 MIDDLEWARE_KEY = "auth"
 #: Why a login was refused (``AuthMiddlewareFactory``'s ``on_failed_login``).
 INVALID_CREDENTIALS = "invalid credentials"
 LOCKED_OUT = "locked out"
 MALFORMED_CREDENTIALS = "malformed credentials"
+PASSWORDS_OFF = "password logins off"
 
 FailedLogin = Callable[[str, str, str], None]
 """``on_failed_login(user, error, reason)``: a refused login (the user name tried)."""
 
 
 class UserDirectory:
-    """The users of the mesh config, checked by password."""
+    """The users of the mesh config, checked by password (``passwords``: False when
+    ``[identity] password_logins = false``: every password login is refused)."""
 
-    def __init__(self, users: Mapping[str, UserSettings]) -> None:
+    def __init__(self, users: Mapping[str, UserSettings], passwords: bool = True) -> None:
         self._users = dict(users)
+        self.passwords = passwords
         # Checked for unknown users too, so that timing does not tell which users exist.
         self._decoy_hash = hash_password(secrets.token_urlsafe(16))
 
@@ -53,9 +63,16 @@ class UserDirectory:
 
 
 class TokenStore:
-    """Bearer tokens with an expiry; thread-safe; tokens can be revoked."""
+    """Bearer tokens with an expiry; thread-safe; tokens can be revoked. A JWT goes to the
+    ``identity`` provider, when there is one."""
 
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        identity: IdentityProvider | None = None,
+    ) -> None:
+        self.identity = identity
         self._ttl = ttl_seconds
         self._clock = clock
         self._tokens: dict[str, tuple[Principal, float]] = {}
@@ -70,6 +87,8 @@ class TokenStore:
         return token
 
     def principal(self, token: str) -> Principal:
+        if self.identity is not None and looks_like_jwt(token):
+            return self.identity.principal(token)
         with self._lock:
             entry = self._tokens.get(token)
         if entry is None:
@@ -185,6 +204,13 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             except AuthenticationError as exc:
                 self._failed_login("", exc, MALFORMED_CREDENTIALS)
                 raise
+            if not self._users.passwords:
+                off = AuthenticationError(
+                    "password logins are switched off on this gateway: send a bearer token "
+                    "from the identity provider"
+                )
+                self._failed_login(user, off, PASSWORDS_OFF)
+                raise off
             try:
                 self._guard.check(user)
             except AuthenticationError as exc:
@@ -202,10 +228,22 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             token = credentials.strip()
             return AuthMiddleware(self._tokens.principal(token), token=token)
         if not value:
-            raise AuthenticationError(
-                "authentication required: connect with a username and password"
+            raise AuthenticationError(f"authentication required: {self._how()}")
+        raise AuthenticationError(f"unsupported authorization scheme: {self._how()}")
+
+    def _how(self) -> str:
+        """How a client may sign in to this gateway."""
+        ways = []
+        if self._users.passwords:
+            ways.append(
+                "connect with a username and password (Basic on the handshake, then the "
+                "Bearer token it answers)"
             )
-        raise AuthenticationError("unsupported authorization scheme: use Basic, then Bearer")
+        if self._tokens.identity is not None:
+            ways.append(
+                "send `authorization: Bearer <token>` with a token from the identity provider"
+            )
+        return ", or ".join(ways) or "no sign-in is configured"
 
     def _failed_login(self, user: str, exc: AuthenticationError, reason: str) -> None:
         if self._on_failed_login is not None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: How a principal signed in (audit records say it): a mesh.toml user and password, a
+#: token of the identity provider naming a user, or a service account's token.
+PASSWORD, TOKEN, SERVICE = "password", "token", "service"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -15,3 +19,5 @@ class Principal:
     client: str = field(default="", compare=False)
     #: what the client says it is (``x-meshgate-source`` header, else its user agent)
     source: str = field(default="", compare=False)
+    #: ``PASSWORD``, ``TOKEN`` or ``SERVICE``
+    auth: str = field(default=PASSWORD, compare=False)

@@ -44,7 +44,6 @@ p, pii_reader, tag:pii, mask, deny
 def governor(
     tmp_path: Path,
     domain_files: dict[str, str],
-    users: dict[str, tuple[str, ...]],
     global_text: str = GLOBAL,
 ) -> Governor:
     files = []
@@ -54,7 +53,7 @@ def governor(
         path = tmp_path / f"{domain}.csv"
         path.write_text(text)
         files.append(read_policy_file(path, domain, PRODUCTS, KEY))
-    return Governor(files, PRODUCTS, users, KEY)
+    return Governor(files, PRODUCTS, KEY)
 
 
 def subject(user: str, roles: tuple[str, ...] = (), **attributes: object) -> Subject:
@@ -62,7 +61,7 @@ def subject(user: str, roles: tuple[str, ...] = (), **attributes: object) -> Sub
 
 
 def test_default_deny_and_admin_reads_everything_unmasked(tmp_path):
-    gov = governor(tmp_path, {}, {"bob": ("admin",), "dave": ()})
+    gov = governor(tmp_path, {})
     assert not gov.access(subject("dave"), "sales.orders").allowed
     access = gov.access(subject("bob", ("admin",)), "crm.customers")
     assert access.allowed and access.row_filter is None
@@ -70,9 +69,7 @@ def test_default_deny_and_admin_reads_everything_unmasked(tmp_path):
 
 
 def test_global_pii_floor_masks_every_tagged_column(tmp_path):
-    gov = governor(
-        tmp_path, {"sales": "p, analyst, sales.orders, read, allow\n"}, {"ann": ("analyst",)}
-    )
+    gov = governor(tmp_path, {"sales": "p, analyst, sales.orders, read, allow\n"})
     columns = {c.name: c for c in gov.access(subject("ann", ("analyst",)), "sales.orders").columns}
     assert columns["buyer_email"].mask.spec == "hash"
     assert (
@@ -88,7 +85,7 @@ def test_domain_can_choose_another_mask_but_never_unmask(tmp_path):
         "p, analyst, crm.customers.email, mask, allow, partial_email\n"
         "p, analyst, crm.customers.ssn, mask, deny\n"  # an attempt to unmask: the floor holds
     )
-    gov = governor(tmp_path, {"crm": crm}, {"ann": ("analyst",)})
+    gov = governor(tmp_path, {"crm": crm})
     columns = {c.name: c for c in gov.access(subject("ann", ("analyst",)), "crm.customers").columns}
     assert columns["email"].mask.spec == "partial_email"
     assert columns["ssn"].mask.spec == "hash"
@@ -96,27 +93,27 @@ def test_domain_can_choose_another_mask_but_never_unmask(tmp_path):
 
 def test_explicit_deny_overrides_allow(tmp_path):
     crm = "p, analyst, crm.customers, read, allow\np, ann, crm.customers, read, deny\n"
-    gov = governor(tmp_path, {"crm": crm}, {"ann": ("analyst",), "bea": ("analyst",)})
+    gov = governor(tmp_path, {"crm": crm})
     assert not gov.access(subject("ann", ("analyst",)), "crm.customers").allowed
     assert gov.access(subject("bea", ("analyst",)), "crm.customers").allowed
 
 
 def test_column_deny_makes_column_invisible(tmp_path):
     crm = "p, mkt, crm.customers, read, allow\np, mkt, crm.customers.ssn, read, deny\n"
-    gov = governor(tmp_path, {"crm": crm}, {"cat": ("mkt",)})
+    gov = governor(tmp_path, {"crm": crm})
     access = gov.access(subject("cat", ("mkt",)), "crm.customers")
     assert [c.name for c in access.visible_columns] == ["customer_id", "email"]
 
 
 def test_domain_wildcard_grant(tmp_path):
-    gov = governor(tmp_path, {"sales": "p, ops, sales.*, read, allow\n"}, {"eve": ("ops",)})
+    gov = governor(tmp_path, {"sales": "p, ops, sales.*, read, allow\n"})
     assert gov.access(subject("eve", ("ops",)), "sales.orders").allowed
     assert not gov.access(subject("eve", ("ops",)), "crm.customers").allowed
 
 
 def test_row_filter_binds_user_attribute_as_a_literal(tmp_path):
     sales = "p, analyst, sales.orders, read, allow\np, analyst, sales.orders, filter, allow, region = {user.region}\n"
-    gov = governor(tmp_path, {"sales": sales}, {"ann": ("analyst",)})
+    gov = governor(tmp_path, {"sales": sales})
     access = gov.access(subject("ann", ("analyst",), region="EU' OR '1'='1"), "sales.orders")
     sql = access.row_filter.sql("duckdb")
     assert sql == "region = 'EU'' OR ''1''=''1'"  # one quoted literal: nothing spliced
@@ -124,7 +121,7 @@ def test_row_filter_binds_user_attribute_as_a_literal(tmp_path):
 
 def test_missing_attribute_means_no_rows(tmp_path):
     sales = "p, analyst, sales.orders, read, allow\np, analyst, sales.orders, filter, allow, region = {user.region}\n"
-    gov = governor(tmp_path, {"sales": sales}, {"ann": ("analyst",)})
+    gov = governor(tmp_path, {"sales": sales})
     assert (
         gov.access(subject("ann", ("analyst",)), "sales.orders").row_filter.sql("duckdb") == "FALSE"
     )
@@ -139,7 +136,7 @@ def test_several_roles_see_the_union_of_rows_and_the_least_mask(tmp_path):
         "p, us, sales.orders, filter, allow, region = 'US'\n"
         "p, us, sales.orders.amount, mask, allow, round:100\n"
     )
-    gov = governor(tmp_path, {"sales": sales}, {"mia": ("eu", "us")})
+    gov = governor(tmp_path, {"sales": sales})
     access = gov.access(subject("mia", ("eu", "us")), "sales.orders")
     assert access.row_filter.sql("duckdb") == "region = 'EU' OR region = 'US'"
     amount = next(c for c in access.columns if c.name == "amount")
@@ -152,14 +149,14 @@ def test_a_role_without_filter_sees_every_row(tmp_path):
         "p, eu, sales.orders, filter, allow, region = 'EU'\n"
         "p, auditor, sales.orders, read, allow\n"
     )
-    gov = governor(tmp_path, {"sales": sales}, {"mia": ("eu", "auditor")})
+    gov = governor(tmp_path, {"sales": sales})
     assert gov.access(subject("mia", ("eu", "auditor")), "sales.orders").row_filter is None
 
 
 def test_role_hierarchy_inherits_grants(tmp_path):
     global_text = GLOBAL + "g, senior, analyst\n"
     sales = "p, analyst, sales.orders, read, allow\n"
-    gov = governor(tmp_path, {"sales": sales}, {"sam": ("senior",)}, global_text)
+    gov = governor(tmp_path, {"sales": sales}, global_text)
     assert gov.access(subject("sam", ("senior",)), "sales.orders").allowed
 
 
@@ -190,3 +187,33 @@ def test_invalid_lines_name_file_and_line(tmp_path, scope, text, fragment):
     message = str(error.value)
     assert message.startswith(f"{path}:3:"), message
     assert fragment in message
+
+
+def test_the_same_user_with_other_roles_or_attributes_is_decided_anew(tmp_path):
+    """A token may bring the same user back with other roles or attributes: the cached
+    decision of the first must never answer for the second."""
+    sales = "p, eu, sales.orders, read, allow\np, eu, sales.orders, filter, allow, region = {user.region}\n"
+    gov = governor(tmp_path, {"sales": sales})
+    eu = gov.access(subject("ann", ("eu",), region="EU"), "sales.orders")
+    us = gov.access(subject("ann", ("eu",), region="US"), "sales.orders")
+    assert eu.row_filter.sql("duckdb") == "region = 'EU'"
+    assert us.row_filter.sql("duckdb") == "region = 'US'"
+    assert not gov.access(subject("ann", (), region="EU"), "sales.orders").allowed
+    assert gov.access(subject("ann", ("eu",), region="EU"), "sales.orders") is eu  # cached
+    typed = gov.access(subject("ann", ("eu",), region=True), "sales.orders")
+    assert typed.row_filter.sql("duckdb") == "region = TRUE"
+    assert (
+        gov.access(subject("ann", ("eu",), region=1), "sales.orders").row_filter.sql("duckdb")
+        == "region = 1"
+    )
+
+
+def test_roles_a_principal_holds_reach_what_policy_links_give_them(tmp_path):
+    """A principal's own roles (mesh.toml's, or its token's) inherit through the policy's
+    ``g`` links like a linked role, and deny still overrides."""
+    global_text = GLOBAL + "g, senior, eu\np, contractor, sales.orders, read, deny\n"
+    sales = "p, eu, sales.orders, read, allow\n"
+    gov = governor(tmp_path, {"sales": sales}, global_text)
+    assert gov.access(subject("sam", ("senior",)), "sales.orders").allowed
+    assert not gov.access(subject("sam", ("senior", "contractor")), "sales.orders").allowed
+    assert not gov.access(subject("sam", ()), "sales.orders").allowed

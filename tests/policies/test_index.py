@@ -193,9 +193,7 @@ class _ActionScan(RuleIndex):
         return [r for r in self._rules if r.action is action]
 
 
-def _governor(
-    rules: list[Rule], links: list[tuple[str, str]], user_roles: dict[str, tuple[str, ...]]
-) -> Governor:
+def _governor(rules: list[Rule], links: list[tuple[str, str]]) -> Governor:
     global_links = tuple(RoleLink(member, role, "global.csv:0") for member, role in links)
     files = [
         PolicyFile(
@@ -209,7 +207,7 @@ def _governor(
         PolicyFile(Path(f"{d}.csv"), d, tuple(r for r in rules if r.scope == d), ())
         for d in ("sales", "crm")
     ]
-    return Governor(files, PRODUCTS, user_roles, KEY)
+    return Governor(files, PRODUCTS, KEY)
 
 
 def _seen(access: ProductAccess) -> tuple:
@@ -227,9 +225,9 @@ def _seen(access: ProductAccess) -> tuple:
 @pytest.mark.parametrize("seed", [1, 3, 6])
 def test_governor_decides_as_over_the_whole_policy(seed, monkeypatch):
     rules, links, user_roles = _policy(seed, 300)
-    indexed = _governor(rules, links, user_roles)
+    indexed = _governor(rules, links)
     monkeypatch.setattr(policies.decider, "RuleIndex", _ActionScan)
-    whole = _governor(rules, links, user_roles)
+    whole = _governor(rules, links)
     decisions = []
     for user in [*USERS, "stranger"]:
         subject = Subject(user, user_roles.get(user, ()), {"region": "EU"})
