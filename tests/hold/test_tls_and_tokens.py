@@ -7,8 +7,6 @@ at it (relative to the mesh). Clients trust it through ``tls_root_certs``.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,60 +14,17 @@ from pathlib import Path
 import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, message, run_sql
 from support.polling import poll_for, timed
 from support.servers import Private, configure, copy_mesh, private_gateway, start_private
-
-
-def self_signed_certificate() -> tuple[bytes, bytes]:
-    """(certificate PEM, private key PEM) for localhost and 127.0.0.1, valid for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+from support.tls import self_signed_certificate, tls_private
 
 
 @pytest.fixture(scope="module")
 def tls_gateway(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
-    tmp = tmp_path_factory.mktemp("tls")
-    mesh = copy_mesh(demo_mesh, tmp / "mesh")
-    cert, key = self_signed_certificate()
-    (mesh / "tls").mkdir()
-    (mesh / "tls" / "cert.pem").write_bytes(cert)
-    (mesh / "tls" / "key.pem").write_bytes(key)
-    configure(mesh, "gateway", tls_cert_file="tls/cert.pem", tls_key_file="tls/key.pem")
-    running = start_private(mesh, tmp / "gateway.log", tls_root_certs=cert)
-    yield running
-    running.kill()
+    with tls_private(demo_mesh, tmp_path_factory.mktemp("tls")) as running:
+        yield running
 
 
 def test_adbc_connects_over_tls_and_runs_a_query(tls_gateway: Private) -> None:
