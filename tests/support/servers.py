@@ -170,15 +170,17 @@ def start_private(
     tls_root_certs: bytes | None = None,
     port: int | None = None,
     timeout: float = 60.0,
+    ready: Callable[[str], object] | None = None,
 ) -> Private:
-    """Start a gateway on ``mesh`` and wait until bob can log in."""
+    """Start a gateway on ``mesh`` and wait until bob can log in (or ``ready(uri)`` stops
+    raising: a gateway without password logins)."""
     port = port or free_port()
     process = spawn_server("serve", mesh, port, log_path)
     scheme = "grpc+tls" if tls_root_certs else "grpc"
     uri = f"{scheme}://127.0.0.1:{port}"
     wait_until_ready(
         process,
-        lambda: handshake(uri, "bob", "bob", tls_root_certs),
+        (lambda: ready(uri)) if ready else (lambda: handshake(uri, "bob", "bob", tls_root_certs)),
         log_path,
         "gateway",
         timeout,
