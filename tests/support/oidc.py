@@ -47,7 +47,7 @@ NOT_YET_VALID = {"alice-later": PERSONAS["alice-eu"]}
 #: resource indicator -> resource server (audience, lifetime, algorithm, scope)
 RESOURCES: dict[str, dict] = {
     AUDIENCE: {"audience": AUDIENCE, "ttl": 600},
-    "urn:meshgate:short": {"audience": AUDIENCE, "ttl": 3},
+    "urn:meshgate:short": {"audience": AUDIENCE, "ttl": 6},
     "urn:meshgate:ec": {"audience": AUDIENCE, "ttl": 600, "alg": "ES256"},
     "urn:meshgate:metrics-only": {"audience": AUDIENCE, "ttl": 600, "scope": "metrics"},
     "urn:other": {"audience": "urn:other", "ttl": 600},
