@@ -42,6 +42,8 @@ class PlannedQuery:
     cost: PlanCost | None = None
     #: this query's time limit, when its resource group sets one below the engine's
     timeout_seconds: float | None = None
+    #: the schema its unqualified product names were resolved against (a session's)
+    default_schema: str | None = None
 
     def time_limit(self, engine_limit: float) -> float:
         """Seconds this query may run: its group's limit, never above the engine's."""

@@ -95,6 +95,17 @@ def decode_as(raw: bytes, cls: type[M]) -> M:
     return message
 
 
+def decode_message(raw: bytes, cls: type[M]) -> M:
+    """``raw`` as a bare ``cls`` message (not inside an ``Any``): the bodies of Flight's
+    own actions, such as SetSessionOptions."""
+    message = cls()
+    try:
+        message.ParseFromString(raw)
+    except DecodeError as exc:
+        raise InvalidQuery(f"malformed {cls.DESCRIPTOR.name} message") from exc
+    return message
+
+
 def pack(message: Message) -> bytes:
     """``message`` wrapped in an ``Any`` and serialized."""
     envelope = any_pb2.Any()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +30,7 @@ from gateway.flightsql.protocol import (
     ACTION_CREATE_PREPARED_STATEMENT,
 )
 from gateway.flightsql.service import SqlService
+from gateway.flightsql.sessions import DESCRIPTIONS as SESSION_ACTIONS
 from gateway.security.auth import (
     MIDDLEWARE_KEY,
     AuthMiddlewareFactory,
@@ -176,6 +178,10 @@ class MeshgateFlightServer(flight.FlightServerBase):
             flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
             flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
             flight.ActionType(ACTION_LOGOUT, "Revoke the caller's bearer token"),
+            *(
+                flight.ActionType(name, description)
+                for name, description in SESSION_ACTIONS.items()
+            ),
             flight.ActionType(
                 ACTION_HEALTH, "Health of the products the caller may read, and of the nodes"
             ),
@@ -199,4 +205,14 @@ def _principal(context: flight.ServerCallContext) -> Principal:
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise AuthenticationError("authentication required")
-    return replace(middleware.principal, client=context.peer(), source=middleware.source)
+    return replace(
+        middleware.principal,
+        client=context.peer(),
+        source=middleware.source,
+        session=_login(middleware.token),
+    )
+
+
+def _login(token: str | None) -> str:
+    """Which login a call belongs to: a digest of its bearer token (never the token)."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""

@@ -23,7 +23,7 @@ from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.streaming import PlannedQuery, StreamStats
 from gateway.errors import MeshgateError, NotSupported, QueryRefused, ResourceExhausted
 from gateway.flightsql import flightsql_pb2 as pb
-from gateway.flightsql import metadata
+from gateway.flightsql import metadata, sessions
 from gateway.flightsql import protocol as flightsql
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
@@ -84,6 +84,8 @@ class SqlService:
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
+        #: Flight session options (the schema unqualified names mean), per login
+        self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
 
     def _engine_beside(
         self, state: MeshState
@@ -152,12 +154,13 @@ class SqlService:
         self._refuse_when_draining()
         self.workload.admit_rate(principal.user)
         with self.workload.slot(principal, "planning", _statement_text(command)):
+            schema = self.sessions.options(principal).schema
             if isinstance(command, str):
-                planned = self.planner.plan(principal, command)
+                planned = self.planner.plan(principal, command, default_schema=schema)
             elif isinstance(command, pb.CommandStatementQuery):
                 if command.HasField("transaction_id"):
                     raise NotSupported("transactions are not supported: the gateway is read-only")
-                planned = self.planner.plan(principal, command.query)
+                planned = self.planner.plan(principal, command.query, default_schema=schema)
             else:
                 planned = self.planner.plan_prepared(principal, command.prepared_statement_handle)
         self._admit_cost(planned)
@@ -292,12 +295,24 @@ class SqlService:
             closing = flightsql.decode_as(body, pb.ActionClosePreparedStatementRequest)
             self.planner.close(principal.user, closing.prepared_statement_handle)
             return []
+        if action_type in sessions.ACTIONS:
+            return [self._session_action(principal, action_type, body)]
         raise NotSupported(f"action {action_type!r} is not supported by this server")
+
+    def _session_action(self, principal: Principal, action_type: str, body: bytes) -> bytes:
+        """Flight's session actions: the catalog and schema a client chose, per login."""
+        if action_type == sessions.ACTION_SET_SESSION_OPTIONS:
+            request = flightsql.decode_message(body, pb.SetSessionOptionsRequest)
+            return sessions.set_options(self.sessions, principal, request)
+        if action_type == sessions.ACTION_GET_SESSION_OPTIONS:
+            return sessions.get_options(self.sessions, principal)
+        return sessions.close(self.sessions, principal)
 
     def _prepare(self, principal: Principal, text: str) -> bytes:
         self.planner.check_room(principal.user)  # before the work of planning
         with self.workload.slot(principal, "planning", text):
-            handle, planned = self.planner.prepare(principal, text)
+            schema = self.sessions.options(principal).schema
+            handle, planned = self.planner.prepare(principal, text, schema)
             parameter_schema = self.planner.parameter_schema(planned)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,

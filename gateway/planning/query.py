@@ -57,6 +57,8 @@ class PlanContext:
     target: str = "duckdb"
     #: how ``target`` reads each product (by key); the engine's own view when absent
     sources: Mapping[str, TargetSource] = field(default_factory=dict)
+    #: the domain an unqualified product name means (the client's session schema)
+    default_schema: str | None = None
 
     @property
     def subject(self) -> Subject:

@@ -6,7 +6,11 @@ Every table node of the statement is accounted for, fail closed:
   CTEs defined before it, and itself only under ``WITH RECURSIVE``; the main query sees
   them all; inner WITHs shadow outer ones). Every CTE is then renamed to a generated name
   and every reference bound to it, so DuckDB cannot bind a name differently from this
-  step (to a file, a system view or a Python variable); anything else is refused.
+  step (to a file, a system view or a Python variable); anything else is refused;
+- unqualified and no CTE of that name, when the client chose a schema (a session's
+  ``PlanContext.default_schema``): the product of that name in that domain, qualified
+  here, so it is one more qualified reference for the steps after (authorized the same
+  way, refused with the same message as ``domain.product``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ def resolve_products(query: Query, context: PlanContext) -> Query:
             products[product.key] = product
             continue
         cte = scopes.binding(table)
+        if cte is None and context.default_schema:
+            table.set("db", exp.to_identifier(_fold(context.default_schema)))
+            product = _product_for(table, context)
+            products[product.key] = product
+            continue
         if cte is None:
             raise UnknownObject(_unqualified_message(table, context))
         table.set("this", exp.to_identifier(generated[id(cte)], quoted=True))

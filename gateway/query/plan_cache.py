@@ -37,17 +37,18 @@ class CachedPlan:
     cost: PlanCost | None = None
 
 
-PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, str, object], ...]]
+PlanKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, str, object], ...], str | None]
 
 
-def plan_key(principal: Principal, text: str) -> PlanKey:
+def plan_key(principal: Principal, text: str, default_schema: str | None = None) -> PlanKey:
     """Everything besides the catalog and the policy version that a plan depends on: the
     text and whom it governs, by user, roles and typed attributes (the same user may come
-    back with a token carrying others)."""
+    back with a token carrying others), and the schema unqualified product names mean (a
+    session's: ``orders`` is another product in another schema)."""
     user, roles, attributes = subject_key(
         Subject(principal.user, principal.roles, principal.attributes)
     )
-    return text, user, roles, attributes
+    return text, user, roles, attributes, default_schema
 
 
 class PlanCache:

@@ -42,6 +42,8 @@ class PreparedStatement:
     parameter_count: int
     parameters: tuple[object, ...] | None = None
     planned: PlannedQuery | None = None  # the prepare-time plan, reused while still current
+    #: the session schema at prepare time: its unqualified names keep meaning the same
+    default_schema: str | None = None
 
 
 class StatementPlanner:
@@ -75,8 +77,14 @@ class StatementPlanner:
             clock=clock,
         )
 
-    def context(self, principal: Principal, snapshot: MeshSnapshot | None = None) -> PlanContext:
-        """What the pipeline consults for ``principal`` (default: on the current snapshot)."""
+    def context(
+        self,
+        principal: Principal,
+        snapshot: MeshSnapshot | None = None,
+        default_schema: str | None = None,
+    ) -> PlanContext:
+        """What the pipeline consults for ``principal`` (default: on the current snapshot),
+        unqualified product names meaning products of ``default_schema`` when given."""
         snapshot = snapshot or self._state.current
         return PlanContext(
             principal,
@@ -84,6 +92,7 @@ class StatementPlanner:
             snapshot.governor,
             limits=self._limits,
             hash_key=self._hash_key,
+            default_schema=default_schema,
         )
 
     def plan(
@@ -92,16 +101,18 @@ class StatementPlanner:
         text: str,
         parameters: Sequence[object] | None = (),
         keep_ast: bool = False,
+        default_schema: str | None = None,
     ) -> PlannedQuery:
         """Run ``text`` through the pipeline (or take its cached plan) and compute its
         result schema; a refusal is audited.
 
         ``parameters=None`` plans with every parameter unbound (NULL), as at prepare time;
-        ``keep_ast`` plans afresh and keeps the syntax tree (cached plans have none).
+        ``keep_ast`` plans afresh and keeps the syntax tree (cached plans have none);
+        ``default_schema``: the client's session schema, for unqualified product names.
         """
         started = time.monotonic()
-        context = self.context(principal)
-        key = plan_key(principal, text)
+        context = self.context(principal, default_schema=default_schema)
+        key = plan_key(principal, text, default_schema)
         cached = (
             None if keep_ast else self._plans.get(context.catalog, context.governor.version, key)
         )
@@ -138,6 +149,7 @@ class StatementPlanner:
             tuple(parameters),
             context.governor.version,
             cost,
+            default_schema=default_schema,
         )
 
     def _result_schema(
@@ -205,7 +217,12 @@ class StatementPlanner:
             and planned.governor_version == snapshot.governor.version
         ):
             return planned
-        replanned = self.plan(planned.principal, planned.query.text, planned.parameters)
+        replanned = self.plan(
+            planned.principal,
+            planned.query.text,
+            planned.parameters,
+            default_schema=planned.default_schema,
+        )
         if replanned.schema != planned.schema:
             raise InvalidQuery(
                 "the catalog or the policy changed since this query was planned; run it again"
@@ -214,7 +231,13 @@ class StatementPlanner:
 
     def with_ast(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` planned afresh, keeping its syntax tree (federation splits it)."""
-        return self.plan(planned.principal, planned.query.text, planned.parameters, keep_ast=True)
+        return self.plan(
+            planned.principal,
+            planned.query.text,
+            planned.parameters,
+            keep_ast=True,
+            default_schema=planned.default_schema,
+        )
 
     def plan_for_spark(self, planned: PlannedQuery, sources: Mapping[str, TargetSource]) -> Query:
         """``planned``'s statement governed for Spark (the same policy: masks and the
@@ -227,7 +250,9 @@ class StatementPlanner:
         ):  # its fragments and result schema follow the policy it was planned under
             raise InvalidQuery("the policy changed since this query was planned; run it again")
         context = replace(
-            self.context(planned.principal, snapshot), target="spark", sources=sources
+            self.context(planned.principal, snapshot, planned.default_schema),
+            target="spark",
+            sources=sources,
         )
         return plan(planned.query.text, context, SPARK_STEPS)
 
@@ -243,14 +268,18 @@ class StatementPlanner:
         """Refuse now (ResourceExhausted) if ``user`` may not prepare another statement."""
         self._prepared.check_room(user)
 
-    def prepare(self, principal: Principal, text: str) -> tuple[bytes, PlannedQuery]:
+    def prepare(
+        self, principal: Principal, text: str, default_schema: str | None = None
+    ) -> tuple[bytes, PlannedQuery]:
         """Plan ``text`` with its parameters unbound and keep it: its handle and its plan
-        (whose ``parameters`` are as many NULLs as the statement has parameters)."""
-        planned = self.plan(principal, text, parameters=None)
+        (whose ``parameters`` are as many NULLs as the statement has parameters);
+        ``default_schema`` as for ``plan``, kept with the statement."""
+        planned = self.plan(principal, text, parameters=None, default_schema=default_schema)
         count = len(planned.parameters)
         reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
         handle = self._prepared.put(
-            principal.user, PreparedStatement(text, count, planned=reusable)
+            principal.user,
+            PreparedStatement(text, count, planned=reusable, default_schema=default_schema),
         )
         return handle, planned
 
@@ -273,7 +302,8 @@ class StatementPlanner:
             if product is not None
         ]
         context = replace(
-            self.context(planned.principal, snapshot), sources=shape_sources(products)
+            self.context(planned.principal, snapshot, planned.default_schema),
+            sources=shape_sources(products),
         )
         try:
             shaped = plan(planned.query.text, context)
@@ -292,7 +322,12 @@ class StatementPlanner:
             raise InvalidQuery(
                 f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"
             )
-        return self.plan(principal, prepared.text, prepared.parameters or ())
+        return self.plan(
+            principal,
+            prepared.text,
+            prepared.parameters or (),
+            default_schema=prepared.default_schema,
+        )
 
     def bind(self, user: str, handle: bytes, read: Callable[[], pa.Table]) -> None:
         """Bind the one row of parameters that ``read`` returns to ``user``'s statement
@@ -309,9 +344,7 @@ class StatementPlanner:
                 f"{table.num_columns} were bound"
             )
         values = _parameter_values(table)
-        self._prepared.replace(
-            user, handle, PreparedStatement(prepared.text, prepared.parameter_count, values)
-        )
+        self._prepared.replace(user, handle, replace(prepared, parameters=values, planned=None))
 
     def close(self, user: str, handle: bytes) -> None:
         """Forget ``user``'s prepared statement ``handle``."""

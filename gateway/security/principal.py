@@ -16,6 +16,9 @@ class Principal:
     user: str
     roles: tuple[str, ...] = ()
     attributes: dict[str, str | int | float | bool] = field(default_factory=dict, hash=False)
+    #: the login a call belongs to (a digest of its bearer token; empty in process):
+    #: Flight session options are kept per login
+    session: str = field(default="", compare=False, repr=False)
     client: str = field(default="", compare=False)
     #: what the client says it is (``x-meshgate-source`` header, else its user agent)
     source: str = field(default="", compare=False)
