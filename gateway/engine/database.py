@@ -278,6 +278,16 @@ class Engine:
             finally:
                 self.watchdog.release(token)
 
+    def keywords(self) -> tuple[str, ...]:
+        """DuckDB's SQL keywords, upper case, sorted, each once (``duckdb_keywords()`` lists
+        a word once per category it has)."""
+        listing = exp.select(exp.func("upper", exp.column("keyword_name"))).from_(
+            exp.Table(this=exp.func("duckdb_keywords"))
+        )
+        with self.cursor() as cursor:
+            rows = cursor.sql(listing.sql("duckdb")).fetchall()
+        return tuple(sorted({row[0] for row in rows}))
+
     def memory_usage(self) -> tuple[int, int]:
         """Bytes DuckDB holds now in memory and in temporary storage (``duckdb_memory()``)."""
         usage = exp.select(

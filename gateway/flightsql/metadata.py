@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
 import pyarrow as pa
@@ -11,8 +11,8 @@ import pyarrow as pa
 from gateway import __version__
 from gateway.catalog.catalog import Product
 from gateway.errors import NotSupported
+from gateway.flightsql import dialect, schemas, xdbc
 from gateway.flightsql import flightsql_pb2 as pb
-from gateway.flightsql import schemas, xdbc
 from gateway.flightsql.schemas import Int32Bitmask
 from gateway.planning.naming import FLIGHT_SQL_CATALOG
 
@@ -32,11 +32,15 @@ SQL_INFO: dict[int, schemas.SqlInfoValue] = {
     pb.SQL_DDL_CATALOG: False,
     pb.SQL_DDL_SCHEMA: False,
     pb.SQL_DDL_TABLE: False,
-    pb.SQL_IDENTIFIER_CASE: Int32Bitmask(pb.SQL_CASE_SENSITIVITY_LOWERCASE),
+    # DuckDB's identifiers, and the gateway's product names, match whatever their case
+    pb.SQL_IDENTIFIER_CASE: Int32Bitmask(pb.SQL_CASE_SENSITIVITY_CASE_INSENSITIVE),
     pb.SQL_IDENTIFIER_QUOTE_CHAR: '"',
     pb.SQL_QUOTED_IDENTIFIER_CASE: Int32Bitmask(pb.SQL_CASE_SENSITIVITY_CASE_INSENSITIVE),
     pb.SQL_ALL_TABLES_ARE_SELECTABLE: True,
     pb.SQL_NULL_ORDERING: Int32Bitmask(pb.SQL_NULLS_SORTED_AT_END),
+    # the escape of the LIKE patterns of GetDbSchemas / GetTables (see ``_like``)
+    pb.SQL_SEARCH_STRING_ESCAPE: "\\",
+    pb.SQL_EXTRA_NAME_CHARACTERS: "",
     pb.SQL_SCHEMA_TERM: "domain",
     pb.SQL_CATALOG_TERM: "catalog",
     pb.SQL_PROCEDURE_TERM: "procedure",
@@ -60,6 +64,9 @@ SQL_INFO: dict[int, schemas.SqlInfoValue] = {
     pb.SQL_NAMED_PARAMETERS_SUPPORTED: False,
     pb.SQL_LOCATORS_UPDATE_COPY: False,
     pb.SQL_STORED_FUNCTIONS_USING_CALL_SYNTAX_SUPPORTED: False,
+    pb.SQL_DATA_DEFINITION_CAUSES_TRANSACTION_COMMIT: False,
+    pb.SQL_DATA_DEFINITIONS_IN_TRANSACTIONS_IGNORED: False,
+    **{info: Int32Bitmask(value) for info, value in dialect.GRAMMAR.items()},
 }
 
 
@@ -87,11 +94,16 @@ def command_schema(command: object) -> pa.Schema:
     return schema
 
 
-def command_table(command: object, visible: Callable[[], Iterable[Product]]) -> pa.Table:
+def command_table(
+    command: object,
+    visible: Callable[[], Iterable[Product]],
+    server_info: Callable[[], Mapping[int, schemas.SqlInfoValue]] = dict,
+) -> pa.Table:
     """The result of a metadata command; ``visible``: the products the user may see
-    (asked only by the commands that list products)."""
+    (asked only by the commands that list products); ``server_info``: the SqlInfo the
+    server knows beyond ``SQL_INFO`` (its keywords, its limits)."""
     if isinstance(command, pb.CommandGetSqlInfo):
-        return pa.Table.from_batches([sql_info(list(command.info))])
+        return pa.Table.from_batches([sql_info(list(command.info), server_info())])
     if isinstance(command, pb.CommandGetCatalogs):
         return catalogs()
     if isinstance(command, pb.CommandGetTableTypes):
@@ -112,9 +124,14 @@ def command_table(command: object, visible: Callable[[], Iterable[Product]]) -> 
     raise NotSupported(f"{type(command).__name__} is not supported by this server")
 
 
-def sql_info(requested: Sequence[int]) -> pa.RecordBatch:
-    """GetSqlInfo: the requested ids (all when empty) that the gateway knows."""
-    return schemas.sql_info_batch(SQL_INFO, list(requested))
+def sql_info(
+    requested: Sequence[int], server_info: Mapping[int, schemas.SqlInfoValue] | None = None
+) -> pa.RecordBatch:
+    """GetSqlInfo: the requested ids (all when empty) that the gateway knows: ``SQL_INFO``,
+    the function lists (``gateway.flightsql.dialect``) and ``server_info``."""
+    values: dict[int, schemas.SqlInfoValue] = {**SQL_INFO, **dialect.function_lists()}
+    values.update(server_info or {})
+    return schemas.sql_info_batch(values, list(requested))
 
 
 def catalogs() -> pa.Table:

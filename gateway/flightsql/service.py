@@ -25,6 +25,7 @@ from gateway.errors import MeshgateError, NotSupported, QueryRefused, ResourceEx
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata, sessions
 from gateway.flightsql import protocol as flightsql
+from gateway.flightsql.schemas import SqlInfoValue
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.metrics.registry import GatewayMetrics
@@ -86,6 +87,7 @@ class SqlService:
         )
         #: Flight session options (the schema unqualified names mean), per login
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
+        self._keywords: list[str] | None = None
 
     def _engine_beside(
         self, state: MeshState
@@ -215,7 +217,9 @@ class SqlService:
             planned = self._plan_command(principal, command)
         else:
             _refuse_writes(command)
-            table = metadata.command_table(command, lambda: self.visible.products(principal))
+            table = metadata.command_table(
+                command, lambda: self.visible.products(principal), self._server_info
+            )
             return table.schema, iter(table.to_batches())
         slot.statement = planned.query.text
         if planned.query.explain:
@@ -245,6 +249,15 @@ class SqlService:
             finally:
                 with self._active_lock:
                     self._active -= 1
+
+    def _server_info(self) -> dict[int, SqlInfoValue]:
+        """The SqlInfo this server knows of itself: DuckDB's keywords, its statement limit."""
+        if self._keywords is None:
+            self._keywords = list(self.snapshot.catalog.engine.keywords())
+        return {
+            pb.SQL_KEYWORDS: self._keywords,
+            pb.SQL_MAX_STATEMENT_LENGTH: self._state.config.gateway.max_statement_bytes,
+        }
 
     def _refuse_when_draining(self) -> None:
         if self.draining:
