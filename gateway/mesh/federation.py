@@ -48,6 +48,7 @@ from gateway.mesh.ends import EndCollector, ReplicaSilent
 from gateway.mesh.fragments import FederatedPlan, Fragment
 from gateway.mesh.sizes import SizeCache, measure_in_background
 from gateway.mesh.tickets import TicketSealer
+from gateway.security.principal import Principal
 
 log = structlog.get_logger("meshgate.federation")
 
@@ -139,7 +140,7 @@ class FragmentExecutor(Protocol):
     def open_stream(
         self,
         fragment: Fragment,
-        user: str,
+        principal: Principal,
         decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream: ...
@@ -284,7 +285,7 @@ class NodeDirectory:
     def open_stream(
         self,
         fragment: Fragment,
-        user: str,
+        principal: Principal,
         decisions: Mapping[str, str] | None = None,
         failures: list[MeshgateError] | None = None,
     ) -> FragmentStream:
@@ -292,14 +293,14 @@ class NodeDirectory:
         ``decisions``: the policy fingerprint of each product the query was governed under
         (``gateway.mesh.tickets.decisions_of``); the node refuses the fragment if one changed."""
         sealed = self.sealer.seal(
-            fragment.domain, fragment.sql, (), user, fragment.products, decisions=decisions
+            fragment.domain, fragment.sql, (), principal, fragment.products, decisions=decisions
         )
         return FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
 
     def fetch_table(
-        self, fragment: Fragment, user: str, decisions: Mapping[str, str] | None = None
+        self, fragment: Fragment, principal: Principal, decisions: Mapping[str, str] | None = None
     ) -> pa.Table:
-        return self.open_stream(fragment, user, decisions).read_all()
+        return self.open_stream(fragment, principal, decisions).read_all()
 
     def gone(self, location: str) -> bool:
         """Whether ``location`` refuses calls (its process is gone). A slow or erring answer
@@ -336,7 +337,7 @@ def split_fragments(
 def run_fragments(
     plan: FederatedPlan,
     nodes: NodeDirectory,
-    user: str,
+    principal: Principal,
     decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema],
     rows_of: Callable[[str], int | None] = lambda sql: None,
@@ -354,12 +355,12 @@ def run_fragments(
     if plan.pushed_down:
         for product in plan.whole_products:
             if nodes.sizes.get((product.domain, product.sql)) is None:
-                measure_in_background(nodes, product, user, decisions, schema_of)
+                measure_in_background(nodes, product, principal, decisions, schema_of)
     failures: list[MeshgateError] = []
     with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
         streams = _gather(
             pool,
-            lambda f: nodes.open_stream(f, user, decisions, failures),
+            lambda f: nodes.open_stream(f, principal, decisions, failures),
             plan.fragments,
             failures,
             _stop_all,

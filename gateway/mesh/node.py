@@ -14,7 +14,9 @@ gateway placed for a client to fetch here is also reported to that gateway (``en
 A node loads its domain's contracts and the policy files that govern them (the global file
 and its domain's) and reloads them every second, as the gateway does. Before honouring a
 ticket it decides again, for the ticket's user and products, with the policy in force, and
-refuses the ticket if a decision differs from the one it was sealed under (a revoked grant,
+refuses the ticket if a decision differs from the one it was sealed under (deciding for
+the principal the ticket carries: user, roles and attributes as the gateway resolved them
+from mesh.toml or an identity token; a node reads no user list of its own) (a revoked grant,
 another row filter or mask): a revocation ends old tickets within about a second of the
 change reaching the node's files, not when they expire.
 """
@@ -47,7 +49,6 @@ from gateway.mesh.tickets import (
     stale_products,
 )
 from gateway.security.auth import HandshakeAuthHandler
-from policies.engine import Subject
 
 log = structlog.get_logger("meshgate.node")
 
@@ -89,7 +90,6 @@ class DomainNode(flight.FlightServerBase):
         self.state = MeshState(mesh_dir, config, frozenset({domain}))
         if not len(self.state.current.catalog):
             raise ConfigError(f"{mesh_dir / domain}: domain {domain!r} has no servable product")
-        self._users = dict(config.users)
         self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)
         self._replays = ReplayGuard()
         self._audit = AuditLog(
@@ -112,13 +112,6 @@ class DomainNode(flight.FlightServerBase):
         self._stop.set()
         super().shutdown()
 
-    def _subject(self, user: str) -> Subject:
-        """``user`` as the gateway's policy sees them (roles and attributes of mesh.toml)."""
-        settings = self._users.get(user)
-        if settings is None:
-            return Subject(user, ())
-        return Subject(user, tuple(settings.roles), dict(settings.attributes))
-
     def _open(
         self, context: flight.ServerCallContext, raw: bytes, purpose: str
     ) -> tuple[NodeTicket, MeshSnapshot]:
@@ -135,7 +128,7 @@ class DomainNode(flight.FlightServerBase):
             if ticket.purpose != purpose:
                 raise TicketError(f"ticket is for {ticket.purpose!r}, not {purpose!r}")
             if purpose not in CONTROL_PURPOSES:
-                subject = self._subject(ticket.user)
+                subject = ticket.subject  # as the gateway resolved it (mesh.toml or a token)
                 if stale_products(ticket, lambda key: snapshot.governor.access(subject, key)):
                     if ticket.audit is not None:  # the query it belongs to failed: say why
                         self._ends.failed(ticket.audit, "refused", POLICY_CHANGED)

@@ -19,6 +19,7 @@ from sqlglot import exp, parse_one
 
 from gateway.errors import first_line
 from gateway.mesh.fragments import Fragment
+from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
     from gateway.mesh.federation import NodeDirectory
@@ -72,7 +73,7 @@ class SizeCache:
 def measure_in_background(
     nodes: NodeDirectory,
     product: Fragment,
-    user: str,
+    principal: Principal,
     decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema],
 ) -> None:
@@ -84,7 +85,7 @@ def measure_in_background(
 
     def measure() -> None:
         try:
-            whole_size(nodes, product, user, decisions, schema_of)
+            whole_size(nodes, product, principal, decisions, schema_of)
         finally:
             nodes.sizes.release(key)
 
@@ -94,7 +95,7 @@ def measure_in_background(
 def whole_size(
     nodes: NodeDirectory,
     product: Fragment,
-    user: str,
+    principal: Principal,
     decisions: Mapping[str, str],
     schema_of: Callable[[str], pa.Schema],
 ) -> int | None:
@@ -109,7 +110,7 @@ def whole_size(
         query = Fragment(
             product.name, product.domain, _size_sql(product.sql, schema), product.products, "size"
         )
-        counts = nodes.fetch_table(query, user, decisions).to_pylist()[0]
+        counts = nodes.fetch_table(query, principal, decisions).to_pylist()[0]
     except Exception as exc:  # noqa: BLE001 - an estimate for the log must never fail a query
         log.warning("whole_product_size_unknown", domain=product.domain, error=first_line(exc))
         return None

@@ -3,8 +3,10 @@
 A ticket is sealed with AES-256-GCM under the key shared by the gateway and its nodes:
 GCM authenticates (a tampered or foreign ticket fails to open) and encrypts (a ticket
 carries governed SQL, whose masks embed the hash key, and it travels through the client).
-The payload names the domain, the SQL, its parameters (Arrow IPC), the user and products
-(for the node's audit), an expiry and a nonce; ``ReplayGuard`` refuses a nonce seen twice.
+The payload names the domain, the SQL, its parameters (Arrow IPC), the principal as the
+gateway resolved it (user, roles, attributes: the node decides for them again, whether
+they came from mesh.toml or from an identity token) and the products, an expiry and a
+nonce; ``ReplayGuard`` refuses a nonce seen twice.
 A *control* ticket (purpose ``health``, ``stats`` or ``ends``, no SQL, no user, a few seconds
 of life) is how the gateway proves itself when it asks a node for its health, counters or
 end reports. A ticket of a query the client fetches from the node carries an ``AuditTag``:
@@ -35,6 +37,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import AuthenticationError
+from gateway.security.principal import Principal
+from policies.engine import Subject
 
 if TYPE_CHECKING:
     from policies.engine import ProductAccess
@@ -97,6 +101,14 @@ class NodeTicket:
     audit: AuditTag | None = None
     #: the gateway process asking (an ``ends`` control ticket)
     gateway: str = ""
+    #: the principal's roles and attributes as the gateway resolved them
+    roles: tuple[str, ...] = ()
+    attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> Subject:
+        """Whom the node decides for: the principal the gateway sealed in."""
+        return Subject(self.user, self.roles, dict(self.attributes))
 
 
 class TicketSealer:
@@ -111,7 +123,7 @@ class TicketSealer:
         domain: str,
         sql: str,
         parameters: tuple[object, ...],
-        user: str,
+        user: str | Principal,
         products: tuple[str, ...],
         purpose: str = "rows",
         decisions: Mapping[str, str] | None = None,
@@ -123,12 +135,15 @@ class TicketSealer:
             "domain": domain,
             "sql": sql,
             "parameters": _parameters_to_ipc(parameters).hex(),
-            "user": user,
+            "user": user if isinstance(user, str) else user.user,
             "products": list(products),
             "expires_at": time.time() + (self.ttl_seconds if ttl_seconds is None else ttl_seconds),
             "purpose": purpose,
             "decisions": dict(decisions or {}),
         }
+        if not isinstance(user, str):
+            payload["roles"] = list(user.roles)
+            payload["attributes"] = dict(user.attributes)
         if audit is not None:
             payload["audit"] = audit.as_dict()
         if gateway:
@@ -178,6 +193,8 @@ class TicketSealer:
             decisions=payload.get("decisions", {}),
             audit=AuditTag.from_dict(payload["audit"]) if "audit" in payload else None,
             gateway=payload.get("gateway", ""),
+            roles=tuple(payload.get("roles", ())),
+            attributes=payload.get("attributes", {}),
         )
 
 

@@ -165,7 +165,7 @@ class NodeExecutor:
             self.node,
             sql or planned.sql,
             planned.parameters,
-            planned.principal.user,
+            planned.principal,
             planned.products,
             decisions=decisions_of(planned.query.accesses, planned.products),
             audit=audit,
@@ -242,7 +242,7 @@ class FederatedExecutor:
         streams = run_fragments(
             plan_,
             self._nodes,
-            user,
+            planned.principal,
             decisions_of(planned.query.accesses, planned.products),
             engine.result_schema,
             lambda sql: estimated_rows(engine, sql),

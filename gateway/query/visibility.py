@@ -71,7 +71,8 @@ class VisibleCatalog:
         """The schema ``principal`` gets from ``product`` and its columns' DuckDB types
         (masks may change types), learnt from typed NULLs: metadata never reads the
         product's data."""
-        key = (snapshot.governor.version, principal.user, product.key)
+        # by the decision, not the user: a user may come back with other roles (a token)
+        key = (snapshot.governor.version, access.fingerprint, product.key)
         known = self._schemas.get(key)
         if known is None:
             select = exp.select(*governed_columns(access, product.column_types, typed_nulls=True))

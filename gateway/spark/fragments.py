@@ -116,7 +116,7 @@ class SparkFragments:
         fragment = Fragment(f"spark:{product.key}", product.domain, sql, (product.key,))
         decisions = decisions_of(planned.query.accesses, (product.key,))
         try:
-            stream = self.nodes.open_stream(fragment, planned.principal.user, decisions)
+            stream = self.nodes.open_stream(fragment, planned.principal, decisions)
         except flight.FlightUnauthenticatedError as exc:  # the node refused the ticket
             reason = re.split(r"\. (?:Detail|gRPC client debug context)", first_line(exc))[0]
             raise QueryFailed(
