@@ -72,8 +72,8 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected(MALFORMED, f"token longer than {MAX_TOKEN_BYTES} bytes")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            parsed = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = parsed["header"], parsed["payload"]
         except jwt.PyJWTError as exc:
             raise TokenRejected(MALFORMED, f"not a JWT: {_short(exc)}") from None
         alg = header.get("alg")
