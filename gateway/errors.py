@@ -30,6 +30,7 @@ Classes are defined here unless a module is named::
           ├── QueryFailed
           │    └── SparkQueryFailed       Spark ran the query and failed it (gateway.spark.connect)
           ├── ResourceExhausted
+          │    └── FragmentTooBig         a Spark fragment past its size (gateway.spark.fragments)
           ├── Unavailable
           │    ├── NodeUnavailable        (gateway.mesh.federation)
           │    ├── ReplicaSilent          a node not answering for end reports (gateway.mesh.ends)
