@@ -33,7 +33,7 @@ from support.clients import adbc_connect, adbc_connections, flight_client, raw_i
 from support.logs import json_lines_since, log_offset
 from support.mesh import Mesh, RunningNode, outcome, running_mesh, sorted_rows
 from support.polling import wait_until
-from support.servers import RunningGateway
+from support.servers import NO_COST_LIMIT, RunningGateway
 
 from benchmarks.launch import REPO
 from gateway.mesh.tickets import MAGIC, TicketSealer
@@ -73,7 +73,11 @@ def mesh(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
     """Demo copy + [nodes], sales (2 replicas), crm, logistics nodes and one gateway."""
     root = tmp_path_factory.mktemp("mesh-mode")
     with running_mesh(
-        demo_mesh, root, {"sales": 2, "crm": 1, "logistics": 1}, TICKET_TTL_SECONDS
+        demo_mesh,
+        root,
+        {"sales": 2, "crm": 1, "logistics": 1},
+        TICKET_TTL_SECONDS,
+        workload=NO_COST_LIMIT,  # its endless queries are the subject: admit them
     ) as running:
         yield running
 

@@ -22,7 +22,13 @@ from benchmarks.launch import (
     stop_process,
     wait_until_ready,
 )
-from support.servers import RunningGateway, copy_mesh, start_gateway, stop_gateway
+from support.servers import (
+    RunningGateway,
+    configure_groups,
+    copy_mesh,
+    start_gateway,
+    stop_gateway,
+)
 
 
 @dataclass
@@ -115,14 +121,18 @@ def running_mesh(
     ticket_ttl_seconds: int = 60,
     nodes_settings: Mapping[str, object] | None = None,
     gateway_prepare: Callable[[Path], None] | None = None,
+    workload: Mapping[str, object] | None = None,
 ) -> Iterator[Mesh]:
     """A copy of ``source_mesh`` with a ``[nodes]`` section, ``layout[domain]`` node replicas per
     domain and one gateway; every process is stopped on exit, even on failure.
     ``nodes_settings`` adds keys to ``[nodes]`` (e.g. ``{"split_endpoints": 4}``).
     ``gateway_prepare``: the gateway runs on a copy of its own (the same ``mesh.toml``),
     changed by it first, e.g. other rows in a node-served product: rows an answer shares
-    with the nodes' copy then came from a node, not from the gateway's files."""
+    with the nodes' copy then came from a node, not from the gateway's files.
+    ``workload``: settings of every resource group (``support.servers.configure_groups``)."""
     mesh_dir = copy_mesh(source_mesh, root / "mesh")
+    if workload:
+        configure_groups(mesh_dir, **workload)
     key = os.urandom(32).hex()
     logs = root / "logs"
     logs.mkdir()
