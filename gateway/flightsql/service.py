@@ -21,7 +21,13 @@ from gateway.audit.log import AuditLog
 from gateway.audit.recorder import AuditRecorder, NullAuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.streaming import PlannedQuery, StreamStats
-from gateway.errors import MeshgateError, NotSupported, QueryRefused, ResourceExhausted
+from gateway.errors import (
+    HandleNotFound,
+    MeshgateError,
+    NotSupported,
+    QueryRefused,
+    ResourceExhausted,
+)
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata, sessions
 from gateway.flightsql import protocol as flightsql
@@ -210,6 +216,8 @@ class SqlService:
         command = flightsql.decode(ticket)
         if isinstance(command, pb.TicketStatementQuery):
             waiting = self._tickets.take(principal.user, command.statement_handle)
+            if waiting.principal != principal:  # the user signed in again with other roles
+                raise HandleNotFound("unknown or expired ticket; run the statement again")
             # may re-plan: in a slot, like planning
             with self.workload.slot(principal, "planning", waiting.query.text):
                 planned = self.planner.current(waiting)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, adbc_connect, normalized_error
-from support.oidc import adbc_rows, flight_query
+from support.oidc import adbc_rows, bearer, flight_query
 from support.polling import wait_until
 
 pytestmark = pytest.mark.slow  # a gateway and an OpenID provider of their own
@@ -112,3 +112,21 @@ def test_passwords_and_the_gateways_own_tokens_still_work(identity_gateway, orac
         assert client.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 1
     finally:
         client.close()
+
+
+def test_a_statement_ticket_serves_only_the_token_that_planned_it(identity_gateway, provider):
+    """alice's EU token plans a statement; the ticket presented with her US token is
+    unknown to it (it carries the EU plan): no EU row reaches the US token."""
+    eu, us = bearer(provider.token("alice-eu")), bearer(provider.token("alice-us"))
+    client = flight.FlightClient(identity_gateway.uri)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(ORDERS.encode())
+        info = client.get_flight_info(descriptor, eu)
+        with pytest.raises(STATUS_ERRORS) as refused:
+            client.do_get(info.endpoints[0].ticket, us).read_all()
+        assert "unknown or expired ticket" in str(refused.value)
+        info = client.get_flight_info(descriptor, eu)
+        rows = client.do_get(info.endpoints[0].ticket, eu).read_all()
+    finally:
+        client.close()
+    assert set(rows.column("region").to_pylist()) == {"EU"}
