@@ -316,8 +316,15 @@ class StatementPlanner:
         """The prepared statement behind ``handle``, planned with its bound parameters (its
         prepare-time plan while current, when it has none)."""
         prepared = self._prepared.get(principal.user, handle)
-        if prepared.planned is not None and not prepared.parameter_count:
-            return self.current(prepared.planned)
+        reusable = prepared.planned
+        # the prepare-time plan only for the principal it governed (a token may bring the
+        # same user back with other roles or attributes)
+        if (
+            reusable is not None
+            and not prepared.parameter_count
+            and reusable.principal == principal
+        ):
+            return self.current(reusable)
         if prepared.parameters is None and prepared.parameter_count:
             raise InvalidQuery(
                 f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"

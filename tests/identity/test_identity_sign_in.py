@@ -5,10 +5,14 @@ filters from the token's claims, service accounts, and passwords beside them."""
 from __future__ import annotations
 
 import pytest
+from google.protobuf import any_pb2
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, adbc_connect, normalized_error
 from support.oidc import adbc_rows, bearer, flight_query
 from support.polling import wait_until
+
+from gateway.flightsql import flightsql_pb2 as pb
+from gateway.flightsql import protocol as flightsql
 
 pytestmark = pytest.mark.slow  # a gateway and an OpenID provider of their own
 
@@ -130,3 +134,32 @@ def test_a_statement_ticket_serves_only_the_token_that_planned_it(identity_gatew
     finally:
         client.close()
     assert set(rows.column("region").to_pylist()) == {"EU"}
+
+
+def test_a_prepared_statement_runs_for_the_token_that_executes_it(identity_gateway, provider):
+    """alice prepares with her EU token and executes with her US token (same user, so the
+    handle is hers): the execution is governed for the US token, never by the EU plan."""
+    eu, us = bearer(provider.token("alice-eu")), bearer(provider.token("alice-us"))
+    client = flight.FlightClient(identity_gateway.uri)
+    try:
+        request = pb.ActionCreatePreparedStatementRequest(query=ORDERS)
+        results = list(
+            client.do_action(flight.Action("CreatePreparedStatement", flightsql.pack(request)), eu)
+        )
+        envelope = any_pb2.Any()
+        envelope.ParseFromString(results[0].body.to_pybytes())
+        prepared = pb.ActionCreatePreparedStatementResult()
+        assert envelope.Unpack(prepared)
+        command = flightsql.pack(
+            pb.CommandPreparedStatementQuery(
+                prepared_statement_handle=prepared.prepared_statement_handle
+            )
+        )
+        regions = {}
+        for name, options in (("us", us), ("eu", eu)):
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(command), options)
+            table = client.do_get(info.endpoints[0].ticket, options).read_all()
+            regions[name] = set(table.column("region").to_pylist())
+    finally:
+        client.close()
+    assert regions == {"us": {"US"}, "eu": {"EU"}}
