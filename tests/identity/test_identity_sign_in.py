@@ -4,6 +4,8 @@ filters from the token's claims, service accounts, and passwords beside them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from google.protobuf import any_pb2
 from pyarrow import flight
@@ -163,3 +165,13 @@ def test_a_prepared_statement_runs_for_the_token_that_executes_it(identity_gatew
     finally:
         client.close()
     assert regions == {"us": {"US"}, "eu": {"EU"}}
+
+
+def test_accepted_tokens_never_reach_the_log_or_the_audit(identity_gateway, provider):
+    tokens = [provider.token(client) for client in ("alice-eu", "carol", "reporting-bot")]
+    for token in tokens:
+        flight_query(identity_gateway.uri, token, "SELECT 1 AS one")
+    written = identity_gateway.log() + json.dumps(identity_gateway.audit())
+    for token in tokens:
+        assert token not in written
+        assert token.rsplit(".", 1)[-1] not in written  # nor its signature alone
