@@ -93,6 +93,19 @@ class EngineSettings(_Strict):
         description="RSS of the gateway past which running queries are stopped (a safety net "
         "for values DuckDB's memory_limit does not bound)",
     )
+    accelerate_below_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="products whose files total less than this are held in memory "
+        "(accelerated) unless their contract says `accelerate: false`; 0: only products "
+        "whose contract says `accelerate: true`",
+    )
+    accelerate_memory_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=0,
+        description="memory all accelerated copies may take together; a product that "
+        "would exceed it is served from its files",
+    )
 
 
 class UserSettings(_Strict):

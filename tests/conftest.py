@@ -3,12 +3,19 @@ process on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.oracle import Oracle
-from support.servers import RunningGateway, copy_mesh, start_gateway, stop_gateway
+from support.servers import (
+    RunningGateway,
+    configure,
+    copy_mesh,
+    start_gateway,
+    stop_gateway,
+)
 
 from gateway.demo.mesh import write_demo_mesh
 
@@ -27,8 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pristine demo mesh, shared read-only by the whole session."""
-    return write_demo_mesh(tmp_path_factory.mktemp("mesh") / "demo")
+    """A pristine demo mesh, shared read-only by the whole session; with
+    ``MESHGATE_TEST_ACCELERATE=1`` every product is accelerated (held in memory), to run a
+    suite (the adversarial one) against the in-memory copies."""
+    mesh = write_demo_mesh(tmp_path_factory.mktemp("mesh") / "demo")
+    if os.environ.get("MESHGATE_TEST_ACCELERATE") == "1":
+        configure(mesh, "engine", accelerate_below_bytes=1024**3)
+    return mesh
 
 
 @pytest.fixture(scope="session")

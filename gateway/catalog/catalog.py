@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from connectors.base import Connector
 from connectors.registry import connector_for
 from gateway.catalog.contracts import (
     ColumnContract,
@@ -27,6 +28,7 @@ from gateway.catalog.contracts import (
     read_contract,
 )
 from gateway.config import EngineSettings
+from gateway.engine.acceleration import files_signature, source_bytes, wants_acceleration
 from gateway.engine.database import Engine
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ContractError
@@ -185,8 +187,9 @@ def load_catalog(
                 )
                 continue
             try:
+                connector = connector_for(contract.source)
                 schema, column_types = engine.bind(
-                    contract, connector_for(contract.source), partitions
+                    contract, connector, partitions, _accelerates(contract, connector, settings)
                 )
             except ContractError as exc:  # a ConnectorError too: the source cannot be bound
                 problems.append(ContractProblem(path, str(exc)))
@@ -194,8 +197,12 @@ def load_catalog(
                 if not previous or previous[0] == contract:
                     continue
                 try:  # the edit contradicts the data: the last good version still fits it
+                    connector = connector_for(previous[0].source)
                     schema, column_types = engine.bind(
-                        previous[0], connector_for(previous[0].source), partitions
+                        previous[0],
+                        connector,
+                        partitions,
+                        _accelerates(previous[0], connector, settings),
                     )
                     contract = previous[0]
                 except (ContractError, duckdb.Error):
@@ -231,6 +238,14 @@ def load_catalog(
     return Catalog(mesh_dir, products, tuple(problems), engine, signature)
 
 
+def _accelerates(contract: ProductContract, connector: Connector, settings: EngineSettings) -> bool:
+    """Whether ``contract``'s product is held in memory (``gateway.engine.acceleration``)."""
+    if contract.accelerate is None and settings.accelerate_below_bytes <= 0:
+        return False  # no need to look at the files
+    size = source_bytes(files_signature(connector.data_paths))
+    return wants_acceleration(contract.accelerate, size, settings.accelerate_below_bytes)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -262,9 +277,14 @@ class CatalogHolder:
         return self._current
 
     def reload_if_changed(self) -> bool:
-        """Load a new snapshot when contract files changed; True when it swapped."""
+        """Load a new snapshot when contract files changed, or the files of an
+        accelerated product (its copy is refreshed); True when it swapped. Queries read
+        the current snapshot meanwhile: a refreshed copy is served only once complete."""
         with self._lock:
-            if contracts_signature(self._mesh_dir, self._domains) == self._current.signature:
+            current = self._current
+            if contracts_signature(self._mesh_dir, self._domains) == current.signature and not any(
+                copy.stale() for copy in current.engine.accelerated.values()
+            ):
                 return False
             fresh = load_catalog(
                 self._mesh_dir,

@@ -60,6 +60,9 @@ class ProductContract:
     #: the engine its owner asks queries on it to run on (``customProperties``:
     #: ``engine: spark`` for a product too big for the gateway), or None
     engine_hint: str | None = None
+    #: ``customProperties: accelerate: true|false``: hold the product in memory (or never);
+    #: None: the operator's ``accelerate_below_bytes`` decides
+    accelerate: bool | None = None
 
     @property
     def key(self) -> str:
@@ -178,6 +181,7 @@ def _product(
         source=source,
         schema_field=field,
         engine_hint=_engine_hint(path, field, schema_object, contract),
+        accelerate=_accelerate_hint(path, field, schema_object, contract),
     )
 
 
@@ -201,6 +205,26 @@ def _engine_hint(
                         f"use one of: {', '.join(_ENGINES)}"
                     )
                 return value
+    return None
+
+
+def _accelerate_hint(
+    path: Path, field: str, schema_object: SchemaObject, contract: OpenDataContractStandard
+) -> bool | None:
+    """The ``accelerate`` custom property of the schema object, else of the contract."""
+    for where, properties in (
+        (f"{field}.customProperties", schema_object.customProperties),
+        ("customProperties", contract.customProperties),
+    ):
+        for prop in properties or []:
+            if prop.property == "accelerate":
+                value = str(prop.value).strip().lower()
+                if value not in ("true", "false"):
+                    raise ContractError(
+                        f"{path}: field `{where}` (accelerate): {prop.value!r} is not a "
+                        "boolean; use true or false"
+                    )
+                return value == "true"
     return None
 
 

@@ -178,6 +178,8 @@ def products(
     user: Annotated[str | None, typer.Option(help="Show only what this user may see.")] = None,
 ) -> None:
     """List the mesh's products: owner, rows, columns and validation status."""
+    from gateway.engine.acceleration import describe_copy
+
     path = _mesh(mesh_dir)
     try:
         service, directory = _service(path)
@@ -195,7 +197,7 @@ def products(
         else None
     )
     table = Table(title=title, caption=escape(caption) if caption else None)
-    for column in ("product", "owner", "rows", "columns", "status"):
+    for column in ("product", "owner", "rows", "columns", "accelerated", "status"):
         table.add_column(column)
     for product in listed:
         rows = catalog.engine.row_count(product.domain, product.name) if user is None else None
@@ -203,13 +205,20 @@ def products(
             f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
         )
         shown_rows = "—" if rows is None else f"{rows:,}"
+        copy = catalog.engine.accelerated.get(product.key)
         table.add_row(
-            product.key, product.contract.owner, shown_rows, escape(columns), "[green]ok[/green]"
+            product.key,
+            product.contract.owner,
+            shown_rows,
+            escape(columns),
+            "no" if copy is None else describe_copy(copy, operator=user is None),
+            "[green]ok[/green]",
         )
     problems = [] if user else catalog.problems
     for problem in problems:
         table.add_row(
             problem.path.parent.name + "/" + problem.path.name,
+            "",
             "",
             "",
             "",

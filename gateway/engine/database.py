@@ -14,6 +14,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +28,19 @@ from connectors.base import Connector
 from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
+from gateway.engine.acceleration import AcceleratedCopy, files_signature
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
-from gateway.planning.naming import PARTITION_SCHEMA, partition_table, product_table
+from gateway.planning.naming import (
+    ACCELERATED_SCHEMA,
+    PARTITION_SCHEMA,
+    accelerated_table,
+    partition_table,
+    product_table,
+)
 
 log = structlog.get_logger("meshgate.engine")
 
@@ -56,6 +64,8 @@ class Engine:
         self.health: dict[str, str] = {}
         #: product key -> (partition views bound, pieces to divide); see ``partition_table``.
         self.partitions: dict[str, tuple[int, int]] = {}
+        #: product key -> its in-memory copy, for accelerated products
+        self.accelerated: dict[str, AcceleratedCopy] = {}
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._tainted: set[duckdb.DuckDBPyConnection] = set()
@@ -63,10 +73,17 @@ class Engine:
         self._arrow_types = ArrowTypeCache()
 
     def bind(
-        self, contract: ProductContract, connector: Connector, partitions: int = 1
+        self,
+        contract: ProductContract,
+        connector: Connector,
+        partitions: int = 1,
+        accelerate: bool = False,
     ) -> tuple[pa.Schema, dict[str, str]]:
         """Create the product's view after checking the contract against the source, and
         ``partitions`` hidden partition views when ``partitions > 1`` and the source splits.
+        ``accelerate``: the view reads an in-memory copy of the rows instead (``accelerate``),
+        unless the copy would pass ``accelerate_memory_bytes``; an accelerated product is
+        served unsplit.
 
         Returns the view's Arrow schema and DuckDB column types. Raises ContractError or
         ConnectorError; the database is unchanged on error.
@@ -76,12 +93,14 @@ class Engine:
         probe = exp.select("*").from_(scan).limit(0)
         actual = self._db.sql(probe.sql("duckdb"))
         check_columns(contract, list(zip(actual.columns, map(str, actual.types), strict=True)))
+        columns = [exp.column(c.name, quoted=True) for c in contract.columns]
+        source: exp.Expr = scan
+        if accelerate and self._load_copy(contract, connector, exp.select(*columns).from_(scan)):
+            source = accelerated_table(contract.domain, contract.name)
         view = exp.Create(
             kind="VIEW",
             this=exp.table_(contract.name, db=contract.domain, quoted=True),
-            expression=exp.select(
-                *(exp.column(c.name, quoted=True) for c in contract.columns)
-            ).from_(scan),
+            expression=exp.select(*columns).from_(source),
         )
         self._db.execute(
             exp.Create(
@@ -89,7 +108,7 @@ class Engine:
             ).sql("duckdb")
         )
         self._db.execute(view.sql("duckdb"))
-        if partitions > 1:
+        if partitions > 1 and contract.key not in self.accelerated:
             self._bind_partitions(contract, connector, partitions)
         self._readable.update(connector.data_paths)
         self._paths_of[contract.key] = connector.data_paths
@@ -102,6 +121,62 @@ class Engine:
         )
         types = dict(zip(relation.columns, map(str, relation.types), strict=True))
         return relation.to_arrow_table().schema, types
+
+    def _load_copy(self, contract: ProductContract, connector: Connector, rows: exp.Select) -> bool:
+        """Load ``rows`` (the product's declared columns) into its hidden in-memory table;
+        False, with nothing kept, when the copy would pass the memory budget."""
+        signature = files_signature(connector.data_paths)  # before reading: a change
+        # during the load makes the copy stale, and the next reload loads it again
+        table = accelerated_table(contract.domain, contract.name)
+        self._db.execute(
+            exp.Create(
+                kind="SCHEMA", this=exp.to_identifier(ACCELERATED_SCHEMA, quoted=True), exists=True
+            ).sql("duckdb")
+        )
+        before = self._memory_bytes()
+        started = time.time()
+        self._db.execute(exp.Create(kind="TABLE", this=table, expression=rows).sql("duckdb"))
+        size = max(0, self._memory_bytes() - before)
+        used = sum(copy.bytes for copy in self.accelerated.values())
+        if used + size > self.settings.accelerate_memory_bytes:
+            self._db.execute(exp.Drop(kind="TABLE", this=table).sql("duckdb"))
+            log.warning(
+                "acceleration_over_budget",
+                product=contract.key,
+                bytes=size,
+                used=used,
+                budget=self.settings.accelerate_memory_bytes,
+            )
+            return False
+        count = self._value(exp.select(exp.func("count", exp.Star())).from_(table))
+        self.accelerated[contract.key] = AcceleratedCopy(
+            rows=int(count),  # type: ignore[call-overload]
+            bytes=size,
+            loaded_at=started,
+            paths=connector.data_paths,
+            source=signature,
+        )
+        log.info(
+            "product_accelerated",
+            product=contract.key,
+            rows=count,
+            bytes=size,
+            ms=round((time.time() - started) * 1000, 1),
+        )
+        return True
+
+    def _memory_bytes(self) -> int:
+        return int(
+            self._value(
+                exp.select(
+                    exp.func(
+                        "coalesce",
+                        exp.func("sum", exp.column("memory_usage_bytes")),
+                        exp.Literal.number(0),
+                    )
+                ).from_(exp.Table(this=exp.func("duckdb_memory")))
+            )  # type: ignore[call-overload]
+        )
 
     def _bind_partitions(self, contract: ProductContract, connector: Connector, count: int) -> None:
         """One view per partition of the product, over exactly its declared columns; a

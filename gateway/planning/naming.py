@@ -14,11 +14,20 @@ FLIGHT_SQL_CATALOG = "mesh"
 INTERNAL_CATALOG = "memory"
 #: Schema of the hidden partition views (never catalogued: no user can name them).
 PARTITION_SCHEMA = "__meshgate_partitions"
+#: Schema of the in-memory copies of accelerated products (never catalogued either).
+ACCELERATED_SCHEMA = "__meshgate_accelerated"
 
 
 def product_table(domain: str, name: str) -> exp.Table:
     """The internal, fully qualified reference to a product's view."""
     return exp.table_(name, db=domain, catalog=INTERNAL_CATALOG, quoted=True)
+
+
+def accelerated_table(domain: str, name: str) -> exp.Table:
+    """The hidden in-memory table holding an accelerated product's rows."""
+    return exp.table_(
+        f"{domain}.{name}", db=ACCELERATED_SCHEMA, catalog=INTERNAL_CATALOG, quoted=True
+    )
 
 
 def partition_table(domain: str, name: str, index: int, count: int) -> exp.Table:

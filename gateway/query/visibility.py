@@ -53,6 +53,7 @@ class VisibleCatalog:
         health = snapshot.catalog.engine.health
         keys = [p.key for p in (self.products(principal) if principal else snapshot.catalog)]
         answer: dict = {"products": {key: health.get(key, "unknown") for key in keys}}
+        answer["accelerated"] = acceleration_of(snapshot, keys, operator=principal is None)
         if nodes is not None:
             if principal is None:
                 answer["nodes"] = {d: nodes.health(d) for d in nodes.domains}
@@ -82,6 +83,21 @@ class VisibleCatalog:
                 self._schemas.clear()
             self._schemas[key] = known
         return known
+
+
+def acceleration_of(snapshot: MeshSnapshot, keys: list[str], operator: bool) -> dict:
+    """How fresh the in-memory copy of each accelerated product of ``keys`` is; for the
+    operator, with sizes and the memory all copies take against the budget."""
+    engine = snapshot.catalog.engine
+    copies = {key: engine.accelerated[key] for key in keys if key in engine.accelerated}
+    answer: dict = {key: copy.describe(operator) for key, copy in copies.items()}
+    if operator:
+        return {
+            "products": answer,
+            "memory_bytes": sum(copy.bytes for copy in engine.accelerated.values()),
+            "budget_bytes": engine.settings.accelerate_memory_bytes,
+        }
+    return {"products": answer}
 
 
 def _user_replica_view(replica: dict, readable: set[str]) -> dict:

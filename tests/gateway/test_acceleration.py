@@ -1,0 +1,163 @@
+"""Accelerated products through ADBC on real gateways: the in-memory copy answers exactly
+what the files answer, governed the same way; a rewritten file refreshes the copy; Health
+and ``meshgate products`` say what is accelerated and how fresh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from pyarrow import flight
+from support.clients import CLIENT_ERRORS, adbc_connections, error_text, flight_client
+from support.oracle import raw_sources
+from support.polling import wait_through_errors, wait_until
+from support.servers import configure, copy_mesh, private_gateway
+
+ACCELERATE_ALL = {"accelerate_below_bytes": 1024**3}
+
+#: (user, statement) pairs covering masks, denied columns, row filters and joins
+CASES = [
+    ("bob", "SELECT * FROM crm.customers ORDER BY customer_id"),
+    ("alice", "SELECT * FROM crm.customers ORDER BY customer_id"),
+    ("carol", "SELECT * FROM crm.customers ORDER BY customer_id"),
+    ("alice", "SELECT * FROM sales.orders ORDER BY order_id"),
+    ("erin", "SELECT * FROM sales.orders ORDER BY order_id"),
+    ("erin", "SELECT region, count(*) AS n FROM logistics.shipments GROUP BY region ORDER BY 1"),
+    ("alice", "SELECT * FROM crm.customers WHERE customer_id = 42"),
+    (
+        "alice",
+        (
+            "SELECT c.region, sum(o.amount) AS total FROM sales.orders o "
+            "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1"
+        ),
+    ),
+]
+
+
+def _rows(conn, sql: str) -> pa.Table:
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetch_arrow_table()
+
+
+def _health(uri: str, user: str) -> dict:
+    client, options = flight_client(uri, user)
+    try:
+        results = list(client.do_action(flight.Action("Health", b""), options))
+    finally:
+        client.close()
+    return json.loads(results[0].body.to_pybytes())
+
+
+@pytest.fixture(scope="module")
+def accelerated(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
+    with private_gateway(
+        demo_mesh, tmp_path_factory.mktemp("accelerated"), engine=ACCELERATE_ALL
+    ) as running:
+        yield running
+
+
+def test_every_demo_product_is_accelerated_and_reported(accelerated) -> None:
+    health = _health(accelerated.uri, "bob")
+    copies = health["accelerated"]["products"]
+    assert set(copies) == {"crm.customers", "sales.orders", "logistics.shipments"}
+    for facts in copies.values():
+        assert facts["stale"] is False and facts["age_seconds"] >= 0
+        assert "rows" not in facts and "bytes" not in facts  # sizes are the operator's
+
+
+def test_user_health_lists_only_readable_accelerated_products(accelerated) -> None:
+    copies = _health(accelerated.uri, "carol")["accelerated"]["products"]
+    assert set(copies) == {"crm.customers"}
+
+
+@pytest.mark.parametrize(("user", "sql"), CASES)
+def test_accelerated_copy_answers_like_the_files(accelerated, gateway, user, sql) -> None:
+    with adbc_connections() as connect:
+        fast = _rows(connect(accelerated.uri, user), sql)
+        cold = _rows(connect(gateway.uri, user), sql)
+    assert fast.num_rows > 0
+    assert fast.equals(cold), f"{user}: {sql}"
+
+
+def test_alice_sees_only_her_region_of_an_accelerated_product(accelerated) -> None:
+    with adbc_connections() as connect:
+        regions = _rows(
+            connect(accelerated.uri, "alice"), "SELECT DISTINCT region FROM sales.orders"
+        )
+    assert regions.column(0).to_pylist() == ["EU"]
+
+
+def test_carol_never_reads_ssn_of_an_accelerated_product(accelerated, oracle) -> None:
+    with adbc_connections() as connect:
+        table = _rows(connect(accelerated.uri, "carol"), "SELECT * FROM crm.customers")
+    assert "ssn" not in table.column_names
+    secrets = {
+        row[0]
+        for row in oracle.raw_rows(f"SELECT ssn FROM {raw_sources(oracle.mesh)['crm.customers']}")
+    }
+    seen = {v for column in table.columns for v in column.to_pylist()}
+    assert not (seen & secrets)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '"__meshgate_accelerated"."crm.customers"',
+        'memory."__meshgate_accelerated"."sales.orders"',
+    ],
+)
+def test_the_hidden_copy_cannot_be_named(accelerated, table) -> None:
+    with adbc_connections() as connect:
+        conn = connect(accelerated.uri, "alice")
+        with pytest.raises(CLIENT_ERRORS) as refused:
+            _rows(conn, f"SELECT * FROM {table}")
+    assert "@" not in error_text(refused.value)  # no email of the copy in the error
+
+
+def test_a_rewritten_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Path) -> None:
+    with private_gateway(demo_mesh, tmp_path, engine=ACCELERATE_ALL) as running:
+        before = _health(running.uri, "bob")["accelerated"]["products"]["crm.customers"]
+        with adbc_connections() as connect:
+            conn = connect(running.uri, "bob")
+            assert _rows(conn, "SELECT count(*) FROM crm.customers").column(0)[0].as_py() == 20000
+            parquet = running.mesh / "crm" / "data" / "customers.parquet"
+            staged = parquet.with_suffix(".new")
+            duckdb.sql(
+                f"COPY (SELECT * FROM read_parquet('{parquet}') WHERE customer_id <= 500) "
+                f"TO '{staged}' (FORMAT PARQUET)"
+            )
+            os.replace(staged, parquet)  # the publisher's atomic rewrite
+            wait_until(
+                lambda: (
+                    _rows(conn, "SELECT count(*) FROM crm.customers").column(0)[0].as_py() == 500
+                ),
+                timeout=60,
+                what="the accelerated copy to be refreshed",
+            )
+        after = wait_through_errors(
+            lambda: _health(running.uri, "bob")["accelerated"]["products"]["crm.customers"],
+            timeout=10,
+        )
+        assert after["loaded_at"] >= before["loaded_at"] and after["stale"] is False
+
+
+def test_products_command_shows_acceleration(demo_mesh: Path, tmp_path: Path) -> None:
+    mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
+    configure(mesh, "engine", **ACCELERATE_ALL)
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "products", str(mesh)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+        check=True,
+    ).stdout
+    lines = [line for line in shown.splitlines() if "crm.customers" in line]
+    assert lines and "yes," in lines[0] and " s old" in lines[0] and "MB" in lines[0]
