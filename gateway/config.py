@@ -255,6 +255,11 @@ class ResourceGroupSettings(_Strict):
         description="the largest cost admitted: rows the governed plan's operators are "
         "estimated to produce, summed (DuckDB's cardinality estimates)",
     )
+    result_cache: bool = Field(
+        default=True,
+        description="the group's queries may be answered from the result cache ([cache]); "
+        "false where freshness must be live",
+    )
 
     @field_validator("sources")
     @classmethod
@@ -265,6 +270,25 @@ class ResourceGroupSettings(_Strict):
             except re.error as exc:
                 raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
         return value
+
+
+class CacheSettings(_Strict):
+    """``[cache]``: the governed result cache (``gateway.query.result_cache``): results of
+    deterministic statements by governed SQL, parameters and data versions."""
+
+    enabled: bool = Field(default=False, description="serve repeated results from memory")
+    max_bytes: int = Field(
+        default=256 * 1024**2, gt=0, description="memory all cached results may take (LRU)"
+    )
+    max_entry_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="the largest result kept (default: a quarter of max_bytes)",
+    )
+    uncached_products: tuple[str, ...] = Field(
+        default=(),
+        description="products (domain.name) always read live: a query reading one is never cached",
+    )
 
 
 class WorkloadSettings(_Strict):
@@ -393,6 +417,7 @@ class MeshConfig(_Strict):
     engines: EnginesSettings = EnginesSettings()
     metrics: MetricsSettings | None = None
     workload: WorkloadSettings = WorkloadSettings()
+    cache: CacheSettings = CacheSettings()
     identity: IdentitySettings | None = None
     users: dict[str, UserSettings] = {}
 

@@ -125,8 +125,11 @@ class AuditRecorder:
                 duration_ms=duration_ms,
                 error=error,
                 engine_operation=stats.operation,
+                cache=stats.cache,
             )
             if metrics is not None:
+                if stats.cache is not None:
+                    metrics.result_cache(stats.cache)
                 metrics.ended(
                     planned.principal,
                     planned.products,

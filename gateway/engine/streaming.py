@@ -64,6 +64,8 @@ class StreamStats:
     started: float = field(default_factory=time.perf_counter)
     #: the executing engine's own id of the run (Spark's operation id), for the audit
     operation: str | None = None
+    #: the result cache's part (``gateway.query.result_cache``): "hit", "miss" or None
+    cache: str | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
 from gateway.query.executors import Endpoint, Executor, Placing, RoutedExecutor, Router
 from gateway.query.handles import HandleStore
+from gateway.query.result_cache import CachingExecutor, ResultCache
 from gateway.query.statements import StatementPlanner
 from gateway.query.visibility import VisibleCatalog
 from gateway.security.principal import Principal
@@ -88,12 +89,28 @@ class SqlService:
         self._active = 0
         self._active_lock = threading.Lock()
         self.workload = Workload(state.config)
+        self.result_cache = self._cached(state)
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
         #: Flight session options (the schema unqualified names mean), per login
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
         self._keywords: list[str] | None = None
+
+    def _cached(self, state: MeshState) -> ResultCache | None:
+        """The embedded executor behind a result cache, when ``[cache]`` is enabled."""
+        settings = state.config.cache
+        if not settings.enabled:
+            return None
+        cache = ResultCache(settings.max_bytes, settings.max_entry_bytes or settings.max_bytes // 4)
+        workload = self.workload
+        self.router.embedded = CachingExecutor(
+            self.router.embedded,
+            cache,
+            lambda planned: workload.group_of(planned.principal).result_cache,
+            frozenset(p.lower() for p in settings.uncached_products),
+        )
+        return cache
 
     def _engine_beside(
         self, state: MeshState

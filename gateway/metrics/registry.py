@@ -108,6 +108,14 @@ class GatewayMetrics:
             "Queries an admin cancelled (meshgate cancel)",
             registry=registry,
         )
+        self.result_cache_lookups = Counter(
+            "meshgate_result_cache",
+            "Cacheable queries answered from the result cache (hit) or computed (miss)",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("hit", "miss"):
+            self.result_cache_lookups.labels(result)
         ProcessCollector(namespace="meshgate", registry=registry)
 
     def prepare(self, groups: Iterable[str]) -> None:
@@ -146,6 +154,11 @@ class GatewayMetrics:
         self.duration.labels(group).observe(seconds)
         self.rows.labels(group).inc(rows)
         self.bytes.labels(group).inc(bytes_)
+
+    def result_cache(self, result: str) -> None:
+        """A cacheable query was answered from the result cache (``hit``) or computed
+        (``miss``)."""
+        self.result_cache_lookups.labels(result).inc()
 
     def waited(self, group: str, phase: str, seconds: float) -> None:
         """A query of ``group`` took a slot for ``phase`` (or gave up) after ``seconds``

@@ -25,6 +25,8 @@ class ResourceGroup:
     max_queue_wait_seconds: float
     query_timeout_seconds: float
     max_estimated_rows: float
+    #: its queries may be answered from the result cache
+    result_cache: bool = True
 
     def takes(self, principal: Principal) -> bool:
         """True when the group names the principal or one of its roles (or no one), and
@@ -65,4 +67,5 @@ def _resolved(name: str, group: ResourceGroupSettings, config: MeshConfig) -> Re
         max_queue_wait_seconds=group.max_queue_wait_seconds,
         query_timeout_seconds=min(group.query_timeout_seconds or engine_timeout, engine_timeout),
         max_estimated_rows=group.max_estimated_rows,
+        result_cache=group.result_cache,
     )

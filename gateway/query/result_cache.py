@@ -1,0 +1,372 @@
+"""The governed result cache: results of deterministic statements, replayed as batches.
+
+An entry is keyed by the *governed* SQL (after policy: row filters with the user's
+attributes, masks, the barrier) and its parameters, so two users with the same effective
+policy share it and users with different policies never do, by construction. It is valid
+only for the catalog snapshot, the policy version and the data files it was computed
+from: each lookup checks them, so an entry dies the moment a product's files, a contract,
+a policy or (through the governed SQL) a user's attributes change. Statements calling a
+volatile function (``random``, ``now``, ``current_user``, ``nextval``, a ``SAMPLE``, ...)
+are never cached, nor those reading a product whose files cannot be versioned.
+
+``CachingExecutor`` decorates an executor (the gateway's embedded DuckDB): a hit replays
+the stored batches, a miss tees the batches into the cache while they stream and stores
+them only when the stream completed and stayed under the entry bound. Both are counted
+against the engine's row and byte limits like any result; the audit's end record says
+``cache: hit | miss``. Memory is bounded by bytes, least recently used first out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import sqlglot
+import structlog
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from connectors.registry import connector_for
+from gateway.audit.recorder import Finish, Opened
+from gateway.catalog.catalog import Catalog
+from gateway.engine.streaming import PlannedQuery, StreamStats, count_within_limits
+from gateway.errors import MeshgateError, QueryFailed
+from gateway.query.executors import Executor
+
+log = structlog.get_logger("meshgate.cache")
+
+#: Functions whose value changes between executions (DuckDB's VOLATILE ones, and those
+#: reading the clock, the session or the engine's settings): a statement calling one is
+#: never cached.
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random",
+        "rand",
+        "setseed",
+        "uuid",
+        "uuidv4",
+        "uuidv7",
+        "gen_random_uuid",
+        "nextval",
+        "currval",
+        "setval",
+        "now",
+        "today",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_localtime",
+        "current_localtimestamp",
+        "localtime",
+        "localtimestamp",
+        "get_current_time",
+        "get_current_timestamp",
+        "transaction_timestamp",
+        "current_user",
+        "current_role",
+        "session_user",
+        "user",
+        "current_setting",
+        "current_schema",
+        "current_schemas",
+        "current_database",
+        "current_catalog",
+        "current_query",
+        "current_query_id",
+        "current_connection_id",
+        "current_transaction_id",
+        "txid_current",
+        "getvariable",
+        "in_search_path",
+        "sleep_ms",
+        "write_log",
+        "error",
+        "stats",
+        "vector_type",
+    }
+)
+#: sqlglot's own node types for volatile expressions (named, to stay version-tolerant).
+_VOLATILE_NODES = frozenset(
+    {
+        "Rand",
+        "Uuid",
+        "CurrentDate",
+        "CurrentTime",
+        "CurrentTimestamp",
+        "CurrentDatetime",
+        "CurrentUser",
+        "CurrentSchema",
+        "CurrentRole",
+        "SessionUser",
+        "Localtime",
+        "Localtimestamp",
+        "TableSample",
+    }
+)
+
+
+@lru_cache(maxsize=4096)
+def is_deterministic(sql: str) -> bool:
+    """Whether ``sql`` (governed DuckDB SQL) returns the same rows for the same data: no
+    volatile function, no sampling. Unparseable SQL counts as volatile."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except SqlglotError:
+        return False
+    for node in tree.walk():
+        if type(node).__name__ in _VOLATILE_NODES:
+            return False
+        if isinstance(node, exp.Anonymous):
+            name = node.name.lower()
+        elif isinstance(node, exp.Func):
+            name = node.sql_name().lower()
+        else:
+            continue
+        if name in VOLATILE_FUNCTIONS:
+            return False
+    return True
+
+
+FileVersion = tuple[tuple[str, int, int, int], ...]
+
+
+def files_version(paths: Iterable[Path]) -> FileVersion:
+    """Path, size, mtime and inode of every file under ``paths`` (files or directories;
+    a DuckDB file's write-ahead log too): any rewrite changes it."""
+    entries: list[tuple[str, int, int, int]] = []
+
+    def add(path: str) -> None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return
+        entries.append((path, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+
+    for path in paths:
+        if path.is_dir():
+            for root, _dirs, names in os.walk(path):
+                for name in names:
+                    add(os.path.join(root, name))
+        else:
+            add(str(path))
+            add(f"{path}.wal")
+    return tuple(sorted(entries))
+
+
+@dataclass
+class _Entry:
+    schema: pa.Schema
+    batches: list[pa.RecordBatch]
+    nbytes: int
+    valid_for: tuple[object, ...]  # (catalog generation, governor version, data versions)
+
+
+class ResultCache:
+    """Arrow results by governed SQL and parameters, bounded by bytes (LRU)."""
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = min(max_entry_bytes or max_bytes, max_bytes)
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str], valid_for: tuple[object, ...]) -> _Entry | None:
+        """The entry of ``key`` if it was computed from ``valid_for``; a stale one is
+        dropped."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.valid_for != valid_for:
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, str], entry: _Entry) -> bool:
+        """Store ``entry`` (evicting the least recently used); False when it is too big."""
+        if entry.nbytes > self.max_entry_bytes:
+            return False
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            while self._entries and self.bytes + entry.nbytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+                self.evictions += 1
+            self._entries[key] = entry
+            self.bytes += entry.nbytes
+            return True
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self.bytes -= self._entries.pop(key).nbytes
+
+
+class CachingExecutor:
+    """An executor whose deterministic results are served from a ``ResultCache``."""
+
+    def __init__(
+        self,
+        inner: Executor,
+        cache: ResultCache,
+        allowed: Callable[[PlannedQuery], bool] = lambda planned: True,
+        uncached_products: frozenset[str] = frozenset(),
+    ) -> None:
+        """``allowed``: whether the query's principal may use the cache (its resource
+        group's ``result_cache``); ``uncached_products``: products always read live."""
+        self.inner = inner
+        self.name = inner.name
+        self.cache = cache
+        self._allowed = allowed
+        self._uncached = uncached_products
+        self._generations: weakref.WeakKeyDictionary[Catalog, int] = weakref.WeakKeyDictionary()
+        self._paths: weakref.WeakKeyDictionary[Catalog, dict[str, tuple[Path, ...] | None]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def open(
+        self,
+        planned: PlannedQuery,
+        is_cancelled: Callable[[], bool],
+        on_finish: Finish | None = None,
+    ) -> Opened:
+        """A hit's stored batches, or the inner executor's, stored as they stream."""
+        valid_for = self._valid_for(planned) if self._cacheable(planned) else None
+        if valid_for is None:
+            return self.inner.open(planned, is_cancelled, on_finish)
+        key = (planned.sql, _parameters_key(planned.parameters))
+        entry = self.cache.get(key, valid_for)
+        if entry is not None and entry.schema == planned.schema:
+            return planned.schema, self._replayed(planned, entry, is_cancelled, on_finish)
+        schema, batches = self.inner.open(planned, is_cancelled, _marked(on_finish, "miss"))
+        return schema, self._teed(planned, key, valid_for, schema, batches)
+
+    def _cacheable(self, planned: PlannedQuery) -> bool:
+        return (
+            not planned.query.explain
+            and not any(product in self._uncached for product in planned.products)
+            and self._allowed(planned)
+            and is_deterministic(planned.sql)
+        )
+
+    def _valid_for(self, planned: PlannedQuery) -> tuple[object, ...] | None:
+        """What an entry of ``planned`` depends on: the catalog snapshot, the policy
+        version and each product's files (None: a product cannot be versioned)."""
+        catalog = planned.catalog
+        with self._lock:
+            generation = self._generations.get(catalog)
+            if generation is None:
+                generation = self._generations[catalog] = next(self._counter)
+            paths = self._paths.setdefault(catalog, {})
+        versions = []
+        for key in planned.products:
+            if key not in paths:
+                paths[key] = _data_paths(catalog, key)
+            product_paths = paths[key]
+            if product_paths is None:
+                return None
+            versions.append(files_version(product_paths))
+        return (generation, planned.governor_version, tuple(versions))
+
+    def _replayed(
+        self,
+        planned: PlannedQuery,
+        entry: _Entry,
+        is_cancelled: Callable[[], bool],
+        finish: Finish | None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The stored batches, counted against the engine's limits like a computed result."""
+        settings = planned.catalog.engine.settings
+        stats, outcome, error = StreamStats(), "ok", None
+        stats_cache(stats, "hit")
+        try:
+            for batch in entry.batches:
+                if is_cancelled():
+                    raise QueryFailed("the query was cancelled")
+                count_within_limits(stats, batch, settings)
+                yield batch
+        except GeneratorExit:
+            outcome = "disconnected"
+            raise
+        except MeshgateError as exc:
+            outcome, error = "error", exc.client_message
+            raise
+        finally:
+            if finish is not None:
+                finish(stats, outcome, error)
+
+    def _teed(
+        self,
+        planned: PlannedQuery,
+        key: tuple[str, str],
+        valid_for: tuple[object, ...],
+        schema: pa.Schema,
+        batches: Iterator[pa.RecordBatch],
+    ) -> Iterator[pa.RecordBatch]:
+        """``batches`` as they come, kept aside while under the entry bound; stored once
+        the stream completed, if the data did not change meanwhile."""
+        kept: list[pa.RecordBatch] | None = []
+        size = 0
+        try:
+            for batch in batches:
+                if kept is not None:
+                    size += batch.nbytes
+                    if size > self.cache.max_entry_bytes:
+                        kept = None
+                    else:
+                        kept.append(batch)
+                yield batch
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        if kept is not None and self._valid_for(planned) == valid_for:
+            self.cache.put(key, _Entry(schema, kept, size, valid_for))
+
+
+def stats_cache(stats: StreamStats, outcome: str) -> None:
+    """Mark ``stats`` (and so the audit's end record) with the cache's ``outcome``."""
+    stats.cache = outcome
+
+
+def _marked(finish: Finish | None, outcome: str) -> Finish | None:
+    if finish is None:
+        return None
+
+    def marked(stats: StreamStats, result: str, error: str | None) -> None:
+        stats_cache(stats, outcome)
+        finish(stats, result, error)
+
+    return marked
+
+
+def _data_paths(catalog: Catalog, key: str) -> tuple[Path, ...] | None:
+    """The files ``key``'s data lives in, or None (unknown product, or a source without
+    files: never cached)."""
+    product = catalog.product(*key.split(".", 1))
+    if product is None:
+        return None
+    try:
+        paths = connector_for(product.contract.source).data_paths
+    except MeshgateError:
+        return None
+    return paths or None
+
+
+def _parameters_key(parameters: tuple[object, ...]) -> str:
+    """The bound parameters, typed (1 and 1.0 and '1' differ)."""
+    return repr(tuple((type(value).__name__, value) for value in parameters))

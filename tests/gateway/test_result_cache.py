@@ -1,0 +1,245 @@
+"""The governed result cache through ADBC on a real gateway: a repeated statement is a hit
+(audit and metrics say so) with the same rows; users with different effective policies
+never share an entry, users with the same one do; a data rewrite, a policy change and
+volatile functions never let a stale result out; the byte bound evicts least recently
+used first; a resource group may opt out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from support.clients import adbc_connect, adbc_connections
+from support.metrics import metrics_url, scrape
+from support.polling import wait_until
+from support.servers import configure, private_gateway
+
+from gateway.security.passwords import hash_password
+
+#: small bounds, so that a few ~110 KB results fill the cache
+CACHE = {"enabled": True, "max_bytes": 400_000, "max_entry_bytes": 200_000}
+CUSTOMERS_BY_REGION = "SELECT region, count(*) AS n FROM crm.customers GROUP BY region ORDER BY 1"
+ORDERS = (
+    "SELECT region, count(*) AS n, sum(amount) AS total FROM sales.orders GROUP BY 1 ORDER BY 1"
+)
+
+
+def _add_users(mesh: Path) -> None:
+    """carol2 (carol's policy), alice_us (alice's role, another region) and frank (in a
+    group that never uses the cache), all with password ``secret``; metrics on."""
+    text = (mesh / "mesh.toml").read_text(encoding="utf-8")
+    digest = hash_password("secret")
+    live_group = '[workload.groups.live]\nusers = ["frank"]\nresult_cache = false\n\n'
+    text = text.replace(
+        "[workload.groups.interactive]", live_group + "[workload.groups.interactive]"
+    )
+    text += (
+        f'\n[users.carol2]\npassword_hash = "{digest}"\nroles = ["marketing"]\n'
+        f'\n[users.alice_us]\npassword_hash = "{digest}"\nroles = ["analyst_eu"]\n'
+        'attributes = { region = "US" }\n'
+        f'\n[users.frank]\npassword_hash = "{digest}"\nroles = ["marketing"]\n'
+    )
+    (mesh / "mesh.toml").write_text(text, encoding="utf-8")
+    configure(mesh, "cache", **CACHE)
+    configure(mesh, "metrics", port=0)
+
+
+@pytest.fixture(scope="module")
+def cached(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
+    with private_gateway(
+        demo_mesh, tmp_path_factory.mktemp("result_cache"), prepare=_add_users
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def connect(cached):
+    with adbc_connections() as get:
+
+        def open_(user: str):
+            return get(cached.uri, user) if user in _DEMO else _extra(cached.uri, user, opened)
+
+        opened: dict[str, object] = {}
+        yield open_
+        for conn in opened.values():
+            conn.close()
+
+
+_DEMO = {"alice", "bob", "carol", "dave", "erin"}
+
+
+def _extra(uri: str, user: str, opened: dict[str, object]):
+    if user not in opened:
+        opened[user] = adbc_connect(uri, user, "secret")
+    return opened[user]
+
+
+def _ends(running) -> dict[str, dict]:
+    return {r["query_id"]: r for r in running.audit() if r.get("event") == "query_end"}
+
+
+def _run(running, conn, user: str, sql: str) -> tuple[pa.Table, str | None]:
+    """The rows of ``sql`` and what the audit's end record says of the cache."""
+    begun = {
+        r["query_id"]
+        for r in running.audit()
+        if r.get("event") == "query_begin" and r.get("user") == user
+    }
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+
+    def ended() -> dict | None:
+        records = running.audit()
+        new = [
+            r["query_id"]
+            for r in records
+            if r.get("event") == "query_begin"
+            and r.get("user") == user
+            and r["query_id"] not in begun
+            and r.get("sql") == sql
+        ]
+        ends = _ends(running)
+        return ends.get(new[-1]) if new else None
+
+    end = wait_until(ended, what="the query's end record")
+    assert isinstance(end, dict) and end["outcome"] == "ok"
+    return table, end.get("cache")
+
+
+def _hits(running) -> float:
+    return scrape(metrics_url(running.events("gateway_started"))).value(
+        "meshgate_result_cache_total", result="hit"
+    )
+
+
+def test_repeated_statement_is_a_hit_with_the_same_rows(cached, connect) -> None:
+    hits = _hits(cached)
+    sql = "SELECT customer_id, name, region FROM crm.customers WHERE customer_id <= 50 ORDER BY 1"
+    first, how_first = _run(cached, connect("bob"), "bob", sql)
+    second, how_second = _run(cached, connect("bob"), "bob", sql)
+    assert (how_first, how_second) == ("miss", "hit")
+    assert second.equals(first) and first.num_rows == 50
+    assert _hits(cached) == hits + 1
+
+
+def test_same_effective_policy_shares_different_policies_never(cached, connect) -> None:
+    sql = "SELECT * FROM crm.customers WHERE customer_id <= 100 ORDER BY 1"
+    carol, how_carol = _run(cached, connect("carol"), "carol", sql)
+    carol2, how_carol2 = _run(cached, connect("carol2"), "carol2", sql)
+    assert (how_carol, how_carol2) == ("miss", "hit") and carol2.equals(carol)
+    assert "ssn" not in carol.column_names  # marketing may not read it
+
+    # bob reads ssn and unmasked emails: never carol's entry, nor she his
+    bob, how_bob = _run(cached, connect("bob"), "bob", sql)
+    assert how_bob == "miss" and "ssn" in bob.column_names
+
+
+def test_attributes_are_part_of_the_key(cached, connect) -> None:
+    eu, how_eu = _run(cached, connect("alice"), "alice", ORDERS)
+    us, how_us = _run(cached, connect("alice_us"), "alice_us", ORDERS)
+    assert (how_eu, how_us) == ("miss", "miss")
+    assert set(eu.column("region").to_pylist()) == {"EU"}
+    assert set(us.column("region").to_pylist()) == {"US"}
+    again, how_again = _run(cached, connect("alice_us"), "alice_us", ORDERS)
+    assert how_again == "hit" and again.equals(us)
+
+
+def test_parameters_are_part_of_the_key(cached, connect) -> None:
+    sql = "SELECT customer_id, region FROM crm.customers WHERE customer_id = ?"
+    seen = []
+    for value in (7, 8, 7):
+        with connect("bob").cursor() as cursor:
+            cursor.execute(sql, (value,))
+            seen.append(cursor.fetch_arrow_table().column("customer_id").to_pylist())
+    assert seen == [[7], [8], [7]]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) AS n, random() AS r FROM crm.customers",
+        "SELECT count(*) AS n, now() AS t FROM crm.customers",
+        "SELECT count(*) AS n, uuid() AS u FROM crm.customers",
+        "SELECT count(*) AS n FROM crm.customers USING SAMPLE 10%",
+    ],
+)
+def test_volatile_statements_are_never_cached(cached, connect, sql: str) -> None:
+    for _ in range(2):
+        _, how = _run(cached, connect("bob"), "bob", sql)
+        assert how is None
+
+
+def test_group_without_the_cache_reads_live(cached, connect) -> None:
+    _run(cached, connect("carol"), "carol", CUSTOMERS_BY_REGION)
+    for _ in range(2):
+        _, how = _run(cached, connect("frank"), "frank", CUSTOMERS_BY_REGION)
+        assert how is None
+
+
+def test_byte_bound_evicts_least_recently_used(cached, connect) -> None:
+    bob = connect("bob")
+    sqls = [
+        f"SELECT * FROM crm.customers WHERE customer_id BETWEEN {start} AND {start + 1499}"
+        for start in (5001, 7001, 9001, 11001)
+    ]  # ~110 KB each: four pass the 400 KB bound
+    assert [_run(cached, bob, "bob", sql)[1] for sql in sqls] == ["miss"] * 4
+    assert _run(cached, bob, "bob", sqls[-1])[1] == "hit"
+    assert _run(cached, bob, "bob", sqls[0])[1] == "miss"  # evicted, the oldest
+    everything = "SELECT * FROM crm.customers ORDER BY customer_id DESC"  # over the entry bound
+    assert [_run(cached, bob, "bob", everything)[1] for _ in range(2)] == ["miss", "miss"]
+
+
+def test_rewritten_data_is_a_miss_with_the_new_rows(cached, connect) -> None:
+    sql = "SELECT region, count(*) AS n FROM logistics.shipments GROUP BY region ORDER BY 1"
+    bob = connect("bob")
+    before, _ = _run(cached, bob, "bob", sql)
+    assert _run(cached, bob, "bob", sql)[1] == "hit"
+    (path,) = (cached.mesh / "logistics" / "data" / "shipments" / "region=EU").glob("*.parquet")
+    table = pq.read_table(path)
+    kept = table.slice(0, table.num_rows // 2)
+    staged = path.with_suffix(".tmp")
+    pq.write_table(kept, staged)
+    staged.replace(path)
+    after, how = _run(cached, bob, "bob", sql)
+    assert how == "miss"
+    counts = dict(
+        zip(after.column("region").to_pylist(), after.column("n").to_pylist(), strict=True)
+    )
+    assert counts["EU"] == kept.num_rows != table.num_rows
+    assert after.num_rows == before.num_rows
+    assert _run(cached, bob, "bob", sql)[1] == "hit"
+
+
+def test_policy_change_is_a_miss(cached, connect) -> None:
+    carol, bob = connect("carol"), connect("bob")
+    bob_sql = "SELECT customer_id, region FROM crm.customers WHERE customer_id <= 20 ORDER BY 1"
+    before, _ = _run(cached, carol, "carol", CUSTOMERS_BY_REGION)
+    assert _run(cached, carol, "carol", CUSTOMERS_BY_REGION)[1] == "hit"
+    bob_rows, _ = _run(cached, bob, "bob", bob_sql)
+    assert _run(cached, bob, "bob", bob_sql)[1] == "hit"
+
+    policy = cached.mesh / "crm" / "policy.csv"
+    policy.write_text(
+        policy.read_text(encoding="utf-8")
+        + "p, marketing, crm.customers, filter, allow, region = 'EU'\n",
+        encoding="utf-8",
+    )
+    after = wait_until(
+        lambda: (r := _run(cached, carol, "carol", CUSTOMERS_BY_REGION))[0] != before and r,
+        what="the new policy in force",
+    )
+    rows, how = after  # type: ignore[misc]
+    assert how == "miss" and rows.column("region").to_pylist() == ["EU"]
+    with duckdb.connect() as oracle:
+        expected = oracle.execute(
+            "SELECT count(*) FROM read_parquet(?) WHERE region = 'EU'",
+            [str(cached.mesh / "crm" / "data" / "customers.parquet")],
+        ).fetchone()
+    assert expected is not None and rows.column("n").to_pylist() == [expected[0]]
+    # bob's statement reads as before, but under a new policy version: computed again
+    again, how_bob = _run(cached, bob, "bob", bob_sql)
+    assert how_bob == "miss" and again.equals(bob_rows)
