@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import charts, fairness, markdown, suites
+from benchmarks import charts, fairness, markdown, result_cache, suites
 from benchmarks import mesh as mesh_section
 from benchmarks.settings import BenchConfig
 from benchmarks.targets import Target
@@ -277,6 +277,26 @@ SECTIONS: tuple[Section, ...] = (
                     "heavy user's group runs 1 at a time, [engine] threads = 1",
                 ),
             )
+        ),
+    ),
+    Section(
+        "result_cache",
+        "TPC-H repeated: the governed result cache against DuckDB re-executing",
+        result_cache.section,
+        result_cache.steps,
+        result_cache.markdown,
+        (
+            Target(
+                "C3",
+                "result_cache",
+                "min_speedup",
+                ">=",
+                result_cache.MIN_SPEEDUP,
+                "worst of 22: DuckDB in-process re-executing / gateway answering from its cache",
+                "x",
+            ),
+            Target("C3", "result_cache", "all_identical", "==", True, "cached results identical"),
+            Target("C3", "result_cache", "all_hits", "==", True, "repetitions were cache hits"),
         ),
     ),
 )
