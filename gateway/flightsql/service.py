@@ -89,7 +89,7 @@ class SqlService:
         self._active = 0
         self._active_lock = threading.Lock()
         self.workload = Workload(state.config)
-        self.result_cache = self._cached(state)
+        self.result_cache = self._cached(state, metrics)
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )
@@ -97,7 +97,7 @@ class SqlService:
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
         self._keywords: list[str] | None = None
 
-    def _cached(self, state: MeshState) -> ResultCache | None:
+    def _cached(self, state: MeshState, metrics: GatewayMetrics | None) -> ResultCache | None:
         """The embedded executor behind a result cache, when ``[cache]`` is enabled."""
         settings = state.config.cache
         if not settings.enabled:
@@ -110,6 +110,8 @@ class SqlService:
             lambda planned: workload.group_of(planned.principal).result_cache,
             frozenset(p.lower() for p in settings.uncached_products),
         )
+        if metrics is not None:
+            metrics.result_cache_bytes.set_function(lambda: cache.bytes)
         return cache
 
     def _engine_beside(

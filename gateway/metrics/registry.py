@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from gateway.security.principal import Principal
 
@@ -116,6 +116,11 @@ class GatewayMetrics:
         )
         for result in ("hit", "miss"):
             self.result_cache_lookups.labels(result)
+        self.result_cache_bytes = Gauge(
+            "meshgate_result_cache_bytes",
+            "Bytes of results the result cache holds (bounded by [cache] max_bytes)",
+            registry=registry,
+        )
         ProcessCollector(namespace="meshgate", registry=registry)
 
     def prepare(self, groups: Iterable[str]) -> None:

@@ -124,6 +124,8 @@ def test_repeated_statement_is_a_hit_with_the_same_rows(cached, connect) -> None
     assert (how_first, how_second) == ("miss", "hit")
     assert second.equals(first) and first.num_rows == 50
     assert _hits(cached) == hits + 1
+    url = metrics_url(cached.events("gateway_started"))
+    assert 0 < scrape(url).value("meshgate_result_cache_bytes") <= CACHE["max_bytes"]
 
 
 def test_same_effective_policy_shares_different_policies_never(cached, connect) -> None:
