@@ -68,6 +68,32 @@ def test_superset_knows_meshgate_through_the_engine_spec(superset: Superset, dat
     assert "alice:alice" not in json.dumps(connection)  # Superset masks the password
 
 
+@pytest.mark.parametrize(
+    ("password", "port", "error_type", "says"),
+    [
+        ("alice", None, None, None),
+        ("n0t-alices-7f3a", None, "CONNECTION_ACCESS_DENIED_ERROR", "Meshgate refused the login"),
+        ("alice", 1, "CONNECTION_HOST_DOWN_ERROR", "Meshgate cannot be reached"),
+    ],
+    ids=["ok", "wrong-password", "nothing-listens"],
+)
+def test_testing_a_connection_says_what_is_wrong(
+    superset: Superset, gateway: RunningGateway, password, port, error_type, says
+):
+    uri = f"meshgate://alice:{password}@127.0.0.1:{port or gateway.uri.rsplit(':', 1)[1]}"
+    status, answer = superset.call(
+        "POST", "/api/v1/database/test_connection/", {"sqlalchemy_uri": uri, "database_name": "t"}
+    )
+    assert isinstance(answer, dict)
+    if error_type is None:
+        assert (status, answer) == (200, {"message": "OK"})
+        return
+    assert status == 400
+    [error] = answer["errors"]
+    assert error["error_type"] == error_type and error["message"].startswith(says)
+    assert password not in json.dumps(answer).replace("alice", "")
+
+
 def test_alice_monthly_time_series_holds_only_eu_rows(
     superset: Superset, orders_dataset: int, oracle
 ):
