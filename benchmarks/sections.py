@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import charts, fairness, markdown, result_cache, suites
+from benchmarks import charts, fairness, markdown, result_cache, small_products, suites
 from benchmarks import mesh as mesh_section
 from benchmarks.settings import BenchConfig
 from benchmarks.targets import Target
@@ -245,6 +245,26 @@ SECTIONS: tuple[Section, ...] = (
             ),
         ),
         ("peer_tpch", charts.peer),
+    ),
+    Section(
+        "small_products",
+        "Small products: cold and accelerated against ROAPI (same Parquet, same ADBC client)",
+        small_products.section,
+        small_products.steps,
+        small_products.markdown,
+        tuple(
+            Target(
+                "A2",
+                "small_products",
+                f"workloads.{name}.accelerated_vs_roapi",
+                "<",
+                1.0,
+                f"{name} on crm.customers: gateway accelerated / ROAPI (median time)",
+                "x",
+            )
+            for name in small_products.WORKLOADS
+            if name != "select_1"
+        ),
     ),
     Section(
         "mesh",

@@ -1,0 +1,240 @@
+"""Small products as users query them: the gateway cold (views over Parquet) and
+accelerated (the product held in memory), against ROAPI's Flight SQL endpoint on the
+same Parquet file, all through the same ADBC client, measured interleaved in one run.
+
+The product is the demo's ``crm.customers`` (20,000 rows, one Parquet file), queried as
+``bob`` (who reads it whole). DuckDB in-process on the file and on an in-memory copy are
+measured beside, for scale. Ratios only: the machine's load moves the absolute times.
+
+Run: ``python -m benchmarks.small_products --out DIR [--repetitions 7 --calls 30]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from pyarrow import flight
+
+from benchmarks.data import find_executable
+from benchmarks.markdown import millis, times
+from benchmarks.measure import AdbcClient, duck_query, interleaved, ratio, summary
+from benchmarks.procs import Processes, Server
+from benchmarks.settings import BenchConfig
+from benchmarks.suites import Context
+
+USER = "bob"
+POINT_KEY = 4242
+#: name -> (gateway SQL, ROAPI SQL); ``{t}`` is the DuckDB source in-process
+WORKLOADS = {
+    "select_1": ("SELECT 1", "SELECT 1"),
+    "point_lookup": (
+        f"SELECT * FROM crm.customers WHERE customer_id = {POINT_KEY}",
+        f"SELECT * FROM customers WHERE customer_id = {POINT_KEY}",
+    ),
+    "group_by_region": (
+        "SELECT region, count(*) AS n FROM crm.customers GROUP BY region",
+        "SELECT region, count(*) AS n FROM customers GROUP BY region",
+    ),
+    "full_scan": ("SELECT * FROM crm.customers", "SELECT * FROM customers"),
+}
+
+
+def _meshes(out: Path) -> tuple[Path, Path]:
+    from gateway.demo.mesh import write_demo_mesh
+
+    cold = out / "cold"
+    if cold.exists():
+        shutil.rmtree(cold)
+    write_demo_mesh(cold)
+    accelerated = out / "accelerated"
+    if accelerated.exists():
+        shutil.rmtree(accelerated)
+    shutil.copytree(cold, accelerated)
+    toml = accelerated / "mesh.toml"
+    lines = toml.read_text(encoding="utf-8").splitlines()
+    lines.insert(lines.index("[engine]") + 1, f"accelerate_below_bytes = {1024**3}")
+    toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return cold, accelerated
+
+
+def _health(uri: str) -> dict:
+    """The gateway's ``Health`` action as ``USER``."""
+    client = flight.FlightClient(uri)
+    try:
+        options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(USER, USER)])
+        results = list(client.do_action(flight.Action("Health", b""), options))
+        return json.loads(results[0].body.to_pybytes())
+    finally:
+        client.close()
+
+
+def section(ctx: Context) -> dict:
+    """The section's runner (see the module docstring)."""
+    ctx.sampler.phase = "small_products"
+    config = ctx.config
+    return run(
+        config.out_dir / "small_products",
+        config.repetitions,
+        config.small_query_calls,
+        ctx.procs,
+        ctx.log,
+        ctx.advance,
+        stop_all=False,
+    )
+
+
+def steps(config: BenchConfig) -> int:
+    return len(WORKLOADS)
+
+
+def markdown(result: dict, config: dict) -> list[str]:
+    """The section's body: per workload, the medians and the ratios."""
+    lines = [
+        (
+            f"{result.get('product')}, as `{result.get('user')}`, every client through ADBC "
+            "(reused cursor), measured interleaved; gateway cold = views over the Parquet "
+            "file, accelerated = `[engine] accelerate_below_bytes` (the product held in the "
+            "gateway's DuckDB memory). DuckDB in-process beside, for scale. Ratios < 1: the "
+            f"first is faster. ROAPI: {result.get('roapi', 'Flight SQL endpoint, same file')}."
+        ),
+        "",
+        (
+            "| workload | cold | accelerated | ROAPI | DuckDB on file | DuckDB in memory "
+            "| accelerated / cold | cold / ROAPI | accelerated / ROAPI |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in result.get("workloads", {}).items():
+        cells = [
+            millis(e.get(k, {}).get("median"))
+            for k in (
+                "gateway_cold",
+                "gateway_accelerated",
+                "roapi",
+                "duckdb_parquet",
+                "duckdb_memory",
+            )
+        ]
+        ratios = [
+            times(e.get(k))
+            for k in ("accelerated_vs_cold", "cold_vs_roapi", "accelerated_vs_roapi")
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
+    return lines
+
+
+def run(
+    out: Path,
+    repetitions: int,
+    calls: int,
+    procs: Processes | None = None,
+    log: Callable[[str], None] = print,
+    advance: Callable[[float], None] = lambda amount: None,
+    stop_all: bool = True,
+) -> dict:
+    """Measure every workload; return the JSON-ready results."""
+    out.mkdir(parents=True, exist_ok=True)
+    cold_mesh, fast_mesh = _meshes(out)
+    parquet = cold_mesh / "crm" / "data" / "customers.parquet"
+    procs = procs or Processes(out / "logs")
+    started_here: list[Server] = []
+    roapi_exe = find_executable("roapi")
+    results: dict = {
+        "product": "crm.customers (demo, 20,000 rows, Parquet)",
+        "user": USER,
+        "repetitions": repetitions,
+        "calls_per_repetition": calls,
+        "workloads": {},
+    }
+    clients: list[AdbcClient] = []
+    try:
+        cold_gw = procs.start_gateway(cold_mesh, USER, USER, name="gateway_cold")
+        started_here.append(cold_gw)
+        fast_gw = procs.start_gateway(fast_mesh, USER, USER, name="gateway_accelerated")
+        started_here.append(fast_gw)
+        cold = AdbcClient(cold_gw.uri, USER, USER)
+        fast = AdbcClient(fast_gw.uri, USER, USER)
+        clients += [cold, fast]
+        roapi = None
+        if roapi_exe is not None:
+            server = procs.start_roapi(roapi_exe, {"customers": parquet})
+            started_here.append(server)
+            roapi = AdbcClient(server.uri)
+            clients.append(roapi)
+        else:
+            results["roapi"] = "skipped: roapi not found next to python or on PATH"
+        on_file = duckdb.connect()
+        on_file.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{parquet}')")
+        in_memory = duckdb.connect()
+        in_memory.execute(f"CREATE TABLE customers AS SELECT * FROM read_parquet('{parquet}')")
+        for index, (name, (gateway_sql, peer_sql)) in enumerate(WORKLOADS.items(), start=1):
+            started = time.perf_counter()
+            variants: dict[str, Callable[[], pa.Table]] = {
+                "gateway_cold": partial(cold.query, gateway_sql),
+                "gateway_accelerated": partial(fast.query, gateway_sql),
+                "duckdb_parquet": partial(duck_query, on_file, peer_sql),
+                "duckdb_memory": partial(duck_query, in_memory, peer_sql),
+            }
+            if roapi is not None:
+                variants["roapi"] = partial(roapi.query, peer_sql)
+            rows = {k: v().num_rows for k, v in variants.items() if k != "duckdb_parquet"}
+            timings = interleaved(dict(variants), repetitions, calls=calls, warmup=3)
+            entry: dict = {"sql": gateway_sql, "rows": rows}
+            entry.update({k: summary(v) for k, v in timings.items()})
+            median = {k: entry[k]["median"] for k in timings}
+            entry["accelerated_vs_cold"] = ratio(
+                median["gateway_accelerated"], median["gateway_cold"]
+            )
+            if roapi is not None:
+                entry["cold_vs_roapi"] = ratio(median["gateway_cold"], median["roapi"])
+                entry["accelerated_vs_roapi"] = ratio(
+                    median["gateway_accelerated"], median["roapi"]
+                )
+            results["workloads"][name] = entry
+            log(
+                f"[{index}/{len(WORKLOADS)}] {name}: "
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in median.items())
+                + f"  ({time.perf_counter() - started:.0f} s)"
+            )
+            advance(1)
+        results["gateway_accelerated_health"] = _health(fast_gw.uri).get("accelerated")
+    finally:
+        for client in clients:
+            client.close()
+        for server in started_here:
+            procs.stop(server)
+        if stop_all:
+            procs.stop_all()
+    (out / "small_products.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/small_products"))
+    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args()
+    results = run(args.out, args.repetitions, args.calls)
+    for name, entry in results["workloads"].items():
+        print(
+            f"{name:16s} accelerated/cold {entry['accelerated_vs_cold']:.2f}x"
+            + (
+                f"  cold/ROAPI {entry['cold_vs_roapi']:.2f}x"
+                f"  accelerated/ROAPI {entry['accelerated_vs_roapi']:.2f}x"
+                if "accelerated_vs_roapi" in entry
+                else ""
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
