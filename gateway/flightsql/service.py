@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 
 import pyarrow as pa
@@ -216,18 +217,20 @@ class SqlService:
     def stream(
         self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """The schema and batches for a ticket from GetFlightInfo (or raw SQL); the batches
-        run in a slot of the user's resource group, taken (after queueing if need be) when
-        the client reads the first, within the group's time limit."""
+        """The schema and batches for a ticket from GetFlightInfo (or raw SQL); a query's
+        batches run in a slot of the user's resource group, taken (after queueing if need
+        be) when the client reads the first, within the group's time limit. Metadata and
+        EXPLAIN answers, computed already, take no slot."""
         self._refuse_when_draining()
         slot = self.workload.new_slot(principal, "running", is_cancelled)
         schema, batches = self._stream(principal, ticket, slot)
-        inner = self._in_slot(slot, batches)
+        inner = self._in_slot(slot if slot.engine else None, batches)
         return schema, self._state.watchdog.expiring(inner, slot.group.query_timeout_seconds)
 
     def _stream(
         self, principal: Principal, ticket: bytes, slot: Slot
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Open the stream a ticket names; ``slot.engine`` is set for what runs a query."""
         relay = self.router.relay
         if relay is not None and ticket.startswith(TICKET_MAGIC):
             slot.engine = "node"
@@ -266,9 +269,9 @@ class SqlService:
         )
 
     def _in_slot(
-        self, slot: Slot, batches: Iterator[pa.RecordBatch]
+        self, slot: Slot | None, batches: Iterator[pa.RecordBatch]
     ) -> Generator[pa.RecordBatch, None, None]:
-        with self.workload.holding(slot):
+        with self.workload.holding(slot) if slot is not None else nullcontext():
             with self._active_lock:
                 self._active += 1
             try:

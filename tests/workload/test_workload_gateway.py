@@ -237,3 +237,36 @@ def test_an_estimate_under_a_row_filter_counts_only_visible_rows(gateway: Runnin
     her rows (89,906^3, about 7e+14), bob's from all of them (8e+15)."""
     assert "about 7e+14 intermediate rows" in str(_error(gateway.uri, "alice", THREE_WAY_CROSS))
     assert "about 8e+15 intermediate rows" in str(_error(gateway.uri, "bob", THREE_WAY_CROSS))
+
+
+def test_metadata_and_new_connections_never_wait_behind_running_queries(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    """With one query at a time per group and erin's long query holding her group's, a
+    new ADBC connection of her group (which reads server info) and catalog calls are
+    answered at once, not queued."""
+    with private_gateway(
+        demo_mesh,
+        tmp_path,
+        workload={"max_running": 1, "max_queue_wait_seconds": 0},
+    ) as running:
+        client, options = running.client("erin")
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(LONG.encode()), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        began = poll_for(
+            lambda: [
+                r for r in running.audit() if r.get("sql") == LONG and r["event"] == "query_begin"
+            ],
+            30,
+        )
+        assert began, "the long query never started"
+        try:
+            with adbc_connect(running.uri, "alice") as conn:  # erin's group: interactive
+                objects = conn.adbc_get_objects(depth="tables").read_all()
+                assert objects.num_rows >= 1
+                assert conn.adbc_get_info()  # server info: a metadata stream
+            # a query of erin's group, in contrast, finds its only slot taken (no queue)
+            _, _, error = timed(run_sql, running, "erin", "SELECT 1 AS one", timeout=20)
+            assert isinstance(error, STATUS_ERRORS) and "is busy" in message(error)
+        finally:
+            reader.cancel()
