@@ -13,7 +13,7 @@ depth reaches ``[workload] max_recursion_depth``::
 
 so the statement sees ``r`` as written. A ``UNION`` (distinct) recursion ends when an
 iteration finds nothing new, which a depth column would defeat: it is left to the
-resource group's time limit.
+resource group's time limit. On Spark the step does nothing: Spark has its own bound.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def bound_recursion(query: Query, context: PlanContext) -> Query:
     """Bound every ``UNION ALL`` recursive CTE (see the module docstring)."""
     ast = query.ast  # the pipeline's own tree: changed in place
     assert ast is not None  # set by parse_statement, the first step
+    if context.target == "spark":
+        return query  # Spark bounds recursion itself (spark.sql.cteRecursionLevelLimit)
     limit = context.limits.max_recursion_depth
     number = 0
     for with_ in list(ast.find_all(exp.With)):
