@@ -37,7 +37,12 @@ from sqlglot.errors import SqlglotError
 from connectors.registry import connector_for
 from gateway.audit.recorder import Finish, Opened
 from gateway.catalog.catalog import Catalog
-from gateway.engine.streaming import PlannedQuery, StreamStats, count_within_limits
+from gateway.engine.streaming import (
+    PlannedQuery,
+    StreamStats,
+    count_within_limits,
+    stop_message,
+)
 from gateway.errors import MeshgateError, QueryFailed
 from gateway.query.executors import Executor
 
@@ -296,14 +301,15 @@ class CachingExecutor:
         try:
             for batch in entry.batches:
                 if is_cancelled():
-                    raise QueryFailed("the query was cancelled")
+                    outcome = "cancelled"
+                    raise QueryFailed(stop_message("cancelled", 0))
                 count_within_limits(stats, batch, settings)
                 yield batch
         except GeneratorExit:
             outcome = "disconnected"
             raise
         except MeshgateError as exc:
-            outcome, error = "error", exc.client_message
+            outcome, error = (outcome if outcome != "ok" else "error"), exc.client_message
             raise
         finally:
             if finish is not None:

@@ -17,6 +17,7 @@ from support.metrics import metrics_url, scrape
 from support.polling import wait_until
 from support.servers import configure, private_gateway
 
+from gateway.query.result_cache import is_deterministic
 from gateway.security.passwords import hash_password
 
 #: small bounds, so that a few ~110 KB results fill the cache
@@ -245,3 +246,20 @@ def test_policy_change_is_a_miss(cached, connect) -> None:
     # bob's statement reads as before, but under a new policy version: computed again
     again, how_bob = _run(cached, bob, "bob", bob_sql)
     assert how_bob == "miss" and again.equals(bob_rows)
+
+
+@pytest.mark.parametrize(
+    ("sql", "deterministic"),
+    [
+        ("SELECT a FROM t WHERE b = 1", True),
+        ("SELECT year(d) AS y, count(*) AS n FROM t GROUP BY 1", True),
+        ("SELECT a FROM t WHERE d < current_date", False),
+        ("SELECT a FROM t WHERE u = current_user", False),
+        ("SELECT nextval('s') AS n", False),
+        ("SELECT a FROM (SELECT a, random() AS r FROM t) WHERE r < 0.5", False),
+        ("SELECT a FROM t WHERE v = getvariable('x')", False),
+        ("SELECT a FROM t TABLESAMPLE 10%", False),
+    ],
+)
+def test_volatility_is_decided_on_the_tree(sql: str, deterministic: bool) -> None:
+    assert is_deterministic(sql) is deterministic
