@@ -125,8 +125,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", default="4GB")
     parser.add_argument("--preload", help="SQL materialised in memory (mode memory)")
+    parser.add_argument(
+        "--setup",
+        action="append",
+        help="instead of the benchmark mesh's baseline: an in-memory DuckDB set up by these "
+        "statements (repeatable; e.g. a view over one Parquet file)",
+    )
     args = parser.parse_args()
-    con = open_baseline(load_mesh(args.mesh), args.threads, args.memory_limit)
+    if args.setup:
+        con = duckdb.connect(config={"threads": args.threads, "memory_limit": args.memory_limit})
+        for statement in args.setup:
+            con.execute(statement)
+    else:
+        con = open_baseline(load_mesh(args.mesh), args.threads, args.memory_limit)
     table = None
     if args.mode == "memory":
         if not args.preload:

@@ -160,8 +160,10 @@ class Processes:
         memory_limit: str,
         preload: str | None = None,
         timeout: float = 600.0,
+        setup: tuple[str, ...] = (),
     ) -> Server:
-        """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess."""
+        """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess;
+        ``setup``: statements building its own in-memory DuckDB instead of the mesh's."""
         port = free_port()
         command = [
             sys.executable,
@@ -182,6 +184,8 @@ class Processes:
         ]
         if preload:
             command += ["--preload", preload]
+        for statement in setup:
+            command += ["--setup", statement]
         server = self._spawn(name, command, port)
         return self._wait(server, _flight_ping, timeout)
 

@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 from pyarrow import flight
 
-from benchmarks.data import find_executable
+from benchmarks.data import copy_with_settings, find_executable
 from benchmarks.markdown import millis, times
 from benchmarks.measure import AdbcClient, duck_query, interleaved, ratio, summary
 from benchmarks.procs import Processes, Server
@@ -47,21 +47,36 @@ WORKLOADS = {
 }
 
 
+#: the measured variants, in the report's column order
+VARIANTS = (
+    "gateway_cold",
+    "gateway_accelerated",
+    "bare_sql_file",
+    "bare_sql_memory",
+    "roapi",
+    "duckdb_parquet",
+    "duckdb_memory",
+)
+RATIOS = (
+    "accelerated_vs_cold",
+    "cold_vs_bare_file",
+    "accelerated_vs_bare_memory",
+    "accelerated_vs_roapi",
+    "bare_memory_vs_roapi",
+)
+
+
 def _meshes(out: Path) -> tuple[Path, Path]:
+    """The demo mesh as written, and a copy of it with every product accelerated."""
     from gateway.demo.mesh import write_demo_mesh
 
     cold = out / "cold"
     if cold.exists():
         shutil.rmtree(cold)
     write_demo_mesh(cold)
-    accelerated = out / "accelerated"
-    if accelerated.exists():
-        shutil.rmtree(accelerated)
-    shutil.copytree(cold, accelerated)
-    toml = accelerated / "mesh.toml"
-    lines = toml.read_text(encoding="utf-8").splitlines()
-    lines.insert(lines.index("[engine]") + 1, f"accelerate_below_bytes = {1024**3}")
-    toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    accelerated = copy_with_settings(
+        cold, out / "accelerated", {"engine": {"accelerate_below_bytes": 1024**3}}
+    )
     return cold, accelerated
 
 
@@ -107,26 +122,15 @@ def markdown(result: dict, config: dict) -> list[str]:
         ),
         "",
         (
-            "| workload | cold | accelerated | ROAPI | DuckDB on file | DuckDB in memory "
-            "| accelerated / cold | cold / ROAPI | accelerated / ROAPI |"
+            "| workload | cold | accelerated | bare Flight SQL on file | bare Flight SQL in memory "
+            "| ROAPI | DuckDB on file | DuckDB in memory | accelerated / cold | cold / bare on file "
+            "| accelerated / bare in memory | accelerated / ROAPI | bare in memory / ROAPI |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in result.get("workloads", {}).items():
-        cells = [
-            millis(e.get(k, {}).get("median"))
-            for k in (
-                "gateway_cold",
-                "gateway_accelerated",
-                "roapi",
-                "duckdb_parquet",
-                "duckdb_memory",
-            )
-        ]
-        ratios = [
-            times(e.get(k))
-            for k in ("accelerated_vs_cold", "cold_vs_roapi", "accelerated_vs_roapi")
-        ]
+        cells = [millis(e.get(k, {}).get("median")) for k in VARIANTS]
+        ratios = [times(e.get(k)) for k in RATIOS]
         lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
     return lines
 
@@ -163,6 +167,23 @@ def run(
         cold = AdbcClient(cold_gw.uri, USER, USER)
         fast = AdbcClient(fast_gw.uri, USER, USER)
         clients += [cold, fast]
+        floors: dict[str, AdbcClient] = {}
+        for name, create in (("bare_sql_file", "VIEW"), ("bare_sql_memory", "TABLE")):
+            server = procs.start_bare(
+                name,
+                cold_mesh,
+                "flightsql",
+                65536,
+                2,
+                "2GB",
+                setup=(
+                    "CREATE SCHEMA crm",
+                    f"CREATE {create} crm.customers AS SELECT * FROM read_parquet('{parquet}')",
+                ),
+            )
+            started_here.append(server)
+            floors[name] = AdbcClient(server.uri)
+            clients.append(floors[name])
         roapi = None
         if roapi_exe is not None:
             server = procs.start_roapi(roapi_exe, {"customers": parquet})
@@ -183,6 +204,8 @@ def run(
                 "duckdb_parquet": partial(duck_query, on_file, peer_sql),
                 "duckdb_memory": partial(duck_query, in_memory, peer_sql),
             }
+            for floor, client in floors.items():
+                variants[floor] = partial(client.query, gateway_sql)
             if roapi is not None:
                 variants["roapi"] = partial(roapi.query, peer_sql)
             rows = {k: v().num_rows for k, v in variants.items() if k != "duckdb_parquet"}
@@ -193,11 +216,16 @@ def run(
             entry["accelerated_vs_cold"] = ratio(
                 median["gateway_accelerated"], median["gateway_cold"]
             )
+            entry["cold_vs_bare_file"] = ratio(median["gateway_cold"], median["bare_sql_file"])
+            entry["accelerated_vs_bare_memory"] = ratio(
+                median["gateway_accelerated"], median["bare_sql_memory"]
+            )
             if roapi is not None:
                 entry["cold_vs_roapi"] = ratio(median["gateway_cold"], median["roapi"])
                 entry["accelerated_vs_roapi"] = ratio(
                     median["gateway_accelerated"], median["roapi"]
                 )
+                entry["bare_memory_vs_roapi"] = ratio(median["bare_sql_memory"], median["roapi"])
             results["workloads"][name] = entry
             log(
                 f"[{index}/{len(WORKLOADS)}] {name}: "
@@ -225,15 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     results = run(args.out, args.repetitions, args.calls)
     for name, entry in results["workloads"].items():
-        print(
-            f"{name:16s} accelerated/cold {entry['accelerated_vs_cold']:.2f}x"
-            + (
-                f"  cold/ROAPI {entry['cold_vs_roapi']:.2f}x"
-                f"  accelerated/ROAPI {entry['accelerated_vs_roapi']:.2f}x"
-                if "accelerated_vs_roapi" in entry
-                else ""
-            )
-        )
+        print(f"{name:16s} " + "  ".join(f"{k} {times(entry.get(k))}" for k in RATIOS))
 
 
 if __name__ == "__main__":
