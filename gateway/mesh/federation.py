@@ -9,9 +9,11 @@
 - ``run_fragments`` starts every fragment's stream at once (gRPC flow control bounds what
   is in flight) and hands them to the gateway's DuckDB as streams read once, so rows flow
   node -> gateway -> client without a whole fragment held in memory; a fragment the final
-  query may read more than once is materialised (``FederatedPlan.read_once``). When the
-  streams end, it reports the bytes moved against what moving the whole governed
-  products would have cost.
+  query may read more than once is materialised (``FederatedPlan.read_once``). Before,
+  the small build side of an equi-join between fragments is fetched whole and its keys
+  sent with the probe side's fragment (dynamic filtering: ``gateway.mesh.dynamic``). When
+  the streams end, it reports the rows and bytes moved, the dynamic filters sent, against
+  what moving the whole governed products would have cost.
 
 A fragment runs on its domain's node (``FragmentExecutor``: the ``NodeDirectory``). Where a
 whole query runs is chosen by ``gateway.query.executors.Router``: for joins bigger than one
@@ -30,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import duckdb
@@ -42,7 +45,7 @@ from gateway.config import NodesSettings
 from gateway.engine.database import Engine
 from gateway.engine.streaming import StreamedTable
 from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
-from gateway.mesh import fragments
+from gateway.mesh import dynamic, fragments
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
 from gateway.mesh.ends import EndCollector, ReplicaSilent
 from gateway.mesh.fragments import FederatedPlan, Fragment
@@ -293,7 +296,12 @@ class NodeDirectory:
         ``decisions``: the policy fingerprint of each product the query was governed under
         (``gateway.mesh.tickets.decisions_of``); the node refuses the fragment if one changed."""
         sealed = self.sealer.seal(
-            fragment.domain, fragment.sql, (), principal, fragment.products, decisions=decisions
+            fragment.domain,
+            fragment.sql,
+            fragment.parameters,
+            principal,
+            fragment.products,
+            decisions=decisions,
         )
         return FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
 
@@ -357,30 +365,93 @@ def run_fragments(
             if nodes.sizes.get((product.domain, product.sql)) is None:
                 measure_in_background(nodes, product, principal, decisions, schema_of)
     failures: list[MeshgateError] = []
-    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
+    unfiltered = {f.name: f.sql for f in plan.fragments}  # what DuckDB can estimate
+    prefetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
+    applied: list[dynamic.Applied] = []
+    if plan.pushed_down:
+        plan, prefetched, applied = _dynamic_filters(
+            plan,
+            lambda f: nodes.open_stream(f, principal, decisions, failures),
+            rows_of,
+            schema_of,
+        )
+    rest = tuple(f for f in plan.fragments if f.name not in prefetched)
+    with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
         streams = _gather(
             pool,
             lambda f: nodes.open_stream(f, principal, decisions, failures),
-            plan.fragments,
+            rest,
             failures,
             _stop_all,
         )
         tables = _gather(
             pool,
-            lambda s: _table(s, plan, rows_of),
+            lambda s: _table(s, plan, lambda _: rows_of(unfiltered[s.fragment.name])),
             streams,
             failures,
             lambda _: _stop_all(streams),
         )
+    by_name: dict[str, pa.Table | StreamedTable] = {n: t for n, (_, t) in prefetched.items()}
+    by_name.update(zip((f.name for f in rest), tables, strict=True))
     return FragmentStreams(
         plan,
         nodes,
-        streams,
-        dict(zip((f.name for f in plan.fragments), tables, strict=True)),
+        [s for s, _ in prefetched.values()] + streams,
+        by_name,
         failures,
         is_cancelled,
         timeout_seconds,
+        applied,
     )
+
+
+def _dynamic_filters(
+    plan: FederatedPlan,
+    open_stream: Callable[[Fragment], FragmentStream],
+    rows_of: Callable[[str], int | None],
+    schema_of: Callable[[str], pa.Schema],
+) -> tuple[FederatedPlan, dict[str, tuple[FragmentStream, pa.Table]], list[dynamic.Applied]]:
+    """``plan`` with its probe fragments filtered by the keys of its small build
+    fragments, which are fetched first, whole (``gateway.mesh.dynamic``): the new plan,
+    the builds' streams and rows, and the filters sent."""
+    joins = dynamic.key_joins(plan)
+    order = dynamic.plan_order(plan, joins, rows_of) if joins else []
+    if not order:
+        return plan, {}, []
+    fragments = {f.name: f for f in plan.fragments}
+    predicates: dict[str, dict[str, exp.Expr]] = {name: {} for name in fragments}
+    parameters: dict[str, tuple[object, ...]] = {name: () for name in fragments}
+    fetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
+    applied: list[dynamic.Applied] = []
+    for name, uses in order:
+        if predicates[name]:
+            fragments[name] = dynamic.filtered(fragments[name], predicates[name], parameters[name])
+        stream = open_stream(fragments[name])
+        table = stream.read_all()
+        fetched[name] = (stream, table)
+        for join in uses:
+            probe = join.probe
+            if probe in fetched or join.probe_column in predicates[probe]:
+                continue
+            probe_type = schema_of(fragments[probe].sql).field(join.probe_column).type
+            made = dynamic.key_predicate(
+                dynamic.probe_column(join.probe_column),
+                table.column(join.build_column),
+                probe_type,
+                len(parameters[probe]) + 1,
+            )
+            if made is None:
+                continue
+            predicate, values, kind, count = made
+            predicates[probe][join.probe_column] = predicate
+            parameters[probe] += values
+            products = ",".join(fragments[probe].products)
+            applied.append(dynamic.Applied(products, join.probe_column, name, kind, count))
+    for name, filters in predicates.items():
+        if filters and name not in fetched:
+            fragments[name] = dynamic.filtered(fragments[name], filters, parameters[name])
+    new_plan = replace(plan, fragments=tuple(fragments[f.name] for f in plan.fragments))
+    return new_plan, fetched, applied
 
 
 def _gather(
@@ -465,8 +536,10 @@ class FragmentStreams:
         failures: list[MeshgateError],
         is_cancelled: Callable[[], bool],
         timeout_seconds: float,
+        dynamic_filters: Sequence[dynamic.Applied] = (),
     ) -> None:
         self.plan = plan
+        self.dynamic_filters = tuple(dynamic_filters)
         self.tables = tables
         self._nodes = nodes
         self._streams = streams
@@ -513,6 +586,8 @@ class FragmentStreams:
                 for s in self._streams
             ],
             "bytes_moved": moved,
+            "rows_moved": sum(s.rows for s in self._streams),
+            "dynamic_filters": [applied.fields() for applied in self.dynamic_filters],
         }
         if self.plan.pushed_down and self.plan.whole_products:
             whole = [self._nodes.sizes.get((w.domain, w.sql)) for w in self.plan.whole_products]

@@ -47,6 +47,7 @@ from sqlglot.optimizer.pushdown_projections import pushdown_projections
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
+from gateway.mesh.disjunctions import add_implied_predicates
 from gateway.planning.naming import INTERNAL_CATALOG
 
 #: Column references that sqlglot's projection pushdown cannot see (``#3``, ``COLUMNS``,
@@ -80,6 +81,8 @@ class Fragment:
     sql: str
     products: tuple[str, ...]
     kind: str = "product"
+    #: Values of the SQL's ``$n`` (the keys of a dynamic filter: ``gateway.mesh.dynamic``).
+    parameters: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,8 @@ def _schema(column_types: Mapping[str, Mapping[str, str]]) -> dict:
 
 
 def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
-    """Qualify, drop unused columns, push single-source predicates down, type the tree.
+    """Qualify, drop unused columns, push single-source predicates down (with those
+    implied by ORs across sources: ``gateway.mesh.disjunctions``), type the tree.
 
     sqlglot keeps every projection holding an unknown function (it might return a set), so
     masks (``system.main.*`` calls) stand aside as plain columns while projections are
@@ -212,7 +216,7 @@ def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
     tree = pushdown_projections(tree)
     for alias, mask in masks:
         alias.set("this", mask)
-    tree = pushdown_predicates(tree, dialect="duckdb")
+    tree = pushdown_predicates(add_implied_predicates(tree), dialect="duckdb")
     return annotate_types(tree, schema=schema, dialect="duckdb")
 
 

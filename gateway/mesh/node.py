@@ -154,6 +154,8 @@ class DomainNode(flight.FlightServerBase):
             user=node_ticket.user,
             products=list(node_ticket.products),
             client=context.peer(),
+            sql=node_ticket.sql,
+            parameters=len(node_ticket.parameters),
         )
         audit = node_ticket.audit
         tracker = self._ends.tracker(audit) if audit is not None else None

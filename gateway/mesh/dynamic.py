@@ -1,0 +1,274 @@
+"""Dynamic filtering (Trino's name): a small join side's keys sent with the big side's fragment.
+
+In the final query, ``probe.x = build.y`` between two fragments (a conjunct of the WHERE or
+of an inner join's ON, in a SELECT with inner and cross joins only, the probe fragment
+read there and nowhere else) lets the probe's node drop every row whose ``x`` is not among
+the build's ``y`` values: the join would drop them anyway. When DuckDB's estimate of the
+build fragment is small (``BUILD_MAX_ROWS``) and the probe's much bigger, the build is
+fetched first, whole, and its distinct keys go into the probe's fragment as a semi-join
+on one list parameter of the ticket (``IN_MAX_KEYS`` at most), else as a range; no key at
+all makes it ``FALSE``.
+Fragments are visited from the smallest estimate up, so a probe filtered by one build can
+itself be a build for a bigger fragment (q3: customers -> orders -> lineitem).
+
+Governance. The keys are governed rows of another product: values the user may see. The
+predicate is put around the probe's governed fragment, ``SELECT * FROM (fragment) WHERE
+x IN (...)``: it reads the fragment's output, after its row filter and masks. When ``x``
+is a bare, unmasked product column and the fragment has no barrier, DuckDB may push the
+predicate down beside the row filter, which is what ``gateway.planning.barrier`` allows
+for such a predicate (IN over a subquery of constants, typed as the column or wider:
+it cannot fail, and costs a hash probe whatever the row); otherwise
+the fragment is first put behind a barrier (``OFFSET 0``), so the keys never meet a row
+the user may not see.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from gateway.mesh.fragments import FederatedPlan, Fragment
+from gateway.planning.barrier import add_barrier
+from gateway.planning.naming import INTERNAL_CATALOG
+
+#: A build side fetched first when DuckDB expects at most this many rows of it...
+BUILD_MAX_ROWS = 250_000
+#: ... and the probe side at least this many times more.
+MIN_RATIO = 4
+#: Distinct keys sent as an IN list at most; more are sent as their range.
+IN_MAX_KEYS = 100_000
+_WRAPPER = "__dynamic"
+_GOVERNED = "__governed"
+
+
+@dataclass(frozen=True)
+class KeyJoin:
+    """``probe.probe_column = build.build_column`` between two fragments of the final query."""
+
+    probe: str
+    probe_column: str
+    build: str
+    build_column: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A dynamic filter sent with a probe fragment, for the ``federated_query`` log line."""
+
+    probe: str
+    column: str
+    build: str
+    kind: str  # "in", "range" or "empty"
+    keys: int
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "probe": self.probe,
+            "column": self.column,
+            "build": self.build,
+            "kind": self.kind,
+            "keys": self.keys,
+        }
+
+
+def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
+    """Every equi-join between two fragments of ``plan`` that may filter its probe side
+    (see module doc), both ways round."""
+    names = {f.name for f in plan.fragments}
+    tree = sqlglot.parse_one(plan.final_sql, read="duckdb")
+    reads = Counter(t.name for t in tree.find_all(exp.Table) if _fragment_name(t, names))
+    joins: list[KeyJoin] = []
+    for select in tree.find_all(exp.Select):
+        sources = _inner_sources(select, names)
+        if not sources:
+            continue
+        for conjunct in _conjuncts(select):
+            if not isinstance(conjunct, exp.EQ):
+                continue
+            left, right = conjunct.this, conjunct.expression
+            if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
+                continue
+            a, b = sources.get(left.table), sources.get(right.table)
+            if a is None or b is None or a == b:
+                continue
+            if reads[a] == 1:
+                joins.append(KeyJoin(a, left.name, b, right.name))
+            if reads[b] == 1:
+                joins.append(KeyJoin(b, right.name, a, left.name))
+    return joins
+
+
+def plan_order(
+    plan: FederatedPlan, joins: list[KeyJoin], rows_of: Callable[[str], int | None]
+) -> list[tuple[str, list[KeyJoin]]]:
+    """The builds to fetch first, smallest estimate first, each with the joins whose
+    probes its keys filter (estimates of the unfiltered fragments)."""
+    sql = {f.name: f.sql for f in plan.fragments}
+    involved = {j.probe for j in joins} | {j.build for j in joins}
+    estimates = {name: rows_of(sql[name]) for name in sorted(involved)}
+    order = []
+    for name in sorted(involved, key=lambda n: (estimates[n] is None, estimates[n] or 0, n)):
+        rows = estimates[name]
+        if rows is None or rows > BUILD_MAX_ROWS:
+            continue
+        uses = [
+            j
+            for j in joins
+            if j.build == name
+            and (probe_rows := estimates[j.probe]) is not None
+            and probe_rows >= MIN_RATIO * max(rows, 1)
+        ]
+        if uses:
+            order.append((name, uses))
+    return order
+
+
+def key_predicate(
+    column: exp.Column, keys: pa.ChunkedArray, probe_type: pa.DataType, number: int
+) -> tuple[exp.Expr, tuple[object, ...], str, int] | None:
+    """The predicate keeping rows whose ``column`` (of ``probe_type``) is among ``keys``,
+    the parameters it binds (``$number`` on), its kind and the number of distinct keys;
+    None when the types are not ones sent (integers of one signedness, strings, dates).
+
+    Kinds: ``in``, a semi-join on the keys bound as one list parameter (DuckDB binds a
+    list at once, where an IN list of constants costs it a parse and bind per value);
+    ``range`` beyond ``IN_MAX_KEYS``; ``empty``, FALSE, when there is no key."""
+    element = _list_type(keys.type, probe_type)
+    if element is None:
+        return None
+    distinct = pc.unique(keys.drop_null())
+    if len(distinct) == 0:
+        return exp.false(), (), "empty", 0
+    if len(distinct) <= IN_MAX_KEYS:
+        bound = exp.cast(exp.Placeholder(this=str(number)), exp.DataType.build(f"{element}[]"))
+        semi = exp.select(exp.Unnest(expressions=[bound])).subquery()
+        return exp.In(this=column, query=semi), (distinct.to_pylist(),), "in", len(distinct)
+    low, high = pc.min_max(distinct).values()
+    between = exp.Between(
+        this=column,
+        low=exp.cast(exp.Placeholder(this=str(number)), element),
+        high=exp.cast(exp.Placeholder(this=str(number + 1)), element),
+    )
+    return between, (low.as_py(), high.as_py()), "range", len(distinct)
+
+
+def _list_type(build: pa.DataType, probe: pa.DataType) -> str | None:
+    """The DuckDB type the keys are bound as: the wider of two integer types of one
+    signedness (so the probe column is never cast down), VARCHAR, DATE; else None."""
+    if pa.types.is_integer(build) and pa.types.is_integer(probe):
+        if pa.types.is_signed_integer(build) != pa.types.is_signed_integer(probe):
+            return None
+        width = max(build.bit_width, probe.bit_width)
+        signed = pa.types.is_signed_integer(build)
+        return _INTEGERS[(signed, width)]
+    strings = (pa.types.is_string, pa.types.is_large_string)
+    if any(f(build) for f in strings) and any(f(probe) for f in strings):
+        return "VARCHAR"
+    if pa.types.is_date32(build) and pa.types.is_date32(probe):
+        return "DATE"
+    return None
+
+
+_INTEGERS = {
+    (True, 8): "TINYINT",
+    (True, 16): "SMALLINT",
+    (True, 32): "INTEGER",
+    (True, 64): "BIGINT",
+    (False, 8): "UTINYINT",
+    (False, 16): "USMALLINT",
+    (False, 32): "UINTEGER",
+    (False, 64): "UBIGINT",
+}
+
+
+def filtered(
+    fragment: Fragment, predicates: Mapping[str, exp.Expr], parameters: tuple[object, ...]
+) -> Fragment:
+    """``fragment`` returning only the rows that pass ``predicates`` (by output column,
+    read through ``probe_column``),
+    behind a barrier unless every filtered column is a bare product column (module doc)."""
+    inner = sqlglot.parse_one(fragment.sql, read="duckdb")
+    assert isinstance(inner, exp.Query)
+    if not all(_bare(inner, column) for column in predicates):
+        inner = add_barrier(exp.select(exp.Star()).from_(inner.subquery(_GOVERNED)))
+    wrapper = exp.select(exp.Star()).from_(inner.subquery(_WRAPPER)).where(*predicates.values())
+    return replace(fragment, sql=wrapper.sql("duckdb"), parameters=parameters)
+
+
+def probe_column(name: str) -> exp.Column:
+    """The probe fragment's output column ``name``, as ``filtered``'s predicates read it."""
+    return exp.column(name, table=_WRAPPER, quoted=True)
+
+
+def _bare(query: exp.Query, name: str) -> bool:
+    """Whether output column ``name`` of ``query`` is a product column as stored."""
+    if not isinstance(query, exp.Select):
+        return False
+    projection = next((p for p in query.expressions if p.alias_or_name == name), None)
+    target = projection.unalias() if projection is not None else None
+    if not isinstance(target, exp.Column):
+        return False
+    for source in _raw_sources(query):
+        if source.alias_or_name != target.table:
+            continue
+        if isinstance(source, exp.Table):
+            return source.catalog == INTERNAL_CATALOG and not source.args.get("joins")
+        if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Query):
+            return _bare(source.this, target.name)
+    return False
+
+
+def _fragment_name(table: exp.Table, names: set[str]) -> bool:
+    return not table.args.get("db") and table.name in names
+
+
+def _inner_sources(select: exp.Select, names: set[str]) -> dict[str, str]:
+    """Alias -> fragment name of ``select``'s fragment sources; empty unless every join is
+    a plain inner or cross join."""
+    for join in select.args.get("joins") or ():
+        if (
+            join.args.get("side")
+            or join.args.get("method")
+            or join.args.get("using")
+            or (join.args.get("kind") or "INNER") not in ("INNER", "CROSS")
+        ):
+            return {}
+    sources = {}
+    for source in _raw_sources(select):
+        if (
+            isinstance(source, exp.Table)
+            and _fragment_name(source, names)
+            and not any(source.args.get(a) for a in ("joins", "pivots", "sample", "laterals"))
+        ):
+            sources[source.alias_or_name] = source.name
+    return sources
+
+
+def _conjuncts(select: exp.Select) -> Iterator[exp.Expr]:
+    conditions = [select.args.get("where")] + [
+        j.args.get("on") for j in select.args.get("joins") or ()
+    ]
+    for condition in conditions:
+        if condition is not None:
+            node = condition.this if isinstance(condition, exp.Where) else condition
+            yield from _flat_and(node)
+
+
+def _flat_and(node: exp.Expr) -> Iterator[exp.Expr]:
+    node = node.unnest()
+    if isinstance(node, exp.And):
+        for part in node.flatten():
+            yield from _flat_and(part)
+    else:
+        yield node
+
+
+def _raw_sources(select: exp.Select) -> list[exp.Expr]:
+    source = select.args.get("from_")
+    return ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]
