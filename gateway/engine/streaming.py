@@ -176,6 +176,7 @@ def stream_batches(
         is_cancelled,
         on_finish,
         timeout=planned.timeout_seconds,
+        same_names=planned.query.columns_from_data,
         user=planned.principal.user,
         products=list(planned.products),
     )
@@ -191,6 +192,7 @@ def stream_sql(
     tables: Mapping[str, pa.Table | StreamedTable] | None = None,
     sources: TableSources | None = None,
     timeout: float | None = None,
+    same_names: bool = False,
     **log_fields: object,
 ) -> Iterator[pa.RecordBatch]:
     """Run ``sql`` on ``engine`` and yield batches of ``schema`` (see ``stream_batches``).
@@ -199,7 +201,8 @@ def stream_sql(
     this query only (the fragments of a federated query); ``sources`` feed the streams: a
     source that fails stops the query with its own error, and they are closed before the
     cursor is released, whatever happened. ``timeout``: seconds, at most the engine's
-    query timeout (its default).
+    query timeout (its default). ``same_names``: the result must have ``schema``'s column
+    names, not only its types (a dynamic PIVOT, whose names are values of the data).
     """
     settings = engine.settings
     limit = min(timeout or settings.query_timeout_seconds, settings.query_timeout_seconds)
@@ -221,6 +224,11 @@ def stream_sql(
                 rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
             )
             decode = reader.schema != schema
+            if same_names and reader.schema.names != schema.names:
+                raise QueryFailed(
+                    "the columns of the PIVOT changed since the statement was planned (its "
+                    "values come from the data); prepare or run it again"
+                )
             for batch in reader:
                 if decode:
                     batch = _conform(batch, schema)

@@ -2,6 +2,8 @@
 
 ``EXPLAIN <query>`` and ``EXPLAIN POLICY <query>`` are recognised here (sqlglot reads
 them as a generic command): the query inside is what the rest of the pipeline plans.
+A PIVOT or UNPIVOT statement becomes the query ``SELECT * FROM (PIVOT ...)``
+(``gateway.planning.pivot``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from gateway.errors import InvalidQuery, QueryRefused, first_line
+from gateway.planning.pivot import as_query, names_columns_from_data
 from gateway.planning.query import PlanContext, Query
 
 _EXPLAIN_POLICY = "POLICY"
@@ -51,7 +54,13 @@ def parse_statement(query: Query, context: PlanContext) -> Query:
         ast, placeholders = _parse_one(inner, limits.max_nesting, limits.max_tree_nodes)
         if isinstance(ast, exp.Command):
             raise QueryRefused("EXPLAIN takes one read-only query (EXPLAIN ANALYZE is not offered)")
-    return query.evolve(ast=ast, explain=explain, parameter_count=_parameter_count(placeholders))
+    ast = as_query(ast)
+    return query.evolve(
+        ast=ast,
+        explain=explain,
+        parameter_count=_parameter_count(placeholders),
+        columns_from_data=names_columns_from_data(ast),
+    )
 
 
 def _parameter_count(placeholders: list[exp.Placeholder]) -> int:
@@ -188,7 +197,7 @@ _REQUIRED = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*\.(
 _GOT_TOKEN = re.compile(r"\s*but got <Token [^>]*>")
 _REPR = re.compile(r"<[^<>]*>")
 #: Tokens that start a statement: a first word outside these is a misspelt statement.
-_STATEMENT_STARTS = "SELECT, WITH, FROM, VALUES, EXPLAIN"
+_STATEMENT_STARTS = "SELECT, WITH, FROM, VALUES, PIVOT, UNPIVOT, EXPLAIN"
 
 
 def _first_error(exc: Exception) -> str:

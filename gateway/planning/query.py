@@ -86,6 +86,8 @@ class Query:
     products: tuple[Product, ...] = ()
     accesses: dict[str, ProductAccess] = field(default_factory=dict)
     parameter_count: int = 0
+    #: a dynamic PIVOT names result columns after values: the schema is data, not plan
+    columns_from_data: bool = False
     sql: str | None = None
     display_sql: str | None = None
 

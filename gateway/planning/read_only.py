@@ -37,7 +37,8 @@ def require_read_only(query: Query, context: PlanContext) -> Query:
     assert ast is not None  # set by parse_statement, the first step
     if not isinstance(ast, _READ_STATEMENTS):
         raise QueryRefused(
-            f"only read-only queries are allowed (SELECT, WITH, VALUES, set operations); "
+            f"only read-only queries are allowed (SELECT, WITH, VALUES, set operations, "
+            f"PIVOT, UNPIVOT); "
             f"got {_statement_kind(ast)}: the gateway is read-only"
         )
     literals: list[exp.Literal] = []

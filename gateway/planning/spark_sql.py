@@ -109,6 +109,8 @@ def spark_semantics(query: Query, context: PlanContext) -> Query:
 
 
 def _refused(node: exp.Expr) -> str | None:
+    if isinstance(node, exp.Pivot) and node.args.get("unpivot"):
+        return "UNPIVOT"  # Spark's PIVOT and UNPIVOT differ in syntax and in the names they give
     for kind, name in _REFUSED.items():
         if isinstance(node, kind):
             return name

@@ -6,6 +6,7 @@ import re
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
 from gateway.catalog.catalog import Catalog
 from gateway.engine.errors import engine_failure
@@ -95,7 +96,7 @@ def plan_explanation(
     else:
         assert query.display_sql is not None  # set by generate_sql with the SQL it shows
         with catalog.engine.cursor() as cursor:
-            text = cursor.sql(query.display_sql, params=list(parameters) or None).explain()
+            text = _physical_plan(cursor, query, parameters)
         # Cardinality estimates come from the base tables: they would hint at hidden rows.
         text = _ESTIMATE.sub("~? rows", text)
     rows = [
@@ -105,3 +106,17 @@ def plan_explanation(
     if engine is not None:
         rows.append({"explain_key": "engine", "explain_value": engine})
     return pa.Table.from_pylist(rows, schema=EXPLAIN_SCHEMA)
+
+
+def _physical_plan(
+    cursor: duckdb.DuckDBPyConnection, query: Query, parameters: tuple[object, ...]
+) -> str:
+    """DuckDB's drawing of the plan of ``query.display_sql``. A dynamic PIVOT is explained
+    by an EXPLAIN statement: DuckDB runs such a PIVOT as soon as it is made a relation, and
+    would explain the scan of its materialised result instead."""
+    assert query.display_sql is not None
+    if not query.columns_from_data:
+        return cursor.sql(query.display_sql, params=list(parameters) or None).explain()
+    statement = exp.Command(this="EXPLAIN", expression=exp.Literal.string(query.display_sql))
+    rows = cursor.execute(statement.sql("duckdb"), list(parameters) or None).fetchall()
+    return "\n".join(str(row[1]) for row in rows)

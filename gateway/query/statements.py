@@ -18,9 +18,10 @@ import pyarrow as pa
 from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
 from gateway.engine.plan_cost import PlanCost, plan_cost
-from gateway.engine.streaming import PlannedQuery, result_schema_and_plan
+from gateway.engine.streaming import PlannedQuery, result_schema, result_schema_and_plan
 from gateway.engine.visible_rows import VisibleRows
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
+from gateway.planning.pivot import with_static_pivots
 from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
 from gateway.planning.shapes import shape_sources
@@ -138,7 +139,14 @@ class StatementPlanner:
                 context.catalog,
                 context.governor.version,
                 key,
-                CachedPlan(query, *((None, None) if query.parameter_count else (schema, cost))),
+                CachedPlan(
+                    query,
+                    *(
+                        (None, None)  # bound anew each time: by parameters, or by the data
+                        if query.parameter_count or query.columns_from_data
+                        else (schema, cost)
+                    ),
+                ),
             )
         return PlannedQuery(
             principal,
@@ -165,9 +173,21 @@ class StatementPlanner:
         if remaining is not None and remaining <= 0:
             raise QueryFailed(f"planning the statement exceeded the time limit of {limit:g} s")
         assert query.sql is not None  # set by generate_sql, the last step
-        schema, plan_json = result_schema_and_plan(
-            context.catalog, query.sql, parameters, query.product_keys, remaining
-        )
+        if query.columns_from_data:  # a dynamic PIVOT: see gateway.planning.pivot
+            schema = result_schema(
+                context.catalog, query.sql, parameters, query.product_keys, remaining
+            )
+            _, plan_json = result_schema_and_plan(
+                context.catalog,
+                with_static_pivots(query.sql),
+                parameters,
+                query.product_keys,
+                remaining,
+            )
+        else:
+            schema, plan_json = result_schema_and_plan(
+                context.catalog, query.sql, parameters, query.product_keys, remaining
+            )
         if self._hash_key and any(self._hash_key in name for name in schema.names):
             raise InvalidQuery(
                 "name every computed column with AS: its automatic name would expose governed SQL"
@@ -199,9 +219,10 @@ class StatementPlanner:
                 rows, catalogued.column_types, row_filter.sql("duckdb")
             )
         assert query.sql is not None
+        costed = with_static_pivots(query.sql) if query.columns_from_data else query.sql
         _, plan_json = result_schema_and_plan(
             context.catalog,
-            stand_in_sql(query.sql, stand_ins),
+            stand_in_sql(costed, stand_ins),
             parameters,
             query.product_keys,
             timeout,

@@ -127,6 +127,29 @@ ACCEPTED = [
         ),
         {"logistics.shipments", "sales.orders", "crm.customers"},
     ),
+    # PIVOT and UNPIVOT, statement and FROM-clause forms (issue 14)
+    ("PIVOT sales.orders ON region USING count(*)", {"sales.orders"}),
+    ("PIVOT sales.orders ON region USING sum(amount) GROUP BY customer_id", {"sales.orders"}),
+    ("PIVOT sales.orders ON region IN ('EU', 'US') USING sum(amount)", {"sales.orders"}),
+    (
+        "WITH o AS (SELECT * FROM sales.orders) PIVOT o ON region USING count(*) GROUP BY customer_id",
+        {"sales.orders"},
+    ),
+    ("UNPIVOT sales.orders ON order_id, customer_id INTO NAME k VALUE v", {"sales.orders"}),
+    (
+        "SELECT * FROM sales.orders PIVOT (sum(amount) FOR region IN ('EU', 'US') GROUP BY customer_id)",
+        {"sales.orders"},
+    ),
+    ("FROM sales.orders UNPIVOT (v FOR k IN (order_id, customer_id))", {"sales.orders"}),
+    ("SELECT * FROM (PIVOT crm.customers ON region USING count(*)) LIMIT 3", {"crm.customers"}),
+    (
+        (
+            "PIVOT (SELECT o.region, o.amount, c.customer_id FROM sales.orders o "
+            "JOIN crm.customers c ON o.customer_id = c.customer_id) ON region USING sum(amount) "
+            "GROUP BY customer_id"
+        ),
+        {"sales.orders", "crm.customers"},
+    ),
 ]
 
 
@@ -302,7 +325,6 @@ REFUSED = [
     ("BEGIN TRANSACTION", QueryRefused),
     ("CHECKPOINT", QueryRefused),
     ("CALL pragma_version()", QueryRefused),
-    ("PIVOT sales.orders ON region USING count(*)", QueryRefused),
     # table functions
     ("SELECT * FROM read_parquet('x.parquet')", QueryRefused),
     ("SELECT * FROM read_csv('/etc/passwd')", QueryRefused),

@@ -34,6 +34,10 @@ DIFFERENT = {
     "SELECT b // 2 FROM t": "integer division",
     "SELECT reverse(a) FROM t": "the function reverse()",
     'SELECT "${env:TOKEN}" FROM t': "an identifier containing ${",
+    "PIVOT t ON a USING sum(b)": "PIVOT",
+    "SELECT * FROM t PIVOT (sum(b) FOR a IN ('x', 'y'))": "PIVOT",
+    "UNPIVOT t ON a, b INTO NAME k VALUE v": "UNPIVOT",
+    "SELECT * FROM t UNPIVOT (v FOR k IN (a, b))": "UNPIVOT",
 }
 
 
