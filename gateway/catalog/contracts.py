@@ -63,6 +63,9 @@ class ProductContract:
     #: ``customProperties: accelerate: true|false``: hold the product in memory (or never);
     #: None: the operator's ``accelerate_below_bytes`` decides
     accelerate: bool | None = None
+    #: ``customProperties: resultCache: false``: its data must be read live, never from
+    #: the result cache (``gateway.query.result_cache``)
+    result_cache: bool = True
 
     @property
     def key(self) -> str:
@@ -181,7 +184,9 @@ def _product(
         source=source,
         schema_field=field,
         engine_hint=_engine_hint(path, field, schema_object, contract),
-        accelerate=_accelerate_hint(path, field, schema_object, contract),
+        accelerate=_boolean_property(path, field, schema_object, contract, "accelerate"),
+        result_cache=_boolean_property(path, field, schema_object, contract, "resultCache")
+        is not False,
     )
 
 
@@ -208,20 +213,24 @@ def _engine_hint(
     return None
 
 
-def _accelerate_hint(
-    path: Path, field: str, schema_object: SchemaObject, contract: OpenDataContractStandard
+def _boolean_property(
+    path: Path,
+    field: str,
+    schema_object: SchemaObject,
+    contract: OpenDataContractStandard,
+    name: str,
 ) -> bool | None:
-    """The ``accelerate`` custom property of the schema object, else of the contract."""
+    """The boolean custom property ``name`` of the schema object, else of the contract."""
     for where, properties in (
         (f"{field}.customProperties", schema_object.customProperties),
         ("customProperties", contract.customProperties),
     ):
         for prop in properties or []:
-            if prop.property == "accelerate":
+            if prop.property == name:
                 value = str(prop.value).strip().lower()
                 if value not in ("true", "false"):
                     raise ContractError(
-                        f"{path}: field `{where}` (accelerate): {prop.value!r} is not a "
+                        f"{path}: field `{where}` ({name}): {prop.value!r} is not a "
                         "boolean; use true or false"
                     )
                 return value == "true"

@@ -361,10 +361,10 @@ def _marked(finish: Finish | None, outcome: str) -> Finish | None:
 
 
 def _data_paths(catalog: Catalog, key: str) -> tuple[Path, ...] | None:
-    """The files ``key``'s data lives in, or None (unknown product, or a source without
-    files: never cached)."""
+    """The files ``key``'s data lives in, or None: never cached (an unknown product, a
+    source without files, or a contract saying ``resultCache: false``)."""
     product = catalog.product(*key.split(".", 1))
-    if product is None:
+    if product is None or not product.contract.result_cache:
         return None
     try:
         paths = connector_for(product.contract.source).data_paths

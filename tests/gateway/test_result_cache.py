@@ -248,6 +248,25 @@ def test_policy_change_is_a_miss(cached, connect) -> None:
     assert how_bob == "miss" and again.equals(bob_rows)
 
 
+def test_contract_may_keep_its_product_out_of_the_cache(cached, connect) -> None:
+    sql = "SELECT carrier, count(*) AS n FROM logistics.shipments GROUP BY 1 ORDER BY 1"
+    bob = connect("bob")
+    _run(cached, bob, "bob", sql)
+    assert _run(cached, bob, "bob", sql)[1] == "hit"
+    contract = cached.mesh / "logistics" / "shipments.odcs.yaml"
+    original = contract.read_text(encoding="utf-8")
+    live = original.replace(
+        "servers:", "customProperties:\n  - property: resultCache\n    value: false\nservers:", 1
+    )
+    try:
+        contract.write_text(live, encoding="utf-8")
+        wait_until(lambda: _run(cached, bob, "bob", sql)[1] is None, what="the contract reloaded")
+        assert _run(cached, bob, "bob", sql)[1] is None
+    finally:
+        contract.write_text(original, encoding="utf-8")
+    wait_until(lambda: _run(cached, bob, "bob", sql)[1] == "hit", what="cached again")
+
+
 @pytest.mark.parametrize(
     ("sql", "deterministic"),
     [
