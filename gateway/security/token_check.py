@@ -23,7 +23,7 @@ from typing import Any
 import jwt
 
 from gateway.config import IdentitySettings
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, first_line
 from gateway.security.provider_keys import KeysUnavailable, ProviderKeys
 
 # Why a token was rejected (the audit's ``reason``).
@@ -183,4 +183,4 @@ def _clip(value: object, size: int = 200) -> str | None:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return first_line(exc)[:200]
