@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import itertools
 import json
 import re
@@ -366,6 +367,7 @@ def run_fragments(
                 measure_in_background(nodes, product, principal, decisions, schema_of)
     failures: list[MeshgateError] = []
     unfiltered = {f.name: f.sql for f in plan.fragments}  # what DuckDB can estimate
+    rows_of = functools.cache(rows_of)  # planned once per fragment, for both uses
     prefetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
     applied: list[dynamic.Applied] = []
     if plan.pushed_down:
