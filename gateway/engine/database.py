@@ -135,11 +135,15 @@ class Engine:
         )
         before = self._memory_bytes()
         started = time.time()
-        self._db.execute(exp.Create(kind="TABLE", this=table, expression=rows).sql("duckdb"))
+        try:
+            self._db.execute(exp.Create(kind="TABLE", this=table, expression=rows).sql("duckdb"))
+        except duckdb.OutOfMemoryException as exc:  # served from its files instead
+            log.warning("acceleration_out_of_memory", product=contract.key, error=first_line(exc))
+            return False
         size = max(0, self._memory_bytes() - before)
         used = sum(copy.bytes for copy in self.accelerated.values())
         if used + size > self.settings.accelerate_memory_bytes:
-            self._db.execute(exp.Drop(kind="TABLE", this=table).sql("duckdb"))
+            self._db.execute(exp.Drop(kind="TABLE", tables=[table]).sql("duckdb"))
             log.warning(
                 "acceleration_over_budget",
                 product=contract.key,
@@ -242,10 +246,12 @@ class Engine:
         self._locked = True
 
     @contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self, pooled: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection for one query, returned to a small pool afterwards.
 
-        A connection that saw an error or an interrupt is closed, never reused.
+        A connection that saw an error or an interrupt is closed, never reused; so is one
+        taken with ``pooled=False``: for a dynamic PIVOT, which leaves a temporary ENUM
+        type of its values (the values one user saw) in the connection that ran it.
         """
         try:
             cursor = self._idle.get_nowait()
@@ -254,7 +260,7 @@ class Engine:
         healthy = False
         try:
             yield cursor
-            healthy = cursor not in self._tainted
+            healthy = pooled and cursor not in self._tainted
         finally:
             self._tainted.discard(cursor)
             if healthy and self._idle.qsize() < _POOL_SIZE:

@@ -96,10 +96,12 @@ def result_schema(
     parameters: Sequence[object],
     products: tuple[str, ...],
     timeout: float | None = None,
+    pooled: bool = True,
 ) -> pa.Schema:
     """The result schema of ``sql`` (planned by DuckDB, no data read), within ``timeout``
-    seconds (the query timeout by default: what is left of it after the pipeline)."""
-    return _bind(catalog, sql, parameters, products, timeout, with_plan=False)[0]
+    seconds (the query timeout by default: what is left of it after the pipeline);
+    ``pooled=False``: on a connection used once (see ``Engine.cursor``)."""
+    return _bind(catalog, sql, parameters, products, timeout, with_plan=False, pooled=pooled)[0]
 
 
 def result_schema_and_plan(
@@ -123,10 +125,11 @@ def _bind(
     products: tuple[str, ...],
     timeout: float | None,
     with_plan: bool,
+    pooled: bool = True,
 ) -> tuple[pa.Schema, str | None]:
     engine = catalog.engine
     try:
-        with engine.cursor() as cursor:  # planning folds constants: bound it by the timeout
+        with engine.cursor(pooled) as cursor:  # planning folds constants: bound it by the timeout
             seconds = engine.settings.query_timeout_seconds if timeout is None else timeout
             token = engine.watchdog.watch(engine, cursor, lambda: False, seconds)
             try:
@@ -202,7 +205,8 @@ def stream_sql(
     source that fails stops the query with its own error, and they are closed before the
     cursor is released, whatever happened. ``timeout``: seconds, at most the engine's
     query timeout (its default). ``same_names``: the result must have ``schema``'s column
-    names, not only its types (a dynamic PIVOT, whose names are values of the data).
+    names, not only its types (a dynamic PIVOT, whose names are values of the data), and
+    its connection is not reused (see ``Engine.cursor``).
     """
     settings = engine.settings
     limit = min(timeout or settings.query_timeout_seconds, settings.query_timeout_seconds)
@@ -211,7 +215,7 @@ def stream_sql(
     outcome = "ok"
     error: str | None = None
     watchdog = engine.watchdog
-    with engine.cursor() as cursor:
+    with engine.cursor(pooled=not same_names) as cursor:
         token = watchdog.watch(engine, cursor, is_cancelled, limit)
         reader = None
         try:

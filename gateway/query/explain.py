@@ -95,7 +95,7 @@ def plan_explanation(
         text = "withheld: a row filter applies, and the plan reflects statistics of rows outside it"
     else:
         assert query.display_sql is not None  # set by generate_sql with the SQL it shows
-        with catalog.engine.cursor() as cursor:
+        with catalog.engine.cursor(pooled=not query.columns_from_data) as cursor:
             text = _physical_plan(cursor, query, parameters)
         # Cardinality estimates come from the base tables: they would hint at hidden rows.
         text = _ESTIMATE.sub("~? rows", text)

@@ -175,7 +175,7 @@ class StatementPlanner:
         assert query.sql is not None  # set by generate_sql, the last step
         if query.columns_from_data:  # a dynamic PIVOT: see gateway.planning.pivot
             schema = result_schema(
-                context.catalog, query.sql, parameters, query.product_keys, remaining
+                context.catalog, query.sql, parameters, query.product_keys, remaining, pooled=False
             )
             _, plan_json = result_schema_and_plan(
                 context.catalog,
