@@ -161,3 +161,31 @@ def test_products_command_shows_acceleration(demo_mesh: Path, tmp_path: Path) ->
     ).stdout
     lines = [line for line in shown.splitlines() if "crm.customers" in line]
     assert lines and "yes," in lines[0] and " s old" in lines[0] and "MB" in lines[0]
+
+
+def test_a_copy_over_the_memory_budget_is_served_from_its_files(
+    demo_mesh: Path, tmp_path: Path, gateway
+) -> None:
+    budget = {**ACCELERATE_ALL, "accelerate_memory_bytes": 1024}
+    with private_gateway(demo_mesh, tmp_path, engine=budget) as running:
+        assert _health(running.uri, "bob")["accelerated"]["products"] == {}
+        assert "acceleration_over_budget" in running.log()
+        sql = "SELECT * FROM crm.customers ORDER BY customer_id"
+        with adbc_connections() as connect:
+            assert _rows(connect(running.uri, "alice"), sql).equals(
+                _rows(connect(gateway.uri, "alice"), sql)
+            )
+
+
+def test_a_contract_can_opt_a_product_in(demo_mesh: Path, tmp_path: Path) -> None:
+    def opt_in(mesh: Path) -> None:
+        contract = mesh / "crm" / "customers.odcs.yaml"
+        contract.write_text(
+            contract.read_text(encoding="utf-8")
+            + "customProperties:\n  - property: accelerate\n    value: true\n",
+            encoding="utf-8",
+        )
+
+    with private_gateway(demo_mesh, tmp_path, prepare=opt_in) as running:
+        copies = _health(running.uri, "bob")["accelerated"]["products"]
+    assert set(copies) == {"crm.customers"}
