@@ -50,7 +50,7 @@ class AuditLog:
         self._written = 0  # sequence number of the last record written
         self._durable = 0  # ... and of the last record known to be on disk
         self._wanted = 0  # ... and of the last record somebody wants on disk now
-        self._flushing = False
+        self._flushing = 0  # fsyncs in progress (the flusher's, a waiter's)
         self._failure: OSError | None = None
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True)
@@ -107,7 +107,30 @@ class AuditLog:
             while self._durable < sequence:
                 if self._failure is not None:
                     raise self._failure
-                self._changed.wait()
+                if self._flushing:
+                    self._changed.wait()
+                else:  # nobody is syncing: sync here rather than wake the flusher and wait
+                    self._sync()
+
+    def _sync(self) -> None:
+        """Under the lock: ``fsync`` what is written so far, the lock released meanwhile
+        (writers keep appending), then record how far the log is durable."""
+        target, fd = self._written, self._fd
+        self._flushing += 1
+        self._changed.release()
+        failure = None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failure = exc
+        finally:
+            self._changed.acquire()
+        self._flushing -= 1
+        if failure is None:
+            self._durable = max(self._durable, target)
+        else:
+            self._failure = failure
+        self._changed.notify_all()
 
     def _flush_loop(self) -> None:
         while True:
@@ -115,22 +138,12 @@ class AuditLog:
                 self._wait_for_work()
                 if self._closed and self._durable == self._written:
                     return
-                target, fd = self._written, self._fd
-                self._flushing = True
-            failure = None
-            try:
-                os.fsync(fd)  # outside the lock: writers keep appending meanwhile
-            except OSError as exc:
-                failure = exc
-            with self._changed:
-                self._flushing = False
-                if failure is None:
-                    self._durable = max(self._durable, target)
-                else:
-                    self._failure = failure
-                self._changed.notify_all()
-            if failure is not None:
-                return
+                if self._flushing:  # a waiter is syncing: see what it covers first
+                    self._changed.wait()
+                    continue
+                self._sync()
+                if self._failure is not None:
+                    return
 
     def _wait_for_work(self) -> None:
         """Under the lock: return once a record is wanted on disk, the log closes, or
