@@ -49,6 +49,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from gateway.mesh.disjunctions import add_implied_predicates
 from gateway.planning.naming import INTERNAL_CATALOG
+from gateway.planning.pivot import names_columns_from_data
 
 #: Column references that sqlglot's projection pushdown cannot see (``#3``, ``COLUMNS``,
 #: ``*`` modifiers, lambdas): with them, whole governed products move, unpruned.
@@ -156,12 +157,15 @@ def read_once(tree: exp.Expr, names: Iterable[str]) -> frozenset[str]:
     Conservative: a fragment named at one place is still read again when that place is in
     a CTE referenced more than once (DuckDB may inline it at each reference) or in a CTE
     referenced from such a place; with a recursive CTE anywhere, every fragment counts as
-    read repeatedly (its recursive member runs once per iteration). Names are compared
+    read repeatedly (its recursive member runs once per iteration), and so with a dynamic
+    PIVOT (DuckDB reads its source for the values, then to pivot). Names are compared
     case-insensitively across scopes, which can only overcount. A fragment read more
     than once is materialised rather than streamed; DuckDB itself refuses to scan a
     consumed stream twice, so a case missed here fails loudly, never silently short.
     """
-    if any(with_.args.get("recursive") for with_ in tree.find_all(exp.With)):
+    if names_columns_from_data(tree) or any(
+        with_.args.get("recursive") for with_ in tree.find_all(exp.With)
+    ):
         return frozenset()
     references: dict[str, list[exp.Table]] = defaultdict(list)
     for table in tree.find_all(exp.Table):
