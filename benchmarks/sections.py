@@ -66,6 +66,24 @@ def _small_query_targets(query: str) -> tuple[Target, ...]:
             f"{query} p50 via ADBC (cursor reused) / DuckDB in-process",
             "x",
         ),
+        Target(
+            "S1",
+            "small_queries",
+            f"queries.{query}.adbc_vs_bare_sql",
+            "<=",
+            1.10,
+            f"{query} p50 via ADBC (cursor reused) / the bare Flight SQL floor",
+            "x",
+        ),
+        Target(
+            "S1",
+            "small_queries",
+            f"queries.{query}.adbc_new_statement_vs_bare_sql",
+            "<=",
+            1.10,
+            f"{query} p50 via ADBC (one-off statement) / the bare Flight SQL floor",
+            "x",
+        ),
     )
 
 

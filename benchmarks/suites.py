@@ -136,6 +136,14 @@ def small_queries(ctx: Context) -> dict:
                 if client != "duckdb":
                     entry[f"{client}_ratio"] = ratio(entry[client]["median"], base)
                     entry[f"{client}_overhead_ms"] = entry[client]["median"] - base
+            if bare_adbc is not None:  # the gateway against the bare Flight SQL floor
+                entry["adbc_vs_bare_sql"] = ratio(
+                    entry["adbc"]["median"], entry["bare_sql_adbc"]["median"]
+                )
+                entry["adbc_new_statement_vs_bare_sql"] = ratio(
+                    entry["adbc_new_statement"]["median"],
+                    entry["bare_sql_adbc_new_statement"]["median"],
+                )
             out["queries"][name] = entry
             ctx.advance(1)
     finally:
