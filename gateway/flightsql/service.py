@@ -91,6 +91,10 @@ class SqlService:
         self._active_lock = threading.Lock()
         self.workload = Workload(state.config)
         self.result_cache = self._cached(state, metrics)
+        if metrics is not None:
+            metrics.accelerated_bytes.set_function(
+                lambda: sum(c.bytes for c in state.current.catalog.engine.accelerated.values())
+            )
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
             "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
         )

@@ -121,6 +121,12 @@ class GatewayMetrics:
             "Bytes of results the result cache holds (bounded by [cache] max_bytes)",
             registry=registry,
         )
+        self.accelerated_bytes = Gauge(
+            "meshgate_accelerated_bytes",
+            "Memory the accelerated products' in-memory copies take (bounded by [engine] "
+            "accelerate_memory_bytes)",
+            registry=registry,
+        )
         ProcessCollector(namespace="meshgate", registry=registry)
 
     def prepare(self, groups: Iterable[str]) -> None:

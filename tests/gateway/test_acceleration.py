@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from pyarrow import flight
 from support.clients import CLIENT_ERRORS, adbc_connections, error_text, flight_client
+from support.metrics import metrics_url, scrape
 from support.oracle import raw_sources
 from support.polling import wait_through_errors, wait_until
 from support.servers import configure, copy_mesh, private_gateway
@@ -58,7 +59,10 @@ def _health(uri: str, user: str) -> dict:
 @pytest.fixture(scope="module")
 def accelerated(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory):
     with private_gateway(
-        demo_mesh, tmp_path_factory.mktemp("accelerated"), engine=ACCELERATE_ALL
+        demo_mesh,
+        tmp_path_factory.mktemp("accelerated"),
+        engine=ACCELERATE_ALL,
+        prepare=lambda mesh: configure(mesh, "metrics", port=0),
     ) as running:
         yield running
 
@@ -70,6 +74,11 @@ def test_every_demo_product_is_accelerated_and_reported(accelerated) -> None:
     for facts in copies.values():
         assert facts["stale"] is False and facts["age_seconds"] >= 0
         assert "rows" not in facts and "bytes" not in facts  # sizes are the operator's
+
+
+def test_metrics_report_the_memory_of_the_copies(accelerated) -> None:
+    url = metrics_url(accelerated.events("gateway_started"))
+    assert 0 < scrape(url).value("meshgate_accelerated_bytes") <= 512 * 1024**2
 
 
 def test_user_health_lists_only_readable_accelerated_products(accelerated) -> None:
