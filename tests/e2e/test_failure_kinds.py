@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.clients import CLIENT_ERRORS, adbc_connect, product_health, run
 from support.logs import log_records, wait_for_query_log
-from support.servers import Private, private_gateway
+from support.servers import NO_COST_LIMIT, Private, private_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,12 @@ DATA_WORDS = ("could not be read", "corrupt", "unhealthy")
 @pytest.fixture(scope="module")
 def limited(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
     engine = {"memory_limit": "64MB", "max_spill_size": "8MB", "query_timeout_seconds": 5}
-    with private_gateway(demo_mesh, tmp_path_factory.mktemp("limited"), engine=engine) as running:
+    with private_gateway(
+        demo_mesh,
+        tmp_path_factory.mktemp("limited"),
+        engine=engine,
+        workload=NO_COST_LIMIT,  # queries that run out of memory or time are the subject
+    ) as running:
         assert product_health(running.uri) == ALL_OK
         yield running
 
