@@ -246,6 +246,14 @@ def _accelerates(contract: ProductContract, connector: Connector, settings: Engi
     return wants_acceleration(contract.accelerate, size, settings.accelerate_below_bytes)
 
 
+def _data_changed(engine: Engine) -> bool:
+    """Whether the files of an accelerated product changed since its copy was loaded (or
+    since loading it failed)."""
+    return any(copy.stale() for copy in engine.accelerated.values()) or any(
+        files_signature(paths) != signature for paths, signature in engine.unaccelerated.values()
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -282,9 +290,9 @@ class CatalogHolder:
         the current snapshot meanwhile: a refreshed copy is served only once complete."""
         with self._lock:
             current = self._current
-            if contracts_signature(self._mesh_dir, self._domains) == current.signature and not any(
-                copy.stale() for copy in current.engine.accelerated.values()
-            ):
+            if contracts_signature(
+                self._mesh_dir, self._domains
+            ) == current.signature and not _data_changed(current.engine):
                 return False
             fresh = load_catalog(
                 self._mesh_dir,

@@ -28,7 +28,7 @@ from connectors.base import Connector
 from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
-from gateway.engine.acceleration import AcceleratedCopy, files_signature
+from gateway.engine.acceleration import AcceleratedCopy, FileSignature, files_signature
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
@@ -66,6 +66,8 @@ class Engine:
         self.partitions: dict[str, tuple[int, int]] = {}
         #: product key -> its in-memory copy, for accelerated products
         self.accelerated: dict[str, AcceleratedCopy] = {}
+        #: product key -> (its files, their signature) of products whose copy failed to load
+        self.unaccelerated: dict[str, tuple[tuple[Path, ...], FileSignature]] = {}
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._tainted: set[duckdb.DuckDBPyConnection] = set()
@@ -137,9 +139,10 @@ class Engine:
         started = time.time()
         try:
             self._db.execute(exp.Create(kind="TABLE", this=table, expression=rows).sql("duckdb"))
-        except duckdb.OutOfMemoryException as exc:  # served from its files instead
-            log.warning("acceleration_out_of_memory", product=contract.key, error=first_line(exc))
-            return False
+        except duckdb.Error as exc:  # out of memory, a file rewritten meanwhile, ...
+            log.warning("acceleration_failed", product=contract.key, error=first_line(exc))
+            self.unaccelerated[contract.key] = (connector.data_paths, signature)
+            return False  # served from its files; loaded again once they change
         size = max(0, self._memory_bytes() - before)
         used = sum(copy.bytes for copy in self.accelerated.values())
         if used + size > self.settings.accelerate_memory_bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,32 @@ def test_a_contract_can_opt_a_product_in(demo_mesh: Path, tmp_path: Path) -> Non
     with private_gateway(demo_mesh, tmp_path, prepare=opt_in) as running:
         copies = _health(running.uri, "bob")["accelerated"]["products"]
     assert set(copies) == {"crm.customers"}
+
+
+def test_a_copy_that_fails_to_load_is_loaded_once_its_files_change(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    pristine = demo_mesh / "crm" / "data" / "customers.parquet"
+
+    def corrupt_pages(mesh: Path) -> None:  # the footer (the schema) stays readable
+        with (mesh / "crm" / "data" / "customers.parquet").open("r+b") as handle:
+            handle.seek(64)
+            handle.write(b"\xff" * 4096)
+
+    with private_gateway(
+        demo_mesh, tmp_path, engine=ACCELERATE_ALL, prepare=corrupt_pages
+    ) as running:
+        copies = _health(running.uri, "bob")["accelerated"]["products"]
+        assert "crm.customers" not in copies and "sales.orders" in copies
+        assert "acceleration_failed" in running.log()
+        staged = running.mesh / "crm" / "data" / "customers.new"
+        shutil.copyfile(pristine, staged)
+        os.replace(staged, running.mesh / "crm" / "data" / "customers.parquet")
+        wait_through_errors(
+            lambda: "crm.customers" in _health(running.uri, "bob")["accelerated"]["products"],
+            timeout=60,
+            what="the repaired product to be accelerated",
+        )
+        with adbc_connections() as connect:
+            count = _rows(connect(running.uri, "bob"), "SELECT count(*) FROM crm.customers")
+        assert count.column(0)[0].as_py() == 20000
