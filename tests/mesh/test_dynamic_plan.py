@@ -1,0 +1,107 @@
+"""Dynamic filters as planned and written (``gateway.mesh.dynamic``), in process: which
+joins may filter their probe side, and where the keys go in the probe's fragment."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from gateway.mesh import dynamic
+from gateway.mesh.fragments import FederatedPlan, Fragment
+from gateway.planning.barrier import is_barrier
+
+BARE = Fragment(
+    "__fragment_1",
+    "sales",
+    'SELECT "o"."customer_id" AS "customer_id" FROM "memory"."sales"."orders" AS "o" '
+    'WHERE "o"."region" = \'EU\'',
+    ("sales.orders",),
+)
+MASKED = Fragment(
+    "__fragment_1",
+    "crm",
+    'SELECT system.main.partial_email("c"."email") AS "email" '
+    'FROM "memory"."crm"."customers" AS "c" WHERE "c"."region" = \'EU\'',
+    ("crm.customers",),
+)
+
+
+def plan(final_sql: str) -> FederatedPlan:
+    fragments = tuple(Fragment(f"__fragment_{i}", "d", "SELECT 1", (f"d.p{i}",)) for i in range(3))
+    return FederatedPlan(fragments, final_sql, True)
+
+
+def keys(*values: int) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array(values, pa.int64())])
+
+
+def test_inner_equi_joins_filter_either_side():
+    joins = dynamic.key_joins(
+        plan('SELECT * FROM "__fragment_0" AS a JOIN "__fragment_1" AS b ON a.x = b.y')
+    )
+    assert set(joins) == {
+        dynamic.KeyJoin("__fragment_0", "x", "__fragment_1", "y"),
+        dynamic.KeyJoin("__fragment_1", "y", "__fragment_0", "x"),
+    }
+
+
+def test_outer_joins_and_probes_read_twice_are_not_filtered():
+    left = 'SELECT * FROM "__fragment_0" AS a LEFT JOIN "__fragment_1" AS b ON a.x = b.y'
+    assert dynamic.key_joins(plan(left)) == []
+    twice = (
+        'SELECT * FROM "__fragment_0" AS a JOIN "__fragment_1" AS b ON a.x = b.y '
+        'UNION ALL SELECT * FROM "__fragment_0" AS c'
+    )
+    assert dynamic.key_joins(plan(twice)) == [
+        dynamic.KeyJoin("__fragment_1", "y", "__fragment_0", "x")
+    ]
+
+
+def test_keys_of_a_bare_column_filter_the_fragment_output_without_a_barrier():
+    predicate, values, kind, count = dynamic.key_predicate(
+        dynamic.probe_column("customer_id"), keys(3, 5, 3), pa.int32(), 1
+    )
+    assert (kind, count, sorted(values[0])) == ("in", 2, [3, 5])
+    tree = sqlglot.parse_one(
+        dynamic.filtered(BARE, {"customer_id": predicate}, values).sql, read="duckdb"
+    )
+    governed = tree.args["from_"].this.this
+    assert governed.sql("duckdb") == sqlglot.parse_one(BARE.sql, read="duckdb").sql("duckdb")
+    assert tree.find(exp.Placeholder) is not None and governed.find(exp.Placeholder) is None
+
+
+def test_keys_of_a_masked_column_stay_behind_a_barrier():
+    predicate, values, _, _ = dynamic.key_predicate(
+        dynamic.probe_column("email"),
+        pa.chunked_array([pa.array(["a***@x.org"])]),
+        pa.string(),
+        1,
+    )
+    tree = sqlglot.parse_one(
+        dynamic.filtered(MASKED, {"email": predicate}, values).sql, read="duckdb"
+    )
+    fence = tree.args["from_"].this.this
+    assert isinstance(fence, exp.Select) and is_barrier(fence)
+
+
+def test_no_keys_filter_everything_and_many_keys_send_their_range():
+    predicate, values, kind, _ = dynamic.key_predicate(
+        dynamic.probe_column("x"), keys(), pa.int64(), 1
+    )
+    assert (predicate, values, kind) == (exp.false(), (), "empty")
+    many = keys(*range(dynamic.IN_MAX_KEYS + 1))
+    _, values, kind, count = dynamic.key_predicate(dynamic.probe_column("x"), many, pa.int64(), 1)
+    assert (kind, values, count) == ("range", (0, dynamic.IN_MAX_KEYS), dynamic.IN_MAX_KEYS + 1)
+
+
+def test_the_filtered_fragment_runs_in_duckdb_with_its_keys():
+    with duckdb.connect() as con:
+        con.sql("CREATE TABLE t AS SELECT range AS x FROM range(100)")
+        fragment = Fragment("f", "d", 'SELECT "t"."x" AS "x" FROM "t" AS "t"', ("d.t",))
+        predicate, values, _, _ = dynamic.key_predicate(
+            dynamic.probe_column("x"), keys(7, 70, 700), pa.int64(), 1
+        )
+        sql = dynamic.filtered(fragment, {"x": predicate}, values).sql
+        assert sorted(r[0] for r in con.execute(sql, list(values)).fetchall()) == [7, 70]
