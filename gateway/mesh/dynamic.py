@@ -3,7 +3,10 @@
 In the final query, ``probe.x = build.y`` between two fragments (a conjunct of the WHERE or
 of an inner join's ON, in a SELECT with inner and cross joins only, the probe fragment
 read there and nowhere else) lets the probe's node drop every row whose ``x`` is not among
-the build's ``y`` values: the join would drop them anyway. When DuckDB's estimate of the
+the build's ``y`` values: the join would drop them anyway. So do ``probe.x = outer.y`` in
+a correlated subquery, ``probe.x IN (SELECT y FROM build ...)``, and any column the
+SELECT equates with ``probe.x`` (q18: the orderkeys of the big orders filter both orders
+and lineitem). When DuckDB's estimate of the
 build fragment is small (``BUILD_MAX_ROWS``) and the probe's much bigger, the build is
 fetched first, whole, and its distinct keys go into the probe's fragment as a semi-join
 on one list parameter of the ticket (``IN_MAX_KEYS`` at most), else as a range; no key at
@@ -38,11 +41,13 @@ from gateway.planning.barrier import add_barrier
 from gateway.planning.naming import INTERNAL_CATALOG
 
 #: A build side fetched first when DuckDB expects at most this many rows of it...
-BUILD_MAX_ROWS = 250_000
+BUILD_MAX_ROWS = 100_000
 #: ... and the probe side at least this many times more.
-MIN_RATIO = 4
+MIN_RATIO = 2
 #: Distinct keys sent as an IN list at most; more are sent as their range.
 IN_MAX_KEYS = 100_000
+#: A build column standing for the build fragment's one column (``SELECT *`` of it).
+ONLY_COLUMN = "*"
 _WRAPPER = "__dynamic"
 _GOVERNED = "__governed"
 
@@ -78,8 +83,10 @@ class Applied:
 
 
 def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
-    """Every equi-join between two fragments of ``plan`` that may filter its probe side
-    (see module doc), both ways round."""
+    """Every join of a fragment column with another fragment's column that may filter
+    the first (see module doc): equi-joins both ways round, then, through the columns a
+    SELECT equates, ``x = outer.y`` in a correlated subquery (it only ever meets the
+    outer fragment's values) and ``x IN (SELECT y FROM fragment ...)``."""
     names = {f.name for f in plan.fragments}
     tree = sqlglot.parse_one(plan.final_sql, read="duckdb")
     reads = Counter(t.name for t in tree.find_all(exp.Table) if _fragment_name(t, names))
@@ -88,20 +95,94 @@ def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
         sources = _inner_sources(select, names)
         if not sources:
             continue
+        classes = _Classes()
+        builds: list[tuple[tuple[str, str], tuple[str, str]]] = []  # (own column, build)
         for conjunct in _conjuncts(select):
-            if not isinstance(conjunct, exp.EQ):
-                continue
-            left, right = conjunct.this, conjunct.expression
-            if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
-                continue
-            a, b = sources.get(left.table), sources.get(right.table)
-            if a is None or b is None or a == b:
-                continue
-            if reads[a] == 1:
-                joins.append(KeyJoin(a, left.name, b, right.name))
-            if reads[b] == 1:
-                joins.append(KeyJoin(b, right.name, a, left.name))
-    return joins
+            if isinstance(conjunct, exp.EQ) and _columns(conjunct):
+                left, right = conjunct.this, conjunct.expression
+                a, b = (left.table, left.name), (right.table, right.name)
+                if a[0] in sources and b[0] in sources:
+                    classes.join(a, b)
+                for own, other in ((a, b), (b, a)):
+                    outer = _outer_fragment(select, other[0], names)
+                    if own[0] in sources and other[0] not in sources and outer is not None:
+                        builds.append((own, (outer, other[1])))
+            elif isinstance(conjunct, exp.In) and isinstance(conjunct.this, exp.Column):
+                build = _subquery_column(conjunct.args.get("query"), names)
+                column = conjunct.this
+                if build is not None and column.table in sources:
+                    builds.append(((column.table, column.name), build))
+        builds += [(a, (sources[b[0]], b[1])) for a, b in classes.pairs()]
+        for own, (fragment, fragment_column) in builds:
+            for member in classes.members(own):
+                probe = sources.get(member[0])
+                if probe is not None and probe != fragment and reads[probe] == 1:
+                    joins.append(KeyJoin(probe, member[1], fragment, fragment_column))
+    return list(dict.fromkeys(joins))
+
+
+class _Classes:
+    """Columns a SELECT's inner-join conjuncts equate (union-find)."""
+
+    def __init__(self) -> None:
+        self._parent: dict[tuple[str, str], tuple[str, str]] = {}
+        self._pairs: list[tuple[tuple[str, str], tuple[str, str]]] = []
+
+    def _root(self, column: tuple[str, str]) -> tuple[str, str]:
+        while (parent := self._parent.setdefault(column, column)) != column:
+            column = parent
+        return column
+
+    def join(self, a: tuple[str, str], b: tuple[str, str]) -> None:
+        self._pairs += [(a, b), (b, a)]
+        self._parent[self._root(a)] = self._root(b)
+
+    def pairs(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+        return self._pairs
+
+    def members(self, column: tuple[str, str]) -> list[tuple[str, str]]:
+        root = self._root(column)
+        return [column] + [c for c in list(self._parent) if c != column and self._root(c) == root]
+
+
+def _columns(eq: exp.EQ) -> bool:
+    return isinstance(eq.this, exp.Column) and isinstance(eq.expression, exp.Column)
+
+
+def _outer_fragment(select: exp.Select, alias: str, names: set[str]) -> str | None:
+    """The fragment an enclosing SELECT reads as ``alias`` (the nearest that names it)."""
+    outer = select.parent_select
+    while outer is not None:
+        for source in _raw_sources(outer):
+            if source.alias_or_name == alias:
+                if isinstance(source, exp.Table) and _fragment_name(source, names):
+                    return source.name
+                return None
+        outer = outer.parent_select
+    return None
+
+
+def _subquery_column(query: exp.Expr | None, names: set[str]) -> tuple[str, str] | None:
+    """(fragment, column) when ``query`` selects one column straight from a fragment: its
+    values are among that fragment's, whatever else the subquery does."""
+    if isinstance(query, exp.Subquery):
+        query = query.this
+    if not isinstance(query, exp.Select) or len(query.expressions) != 1:
+        return None
+    column = query.expressions[0].unalias()
+    if isinstance(column, exp.Star) and len(sources := _raw_sources(query)) == 1:
+        source = sources[0]  # a subquery cut out whole: the fragment's one column
+        if isinstance(source, exp.Table) and _fragment_name(source, names):
+            return source.name, ONLY_COLUMN
+        return None
+    if not isinstance(column, exp.Column):
+        return None
+    for source in _raw_sources(query):
+        if source.alias_or_name == column.table:
+            if isinstance(source, exp.Table) and _fragment_name(source, names):
+                return source.name, column.name
+            return None
+    return None
 
 
 def plan_order(

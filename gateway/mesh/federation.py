@@ -435,10 +435,15 @@ def _dynamic_filters(
             probe = join.probe
             if probe in fetched or join.probe_column in predicates[probe]:
                 continue
+            if join.build_column == dynamic.ONLY_COLUMN and table.num_columns != 1:
+                continue
+            keys = table.column(
+                0 if join.build_column == dynamic.ONLY_COLUMN else join.build_column
+            )
             probe_type = schema_of(fragments[probe].sql).field(join.probe_column).type
             made = dynamic.key_predicate(
                 dynamic.probe_column(join.probe_column),
-                table.column(join.build_column),
+                keys,
                 probe_type,
                 len(parameters[probe]) + 1,
             )

@@ -105,3 +105,21 @@ def test_the_filtered_fragment_runs_in_duckdb_with_its_keys():
         )
         sql = dynamic.filtered(fragment, {"x": predicate}, values).sql
         assert sorted(r[0] for r in con.execute(sql, list(values)).fetchall()) == [7, 70]
+
+
+def test_semi_joins_correlations_and_equated_columns_filter_too():
+    semi = (
+        'SELECT * FROM "__fragment_0" AS a JOIN "__fragment_1" AS b ON a.x = b.y '
+        'WHERE a.x IN (SELECT * FROM "__fragment_2")'
+    )
+    assert {
+        dynamic.KeyJoin("__fragment_0", "x", "__fragment_2", dynamic.ONLY_COLUMN),
+        dynamic.KeyJoin("__fragment_1", "y", "__fragment_2", dynamic.ONLY_COLUMN),
+    } <= set(dynamic.key_joins(plan(semi)))
+    correlated = (
+        'SELECT * FROM "__fragment_0" AS a '
+        'WHERE NOT EXISTS (SELECT 1 FROM "__fragment_1" AS b WHERE b.y = a.x)'
+    )
+    assert dynamic.key_joins(plan(correlated)) == [
+        dynamic.KeyJoin("__fragment_1", "y", "__fragment_0", "x")
+    ]
