@@ -674,7 +674,12 @@ def _message_of(cls, depth: int = 0):
                         _field_value(key_field, depth), _field_value(value_field, depth), max_size=3
                     )
                 )
-                getattr(message, field.name).update(entries)
+                target = getattr(message, field.name)
+                for key, value in entries.items():
+                    if value_field.type == 11:  # a message: copied in, never assigned
+                        target[key].CopyFrom(value)
+                    else:
+                        target[key] = value
             elif field.is_repeated:
                 getattr(message, field.name).extend(
                     draw(st.lists(_field_value(field, depth), max_size=4))
