@@ -31,6 +31,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -60,6 +61,7 @@ _HEALTH_CACHE_SECONDS = 1.0
 _WATCH_SECONDS = 0.1  # how often a query's fragment streams are looked at
 _IDLE_SECONDS = 1.0  # a stream idle this long has its node's liveness checked (once a second)
 _STOP_GRACE_SECONDS = 1.0  # after a cancel or the time limit, before streams are cut
+_PLANS_KEPT = 256  # split plans kept per gateway
 _MAX_ESTIMATE = 10**15  # rows: a stream's estimate for DuckDB's planner, at most
 
 _T = TypeVar("_T")
@@ -161,6 +163,9 @@ class NodeDirectory:
         self._timeout = settings.connect_timeout_seconds
         self.fragment_pushdown = settings.fragment_pushdown
         self.sizes = SizeCache()
+        #: split plans by governed SQL and column types (``split_fragments``), LRU
+        self.plans: OrderedDict[tuple[str, tuple], FederatedPlan] = OrderedDict()
+        self.plans_lock = threading.Lock()
         self._clients: dict[str, flight.FlightClient] = {}
         self._ends_clients: dict[str, flight.FlightClient] = {}
         self._checked: dict[str, tuple[float, bool]] = {}
@@ -337,10 +342,29 @@ def inline_parameters(ast: exp.Expr, parameters: tuple[object, ...]) -> exp.Expr
 def split_fragments(
     ast: exp.Expr, column_types: Mapping[str, Mapping[str, str]], nodes: NodeDirectory
 ) -> FederatedPlan:
-    """``gateway.mesh.fragments.split_fragments`` for ``nodes``' domains and pushdown setting."""
-    return fragments.split_fragments(
+    """``gateway.mesh.fragments.split_fragments`` for ``nodes``' domains and pushdown setting.
+
+    Kept by the governed SQL (policy already applied, parameters inlined) and the products'
+    column types: a dashboard's repeated statement is not split again (sqlglot's rewrite
+    costs tens of milliseconds). The plan is immutable; a policy or schema change changes
+    the key."""
+    key = (
+        ast.sql("duckdb"),
+        tuple(sorted((p, tuple(sorted(c.items()))) for p, c in column_types.items())),
+    )
+    with nodes.plans_lock:
+        plan = nodes.plans.get(key)
+        if plan is not None:
+            nodes.plans.move_to_end(key)
+            return plan
+    plan = fragments.split_fragments(
         ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown
     )
+    with nodes.plans_lock:
+        nodes.plans[key] = plan
+        while len(nodes.plans) > _PLANS_KEPT:
+            nodes.plans.popitem(last=False)
+    return plan
 
 
 def run_fragments(
