@@ -249,6 +249,13 @@ class ResourceGroupSettings(_Strict):
         gt=0,
         description="the group's time limit (never above [engine] query_timeout_seconds)",
     )
+    max_spill_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="a query of the group is stopped when the engine's spill files exceed "
+        "this while it runs (DuckDB cannot attribute spill to one query: with the heavy lane "
+        "the spilling query is usually the one heavy query running)",
+    )
     max_estimated_rows: float = Field(
         default=1e11,
         gt=0,

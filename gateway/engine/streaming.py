@@ -42,6 +42,8 @@ class PlannedQuery:
     cost: PlanCost | None = None
     #: this query's time limit, when its resource group sets one below the engine's
     timeout_seconds: float | None = None
+    #: spill bytes past which the query is stopped (its resource group's ``max_spill_bytes``)
+    spill_limit_bytes: int | None = None
     #: the schema its unqualified product names were resolved against (a session's)
     default_schema: str | None = None
 
@@ -179,6 +181,7 @@ def stream_batches(
         is_cancelled,
         on_finish,
         timeout=planned.timeout_seconds,
+        spill_limit=planned.spill_limit_bytes,
         same_names=planned.query.columns_from_data,
         user=planned.principal.user,
         products=list(planned.products),
@@ -195,6 +198,7 @@ def stream_sql(
     tables: Mapping[str, pa.Table | StreamedTable] | None = None,
     sources: TableSources | None = None,
     timeout: float | None = None,
+    spill_limit: int | None = None,
     same_names: bool = False,
     **log_fields: object,
 ) -> Iterator[pa.RecordBatch]:
@@ -216,7 +220,7 @@ def stream_sql(
     error: str | None = None
     watchdog = engine.watchdog
     with engine.cursor(pooled=not same_names) as cursor:
-        token = watchdog.watch(engine, cursor, is_cancelled, limit)
+        token = watchdog.watch(engine, cursor, is_cancelled, limit, spill_limit)
         reader = None
         try:
             for name, table in (tables or {}).items():
@@ -371,6 +375,8 @@ _STOP_MESSAGES = {
     "shutdown": "the query was cancelled: the gateway is shutting down; run it again",
     "cancelled": "the query was cancelled",
     "memory": "the query was stopped: the gateway's memory is nearly exhausted; add filters or aggregate",
+    "spill": "the query was stopped: the engine spilled more to disk than its resource group "
+    "allows ([workload.groups] max_spill_bytes); add filters or aggregate",
 }
 
 

@@ -20,6 +20,9 @@ import structlog
 
 from gateway.errors import QueryFailed
 
+#: (the engine's spill bytes now, the most it may spill while the query runs), or None
+SpillCheck = tuple[Callable[[], int], int] | None
+
 if TYPE_CHECKING:
     from gateway.engine.database import Engine
 
@@ -69,8 +72,10 @@ class Watchdog:
         """``memory_ceiling``: process RSS in bytes past which every running query is
         stopped (the gateway's ``engine.process_memory_ceiling_bytes``)."""
         self._interval = interval_seconds
-        #: token -> (interrupt the query, is_cancelled, deadline)
-        self._running: dict[int, tuple[Callable[[], None], Callable[[], bool], float]] = {}
+        #: token -> (interrupt the query, is_cancelled, deadline, spill check)
+        self._running: dict[
+            int, tuple[Callable[[], None], Callable[[], bool], float, SpillCheck]
+        ] = {}
         self._stopped: dict[int, str] = {}
         self._tokens = 0
         self._streams: dict[int, StalledStream] = {}
@@ -92,21 +97,28 @@ class Watchdog:
         cursor: duckdb.DuckDBPyConnection,
         is_cancelled: Callable[[], bool],
         timeout_seconds: float,
+        spill_limit: int | None = None,
     ) -> int:
-        """Watch a DuckDB query; the token to ``release`` it with."""
-        return self.watch_call(lambda: engine.interrupt(cursor), is_cancelled, timeout_seconds)
+        """Watch a DuckDB query; the token to ``release`` it with. With ``spill_limit`` it
+        is also stopped once the engine's spill files exceed that many bytes."""
+        spill = (engine.spill_bytes, spill_limit) if spill_limit is not None else None
+        return self.watch_call(
+            lambda: engine.interrupt(cursor), is_cancelled, timeout_seconds, spill
+        )
 
     def watch_call(
         self,
         interrupt: Callable[[], None],
         is_cancelled: Callable[[], bool],
         timeout_seconds: float,
+        spill: SpillCheck = None,
     ) -> int:
         """Watch a query of any engine, stopped by ``interrupt()``; the token to ``release``."""
         with self._lock:
             self._tokens += 1
             token = self._tokens
-            self._running[token] = (interrupt, is_cancelled, time.monotonic() + timeout_seconds)
+            deadline = time.monotonic() + timeout_seconds
+            self._running[token] = (interrupt, is_cancelled, deadline, spill)
             self._ensure_thread()
         return token
 
@@ -151,7 +163,7 @@ class Watchdog:
     def stop_all(self, reason: str = "shutdown") -> int:
         """Interrupt every running query (at shutdown); returns how many."""
         with self._lock:
-            for token, (interrupt, _, _) in list(self._running.items()):
+            for token, (interrupt, _, _, _) in list(self._running.items()):
                 interrupt()
                 del self._running[token]
                 self._stopped[token] = reason
@@ -168,7 +180,9 @@ class Watchdog:
                 self.stop_all("memory")
             self._close_stalled(now)
             with self._lock:
-                for token, (interrupt, is_cancelled, deadline) in list(self._running.items()):
+                for token, (interrupt, is_cancelled, deadline, spill) in list(
+                    self._running.items()
+                ):
                     try:
                         reason = (
                             "cancelled"
@@ -177,6 +191,8 @@ class Watchdog:
                         )
                     except Exception:  # noqa: BLE001 - a gone context: the call is over
                         reason = "cancelled"
+                    if reason is None and spill is not None and spill[0]() > spill[1]:
+                        reason = "spill"
                     if reason:
                         interrupt()
                         del self._running[token]

@@ -263,7 +263,11 @@ class SqlService:
             )
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
-        planned = replace(planned, timeout_seconds=slot.group.query_timeout_seconds)
+        planned = replace(
+            planned,
+            timeout_seconds=slot.group.query_timeout_seconds,
+            spill_limit_bytes=slot.group.max_spill_bytes,
+        )
         executor = self._executor_for(planned)
         slot.engine, slot.heavy = executor.name, self.workload.is_heavy(planned.cost)
         return self._audit.streamed(

@@ -24,6 +24,7 @@ class ResourceGroup:
     max_queued: int
     max_queue_wait_seconds: float
     query_timeout_seconds: float
+    max_spill_bytes: int | None
     max_estimated_rows: float
     #: its queries may be answered from the result cache
     result_cache: bool = True
@@ -66,6 +67,7 @@ def _resolved(name: str, group: ResourceGroupSettings, config: MeshConfig) -> Re
         max_queued=group.max_queued,
         max_queue_wait_seconds=group.max_queue_wait_seconds,
         query_timeout_seconds=min(group.query_timeout_seconds or engine_timeout, engine_timeout),
+        max_spill_bytes=group.max_spill_bytes,
         max_estimated_rows=group.max_estimated_rows,
         result_cache=group.result_cache,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,40 @@ def test_metadata_and_new_connections_never_wait_behind_running_queries(
             assert isinstance(error, STATUS_ERRORS) and "is busy" in message(error)
         finally:
             reader.cancel()
+
+
+#: About 2.2 M rows sorted: more than 40 MB, so DuckDB spills the sort to disk.
+SPILLING_SORT = (
+    "SELECT a.order_id, b.order_id AS o2, a.amount FROM sales.orders a "
+    "JOIN sales.orders b ON a.customer_id = b.customer_id ORDER BY a.amount, b.order_id"
+)
+
+
+@pytest.mark.slow
+def test_a_group_spill_cap_stops_a_spilling_query_and_marks_nothing(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    with private_gateway(
+        demo_mesh,
+        tmp_path,
+        engine={"memory_limit": "40MB"},
+        workload={**NO_COST_LIMIT, "max_spill_bytes": 1024**2},
+    ) as running:
+        _, _, error = timed(run_sql, running, "bob", SPILLING_SORT, timeout=120)
+        assert isinstance(error, STATUS_ERRORS), "the spilling sort was answered"
+        assert "spilled more to disk than its resource group allows" in message(error)
+        ends = poll_for(
+            lambda: [
+                r
+                for r in running.audit()
+                if r.get("event") == "query_end" and r.get("outcome") == "spill"
+            ],
+            30,
+        )
+        assert ends, "no end record with outcome spill"
+        assert serves(running)
+        client, options = running.client("bob")
+        health = json.loads(
+            next(iter(client.do_action(flight.Action("Health", b""), options))).body.to_pybytes()
+        )
+        assert set(health["products"].values()) == {"ok"}
