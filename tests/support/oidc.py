@@ -129,9 +129,8 @@ class Provider:
         self.settings_path.write_text(json.dumps(settings), encoding="utf-8")
         node = shutil.which("node")
         assert node, "Node.js is needed for the identity tests (.ci/run checks it)"
-        assert (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir(), (
-            f"run `npm ci` in {PROVIDER_DIR} (.ci/run does)"
-        )
+        if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+            _install_provider()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [node, str(PROVIDER_DIR / "provider.mjs"), str(self.settings_path)],
@@ -275,3 +274,15 @@ def adbc_rows(uri: str, token: str, sql: str) -> list[tuple]:
             return cursor.fetchall()
     finally:
         connection.close()
+
+
+def _install_provider() -> None:
+    """``npm ci`` in the provider's folder, from its lock file (first use on a machine;
+    ``.ci/run`` does it ahead of the tests)."""
+    npm = shutil.which("npm")
+    assert npm, "npm is needed for the identity tests' OpenID provider (.ci/run installs it)"
+    subprocess.run(
+        [npm, "ci", "--prefix", str(PROVIDER_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
+        check=True,
+        timeout=600,
+    )
