@@ -1,4 +1,5 @@
-"""The policy in force, reloaded when its files change; a broken file never opens access.
+"""The policy in force, reloaded when its files change (and have stopped changing); a
+broken file never opens access.
 
 Each file is validated on its own. When a file turns invalid or is deleted, its last good
 version stays in force and the error (file:line) is logged. A domain file that has never
@@ -40,6 +41,8 @@ class PolicyHolder:
         self._good: dict[str, PolicyFile] = {}
         self._errors: dict[str, PolicyError] = {}
         self._signature: tuple = ()
+        #: changed policy files seen once, taken when the next look finds them unchanged
+        self._settling: tuple | None = None
         self._version = 0
         self._governor: Governor | None = None
         #: policy file loads rejected so far (a broken file counts once per change)
@@ -55,13 +58,25 @@ class PolicyHolder:
         return tuple(self._errors.values())
 
     def refresh(self, products: Mapping[str, ProductShape]) -> bool:
-        """Reload when policy files or products changed; True when a new Governor took over."""
+        """Reload when policy files or products changed; True when a new Governor took over.
+
+        A changed policy file is taken on the next look that finds it unchanged: a file
+        being written in place (truncated, then filled) is never read half-written."""
         domains = sorted({p.domain for p in products.values()})
         paths = policy_paths(self._mesh_dir, domains)
-        signature = (_files_signature(paths), id(products))
+        files = _files_signature(paths)
+        signature = (files, id(products))
         with self._lock:
             if signature == self._signature and self._governor is not None:
                 return False
+            if (
+                self._governor is not None
+                and signature[1] == self._signature[1]  # the same products: files changed
+                and files != self._settling
+            ):
+                self._settling = files
+                return False
+            self._settling = None
             for scope, path in paths.items():
                 try:
                     loaded = read_policy_file(
