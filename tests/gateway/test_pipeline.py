@@ -460,14 +460,11 @@ def test_deeply_nested_subqueries_do_not_escape_as_recursion_error(
     depth: int, context: PlanContext
 ) -> None:
     text = "SELECT * FROM " + "(SELECT * FROM " * depth + "sales.orders" + ") t" * depth
-    started = time.monotonic()
     try:
-        plan(text, context)
-    except MeshgateError:
-        pass
+        with pytest.raises(QueryRefused, match=f"nests {depth} levels deep, over the limit"):
+            plan(text, context)
     except RecursionError as exc:
         pytest.fail(f"RecursionError escaped plan() at {depth} nested subqueries: {exc}")
-    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.slow
