@@ -21,7 +21,7 @@ from pyarrow import flight
 from support.clients import STATUS_ERRORS, message, run_sql, serves
 from support.memory import MB, RssSampler
 from support.polling import poll_for, timed
-from support.servers import NO_COST_LIMIT, Private, private_gateway
+from support.servers import NO_COST_LIMIT, Private, all_heavy_at_once, private_gateway
 
 CROSS_JOIN = (
     "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"  # 7e14 rows for alice
@@ -317,7 +317,9 @@ def per_user(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         tmp_path_factory.mktemp("per_user"),
         gateway={"max_concurrent_queries_per_user": 2, "max_queries_per_minute_per_user": 20},
         engine={"query_timeout_seconds": 3},
-        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0},  # refused, never queued
+        # refused, never queued; 2 each in every group (the demo's interactive group says 4)
+        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0, "max_running_per_user": 2},
+        prepare=all_heavy_at_once,  # per-user limits are the subject, not the heavy lane
     ) as running:
         yield running
 

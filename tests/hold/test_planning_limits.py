@@ -14,7 +14,7 @@ import pytest
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, adbc_connect, error_text, message, run_sql
 from support.polling import poll_for, timed
-from support.servers import NO_COST_LIMIT, Private, private_gateway
+from support.servers import NO_COST_LIMIT, Private, all_heavy_at_once, private_gateway
 
 CROSS_JOIN = "SELECT count(*) FROM sales.orders a, sales.orders b, sales.orders c"
 
@@ -32,7 +32,9 @@ def one_slot(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         tmp_path_factory.mktemp("one_slot"),
         gateway={"max_concurrent_queries_per_user": 1, "max_prepared_statements_per_user": 3},
         engine={"query_timeout_seconds": 60},
-        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0},  # refused, never queued
+        # refused, never queued; 1 each in every group (the demo's interactive group says 4)
+        workload={**NO_COST_LIMIT, "max_queue_wait_seconds": 0, "max_running_per_user": 1},
+        prepare=all_heavy_at_once,  # per-user limits are the subject, not the heavy lane
     ) as running:
         yield running
 

@@ -193,6 +193,11 @@ def start_private(
 NO_COST_LIMIT = {"max_estimated_rows": 1e30}
 
 
+def all_heavy_at_once(mesh: Path) -> None:
+    """``prepare`` for tests whose subject is not the heavy lane: heavy queries all run."""
+    configure(mesh, "workload", max_heavy_running=64)
+
+
 @contextmanager
 def private_gateway(
     demo_mesh: Path,
