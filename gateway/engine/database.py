@@ -325,8 +325,7 @@ class Engine:
     ) -> tuple[pa.Schema, str]:
         """``schema_on`` and the physical plan of ``sql`` as JSON, with DuckDB's cardinality
         estimates (planned, not run)."""
-        relation = cursor.sql(sql, params=list(params) if params else None)
-        schema = plain_schema(self._arrow_types.schema(cursor, relation))
+        schema = self.schema_on(cursor, sql, params)
         explained = cursor.execute(explain_json(sql), list(params) if params else None)
         return schema, explained.fetchall()[0][1]
 

@@ -247,10 +247,7 @@ class Workload:
     def activity(self) -> list[Activity]:
         """Every query holding or waiting for a slot, oldest first."""
         with self._lock:
-            slots = [
-                *itertools.chain.from_iterable(self._running.values()),
-                *itertools.chain.from_iterable(self._queued.values()),
-            ]
+            slots = list(self._slots())
         return sorted(
             (
                 Activity(
@@ -267,6 +264,11 @@ class Workload:
             key=lambda a: a.started,
         )
 
+    def _slots(self) -> Iterator[Slot]:
+        """Every slot held or waited for (call with the lock held)."""
+        for slots in (*self._running.values(), *self._queued.values()):
+            yield from slots
+
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per group: (running, queued)."""
         with self._lock:
@@ -279,10 +281,7 @@ class Workload:
         """Stop the query ``query_id`` (queued: it leaves the queue; running: the engine is
         interrupted); False when no such query holds or waits for a slot."""
         with self._lock:
-            for slot in itertools.chain(
-                itertools.chain.from_iterable(self._running.values()),
-                itertools.chain.from_iterable(self._queued.values()),
-            ):
+            for slot in self._slots():
                 if slot.query_id == query_id:
                     slot.cancelled_by_operator = True
                     self._lock.notify_all()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from pyarrow import flight
-from support.clients import STATUS_ERRORS, message, run_sql, serves
+from support.clients import STATUS_ERRORS, health, message, run_sql, serves
 from support.logs import AUDIT_FILE
 from support.polling import poll_for, timed
 from support.servers import NO_COST_LIMIT, Private, private_gateway, start_private
@@ -59,16 +59,6 @@ def _client_process(private: Private, sql: str, mode: str) -> subprocess.Popen:
 
 def _new_query_events(private: Private, before: int) -> list[dict]:
     return private.events("query")[before:]
-
-
-def health(private: Private, user: str = "bob", client=None) -> dict:
-    flight_client, options = client or private.client(user)
-    try:
-        results = list(flight_client.do_action(flight.Action("Health", b""), options))
-    finally:
-        if client is None:
-            flight_client.close()
-    return json.loads(results[0].body.to_pybytes())
 
 
 # --------------------------------------------------------------------------- clients

@@ -103,6 +103,17 @@ def run_sql(
             connection.close()
 
 
+def health(private: Private, user: str = "bob", client=None) -> dict:
+    """The ``Health`` action's answer to ``user`` (or on ``client``, left open)."""
+    flight_client, options = client or private.client(user)
+    try:
+        results = list(flight_client.do_action(flight.Action("Health", b""), options))
+    finally:
+        if client is None:
+            flight_client.close()
+    return json.loads(results[0].body.to_pybytes())
+
+
 def serves(private: Private, user: str = "bob", timeout: float = 10.0) -> bool:
     """True when the private gateway answers SELECT 1 correctly within ``timeout``."""
     try:

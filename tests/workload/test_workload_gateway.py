@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.flight as flight
 import pytest
-from support.clients import STATUS_ERRORS, adbc_connect, message, run_sql
+from support.clients import STATUS_ERRORS, adbc_connect, health, message, run_sql, serves
 from support.polling import poll_for, timed
 from support.servers import NO_COST_LIMIT, Private, RunningGateway, private_gateway
 
@@ -106,11 +105,7 @@ def test_runaway_refusals_are_audited_and_leave_health_alone(
         records = [r for r in running.audit() if r.get("sql") in (THREE_WAY_CROSS, EIGHT_WAY_CROSS)]
         assert {r["event"] for r in records} == {"query_refused"}, records
         assert all("intermediate rows" in r["error"] for r in records)
-        assert serves(running)
-
-
-def serves(running: Private) -> bool:
-    return run_sql(running, "bob", "SELECT 1 AS one", timeout=20).column(0).to_pylist() == [1]
+        assert serves(running, timeout=20)
 
 
 @pytest.mark.slow
@@ -302,9 +297,5 @@ def test_a_group_spill_cap_stops_a_spilling_query_and_marks_nothing(
             30,
         )
         assert ends, "no end record with outcome spill"
-        assert serves(running)
-        client, options = running.client("bob")
-        health = json.loads(
-            next(iter(client.do_action(flight.Action("Health", b""), options))).body.to_pybytes()
-        )
-        assert set(health["products"].values()) == {"ok"}
+        assert serves(running, timeout=20)
+        assert set(health(running)["products"].values()) == {"ok"}
