@@ -256,6 +256,70 @@ def test_a_masked_column_arrives_masked(engines, oracle):
     assert not raw & {email for _, email in rows}
 
 
+# --------------------------------------------------------------------------- default schema
+
+
+@pytest.fixture
+def schema_engine(gateway: RunningGateway) -> Iterator:
+    """make(user, schema): an engine on ``meshgate://user:user@.../schema``, disposed after."""
+    made: list[sa.engine.Engine] = []
+
+    def make(user: str, schema: str) -> sa.engine.Engine:
+        engine = sa.create_engine(
+            f"meshgate://{user}:{user}@127.0.0.1:{_port(gateway.uri)}/{schema}"
+        )
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def test_unqualified_names_resolve_in_the_urls_schema(schema_engine, oracle):
+    alice = schema_engine("alice", "sales")
+    with alice.connect() as conn:
+        regions = [tuple(r) for r in conn.execute(sa.text("SELECT DISTINCT region FROM orders"))]
+        bare = conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one()
+    assert regions == [("EU",)]
+    assert bare == oracle.rows("alice", "SELECT count(*) FROM sales.orders")[0][0]
+    inspector = sa.inspect(alice)
+    assert inspector.default_schema_name == "sales"
+    assert inspector.get_table_names() == ["orders"]
+    orders = sa.Table("orders", sa.MetaData(), autoload_with=alice)
+    assert [c.name for c in orders.columns] == oracle.schema("alice", "sales.orders").names
+    query = sa.select(sa.func.count()).select_from(orders).where(orders.c.region == "EU")
+    assert "FROM orders" in str(query.compile(alice))
+    with alice.connect() as conn:
+        assert conn.execute(query).scalar_one() == bare
+    frame = pd.read_sql_table("orders", alice)
+    assert len(frame) == bare and set(frame["region"]) == {"EU"}
+
+
+def test_a_schema_the_user_may_read_nothing_of_is_refused_at_connect(schema_engine):
+    """carol may read nothing in sales: /sales is refused by name, as a domain that does
+    not exist is (the same sentence: no way to learn what exists)."""
+    refusals = {}
+    for schema in ("sales", "nowhere"):
+        with pytest.raises(sa.exc.DBAPIError) as refused, schema_engine("carol", schema).connect():
+            pass
+        refusals[schema] = str(refused.value.orig)
+    assert "unknown schema sales (or you may not read any of its products)" in refusals["sales"]
+    assert refusals["nowhere"] == refusals["sales"].replace("sales", "nowhere")
+
+
+def test_in_a_readable_schema_a_product_the_user_may_not_read_is_refused(schema_engine):
+    """carol's /crm resolves bare names in crm only: ``orders`` is crm.orders, not
+    sales.orders, and is refused as such; crm's products are hers."""
+    carol = schema_engine("carol", "crm")
+    with carol.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar_one() > 0
+        with pytest.raises(sa.exc.DBAPIError) as refused:
+            conn.execute(sa.text("SELECT * FROM orders"))
+    assert "unknown product crm.orders (or you may not read it)" in str(refused.value)
+    assert sa.inspect(carol).get_table_names() == ["customers"]
+
+
 # --------------------------------------------------------------------------- URLs
 
 
@@ -311,10 +375,16 @@ def test_url_forms(url, uri, db_kwargs):
     assert kwargs == {"db_kwargs": db_kwargs, "autocommit": True}
 
 
+def test_a_url_path_is_the_connections_default_schema():
+    args, kwargs = connect_args(sa.engine.make_url("meshgate://u:p@h:9/Sales"))
+    assert args == ["grpc://h:9"]
+    assert kwargs["conn_kwargs"] == {"adbc.connection.db_schema": "sales"}
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("meshgate://u:p@h:9/sales", "no database path"),
+        ("meshgate://u:p@h:9/sales/orders", "path is one domain"),
         ("meshgate://u:p@h:9?colour=red", "unknown option colour"),
         ("meshgate://u:p@h:9?token=abc", "not both"),
         ("meshgate://h:9", "needs credentials"),

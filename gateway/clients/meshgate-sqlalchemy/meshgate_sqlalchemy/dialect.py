@@ -23,7 +23,7 @@ from sqlalchemy.exc import NoSuchTableError
 
 from meshgate_sqlalchemy import metadata
 from meshgate_sqlalchemy.types import sqlalchemy_type
-from meshgate_sqlalchemy.url import connect_args
+from meshgate_sqlalchemy.url import DB_SCHEMA_OPTION, connect_args, default_schema
 
 try:  # SQLAlchemy 2 may render casts on bound values; Meshgate infers their types
     from sqlalchemy.engine.interfaces import BindTyping
@@ -102,8 +102,24 @@ class MeshgateDialect(PGDialect):
     def dbapi(cls) -> ModuleType:  # type: ignore[override]  # SQLAlchemy 1.4
         return cls.import_dbapi()
 
+    #: the domain of the URL's path (``meshgate://.../sales``): the connection's default schema
+    url_schema: str | None = None
+
     def create_connect_args(self, url: URL) -> Any:
+        self.url_schema = default_schema(url)
         return connect_args(url)
+
+    def connect(self, *cargs: Any, **cparams: Any) -> Any:
+        """A DB-API connection; with a default schema, one the user may read products of."""
+        conn = super().connect(*cargs, **cparams)
+        schema = (cparams.get("conn_kwargs") or {}).get(DB_SCHEMA_OPTION)
+        if schema is not None:
+            try:
+                metadata.check_schema(conn, schema)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     # --------------------------------------------------------------- connection set-up
 
@@ -117,8 +133,8 @@ class MeshgateDialect(PGDialect):
         return tuple(int(n) for n in numbers[:3]) or (0,)
 
     def _get_default_schema_name(self, connection: Any) -> Any:
-        """No default schema: products are addressed as <domain>.<product>."""
-        return None
+        """The URL's domain; without one, none: products are addressed as <domain>.<product>."""
+        return self.url_schema
 
     def get_isolation_level(self, dbapi_connection: Any) -> Any:
         return "AUTOCOMMIT"
@@ -150,6 +166,7 @@ class MeshgateDialect(PGDialect):
 
     @_cached
     def get_table_names(self, connection: Any, schema: str | None = None, **kw: Any) -> list[str]:
+        schema = schema or self.url_schema
         if schema is None:
             return []
         return metadata.table_names(_adbc(connection), schema)
@@ -157,6 +174,7 @@ class MeshgateDialect(PGDialect):
     def has_table(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
     ) -> bool:
+        schema = schema or self.url_schema
         if schema is None:
             return False
         return metadata.table_schema(_adbc(connection), schema, table_name) is not None
@@ -169,6 +187,7 @@ class MeshgateDialect(PGDialect):
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
     ) -> list[dict[str, Any]]:
         found = None
+        schema = schema or self.url_schema
         if schema is not None:
             found = metadata.table_schema(_adbc(connection), schema, table_name)
         if found is None:

@@ -33,6 +33,17 @@ def schema_names(conn: Any) -> list[str]:
     )
 
 
+def check_schema(conn: Any, schema: str) -> None:
+    """Refuse a default schema in which the user may read no product (a typo, or a domain
+    kept from them): unqualified names there would resolve to nothing they may read."""
+    if schema not in schema_names(conn):
+        raise adbc_driver_manager.ProgrammingError(
+            f"unknown schema {schema} (or you may not read any of its products): "
+            "the path of a meshgate URL names a domain you can read",
+            status_code=adbc_driver_manager.AdbcStatusCode.NOT_FOUND,
+        )
+
+
 def table_names(conn: Any, schema: str) -> list[str]:
     """The products of domain ``schema`` that the user may read."""
     catalogs = (

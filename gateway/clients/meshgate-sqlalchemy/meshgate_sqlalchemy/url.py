@@ -3,7 +3,10 @@
 - ``meshgate://user:password@host:port``: a password login (port 8815 when left out);
 - ``meshgate+tls://...`` or ``?tls=true``: gRPC over TLS, with ``tls_root_certs=/path/ca.pem``
   (a CA to trust, read from that file) or ``tls_skip_verify=true`` (tests only);
-- ``meshgate://host:port?token=...``: a bearer token the gateway issued, instead of a password.
+- ``meshgate://host:port?token=...``: a bearer token the gateway issued, instead of a password;
+- ``meshgate://user:password@host:port/sales``: ``sales`` is the connection's default schema
+  (ADBC's ``adbc.connection.db_schema``, Flight SQL's SetSessionOptions): unqualified product
+  names mean products of the domain ``sales``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from adbc_driver_flightsql import DatabaseOptions
+from adbc_driver_manager import ConnectionOptions
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_PORT = 8815
+#: the ADBC connection option that sets the session's default schema
+DB_SCHEMA_OPTION = ConnectionOptions.CURRENT_DB_SCHEMA.value
+#: the longest schema name the gateway takes
+MAX_SCHEMA = 255
 #: the query parameters a URL may carry
 OPTIONS = ("tls", "tls_root_certs", "tls_skip_verify", "token")
 _TRUE = ("true", "1", "yes", "on")
@@ -30,11 +38,7 @@ def connect_args(url: URL) -> tuple[list[str], dict[str, Any]]:
         raise ArgumentError(
             f"unknown option {', '.join(unknown)} in a meshgate URL; known: {', '.join(OPTIONS)}"
         )
-    if url.database:
-        raise ArgumentError(
-            f"a meshgate URL takes no database path (got /{url.database}): "
-            "address products as <domain>.<product>"
-        )
+    schema = default_schema(url)
     if not url.host:
         raise ArgumentError("a meshgate URL needs a host: meshgate://user:password@host:port")
     tls = url.get_driver_name() == "tls" or _flag(query, "tls")
@@ -64,7 +68,23 @@ def connect_args(url: URL) -> tuple[list[str], dict[str, Any]]:
         db_kwargs[DatabaseOptions.TLS_SKIP_VERIFY.value] = "true"
     scheme = "grpc+tls" if tls else "grpc"
     uri = f"{scheme}://{_host(url.host)}:{url.port or DEFAULT_PORT}"
-    return [uri], {"db_kwargs": db_kwargs, "autocommit": True}
+    kwargs: dict[str, Any] = {"db_kwargs": db_kwargs, "autocommit": True}
+    if schema is not None:
+        kwargs["conn_kwargs"] = {DB_SCHEMA_OPTION: schema}
+    return [uri], kwargs
+
+
+def default_schema(url: URL) -> str | None:
+    """The domain the URL's path names (folded to lower case, as the gateway folds it), or
+    None without a path."""
+    if not url.database:
+        return None
+    schema = url.database.strip("/")
+    if not schema or "/" in schema or len(schema) > MAX_SCHEMA:
+        raise ArgumentError(
+            f"a meshgate URL's path is one domain, the default schema (got /{url.database})"
+        )
+    return schema.lower()
 
 
 def _single(url: URL, key: str) -> str:
