@@ -137,10 +137,21 @@ class GovernanceSettings(_Strict):
 
 
 class AuditSettings(_Strict):
-    """Where the audit log lives (relative paths are inside the mesh directory)."""
+    """Where the audit log lives (relative paths are inside the mesh directory), and how
+    durably each record is kept (``gateway.audit.log``)."""
 
     directory: str = ".meshgate/audit"
     max_file_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    fsync: Literal["always", "batch"] = Field(
+        default="batch",
+        description=(
+            "`batch` (default): every record is written to the OS before its query runs "
+            "(it survives a crash of the gateway process) and fsynced every "
+            "`fsync_interval_ms` (a power loss may lose that window); `always`: a query "
+            "runs only once its begin record is fsynced (survives a power loss; slower)."
+        ),
+    )
+    fsync_interval_ms: int = Field(default=50, gt=0, le=60_000)
 
     def path(self, mesh_dir: Path) -> Path:
         return mesh_dir / self.directory

@@ -9,7 +9,14 @@ returns at once with a sequence number to ``wait_durable`` on later, and starts 
 at once. A query's ``begin`` record is on disk before its first batch is sent (the query
 computes while the record is flushed); its ``end`` record is appended with
 ``append_lazily``: it rides on the next flush or is flushed within twice
-``LAZY_FLUSH_SECONDS``, so that the end of a stream wakes no thread. Files rotate at a
+``LAZY_FLUSH_SECONDS``, so that the end of a stream wakes no thread.
+
+How far "on disk" goes is ``fsync``: ``"always"`` (the above: a record a caller waits for
+is ``fsync``ed, so it survives a power loss) or ``"batch"``: every record is still written
+to the OS with one synchronous ``write`` before the caller goes on (a query's begin record
+before the query runs), so it survives a crash of the gateway process (``kill -9``); the
+flusher ``fsync``s what was written every ``fsync_interval`` seconds and on ``close``, so a
+power loss (or kernel crash) can lose at most that window. Files rotate at a
 size limit (``audit-<time>-<pid>-<n>.jsonl``). Several processes may append to one
 directory (a gateway, and the ``meshgate query`` commands run beside it): their records
 never interleave within a line, and rotation is coordinated through a lock file. JSON
@@ -29,19 +36,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 CURRENT_FILE = "audit.jsonl"
 ROTATION_LOCK = ".rotation.lock"
 #: A lazily appended record is flushed within twice this (see ``AuditLog.append_lazily``).
 LAZY_FLUSH_SECONDS = 0.2
+#: ``fsync = "batch"``: seconds between the flusher's ``fsync``s of what was written.
+DEFAULT_FSYNC_INTERVAL = 0.05
+
+FsyncMode = Literal["always", "batch"]
 
 
 class AuditLog:
-    """Append-only, fsynced (group commit), rotating JSON-lines audit log in ``directory``."""
+    """Append-only, fsynced (group commit, or in batches), rotating JSON-lines audit log
+    in ``directory``."""
 
-    def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 64 * 1024 * 1024,
+        fsync: FsyncMode = "always",
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+    ) -> None:
+        """``fsync``/``fsync_interval``: see the module docstring."""
+        if fsync not in ("always", "batch"):
+            raise ValueError(f"fsync must be 'always' or 'batch', not {fsync!r}")
+        if fsync_interval <= 0:
+            raise ValueError("fsync_interval must be positive")
         self.directory = directory
         self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self._batch = fsync == "batch"
         directory.mkdir(parents=True, exist_ok=True)
         self._changed = threading.Condition()
         self._rotations = 0
@@ -64,7 +91,8 @@ class AuditLog:
         return uuid.uuid4().hex
 
     def record(self, event: str, **fields: object) -> None:
-        """Append one event durably (on disk before returning)."""
+        """Append one event durably (on disk, or with ``fsync = "batch"`` written to the OS,
+        before returning)."""
         self.wait_durable(self.append(event, **fields))
 
     def append(self, event: str, **fields: object) -> int:
@@ -93,14 +121,20 @@ class AuditLog:
             sequence = self._written
             if self._size >= self.max_bytes:
                 self._rotate()
-            if flush_now:
+            if flush_now and not self._batch:  # a batch is flushed on the flusher's clock
                 self._wanted = sequence
                 self._changed.notify_all()
         return sequence
 
     def wait_durable(self, sequence: int) -> None:
-        """Block until record ``sequence`` is on disk; raise if it cannot get there."""
+        """Block until record ``sequence`` is on disk; raise if it cannot get there. With
+        ``fsync = "batch"``: return at once (every record is written to the OS before
+        ``append`` returns), unless an earlier ``fsync`` failed."""
         with self._changed:
+            if self._batch:
+                if self._failure is not None:
+                    raise self._failure
+                return
             if self._wanted < sequence:
                 self._wanted = sequence
                 self._changed.notify_all()
@@ -148,7 +182,14 @@ class AuditLog:
     def _wait_for_work(self) -> None:
         """Under the lock: return once a record is wanted on disk, the log closes, or
         lazily appended records waited a whole ``LAZY_FLUSH_SECONDS`` (lazy appends wake
-        nobody, so the wait is timed even when idle)."""
+        nobody, so the wait is timed even when idle); with ``fsync = "batch"``, once
+        records were written during a whole ``fsync_interval``, or the log closes."""
+        if self._batch:
+            while not self._closed:
+                pending = self._written > self._durable
+                if not self._changed.wait(self.fsync_interval) and pending:
+                    return
+            return
         while not self._closed and self._wanted <= self._durable:
             pending = self._written > self._durable
             if not self._changed.wait(LAZY_FLUSH_SECONDS) and pending:
