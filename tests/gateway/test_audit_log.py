@@ -25,9 +25,12 @@ class SlowDisk:
         self.fail = fail
         self.covered: list[int] = []
         self.lock = threading.Lock()
+        self.released = threading.Event()
+        self.released.set()
 
     def __call__(self, fd: int) -> None:
         size = os.fstat(fd).st_size
+        self.released.wait()  # a held disk blocks every fsync until released
         time.sleep(self.seconds)
         if self.fail:
             raise OSError(5, "Input/output error")
@@ -71,17 +74,36 @@ def test_concurrent_records_share_fsyncs(tmp_path: Path, slow_disk: SlowDisk) ->
     assert max(slow_disk.covered) == (tmp_path / CURRENT_FILE).stat().st_size
 
 
+def _returns(call, timeout: float = 30.0) -> bool:
+    """Whether ``call()`` returns within ``timeout`` (a deadline, not a speed figure)."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
 def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: SlowDisk) -> None:
-    slow_disk.seconds = 0.2
+    """Ordering, not timing: with the disk held, ``append`` returns and ``wait_durable``
+    does not, until the disk is released."""
     log = AuditLog(tmp_path)
     try:
-        started = time.perf_counter()
-        sequence = log.append("query_end", n=1)
-        assert time.perf_counter() - started < 0.1
-        log.wait_durable(sequence)
-        assert time.perf_counter() - started >= 0.2
+        slow_disk.released.clear()
+        sequences: list[int] = []
+        assert _returns(lambda: sequences.append(log.append("query_end", n=1))), (
+            "append waited for the disk"
+        )
+        waiter = threading.Thread(target=log.wait_durable, args=(sequences[0],), daemon=True)
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive(), "wait_durable returned while the disk held the fsync"
+        assert not slow_disk.covered
+        slow_disk.released.set()
+        waiter.join(30)
+        assert not waiter.is_alive(), "wait_durable never returned once the disk was released"
+        assert max(slow_disk.covered) == (tmp_path / CURRENT_FILE).stat().st_size
         assert [r["n"] for r in read_audit(tmp_path)] == [1]
     finally:
+        slow_disk.released.set()
         log.close()
 
 
@@ -128,7 +150,11 @@ def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(
         log.close()
 
 
-def test_a_lazy_record_rides_on_the_next_flush(tmp_path: Path, slow_disk: SlowDisk) -> None:
+def test_a_lazy_record_rides_on_the_next_flush(
+    tmp_path: Path, slow_disk: SlowDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a flusher that waits an hour between lazy flushes: only ``wait_durable`` can flush now
+    monkeypatch.setattr(audit_module, "LAZY_FLUSH_SECONDS", 3600.0)
     log = AuditLog(tmp_path)
     try:
         log.append_lazily("query_end", n=1)
@@ -137,9 +163,7 @@ def test_a_lazy_record_rides_on_the_next_flush(tmp_path: Path, slow_disk: SlowDi
             "one flush covers both"
         )
         lazy = log.append_lazily("query_end", n=3)
-        started = time.perf_counter()
-        log.wait_durable(lazy)  # waiting on a lazy record flushes it now
-        assert time.perf_counter() - started < audit_module.LAZY_FLUSH_SECONDS
+        assert _returns(lambda: log.wait_durable(lazy)), "waiting on a lazy record did not flush it"
         assert [r["n"] for r in read_audit(tmp_path)] == [1, 2, 3]
     finally:
         log.close()

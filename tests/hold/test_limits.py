@@ -20,7 +20,7 @@ import pytest
 from pyarrow import flight
 from support.clients import STATUS_ERRORS, message, run_sql, serves
 from support.memory import MB, RssSampler
-from support.polling import poll_for, timed
+from support.polling import poll_for, timed, wait_until
 from support.servers import NO_COST_LIMIT, Private, all_heavy_at_once, private_gateway
 
 CROSS_JOIN = (
@@ -46,29 +46,62 @@ def limited(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_timeout_stops_a_long_cross_join_with_a_clear_error(limited: Private) -> None:
-    other: dict = {}
+    """The watchdog, not the client, ends the query: its error and the audit say so (no
+    bound on one call's wall-clock time: the cross join would run for days otherwise)."""
+    started = len(limited.audit())
+    outcome: dict = {}
 
-    def bystander() -> None:
-        time.sleep(0.3)
-        other["result"] = timed(
-            run_sql, limited, "bob", "SELECT count(*) AS n FROM crm.customers", timeout=10
-        )
+    def runaway() -> None:
+        outcome["alice"] = timed(run_sql, limited, "alice", CROSS_JOIN, timeout=120)
 
-    thread = threading.Thread(target=bystander)
+    thread = threading.Thread(target=runaway)
     thread.start()
-    seconds, _, error = timed(run_sql, limited, "alice", CROSS_JOIN, timeout=30)
+    # while alice's query holds the engine, bob is served
+    wait_until(lambda: _began(limited, "alice", started), what="alice's query to start")
+    table = run_sql(limited, "bob", "SELECT count(*) AS n FROM crm.customers", timeout=60)
     thread.join()
 
+    _, _, error = outcome["alice"]
     assert isinstance(error, STATUS_ERRORS), error
     assert "time limit of 1 s" in message(error)
-    assert seconds < 4, f"the timeout of 1 s stopped the query only after {seconds:.1f} s"
-    other_seconds, table, other_error = other["result"]
-    assert other_error is None, other_error
     assert table.column(0).to_pylist() == [20_000]
-    assert other_seconds < 3
     assert serves(limited)
     outcomes = [e.get("outcome") for e in limited.events("query") if e.get("user") == "alice"]
     assert "timeout" in outcomes
+
+
+def _began(running: Private, user: str, after: int) -> bool:
+    return any(
+        r["event"] == "query_begin" and r.get("user") == user for r in running.audit()[after:]
+    )
+
+
+def _last_word(running: Private, sql: str) -> dict:
+    """The audit's last record of ``sql``: its refusal, or the end of its run."""
+    records = running.audit()
+    mine = [r for r in records if r.get("sql") == sql]
+    assert mine, f"no audit record of {sql[:60]}"
+    if mine[-1]["event"] == "query_refused":
+        return mine[-1]
+    query_id = mine[-1]["query_id"]
+    ends = poll_for(
+        lambda: [
+            r
+            for r in running.audit()
+            if r["event"] == "query_end" and r.get("query_id") == query_id
+        ],
+        30,
+    )
+    assert ends, f"no end record of {sql[:60]}"
+    return ends[-1]
+
+
+def _refused_before_running(running: Private, sql: str, after: int) -> dict:
+    """The audit record of ``sql`` refused at planning: it never started (so it cannot have
+    held the engine, whatever the machine's load)."""
+    records = [r for r in running.audit()[after:] if r.get("sql") == sql]
+    assert [r["event"] for r in records] == ["query_refused"], [r["event"] for r in records]
+    return records[0]
 
 
 # --------------------------------------------------------------------------- rows
@@ -79,12 +112,11 @@ def test_max_result_rows_refuses_a_larger_result_and_allows_a_smaller_one(limite
     assert small.num_rows == 1000
 
     for sql in ("SELECT * FROM sales.orders LIMIT 1001", "SELECT * FROM sales.orders"):
-        seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+        _, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
         assert isinstance(error, STATUS_ERRORS), sql
         text = message(error)
         assert "exceeds the limit of 1,000 rows" in text, text
         assert "Traceback" not in text
-        assert seconds < 5
     assert serves(limited)
 
 
@@ -105,12 +137,14 @@ RUNAWAY_REFUSED = [
 
 
 @pytest.mark.parametrize("sql", RUNAWAY_REFUSED)
-def test_runaway_scalar_function_is_refused_quickly(limited: Private, sql: str) -> None:
+def test_runaway_scalar_function_is_refused_before_it_runs(limited: Private, sql: str) -> None:
     before = limited.rss()
+    after = len(limited.audit())
     with RssSampler(limited.pid) as sampler:
-        seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+        _, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
     assert isinstance(error, STATUS_ERRORS), f"{sql} was answered"
-    assert seconds < 2, f"{sql}: refused only after {seconds:.1f} s"
+    assert "limited to" in message(error) or "may not be nested" in message(error), message(error)
+    _refused_before_running(limited, sql, after)
     assert sampler.peak - before < RSS_HEADROOM, (
         f"{sql}: RSS grew by {(sampler.peak - before) // MB} MB"
     )
@@ -160,14 +194,19 @@ def test_runaway_amplification_that_bypasses_the_allow_list_is_bounded(
     ) as running:
         before = running.rss()
         with RssSampler(running.pid) as sampler:
-            seconds, table, error = timed(run_sql, running, "alice", sql, timeout=5)
+            _, table, error = timed(run_sql, running, "alice", sql, timeout=60)
         grew = (sampler.peak - before) // MB
         outcome = "answered" if table is not None else message(error)[:120]
-        assert seconds < 3 and grew < RSS_HEADROOM // MB, (
-            f"{sql[:110]}{'...' if len(sql) > 110 else ''}\n -> {outcome} after {seconds:.1f} s; server RSS grew by {grew} MB "
+        assert grew < RSS_HEADROOM // MB, (
+            f"{sql[:110]}{'...' if len(sql) > 110 else ''}\n -> {outcome}; server RSS grew by {grew} MB "
             "(memory_limit 256MB, query_timeout_seconds 1)"
         )
         assert error is not None, f"{sql[:110]} was answered: the value was built past every limit"
+        # stopped by a rule at planning, or by the engine's own limits: never by the client
+        ended = _last_word(running, sql)
+        assert ended["event"] == "query_refused" or ended.get("outcome") in {"timeout", "error"}, (
+            ended
+        )
 
 
 @pytest.mark.slow
@@ -206,13 +245,15 @@ def test_planning_is_bounded_by_the_query_timeout(demo_mesh: Path, tmp_path: Pat
     with private_gateway(demo_mesh, tmp_path, engine={"query_timeout_seconds": 1}) as running:
         client, options = running.client("alice")
         options = flight.FlightCallOptions(headers=options.headers, timeout=10)
-        seconds, _, error = timed(
+        _, _, error = timed(
             client.get_flight_info, flight.FlightDescriptor.for_command(sql.encode()), options
         )
-        assert seconds < 2, (
-            f"GetFlightInfo ran {seconds:.1f} s under query_timeout_seconds = 1 "
-            f"({'refused: ' + message(error)[:80] if error else 'planned'})"
-        )
+        # refused by a rule, or stopped by the time limit; the client's 10 s deadline is
+        # never what ends it
+        assert isinstance(error, STATUS_ERRORS), "GetFlightInfo planned a 500 MB value"
+        text = message(error)
+        assert "deadline" not in text.lower(), text
+        assert "widths must be written" in text or "time limit of 1 s" in text, text
 
 
 # --------------------------------------------------------------------------- statement size
@@ -240,11 +281,14 @@ NESTED = {
 
 
 @pytest.mark.parametrize("sql", list(NESTED.values()), ids=list(NESTED))
-def test_deep_nesting_is_refused_quickly(limited: Private, sql: str) -> None:
-    seconds, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
+def test_deep_nesting_is_refused_before_it_runs(limited: Private, sql: str) -> None:
+    after = len(limited.audit())
+    _, _, error = timed(run_sql, limited, "alice", sql, timeout=30)
     assert isinstance(error, STATUS_ERRORS), "a 10,000-deep statement was answered"
-    assert "Traceback" not in message(error)
-    assert seconds < 2, f"refused after {seconds:.1f} s"
+    text = message(error)
+    assert "Traceback" not in text
+    assert "deep" in text, text  # the nesting or depth limit, by name
+    _refused_before_running(limited, sql, after)
     assert limited.alive()
     assert serves(limited)
 
@@ -259,13 +303,14 @@ OPERATOR_CHAINS = {
 
 
 @pytest.mark.parametrize("sql", list(OPERATOR_CHAINS.values()), ids=list(OPERATOR_CHAINS))
-def test_deep_operator_chain_is_refused_quickly(demo_mesh: Path, tmp_path: Path, sql: str) -> None:
+def test_deep_operator_chain_is_refused_before_it_runs(
+    demo_mesh: Path, tmp_path: Path, sql: str
+) -> None:
     with private_gateway(demo_mesh, tmp_path) as running:
-        seconds, _, error = timed(run_sql, running, "alice", sql, timeout=4)
-        assert seconds < 2, (
-            f"a {len(sql):,}-byte statement ({sql[:40]}...) held the server for {seconds:.1f} s "
-            f"({message(error)[:80] if error else 'answered'})"
-        )
+        _, _, error = timed(run_sql, running, "alice", sql, timeout=60)
+        assert isinstance(error, STATUS_ERRORS), f"a {len(sql):,}-byte chain was answered"
+        assert "expressions deep" in message(error), message(error)
+        _refused_before_running(running, sql, 0)
 
 
 # --------------------------------------------------------------------------- retained plans

