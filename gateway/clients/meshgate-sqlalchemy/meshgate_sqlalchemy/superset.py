@@ -3,8 +3,10 @@
 imported elsewhere).
 
 Time grains are DuckDB's ``date_trunc``; the gateway's refusals reach users as its own
-sentence (``unknown product sales.orders (or you may not read it)``), classified for
-Superset, instead of a driver's stack of prefixes.
+sentence (``unknown product sales.orders (or you may not read it)``), instead of a driver's
+stack of prefixes, typed for Superset (``custom_errors``): a product or schema the user may
+not read as a missing table or schema, the gateway's syntax errors, its row limit as a
+result too large, its time limit as a backend timeout, a refused login, an unreachable host.
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ _GATEWAY_MESSAGE = re.compile(
     r"\[FlightSQL\]\s*(?P<message>.*?)(?:\.\s*Detail:.*)?(?:\s*\(\w+; \w+\))?\s*$", re.DOTALL
 )
 
-_UNKNOWN_PRODUCT = re.compile(r"unknown product (?P<product>[^\s;(]+)")
+#: a product the user may not read, or that does not exist (the gateway says both alike)
+_UNKNOWN_PRODUCT = re.compile(r"unknown product (?P<product>[\w.]+) \(or you may not read it\)")
+#: an unqualified name without a default schema: the gateway's sentence suggests the domain
+_UNQUALIFIED = re.compile(r"unknown product '[^']*': address products as")
+_UNKNOWN_SCHEMA = re.compile(r"unknown schema (?P<schema>[\w.]+) \(or you may not read any")
+_SYNTAX = re.compile(r"SQL syntax error: ")
+_TOO_LARGE = re.compile(r"the result exceeds the limit of [\d,]+ rows")
 _UNKNOWN_COLUMN = re.compile(r'Referenced column "(?P<column>[^"]+)" not found')
 _READ_ONLY = re.compile(r"the gateway is read-only|only read-only queries are allowed")
 _BAD_LOGIN = re.compile(r"invalid username or password|token expired|UNAUTHENTICATED")
 _UNREACHABLE = re.compile(r"UNAVAILABLE|connection refused|failed to connect", re.IGNORECASE)
-_TIME_LIMIT = re.compile(r"time limit|timed out|DEADLINE_EXCEEDED", re.IGNORECASE)
+_TIME_LIMIT = re.compile(
+    r"exceeded (?:the|its) time limit|timed out|DEADLINE_EXCEEDED", re.IGNORECASE
+)
 
 
 def gateway_message(text: str) -> str:
@@ -76,6 +86,26 @@ class MeshgateEngineSpec(BaseEngineSpec):
         _UNKNOWN_PRODUCT: (
             __("unknown product %(product)s (or you may not read it)"),
             SupersetErrorType.TABLE_DOES_NOT_EXIST_ERROR,
+            {},
+        ),
+        _UNQUALIFIED: (
+            "",  # the gateway's own sentence names the domains to qualify with
+            SupersetErrorType.TABLE_DOES_NOT_EXIST_ERROR,
+            {},
+        ),
+        _UNKNOWN_SCHEMA: (
+            __("unknown schema %(schema)s (or you may not read any of its products)"),
+            SupersetErrorType.SCHEMA_DOES_NOT_EXIST_ERROR,
+            {},
+        ),
+        _SYNTAX: (
+            "",  # the gateway's own sentence says where
+            SupersetErrorType.SYNTAX_ERROR,
+            {},
+        ),
+        _TOO_LARGE: (
+            "",  # the gateway's own sentence names the limit and what to do
+            SupersetErrorType.RESULT_TOO_LARGE_ERROR,
             {},
         ),
         _UNKNOWN_COLUMN: (
@@ -127,7 +157,8 @@ class MeshgateEngineSpec(BaseEngineSpec):
 
     @classmethod
     def _extract_error_message(cls, ex: Exception) -> str:
-        return gateway_message(str(ex))
+        # SQL Lab hands extract_errors the text of extract_error_message: "meshgate error: ..."
+        return gateway_message(str(ex)).removeprefix(f"{cls.engine} error: ")
 
     @classmethod
     def get_dbapi_exception_mapping(cls) -> dict[type[Exception], type[Exception]]:
@@ -143,7 +174,8 @@ class MeshgateEngineSpec(BaseEngineSpec):
         mapped = cls.get_dbapi_exception_mapping().get(type(exception))
         if mapped is None:
             return exception
-        return mapped(gateway_message(str(exception)))
+        # the message users read where Superset shows no error type (charts, samples)
+        return mapped(cls.extract_errors(exception)[0].message)
 
 
 def _parse_as_duckdb() -> None:
