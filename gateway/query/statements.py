@@ -27,8 +27,9 @@ from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
 from gateway.planning.shapes import shape_sources
 from gateway.planning.stand_ins import StandIn, stand_in_sql
 from gateway.query import explain
+from gateway.query.bound_cache import BoundCache, parameters_key
 from gateway.query.handles import HandleStore
-from gateway.query.plan_cache import CachedPlan, PlanCache, plan_key
+from gateway.query.plan_cache import CachedPlan, PlanCache, PlanKey, plan_key
 from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ class StatementPlanner:
             max_recursion_depth=state.config.workload.max_recursion_depth,
         )
         self._plans = PlanCache()
+        #: result schema and cost per (plan key, typed parameters), while the data holds
+        self._bound: BoundCache[tuple[pa.Schema, PlanCost | None]] = BoundCache()
+        #: parameter types per plan key (read off the products' shapes: the catalog's)
+        self._parameter_types: BoundCache[pa.Schema] = BoundCache()
         self._visible_rows = VisibleRows()
         self._prepared: HandleStore[PreparedStatement] = HandleStore(
             "prepared statement",
@@ -126,11 +131,7 @@ class StatementPlanner:
                     f"the statement has {query.parameter_count} parameter(s) but "
                     f"{len(parameters)} value(s) were bound"
                 )
-            schema, cost = (
-                (cached.schema, cached.cost)
-                if cached and cached.schema
-                else self._result_schema(context, query, parameters, started)
-            )
+            schema, cost = self._bound_schema(context, key, query, parameters, cached, started)
         except MeshgateError as exc:
             self._audit.refusal(principal, text, exc)
             raise
@@ -159,6 +160,34 @@ class StatementPlanner:
             cost,
             default_schema=default_schema,
         )
+
+    def _bound_schema(
+        self,
+        context: PlanContext,
+        key: PlanKey,
+        query: Query,
+        parameters: Sequence[object],
+        cached: CachedPlan | None,
+        started: float,
+    ) -> tuple[pa.Schema, PlanCost | None]:
+        """``_result_schema``, or what it gave for the same statement, principal and typed
+        parameters while the data it reads is unchanged (``gateway.query.bound_cache``); for
+        products whose files cannot be versioned, the plan cache's (parameterless only)."""
+        if query.explain or query.columns_from_data:
+            return self._result_schema(context, query, parameters, started)
+        versions = self._bound.versions(context.catalog, query.product_keys)
+        if versions is None:
+            if cached and cached.schema:
+                return cached.schema, cached.cost
+            return self._result_schema(context, query, parameters, started)
+        version = context.governor.version
+        bound_key = (key, parameters_key(parameters))
+        known = self._bound.get(context.catalog, version, bound_key, versions)
+        if known is not None:
+            return known
+        bound = self._result_schema(context, query, parameters, started)
+        self._bound.put(context.catalog, version, bound_key, versions, bound)
+        return bound
 
     def _result_schema(
         self, context: PlanContext, query: Query, parameters: Sequence[object], started: float
@@ -316,6 +345,11 @@ class StatementPlanner:
         if not count:
             return pa.schema([])
         snapshot = self._state.current
+        key = plan_key(planned.principal, planned.query.text, planned.default_schema)
+        version = snapshot.governor.version
+        known = self._parameter_types.get(snapshot.catalog, version, key, ())
+        if known is not None:
+            return known
         products = [
             product
             for key in planned.products
@@ -331,7 +365,9 @@ class StatementPlanner:
         except MeshgateError:  # e.g. the policy changed meanwhile: the types stay unknown
             return pa.schema([pa.field(f"${n}", pa.null()) for n in range(1, count + 1)])
         assert shaped.sql is not None  # set by generate_sql, the last step
-        return snapshot.catalog.engine.parameter_schema(shaped.sql, count)
+        types = snapshot.catalog.engine.parameter_schema(shaped.sql, count)
+        self._parameter_types.put(snapshot.catalog, version, key, (), types)
+        return types
 
     def plan_prepared(self, principal: Principal, handle: bytes) -> PlannedQuery:
         """The prepared statement behind ``handle``, planned with its bound parameters (its

@@ -1,0 +1,114 @@
+"""What binding a governed statement told, kept for the next time it is bound alike.
+
+Binding a statement in DuckDB for its result schema and EXPLAINing it for its estimated
+cost (admission, the heavy lane, Spark routing) takes about a millisecond: too much to
+pay on every execution of a prepared statement, or every prepare of a one-off statement
+a dashboard sends again. ``BoundCache`` keeps such results by (plan-cache key, typed
+parameter values) for one catalog and policy version at a time, each entry valid only
+while the files of the products it read are unchanged (path, size, mtime, inode), so a
+cached estimate is always the one EXPLAIN would give now. A statement reading a product
+whose files cannot be versioned is never cached. Thread-safe, bounded LRU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from connectors.registry import connector_for
+from gateway.catalog.catalog import Catalog
+from gateway.errors import MeshgateError
+from gateway.query.result_cache import FileVersion, files_version
+
+DEFAULT_CAPACITY = 4096
+_Value = TypeVar("_Value")
+Versions = tuple[FileVersion, ...]
+
+
+class BoundCache(Generic[_Value]):
+    """A bounded LRU of values per key, for one (catalog, policy version) at a time, each
+    valid for the data versions it was computed under."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Hashable, tuple[Versions, _Value]] = OrderedDict()
+        self._catalog: object | None = None  # held, not its id: ids are reused after a reload
+        self._policy_version: int | None = None
+        self._paths: dict[str, tuple[Path, ...] | None] = {}
+        self._lock = threading.Lock()
+
+    def versions(self, catalog: Catalog, products: Sequence[str]) -> Versions | None:
+        """The data versions of ``products`` now, or None: one cannot be versioned."""
+        versions = []
+        for key in products:
+            paths = self._paths_of(catalog, key)
+            if paths is None:
+                return None
+            versions.append(files_version(paths))
+        return tuple(versions)
+
+    def _paths_of(self, catalog: Catalog, key: str) -> tuple[Path, ...] | None:
+        with self._lock:
+            if catalog is self._catalog and key in self._paths:
+                return self._paths[key]
+        paths = _data_paths(catalog, key)
+        with self._lock:
+            if catalog is self._catalog:
+                self._paths[key] = paths
+        return paths
+
+    def get(
+        self, catalog: object, policy_version: int, key: Hashable, versions: Versions
+    ) -> _Value | None:
+        """The value of ``key`` computed under this catalog, policy and data, if any."""
+        with self._lock:
+            if catalog is not self._catalog or policy_version != self._policy_version:
+                return None
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != versions:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(
+        self,
+        catalog: object,
+        policy_version: int,
+        key: Hashable,
+        versions: Versions,
+        value: _Value,
+    ) -> None:
+        with self._lock:
+            if catalog is not self._catalog or policy_version != self._policy_version:
+                self._entries.clear()
+                self._paths.clear()
+                self._catalog, self._policy_version = catalog, policy_version
+            self._entries[key] = (versions, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def parameters_key(parameters: Sequence[object]) -> str:
+    """The bound values, typed and as written (1, 1.0, True and '1' differ; so do
+    Decimal('1.0') and Decimal('1.00'), whose types differ)."""
+    return repr(tuple((type(value).__name__, value) for value in parameters))
+
+
+def _data_paths(catalog: Catalog, key: str) -> tuple[Path, ...] | None:
+    """The files ``key``'s data lives in, or None (an unknown product, a source without
+    files)."""
+    product = catalog.product(*key.split(".", 1))
+    if product is None:
+        return None
+    try:
+        paths = connector_for(product.contract.source).data_paths
+    except MeshgateError:
+        return None
+    return tuple(paths) if paths else None
