@@ -96,6 +96,33 @@ def test_testing_a_connection_says_what_is_wrong(
     assert password not in json.dumps(answer).replace("alice", "")
 
 
+def test_sql_lab_resolves_bare_names_in_the_urls_schema(
+    superset: Superset, gateway: RunningGateway
+):
+    port = gateway.uri.rsplit(":", 1)[1]
+    sales = superset.add_database(
+        "meshgate-alice-sales", f"meshgate://alice:alice@127.0.0.1:{port}/sales"
+    )
+    status, answer = superset.sql_lab(sales, "SELECT DISTINCT region FROM orders")
+    assert status == 200 and answer["data"] == [{"region": "EU"}], answer
+
+
+def test_a_default_schema_the_user_may_read_nothing_of_is_named(
+    superset: Superset, gateway: RunningGateway
+):
+    """``meshgate://carol:...@.../sales``: carol may read nothing in sales."""
+    port = gateway.uri.rsplit(":", 1)[1]
+    status, answer = superset.call(
+        "POST",
+        "/api/v1/database/test_connection/",
+        {"sqlalchemy_uri": f"meshgate://carol:carol@127.0.0.1:{port}/sales", "database_name": "t"},
+    )
+    assert status == 400 and isinstance(answer, dict), answer
+    [error] = answer["errors"]
+    assert error["error_type"] == "SCHEMA_DOES_NOT_EXIST_ERROR"
+    assert error["message"] == "unknown schema sales (or you may not read any of its products)"
+
+
 def test_alice_monthly_time_series_holds_only_eu_rows(
     superset: Superset, orders_dataset: int, oracle
 ):
