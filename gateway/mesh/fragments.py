@@ -5,6 +5,9 @@ Policy is applied before splitting: every product reference is already a secure 
 rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_projections``,
 ``pushdown_predicates``, ``annotate_types``), never the full ``optimize()``, then:
 
+0. **Same-domain joins grouped** (``gateway.mesh.join_groups``): in a SELECT of inner joins,
+   the secure subqueries of one domain that equalities connect become one derived table,
+   which step 1 then cuts out whole (the join runs on the node).
 1. **Per-domain subtrees.** Top-down, the first derived table, CTE body, subquery
    expression or set-operation branch that reads products of one node-served domain only,
    is closed (no column of an outer scope, no CTE defined outside it) and reads at least
@@ -48,6 +51,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from gateway.mesh.disjunctions import add_implied_predicates
+from gateway.mesh.join_groups import group_same_domain_joins, secure_table
 from gateway.planning.naming import INTERNAL_CATALOG
 from gateway.planning.pivot import names_columns_from_data
 
@@ -120,7 +124,7 @@ class _Splitter:
 
     def cut(self, query: exp.Query, domain: str, products: tuple[str, ...]) -> exp.Table:
         name = f"__fragment_{len(self.cuts)}"
-        kind = "product" if _secure_table(query) is not None else "subtree"
+        kind = "product" if secure_table(query) is not None else "subtree"
         self.cuts[name] = _Cut(name, domain, query, products, kind)
         return exp.Table(this=exp.to_identifier(name, quoted=True))
 
@@ -130,6 +134,7 @@ def split_fragments(
     column_types: Mapping[str, Mapping[str, str]],
     served: frozenset[str],
     pushdown: bool = True,
+    group_joins: bool = True,
 ) -> FederatedPlan:
     """Split a governed query into node fragments and a final query (see module doc).
 
@@ -144,6 +149,8 @@ def split_fragments(
     except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
         return _unpruned(ast, served, whole)  # still correct: whole governed products move
     splitter = _Splitter(served)
+    if group_joins:
+        group_same_domain_joins(tree, served)
     _cut_subtrees(tree, splitter, root=True)
     for select in list(tree.find_all(exp.Select)):
         _pre_aggregate(select, splitter.cuts)
@@ -227,7 +234,7 @@ def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
 def _set_masks_aside(tree: exp.Expr) -> list[tuple[exp.Alias, exp.Expr]]:
     masks = []
     for select in tree.find_all(exp.Select):
-        table = _secure_table(select)
+        table = secure_table(select)
         if table is None:
             continue
         for projection in select.expressions:
@@ -243,7 +250,7 @@ def _unpruned(ast: exp.Expr, served: frozenset[str], whole: tuple[Fragment, ...]
     tree = ast.copy()
     splitter = _Splitter(served)
     for subquery in list(tree.find_all(exp.Subquery)):
-        table = _secure_table(subquery.this)
+        table = secure_table(subquery.this)
         if table is not None and table.db in served:
             subquery.replace(
                 _as_source(splitter.cut(subquery.this, table.db, (_key(table),)), subquery)
@@ -258,7 +265,7 @@ def _whole_products(ast: exp.Expr, served: frozenset[str]) -> tuple[Fragment, ..
     """Every secure subquery of a served domain, as it would move without pushdown."""
     whole: list[Fragment] = []
     for subquery in ast.find_all(exp.Subquery):
-        table = _secure_table(subquery.this)
+        table = secure_table(subquery.this)
         if table is not None and table.db in served:
             whole.append(
                 Fragment(
@@ -345,20 +352,6 @@ def _products(query: exp.Query) -> tuple[str, ...]:
     return tuple(
         sorted({_key(t) for t in query.find_all(exp.Table) if t.catalog == INTERNAL_CATALOG})
     )
-
-
-def _secure_table(query: exp.Expr) -> exp.Table | None:
-    """The product table a secure subquery reads, if ``query`` is one (one product, no
-    joins, no nested query)."""
-    if not isinstance(query, exp.Select) or query.args.get("joins"):
-        return None
-    source = query.args.get("from_")
-    table = source.this if source else None
-    if not isinstance(table, exp.Table) or table.catalog != INTERNAL_CATALOG:
-        return None
-    if any(node is not query for node in query.find_all(exp.Query)):
-        return None
-    return table
 
 
 def _key(table: exp.Table) -> str:

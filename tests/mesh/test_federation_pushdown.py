@@ -84,6 +84,21 @@ PRESERVED_LEFT = (
     "LEFT JOIN crm.customers c ON c.customer_id = o.customer_id AND c.region = 'EU' GROUP BY 1"
 )
 
+SELF_JOIN = (
+    "SELECT c.region, count(*) AS n, sum(o2.amount) AS s FROM sales.orders o1 "
+    "JOIN sales.orders o2 ON o2.order_id = o1.order_id + 1 JOIN crm.customers c "
+    "ON c.customer_id = o1.customer_id WHERE o2.amount > 100 GROUP BY 1"
+)
+#: two same-domain pairs, comma joins, a condition on one group only, a correlated subquery
+#: reading a grouped alias, and no aggregate: each pair joins on its own node
+TWO_PAIRS = (
+    "SELECT o1.order_id, c1.name, o2.amount FROM sales.orders o1, sales.orders o2, "
+    "crm.customers c1, crm.customers c2 WHERE o2.order_id = o1.order_id + 1 "
+    "AND c2.customer_id = c1.customer_id AND c1.customer_id = o1.customer_id "
+    "AND o1.amount + o2.amount > 9000 AND c2.region <> 'APAC' "
+    "AND o1.order_id < (SELECT max(order_id) FROM sales.orders x WHERE x.customer_id = o2.customer_id)"
+)
+
 #: (query, fragment kinds by domain that the split must produce for bob)
 PUSHED = [
     (JOIN_AGGREGATE, {"sales": "partial_aggregate", "crm": "product"}),
@@ -95,6 +110,7 @@ PUSHED = [
     (GLOBAL_EMPTY, {"sales": "partial_aggregate", "crm": "product"}),
     (HAVING, {"sales": "partial_aggregate", "crm": "product"}),
     (PRESERVED_LEFT, {"sales": "partial_aggregate", "crm": "product"}),
+    (SELF_JOIN, {"sales": "partial_aggregate", "crm": "product"}),
 ]
 
 #: Not exact as partial aggregates: every fragment must stay a plain product scan.
@@ -285,6 +301,43 @@ def test_a_cte_read_twice_materialises_its_fragment(service):
     sales = next(f for f in plan.fragments if f.domain == "sales")
     crm = next(f for f in plan.fragments if f.domain == "crm")
     assert sales.name not in plan.read_once and crm.name in plan.read_once
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_same_domain_joins_run_on_their_node_with_the_same_answer(service, user):
+    """Each same-domain pair is one fragment joining on its node (both products' secure
+    subqueries inside it); the answer equals the governed query run whole."""
+    using = SELF_JOIN.replace("ON o2.order_id = o1.order_id + 1", "USING (order_id)")
+    for sql, domains in ((SELF_JOIN, {"sales"}), (using, {"sales"}), (TWO_PAIRS, {"sales", "crm"})):
+        try:
+            planned, plan = split(service, user, sql)
+        except Exception as exc:  # noqa: BLE001 - a user who may not read a product
+            assert "may not read" in str(exc) or "unknown product" in str(exc)
+            continue
+        joined = {f.domain for f in plan.fragments if f.sql.count('FROM "memory".') == 2}
+        assert joined == domains, [f.sql for f in plan.fragments]
+        got, expected, _ = run_split(planned, plan)
+        assert_same(got, expected)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        SELF_JOIN.replace("JOIN sales.orders o2", "LEFT JOIN sales.orders o2"),
+        SELF_JOIN.replace(
+            "ON o2.order_id = o1.order_id + 1",
+            "ON o2.order_id BETWEEN o1.order_id + 1 AND o1.order_id + 2",
+        ),
+    ],
+    ids=["outer", "no-equality"],
+)
+def test_same_domain_products_stay_apart_where_grouping_is_not_exact_or_cheap(service, sql):
+    planned, plan = split(service, "bob", sql)
+    assert [f.sql.count('FROM "memory".') for f in plan.fragments] == [1, 1, 1], [
+        f.sql for f in plan.fragments
+    ]
+    got, expected, _ = run_split(planned, plan)
+    assert_same(got, expected)
 
 
 def test_correlated_subquery_is_not_cut_out_whole(service):

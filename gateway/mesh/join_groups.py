@@ -1,0 +1,246 @@
+"""Same-domain joins inside a cross-domain query, grouped so that they run on their node.
+
+In a SELECT whose joins are all inner or cross, the secure subqueries of one domain that
+equality conditions connect become one derived table: those conditions (and every other
+condition on them only) move into it, and the columns the rest of the SELECT reads come out
+of it under new names. The fragment cutter then cuts that table out whole, so the join runs
+on the domain's node (and may be pre-aggregated there) and only its result moves. For inner
+joins an ON condition and a WHERE condition are the same filter, so the rewrite is exact.
+
+Left alone: outer, USING, NATURAL, ASOF, lateral and positional joins; a nested query or
+another source that reuses or reads a grouped alias; a group that would be the whole
+SELECT (it is cut whole anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlglot import exp
+
+from gateway.planning.naming import INTERNAL_CATALOG
+
+_PLAIN_KINDS = (None, "", "INNER", "CROSS")
+_SOURCE_EXTRAS = ("pivots", "sample", "laterals", "joins")
+
+
+def secure_table(query: exp.Expr) -> exp.Table | None:
+    """The product table a secure subquery reads, if ``query`` is one (one product, no
+    joins, no nested query)."""
+    if not isinstance(query, exp.Select) or query.args.get("joins"):
+        return None
+    source = query.args.get("from_")
+    table = source.this if source else None
+    if not isinstance(table, exp.Table) or table.catalog != INTERNAL_CATALOG:
+        return None
+    if any(node is not query for node in query.find_all(exp.Query)):
+        return None
+    return table
+
+
+def group_same_domain_joins(tree: exp.Expr, served: frozenset[str]) -> exp.Expr:
+    """``tree`` (qualified, predicates pushed down) with each SELECT's connected same-domain
+    secure subqueries grouped into one derived table (see module doc)."""
+    for select in list(tree.find_all(exp.Select)):
+        _group(select, served)
+    return tree
+
+
+def _group(select: exp.Select, served: frozenset[str]) -> None:
+    sources = _plain_sources(select)
+    if sources is None:
+        return
+    domains = {alias: _served_domain(source, served) for alias, source in sources.items()}
+    conjuncts = _conjuncts(select)
+    if any(isinstance(c, exp.Column) for c in conjuncts):
+        return  # a bare boolean column would be replaced under the list's feet
+    groups = [
+        group
+        for group in _connected(conjuncts, domains)
+        if len(group) > 1 and len(group) < len(sources) and _private(select, group, sources)
+    ]
+    if not groups:
+        return
+    kept = list(conjuncts)
+    replacements: dict[str, exp.Subquery] = {}
+    dropped: set[str] = set()
+    taken = {alias.lower() for alias in sources}
+    for number, group in enumerate(groups):
+        moved = [c for c in kept if _only_reads(c, group)]
+        kept = [c for c in kept if not any(c is m for m in moved)]
+        name = _fresh(f"__joined_{number}", taken)
+        members = [alias for alias in sources if alias in group]
+        replacements[members[0]] = _derived_table(select, name, members, sources, moved)
+        dropped.update(members[1:])
+    _rebuild(select, sources, replacements, dropped, kept)
+
+
+def _plain_sources(select: exp.Select) -> dict[str, exp.Expr] | None:
+    """The SELECT's sources by alias, in order, when every join is a plain inner or cross
+    join; None otherwise."""
+    source = select.args.get("from_")
+    joins = select.args.get("joins") or []
+    if source is None or not joins or select.args.get("laterals"):
+        return None
+    for join in joins:
+        if (
+            join.args.get("using")
+            or join.args.get("method")
+            or join.args.get("side")
+            or join.args.get("match_condition")
+            or join.args.get("kind") not in _PLAIN_KINDS
+        ):
+            return None
+    sources: dict[str, exp.Expr] = {}
+    for item in [source.this, *(join.this for join in joins)]:
+        alias = item.alias_or_name
+        if (
+            not isinstance(item, (exp.Subquery, exp.Table))
+            or not alias
+            or alias in sources
+            or any(item.args.get(extra) for extra in _SOURCE_EXTRAS)
+        ):
+            return None
+        sources[alias] = item
+    return sources
+
+
+def _served_domain(source: exp.Expr, served: frozenset[str]) -> str | None:
+    if not isinstance(source, exp.Subquery):
+        return None
+    table = secure_table(source.this)
+    return table.db if table is not None and table.db in served else None
+
+
+def _conjuncts(select: exp.Select) -> list[exp.Expr]:
+    """Every condition of the WHERE and of the joins' ON, split at AND."""
+    conditions = [join.args.get("on") for join in select.args.get("joins") or []]
+    where = select.args.get("where")
+    conditions.append(where.this if where else None)
+    return [part for condition in conditions if condition for part in _and_parts(condition)]
+
+
+def _and_parts(condition: exp.Expr) -> list[exp.Expr]:
+    if isinstance(condition, exp.And):
+        return list(condition.flatten())
+    return [condition.unnest() if isinstance(condition, exp.Paren) else condition]
+
+
+def _connected(conjuncts: list[exp.Expr], domains: dict[str, str | None]) -> Iterator[set[str]]:
+    """Sets of same-domain secure subqueries joined by equality conditions."""
+    parent = {alias: alias for alias, domain in domains.items() if domain}
+
+    def root(alias: str) -> str:
+        while parent[alias] != alias:
+            alias = parent[alias]
+        return alias
+
+    for conjunct in conjuncts:
+        if not isinstance(conjunct, exp.EQ) or conjunct.find(exp.Query):
+            continue
+        left, right = _aliases(conjunct.left), _aliases(conjunct.right)
+        if len(left) != 1 or len(right) != 1 or left == right:
+            continue
+        (a,), (b,) = left, right
+        if a in parent and b in parent and domains[a] == domains[b]:
+            parent[root(a)] = root(b)
+    components: dict[str, set[str]] = {}
+    for alias in parent:
+        components.setdefault(root(alias), set()).add(alias)
+    yield from components.values()
+
+
+def _aliases(node: exp.Expr) -> set[str]:
+    return {column.table for column in node.find_all(exp.Column)}
+
+
+def _only_reads(conjunct: exp.Expr, group: set[str]) -> bool:
+    aliases = _aliases(conjunct)
+    return bool(aliases) and aliases <= group and not conjunct.find(exp.Query, exp.Window)
+
+
+def _private(select: exp.Select, group: set[str], sources: dict[str, exp.Expr]) -> bool:
+    """No nested query names a source like a group member, and no other source reads one
+    (DuckDB's implicit lateral joins)."""
+    for alias, source in sources.items():
+        if alias not in group and _aliases(source) & group:
+            return False
+    members = [sources[alias] for alias in group]
+    for query in select.find_all(exp.Query):
+        if query is select or any(_within(query, member) for member in members):
+            continue
+        names = {t.alias_or_name for t in query.find_all(exp.Table, exp.Subquery)}
+        names |= {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+        if names & group:
+            return False
+    return True
+
+
+def _within(node: exp.Expr, ancestor: exp.Expr) -> bool:
+    current: exp.Expr | None = node
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
+
+
+def _derived_table(
+    select: exp.Select,
+    name: str,
+    members: list[str],
+    sources: dict[str, exp.Expr],
+    moved: list[exp.Expr],
+) -> exp.Subquery:
+    """The derived table ``name`` joining ``members`` on ``moved``; every column of a
+    member that the rest of ``select`` reads is renamed to come out of it."""
+    outputs: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    member_nodes = [sources[alias] for alias in members]
+    for column in list(select.find_all(exp.Column)):
+        if column.table not in members or any(_within(column, n) for n in member_nodes):
+            continue
+        if any(_within(column, condition) for condition in moved):
+            continue
+        key = (column.table, column.name)
+        if key not in outputs:
+            outputs[key] = _fresh(f"{column.table}_{column.name}", taken)
+        renamed = exp.column(outputs[key], table=name, quoted=True)
+        renamed.type = column.type
+        column.replace(renamed)
+    projections = [
+        exp.alias_(exp.column(column, table=alias, quoted=True), output, quoted=True)
+        for (alias, column), output in outputs.items()
+    ] or [exp.alias_(exp.Literal.number(1), "__one", quoted=True)]
+    inner = exp.Select(expressions=projections)
+    inner.set("from_", exp.From(this=member_nodes[0].copy()))
+    inner.set("joins", [exp.Join(this=node.copy()) for node in member_nodes[1:]])
+    if moved:
+        inner.set("where", exp.Where(this=exp.and_(*(c.copy() for c in moved))))
+    return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
+
+
+def _rebuild(
+    select: exp.Select,
+    sources: dict[str, exp.Expr],
+    replacements: dict[str, exp.Subquery],
+    dropped: set[str],
+    kept: list[exp.Expr],
+) -> None:
+    """Sources in their order (a group where its first member was), cross-joined, with the
+    conditions that did not move in the WHERE."""
+    ordered = [
+        replacements.get(alias, source) for alias, source in sources.items() if alias not in dropped
+    ]
+    select.set("from_", exp.From(this=ordered[0]))
+    select.set("joins", [exp.Join(this=source) for source in ordered[1:]])
+    select.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{name}_{number}"
+    taken.add(candidate.lower())
+    return candidate
