@@ -175,6 +175,16 @@ class NodesSettings(_Strict):
         description="push columns, single-product filters and partial aggregates into cross-domain "
         "fragments; false moves whole governed products (kept for comparison)",
     )
+    dynamic_filters: bool = Field(
+        default=True,
+        description="fetch a small join side first and send its keys with the big side's fragment, "
+        "so the node returns only rows that can join (Trino's dynamic filtering)",
+    )
+    join_groups: bool = Field(
+        default=True,
+        description="run the joins between one domain's products inside a cross-domain query on "
+        "that domain's node, as one fragment",
+    )
     split_endpoints: int = Field(
         default=1,
         ge=1,

@@ -162,6 +162,8 @@ class NodeDirectory:
         self._domain_of = {loc: d for d, locs in self._locations.items() for loc in locs}
         self._timeout = settings.connect_timeout_seconds
         self.fragment_pushdown = settings.fragment_pushdown
+        self.dynamic_filters = settings.dynamic_filters
+        self.join_groups = settings.join_groups
         self.sizes = SizeCache()
         #: split plans by governed SQL and column types (``split_fragments``), LRU
         self.plans: OrderedDict[tuple[str, tuple], FederatedPlan] = OrderedDict()
@@ -358,7 +360,7 @@ def split_fragments(
             nodes.plans.move_to_end(key)
             return plan
     plan = fragments.split_fragments(
-        ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown
+        ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown, nodes.join_groups
     )
     with nodes.plans_lock:
         nodes.plans[key] = plan
@@ -394,7 +396,7 @@ def run_fragments(
     rows_of = functools.cache(rows_of)  # planned once per fragment, for both uses
     prefetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
     applied: list[dynamic.Applied] = []
-    if plan.pushed_down:
+    if plan.pushed_down and nodes.dynamic_filters:
         plan, prefetched, applied = _dynamic_filters(
             plan,
             lambda f: nodes.open_stream(f, principal, decisions, failures),

@@ -269,3 +269,46 @@ def test_keys_go_around_the_governed_probe_never_inside(
     assert isinstance(inner, exp.Subquery)
     assert "region" in inner.sql("duckdb") and not dynamic_predicates(inner)
     assert json.dumps(begin).count("'EU'") == 1, "the row filter is applied once, inside"
+
+
+# --------------------------------------------------------------------------- switches
+
+#: a self-join of sales (grouped on the sales node) joined to a small build of customers
+SELF_JOIN_TO_CUSTOMERS = (
+    "SELECT c.region, count(*) AS n, sum(o2.amount) AS s FROM sales.orders o1 "
+    "JOIN sales.orders o2 ON o2.order_id = o1.order_id + 1 JOIN crm.customers c "
+    "ON c.customer_id = o1.customer_id WHERE c.customer_id <= 10 GROUP BY 1"
+)
+
+
+@pytest.fixture(scope="module")
+def plain_nodes(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("dynamic-off")
+    settings = {"dynamic_filters": False, "join_groups": False}
+    with running_mesh(
+        demo_mesh, root, {"sales": 1, "crm": 1, "logistics": 1}, nodes_settings=settings
+    ) as running:
+        yield running
+
+
+def test_dynamic_filters_and_join_groups_can_be_switched_off(
+    demo_nodes: Mesh, plain_nodes: Mesh, gateway: RunningGateway, connections
+):
+    """``[nodes] dynamic_filters`` and ``join_groups``: on (the default), the sales self-join
+    is one fragment and the customers' keys go with it; off, each product moves on its own,
+    unfiltered. The answer is the embedded gateway's either way."""
+    expected = outcome(connections(gateway.uri, "alice"), SELF_JOIN_TO_CUSTOMERS)
+    assert expected[0] == "ok" and expected[2]
+    records = {}
+    for name, nodes in (("on", demo_nodes), ("off", plain_nodes)):
+        offset = log_offset(nodes.gateway.log_path)
+        got = outcome(connections(nodes.gateway.uri, "alice"), SELF_JOIN_TO_CUSTOMERS)
+        assert got == expected, name
+        records[name] = federated(nodes.gateway.log_path, offset)
+    on, off = records["on"], records["off"]
+    assert [f["domain"] for f in on["fragments"]].count("sales") == 1
+    assert [f["domain"] for f in off["fragments"]].count("sales") == 2
+    assert [d["probe"] for d in on["dynamic_filters"]] == ["sales.orders"]
+    assert off["dynamic_filters"] == []
+    sales_rows = sum(f["rows"] for f in on["fragments"] if f["domain"] == "sales")
+    assert sales_rows < sum(f["rows"] for f in off["fragments"] if f["domain"] == "sales")
