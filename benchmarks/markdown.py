@@ -382,15 +382,19 @@ def _mesh_tpch_lines(tpch: dict) -> list[str]:
     lines += [
         (
             f"Queries by domains spanned: {spans}. One-off ADBC statements on the embedded gateway, the mesh "
-            "gateway with `fragment_pushdown = true` and one with `false`; bytes = Arrow bytes the gateway fetched "
+            "gateway with `fragment_pushdown = true` (pushdown), one with it but `dynamic_filters = false` and "
+            "`join_groups = false` (static), and one with `fragment_pushdown = false` (whole); bytes = Arrow bytes the gateway fetched "
             "from the nodes (its `federated_query` log line); whole products = the governed products of the "
             "fragments read whole (the gateway's own figure when it logs one, else their drained sizes)."
         ),
         "",
         (
             f"Cross-domain queries: pushdown/whole time geomean {times(tpch.get('geomean_pushdown_vs_whole'), 3)}, "
-            f"pushdown/embedded {times(tpch.get('geomean_pushdown_vs_embedded'), 3)}, whole/embedded "
-            f"{times(tpch.get('geomean_whole_vs_embedded'), 3)}; bytes moved {megabytes(tpch.get('sum_bytes_pushdown'))} vs "
+            f"pushdown/embedded {times(tpch.get('geomean_pushdown_vs_embedded'), 3)} (worst "
+            f"{times(tpch.get('max_pushdown_vs_embedded'), 3)}), static/embedded "
+            f"{times(tpch.get('geomean_static_vs_embedded'), 3)}, whole/embedded "
+            f"{times(tpch.get('geomean_whole_vs_embedded'), 3)}; bytes moved {megabytes(tpch.get('sum_bytes_pushdown'))} "
+            f"(static {megabytes(tpch.get('sum_bytes_static'))}) vs "
             f"{megabytes(tpch.get('sum_bytes_whole_products'))} whole products ({times(tpch.get('bytes_ratio'), 3)}). "
             f"Single-domain queries (node -> client) vs embedded: geomean "
             f"{times(tpch.get('geomean_single_domain_vs_embedded'), 3)}. Identical to embedded: {tpch.get('all_identical')}. "
@@ -398,15 +402,16 @@ def _mesh_tpch_lines(tpch: dict) -> list[str]:
         ),
         "",
         (
-            "| q | domains | embedded (ms) | pushdown (ms) | whole (ms) | pushdown / whole | pushdown / embedded "
-            "| bytes pushdown | bytes whole (measured) | whole products | pushdown / whole products | identical |"
+            "| q | domains | embedded (ms) | pushdown (ms) | static (ms) | whole (ms) | pushdown / whole "
+            "| pushdown / embedded | static / embedded | bytes pushdown | bytes static | bytes whole (measured) "
+            "| whole products | pushdown / whole products | identical |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, e in tpch.get("queries", {}).items():
         domains = ", ".join(e["domains"])
         if "error" in e:
-            lines.append(f"| q{number} | {domains} | error: {e['error']} | | | | | | | | | |")
+            lines.append(f"| q{number} | {domains} | error: {e['error']} |" + " |" * 12)
             continue
         moved = e.get("bytes") or {}
         whole_measured = megabytes(moved.get("whole")) + (
@@ -414,12 +419,13 @@ def _mesh_tpch_lines(tpch: dict) -> list[str]:
         )
         lines.append(
             f"| q{number} | {domains} | {summary_cell(e['embedded'], 1)} | {summary_cell(e['pushdown'], 1)} "
-            f"| {summary_cell(e['whole'], 1)} | {times(e['pushdown_vs_whole'], 3)} | {times(e['pushdown_vs_embedded'], 3)} "
+            f"| {summary_cell(e['static'], 1)} | {summary_cell(e['whole'], 1)} | {times(e['pushdown_vs_whole'], 3)} "
+            f"| {times(e['pushdown_vs_embedded'], 3)} | {times(e['static_vs_embedded'], 3)} "
             + (
-                f"| {megabytes(moved.get('pushdown'))} | {whole_measured} | {megabytes(moved.get('whole_products'))} "
-                f"| {times(e.get('bytes_ratio'), 3)} "
+                f"| {megabytes(moved.get('pushdown'))} | {megabytes(moved.get('static'))} | {whole_measured} "
+                f"| {megabytes(moved.get('whole_products'))} | {times(e.get('bytes_ratio'), 3)} "
                 if moved
-                else "| - | - | - | - "
+                else "| - | - | - | - | - "
             )
             + f"| {_identical_cell(e)} |"
         )

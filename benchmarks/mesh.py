@@ -244,8 +244,14 @@ class MeshRun:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _settings(split: int = 1, pushdown: bool = True) -> dict[str, object]:
-    return {"split_endpoints": split, "fragment_pushdown": pushdown}
+def _settings(split: int = 1, pushdown: bool = True, dynamic: bool = True) -> dict[str, object]:
+    """``dynamic``: dynamic filters and same-domain join groups (off: plain pushdown)."""
+    return {
+        "split_endpoints": split,
+        "fragment_pushdown": pushdown,
+        "dynamic_filters": dynamic,
+        "join_groups": dynamic,
+    }
 
 
 @contextmanager
@@ -502,11 +508,13 @@ def _query_entry(
     entry.update({name: summary(values) for name, values in timings.items()})
     entry["pushdown_vs_whole"] = ratio(entry["pushdown"]["median"], entry["whole"]["median"])
     entry["pushdown_vs_embedded"] = ratio(entry["pushdown"]["median"], entry["embedded"]["median"])
+    entry["static_vs_embedded"] = ratio(entry["static"]["median"], entry["embedded"]["median"])
     entry["whole_vs_embedded"] = ratio(entry["whole"]["median"], entry["embedded"]["median"])
     if len(domains) > 1:
         pushdown, whole = records.get("pushdown"), records.get("whole")
         entry["bytes"] = {
             "pushdown": (pushdown or {}).get("bytes_moved"),
+            "static": (records.get("static") or {}).get("bytes_moved"),
             "whole": (whole or {}).get("bytes_moved"),
             **whole_products_bytes(pushdown, whole, sizes),
         }
@@ -520,10 +528,12 @@ def _query_entry(
 
 
 def cross_domain(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
-    """The 22 TPC-H queries: embedded vs fragment pushdown vs whole products."""
+    """The 22 TPC-H queries: embedded vs fragment pushdown (with dynamic filters and join
+    groups, and without: ``static``) vs whole products."""
     config = ctx.config
     whole = run.deploy("whole", _settings(pushdown=False), existing=main.nodes)
-    gateways = {"pushdown": main, "whole": whole}
+    static = run.deploy("static", _settings(dynamic=False), existing=main.nodes)
+    gateways = {"pushdown": main, "static": static, "whole": whole}
 
     def connect() -> dict[str, AdbcClient]:
         return {"embedded": ctx.adbc(), **{name: d.adbc() for name, d in gateways.items()}}
@@ -553,6 +563,7 @@ def cross_domain(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
             client.close()
         rss = _rss_mb(whole)
         run.stop(whole)
+        run.stop(static)
     return {
         "queries": per_query,
         "product_bytes": sizes.sizes,
@@ -583,6 +594,11 @@ def _tpch_summary(per_query: dict) -> dict:
         ],
         "geomean_pushdown_vs_whole": geomean(e["pushdown_vs_whole"] for e in cross.values()),
         "geomean_pushdown_vs_embedded": geomean(e["pushdown_vs_embedded"] for e in cross.values()),
+        "max_pushdown_vs_embedded": max(
+            (e["pushdown_vs_embedded"] for e in cross.values()), default=None
+        ),
+        "geomean_static_vs_embedded": geomean(e["static_vs_embedded"] for e in cross.values()),
+        "sum_bytes_static": sum(e["bytes"]["static"] or 0 for e in cross.values()),
         "geomean_whole_vs_embedded": geomean(e["whole_vs_embedded"] for e in cross.values()),
         "geomean_single_domain_vs_embedded": geomean(
             e["pushdown_vs_embedded"] for n, e in ok.items() if n not in cross

@@ -290,6 +290,27 @@ SECTIONS: tuple[Section, ...] = (
         mesh_section.mesh,
         mesh_section.steps,
         markdown.mesh,
+        (
+            Target(
+                "M1",
+                "mesh",
+                "tpch.geomean_pushdown_vs_embedded",
+                "<=",
+                1.5,
+                "cross-domain TPC-H: mesh gateway / embedded (geomean)",
+                "x",
+            ),
+            Target(
+                "M1",
+                "mesh",
+                "tpch.max_pushdown_vs_embedded",
+                "<=",
+                3.0,
+                "cross-domain TPC-H: worst query mesh gateway / embedded",
+                "x",
+            ),
+            Target("M1", "mesh", "tpch.all_identical", "==", True, "mesh results identical"),
+        ),
         chart=("mesh", charts.mesh),
     ),
     Section(
