@@ -47,6 +47,10 @@ DEFAULT_FSYNC_INTERVAL = 0.05
 
 FsyncMode = Literal["always", "batch"]
 
+#: One encoder for every record (``json.dumps`` with options builds one per call).
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+encode_json = _ENCODER.encode
+
 
 class AuditLog:
     """Append-only, fsynced (group commit, or in batches), rotating JSON-lines audit log
@@ -105,13 +109,24 @@ class AuditLog:
         twice ``LAZY_FLUSH_SECONDS`` later (at once on ``wait_durable``/``close``)."""
         return self._write(event, fields, flush_now=False)
 
+    def append_encoded(self, event: str, members: str, lazily: bool = False) -> int:
+        """``append`` (or ``append_lazily``) a record whose fields are given already
+        JSON-encoded: ``members`` is the inside of a JSON object (``"a":1,"b":"x"``), as
+        ``encode_members`` makes it; the record is the same as ``append``'s."""
+        stamp = utc_timestamp()
+        comma = "," if members else ""
+        line = f'{{"time":"{stamp}","event":{encode_json(event)}{comma}{members}}}\n'
+        return self._write_line(line.encode("utf-8"), flush_now=not lazily)
+
     def _write(self, event: str, fields: dict[str, object], flush_now: bool) -> int:
         entry = {
-            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "time": utc_timestamp(),
             "event": event,
             **fields,
         }
-        line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
+        return self._write_line((encode_json(entry) + "\n").encode("utf-8"), flush_now)
+
+    def _write_line(self, line: bytes, flush_now: bool) -> int:
         with self._changed:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
@@ -264,6 +279,26 @@ def read_audit(directory: Path) -> Iterator[dict]:
                     yield json.loads(raw)
                 except json.JSONDecodeError:
                     continue
+
+
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
+def utc_timestamp() -> str:
+    """Now as ``datetime.now(UTC).isoformat(timespec="microseconds")`` writes it, the date
+    and time of day formatted once per second."""
+    global _second
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    formatted = _second
+    if formatted[0] != second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        formatted = _second = (second, text)
+    return f"{formatted[1]}.{nanos // 1000:06d}+00:00"
+
+
+def encode_members(fields: dict[str, object]) -> str:
+    """``fields`` as the inside of a JSON object (for ``AuditLog.append_encoded``)."""
+    return encode_json(fields)[1:-1]
 
 
 def monotonic_ms(started: float) -> float:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.audit.log import AuditLog, monotonic_ms
+from gateway.audit.log import AuditLog, encode_json, encode_members, monotonic_ms
 from gateway.engine.streaming import StreamStats
 from gateway.errors import AccessDenied, MeshgateError, QueryRefused, UnknownObject
 
@@ -42,6 +42,7 @@ class AuditRecorder:
     def __init__(self, log: AuditLog, metrics: GatewayMetrics | None = None) -> None:
         self._log = log
         self._metrics = metrics
+        self._encoded = _EncodedParts()
 
     def refusal(self, principal: Principal, text: str, exc: MeshgateError) -> None:
         """Record that ``text`` was refused (denied, refused or failed) before running."""
@@ -107,31 +108,41 @@ class AuditRecorder:
         """``begin_deferred``, and the query's audit id."""
         audit = self._log
         query_id = audit.new_query_id()
-        sequence = audit.append(
-            "query_begin", query_id=query_id, **_begin_fields(planned, node), engine=engine
+        principal = planned.principal
+        who = self._encoded.principal(principal)
+        sequence = audit.append_encoded(
+            "query_begin",
+            f'"query_id":"{query_id}",{who},{self._encoded.statement(planned)},'
+            + encode_members(
+                {"parameters": len(planned.parameters), "node": node, "engine": engine}
+            ),
         )
-
+        ended_by = f'"query_id":"{query_id}","user":{encode_json(principal.user)},'
         metrics = self._metrics
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
             duration_ms = monotonic_ms(stats.started)
-            audit.append_lazily(  # nobody waits for it: the rows have left already
+            audit.append_encoded(  # nobody waits for it: the rows have left already
                 "query_end",
-                query_id=query_id,
-                user=planned.principal.user,
-                outcome=outcome,
-                rows=stats.rows,
-                bytes=stats.bytes,
-                duration_ms=duration_ms,
-                error=error,
-                engine_operation=stats.operation,
-                cache=stats.cache,
+                ended_by
+                + encode_members(
+                    {
+                        "outcome": outcome,
+                        "rows": stats.rows,
+                        "bytes": stats.bytes,
+                        "duration_ms": duration_ms,
+                        "error": error,
+                        "engine_operation": stats.operation,
+                        "cache": stats.cache,
+                    }
+                ),
+                lazily=True,
             )
             if metrics is not None:
                 if stats.cache is not None:
                     metrics.result_cache(stats.cache)
                 metrics.ended(
-                    planned.principal,
+                    principal,
                     planned.products,
                     outcome,
                     stats.rows,
@@ -240,15 +251,57 @@ def _decision(exc: MeshgateError) -> str:
     return "failed"
 
 
-def _begin_fields(planned: PlannedQuery, node: str | None) -> dict[str, object]:
-    """The fields of a ``query_begin`` record: who, what SQL, which products, columns,
-    masks and rules."""
+class _EncodedParts:
+    """The JSON of a begin record's fields that repeat: who (per principal) and what (per
+    planned statement: SQL, products, columns, masks and rules), encoded once and kept
+    (bounded) while statements repeat, so a repeated statement encodes only its id, time
+    and parameters count. A statement's entry is taken only for the very ``accesses`` it
+    was encoded from (held, compared by identity), never for equal-looking text alone."""
+
+    _KEPT = 512
+
+    def __init__(self) -> None:
+        self._principals: dict[tuple[object, ...], str] = {}
+        self._statements: dict[tuple[object, ...], tuple[object, str]] = {}
+
+    def principal(self, principal: Principal) -> str:
+        key = (principal.user, principal.roles, principal.auth, principal.client)
+        encoded = self._principals.get(key)
+        if encoded is None:
+            encoded = encode_members(
+                {
+                    "user": principal.user,
+                    "roles": list(principal.roles),
+                    "auth": principal.auth,
+                    "client": principal.client,
+                }
+            )
+            _bounded(self._principals, self._KEPT)[key] = encoded
+        return encoded
+
+    def statement(self, planned: PlannedQuery) -> str:
+        query = planned.query
+        key = (query.text, query.display_sql, query.explain, planned.products, id(query.accesses))
+        kept = self._statements.get(key)
+        if kept is not None and kept[0] is query.accesses:
+            return kept[1]
+        encoded = encode_members(_statement_fields(planned))
+        _bounded(self._statements, self._KEPT)[key] = (query.accesses, encoded)
+        return encoded
+
+
+def _bounded(kept: dict, size: int) -> dict:
+    """``kept``, emptied when it holds ``size`` entries (statements rarely repeat that
+    many different ways; starting over is cheaper than tracking use)."""
+    if len(kept) >= size:
+        kept.clear()
+    return kept
+
+
+def _statement_fields(planned: PlannedQuery) -> dict[str, object]:
+    """The fields of a begin record that follow from the planned statement alone."""
     query = planned.query
     return dict(
-        user=planned.principal.user,
-        roles=list(planned.principal.roles),
-        auth=planned.principal.auth,
-        client=planned.principal.client,
         sql=query.text,
         governed_sql=query.display_sql,
         explain=query.explain,
@@ -264,6 +317,4 @@ def _begin_fields(planned: PlannedQuery, node: str | None) -> dict[str, object]:
         rules=[reason for access in query.accesses.values() for reason in access.reasons]
         + [r for a in query.accesses.values() for c in a.columns for r in c.reasons],
         decision="allowed",
-        parameters=len(planned.parameters),
-        node=node,
     )

@@ -20,6 +20,9 @@ import structlog
 
 from gateway.errors import QueryFailed
 
+#: Ticks with nothing to watch before the thread ends: a thread started per query costs a
+#: scheduling round trip (milliseconds on a busy machine) when queries come in small gaps.
+_IDLE_TICKS = 20
 #: (the engine's spill bytes now, the most it may spill while the query runs), or None
 SpillCheck = tuple[Callable[[], int], int] | None
 
@@ -170,6 +173,7 @@ class Watchdog:
             return len(self._stopped)
 
     def _loop(self) -> None:
+        idle = 0
         while True:
             time.sleep(self._interval)
             now = time.monotonic()
@@ -197,7 +201,8 @@ class Watchdog:
                         interrupt()
                         del self._running[token]
                         self._stopped[token] = reason
-                if not self._running and not self._streams:
+                idle = 0 if self._running or self._streams else idle + 1
+                if idle >= _IDLE_TICKS:
                     self._thread = None  # nothing to watch: the next watch starts a thread
                     return
 

@@ -65,12 +65,10 @@ def decode(raw: bytes) -> Message | str:
     if cls is None:
         raise NotSupported(f"Flight SQL message {name} is not supported by this server")
     message = cls()
-    try:
-        unpacked = envelope.Unpack(message)
+    try:  # what ``envelope.Unpack`` does once the type matched (which ``cls`` is)
+        message.ParseFromString(envelope.value)
     except DecodeError:
-        unpacked = False
-    if not unpacked:
-        raise InvalidQuery(f"malformed Flight SQL message {name}")
+        raise InvalidQuery(f"malformed Flight SQL message {name}") from None
     return message
 
 

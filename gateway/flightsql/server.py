@@ -45,6 +45,7 @@ from gateway.security.principal import Principal
 log = structlog.get_logger("meshgate.server")
 
 ACTION_LOGOUT = "Logout"
+_PRINCIPALS_KEPT = 1024
 ACTION_HEALTH = "Health"
 R = TypeVar("R")
 
@@ -98,6 +99,32 @@ class MeshgateFlightServer(flight.FlightServerBase):
         self.operator = operator
         self._tokens = tokens
         self._secrets = tuple(s for s in secrets if s)
+        #: the principal of a call, per (login principal, peer, source, token): see _principal
+        self._principals: dict[tuple[int, str, str, str | None], tuple[Principal, Principal]] = {}
+
+    def _principal(self, context: flight.ServerCallContext) -> Principal:
+        """The caller as the service sees it: the login's principal with the call's peer,
+        source and login digest; kept per login while its calls repeat (the same values
+        every call of a connection), taken only for the very principal object it was made
+        from."""
+        middleware = context.get_middleware(MIDDLEWARE_KEY)
+        if middleware is None:
+            raise AuthenticationError("authentication required")
+        base, peer, source, token = (
+            middleware.principal,
+            context.peer(),
+            middleware.source,
+            middleware.token,
+        )
+        key = (id(base), peer, source, token)
+        kept = self._principals.get(key)
+        if kept is not None and kept[0] is base:
+            return kept[1]
+        principal = replace(base, client=peer, source=source, session=_login(token))
+        if len(self._principals) >= _PRINCIPALS_KEPT:
+            self._principals.clear()
+        self._principals[key] = (base, principal)
+        return principal
 
     def client_error(self, exc: Exception, rpc: str) -> Exception:
         """The Flight error a client receives for ``exc``: a clean status and a message
@@ -128,16 +155,16 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def get_flight_info(self, context, descriptor):
-        return self.service.flight_info(_principal(context), descriptor)
+        return self.service.flight_info(self._principal(context), descriptor)
 
     @_flight_boundary
     def get_schema(self, context, descriptor):
-        return flight.SchemaResult(self.service.schema(_principal(context), descriptor))
+        return flight.SchemaResult(self.service.schema(self._principal(context), descriptor))
 
     @_flight_boundary
     def do_get(self, context, ticket):
         schema, batches = self.service.stream(
-            _principal(context), ticket.ticket, context.is_cancelled
+            self._principal(context), ticket.ticket, context.is_cancelled
         )
         return flight.GeneratorStream(schema, self._guard_stream(batches))
 
@@ -150,14 +177,14 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def do_put(self, context, descriptor, reader, writer):
-        answer = self.service.put(_principal(context), descriptor, reader)
+        answer = self.service.put(self._principal(context), descriptor, reader)
         if answer is not None:
             writer.write(pa.py_buffer(answer))
 
     @_flight_boundary
     def do_action(self, context, action):
         if action.type == ACTION_HEALTH:
-            health = self.service.health(_principal(context))
+            health = self.service.health(self._principal(context))
             return [flight.Result(pa.py_buffer(json.dumps(health).encode()))]
         if action.type == ACTION_LOGOUT:
             middleware = context.get_middleware(MIDDLEWARE_KEY)
@@ -166,11 +193,11 @@ class MeshgateFlightServer(flight.FlightServerBase):
             return []
         body = action.body.to_pybytes() if action.body is not None else b""
         if action.type in OPERATOR_ACTIONS and self.operator is not None:
-            answer = self.operator.answer(_principal(context), action.type, body)
+            answer = self.operator.answer(self._principal(context), action.type, body)
             return [flight.Result(pa.py_buffer(answer))]
         return [
             flight.Result(pa.py_buffer(r))
-            for r in self.service.action(_principal(context), action.type, body)
+            for r in self.service.action(self._principal(context), action.type, body)
         ]
 
     def list_actions(self, context):
@@ -199,18 +226,6 @@ class MeshgateFlightServer(flight.FlightServerBase):
     @_flight_boundary
     def do_exchange(self, context, descriptor, reader, writer):
         raise NotSupported("DoExchange is not supported")
-
-
-def _principal(context: flight.ServerCallContext) -> Principal:
-    middleware = context.get_middleware(MIDDLEWARE_KEY)
-    if middleware is None:
-        raise AuthenticationError("authentication required")
-    return replace(
-        middleware.principal,
-        client=context.peer(),
-        source=middleware.source,
-        session=_login(middleware.token),
-    )
 
 
 def _login(token: str | None) -> str:

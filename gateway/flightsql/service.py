@@ -37,7 +37,7 @@ from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
-from gateway.query.executors import Endpoint, Executor, Placing, RoutedExecutor, Router
+from gateway.query.executors import Endpoint, Executor, RoutedExecutor, Router, is_placing
 from gateway.query.handles import HandleStore
 from gateway.query.result_cache import CachingExecutor, ResultCache
 from gateway.query.statements import StatementPlanner
@@ -162,11 +162,12 @@ class SqlService:
             return _info(descriptor, _metadata_schema(command), descriptor.command)
         planned = self._plan_command(principal, command)
         executor = self._executor_for(planned)
-        if isinstance(executor, Placing):
+        name = executor.name
+        if is_placing(executor):
             # The executor's node serves the rows straight to the client (a client that
             # ignores locations sends the tickets back here and is relayed); one audit
             # entry, whatever the number of endpoints, ended from the node's reports.
-            placed = self._audit.placed(planned, executor.endpoints, executor.node, executor.name)
+            placed = self._audit.placed(planned, executor.endpoints, executor.node, name)
             endpoints = [_flight_endpoint(e) for e in placed]
             return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
         # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
@@ -244,9 +245,11 @@ class SqlService:
             waiting = self._tickets.take(principal.user, command.statement_handle)
             if waiting.principal != principal:  # the user signed in again with other roles
                 raise HandleNotFound("unknown or expired ticket; run the statement again")
-            # may re-plan: in a slot, like planning
-            with self.workload.slot(principal, "planning", waiting.query.text):
-                planned = self.planner.current(waiting)
+            if self.planner.is_current(waiting):
+                planned = waiting  # nothing to plan: no planning slot taken
+            else:  # re-plans: in a slot, like planning
+                with self.workload.slot(principal, "planning", waiting.query.text):
+                    planned = self.planner.current(waiting)
         elif isinstance(command, (str, pb.CommandStatementQuery)):
             planned = self._plan_command(principal, command)
         else:

@@ -10,6 +10,7 @@ name, a statement or an error text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -50,6 +51,7 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.group_of: Callable[[Principal], str] = lambda principal: DEFAULT_GROUP
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         registry = self.registry
         self.queries = Counter(
             "meshgate_queries",
@@ -141,10 +143,20 @@ class GatewayMetrics:
             self.rows.labels(group)
             self.bytes.labels(group)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: label sets are bounded (see above), and a
+        series once created is never removed, so a repeated query looks its series up in
+        one dict instead of validating and hashing its labels again."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def refused(self, principal: Principal, decision: str) -> None:
         """An attempt refused before it ran, with its audit ``decision``."""
         outcome = _REFUSED.get(decision, "failed")
-        self.queries.labels(outcome, self.group_of(principal)).inc()
+        self._child(self.queries, outcome, self.group_of(principal)).inc()
 
     def ended(
         self,
@@ -159,19 +171,20 @@ class GatewayMetrics:
         ``rows`` rows of ``bytes_`` bytes."""
         group = self.group_of(principal)
         label = ended_outcome(outcome)
-        self.queries.labels(label, group).inc()
+        child = self._child
+        child(self.queries, label, group).inc()
         for product in products:
-            self.product_queries.labels(product, label).inc()
-        self.duration.labels(group).observe(seconds)
-        self.rows.labels(group).inc(rows)
-        self.bytes.labels(group).inc(bytes_)
+            child(self.product_queries, product, label).inc()
+        child(self.duration, group).observe(seconds)
+        child(self.rows, group).inc(rows)
+        child(self.bytes, group).inc(bytes_)
 
     def result_cache(self, result: str) -> None:
         """A cacheable query was answered from the result cache (``hit``) or computed
         (``miss``)."""
-        self.result_cache_lookups.labels(result).inc()
+        self._child(self.result_cache_lookups, result).inc()
 
     def waited(self, group: str, phase: str, seconds: float) -> None:
         """A query of ``group`` took a slot for ``phase`` (or gave up) after ``seconds``
         in the queue."""
-        self.queue_wait.labels(group, phase).observe(seconds)
+        self._child(self.queue_wait, group, phase).observe(seconds)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeGuard, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -91,6 +91,12 @@ class Placing(Protocol):
         """The endpoints of ``planned``, whose audit record ``query_id`` gets its end
         (``finish``) once where they are served reported it."""
         ...
+
+
+def is_placing(executor: object) -> TypeGuard[Placing]:
+    """``isinstance(executor, Placing)``, without the cost of a runtime protocol check
+    (which walks the protocol's members on every call): the same two attributes."""
+    return hasattr(executor, "node") and callable(getattr(executor, "endpoints", None))
 
 
 class EmbeddedExecutor:

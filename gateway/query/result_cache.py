@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from stat import S_ISDIR
 
 import pyarrow as pa
 import sqlglot
@@ -148,21 +149,28 @@ def files_version(paths: Iterable[Path]) -> FileVersion:
     a DuckDB file's write-ahead log too): any rewrite changes it."""
     entries: list[tuple[str, int, int, int]] = []
 
-    def add(path: str) -> None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return
+    def add(path: str, stat: os.stat_result | None = None) -> None:
+        if stat is None:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                return
         entries.append((path, stat.st_size, stat.st_mtime_ns, stat.st_ino))
 
     for path in paths:
-        if path.is_dir():
+        name = str(path)
+        try:
+            found = os.stat(name)
+        except OSError:
+            found = None
+        if found is not None and S_ISDIR(found.st_mode):
             for root, _dirs, names in os.walk(path):
-                for name in names:
-                    add(os.path.join(root, name))
+                for file in names:
+                    add(os.path.join(root, file))
         else:
-            add(str(path))
-            add(f"{path}.wal")
+            if found is not None:
+                add(name, found)
+            add(f"{name}.wal")
     return tuple(sorted(entries))
 
 
@@ -172,6 +180,7 @@ class _Entry:
     batches: list[pa.RecordBatch]
     nbytes: int
     valid_for: tuple[object, ...]  # (catalog generation, governor version, data versions)
+    sizes: list[int]  # each batch's nbytes (Arrow computes it anew, column by column, per call)
 
 
 class ResultCache:
@@ -299,11 +308,18 @@ class CachingExecutor:
         stats, outcome, error = StreamStats(), "ok", None
         stats_cache(stats, "hit")
         try:
-            for batch in entry.batches:
+            for batch, nbytes in zip(entry.batches, entry.sizes, strict=True):
                 if is_cancelled():
                     outcome = "cancelled"
                     raise QueryFailed(stop_message("cancelled", 0))
-                count_within_limits(stats, batch, settings)
+                rows = batch.num_rows
+                if (
+                    stats.rows + rows > settings.max_result_rows
+                    or stats.bytes + nbytes > settings.max_result_bytes
+                ):
+                    count_within_limits(stats, batch, settings)  # raises the engine's error
+                stats.rows += rows
+                stats.bytes += nbytes
                 yield batch
         except GeneratorExit:
             outcome = "disconnected"
@@ -326,22 +342,25 @@ class CachingExecutor:
         """``batches`` as they come, kept aside while under the entry bound; stored once
         the stream completed, if the data did not change meanwhile."""
         kept: list[pa.RecordBatch] | None = []
+        sizes: list[int] = []
         size = 0
         try:
             for batch in batches:
                 if kept is not None:
-                    size += batch.nbytes
+                    nbytes = batch.nbytes
+                    size += nbytes
                     if size > self.cache.max_entry_bytes:
                         kept = None
                     else:
                         kept.append(batch)
+                        sizes.append(nbytes)
                 yield batch
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
         if kept is not None and self._valid_for(planned) == valid_for:
-            self.cache.put(key, _Entry(schema, kept, size, valid_for))
+            self.cache.put(key, _Entry(schema, kept, size, valid_for, sizes))
 
 
 def stats_cache(stats: StreamStats, outcome: str) -> None:

@@ -258,14 +258,18 @@ class StatementPlanner:
         )
         return plan_cost(plan_json).rows
 
+    def is_current(self, planned: PlannedQuery) -> bool:
+        """Whether ``planned`` was planned against the catalog and policy in force now."""
+        snapshot = self._state.current
+        return (
+            planned.catalog is snapshot.catalog
+            and planned.governor_version == snapshot.governor.version
+        )
+
     def current(self, planned: PlannedQuery) -> PlannedQuery:
         """``planned`` again if the catalog or policy changed since it was planned: a ticket
         never outlives the rules it was granted under (refused if its schema changed)."""
-        snapshot = self._state.current
-        if (
-            planned.catalog is snapshot.catalog
-            and planned.governor_version == snapshot.governor.version
-        ):
+        if self.is_current(planned):
             return planned
         replanned = self.plan(
             planned.principal,
