@@ -31,12 +31,13 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from gateway.logs import utc_timestamp
 
 CURRENT_FILE = "audit.jsonl"
 ROTATION_LOCK = ".rotation.lock"
@@ -92,7 +93,11 @@ class AuditLog:
 
     @staticmethod
     def new_query_id() -> str:
-        return uuid.uuid4().hex
+        """A random (version 4) UUID's hex, as ``uuid.uuid4().hex`` without its objects."""
+        raw = bytearray(os.urandom(16))
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        return raw.hex()
 
     def record(self, event: str, **fields: object) -> None:
         """Append one event durably (on disk, or with ``fsync = "batch"`` written to the OS,
@@ -279,21 +284,6 @@ def read_audit(directory: Path) -> Iterator[dict]:
                     yield json.loads(raw)
                 except json.JSONDecodeError:
                     continue
-
-
-_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
-
-
-def utc_timestamp() -> str:
-    """Now as ``datetime.now(UTC).isoformat(timespec="microseconds")`` writes it, the date
-    and time of day formatted once per second."""
-    global _second
-    second, nanos = divmod(time.time_ns(), 1_000_000_000)
-    formatted = _second
-    if formatted[0] != second:
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        formatted = _second = (second, text)
-    return f"{formatted[1]}.{nanos // 1000:06d}+00:00"
 
 
 def encode_members(fields: dict[str, object]) -> str:
