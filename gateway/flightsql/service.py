@@ -101,6 +101,7 @@ class SqlService:
         #: Flight session options (the schema unqualified names mean), per login
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
         self._keywords: list[str] | None = None
+        self._schemas: dict[int, tuple[pa.Schema, bytes]] = {}
 
     def _cached(self, state: MeshState, metrics: GatewayMetrics | None) -> ResultCache | None:
         """The embedded executor behind a result cache, when ``[cache]`` is enabled."""
@@ -362,6 +363,18 @@ class SqlService:
             return sessions.get_options(self.sessions, principal)
         return sessions.close(self.sessions, principal)
 
+    def _serialized(self, schema: pa.Schema) -> bytes:
+        """``schema`` as Arrow IPC bytes, kept while the planner hands out the same schema
+        object (a repeated statement's), taken only for that very object."""
+        kept = self._schemas.get(id(schema))
+        if kept is not None and kept[0] is schema:
+            return kept[1]
+        serialized = schema.serialize().to_pybytes()
+        if len(self._schemas) >= _SCHEMAS_KEPT:
+            self._schemas.clear()
+        self._schemas[id(schema)] = (schema, serialized)
+        return serialized
+
     def _prepare(self, principal: Principal, text: str) -> bytes:
         self.planner.check_room(principal.user)  # before the work of planning
         with self.workload.slot(principal, "planning", text):
@@ -370,10 +383,13 @@ class SqlService:
             parameter_schema = self.planner.parameter_schema(planned)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
-            dataset_schema=planned.schema.serialize().to_pybytes(),
-            parameter_schema=parameter_schema.serialize().to_pybytes(),
+            dataset_schema=self._serialized(planned.schema),
+            parameter_schema=self._serialized(parameter_schema),
         )
         return flightsql.pack(result)
+
+
+_SCHEMAS_KEPT = 256
 
 
 def _statement_text(command: _Statement) -> str:
