@@ -166,6 +166,9 @@ def _private(select: exp.Select, group: set[str], sources: dict[str, exp.Expr]) 
         if alias not in group and _aliases(source) & group:
             return False
     members = [sources[alias] for alias in group]
+    for column in select.find_all(exp.Column):
+        if column.db in group and not any(_within(column, member) for member in members):
+            return False  # ``alias.struct_column.field``: a reference the rename cannot follow
     for query in select.find_all(exp.Query):
         if query is select or any(_within(query, member) for member in members):
             continue
