@@ -161,13 +161,20 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
         },
         _derived_columns,
     )
+    # A product without a row filter hides no row: nothing can run on a row it may not
+    # see, so only row-filtered products go behind the barrier (DuckDB plans the rest freely).
     barrier = needs_barrier(selects, resolver)
+    guarded = {
+        id(t)
+        for t in tables
+        if barrier and query.accesses[product_of[id(t)].key].row_filter is not None
+    }
     pushed: dict[int, list[exp.Expr]] = {}
-    if barrier:
+    if guarded:
         from_where: list[tuple[exp.Select, list[exp.Expr]]] = []
         for table in tables:
-            if _governed_already(context, product_of[id(table)].key):
-                continue  # a governed fragment: the user's predicates run above it anyway
+            if id(table) not in guarded or _governed_already(context, product_of[id(table)].key):
+                continue  # unguarded, or a governed fragment: its predicates run above it anyway
             pushed[id(table)], originals = leakproof_conjuncts(table, resolver)
             if originals:  # only from the WHERE of the SELECT whose FROM or JOIN names it
                 owner = table.parent.parent if table.parent is not None else None
@@ -200,7 +207,7 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             query.accesses[product.key],
             product.column_types,
             pushed.get(id(table), []),
-            barrier,
+            id(table) in guarded,
             context.target,
             source.table if source is not None else None,
         )
