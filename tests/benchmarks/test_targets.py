@@ -59,8 +59,8 @@ def test_the_registry_declares_each_section_once_and_targets_only_its_own() -> N
         for target in section.targets:
             assert target.section == section.key and target.op in OPS
     # issue 17's goals by item (S1: small queries at the bare floor, A2: accelerated
-    # products, C3: result cache)
-    issue_17 = {"S1", "A2", "C3"}
+    # products, C3: result cache, M1: cross-domain joins in mesh mode)
+    issue_17 = {"S1", "A2", "C3", "M1"}
     assert {t.id for t in all_targets()} == {f"R{i}" for i in range(1, 9)} | {"W1"} | issue_17
 
 
