@@ -3,9 +3,10 @@ benchmark's policy set), run on the gateway's own engine in process, interleaved
 
 - ``gateway``: the governed SQL the gateway runs (a barrier only where a predicate is not
   leakproof, with the leakproof conjuncts below it);
-- ``always``: every secure subquery behind a barrier, leakproof conjuncts below it (what
-  a statement with one non-leakproof predicate gets);
-- ``no_pushdown``: every secure subquery behind a barrier, nothing below it;
+- ``always``: every row-filtered secure subquery behind a barrier, leakproof conjuncts
+  below it (what a statement with one non-leakproof predicate gets; a product without a
+  row filter hides no row and never needs one);
+- ``no_pushdown``: every row-filtered secure subquery behind a barrier, nothing below it;
 - ``unsafe``: no barrier at all (what the gateway ran before: DuckDB may evaluate user
   predicates on rows the row filter removes).
 
