@@ -5,66 +5,33 @@ tests/gateway/test_audit_log.py)."""
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pyarrow import flight
+from support.disks import FakeDisk, returns_within
 from support.polling import wait_until
 from support.servers import configure, private_gateway
 
-from gateway.audit import log as audit_module
 from gateway.audit.log import CURRENT_FILE, AuditLog, read_audit
 from gateway.config import load_config
 from gateway.errors import ConfigError
 
 
-class HeldDisk:
-    """``os.fsync`` stand-in that blocks until released, and remembers the size each
-    call covered."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.covered: list[int] = []
-        self.released = threading.Event()
-
-    def __call__(self, fd: int) -> None:
-        size = os.fstat(fd).st_size
-        self.released.wait()
-        if self.fail:
-            raise OSError(5, "Input/output error")
-        self.covered.append(size)
-
-
 @pytest.fixture
-def held_disk(monkeypatch: pytest.MonkeyPatch) -> HeldDisk:
-    disk = HeldDisk()
-    monkeypatch.setattr(audit_module.os, "fsync", disk)
-    return disk
+def held_disk(monkeypatch: pytest.MonkeyPatch) -> FakeDisk:
+    return FakeDisk(held=True).install(monkeypatch)
 
 
-def _returns(call: Callable[[], object], timeout: float = 10.0) -> bool:
-    done = threading.Event()
-
-    def run() -> None:
-        call()
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(timeout)
-
-
-def test_batch_record_is_in_the_file_before_its_fsync(tmp_path: Path, held_disk: HeldDisk) -> None:
+def test_batch_record_is_in_the_file_before_its_fsync(tmp_path: Path, held_disk: FakeDisk) -> None:
     log = AuditLog(tmp_path, fsync="batch", fsync_interval=0.01)
     try:
-        assert _returns(lambda: log.record("query_begin", n=1)), (
+        assert returns_within(lambda: log.record("query_begin", n=1), timeout=10.0), (
             "record waited for the fsync in batch mode"
         )
         sequence = log.append("query_begin", n=2)
-        assert _returns(lambda: log.wait_durable(sequence))
+        assert returns_within(lambda: log.wait_durable(sequence), timeout=10.0)
         # written to the OS already: another process (or one after a crash) reads them
         assert [r["n"] for r in read_audit(tmp_path)] == [1, 2]
         assert held_disk.covered == []
@@ -80,7 +47,7 @@ def test_batch_record_is_in_the_file_before_its_fsync(tmp_path: Path, held_disk:
         log.close()
 
 
-def test_batch_close_fsyncs_every_record(tmp_path: Path, held_disk: HeldDisk) -> None:
+def test_batch_close_fsyncs_every_record(tmp_path: Path, held_disk: FakeDisk) -> None:
     held_disk.released.set()
     log = AuditLog(tmp_path, fsync="batch", fsync_interval=3600)  # only close can flush
     for index in range(5):
@@ -94,9 +61,7 @@ def test_batch_close_fsyncs_every_record(tmp_path: Path, held_disk: HeldDisk) ->
 def test_batch_failed_fsync_refuses_later_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    disk = HeldDisk(fail=True)
-    disk.released.set()
-    monkeypatch.setattr(audit_module.os, "fsync", disk)
+    FakeDisk(fail=True).install(monkeypatch)
     log = AuditLog(tmp_path, fsync="batch", fsync_interval=0.01)
     log.append("query_begin", n=1)
 

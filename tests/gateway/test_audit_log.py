@@ -11,41 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
+from support.disks import FakeDisk, returns_within
 
 from benchmarks.launch import REPO
 from gateway.audit import log as audit_module
 from gateway.audit.log import CURRENT_FILE, AuditLog, read_audit
 
 
-class SlowDisk:
-    """``os.fsync`` stand-in: slow, and remembers how many bytes each call covered."""
-
-    def __init__(self, seconds: float = 0.02, fail: bool = False) -> None:
-        self.seconds = seconds
-        self.fail = fail
-        self.covered: list[int] = []
-        self.lock = threading.Lock()
-        self.released = threading.Event()
-        self.released.set()
-
-    def __call__(self, fd: int) -> None:
-        size = os.fstat(fd).st_size
-        self.released.wait()  # a held disk blocks every fsync until released
-        time.sleep(self.seconds)
-        if self.fail:
-            raise OSError(5, "Input/output error")
-        with self.lock:
-            self.covered.append(size)
-
-
 @pytest.fixture
-def slow_disk(monkeypatch: pytest.MonkeyPatch) -> SlowDisk:
-    disk = SlowDisk()
-    monkeypatch.setattr(audit_module.os, "fsync", disk)
-    return disk
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> FakeDisk:
+    return FakeDisk(seconds=0.02).install(monkeypatch)
 
 
-def test_record_returns_only_once_an_fsync_covered_it(tmp_path: Path, slow_disk: SlowDisk) -> None:
+def test_record_returns_only_once_an_fsync_covered_it(tmp_path: Path, slow_disk: FakeDisk) -> None:
     log = AuditLog(tmp_path)
     try:
         for index in range(3):
@@ -56,7 +34,7 @@ def test_record_returns_only_once_an_fsync_covered_it(tmp_path: Path, slow_disk:
         log.close()
 
 
-def test_concurrent_records_share_fsyncs(tmp_path: Path, slow_disk: SlowDisk) -> None:
+def test_concurrent_records_share_fsyncs(tmp_path: Path, slow_disk: FakeDisk) -> None:
     log = AuditLog(tmp_path)
 
     def writer(index: int) -> None:
@@ -74,22 +52,14 @@ def test_concurrent_records_share_fsyncs(tmp_path: Path, slow_disk: SlowDisk) ->
     assert max(slow_disk.covered) == (tmp_path / CURRENT_FILE).stat().st_size
 
 
-def _returns(call, timeout: float = 30.0) -> bool:
-    """Whether ``call()`` returns within ``timeout`` (a deadline, not a speed figure)."""
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return not thread.is_alive()
-
-
-def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: SlowDisk) -> None:
+def test_append_does_not_wait_and_wait_durable_does(tmp_path: Path, slow_disk: FakeDisk) -> None:
     """Ordering, not timing: with the disk held, ``append`` returns and ``wait_durable``
     does not, until the disk is released."""
     log = AuditLog(tmp_path)
     try:
         slow_disk.released.clear()
         sequences: list[int] = []
-        assert _returns(lambda: sequences.append(log.append("query_end", n=1))), (
+        assert returns_within(lambda: sequences.append(log.append("query_end", n=1))), (
             "append waited for the disk"
         )
         waiter = threading.Thread(target=log.wait_durable, args=(sequences[0],), daemon=True)
@@ -121,7 +91,7 @@ class CallerNotifications(threading.Condition):
 
 
 def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(
-    tmp_path: Path, slow_disk: SlowDisk, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, slow_disk: FakeDisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Deterministic: the appending thread wakes nobody (counted, not slept on), and the
     record still reaches the disk by the flusher's own timed wait (polled with a deadline)."""
@@ -151,7 +121,7 @@ def test_a_lazy_record_starts_no_flush_but_is_flushed_soon(
 
 
 def test_a_lazy_record_rides_on_the_next_flush(
-    tmp_path: Path, slow_disk: SlowDisk, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, slow_disk: FakeDisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a flusher that waits an hour between lazy flushes: only ``wait_durable`` can flush now
     monkeypatch.setattr(audit_module, "LAZY_FLUSH_SECONDS", 3600.0)
@@ -163,7 +133,9 @@ def test_a_lazy_record_rides_on_the_next_flush(
             "one flush covers both"
         )
         lazy = log.append_lazily("query_end", n=3)
-        assert _returns(lambda: log.wait_durable(lazy)), "waiting on a lazy record did not flush it"
+        assert returns_within(lambda: log.wait_durable(lazy)), (
+            "waiting on a lazy record did not flush it"
+        )
         assert [r["n"] for r in read_audit(tmp_path)] == [1, 2, 3]
     finally:
         log.close()
@@ -172,13 +144,13 @@ def test_a_lazy_record_rides_on_the_next_flush(
 def test_a_failing_disk_raises_instead_of_pretending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audit_module.os, "fsync", SlowDisk(0.0, fail=True))
+    monkeypatch.setattr(audit_module.os, "fsync", FakeDisk(0.0, fail=True))
     log = AuditLog(tmp_path)
     with pytest.raises(OSError, match="Input/output error"):
         log.record("query_begin", n=1)
 
 
-def test_close_flushes_what_was_appended(tmp_path: Path, slow_disk: SlowDisk) -> None:
+def test_close_flushes_what_was_appended(tmp_path: Path, slow_disk: FakeDisk) -> None:
     log = AuditLog(tmp_path)
     for index in range(5):
         log.append("query_end", n=index)
@@ -254,7 +226,7 @@ def test_a_querys_first_batch_waits_until_its_begin_record_is_on_disk(
     from gateway.flightsql.service import SqlService
     from gateway.security.principal import Principal
 
-    disk = SlowDisk(0.3)
+    disk = FakeDisk(0.3)
     monkeypatch.setattr(audit_module.os, "fsync", disk)
     audit = AuditLog(tmp_path / "audit")
     config = load_config(mesh_copy)
