@@ -28,7 +28,7 @@ the user may not see.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -37,6 +37,7 @@ import sqlglot
 from sqlglot import exp
 
 from gateway.mesh.fragments import FederatedPlan, Fragment
+from gateway.mesh.join_groups import select_conjuncts
 from gateway.planning.barrier import add_barrier
 from gateway.planning.naming import INTERNAL_CATALOG
 
@@ -97,7 +98,7 @@ def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
             continue
         classes = _Classes()
         builds: list[tuple[tuple[str, str], tuple[str, str]]] = []  # (own column, build)
-        for conjunct in _conjuncts(select):
+        for conjunct in select_conjuncts(select):
             if isinstance(conjunct, exp.EQ) and _columns(conjunct):
                 left, right = conjunct.this, conjunct.expression
                 a, b = (left.table, left.name), (right.table, right.name)
@@ -329,25 +330,6 @@ def _inner_sources(select: exp.Select, names: set[str]) -> dict[str, str]:
         ):
             sources[source.alias_or_name] = source.name
     return sources
-
-
-def _conjuncts(select: exp.Select) -> Iterator[exp.Expr]:
-    conditions = [select.args.get("where")] + [
-        j.args.get("on") for j in select.args.get("joins") or ()
-    ]
-    for condition in conditions:
-        if condition is not None:
-            node = condition.this if isinstance(condition, exp.Where) else condition
-            yield from _flat_and(node)
-
-
-def _flat_and(node: exp.Expr) -> Iterator[exp.Expr]:
-    node = node.unnest()
-    if isinstance(node, exp.And):
-        for part in node.flatten():
-            yield from _flat_and(part)
-    else:
-        yield node
 
 
 def _raw_sources(select: exp.Select) -> list[exp.Expr]:

@@ -51,7 +51,7 @@ def _group(select: exp.Select, served: frozenset[str]) -> None:
     if sources is None:
         return
     domains = {alias: _served_domain(source, served) for alias, source in sources.items()}
-    conjuncts = _conjuncts(select)
+    conjuncts = list(select_conjuncts(select))
     if any(isinstance(c, exp.Column) for c in conjuncts):
         return  # a bare boolean column would be replaced under the list's feet
     groups = [
@@ -112,18 +112,25 @@ def _served_domain(source: exp.Expr, served: frozenset[str]) -> str | None:
     return table.db if table is not None and table.db in served else None
 
 
-def _conjuncts(select: exp.Select) -> list[exp.Expr]:
-    """Every condition of the WHERE and of the joins' ON, split at AND."""
-    conditions = [join.args.get("on") for join in select.args.get("joins") or []]
-    where = select.args.get("where")
-    conditions.append(where.this if where else None)
-    return [part for condition in conditions if condition for part in _and_parts(condition)]
+def select_conjuncts(select: exp.Select) -> Iterator[exp.Expr]:
+    """Every condition of ``select``'s WHERE and of its joins' ON, split at AND (through
+    parentheses): the tree's own nodes."""
+    conditions = [select.args.get("where")] + [
+        j.args.get("on") for j in select.args.get("joins") or ()
+    ]
+    for condition in conditions:
+        if condition is not None:
+            node = condition.this if isinstance(condition, exp.Where) else condition
+            yield from _flat_and(node)
 
 
-def _and_parts(condition: exp.Expr) -> list[exp.Expr]:
-    if isinstance(condition, exp.And):
-        return list(condition.flatten())
-    return [condition.unnest() if isinstance(condition, exp.Paren) else condition]
+def _flat_and(node: exp.Expr) -> Iterator[exp.Expr]:
+    node = node.unnest()
+    if isinstance(node, exp.And):
+        for part in node.flatten():
+            yield from _flat_and(part)
+    else:
+        yield node
 
 
 def _connected(conjuncts: list[exp.Expr], domains: dict[str, str | None]) -> Iterator[set[str]]:
