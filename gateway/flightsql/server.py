@@ -173,7 +173,17 @@ class MeshgateFlightServer(flight.FlightServerBase):
         try:
             yield from batches
         except Exception as exc:  # noqa: BLE001 - the boundary: every error becomes a clean one
-            raise self.client_error(exc, "do_get") from None
+            raise self.stream_error(exc) from None
+
+    def stream_error(self, exc: Exception) -> flight.FlightError:
+        """``client_error`` for an error raised while a result streams: always a Flight
+        error. pyarrow frames any other exception leaving a ``GeneratorStream`` with its
+        Python class ("Detail: Python exception: pyarrow.lib.ArrowInvalid: ..."); a
+        Flight error reaches the client as its message and status only."""
+        error = self.client_error(exc, "do_get")
+        if isinstance(error, flight.FlightError):
+            return error
+        return flight.FlightServerError(str(error.args[0]) if error.args else "query failed")
 
     @_flight_boundary
     def do_put(self, context, descriptor, reader, writer):
