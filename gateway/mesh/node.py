@@ -92,8 +92,11 @@ class DomainNode(flight.FlightServerBase):
             raise ConfigError(f"{mesh_dir / domain}: domain {domain!r} has no servable product")
         self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)
         self._replays = ReplayGuard()
-        self._audit = AuditLog(
-            config.audit.path(mesh_dir) / f"node-{domain}", config.audit.max_file_bytes
+        self._audit = AuditLog(  # durable as the gateway's (``[audit] fsync``)
+            config.audit.path(mesh_dir) / f"node-{domain}",
+            config.audit.max_file_bytes,
+            fsync=config.audit.fsync,
+            fsync_interval=config.audit.fsync_interval_ms / 1000,
         )
         self.counters = NodeCounters()
         self._ends = EndOutbox()
