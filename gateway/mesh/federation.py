@@ -32,8 +32,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Protocol, TypeVar
 
@@ -68,6 +68,46 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+class Timeline:
+    """When the steps of one federated query happened (ms from its start) and what its
+    estimates cost: the ``federated_query`` log line's ``timeline``."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.estimates = 0
+        self.estimate_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def ms(self, at: float) -> float:
+        return round((at - self.start) * 1000, 1)
+
+    def mark(self, step: str) -> None:
+        self.marks[step] = self.ms(time.monotonic())
+
+    def timed(self, function: Callable[[str], _R]) -> Callable[[str], _R]:
+        """``function`` (an estimate), its calls counted and timed."""
+
+        def timed(sql: str) -> _R:
+            began = time.monotonic()
+            try:
+                return function(sql)
+            finally:
+                with self._lock:
+                    self.estimates += 1
+                    self.estimate_seconds += time.monotonic() - began
+
+        return timed
+
+    def fields(self) -> dict[str, object]:
+        return {
+            **self.marks,
+            "closed": self.ms(time.monotonic()),
+            "estimates": self.estimates,
+            "estimates_ms": round(self.estimate_seconds * 1000, 1),
+        }
+
+
 class NodeUnavailable(Unavailable):
     """No replica of a domain's node answered."""
 
@@ -88,11 +128,14 @@ class FragmentStream:
     ) -> None:
         self.fragment = fragment
         self.location = location
+        self.requested = time.monotonic()  # when its ticket was sent (set by the opener)
         self.schema = reader.schema
         self.rows = 0
         self.bytes = 0
         self.complete = False
         self.last_batch = time.monotonic()
+        self.opened = self.last_batch  # when its first message (the schema) arrived
+        self.ended: float | None = None  # when its last batch was read
         self._reader = reader
         self._failures = failures if failures is not None else []
         self._stopped = False
@@ -109,6 +152,7 @@ class FragmentStream:
         except (pa.ArrowException, OSError) as exc:
             raise self._failed(exc) from exc
         self.complete = True
+        self.ended = time.monotonic()
 
     def read_all(self) -> pa.Table:
         return pa.Table.from_batches(list(self.batches()), schema=self.schema)
@@ -303,6 +347,7 @@ class NodeDirectory:
         """``fragment``'s rows, streaming from its domain's node (the node starts at once).
         ``decisions``: the policy fingerprint of each product the query was governed under
         (``gateway.mesh.tickets.decisions_of``); the node refuses the fragment if one changed."""
+        requested = time.monotonic()
         sealed = self.sealer.seal(
             fragment.domain,
             fragment.sql,
@@ -311,7 +356,9 @@ class NodeDirectory:
             fragment.products,
             decisions=decisions,
         )
-        return FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
+        stream = FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
+        stream.requested = requested
+        return stream
 
     def fetch_table(
         self, fragment: Fragment, principal: Principal, decisions: Mapping[str, str] | None = None
@@ -379,131 +426,160 @@ def run_fragments(
     is_cancelled: Callable[[], bool] = lambda: False,
     timeout_seconds: float = float("inf"),
 ) -> FragmentStreams:
-    """Every fragment's stream, all started at once, ready for ``stream_sql``.
+    """Every fragment's stream, ready for ``stream_sql``, each started as soon as it can.
 
     A fragment the final query reads once streams, with ``rows_of(sql)`` (DuckDB's
-    estimate) for the join planner; any other is read whole here, in parallel. A node that
-    is down or fails meanwhile raises its error (NodeUnavailable naming the domain) and
-    the other streams are cut. The whole-products size estimate starts in the background
-    now; the ``federated_query`` log fields come from ``FragmentStreams.log_fields``.
+    estimate) for the join planner; any other is read whole here. With dynamic filters,
+    the small build sides are fetched whole first and their keys sent with the fragments
+    they filter (``gateway.mesh.dynamic``): a fragment waits only for the builds whose keys
+    it gets, so independent builds run at once, and a fragment no join involves starts
+    before anything is estimated. A node that is down or fails meanwhile raises its error
+    (NodeUnavailable naming the domain) and the other streams are cut. The whole-products
+    size estimate starts in the background now; the ``federated_query`` log fields come
+    from ``FragmentStreams.log_fields``.
     """
+    timeline = Timeline()
     if plan.pushed_down:
         for product in plan.whole_products:
             if nodes.sizes.get((product.domain, product.sql)) is None:
                 measure_in_background(nodes, product, principal, decisions, schema_of)
     failures: list[MeshgateError] = []
     unfiltered = {f.name: f.sql for f in plan.fragments}  # what DuckDB can estimate
-    rows_of = functools.cache(rows_of)  # planned once per fragment, for both uses
-    prefetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
-    applied: list[dynamic.Applied] = []
-    if plan.pushed_down and nodes.dynamic_filters:
-        plan, prefetched, applied = _dynamic_filters(
-            plan,
-            lambda f: nodes.open_stream(f, principal, decisions, failures),
-            rows_of,
-            schema_of,
-        )
-    rest = tuple(f for f in plan.fragments if f.name not in prefetched)
-    with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-        streams = _gather(
-            pool,
-            lambda f: nodes.open_stream(f, principal, decisions, failures),
-            rest,
-            failures,
-            _stop_all,
-        )
-        tables = _gather(
-            pool,
-            lambda s: _table(s, plan, lambda _: rows_of(unfiltered[s.fragment.name])),
-            streams,
-            failures,
-            lambda _: _stop_all(streams),
-        )
-    by_name: dict[str, pa.Table | StreamedTable] = {n: t for n, (_, t) in prefetched.items()}
-    by_name.update(zip((f.name for f in rest), tables, strict=True))
+    rows_of = functools.cache(timeline.timed(rows_of))  # planned once per fragment, for both uses
+    joins = dynamic.key_joins(plan) if plan.pushed_down and nodes.dynamic_filters else []
+    involved = {j.probe for j in joins} | {j.build for j in joins}
+
+    def opened(fragment: Fragment, whole: bool) -> _Started:
+        stream = nodes.open_stream(fragment, principal, decisions, failures)
+        if whole:
+            return stream, stream.read_all(), ()
+        table = _table(stream, plan, lambda _: rows_of(unfiltered[fragment.name]))
+        return stream, table, ()
+
+    futures: dict[str, Future[_Started]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.fragments))) as pool:
+        for fragment in plan.fragments:
+            if fragment.name not in involved:
+                futures[fragment.name] = pool.submit(opened, fragment, False)
+        try:
+            order = dynamic.plan_order(plan, joins, rows_of) if joins else []
+            timeline.mark("planned")
+            keyed = _KeyedFragments(plan, order, futures, functools.cache(schema_of), opened)
+            for name in [name for name, _ in order] + sorted(involved):
+                if name not in futures:
+                    futures[name] = pool.submit(keyed.run, name)
+        except BaseException:
+            _stop_all([r[0] for r in _finished(futures.values())])
+            raise
+        started = _gather([futures[f.name] for f in plan.fragments], failures)
+    timeline.mark("ready")
+    streams = [stream for stream, _, _ in started]
+    by_name = {s.fragment.name: table for s, table, _ in started}
+    made = sorted((x for _, _, made in started for x in made), key=lambda x: x[0])
+    applied = [a for _, a in made]  # as the builds' joins were listed
     return FragmentStreams(
-        plan,
+        replace(plan, fragments=tuple(s.fragment for s in streams)),
         nodes,
-        [s for s, _ in prefetched.values()] + streams,
+        streams,
         by_name,
         failures,
         is_cancelled,
         timeout_seconds,
         applied,
+        timeline,
     )
 
 
-def _dynamic_filters(
-    plan: FederatedPlan,
-    open_stream: Callable[[Fragment], FragmentStream],
-    rows_of: Callable[[str], int | None],
-    schema_of: Callable[[str], pa.Schema],
-) -> tuple[FederatedPlan, dict[str, tuple[FragmentStream, pa.Table]], list[dynamic.Applied]]:
-    """``plan`` with its probe fragments filtered by the keys of its small build
-    fragments, which are fetched first, whole (``gateway.mesh.dynamic``): the new plan,
-    the builds' streams and rows, and the filters sent."""
-    joins = dynamic.key_joins(plan)
-    order = dynamic.plan_order(plan, joins, rows_of) if joins else []
-    if not order:
-        return plan, {}, []
-    fragments = {f.name: f for f in plan.fragments}
-    predicates: dict[str, dict[str, exp.Expr]] = {name: {} for name in fragments}
-    parameters: dict[str, tuple[object, ...]] = {name: () for name in fragments}
-    fetched: dict[str, tuple[FragmentStream, pa.Table]] = {}
-    applied: list[dynamic.Applied] = []
-    for name, uses in order:
-        if predicates[name]:
-            fragments[name] = dynamic.filtered(fragments[name], predicates[name], parameters[name])
-        stream = open_stream(fragments[name])
-        table = stream.read_all()
-        fetched[name] = (stream, table)
-        for join in uses:
-            probe = join.probe
-            if probe in fetched or join.probe_column in predicates[probe]:
-                continue
-            if join.build_column == dynamic.ONLY_COLUMN and table.num_columns != 1:
-                continue
-            keys = table.column(
-                0 if join.build_column == dynamic.ONLY_COLUMN else join.build_column
-            )
-            probe_type = schema_of(fragments[probe].sql).field(join.probe_column).type
-            made = dynamic.key_predicate(
-                dynamic.probe_column(join.probe_column),
-                keys,
-                probe_type,
-                len(parameters[probe]) + 1,
-            )
-            if made is None:
-                continue
-            predicate, values, kind, count = made
-            predicates[probe][join.probe_column] = predicate
-            parameters[probe] += values
-            products = ",".join(fragments[probe].products)
-            applied.append(dynamic.Applied(products, join.probe_column, name, kind, count))
-    for name, filters in predicates.items():
-        if filters and name not in fetched:
-            fragments[name] = dynamic.filtered(fragments[name], filters, parameters[name])
-    new_plan = replace(plan, fragments=tuple(fragments[f.name] for f in plan.fragments))
-    return new_plan, fetched, applied
+#: A started fragment: its stream, what the final query reads of it (rows fetched whole,
+#: or the stream), and the dynamic filters it was sent (keyed by build order, for the log).
+_Started = tuple[
+    FragmentStream, pa.Table | StreamedTable, Sequence[tuple[tuple[int, int], dynamic.Applied]]
+]
 
 
-def _gather(
-    pool: ThreadPoolExecutor,
-    function: Callable[[_T], _R],
-    items: Sequence[_T],
-    failures: list[MeshgateError],
-    cut: Callable[[list[_R]], object],
-) -> list[_R]:
-    """``function(item)`` for every item, in parallel. At the first error, ``cut(done)``
-    (given the results so far) stops the streams, so the others end soon; the error raised
-    is the first node failure recorded, else the first error."""
-    futures = [pool.submit(function, item) for item in items]
+class _KeyedFragments:
+    """The fragments dynamic filters involve: each waits for the builds (fetched whole)
+    whose keys filter it, in the order ``dynamic.plan_order`` visits them, and starts."""
+
+    def __init__(
+        self,
+        plan: FederatedPlan,
+        order: list[tuple[str, list[dynamic.KeyJoin]]],
+        futures: Mapping[str, Future[_Started]],
+        schema_of: Callable[[str], pa.Schema],
+        opened: Callable[[Fragment, bool], _Started],
+    ) -> None:
+        self._fragments = {f.name: f for f in plan.fragments}
+        self._position = {name: index for index, (name, _) in enumerate(order)}
+        self._order = order
+        self._futures = futures
+        self._schema_of = schema_of
+        self._opened = opened
+
+    def _filtered_by(self, name: str) -> list[tuple[int, str, list[tuple[int, dynamic.KeyJoin]]]]:
+        """The builds visited before ``name`` whose keys filter it, in order, each with
+        its joins to ``name`` (numbered among all its joins)."""
+        before = self._position.get(name, len(self._order))
+        return [
+            (index, build, [(n, j) for n, j in enumerate(uses) if j.probe == name])
+            for index, (build, uses) in enumerate(self._order[:before])
+            if any(j.probe == name for j in uses)
+        ]
+
+    def run(self, name: str) -> _Started:
+        fragment = self._fragments[name]
+        predicates: dict[str, exp.Expr] = {}
+        parameters: tuple[object, ...] = ()
+        made: list[tuple[tuple[int, int], dynamic.Applied]] = []
+        builds = self._filtered_by(name)
+        for _, _, uses in builds:  # known before the keys are: while the builds run
+            for _, join in uses:
+                self._schema_of(fragment.sql).field(join.probe_column)
+        for index, build, uses in builds:
+            table = self._futures[build].result()[1]
+            assert isinstance(table, pa.Table)  # a build is fetched whole
+            for number, join in uses:
+                if join.probe_column in predicates:
+                    continue
+                if join.build_column == dynamic.ONLY_COLUMN and table.num_columns != 1:
+                    continue
+                keys = table.column(
+                    0 if join.build_column == dynamic.ONLY_COLUMN else join.build_column
+                )
+                probe_type = self._schema_of(fragment.sql).field(join.probe_column).type
+                predicate = dynamic.key_predicate(
+                    dynamic.probe_column(join.probe_column),
+                    keys,
+                    probe_type,
+                    len(parameters) + 1,
+                )
+                if predicate is None:
+                    continue
+                predicates[join.probe_column], values, kind, count = predicate
+                parameters += values
+                products = ",".join(fragment.products)
+                applied = dynamic.Applied(products, join.probe_column, build, kind, count)
+                made.append(((index, number), applied))
+        if predicates:
+            fragment = dynamic.filtered(fragment, predicates, parameters)
+        stream, table, _ = self._opened(fragment, name in self._position)
+        return stream, table, made
+
+
+def _finished(futures: Iterable[Future[_T]]) -> list[_T]:
+    return [f.result() for f in futures if f.done() and f.exception() is None]
+
+
+def _gather(futures: Sequence[Future[_Started]], failures: list[MeshgateError]) -> list[_Started]:
+    """The results of ``futures``. At the first error, the streams started so far are cut,
+    so the others end soon; the error raised is the first node failure recorded, else the
+    first error."""
     wait(futures, return_when=FIRST_EXCEPTION)
     if all(f.done() and f.exception() is None for f in futures):
         return [f.result() for f in futures]
-    cut([f.result() for f in futures if f.done() and f.exception() is None])
+    _stop_all([r[0] for r in _finished(futures)])
     wait(futures)
-    cut([f.result() for f in futures if f.exception() is None])
+    _stop_all([r[0] for r in _finished(futures)])
     errors = [error for f in futures if (error := f.exception()) is not None]
     raise failures[0] if failures else errors[0]
 
@@ -570,8 +646,10 @@ class FragmentStreams:
         is_cancelled: Callable[[], bool],
         timeout_seconds: float,
         dynamic_filters: Sequence[dynamic.Applied] = (),
+        timeline: Timeline | None = None,
     ) -> None:
         self.plan = plan
+        self.timeline = timeline or Timeline()
         self.dynamic_filters = tuple(dynamic_filters)
         self.tables = tables
         self._nodes = nodes
@@ -615,12 +693,16 @@ class FragmentStreams:
                     "bytes": s.bytes,
                     "complete": s.complete,
                     "streamed": isinstance(self.tables[s.fragment.name], StreamedTable),
+                    "requested_ms": self.timeline.ms(s.requested),
+                    "opened_ms": self.timeline.ms(s.opened),
+                    "ended_ms": None if s.ended is None else self.timeline.ms(s.ended),
                 }
                 for s in self._streams
             ],
             "bytes_moved": moved,
             "rows_moved": sum(s.rows for s in self._streams),
             "dynamic_filters": [applied.fields() for applied in self.dynamic_filters],
+            "timeline": self.timeline.fields(),
         }
         if self.plan.pushed_down and self.plan.whole_products:
             whole = [self._nodes.sizes.get((w.domain, w.sql)) for w in self.plan.whole_products]
