@@ -17,7 +17,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -34,6 +34,7 @@ State = Literal["queued", "planning", "running"]
 _RATE_WINDOW_SECONDS = 60.0
 _POLL_SECONDS = 0.05  # how often a queued query looks at its client and its deadline
 _STATEMENT_CHARS = 200  # of a statement kept for ``activity``
+_GROUPS_KEPT = 1024  # principals whose group is kept (see ``Workload.group_of``)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,20 @@ class Workload:
         #: ``on_wait(group, phase, seconds)``: a slot was taken ("planning" or "running")
         #: or given up after waiting that long in its group's queue (0: at once)
         self.on_wait: Callable[[str, str, float], None] | None = None
+        self._group_of: dict[int, tuple[Principal, ResourceGroup]] = {}
 
     def group_of(self, principal: Principal) -> ResourceGroup:
-        return group_of(self.groups, principal)
+        """``principal``'s group, kept per principal object while its calls repeat (the
+        gateway hands out one object per login; the groups are fixed), taken only for the
+        very object it was computed from."""
+        kept = self._group_of.get(id(principal))
+        if kept is not None and kept[0] is principal:
+            return kept[1]
+        group = group_of(self.groups, principal)
+        if len(self._group_of) >= _GROUPS_KEPT:
+            self._group_of.clear()
+        self._group_of[id(principal)] = (principal, group)
+        return group
 
     # -- admission ------------------------------------------------------------------
 
@@ -143,18 +155,16 @@ class Workload:
             client_cancelled=is_cancelled,
         )
 
-    @contextmanager
-    def holding(self, slot: Slot) -> Iterator[Slot]:
+    def holding(self, slot: Slot) -> AbstractContextManager[Slot]:
         """Hold ``slot`` while the body runs, after waiting for it in the group's queue if
         need be: ResourceExhausted when the queue is full, the wait too long, or the client
         cancels while it waits."""
-        self._acquire(slot)
-        try:
-            yield slot
-        finally:
-            with self._lock:
-                self._running[slot.group.name].remove(slot)
-                self._lock.notify_all()
+        return _Holding(self, slot)
+
+    def _release(self, slot: Slot) -> None:
+        with self._lock:
+            self._running[slot.group.name].remove(slot)
+            self._lock.notify_all()
 
     def slot(
         self,
@@ -287,3 +297,20 @@ class Workload:
                     self._lock.notify_all()
                     return True
         return False
+
+
+class _Holding(AbstractContextManager[Slot]):
+    """``Workload.holding``: a plain context manager (a statement takes two per run)."""
+
+    __slots__ = ("_slot", "_workload")
+
+    def __init__(self, workload: Workload, slot: Slot) -> None:
+        self._workload = workload
+        self._slot = slot
+
+    def __enter__(self) -> Slot:
+        self._workload._acquire(self._slot)
+        return self._slot
+
+    def __exit__(self, *_: object) -> None:
+        self._workload._release(self._slot)
