@@ -187,6 +187,13 @@ class SqlService:
         work too, up to the query timeout), then admit it by its estimated cost."""
         self._refuse_when_draining()
         self.workload.admit_rate(principal.user)
+        if isinstance(command, pb.CommandPreparedStatementQuery):
+            # a prepared statement whose plan holds: nothing to plan, no planning slot
+            # (as for a DoGet ticket whose plan is current)
+            kept = self.planner.prepared_plan(principal, command.prepared_statement_handle)
+            if kept is not None:
+                self._admit_cost(kept)
+                return kept
         with self.workload.slot(principal, "planning", _statement_text(command)):
             schema = self.sessions.options(principal).schema
             if isinstance(command, str):

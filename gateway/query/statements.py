@@ -373,6 +373,20 @@ class StatementPlanner:
         self._parameter_types.put(snapshot.catalog, version, key, (), types)
         return types
 
+    def prepared_plan(self, principal: Principal, handle: bytes) -> PlannedQuery | None:
+        """The prepare-time plan of ``handle`` if it holds as it is (no parameters, the
+        same principal, the catalog and policy unchanged): nothing to plan; else None."""
+        prepared = self._prepared.get(principal.user, handle)
+        reusable = prepared.planned
+        if (
+            reusable is not None
+            and not prepared.parameter_count
+            and reusable.principal == principal
+            and self.is_current(reusable)
+        ):
+            return reusable
+        return None
+
     def plan_prepared(self, principal: Principal, handle: bytes) -> PlannedQuery:
         """The prepared statement behind ``handle``, planned with its bound parameters (its
         prepare-time plan while current, when it has none)."""
