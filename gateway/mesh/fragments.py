@@ -14,18 +14,19 @@ rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_project
    one product is cut out whole: its joins, filters and aggregates run on the node. A
    secure subquery is the smallest such subtree (a pruned, filtered product scan).
 2. **Partial aggregates** (``_pre_aggregate``). A SELECT that aggregates over a join in
-   which fragment F is a direct source is rewritten so F's node pre-aggregates, grouped by
-   every F column the SELECT reads outside the aggregates (join keys, filters, group-by
-   columns, ...), and the gateway re-aggregates: SUM of partial SUMs, SUM of partial
-   COUNTs (0 when empty), MIN of MINs, MAX of MAXs, AVG as SUM/COUNT. Rows of F with equal
-   keys are then indistinguishable to everything but the aggregates, which is why it is
-   exact. It is refused (F moves unaggregated) unless all of these hold: only inner,
-   cross and LEFT joins, with F never on a null-supplying side; every SUM/COUNT/AVG reads
-   F's columns only (MIN/MAX may read others: they ignore duplicates); no DISTINCT or
-   FILTER aggregate, no other aggregate function; SUM over exact types only (integers,
-   DECIMAL) and AVG over integers only (DuckDB rounds a DECIMAL AVG differently with the
-   plan); no window function, QUALIFY, GROUP BY ALL/ROLLUP/CUBE/GROUPING SETS, lateral,
-   subquery expression, unknown or volatile function in that SELECT.
+   which fragment F is a direct source (a join group before the others) is rewritten so F's
+   node pre-aggregates, grouped by every F column the SELECT reads outside the aggregates
+   (join keys, filters, group-by columns, ...), and the gateway re-aggregates: SUM of
+   partial SUMs, SUM of partial COUNTs (0 when empty), MIN of MINs, MAX of MAXs, AVG as
+   SUM/COUNT. Rows of F with equal keys are then indistinguishable to everything but the
+   aggregates, which is why it is exact. It is refused (F moves unaggregated) unless all of
+   these hold: only inner, cross and LEFT joins, with F never on a null-supplying side;
+   every SUM/COUNT/AVG reads F's columns only (MIN/MAX may read others: they ignore
+   duplicates); no DISTINCT or FILTER aggregate, no other aggregate function; SUM over
+   exact types only (integers, DECIMAL) and AVG over integers only (DuckDB rounds a DECIMAL
+   AVG differently with the plan); no window function, QUALIFY, GROUP BY
+   ALL/ROLLUP/CUBE/GROUPING SETS, lateral, subquery expression, unknown or volatile
+   function in that SELECT.
 
 With ``fragment_pushdown = false``, or anything sqlglot cannot track, every secure
 subquery moves whole (every governed column, no predicate).
@@ -370,9 +371,15 @@ def _pre_aggregate(select: exp.Select, cuts: Mapping[str, _Cut]) -> bool:
     if sources is None:
         return False
     aggregates = list(_own(select, exp.AggFunc))
-    for position, source in enumerate(sources):
-        cut = cuts.get(source.name) if isinstance(source, exp.Table) else None
-        if cut is None or cut.kind == "partial_aggregate" or not _preserved(select, position):
+    candidates = [
+        (position, source, cut)
+        for position, source in enumerate(sources)
+        if isinstance(source, exp.Table) and (cut := cuts.get(source.name)) is not None
+    ]
+    # a join run on a node first: its rows are the many ones
+    candidates.sort(key=lambda candidate: not candidate[2].query.args.get("joins"))
+    for position, source, cut in candidates:
+        if cut.kind == "partial_aggregate" or not _preserved(select, position):
             continue
         alias = source.alias_or_name
         if _plan_partials(aggregates, alias) is None or _referenced_elsewhere(

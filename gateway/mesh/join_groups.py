@@ -7,6 +7,14 @@ of it under new names. The fragment cutter then cuts that table out whole, so th
 on the domain's node (and may be pre-aggregated there) and only its result moves. For inner
 joins an ON condition and a WHERE condition are the same filter, so the rewrite is exact.
 
+A condition holding a subquery (``EXISTS``, ``NOT EXISTS``, ``IN``, a scalar comparison)
+moves with the group too when the subquery reads only products of the group's domain and
+its columns that refer outside it read group members only (TPC-H q21: ``EXISTS`` and ``NOT
+EXISTS`` over ``lineitem`` correlated to ``lineitem l1``). The subquery's products are
+secure subqueries as well: it runs on the node over governed rows, as it would embedded.
+One source with such a condition is a group of its own. Every condition is still a filter
+of the same inner join, so where it runs does not change the result.
+
 Left alone: outer, USING, NATURAL, ASOF, lateral and positional joins; a nested query or
 another source that reuses or reads a grouped alias; a group that would be the whole
 SELECT (it is cut whole anyway).
@@ -14,7 +22,7 @@ SELECT (it is cut whole anyway).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sqlglot import exp
 
@@ -54,19 +62,25 @@ def _group(select: exp.Select, served: frozenset[str]) -> None:
     conjuncts = list(select_conjuncts(select))
     if any(isinstance(c, exp.Column) for c in conjuncts):
         return  # a bare boolean column would be replaced under the list's feet
-    groups = [
-        group
-        for group in _connected(conjuncts, domains)
-        if len(group) > 1 and len(group) < len(sources) and _private(select, group, sources)
-    ]
+    groups: list[tuple[set[str], list[exp.Expr]]] = []
+    for group in _connected(conjuncts, domains):
+        domain = domains[next(iter(group))]
+        assert domain is not None  # only served secure subqueries are grouped
+        carried = [c for c in conjuncts if _carried(c, group, domain)]
+        if (
+            (len(group) > 1 or carried)
+            and len(group) < len(sources)
+            and _private(select, group, sources, carried)
+        ):
+            groups.append((group, carried))
     if not groups:
         return
     kept = list(conjuncts)
     replacements: dict[str, exp.Subquery] = {}
     dropped: set[str] = set()
     taken = {alias.lower() for alias in sources}
-    for number, group in enumerate(groups):
-        moved = [c for c in kept if _only_reads(c, group)]
+    for number, (group, carried) in enumerate(groups):
+        moved = [c for c in kept if _only_reads(c, group) or any(c is k for k in carried)]
         kept = [c for c in kept if not any(c is m for m in moved)]
         name = _fresh(f"__joined_{number}", taken)
         members = [alias for alias in sources if alias in group]
@@ -166,13 +180,55 @@ def _only_reads(conjunct: exp.Expr, group: set[str]) -> bool:
     return bool(aliases) and aliases <= group and not conjunct.find(exp.Query, exp.Window)
 
 
-def _private(select: exp.Select, group: set[str], sources: dict[str, exp.Expr]) -> bool:
+def _carried(conjunct: exp.Expr, group: set[str], domain: str) -> bool:
+    """A condition with a subquery that may move into ``group`` (see module doc): every
+    table it reads is a product of ``domain`` (or a CTE it defines), and its columns that
+    are not bound inside it read members of ``group`` only."""
+    if not conjunct.find(exp.Query) or conjunct.find(exp.Window):
+        return False
+    local = {cte.alias_or_name for cte in conjunct.find_all(exp.CTE)}
+    for table in conjunct.find_all(exp.Table):
+        if table.catalog == INTERNAL_CATALOG:
+            if table.db != domain:
+                return False
+        elif table.db or table.name not in local:
+            return False
+    free = {
+        column.table for column in conjunct.find_all(exp.Column) if not _bound(column, conjunct)
+    }
+    return bool(free) and free <= group
+
+
+def _bound(column: exp.Column, conjunct: exp.Expr) -> bool:
+    """Whether a SELECT inside ``conjunct`` defines the source ``column`` names."""
+    node = column.parent
+    while node is not None and node is not conjunct:
+        if isinstance(node, exp.Select) and column.table in _source_names(node):
+            return True
+        node = node.parent
+    return False
+
+
+def _source_names(select: exp.Select) -> set[str]:
+    source = select.args.get("from_")
+    items = ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]
+    items += select.args.get("laterals") or []
+    return {item.alias_or_name for item in items}
+
+
+def _private(
+    select: exp.Select,
+    group: set[str],
+    sources: dict[str, exp.Expr],
+    carried: Sequence[exp.Expr] = (),
+) -> bool:
     """No nested query names a source like a group member, and no other source reads one
-    (DuckDB's implicit lateral joins)."""
+    (DuckDB's implicit lateral joins). Queries of ``carried`` conditions move into the
+    group whole, their bindings with them."""
     for alias, source in sources.items():
         if alias not in group and _aliases(source) & group:
             return False
-    members = [sources[alias] for alias in group]
+    members = [sources[alias] for alias in group] + list(carried)
     for column in select.find_all(exp.Column):
         if column.db in group and not any(_within(column, member) for member in members):
             return False  # ``alias.struct_column.field``: a reference the rename cannot follow

@@ -90,7 +90,8 @@ SELF_JOIN = (
     "ON c.customer_id = o1.customer_id WHERE o2.amount > 100 GROUP BY 1"
 )
 #: two same-domain pairs, comma joins, a condition on one group only, a correlated subquery
-#: reading a grouped alias, and no aggregate: each pair joins on its own node
+#: over the sales pair's domain reading its aliases (it moves with the pair), and no
+#: aggregate: each pair joins on its own node
 TWO_PAIRS = (
     "SELECT o1.order_id, c1.name, o2.amount FROM sales.orders o1, sales.orders o2, "
     "crm.customers c1, crm.customers c2 WHERE o2.order_id = o1.order_id + 1 "
@@ -314,7 +315,7 @@ def test_same_domain_joins_run_on_their_node_with_the_same_answer(service, user)
         except Exception as exc:  # noqa: BLE001 - a user who may not read a product
             assert "may not read" in str(exc) or "unknown product" in str(exc)
             continue
-        joined = {f.domain for f in plan.fragments if f.sql.count('FROM "memory".') == 2}
+        joined = {f.domain for f in plan.fragments if f.sql.count('FROM "memory".') >= 2}
         assert joined == domains, [f.sql for f in plan.fragments]
         got, expected, _ = run_split(planned, plan)
         assert_same(got, expected)

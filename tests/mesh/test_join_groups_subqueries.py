@@ -1,0 +1,307 @@
+"""Join groups that carry their domain's subqueries (issue 17, TPC-H q21).
+
+A condition holding a subquery over the join group's own domain, whose outside references
+read group members only, moves into the group (``gateway.mesh.join_groups``): TPC-H q21's
+``EXISTS`` / ``NOT EXISTS`` over ``lineitem`` correlated to ``lineitem l1`` run on the
+orders node with the join, which returns only the qualifying rows, pre-aggregated.
+
+- In process on the demo mesh: a q21-shaped query (a sales self-join, an ``EXISTS`` and a
+  ``NOT EXISTS`` over sales.orders correlated to it, crm.customers beside) is split into
+  one sales fragment holding all four governed sales.orders scans and both subqueries; what
+  stays apart (another domain's subquery, one reading a source outside the group) does.
+  Every split answers as the governed query run whole, for every demo user.
+- End to end on real nodes through ADBC: every demo user gets the embedded gateway's answer
+  (or its refusal); alice's row filter holds inside the subqueries (orders of other regions,
+  hidden from her, never satisfy her ``EXISTS`` nor spoil her ``NOT EXISTS``: the sales node
+  applies her filter to every scan of the fragment), erin's mask on ``amount`` is what her
+  correlation compares, and the sales fragment moves one row per group, not the orders.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlglot
+from sqlglot import exp
+from support.clients import adbc_connections
+from support.logs import json_lines_since, log_offset
+from support.mesh import Mesh, outcome, running_mesh, sorted_rows
+from support.polling import wait_until
+from support.servers import RunningGateway
+
+from gateway.audit.log import read_audit
+from gateway.catalog.state import MeshState
+from gateway.config import load_config
+from gateway.demo.mesh import DEMO_USERS
+from gateway.flightsql.service import SqlService
+from gateway.mesh.federation import inline_parameters
+from gateway.mesh.fragments import FederatedPlan, split_fragments
+from gateway.planning.planner import plan as plan_query
+from gateway.security.principal import Principal
+
+SERVED = frozenset({"sales", "crm", "logistics"})
+USERS = tuple(DEMO_USERS)
+SALES_SCAN = 'FROM "memory"."sales"."orders"'
+
+#: TPC-H q21's shape: a same-domain join (o1, o), an EXISTS and a NOT EXISTS over that
+#: domain correlated to o1 with an inequality, another domain's product beside.
+Q21_SHAPED = (
+    "SELECT c.region, count(*) AS numwait FROM crm.customers c, sales.orders o1, sales.orders o "
+    "WHERE c.customer_id = o1.customer_id AND o.order_id = o1.order_id AND o.amount > 1000 "
+    "AND EXISTS (SELECT * FROM sales.orders o2 "
+    "WHERE o2.customer_id = o1.customer_id AND o2.order_id <> o1.order_id) "
+    "AND NOT EXISTS (SELECT * FROM sales.orders o3 WHERE o3.customer_id = o1.customer_id "
+    "AND o3.order_id <> o1.order_id AND o3.amount > 4500) "
+    "GROUP BY c.region"
+)
+#: Correlated across regions: for alice (row filter region = EU) no visible order is of
+#: another region, so her EXISTS never holds and her NOT EXISTS always does.
+OTHER_REGION_SAME_DAY = (
+    "SELECT c.region, count(*) AS n FROM crm.customers c, sales.orders o1, sales.orders o "
+    "WHERE c.customer_id = o1.customer_id AND o.order_id = o1.order_id "
+    "AND {exists} (SELECT * FROM sales.orders o2 "
+    "WHERE o2.order_date = o1.order_date AND o2.region <> o1.region) GROUP BY c.region"
+)
+#: erin (ops) reads amount rounded to 100: her correlation compares rounded amounts.
+MASKED_CORRELATION = (
+    "SELECT s.carrier, count(*) AS n FROM logistics.shipments s, sales.orders o1, sales.orders o "
+    "WHERE s.order_id = o1.order_id AND o.order_id = o1.order_id "
+    "AND EXISTS (SELECT * FROM sales.orders o2 "
+    "WHERE o2.amount = o1.amount AND o2.order_id <> o1.order_id) GROUP BY s.carrier"
+)
+#: IN over an uncorrelated aggregate of the group's domain (TPC-H q18's shape).
+IN_AGGREGATE = (
+    "SELECT c.name, o.order_id, sum(o1.amount) AS total FROM crm.customers c "
+    "JOIN sales.orders o ON c.customer_id = o.customer_id "
+    "JOIN sales.orders o1 ON o1.order_id = o.order_id "
+    "AND o.customer_id IN (SELECT customer_id FROM sales.orders GROUP BY customer_id "
+    "HAVING sum(amount) > 30000) GROUP BY c.name, o.order_id"
+)
+#: One product of the domain with its EXISTS: a group of its own.
+ONE_SOURCE = (
+    "SELECT c.region, count(*) AS n FROM crm.customers c, sales.orders o1 "
+    "WHERE c.customer_id = o1.customer_id AND EXISTS (SELECT * FROM sales.orders o2 "
+    "WHERE o2.customer_id = o1.customer_id AND o2.order_date < o1.order_date) GROUP BY c.region"
+)
+#: Subqueries that must stay in the gateway: one reads another domain, one correlates
+#: with a source outside the group.
+STAYS_APART = (
+    "SELECT c.region, count(*) AS n FROM crm.customers c, sales.orders o1, sales.orders o "
+    "WHERE c.customer_id = o1.customer_id AND o.order_id = o1.order_id "
+    "AND EXISTS (SELECT * FROM crm.customers c2 WHERE c2.customer_id = o1.customer_id "
+    "AND c2.region = 'EU') "
+    "AND EXISTS (SELECT * FROM sales.orders o2 WHERE o2.customer_id = c.customer_id "
+    "AND o2.order_id <> o1.order_id) GROUP BY c.region"
+)
+ALL_SHAPES = (
+    Q21_SHAPED,
+    OTHER_REGION_SAME_DAY.format(exists="EXISTS"),
+    OTHER_REGION_SAME_DAY.format(exists="NOT EXISTS"),
+    MASKED_CORRELATION,
+    IN_AGGREGATE,
+    ONE_SOURCE,
+    STAYS_APART,
+)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlService:
+    mesh_dir = Path(
+        shutil.copytree(
+            demo_mesh,
+            tmp_path_factory.mktemp("join-groups") / "mesh",
+            ignore=shutil.ignore_patterns(".meshgate"),
+        )
+    )
+    return SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
+
+
+def split(service: SqlService, user: str, sql: str) -> tuple[str, FederatedPlan]:
+    """The governed SQL of ``sql`` for ``user`` and its split."""
+    roles, attributes = DEMO_USERS[user]
+    context = service.planner.context(Principal(user, roles, dict(attributes)))
+    query = plan_query(sql, context)
+    plan = split_fragments(
+        inline_parameters(query.ast, ()), {p.key: p.column_types for p in query.products}, SERVED
+    )
+    return query.sql, plan
+
+
+def federated_answer(service: SqlService, governed: str, plan: FederatedPlan) -> pa.Table:
+    """The final query over the fragments' results, on the embedded engine."""
+    with service.snapshot.catalog.engine.cursor() as cursor:
+        for fragment in plan.fragments:
+            cursor.register(fragment.name, cursor.sql(fragment.sql).to_arrow_table())
+        try:
+            return cursor.sql(plan.final_sql).to_arrow_table()
+        finally:
+            for fragment in plan.fragments:
+                cursor.unregister(fragment.name)
+
+
+def whole_answer(service: SqlService, governed: str) -> pa.Table:
+    with service.snapshot.catalog.engine.cursor() as cursor:
+        return cursor.sql(governed).to_arrow_table()
+
+
+def test_q21_shape_is_one_sales_fragment_with_its_subqueries(service):
+    _governed, plan = split(service, "bob", Q21_SHAPED)
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    tree = sqlglot.parse_one(sales.sql, read="duckdb")
+    assert sales.sql.count(SALES_SCAN) == 4, "o1, o, and the two subqueries' orders"
+    assert len(list(tree.find_all(exp.Exists))) == 2
+    assert sales.kind == "partial_aggregate", "grouped by customer on the node"
+    assert sales.products == ("sales.orders",)
+    final = sqlglot.parse_one(plan.final_sql, read="duckdb")
+    assert not list(final.find_all(exp.Exists)) and not list(final.find_all(exp.Subquery))
+
+
+def test_in_over_an_aggregate_of_the_domain_moves_with_the_group(service):
+    _governed, plan = split(service, "bob", IN_AGGREGATE)
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    assert sales.sql.count(SALES_SCAN) == 3 and " IN (" in sales.sql
+    assert " IN (" not in plan.final_sql
+
+
+def test_one_source_with_its_exists_runs_on_the_node(service):
+    _governed, plan = split(service, "bob", ONE_SOURCE)
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    assert sales.sql.count(SALES_SCAN) == 2 and "EXISTS" in sales.sql
+    assert "EXISTS" not in plan.final_sql
+
+
+def test_foreign_and_outside_correlated_subqueries_stay_in_the_gateway(service):
+    _governed, plan = split(service, "bob", STAYS_APART)
+    final = sqlglot.parse_one(plan.final_sql, read="duckdb")
+    assert len(list(final.find_all(exp.Exists))) == 2, plan.final_sql
+    joined = [f for f in plan.fragments if f.sql.count(SALES_SCAN) == 2]
+    assert len(joined) == 1, "the self-join is still grouped"
+    assert "EXISTS" not in joined[0].sql
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_every_user_gets_the_governed_answer_in_process(service, user):
+    for sql in ALL_SHAPES:
+        try:
+            governed, plan = split(service, user, sql)
+        except Exception as exc:  # noqa: BLE001 - a user who may not read a product
+            assert "may not read" in str(exc) or "unknown product" in str(exc)
+            continue
+        got, expected = federated_answer(service, governed, plan), whole_answer(service, governed)
+        assert got.schema.types == expected.schema.types, sql
+        assert sorted_rows(got) == sorted_rows(expected), sql
+
+
+def test_alice_subqueries_carry_her_row_filter_into_every_scan(service):
+    _governed, plan = split(service, "alice", Q21_SHAPED)
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    assert sales.sql.count(SALES_SCAN) == 4
+    assert sales.sql.count("'EU'") == 4, "each governed scan filters its own rows"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def nodes(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("join-groups-mesh")
+    with running_mesh(demo_mesh, root, {"sales": 1, "crm": 1, "logistics": 1}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def connections():
+    with adbc_connections() as get:
+        yield get
+
+
+def federated(log_path: Path, offset: int) -> dict:
+    """The one ``federated_query`` record written after ``offset``."""
+    found: list[dict] = []
+
+    def record() -> bool:
+        found[:] = [
+            r for r in json_lines_since(log_path, offset) if r.get("event") == "federated_query"
+        ]
+        return bool(found)
+
+    wait_until(record, timeout=10, what="a federated_query log line")
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_every_user_gets_the_embedded_answer_through_adbc(
+    nodes: Mesh, gateway: RunningGateway, connections, user: str
+):
+    mesh, embedded = connections(nodes.gateway.uri, user), connections(gateway.uri, user)
+    for sql in ALL_SHAPES:
+        assert outcome(mesh, sql) == outcome(embedded, sql), (user, sql)
+
+
+def test_q21_shape_moves_one_pre_aggregated_sales_fragment(
+    nodes: Mesh, gateway: RunningGateway, connections
+):
+    expected = outcome(connections(gateway.uri, "bob"), Q21_SHAPED)
+    assert expected[0] == "ok" and expected[2]
+    offset = log_offset(nodes.gateway.log_path)
+    assert outcome(connections(nodes.gateway.uri, "bob"), Q21_SHAPED) == expected
+    record = federated(nodes.gateway.log_path, offset)
+    (sales,) = [f for f in record["fragments"] if f["domain"] == "sales"]
+    assert sales["kind"] == "partial_aggregate" and sales["complete"]
+    with_customers = outcome(
+        connections(gateway.uri, "bob"),
+        "SELECT count(DISTINCT customer_id) AS n FROM sales.orders",
+    )[2][0][0]
+    assert sales["rows"] <= int(with_customers), "one row per customer at most, not per order"
+
+
+def test_hidden_rows_never_decide_alice_exists(nodes: Mesh, gateway: RunningGateway, connections):
+    """Orders of every region share days, so bob's EXISTS holds for many orders; alice sees
+    EU orders only: her EXISTS over orders of another region holds for none, her NOT EXISTS
+    for all of hers, on the mesh as embedded, and the sales node ran every scan of the
+    fragment (her filter in each) for her."""
+    alice_mesh = connections(nodes.gateway.uri, "alice")
+    alice_embedded = connections(gateway.uri, "alice")
+    exists = OTHER_REGION_SAME_DAY.format(exists="EXISTS")
+    not_exists = OTHER_REGION_SAME_DAY.format(exists="NOT EXISTS")
+    bob = outcome(connections(gateway.uri, "bob"), exists)
+    assert bob[0] == "ok" and bob[2], (
+        "the probe must find other-region orders, or it proves nothing"
+    )
+
+    audit = nodes.mesh_dir / ".meshgate" / "audit" / "node-sales"
+    begun = len([r for r in read_audit(audit) if r["event"] == "ticket_begin"])
+    got = outcome(alice_mesh, exists)
+    assert got == outcome(alice_embedded, exists)
+    assert got[0] == "ok" and got[2] == []
+    begins = [r for r in read_audit(audit) if r["event"] == "ticket_begin"][begun:]
+    (ticket,) = [r for r in begins if "EXISTS" in r["sql"]]  # not a size estimate's scan
+    assert ticket["user"] == "alice"
+    assert ticket["sql"].count(SALES_SCAN) == 3 and ticket["sql"].count("'EU'") == 3
+
+    got = outcome(alice_mesh, not_exists)
+    assert got == outcome(alice_embedded, not_exists)
+    visible = outcome(
+        alice_embedded,
+        "SELECT c.region, count(*) AS n FROM crm.customers c JOIN sales.orders o "
+        "ON c.customer_id = o.customer_id GROUP BY c.region",
+    )
+    assert got[0] == "ok" and got[2] == visible[2], "every order of hers qualifies"
+
+
+def test_erin_correlates_on_masked_amounts(nodes: Mesh, gateway: RunningGateway, connections):
+    erin = outcome(connections(nodes.gateway.uri, "erin"), MASKED_CORRELATION)
+    assert erin == outcome(connections(gateway.uri, "erin"), MASKED_CORRELATION)
+    bob = outcome(connections(nodes.gateway.uri, "bob"), MASKED_CORRELATION)
+    assert erin[0] == bob[0] == "ok"
+    counted = {row[0]: int(row[1]) for row in erin[2]}
+    exact = {row[0]: int(row[1]) for row in bob[2]}
+    assert sum(counted.values()) > sum(exact.values()), "rounded amounts match more often"
