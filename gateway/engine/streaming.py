@@ -149,7 +149,24 @@ def _bind(
 
 
 def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
-    """A batch row count that keeps typical batches under ``max_bytes``."""
+    """A batch row count that keeps typical batches under ``max_bytes`` (kept per schema
+    object: a repeated statement's plan hands out the same one)."""
+    key = (id(schema), max_rows, max_bytes)
+    kept = _ROWS_PER_BATCH.get(key)
+    if kept is not None and kept[0] is schema:
+        return kept[1]
+    rows = _rows_per_batch(schema, max_rows, max_bytes)
+    if len(_ROWS_PER_BATCH) >= _SCHEMAS_KEPT:
+        _ROWS_PER_BATCH.clear()
+    _ROWS_PER_BATCH[key] = (schema, rows)
+    return rows
+
+
+_SCHEMAS_KEPT = 256
+_ROWS_PER_BATCH: dict[tuple[int, int, int], tuple[pa.Schema, int]] = {}
+
+
+def _rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     width = 0
     for schema_field in schema:
         bit_width = (
@@ -240,6 +257,11 @@ def stream_sql(
             for batch in reader:
                 if decode:
                     batch = _conform(batch, schema)
+                size = batch.nbytes  # Arrow sums it column by column: once per batch
+                if size <= settings.batch_bytes or batch.num_rows <= 1:
+                    count_within_limits(stats, batch, settings, size)
+                    yield batch
+                    continue
                 for piece in split_by_bytes(batch, settings.batch_bytes):
                     count_within_limits(stats, piece, settings)
                     yield piece
@@ -325,12 +347,13 @@ def _register(
 
 
 def count_within_limits(
-    stats: StreamStats, batch: pa.RecordBatch, settings: EngineSettings
+    stats: StreamStats, batch: pa.RecordBatch, settings: EngineSettings, nbytes: int | None = None
 ) -> None:
-    """Count ``batch`` into ``stats``; ResourceExhausted once the result passes the
-    engine's row or byte limit (whichever engine computed it)."""
+    """Count ``batch`` (``nbytes`` big, when the caller knows) into ``stats``;
+    ResourceExhausted once the result passes the engine's row or byte limit (whichever
+    engine computed it)."""
     stats.rows += batch.num_rows
-    stats.bytes += batch.nbytes
+    stats.bytes += batch.nbytes if nbytes is None else nbytes
     if stats.rows > settings.max_result_rows or stats.bytes > settings.max_result_bytes:
         raise ResourceExhausted(
             f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
