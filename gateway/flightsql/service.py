@@ -171,8 +171,15 @@ class SqlService:
             placed = self._audit.placed(planned, executor.endpoints, executor.node, name)
             endpoints = [_flight_endpoint(e) for e in placed]
             return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
-        # A waiting ticket keeps no syntax tree (memory): a federated query re-plans.
-        kept = replace(planned, query=planned.query.evolve(ast=None))
+        # A waiting ticket keeps no syntax tree (memory): a federated query re-plans. It
+        # carries its group's limits already (DoGet then copies it only if they changed).
+        group = self.workload.group_of(principal)
+        kept = replace(
+            planned,
+            query=planned.query if planned.query.ast is None else planned.query.evolve(ast=None),
+            timeout_seconds=group.query_timeout_seconds,
+            spill_limit_bytes=group.max_spill_bytes,
+        )
         ticket = pb.TicketStatementQuery(statement_handle=self._tickets.put(principal.user, kept))
         return _info(descriptor, planned.schema, flightsql.pack(ticket))
 
@@ -274,11 +281,16 @@ class SqlService:
             )
             finish(StreamStats(rows=table.num_rows, bytes=table.nbytes), "ok", None)
             return table.schema, iter(table.to_batches())
-        planned = replace(
-            planned,
-            timeout_seconds=slot.group.query_timeout_seconds,
-            spill_limit_bytes=slot.group.max_spill_bytes,
-        )
+        group = slot.group
+        if (
+            planned.timeout_seconds != group.query_timeout_seconds
+            or planned.spill_limit_bytes != group.max_spill_bytes
+        ):
+            planned = replace(
+                planned,
+                timeout_seconds=group.query_timeout_seconds,
+                spill_limit_bytes=group.max_spill_bytes,
+            )
         executor = self._executor_for(planned)
         slot.engine, slot.heavy = executor.name, self.workload.is_heavy(planned.cost)
         return self._audit.streamed(

@@ -347,7 +347,7 @@ class StatementPlanner:
         off that plan."""
         count = len(planned.parameters)
         if not count:
-            return pa.schema([])
+            return _NO_PARAMETERS
         snapshot = self._state.current
         key = plan_key(planned.principal, planned.query.text, planned.default_schema)
         version = snapshot.governor.version
@@ -431,6 +431,11 @@ class StatementPlanner:
     def close(self, user: str, handle: bytes) -> None:
         """Forget ``user``'s prepared statement ``handle``."""
         self._prepared.discard(user, handle)
+
+
+#: the parameter schema of a statement without parameters: one object, whose IPC bytes
+#: the service keeps (``SqlService._serialized``)
+_NO_PARAMETERS = pa.schema([])
 
 
 def _too_many_prepared(user: str, limit: int) -> str:
