@@ -229,7 +229,8 @@ def key_predicate(
         return exp.false(), (), "empty", 0
     if len(distinct) <= IN_MAX_KEYS:
         bound = exp.cast(exp.Placeholder(this=str(number)), exp.DataType.build(f"{element}[]"))
-        semi = exp.select(exp.Unnest(expressions=[bound])).subquery()
+        # aliased: DuckDB names an unaliased column after its expression, the whole list
+        semi = exp.select(exp.alias_(exp.Unnest(expressions=[bound]), "key")).subquery()
         return exp.In(this=column, query=semi), (distinct.to_pylist(),), "in", len(distinct)
     low, high = pc.min_max(distinct).values()
     between = exp.Between(
@@ -279,8 +280,75 @@ def filtered(
     assert isinstance(inner, exp.Query)
     if not all(_bare(inner, column) for column in predicates):
         inner = add_barrier(exp.select(exp.Star()).from_(inner.subquery(_GOVERNED)))
+    else:
+        predicates = {c: p for c, p in predicates.items() if not _sunk(inner, c, p)}
+        if not predicates:
+            return replace(fragment, sql=inner.sql("duckdb"), parameters=parameters)
     wrapper = exp.select(exp.Star()).from_(inner.subquery(_WRAPPER)).where(*predicates.values())
     return replace(fragment, sql=wrapper.sql("duckdb"), parameters=parameters)
+
+
+def _sunk(query: exp.Query, name: str, predicate: exp.Expr) -> bool:
+    """Put ``predicate`` on output column ``name`` of ``query`` (a bare product column)
+    into the WHERE of the deepest SELECT that still reads governed rows (never the
+    product's own, beside its row filter) where it keeps the same rows: DuckDB does not
+    move a semi-join below an aggregate, nor always into a join's inputs. True when done."""
+    found = _sink_target(query, name)
+    column = probe_column(name)
+    if found is None or not any(c == column for c in predicate.find_all(exp.Column)):
+        return False
+    select, target = found
+    moved = predicate.copy().transform(lambda n: target.copy() if n == column else n)
+    select.where(moved, copy=False)
+    return True
+
+
+def _sink_target(query: exp.Expr, name: str) -> tuple[exp.Select, exp.Column] | None:
+    """The deepest SELECT below ``query`` whose WHERE may filter output column ``name``,
+    and the column it reads there: each SELECT on the way maps a row to a row (or a
+    group, whose key ``name`` is), and reads the column from a subquery."""
+    if not isinstance(query, exp.Select) or not _row_preserving(query):
+        return None
+    projection = next((p for p in query.expressions if p.alias_or_name == name), None)
+    target = projection.unalias() if projection is not None else None
+    if not isinstance(target, exp.Column) or not target.table:
+        return None
+    group = query.args.get("group")
+    if group is not None and not any(target == key for key in group.expressions):
+        return None
+    if group is None and any(p.find(exp.AggFunc) for p in query.expressions):
+        return None
+    source = next((s for s in _raw_sources(query) if s.alias_or_name == target.table), None)
+    if isinstance(source, exp.Table) or source is None:
+        return None  # the product itself: its row filter is here, keys do not go beside it
+    if not isinstance(source, exp.Subquery):
+        return None
+    if not _inner_joins(query):  # a source on an outer join's side keeps unmatched rows
+        return query, target
+    return _sink_target(source.this, target.name) or (query, target)
+
+
+def _inner_joins(select: exp.Select) -> bool:
+    return all(
+        not (j.args.get("side") or j.args.get("method") or j.args.get("using"))
+        and (j.args.get("kind") or "INNER") in ("INNER", "CROSS")
+        for j in select.args.get("joins") or ()
+    )
+
+
+def _row_preserving(select: exp.Select) -> bool:
+    """A SELECT whose WHERE may take a filter on its output rows: no DISTINCT, window,
+    LIMIT/OFFSET (a barrier), QUALIFY, sample, set-returning or grouping-set clause."""
+    if any(select.args.get(a) for a in ("distinct", "limit", "offset", "qualify", "sample")):
+        return False
+    if any(select.args.get(a) for a in ("laterals", "pivots", "connect", "prewhere")):
+        return False
+    group = select.args.get("group")
+    if group is not None and any(
+        group.args.get(a) for a in ("rollup", "cube", "grouping_sets", "totals", "all")
+    ):
+        return False
+    return not any(p.find(exp.Window) for p in select.expressions)
 
 
 def probe_column(name: str) -> exp.Column:

@@ -123,3 +123,66 @@ def test_semi_joins_correlations_and_equated_columns_filter_too():
     assert dynamic.key_joins(plan(correlated)) == [
         dynamic.KeyJoin("__fragment_1", "y", "__fragment_0", "x")
     ]
+
+
+AGGREGATE = Fragment(
+    "f",
+    "d",
+    'SELECT "j"."k" AS "k", SUM("j"."v") AS "total" FROM (SELECT "a"."k" AS "k", "b"."v" AS "v" '
+    'FROM (SELECT "a"."k" AS "k" FROM "memory"."main"."a" AS "a" WHERE "a"."k" > 0) AS "a", '
+    '(SELECT "b"."k" AS "k", "b"."v" AS "v" FROM "memory"."main"."b" AS "b") AS "b" '
+    'WHERE "a"."k" = "b"."k") AS "j" GROUP BY "j"."k"',
+    ("d.a", "d.b"),
+)
+
+
+def _in_keys(column: str, *values: int):
+    return dynamic.key_predicate(dynamic.probe_column(column), keys(*values), pa.int64(), 1)
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.sql("CREATE TABLE a AS SELECT range AS k FROM range(10)")
+    con.sql("CREATE TABLE b AS SELECT range % 10 AS k, range AS v FROM range(100)")
+
+
+def test_keys_of_a_group_key_filter_the_rows_before_they_are_grouped():
+    """DuckDB moves no semi-join below an aggregate: the keys go into the WHERE of the
+    join the group reads (the deepest SELECT above the products' own), same rows."""
+    predicate, values, _, _ = _in_keys("k", 3, 5, 30)
+    tree = sqlglot.parse_one(
+        dynamic.filtered(AGGREGATE, {"k": predicate}, values).sql, read="duckdb"
+    )
+    (semi,) = [node for node in tree.find_all(exp.In) if node.find(exp.Placeholder)]
+    assert semi.this.sql("duckdb") == '"a"."k"'
+    join = semi.parent_select
+    assert join.args["from_"].this.alias == "a" and join is not tree  # below the GROUP BY
+    assert all(t.parent_select is not join for t in tree.find_all(exp.Table))
+    with duckdb.connect() as con:
+        _tables(con)
+        wrapped = (
+            exp.select("*")
+            .from_(sqlglot.parse_one(AGGREGATE.sql, read="duckdb").subquery("w"))
+            .where("w.k IN (3, 5, 30)")
+        )
+        expected = sorted(con.sql(wrapped.sql("duckdb")).fetchall())
+        got = sorted(con.execute(tree.sql("duckdb"), list(values)).fetchall())
+        assert got == expected == [(3, 480), (5, 500)]
+
+
+def test_keys_stay_above_an_outer_join_whose_side_they_filter():
+    fragment = Fragment(
+        "f",
+        "d",
+        'SELECT "a"."k" AS "k", "b"."v" AS "v" FROM (SELECT "a"."k" AS "k" FROM "memory"."main"."a" AS "a") AS "a" '
+        'LEFT JOIN (SELECT "b"."k" AS "k", "b"."v" AS "v" FROM "memory"."main"."b" AS "b" WHERE "b"."v" < 20) '
+        'AS "b" ON "a"."k" = "b"."k"',
+        ("d.a", "d.b"),
+    )
+    predicate, values, _, _ = _in_keys("v", 1, 2)
+    sql = dynamic.filtered(fragment, {"v": predicate}, values).sql
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    (semi,) = [node for node in tree.find_all(exp.In) if node.find(exp.Placeholder)]
+    assert semi.parent_select is tree  # the outer join's own WHERE, not inside its side
+    with duckdb.connect() as con:
+        _tables(con)
+        assert sorted(con.execute(sql, list(values)).fetchall()) == [(1, 1), (2, 2)]
