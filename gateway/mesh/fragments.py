@@ -28,6 +28,14 @@ rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_project
    ALL/ROLLUP/CUBE/GROUPING SETS, lateral, subquery expression, unknown or volatile
    function in that SELECT.
 
+3. **Semi-join fragments distinct** (``_semi_join_distinct``). A fragment that the final
+   query reads only as the one source of an ``EXISTS`` body or an ``IN`` subquery (no
+   aggregate, window, DISTINCT, GROUP BY, LIMIT or volatile function there) returns its
+   distinct rows: such a subquery's answer depends on the set of rows only (TPC-H q22:
+   the customer keys of orders, not every order). Before pruning, an ``EXISTS`` body's
+   projections become ``1`` where they cannot change its rows, so that no column is kept
+   for them.
+
 With ``fragment_pushdown = false``, or anything sqlglot cannot track, every secure
 subquery moves whole (every governed column, no predicate).
 
@@ -72,6 +80,8 @@ _EXACT_SUM_TYPES = exp.DataType.INTEGER_TYPES - {exp.DataType.Type.BIT} | {
     exp.DataType.Type.DECIMAL
 }
 _VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
+#: SELECT clauses under which the projections or duplicates decide which rows come out.
+_ROW_SHAPING = ("distinct", "group", "having", "qualify", "windows", "limit", "offset")
 _N = TypeVar("_N", bound=exp.Expr)
 
 
@@ -153,6 +163,7 @@ def split_fragments(
     if group_joins:
         group_same_domain_joins(tree, served)
     _cut_subtrees(tree, splitter, root=True)
+    _semi_join_distinct(tree, splitter.cuts)
     for select in list(tree.find_all(exp.Select)):
         _pre_aggregate(select, splitter.cuts)
     fragments = tuple(cut.freeze() for cut in splitter.cuts.values())
@@ -222,14 +233,34 @@ def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
     sqlglot keeps every projection holding an unknown function (it might return a set), so
     masks (``system.main.*`` calls) stand aside as plain columns while projections are
     pruned, and come back before predicates are pushed (a predicate on a masked column must
-    see the masked value)."""
+    see the masked value). An ``EXISTS`` reads no column of its subquery's projections
+    (``_exists_selects_one``), which sqlglot would otherwise keep whole."""
+    _exists_selects_one(tree)
     tree = qualify(tree, schema=schema, dialect="duckdb", quote_identifiers=True)
     masks = _set_masks_aside(tree)
     tree = pushdown_projections(tree)
     for alias, mask in masks:
         alias.set("this", mask)
     tree = pushdown_predicates(add_implied_predicates(tree), dialect="duckdb")
+    masks = _set_masks_aside(tree)  # again: a column read by pushed predicates only goes
+    tree = pushdown_projections(tree)
+    for alias, mask in masks:
+        alias.set("this", mask)
     return annotate_types(tree, schema=schema, dialect="duckdb")
+
+
+def _exists_selects_one(tree: exp.Expr) -> None:
+    """``EXISTS (SELECT * FROM t WHERE ...)`` as ``EXISTS (SELECT 1 FROM t WHERE ...)``
+    when its projections cannot change how many rows it has (no aggregate, window,
+    DISTINCT, GROUP BY, HAVING or QUALIFY): the same rows, no column kept for them."""
+    for exists in tree.find_all(exp.Exists):
+        query = exists.this
+        if (
+            isinstance(query, exp.Select)
+            and not any(query.args.get(arg) for arg in _ROW_SHAPING)
+            and not any(p.find(exp.AggFunc, exp.Window) for p in query.expressions)
+        ):
+            query.set("expressions", [exp.Literal.number(1)])
 
 
 def _set_masks_aside(tree: exp.Expr) -> list[tuple[exp.Alias, exp.Expr]]:
@@ -357,6 +388,56 @@ def _products(query: exp.Query) -> tuple[str, ...]:
 
 def _key(table: exp.Table) -> str:
     return f"{table.db}.{table.name}"
+
+
+def _semi_join_distinct(tree: exp.Expr, cuts: Mapping[str, _Cut]) -> None:
+    """Fragments read only as the one source of an ``EXISTS`` or ``IN`` subquery return
+    their distinct rows (see module doc)."""
+    references: dict[str, list[exp.Table]] = defaultdict(list)
+    for table in tree.find_all(exp.Table):
+        if not table.args.get("db") and table.name in cuts:
+            references[table.name].append(table)
+    for name, tables in references.items():
+        cut = cuts[name]
+        if len(tables) != 1 or not _semi_join_source(tables[0]):
+            continue
+        query = cut.query
+        if isinstance(query, exp.Select) and (
+            query.args.get("distinct") or query.args.get("group")
+        ):
+            continue  # distinct already
+        names = query.named_selects
+        columns: list[exp.Expr] = [exp.Star()]
+        if names and all(names) and len(set(names)) == len(names):
+            columns = [exp.column(n, table=name, quoted=True).as_(n, quoted=True) for n in names]
+        alias = exp.TableAlias(this=exp.to_identifier(name, quoted=True))
+        cut.query = exp.select(*columns).distinct().from_(exp.Subquery(this=query, alias=alias))
+        cut.kind = "subtree"
+
+
+def _semi_join_source(table: exp.Table) -> bool:
+    """``table`` is the one source of an ``EXISTS`` body or ``IN`` subquery whose answer
+    depends on the set of its rows only (no aggregate, window, LIMIT, volatile function)."""
+    select = table.parent.parent if isinstance(table.parent, exp.From) else None
+    if (
+        not isinstance(select, exp.Select)
+        or select.args.get("joins")
+        or select.args.get("laterals")
+    ):
+        return False
+    if any(table.args.get(arg) for arg in ("pivots", "sample", "laterals", "joins")):
+        return False
+    parent = select.parent
+    semi = isinstance(parent, exp.Exists) or (
+        isinstance(parent, exp.Subquery)
+        and isinstance(parent.parent, exp.In)
+        and parent.arg_key == "query"
+    )
+    return (
+        semi
+        and not any(select.args.get(arg) for arg in _ROW_SHAPING)
+        and not select.find(exp.AggFunc, exp.Window, *_VOLATILE)
+    )
 
 
 # --------------------------------------------------------------------------- 2. partial aggregates

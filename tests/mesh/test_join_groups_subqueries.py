@@ -10,6 +10,9 @@ orders node with the join, which returns only the qualifying rows, pre-aggregate
   one sales fragment holding all four governed sales.orders scans and both subqueries; what
   stays apart (another domain's subquery, one reading a source outside the group) does.
   Every split answers as the governed query run whole, for every demo user.
+- A fragment read only as the one source of an ``EXISTS`` or ``IN`` subquery (TPC-H q22's
+  ``NOT EXISTS`` over orders) returns its distinct rows, and an ``EXISTS`` keeps no column
+  for its projections.
 - End to end on real nodes through ADBC: every demo user gets the embedded gateway's answer
   (or its refusal); alice's row filter holds inside the subqueries (orders of other regions,
   hidden from her, never satisfy her ``EXISTS`` nor spoil her ``NOT EXISTS``: the sales node
@@ -97,6 +100,18 @@ STAYS_APART = (
     "AND EXISTS (SELECT * FROM sales.orders o2 WHERE o2.customer_id = c.customer_id "
     "AND o2.order_id <> o1.order_id) GROUP BY c.region"
 )
+#: TPC-H q22's shape: another domain's NOT EXISTS, and an IN on a masked column (erin).
+SEMI_JOINS = (
+    (
+        "SELECT c.region, count(*) AS n FROM crm.customers c WHERE NOT EXISTS "
+        "(SELECT * FROM sales.orders o WHERE o.customer_id = c.customer_id AND o.amount > 4000) "
+        "GROUP BY c.region"
+    ),
+    (
+        "SELECT s.carrier, count(*) AS n FROM logistics.shipments s WHERE s.order_id IN "
+        "(SELECT o.order_id FROM sales.orders o WHERE o.amount >= 4000) GROUP BY s.carrier"
+    ),
+)
 ALL_SHAPES = (
     Q21_SHAPED,
     OTHER_REGION_SAME_DAY.format(exists="EXISTS"),
@@ -105,6 +120,7 @@ ALL_SHAPES = (
     IN_AGGREGATE,
     ONE_SOURCE,
     STAYS_APART,
+    *SEMI_JOINS,
 )
 
 
@@ -184,6 +200,17 @@ def test_foreign_and_outside_correlated_subqueries_stay_in_the_gateway(service):
     joined = [f for f in plan.fragments if f.sql.count(SALES_SCAN) == 2]
     assert len(joined) == 1, "the self-join is still grouped"
     assert "EXISTS" not in joined[0].sql
+
+
+def test_a_semi_join_fragment_moves_its_distinct_keys_only(service):
+    """The NOT EXISTS reads no column of its projections, and its answer depends on the
+    set of customer ids: the sales node returns each id once, and nothing else."""
+    _governed, plan = split(service, "alice", SEMI_JOINS[0])
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    tree = sqlglot.parse_one(sales.sql, read="duckdb")
+    assert isinstance(tree, exp.Select) and tree.args.get("distinct")
+    assert tree.named_selects == ["customer_id"]
+    assert "'EU'" in sales.sql and "4000" in sales.sql, "filtered inside, under the DISTINCT"
 
 
 @pytest.mark.parametrize("user", USERS)
