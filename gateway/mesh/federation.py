@@ -51,7 +51,7 @@ from gateway.mesh import dynamic, fragments
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
 from gateway.mesh.ends import EndCollector, ReplicaSilent
 from gateway.mesh.fragments import FederatedPlan, Fragment
-from gateway.mesh.sizes import SizeCache, measure_in_background
+from gateway.mesh.sizes import EstimateCache, SizeCache, measure_in_background
 from gateway.mesh.tickets import TicketSealer
 from gateway.security.principal import Principal
 
@@ -209,6 +209,7 @@ class NodeDirectory:
         self.dynamic_filters = settings.dynamic_filters
         self.join_groups = settings.join_groups
         self.sizes = SizeCache()
+        self.estimates = EstimateCache()
         #: split plans by governed SQL and column types (``split_fragments``), LRU
         self.plans: OrderedDict[tuple[str, tuple], FederatedPlan] = OrderedDict()
         self.plans_lock = threading.Lock()
@@ -445,7 +446,8 @@ def run_fragments(
                 measure_in_background(nodes, product, principal, decisions, schema_of)
     failures: list[MeshgateError] = []
     unfiltered = {f.name: f.sql for f in plan.fragments}  # what DuckDB can estimate
-    rows_of = functools.cache(timeline.timed(rows_of))  # planned once per fragment, for both uses
+    # planned once per fragment for both uses, and kept a minute (``EstimateCache``)
+    rows_of = functools.cache(nodes.estimates.cached(timeline.timed(rows_of)))
     joins = dynamic.key_joins(plan) if plan.pushed_down and nodes.dynamic_filters else []
     involved = {j.probe for j in joins} | {j.build for j in joins}
 

@@ -1,4 +1,5 @@
-"""What moving a whole governed product would cost, for the ``federated_query`` log line.
+"""What moving a whole governed product would cost, for the ``federated_query`` log line;
+and the gateway's row estimates of fragments, kept a minute (``EstimateCache``).
 
 An estimate, measured on the product's node: its governed rows counted, times the Arrow
 widths of the governed columns, plus the bytes of its variable-width values. It costs the
@@ -29,6 +30,8 @@ log = structlog.get_logger("meshgate.federation")
 _SIZE_CACHE_SECONDS = 60.0
 _SIZE_CACHE_ENTRIES = 256
 _SIZE_MEASURING = 4  # whole-product size estimates measured at once, at most
+_ESTIMATE_SECONDS = 60.0
+_ESTIMATE_ENTRIES = 1024
 
 
 class SizeCache:
@@ -68,6 +71,34 @@ class SizeCache:
     def release(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._measuring.discard(key)
+
+
+class EstimateCache:
+    """DuckDB's row estimate of each fragment SQL, kept ``_ESTIMATE_SECONDS``: a repeated
+    query's fragments are not planned again on the gateway before they start. An estimate
+    only steers which side is fetched first and how DuckDB plans around a stream, never
+    which rows a query returns, so one a little stale after the data changed is harmless."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[float, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, rows_of: Callable[[str], int | None]) -> Callable[[str], int | None]:
+        """``rows_of``, answered from the cache when it knows the SQL."""
+
+        def rows(sql: str) -> int | None:
+            with self._lock:
+                kept = self._rows.get(sql)
+            if kept is not None and time.monotonic() - kept[0] < _ESTIMATE_SECONDS:
+                return kept[1]
+            estimate = rows_of(sql)
+            with self._lock:
+                if len(self._rows) >= _ESTIMATE_ENTRIES:
+                    self._rows.clear()
+                self._rows[sql] = (time.monotonic(), estimate)
+            return estimate
+
+        return rows
 
 
 def measure_in_background(

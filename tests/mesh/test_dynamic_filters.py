@@ -204,6 +204,34 @@ def test_q19_moves_only_lineitems_of_the_filtered_parts(
     assert part["rows"] == len(parts), "the OR on part went to its node, split per product"
 
 
+def test_builds_first_then_probes_and_a_repeated_query_is_not_estimated_again(
+    tpch_nodes: Mesh, connections
+):
+    """q3: customers (build) -> orders x lineitem (probe). The log's timeline shows the
+    probe's ticket sent after the build's last batch; the second run takes the fragments'
+    row estimates from the gateway's cache (``EstimateCache``) and plans the same filters."""
+    conn = connections(tpch_nodes.gateway.uri, ANALYST_USER)
+    records = []
+    for _ in range(2):
+        offset = log_offset(tpch_nodes.gateway.log_path)
+        fetch(conn, qualified(3))
+        records.append(federated(tpch_nodes.gateway.log_path, offset))
+    first, again = records
+    assert again["timeline"]["estimates"] == 0
+    assert again["dynamic_filters"] == first["dynamic_filters"] != []
+    for record in records:
+        timeline = record["timeline"]
+        assert timeline["planned"] <= timeline["ready"] <= timeline["closed"]
+        stages = {
+            product: (f["requested_ms"], f["opened_ms"], f["ended_ms"])
+            for f in record["fragments"]
+            for product in f["products"]
+        }
+        for requested, opened, ended in stages.values():
+            assert requested <= opened <= ended
+        assert stages["customers.customer"][2] <= stages["orders.orders"][0]
+
+
 # --------------------------------------------------------------------------- governance
 
 
