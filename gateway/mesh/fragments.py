@@ -20,7 +20,9 @@ rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_project
    partial SUMs, SUM of partial COUNTs (0 when empty), MIN of MINs, MAX of MAXs, AVG as
    SUM/COUNT. Rows of F with equal keys are then indistinguishable to everything but the
    aggregates, which is why it is exact. It is refused (F moves unaggregated) unless all of
-   these hold: only inner, cross and LEFT joins, with F never on a null-supplying side;
+   these hold: only inner, cross and LEFT joins, with F never on a null-supplying side
+   (or on the right of a LEFT join when every split aggregate reads one column of F:
+   the row a NULL-extension adds counts for none of them, nor does its missing partial);
    every SUM/COUNT/AVG reads F's columns only (MIN/MAX may read others: they ignore
    duplicates); no DISTINCT or FILTER aggregate, no other aggregate function; SUM over
    exact types only (integers, DECIMAL) and AVG over integers only (DuckDB rounds a DECIMAL
@@ -460,11 +462,13 @@ def _pre_aggregate(select: exp.Select, cuts: Mapping[str, _Cut]) -> bool:
     # a join run on a node first: its rows are the many ones
     candidates.sort(key=lambda candidate: not candidate[2].query.args.get("joins"))
     for position, source, cut in candidates:
-        if cut.kind == "partial_aggregate" or not _preserved(select, position):
-            continue
         alias = source.alias_or_name
-        if _plan_partials(aggregates, alias) is None or _referenced_elsewhere(
-            sources, position, alias
+        if cut.kind == "partial_aggregate" or _referenced_elsewhere(sources, position, alias):
+            continue
+        split = _plan_partials(aggregates, alias)
+        if split is None or not (
+            _preserved(select, position)
+            or (_null_supplying(select, position) and all(_ignores_nulls(a, alias) for a in split))
         ):
             continue
         _rewrite(select, cut, alias, aggregates)
@@ -517,6 +521,24 @@ def _preserved(select: exp.Select, position: int) -> bool:
     return all(
         (join.args.get("side") or "") in ("", "LEFT") for join in joins[max(0, position - 1) :]
     )
+
+
+def _null_supplying(select: exp.Select, position: int) -> bool:
+    """The source at ``position`` is the right side of a LEFT join and no later join
+    NULL-extends it again: its rows are kept or NULL-extended by that join only."""
+    joins = select.args.get("joins") or []
+    return (
+        position > 0
+        and joins[position - 1].args.get("side") == "LEFT"
+        and all((join.args.get("side") or "") in ("", "LEFT") for join in joins[position:])
+    )
+
+
+def _ignores_nulls(aggregate: exp.AggFunc, alias: str) -> bool:
+    """An aggregate of one column of ``alias``: a row NULL-extended by a LEFT join adds
+    nothing to it, so neither does its missing partial (COUNT(*) would count it)."""
+    argument = aggregate.this
+    return isinstance(argument, exp.Column) and argument.table == alias
 
 
 def _referenced_elsewhere(sources: list[exp.Expr], position: int, alias: str) -> bool:

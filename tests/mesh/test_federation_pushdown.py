@@ -84,6 +84,13 @@ PRESERVED_LEFT = (
     "LEFT JOIN crm.customers c ON c.customer_id = o.customer_id AND c.region = 'EU' GROUP BY 1"
 )
 
+#: orders on the null-supplying side, every aggregate of one orders column (TPC-H q13)
+NULL_SUPPLYING = (
+    "SELECT c.region, count(o.order_id) AS k, sum(o.amount) AS s, max(o.order_date) AS last "
+    "FROM crm.customers c LEFT JOIN sales.orders o ON c.customer_id = o.customer_id "
+    "AND o.amount > 4900 GROUP BY 1"
+)
+
 SELF_JOIN = (
     "SELECT c.region, count(*) AS n, sum(o2.amount) AS s FROM sales.orders o1 "
     "JOIN sales.orders o2 ON o2.order_id = o1.order_id + 1 JOIN crm.customers c "
@@ -112,6 +119,7 @@ PUSHED = [
     (HAVING, {"sales": "partial_aggregate", "crm": "product"}),
     (PRESERVED_LEFT, {"sales": "partial_aggregate", "crm": "product"}),
     (SELF_JOIN, {"sales": "partial_aggregate", "crm": "product"}),
+    (NULL_SUPPLYING, {"sales": "partial_aggregate", "crm": "product"}),
 ]
 
 #: Not exact as partial aggregates: every fragment must stay a plain product scan.
@@ -120,8 +128,12 @@ REFUSED = [
         "SELECT c.region, count(DISTINCT o.customer_id) AS n FROM sales.orders o JOIN crm.customers c "
         "USING (customer_id) GROUP BY 1"
     ),
-    (
-        "SELECT c.region, count(o.order_id) AS k, sum(o.amount) AS s FROM crm.customers c "
+    (  # COUNT(*) counts the row a NULL-extension adds: orders may not pre-aggregate
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM crm.customers c "
+        "LEFT JOIN sales.orders o ON c.customer_id = o.customer_id AND o.amount > 4900 GROUP BY 1"
+    ),
+    (  # an expression of o is not NULL on a NULL-extended row
+        "SELECT c.region, count(coalesce(o.order_id, 0)) AS k FROM crm.customers c "
         "LEFT JOIN sales.orders o ON c.customer_id = o.customer_id AND o.amount > 4900 GROUP BY 1"
     ),
     (
@@ -454,8 +466,8 @@ def federated_records(mesh: Mesh, offset: int, count: int) -> list[dict]:
 @pytest.mark.mesh
 @pytest.mark.parametrize(
     "sql",
-    [JOIN_AGGREGATE, SUBTREE, Q15_LIKE, SHIPPED, CORRELATED, HAVING],
-    ids=["join_aggregate", "subtree", "q15_like", "shipped", "correlated", "having"],
+    [JOIN_AGGREGATE, SUBTREE, Q15_LIKE, SHIPPED, CORRELATED, HAVING, NULL_SUPPLYING],
+    ids=["join_aggregate", "subtree", "q15_like", "shipped", "correlated", "having", "left"],
 )
 def test_mesh_answers_equal_embedded_for_every_user(mesh, gateway, connections, sql):
     for user in USERS:
