@@ -23,6 +23,7 @@ change reaching the node's files, not when they expire.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ class DomainNode(flight.FlightServerBase):
 
         try:
             schema = result_schema(
-                catalog, node_ticket.sql, node_ticket.parameters, node_ticket.products
+                catalog, node_ticket.sql, _typed_alike(node_ticket.parameters), node_ticket.products
             )
         except MeshgateError as exc:
             finish(StreamStats(), "error", exc.client_message)
@@ -267,3 +268,21 @@ class DomainNode(flight.FlightServerBase):
                 ACTION_ENDS, "End reports of audited tickets (body: a control ticket)"
             ),
         ]
+
+
+def _typed_alike(parameters: tuple[object, ...]) -> tuple[object, ...]:
+    """``parameters`` with each long list of integers, strings or dates (the keys of a
+    dynamic filter: ``gateway.mesh.dynamic``) cut to values DuckDB types the same way
+    (integers: the smallest and the largest), so that planning the result schema binds
+    a few values, not thousands; the query itself runs with every value."""
+    return tuple(_alike(value) if isinstance(value, list) else value for value in parameters)
+
+
+def _alike(values: list) -> list:
+    if len(values) <= 2:
+        return values
+    if all(type(v) is int for v in values):
+        return [min(values), max(values)]
+    if all(type(v) is str for v in values) or all(type(v) is dt.date for v in values):
+        return values[:1]
+    return values
