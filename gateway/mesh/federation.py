@@ -318,7 +318,8 @@ class NodeDirectory:
         """The replica of ``domain`` that started streaming ``sealed``'s rows, and the reader.
 
         Replicas come from ``reachable_locations`` (health cached for a second, not one
-        health call per fetch); a replica that fails to start the stream is marked down
+        health call per fetch; a stream that started counts as an answer, so steady
+        traffic asks for none); a replica that fails to start the stream is marked down
         and the next one is tried.
         """
         errors = []
@@ -326,6 +327,7 @@ class NodeDirectory:
             try:
                 reader = self._client(location).do_get(flight.Ticket(sealed))
                 reader.schema  # noqa: B018 - the first message: the stream really started
+                self._checked[location] = (time.monotonic(), True)  # as good as a health check
                 return location, reader
             except flight.FlightUnauthenticatedError:
                 raise
