@@ -92,6 +92,8 @@ def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
     tree = sqlglot.parse_one(plan.final_sql, read="duckdb")
     reads = Counter(t.name for t in tree.find_all(exp.Table) if _fragment_name(t, names))
     joins: list[KeyJoin] = []
+    #: per SELECT (outer ones first): the builds each of its columns' values are among
+    constrained: dict[int, dict[tuple[str, str], list[tuple[str, str]]]] = {}
     for select in tree.find_all(exp.Select):
         sources = _inner_sources(select, names)
         if not sources:
@@ -105,17 +107,27 @@ def key_joins(plan: FederatedPlan) -> list[KeyJoin]:
                 if a[0] in sources and b[0] in sources:
                     classes.join(a, b)
                 for own, other in ((a, b), (b, a)):
+                    if own[0] not in sources or other[0] in sources:
+                        continue
                     outer = _outer_fragment(select, other[0], names)
-                    if own[0] in sources and other[0] not in sources and outer is not None:
+                    if outer is not None:
                         builds.append((own, (outer, other[1])))
+                    # the outer rows that matter passed their SELECT's key joins: so do
+                    # the values ``own`` meets (q20: lineitem gets part's keys)
+                    enclosing = _outer_select(select, other[0])
+                    if enclosing is not None:
+                        kept = constrained.get(id(enclosing), {}).get(other, [])
+                        builds += [(own, build) for build in kept]
             elif isinstance(conjunct, exp.In) and isinstance(conjunct.this, exp.Column):
                 build = _subquery_column(conjunct.args.get("query"), names)
                 column = conjunct.this
                 if build is not None and column.table in sources:
                     builds.append(((column.table, column.name), build))
         builds += [(a, (sources[b[0]], b[1])) for a, b in classes.pairs()]
+        columns = constrained.setdefault(id(select), {})
         for own, (fragment, fragment_column) in builds:
             for member in classes.members(own):
+                columns.setdefault(member, []).append((fragment, fragment_column))
                 probe = sources.get(member[0])
                 if probe is not None and probe != fragment and reads[probe] == 1:
                     joins.append(KeyJoin(probe, member[1], fragment, fragment_column))
@@ -148,6 +160,16 @@ class _Classes:
 
 def _columns(eq: exp.EQ) -> bool:
     return isinstance(eq.this, exp.Column) and isinstance(eq.expression, exp.Column)
+
+
+def _outer_select(select: exp.Select, alias: str) -> exp.Select | None:
+    """The nearest enclosing SELECT that reads a source as ``alias``."""
+    outer = select.parent_select
+    while outer is not None:
+        if any(source.alias_or_name == alias for source in _raw_sources(outer)):
+            return outer
+        outer = outer.parent_select
+    return None
 
 
 def _outer_fragment(select: exp.Select, alias: str, names: set[str]) -> str | None:

@@ -186,3 +186,23 @@ def test_keys_stay_above_an_outer_join_whose_side_they_filter():
     with duckdb.connect() as con:
         _tables(con)
         assert sorted(con.execute(sql, list(values)).fetchall()) == [(1, 1), (2, 2)]
+
+
+def test_a_correlated_probe_gets_the_keys_that_filter_its_outer_rows():
+    """q20's shape: the outer rows that matter have ``b.y`` among fragment 2's keys, so
+    the correlated subquery only ever meets ``a.x`` values among them too."""
+    correlated = (
+        'SELECT * FROM "__fragment_1" AS b WHERE b.y IN (SELECT * FROM "__fragment_2") '
+        'AND b.v > (SELECT sum(a.w) FROM "__fragment_0" AS a WHERE a.x = b.y)'
+    )
+    assert {
+        dynamic.KeyJoin("__fragment_0", "x", "__fragment_1", "y"),
+        dynamic.KeyJoin("__fragment_0", "x", "__fragment_2", dynamic.ONLY_COLUMN),
+    } <= set(dynamic.key_joins(plan(correlated)))
+    either = (
+        'SELECT * FROM "__fragment_1" AS b WHERE (b.y IN (SELECT * FROM "__fragment_2") '
+        'OR b.v > 0) AND b.v > (SELECT sum(a.w) FROM "__fragment_0" AS a WHERE a.x = b.y)'
+    )
+    assert dynamic.KeyJoin("__fragment_0", "x", "__fragment_2", dynamic.ONLY_COLUMN) not in set(
+        dynamic.key_joins(plan(either))
+    )
