@@ -330,7 +330,13 @@ class StatementPlanner:
         ``default_schema`` as for ``plan``, kept with the statement."""
         planned = self.plan(principal, text, parameters=None, default_schema=default_schema)
         count = len(planned.parameters)
-        reusable = replace(planned, query=planned.query.evolve(ast=None)) if not count else None
+        reusable = None
+        if not count:  # kept without its syntax tree (a cached plan has none already)
+            reusable = (
+                planned
+                if planned.query.ast is None
+                else replace(planned, query=planned.query.evolve(ast=None))
+            )
         handle = self._prepared.put(
             principal.user,
             PreparedStatement(text, count, planned=reusable, default_schema=default_schema),
