@@ -6,14 +6,17 @@
   nodes (pruned product scans, whole single-domain subtrees, partial aggregates: see
   ``gateway.mesh.fragments``) and the final query that finishes them in the gateway's DuckDB.
   Policy is applied before splitting: every fragment is already filtered and masked.
-- ``run_fragments`` starts every fragment's stream at once (gRPC flow control bounds what
-  is in flight) and hands them to the gateway's DuckDB as streams read once, so rows flow
-  node -> gateway -> client without a whole fragment held in memory; a fragment the final
-  query may read more than once is materialised (``FederatedPlan.read_once``). Before,
-  the small build side of an equi-join between fragments is fetched whole and its keys
-  sent with the probe side's fragment (dynamic filtering: ``gateway.mesh.dynamic``). When
-  the streams end, it reports the rows and bytes moved, the dynamic filters sent, against
-  what moving the whole governed products would have cost.
+- ``run_fragments`` starts every fragment's stream as soon as it can (gRPC flow control
+  bounds what is in flight) and hands them to the gateway's DuckDB as streams read once,
+  so rows flow node -> gateway -> client without a whole fragment held in memory; a
+  fragment the final query may read more than once is materialised
+  (``FederatedPlan.read_once``). The small build side of an equi-join between fragments
+  is fetched whole and its keys sent with the probe side's fragment (dynamic filtering:
+  ``gateway.mesh.dynamic``): a fragment waits only for the builds whose keys it gets,
+  independent builds run at once, and a fragment no key join involves starts at once.
+  When the streams end, it reports the rows and bytes moved, the dynamic filters sent,
+  against what moving the whole governed products would have cost, and when each step
+  happened (``Timeline``).
 
 A fragment runs on its domain's node (``FragmentExecutor``: the ``NodeDirectory``). Where a
 whole query runs is chosen by ``gateway.query.executors.Router``: for joins bigger than one
