@@ -13,11 +13,13 @@ its columns that refer outside it read group members only (TPC-H q21: ``EXISTS``
 EXISTS`` over ``lineitem`` correlated to ``lineitem l1``). The subquery's products are
 secure subqueries as well: it runs on the node over governed rows, as it would embedded.
 One source with such a condition is a group of its own. Every condition is still a filter
-of the same inner join, so where it runs does not change the result.
+of the same inner join, so where it runs does not change the result. In the group, a
+plain ``EXISTS`` / ``NOT EXISTS`` becomes a SEMI / ANTI join (``_semi_join``): DuckDB
+runs q21's fragment in a quarter of the time of the correlated form.
 
-Left alone: outer, USING, NATURAL, ASOF, lateral and positional joins; a nested query or
-another source that reuses or reads a grouped alias; a group that would be the whole
-SELECT (it is cut whole anyway).
+Left alone: outer, USING, NATURAL, ASOF, lateral and positional joins; a nested query
+that does not move with the group, or another source, that reuses or reads a grouped
+alias; a group that would be the whole SELECT (it is cut whole anyway).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from gateway.planning.naming import INTERNAL_CATALOG
 
 _PLAIN_KINDS = (None, "", "INNER", "CROSS")
 _SOURCE_EXTRAS = ("pivots", "sample", "laterals", "joins")
+#: SELECT clauses under which the projections or duplicates decide which rows come out.
+_ROW_SHAPING = ("distinct", "group", "having", "qualify", "windows", "limit", "offset")
 
 
 def secure_table(query: exp.Expr) -> exp.Table | None:
@@ -280,10 +284,52 @@ def _derived_table(
     ] or [exp.alias_(exp.Literal.number(1), "__one", quoted=True)]
     inner = exp.Select(expressions=projections)
     inner.set("from_", exp.From(this=member_nodes[0].copy()))
-    inner.set("joins", [exp.Join(this=node.copy()) for node in member_nodes[1:]])
-    if moved:
-        inner.set("where", exp.Where(this=exp.and_(*(c.copy() for c in moved))))
+    names = {alias.lower() for alias in members}
+    semis: list[exp.Join] = []
+    kept: list[exp.Expr] = []
+    for condition in moved:
+        join = _semi_join(condition, names)
+        if join is None:
+            kept.append(condition)
+        else:
+            semis.append(join)
+    kind = "CROSS" if semis else None  # explicit: a comma would bind looser than SEMI JOIN
+    inner.set("joins", [exp.Join(this=n.copy(), kind=kind) for n in member_nodes[1:]] + semis)
+    if kept:
+        inner.set("where", exp.Where(this=exp.and_(*(c.copy() for c in kept))))
     return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
+
+
+def _semi_join(condition: exp.Expr, taken: set[str]) -> exp.Join | None:
+    """``EXISTS (SELECT ... FROM s WHERE c)`` as ``SEMI JOIN s ON c``, ``NOT EXISTS`` as
+    ``ANTI JOIN``: the same rows (a semi or anti join keeps a row by whether any row of
+    ``s`` meets ``c``, NULL counting as no), and DuckDB plans an inequality in ``c``
+    (q21's ``l2.l_suppkey <> l1.l_suppkey``) as a join condition rather than a correlated
+    subquery. Only for one aliased source not named like one in ``taken`` (which it joins),
+    with a WHERE of no subquery, nothing that shapes rows; ``taken`` gains its name."""
+    kind, node = "SEMI", condition.unnest()
+    if isinstance(node, exp.Not):
+        kind, node = "ANTI", node.this.unnest()
+    query = node.this if isinstance(node, exp.Exists) else None
+    if not isinstance(query, exp.Select) or any(
+        query.args.get(arg) for arg in (*_ROW_SHAPING, "with_", "joins", "laterals", "order")
+    ):
+        return None
+    if any(p.find(exp.AggFunc, exp.Window) for p in query.expressions):
+        return None
+    source = query.args["from_"].this if query.args.get("from_") else None
+    where = query.args.get("where")
+    if (
+        not isinstance(source, (exp.Subquery, exp.Table))
+        or not source.alias_or_name
+        or source.alias_or_name.lower() in taken
+        or any(source.args.get(extra) for extra in _SOURCE_EXTRAS)
+        or (where is not None and where.find(exp.Query))
+    ):
+        return None
+    taken.add(source.alias_or_name.lower())
+    on = where.this.copy() if where is not None else exp.true()
+    return exp.Join(this=source.copy(), kind=kind, on=on)
 
 
 def _rebuild(

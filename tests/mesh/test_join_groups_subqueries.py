@@ -9,6 +9,8 @@ orders node with the join, which returns only the qualifying rows, pre-aggregate
   ``NOT EXISTS`` over sales.orders correlated to it, crm.customers beside) is split into
   one sales fragment holding all four governed sales.orders scans and both subqueries; what
   stays apart (another domain's subquery, one reading a source outside the group) does.
+  A plain ``EXISTS`` / ``NOT EXISTS`` becomes a SEMI / ANTI join of the group; one over an
+  aggregate moves as it is.
   Every split answers as the governed query run whole, for every demo user.
 - A fragment read only as the one source of an ``EXISTS`` or ``IN`` subquery (TPC-H q22's
   ``NOT EXISTS`` over orders) returns its distinct rows, and an ``EXISTS`` keeps no column
@@ -90,6 +92,13 @@ ONE_SOURCE = (
     "WHERE c.customer_id = o1.customer_id AND EXISTS (SELECT * FROM sales.orders o2 "
     "WHERE o2.customer_id = o1.customer_id AND o2.order_date < o1.order_date) GROUP BY c.region"
 )
+#: An EXISTS over an aggregate (one row whatever the rows): it moves, as an EXISTS.
+EXISTS_AGGREGATE = (
+    "SELECT c.region, count(*) AS n FROM crm.customers c, sales.orders o1, sales.orders o "
+    "WHERE c.customer_id = o1.customer_id AND o.order_id = o1.order_id "
+    "AND EXISTS (SELECT max(o2.amount) FROM sales.orders o2 WHERE o2.customer_id = o1.customer_id "
+    "AND o2.order_id <> o1.order_id HAVING max(o2.amount) > 4000) GROUP BY c.region"
+)
 #: Subqueries that must stay in the gateway: one reads another domain, one correlates
 #: with a source outside the group.
 STAYS_APART = (
@@ -119,6 +128,7 @@ ALL_SHAPES = (
     MASKED_CORRELATION,
     IN_AGGREGATE,
     ONE_SOURCE,
+    EXISTS_AGGREGATE,
     STAYS_APART,
     *SEMI_JOINS,
 )
@@ -172,7 +182,8 @@ def test_q21_shape_is_one_sales_fragment_with_its_subqueries(service):
     (sales,) = [f for f in plan.fragments if f.domain == "sales"]
     tree = sqlglot.parse_one(sales.sql, read="duckdb")
     assert sales.sql.count(SALES_SCAN) == 4, "o1, o, and the two subqueries' orders"
-    assert len(list(tree.find_all(exp.Exists))) == 2
+    semis = sorted(j.args.get("kind") or "" for j in tree.find_all(exp.Join) if j.args.get("on"))
+    assert semis == ["ANTI", "SEMI"], "NOT EXISTS and EXISTS, as joins the node plans as such"
     assert sales.kind == "partial_aggregate", "grouped by customer on the node"
     assert sales.products == ("sales.orders",)
     final = sqlglot.parse_one(plan.final_sql, read="duckdb")
@@ -189,8 +200,15 @@ def test_in_over_an_aggregate_of_the_domain_moves_with_the_group(service):
 def test_one_source_with_its_exists_runs_on_the_node(service):
     _governed, plan = split(service, "bob", ONE_SOURCE)
     (sales,) = [f for f in plan.fragments if f.domain == "sales"]
-    assert sales.sql.count(SALES_SCAN) == 2 and "EXISTS" in sales.sql
+    assert sales.sql.count(SALES_SCAN) == 2 and "SEMI JOIN" in sales.sql
     assert "EXISTS" not in plan.final_sql
+
+
+def test_an_exists_of_an_aggregate_moves_as_it_is(service):
+    _governed, plan = split(service, "bob", EXISTS_AGGREGATE)
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    assert sales.sql.count(SALES_SCAN) == 3 and "EXISTS" in sales.sql
+    assert "SEMI JOIN" not in sales.sql and "EXISTS" not in plan.final_sql
 
 
 def test_foreign_and_outside_correlated_subqueries_stay_in_the_gateway(service):
@@ -310,7 +328,7 @@ def test_hidden_rows_never_decide_alice_exists(nodes: Mesh, gateway: RunningGate
     assert got == outcome(alice_embedded, exists)
     assert got[0] == "ok" and got[2] == []
     begins = [r for r in read_audit(audit) if r["event"] == "ticket_begin"][begun:]
-    (ticket,) = [r for r in begins if "EXISTS" in r["sql"]]  # not a size estimate's scan
+    (ticket,) = [r for r in begins if "SEMI JOIN" in r["sql"]]  # not a size estimate's scan
     assert ticket["user"] == "alice"
     assert ticket["sql"].count(SALES_SCAN) == 3 and ticket["sql"].count("'EU'") == 3
 
