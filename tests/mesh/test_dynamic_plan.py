@@ -206,3 +206,24 @@ def test_a_correlated_probe_gets_the_keys_that_filter_its_outer_rows():
     assert dynamic.KeyJoin("__fragment_0", "x", "__fragment_2", dynamic.ONLY_COLUMN) not in set(
         dynamic.key_joins(plan(either))
     )
+
+
+def test_a_fragment_an_earlier_build_filters_may_be_a_bigger_build():
+    """q5: Asia's customers (150k rows unfiltered, filtered by its nations' keys) are a
+    build for orders; customers no build filters stay a probe only."""
+    joins = [
+        dynamic.KeyJoin("__fragment_1", "nation", "__fragment_0", "nation"),
+        dynamic.KeyJoin("__fragment_2", "customer", "__fragment_1", "customer"),
+    ]
+    rows = {"0": 5, "1": 150_000, "2": 1_500_000}
+    estimate = {f"__fragment_{i}": n for i, n in rows.items()}
+    three = FederatedPlan(
+        tuple(Fragment(name, "d", name, (name,)) for name in estimate), "SELECT 1", True
+    )
+    order = dynamic.plan_order(three, joins, lambda sql: estimate[sql])
+    assert [(build, [j.probe for j in uses]) for build, uses in order] == [
+        ("__fragment_0", ["__fragment_1"]),
+        ("__fragment_1", ["__fragment_2"]),
+    ]
+    unfiltered = dynamic.plan_order(three, joins[1:], lambda sql: estimate[sql])
+    assert unfiltered == []
