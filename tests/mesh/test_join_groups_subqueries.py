@@ -121,6 +121,20 @@ SEMI_JOINS = (
         "(SELECT o.order_id FROM sales.orders o WHERE o.amount >= 4000) GROUP BY s.carrier"
     ),
 )
+#: Where the projections or duplicates decide the answer: an EXISTS over an aggregate
+#: (always one row), an IN over a LIMIT (duplicates count toward it).
+NOT_SETS = (
+    (
+        "SELECT c.region, count(*) AS n FROM crm.customers c WHERE EXISTS (SELECT max(o.amount) "
+        "FROM sales.orders o WHERE o.customer_id = c.customer_id AND o.amount > 4900) "
+        "GROUP BY c.region"
+    ),
+    (
+        "SELECT s.carrier, count(*) AS n FROM logistics.shipments s WHERE s.order_id IN "
+        "(SELECT o.order_id FROM sales.orders o ORDER BY o.amount, o.order_id LIMIT 50) "
+        "GROUP BY s.carrier"
+    ),
+)
 ALL_SHAPES = (
     Q21_SHAPED,
     OTHER_REGION_SAME_DAY.format(exists="EXISTS"),
@@ -131,6 +145,7 @@ ALL_SHAPES = (
     EXISTS_AGGREGATE,
     STAYS_APART,
     *SEMI_JOINS,
+    *NOT_SETS,
 )
 
 
@@ -229,6 +244,17 @@ def test_a_semi_join_fragment_moves_its_distinct_keys_only(service):
     assert isinstance(tree, exp.Select) and tree.args.get("distinct")
     assert tree.named_selects == ["customer_id"]
     assert "'EU'" in sales.sql and "4000" in sales.sql, "filtered inside, under the DISTINCT"
+
+
+def test_exists_over_an_aggregate_and_in_over_a_limit_keep_their_rows(service):
+    _governed, plan = split(service, "bob", NOT_SETS[0])
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    assert "DISTINCT" not in sales.sql and "MAX(" in plan.final_sql, "still one row each"
+    _governed, plan = split(service, "bob", NOT_SETS[1])
+    (sales,) = [f for f in plan.fragments if f.domain == "sales"]
+    tree = sqlglot.parse_one(sales.sql, read="duckdb")
+    assert tree.args.get("limit") is None, "any DISTINCT reads the 50 rows, after the LIMIT"
+    assert tree.find(exp.Limit) is not None
 
 
 @pytest.mark.parametrize("user", USERS)
