@@ -228,6 +228,8 @@ def plan_order(
         keyed = any(j.probe == name for _, uses in order for j in uses)
         if rows is None or rows > BUILD_MAX_ROWS * (FILTERED_BUILD_FACTOR if keyed else 1):
             continue
+        if not keyed and _whole_product(sql[name]):
+            continue  # its keys are all of a product's: waiting for them buys nothing
         uses = [
             j
             for j in joins
@@ -238,6 +240,28 @@ def plan_order(
         if uses:
             order.append((name, uses))
     return order
+
+
+def _whole_product(sql: str) -> bool:
+    """Whether fragment ``sql`` returns every row of one product, unfiltered (no row
+    filter, no predicate): a join on its keys drops only rows without a match, which
+    its keys would not drop either (q8: every nation, then every supplier)."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    if len(list(tree.find_all(exp.Table))) != 1:
+        return False
+    shaping = (
+        exp.Where,
+        exp.Join,
+        exp.Group,
+        exp.Having,
+        exp.Limit,
+        exp.Offset,
+        exp.Qualify,
+        exp.TableSample,
+    )
+    return not any(tree.find(kind) for kind in shaping) and not any(
+        select.args.get("distinct") for select in tree.find_all(exp.Select)
+    )
 
 
 def key_predicate(

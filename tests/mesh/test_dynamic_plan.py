@@ -227,3 +227,22 @@ def test_a_fragment_an_earlier_build_filters_may_be_a_bigger_build():
     ]
     unfiltered = dynamic.plan_order(three, joins[1:], lambda sql: estimate[sql])
     assert unfiltered == []
+
+
+def test_a_whole_product_no_build_filters_is_no_build():
+    """q8: every nation, then every supplier: keys that filter nothing are not worth
+    the wait; the same product under a predicate (or a row filter) is a build."""
+    whole = 'SELECT "n"."k" AS "k" FROM "memory"."c"."nation" AS "n"'
+    some = whole + ' WHERE "n"."region" = 1'
+    for sql, builds in ((whole, []), (some, ["__fragment_0"])):
+        two = FederatedPlan(
+            (
+                Fragment("__fragment_0", "c", sql, ("c.nation",)),
+                Fragment("__fragment_1", "o", "big", ("o.orders",)),
+            ),
+            "SELECT 1",
+            True,
+        )
+        joins = [dynamic.KeyJoin("__fragment_1", "k", "__fragment_0", "k")]
+        order = dynamic.plan_order(two, joins, lambda sql: 10**6 if sql == "big" else 25)
+        assert [build for build, _ in order] == builds
