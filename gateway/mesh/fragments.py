@@ -254,12 +254,13 @@ def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
 def _exists_selects_one(tree: exp.Expr) -> None:
     """``EXISTS (SELECT * FROM t WHERE ...)`` as ``EXISTS (SELECT 1 FROM t WHERE ...)``
     when its projections cannot change how many rows it has (no aggregate, window,
-    DISTINCT, GROUP BY, HAVING or QUALIFY): the same rows, no column kept for them."""
+    DISTINCT, GROUP BY, HAVING or QUALIFY; no ORDER BY that could name one): the same
+    rows, no column kept for them."""
     for exists in tree.find_all(exp.Exists):
         query = exists.this
         if (
             isinstance(query, exp.Select)
-            and not any(query.args.get(arg) for arg in _ROW_SHAPING)
+            and not any(query.args.get(arg) for arg in (*_ROW_SHAPING, "order"))
             and not any(p.find(exp.AggFunc, exp.Window) for p in query.expressions)
         ):
             query.set("expressions", [exp.Literal.number(1)])
