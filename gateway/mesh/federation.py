@@ -475,7 +475,9 @@ def run_fragments(
             for name in [name for name, _ in order] + sorted(involved):
                 if name not in futures:
                     futures[name] = pool.submit(keyed.run, name)
-        except BaseException:
+        except BaseException:  # every stream opened so far is cut, also those still opening
+            _stop_all([r[0] for r in _finished(futures.values())])
+            pool.shutdown(wait=True, cancel_futures=True)
             _stop_all([r[0] for r in _finished(futures.values())])
             raise
         started = _gather([futures[f.name] for f in plan.fragments], failures)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"MGT2"
 _NONCE_BYTES = 12
-_AAD = b"meshgate-node-ticket-v1"
+_AAD = b"meshgate-node-ticket-v2"  # with MAGIC: a ticket of another format never opens
 _SEPARATOR = b"\n"  # after the JSON header (which escapes every newline in it)
 #: Lifetime of a control ticket: sealed for one call, opened at once.
 CONTROL_TTL_SECONDS = 10.0
@@ -177,8 +177,9 @@ class TicketSealer:
         nonce = raw[len(MAGIC) : len(MAGIC) + _NONCE_BYTES]
         try:
             plain = self._aead.decrypt(nonce, raw[len(MAGIC) + _NONCE_BYTES :], _AAD)
-            header, _, parameters = plain.partition(_SEPARATOR)
+            header, _, ipc = plain.partition(_SEPARATOR)
             payload = json.loads(header)
+            parameters = _parameters_from_ipc(ipc)
         except (InvalidTag, ValueError) as exc:
             raise TicketError(
                 "ticket signature check failed (tampered, or sealed with another key)"
@@ -188,7 +189,7 @@ class TicketSealer:
         return NodeTicket(
             domain=payload["domain"],
             sql=payload["sql"],
-            parameters=_parameters_from_ipc(parameters),
+            parameters=parameters,
             user=payload["user"],
             products=tuple(payload["products"]),
             expires_at=payload["expires_at"],
