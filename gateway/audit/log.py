@@ -35,9 +35,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.logs import utc_timestamp
+
+if TYPE_CHECKING:
+    from gateway.config import AuditSettings
 
 CURRENT_FILE = "audit.jsonl"
 ROTATION_LOCK = ".rotation.lock"
@@ -56,6 +59,16 @@ encode_json = _ENCODER.encode
 class AuditLog:
     """Append-only, fsynced (group commit, or in batches), rotating JSON-lines audit log
     in ``directory``."""
+
+    @classmethod
+    def from_settings(cls, settings: AuditSettings, directory: Path) -> AuditLog:
+        """The log in ``directory`` as ``[audit]`` configures it (size, fsync)."""
+        return cls(
+            directory,
+            settings.max_file_bytes,
+            fsync=settings.fsync,
+            fsync_interval=settings.fsync_interval_ms / 1000,
+        )
 
     def __init__(
         self,

@@ -99,12 +99,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     config = load_config(mesh_dir)
     watchdog = Watchdog(memory_ceiling=config.engine.process_memory_ceiling_bytes)
     state = MeshState(mesh_dir, config, watchdog=watchdog)
-    audit = AuditLog(
-        config.audit.path(mesh_dir),
-        config.audit.max_file_bytes,
-        fsync=config.audit.fsync,
-        fsync_interval=config.audit.fsync_interval_ms / 1000,
-    )
+    audit = AuditLog.from_settings(config.audit, config.audit.path(mesh_dir))
     metrics = GatewayMetrics()
     service = SqlService(state, audit, metrics=metrics)
     metrics.group_of = lambda principal: service.workload.group_of(principal).name

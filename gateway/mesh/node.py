@@ -93,11 +93,8 @@ class DomainNode(flight.FlightServerBase):
             raise ConfigError(f"{mesh_dir / domain}: domain {domain!r} has no servable product")
         self._sealer = TicketSealer(config.nodes.ticket_key, config.nodes.ticket_ttl_seconds)
         self._replays = ReplayGuard()
-        self._audit = AuditLog(  # durable as the gateway's (``[audit] fsync``)
-            config.audit.path(mesh_dir) / f"node-{domain}",
-            config.audit.max_file_bytes,
-            fsync=config.audit.fsync,
-            fsync_interval=config.audit.fsync_interval_ms / 1000,
+        self._audit = AuditLog.from_settings(  # durable as the gateway's
+            config.audit, config.audit.path(mesh_dir) / f"node-{domain}"
         )
         self.counters = NodeCounters()
         self._ends = EndOutbox()
@@ -115,6 +112,7 @@ class DomainNode(flight.FlightServerBase):
     def shutdown(self) -> None:
         self._stop.set()
         super().shutdown()
+        self._audit.close()  # its last records fsynced, as the gateway's
 
     def _open(
         self, context: flight.ServerCallContext, raw: bytes, purpose: str
