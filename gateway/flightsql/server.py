@@ -179,7 +179,9 @@ class MeshgateFlightServer(flight.FlightServerBase):
         """``client_error`` for an error raised while a result streams: always a Flight
         error. pyarrow frames any other exception leaving a ``GeneratorStream`` with its
         Python class ("Detail: Python exception: pyarrow.lib.ArrowInvalid: ..."); a
-        Flight error reaches the client as its message and status only."""
+        Flight error reaches the client as its message and status only. A status pyarrow
+        has no Flight error for (INVALID_ARGUMENT, NOT_FOUND, ...) becomes the generic
+        server error: once rows flow, the message matters, not the code."""
         error = self.client_error(exc, "do_get")
         if isinstance(error, flight.FlightError):
             return error

@@ -382,29 +382,15 @@ class StatementPlanner:
     def prepared_plan(self, principal: Principal, handle: bytes) -> PlannedQuery | None:
         """The prepare-time plan of ``handle`` if it holds as it is (no parameters, the
         same principal, the catalog and policy unchanged): nothing to plan; else None."""
-        prepared = self._prepared.get(principal.user, handle)
-        reusable = prepared.planned
-        if (
-            reusable is not None
-            and not prepared.parameter_count
-            and reusable.principal == principal
-            and self.is_current(reusable)
-        ):
-            return reusable
-        return None
+        reusable = _reusable_plan(self._prepared.get(principal.user, handle), principal)
+        return reusable if reusable is not None and self.is_current(reusable) else None
 
     def plan_prepared(self, principal: Principal, handle: bytes) -> PlannedQuery:
         """The prepared statement behind ``handle``, planned with its bound parameters (its
         prepare-time plan while current, when it has none)."""
         prepared = self._prepared.get(principal.user, handle)
-        reusable = prepared.planned
-        # the prepare-time plan only for the principal it governed (a token may bring the
-        # same user back with other roles or attributes)
-        if (
-            reusable is not None
-            and not prepared.parameter_count
-            and reusable.principal == principal
-        ):
+        reusable = _reusable_plan(prepared, principal)
+        if reusable is not None:
             return self.current(reusable)
         if prepared.parameters is None and prepared.parameter_count:
             raise InvalidQuery(
@@ -442,6 +428,15 @@ class StatementPlanner:
 #: the parameter schema of a statement without parameters: one object, whose IPC bytes
 #: the service keeps (``SqlService._serialized``)
 _NO_PARAMETERS = pa.schema([])
+
+
+def _reusable_plan(prepared: PreparedStatement, principal: Principal) -> PlannedQuery | None:
+    """``prepared``'s prepare-time plan if it needs no parameters and governed
+    ``principal`` (a token may bring the same user back with other roles or attributes)."""
+    planned = prepared.planned
+    if planned is None or prepared.parameter_count or planned.principal != principal:
+        return None
+    return planned
 
 
 def _too_many_prepared(user: str, limit: int) -> str:
