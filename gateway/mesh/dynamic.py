@@ -1,32 +1,6 @@
-"""Dynamic filtering (Trino's name): a small join side's keys sent with the big side's fragment.
-
-In the final query, ``probe.x = build.y`` between two fragments (a conjunct of the WHERE or
-of an inner join's ON, in a SELECT with inner and cross joins only, the probe fragment
-read there and nowhere else) lets the probe's node drop every row whose ``x`` is not among
-the build's ``y`` values: the join would drop them anyway. So do ``probe.x = outer.y`` in
-a correlated subquery (and then also the builds that filter ``outer.y`` in its own
-SELECT: q20's lineitem gets part's keys), ``probe.x IN (SELECT y FROM build ...)``, and
-any column the SELECT equates with ``probe.x`` (q18: the orderkeys of the big orders
-filter both orders and lineitem). When DuckDB's estimate of the
-build fragment is small (``BUILD_MAX_ROWS``) and the probe's much bigger, the build is
-fetched first, whole, and its distinct keys go into the probe's fragment as a semi-join
-on one list parameter of the ticket (``IN_MAX_KEYS`` at most), else as a range; no key at
-all makes it ``FALSE``.
-Fragments are visited from the smallest estimate up, so a probe filtered by one build can
-itself be a build for a bigger fragment (q3: customers -> orders -> lineitem).
-
-Governance. The keys are governed rows of another product: values the user may see. The
-predicate reads the fragment's governed rows, after their row filter and masks. When ``x``
-is a bare, unmasked product column, DuckDB may push the predicate down beside the row
-filter of a product without a barrier, which is what ``gateway.planning.barrier`` allows
-for such a predicate (IN over a subquery of constants, typed as the column or wider: it
-cannot fail, and costs a hash probe whatever the row); the predicate is then put in the
-WHERE of the deepest SELECT above the products' own that keeps the same rows (below a
-GROUP BY on ``x``, into inner joins: DuckDB moves neither semi-join itself), else around
-the fragment, ``SELECT * FROM (fragment) WHERE x IN (...)``. Otherwise the fragment is
-first put behind a barrier (``OFFSET 0``) and the predicate around it, so the keys never
-meet a row the user may not see.
-"""
+"""Dynamic filtering (Trino's name): a small join side's keys sent with the big side's
+fragment, never beside a product's row filter; design and governance:
+docs/mesh-federation.md."""
 
 from __future__ import annotations
 

@@ -1,28 +1,5 @@
-"""Mesh mode on the gateway side: domain nodes, sealed tickets, cross-domain fragments.
-
-- ``NodeDirectory`` knows each domain's node replicas, seals tickets for them and fetches
-  a ticket's rows from the first replica that answers (failover in order).
-- ``split_fragments`` turns a governed query that spans domains into fragments for the
-  nodes (pruned product scans, whole single-domain subtrees, partial aggregates: see
-  ``gateway.mesh.fragments``) and the final query that finishes them in the gateway's DuckDB.
-  Policy is applied before splitting: every fragment is already filtered and masked.
-- ``run_fragments`` starts every fragment's stream as soon as it can (gRPC flow control
-  bounds what is in flight) and hands them to the gateway's DuckDB as streams read once,
-  so rows flow node -> gateway -> client without a whole fragment held in memory; a
-  fragment the final query may read more than once is materialised
-  (``FederatedPlan.read_once``). The small build side of an equi-join between fragments
-  is fetched whole and its keys sent with the probe side's fragment (dynamic filtering:
-  ``gateway.mesh.dynamic``): a fragment waits only for the builds whose keys it gets,
-  independent builds run at once, and a fragment no key join involves starts at once.
-  When the streams end, it reports the rows and bytes moved, the dynamic filters sent,
-  against what moving the whole governed products would have cost, and when each step
-  happened (``Timeline``).
-
-A fragment runs on its domain's node (``FragmentExecutor``: the ``NodeDirectory``). Where a
-whole query runs is chosen by ``gateway.query.executors.Router``: for joins bigger than one
-machine, Spark through Spark Connect (``gateway.spark``), whose governed fragments of
-DuckDB-file products this directory fetches from their nodes in the same way.
-"""
+"""Mesh mode on the gateway side: domain nodes, sealed tickets, cross-domain fragments
+(``NodeDirectory``, ``split_fragments``, ``run_fragments``); design: docs/mesh-federation.md."""
 
 from __future__ import annotations
 
@@ -432,18 +409,9 @@ def run_fragments(
     is_cancelled: Callable[[], bool] = lambda: False,
     timeout_seconds: float = float("inf"),
 ) -> FragmentStreams:
-    """Every fragment's stream, ready for ``stream_sql``, each started as soon as it can.
-
-    A fragment the final query reads once streams, with ``rows_of(sql)`` (DuckDB's
-    estimate) for the join planner; any other is read whole here. With dynamic filters,
-    the small build sides are fetched whole first and their keys sent with the fragments
-    they filter (``gateway.mesh.dynamic``): a fragment waits only for the builds whose keys
-    it gets, so independent builds run at once, and a fragment no join involves starts
-    before anything is estimated. A node that is down or fails meanwhile raises its error
-    (NodeUnavailable naming the domain) and the other streams are cut. The whole-products
-    size estimate starts in the background now; the ``federated_query`` log fields come
-    from ``FragmentStreams.log_fields``.
-    """
+    """Every fragment's stream, ready for ``stream_sql``, each started as soon as it can
+    (docs/mesh-federation.md). A node that is down or fails meanwhile raises its error
+    (NodeUnavailable naming the domain) and every other stream is cut."""
     timeline = Timeline()
     if plan.pushed_down:
         for product in plan.whole_products:
