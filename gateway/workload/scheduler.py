@@ -161,7 +161,8 @@ class Workload:
         cancels while it waits."""
         return _Holding(self, slot)
 
-    def _release(self, slot: Slot) -> None:
+    def release(self, slot: Slot) -> None:
+        """Give ``slot`` back: the next one queued in its group may run."""
         with self._lock:
             self._running[slot.group.name].remove(slot)
             self._lock.notify_all()
@@ -176,7 +177,8 @@ class Workload:
         """``holding`` a new slot."""
         return self.holding(self.new_slot(principal, state, is_cancelled, statement))
 
-    def _acquire(self, slot: Slot) -> None:
+    def acquire(self, slot: Slot) -> None:
+        """Take ``slot``, after waiting in its group's queue if need be (see ``holding``)."""
         group = slot.group
         with self._lock:
             queue = self._queued[group.name]
@@ -309,8 +311,8 @@ class _Holding(AbstractContextManager[Slot]):
         self._slot = slot
 
     def __enter__(self) -> Slot:
-        self._workload._acquire(self._slot)
+        self._workload.acquire(self._slot)
         return self._slot
 
     def __exit__(self, *_: object) -> None:
-        self._workload._release(self._slot)
+        self._workload.release(self._slot)
