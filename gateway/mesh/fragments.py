@@ -62,7 +62,12 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from gateway.mesh.disjunctions import add_implied_predicates
-from gateway.mesh.join_groups import group_same_domain_joins, secure_table
+from gateway.mesh.join_groups import (
+    ROW_SHAPING,
+    group_same_domain_joins,
+    projections_count_rows,
+    secure_table,
+)
 from gateway.planning.naming import INTERNAL_CATALOG
 from gateway.planning.pivot import names_columns_from_data
 
@@ -82,8 +87,6 @@ _EXACT_SUM_TYPES = exp.DataType.INTEGER_TYPES - {exp.DataType.Type.BIT} | {
     exp.DataType.Type.DECIMAL
 }
 _VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
-#: SELECT clauses under which the projections or duplicates decide which rows come out.
-_ROW_SHAPING = ("distinct", "group", "having", "qualify", "windows", "limit", "offset")
 _N = TypeVar("_N", bound=exp.Expr)
 
 
@@ -253,15 +256,16 @@ def _prune(tree: exp.Expr, schema: dict) -> exp.Expr:
 
 def _exists_selects_one(tree: exp.Expr) -> None:
     """``EXISTS (SELECT * FROM t WHERE ...)`` as ``EXISTS (SELECT 1 FROM t WHERE ...)``
-    when its projections cannot change how many rows it has (no aggregate, window,
-    DISTINCT, GROUP BY, HAVING or QUALIFY; no ORDER BY that could name one): the same
-    rows, no column kept for them."""
+    when its projections cannot change how many rows it has (no DISTINCT, GROUP BY, HAVING
+    or QUALIFY; no ORDER BY that could name a projection; no aggregate, window,
+    set-returning or unknown function in one: ``projections_count_rows``): the same rows,
+    no column kept for them."""
     for exists in tree.find_all(exp.Exists):
         query = exists.this
         if (
             isinstance(query, exp.Select)
-            and not any(query.args.get(arg) for arg in (*_ROW_SHAPING, "order"))
-            and not any(p.find(exp.AggFunc, exp.Window) for p in query.expressions)
+            and not any(query.args.get(arg) for arg in (*ROW_SHAPING, "order"))
+            and not projections_count_rows(query)
         ):
             query.set("expressions", [exp.Literal.number(1)])
 
@@ -438,7 +442,7 @@ def _semi_join_source(table: exp.Table) -> bool:
     )
     return (
         semi
-        and not any(select.args.get(arg) for arg in _ROW_SHAPING)
+        and not any(select.args.get(arg) for arg in ROW_SHAPING)
         and not select.find(exp.AggFunc, exp.Window, *_VOLATILE)
     )
 

@@ -33,7 +33,29 @@ from gateway.planning.naming import INTERNAL_CATALOG
 _PLAIN_KINDS = (None, "", "INNER", "CROSS")
 _SOURCE_EXTRAS = ("pivots", "sample", "laterals", "joins")
 #: SELECT clauses under which the projections or duplicates decide which rows come out.
-_ROW_SHAPING = ("distinct", "group", "having", "qualify", "windows", "limit", "offset")
+ROW_SHAPING = ("distinct", "group", "having", "qualify", "windows", "limit", "offset")
+#: What in a projection decides how many rows a SELECT yields: aggregates (one row
+#: whatever the rows), windows, set-returning functions (``unnest([])`` yields none) and
+#: unknown functions (which might return a set).
+_COUNTING = (
+    exp.AggFunc,
+    exp.Window,
+    exp.Unnest,
+    exp.Explode,  # DuckDB's unnest; posexplode and the like derive from it
+    exp.ExplodeOuter,
+    exp.Inline,
+    exp.GenerateSeries,
+    exp.GenerateDateArray,
+    exp.GenerateTimestampArray,
+    exp.Anonymous,
+)
+
+
+def projections_count_rows(query: exp.Select) -> bool:
+    """Whether a projection of ``query`` may decide how many rows it yields (see
+    ``_COUNTING``): if so, they may be neither replaced (``SELECT 1``) nor dropped (a
+    semi join) without changing an ``EXISTS`` over it."""
+    return any(projection.find(*_COUNTING) for projection in query.expressions)
 
 
 def secure_table(query: exp.Expr) -> exp.Table | None:
@@ -306,16 +328,17 @@ def _semi_join(condition: exp.Expr, taken: set[str]) -> exp.Join | None:
     ``s`` meets ``c``, NULL counting as no), and DuckDB plans an inequality in ``c``
     (q21's ``l2.l_suppkey <> l1.l_suppkey``) as a join condition rather than a correlated
     subquery. Only for one aliased source not named like one in ``taken`` (which it joins),
-    with a WHERE of no subquery, nothing that shapes rows; ``taken`` gains its name."""
+    with a WHERE of no subquery, nothing that shapes rows (``projections_count_rows``
+    among them); ``taken`` gains its name."""
     kind, node = "SEMI", condition.unnest()
     if isinstance(node, exp.Not):
         kind, node = "ANTI", node.this.unnest()
     query = node.this if isinstance(node, exp.Exists) else None
     if not isinstance(query, exp.Select) or any(
-        query.args.get(arg) for arg in (*_ROW_SHAPING, "with_", "joins", "laterals", "order")
+        query.args.get(arg) for arg in (*ROW_SHAPING, "with_", "joins", "laterals", "order")
     ):
         return None
-    if any(p.find(exp.AggFunc, exp.Window) for p in query.expressions):
+    if projections_count_rows(query):
         return None
     source = query.args["from_"].this if query.args.get("from_") else None
     where = query.args.get("where")

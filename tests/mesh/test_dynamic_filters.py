@@ -26,9 +26,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 from support.clients import adbc_connections
-from support.logs import json_lines_since, log_offset
-from support.mesh import Mesh, outcome, running_mesh
-from support.polling import wait_until
+from support.logs import log_offset
+from support.mesh import Mesh, federated, outcome, running_mesh
 from support.servers import RunningGateway, start_gateway, stop_gateway
 
 from benchmarks.data import find_executable, write_mesh
@@ -63,21 +62,6 @@ CUSTOMERS_TO_ORDERS = (
     "JOIN sales.orders o ON o.customer_id = c.customer_id "
     "WHERE c.customer_id IN (3, 5, 8, 13, 21, 34, 55, 89, 144, 233)"
 )
-
-
-def federated(log_path: Path, offset: int) -> dict:
-    """The one ``federated_query`` record written after ``offset``."""
-    found: list[dict] = []
-
-    def record() -> bool:
-        found[:] = [
-            r for r in json_lines_since(log_path, offset) if r.get("event") == "federated_query"
-        ]
-        return bool(found)
-
-    wait_until(record, timeout=10, what="a federated_query log line")
-    assert len(found) == 1
-    return found[0]
 
 
 def node_begins(mesh: Mesh, domain: str, since: int) -> list[dict]:

@@ -15,7 +15,6 @@ bytes moved next to the estimated bytes of the whole governed products.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from support.clients import adbc_connections
 from support.mesh import Mesh, running_mesh
 from support.servers import RunningGateway
 
-from gateway.catalog.state import MeshState
-from gateway.config import load_config
 from gateway.demo.mesh import DEMO_USERS, ORDER_COUNT, SHIPMENT_COUNT
 from gateway.engine.database import Engine
 from gateway.flightsql.service import SqlService
@@ -160,18 +157,6 @@ REFUSED = [
 
 
 # --------------------------------------------------------------------------- in process
-
-
-@pytest.fixture(scope="module")
-def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlService:
-    mesh_dir = Path(
-        shutil.copytree(
-            demo_mesh,
-            tmp_path_factory.mktemp("pushdown") / "mesh",
-            ignore=shutil.ignore_patterns(".meshgate"),
-        )
-    )
-    return SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
 
 
 def split(service: SqlService, user: str, sql: str, pushdown: bool = True):

@@ -24,7 +24,6 @@ orders node with the join, which returns only the qualifying rows, pre-aggregate
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,19 +32,17 @@ import pytest
 import sqlglot
 from sqlglot import exp
 from support.clients import adbc_connections
-from support.logs import json_lines_since, log_offset
-from support.mesh import Mesh, outcome, running_mesh, sorted_rows
-from support.polling import wait_until
+from support.logs import log_offset
+from support.mesh import Mesh, federated, outcome, running_mesh, sorted_rows
 from support.servers import RunningGateway
 
 from gateway.audit.log import read_audit
-from gateway.catalog.state import MeshState
-from gateway.config import load_config
 from gateway.demo.mesh import DEMO_USERS
 from gateway.flightsql.service import SqlService
 from gateway.mesh.federation import inline_parameters
 from gateway.mesh.fragments import FederatedPlan, split_fragments
 from gateway.planning.planner import plan as plan_query
+from gateway.planning.query import Query
 from gateway.security.principal import Principal
 
 SERVED = frozenset({"sales", "crm", "logistics"})
@@ -135,6 +132,23 @@ NOT_SETS = (
         "GROUP BY s.carrier"
     ),
 )
+#: An EXISTS over o2 in a join group (o1, o) and alone: ``UNNEST_PROJECTION`` replaces
+#: its projection in the governed tree (the planner refuses ``unnest`` in a user's SQL; the
+#: split must not count on that).
+EXISTS_OVER_O2 = (
+    (
+        "SELECT c.region, count(*) AS n FROM crm.customers c, sales.orders o1, sales.orders o "
+        "WHERE c.customer_id = o1.customer_id AND o.order_id = o1.order_id "
+        "AND EXISTS (SELECT o2.order_id FROM sales.orders o2 "
+        "WHERE o2.customer_id = o1.customer_id AND o2.order_id <> o1.order_id) GROUP BY c.region"
+    ),
+    (
+        "SELECT c.region, count(*) AS n FROM crm.customers c WHERE EXISTS (SELECT o2.order_id "
+        "FROM sales.orders o2 WHERE o2.customer_id = c.customer_id) GROUP BY c.region"
+    ),
+)
+#: No row for an order of 4900 or less: the EXISTS holds for big orders only.
+UNNEST_PROJECTION = "unnest(CASE WHEN o2.amount > 4900 THEN [o2.order_id] ELSE [] END)"
 ALL_SHAPES = (
     Q21_SHAPED,
     OTHER_REGION_SAME_DAY.format(exists="EXISTS"),
@@ -152,23 +166,14 @@ ALL_SHAPES = (
 # --------------------------------------------------------------------------- in process
 
 
-@pytest.fixture(scope="module")
-def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlService:
-    mesh_dir = Path(
-        shutil.copytree(
-            demo_mesh,
-            tmp_path_factory.mktemp("join-groups") / "mesh",
-            ignore=shutil.ignore_patterns(".meshgate"),
-        )
-    )
-    return SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
+def governed_query(service: SqlService, user: str, sql: str) -> Query:
+    roles, attributes = DEMO_USERS[user]
+    return plan_query(sql, service.planner.context(Principal(user, roles, dict(attributes))))
 
 
 def split(service: SqlService, user: str, sql: str) -> tuple[str, FederatedPlan]:
     """The governed SQL of ``sql`` for ``user`` and its split."""
-    roles, attributes = DEMO_USERS[user]
-    context = service.planner.context(Principal(user, roles, dict(attributes)))
-    query = plan_query(sql, context)
+    query = governed_query(service, user, sql)
     plan = split_fragments(
         inline_parameters(query.ast, ()), {p.key: p.column_types for p in query.products}, SERVED
     )
@@ -257,6 +262,27 @@ def test_exists_over_an_aggregate_and_in_over_a_limit_keep_their_rows(service):
     assert tree.find(exp.Limit) is not None
 
 
+@pytest.mark.parametrize("sql", EXISTS_OVER_O2, ids=["join-group", "alone"])
+@pytest.mark.parametrize("user", ["bob", "alice"])
+def test_an_exists_projecting_a_set_keeps_its_projection(service, user, sql):
+    """``EXISTS (SELECT unnest([]))`` is false where ``EXISTS (SELECT 1)`` is true: a body
+    whose projection returns a set neither becomes a SEMI JOIN (in a join group) nor
+    selects 1 (alone), and the split answers as the governed query run whole."""
+    query = governed_query(service, user, sql)
+    tree = inline_parameters(query.ast, ())
+    body = tree.find(exp.Exists)
+    assert body is not None
+    body.this.set("expressions", [sqlglot.parse_one(UNNEST_PROJECTION, read="duckdb")])
+    governed = tree.sql("duckdb")
+    plan = split_fragments(tree, {p.key: p.column_types for p in query.products}, SERVED)
+    split_sql = [plan.final_sql, *(f.sql for f in plan.fragments)]
+    assert not any("SEMI JOIN" in q for q in split_sql)
+    assert sum(q.count("UNNEST(CASE") for q in split_sql) == 1, split_sql
+    expected = sorted_rows(whole_answer(service, governed))
+    assert expected != sorted_rows(whole_answer(service, query.sql)), "the probe must tell"
+    assert sorted_rows(federated_answer(service, governed, plan)) == expected
+
+
 @pytest.mark.parametrize("user", USERS)
 def test_every_user_gets_the_governed_answer_in_process(service, user):
     for sql in ALL_SHAPES:
@@ -293,21 +319,6 @@ def connections():
         yield get
 
 
-def federated(log_path: Path, offset: int) -> dict:
-    """The one ``federated_query`` record written after ``offset``."""
-    found: list[dict] = []
-
-    def record() -> bool:
-        found[:] = [
-            r for r in json_lines_since(log_path, offset) if r.get("event") == "federated_query"
-        ]
-        return bool(found)
-
-    wait_until(record, timeout=10, what="a federated_query log line")
-    assert len(found) == 1
-    return found[0]
-
-
 @pytest.mark.parametrize("user", USERS)
 def test_every_user_gets_the_embedded_answer_through_adbc(
     nodes: Mesh, gateway: RunningGateway, connections, user: str
@@ -315,6 +326,19 @@ def test_every_user_gets_the_embedded_answer_through_adbc(
     mesh, embedded = connections(nodes.gateway.uri, user), connections(gateway.uri, user)
     for sql in ALL_SHAPES:
         assert outcome(mesh, sql) == outcome(embedded, sql), (user, sql)
+
+
+def test_a_set_returning_projection_is_refused_as_embedded(
+    nodes: Mesh, gateway: RunningGateway, connections
+):
+    tree = sqlglot.parse_one(EXISTS_OVER_O2[1], read="duckdb")
+    exists = tree.find(exp.Exists)
+    assert exists is not None
+    exists.this.set("expressions", [sqlglot.parse_one(UNNEST_PROJECTION, read="duckdb")])
+    sql = tree.sql("duckdb")
+    got = outcome(connections(nodes.gateway.uri, "bob"), sql)
+    assert got == outcome(connections(gateway.uri, "bob"), sql)
+    assert got[0] == "error" and "unnest" in got[2]
 
 
 def test_q21_shape_moves_one_pre_aggregated_sales_fragment(

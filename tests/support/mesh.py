@@ -1,5 +1,6 @@
 """Mesh mode for tests: domain node processes and a gateway on 127.0.0.1 (``running_mesh``),
-and the comparison of a mesh-mode answer with the embedded one (``outcome``)."""
+the comparison of a mesh-mode answer with the embedded one (``outcome``) and the gateway's
+record of a federated query (``federated``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from benchmarks.launch import (
     stop_process,
     wait_until_ready,
 )
+from support.logs import json_lines_since
+from support.polling import wait_until
 from support.servers import (
     RunningGateway,
     configure_groups,
@@ -194,3 +197,18 @@ def outcome(conn, sql: str, parameters=None):
 def sorted_rows(table: pa.Table) -> list[tuple]:
     """The rows of ``table`` as sorted tuples of reprs (order-free, type-exact comparison)."""
     return sorted(tuple(repr(v) for v in row.values()) for row in table.to_pylist())
+
+
+def federated(log_path: Path, offset: int) -> dict:
+    """The one ``federated_query`` record the gateway logged after ``offset``."""
+    found: list[dict] = []
+
+    def record() -> bool:
+        found[:] = [
+            r for r in json_lines_since(log_path, offset) if r.get("event") == "federated_query"
+        ]
+        return bool(found)
+
+    wait_until(record, timeout=10, what="a federated_query log line")
+    assert len(found) == 1
+    return found[0]
