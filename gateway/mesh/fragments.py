@@ -1,49 +1,5 @@
-"""Cutting a governed cross-domain query into node fragments and a final gateway query.
-
-Policy is applied before splitting: every product reference is already a secure subquery
-(filtered, masked), so every fragment is governed whatever else it pushes down. The
-rewrite uses a few of sqlglot's optimizer rules (``qualify``, ``pushdown_projections``,
-``pushdown_predicates``, ``annotate_types``), never the full ``optimize()``, then:
-
-0. **Same-domain joins grouped** (``gateway.mesh.join_groups``): in a SELECT of inner joins,
-   the secure subqueries of one domain that equalities connect become one derived table,
-   which step 1 then cuts out whole (the join runs on the node).
-1. **Per-domain subtrees.** Top-down, the first derived table, CTE body, subquery
-   expression or set-operation branch that reads products of one node-served domain only,
-   is closed (no column of an outer scope, no CTE defined outside it) and reads at least
-   one product is cut out whole: its joins, filters and aggregates run on the node. A
-   secure subquery is the smallest such subtree (a pruned, filtered product scan).
-2. **Partial aggregates** (``_pre_aggregate``). A SELECT that aggregates over a join in
-   which fragment F is a direct source (a join group before the others) is rewritten so F's
-   node pre-aggregates, grouped by every F column the SELECT reads outside the aggregates
-   (join keys, filters, group-by columns, ...), and the gateway re-aggregates: SUM of
-   partial SUMs, SUM of partial COUNTs (0 when empty), MIN of MINs, MAX of MAXs, AVG as
-   SUM/COUNT. Rows of F with equal keys are then indistinguishable to everything but the
-   aggregates, which is why it is exact. It is refused (F moves unaggregated) unless all of
-   these hold: only inner, cross and LEFT joins, with F never on a null-supplying side
-   (or on the right of a LEFT join when every split aggregate reads one column of F:
-   the row a NULL-extension adds counts for none of them, nor does its missing partial);
-   every SUM/COUNT/AVG reads F's columns only (MIN/MAX may read others: they ignore
-   duplicates); no DISTINCT or FILTER aggregate, no other aggregate function; SUM over
-   exact types only (integers, DECIMAL) and AVG over integers only (DuckDB rounds a DECIMAL
-   AVG differently with the plan); no window function, QUALIFY, GROUP BY
-   ALL/ROLLUP/CUBE/GROUPING SETS, lateral, subquery expression, unknown or volatile
-   function in that SELECT.
-
-3. **Semi-join fragments distinct** (``_semi_join_distinct``). A fragment that the final
-   query reads only as the one source of an ``EXISTS`` body or an ``IN`` subquery (no
-   aggregate, window, DISTINCT, GROUP BY, LIMIT or volatile function there) returns its
-   distinct rows: such a subquery's answer depends on the set of rows only (TPC-H q22:
-   the customer keys of orders, not every order). Before pruning, an ``EXISTS`` body's
-   projections become ``1`` where they cannot change its rows, so that no column is kept
-   for them.
-
-With ``fragment_pushdown = false``, or anything sqlglot cannot track, every secure
-subquery moves whole (every governed column, no predicate).
-
-A fragment reaches the gateway's DuckDB as a stream, which can be read only once, unless
-the final query may read it more than once (``read_once``): then it is materialised.
-"""
+"""Cutting a governed cross-domain query into node fragments and a final gateway query
+(``split_fragments``); the steps, and why each is exact: docs/mesh-federation.md."""
 
 from __future__ import annotations
 

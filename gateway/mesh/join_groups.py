@@ -1,26 +1,5 @@
-"""Same-domain joins inside a cross-domain query, grouped so that they run on their node.
-
-In a SELECT whose joins are all inner or cross, the secure subqueries of one domain that
-equality conditions connect become one derived table: those conditions (and every other
-condition on them only) move into it, and the columns the rest of the SELECT reads come out
-of it under new names. The fragment cutter then cuts that table out whole, so the join runs
-on the domain's node (and may be pre-aggregated there) and only its result moves. For inner
-joins an ON condition and a WHERE condition are the same filter, so the rewrite is exact.
-
-A condition holding a subquery (``EXISTS``, ``NOT EXISTS``, ``IN``, a scalar comparison)
-moves with the group too when the subquery reads only products of the group's domain and
-its columns that refer outside it read group members only (TPC-H q21: ``EXISTS`` and ``NOT
-EXISTS`` over ``lineitem`` correlated to ``lineitem l1``). The subquery's products are
-secure subqueries as well: it runs on the node over governed rows, as it would embedded.
-One source with such a condition is a group of its own. Every condition is still a filter
-of the same inner join, so where it runs does not change the result. In the group, a
-plain ``EXISTS`` / ``NOT EXISTS`` becomes a SEMI / ANTI join (``_semi_join``): DuckDB
-runs q21's fragment in a quarter of the time of the correlated form.
-
-Left alone: outer, USING, NATURAL, ASOF, lateral and positional joins; a nested query
-that does not move with the group, or another source, that reuses or reads a grouped
-alias; a group that would be the whole SELECT (it is cut whole anyway).
-"""
+"""Same-domain joins (and their domain's correlated subqueries) inside a cross-domain
+query, grouped so that they run on their node; why it is exact: docs/mesh-federation.md."""
 
 from __future__ import annotations
 
