@@ -19,6 +19,7 @@ from gateway.engine.errors import engine_failure
 from gateway.engine.failures import carries_engine_error, engine_type
 from gateway.engine.plan_cost import PlanCost
 from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
+from gateway.memo import IdentityMemo
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
 
@@ -151,19 +152,12 @@ def _bind(
 def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     """A batch row count that keeps typical batches under ``max_bytes`` (kept per schema
     object: a repeated statement's plan hands out the same one)."""
-    key = (id(schema), max_rows, max_bytes)
-    kept = _ROWS_PER_BATCH.get(key)
-    if kept is not None and kept[0] is schema:
-        return kept[1]
-    rows = _rows_per_batch(schema, max_rows, max_bytes)
-    if len(_ROWS_PER_BATCH) >= _SCHEMAS_KEPT:
-        _ROWS_PER_BATCH.clear()
-    _ROWS_PER_BATCH[key] = (schema, rows)
-    return rows
+    return _ROWS_PER_BATCH.get(
+        schema, lambda: _rows_per_batch(schema, max_rows, max_bytes), max_rows, max_bytes
+    )
 
 
-_SCHEMAS_KEPT = 256
-_ROWS_PER_BATCH: dict[tuple[int, int, int], tuple[pa.Schema, int]] = {}
+_ROWS_PER_BATCH: IdentityMemo[pa.Schema, int] = IdentityMemo(256)
 
 
 def _rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:

@@ -33,6 +33,7 @@ from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata, sessions
 from gateway.flightsql import protocol as flightsql
 from gateway.flightsql.schemas import SqlInfoValue
+from gateway.memo import IdentityMemo
 from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.metrics.registry import GatewayMetrics
@@ -101,7 +102,7 @@ class SqlService:
         #: Flight session options (the schema unqualified names mean), per login
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
         self._keywords: list[str] | None = None
-        self._schemas: dict[int, tuple[pa.Schema, bytes]] = {}
+        self._schemas: IdentityMemo[pa.Schema, bytes] = IdentityMemo(_SCHEMAS_KEPT)
 
     def _cached(self, state: MeshState, metrics: GatewayMetrics | None) -> ResultCache | None:
         """The embedded executor behind a result cache, when ``[cache]`` is enabled."""
@@ -385,14 +386,7 @@ class SqlService:
     def _serialized(self, schema: pa.Schema) -> bytes:
         """``schema`` as Arrow IPC bytes, kept while the planner hands out the same schema
         object (a repeated statement's), taken only for that very object."""
-        kept = self._schemas.get(id(schema))
-        if kept is not None and kept[0] is schema:
-            return kept[1]
-        serialized = schema.serialize().to_pybytes()
-        if len(self._schemas) >= _SCHEMAS_KEPT:
-            self._schemas.clear()
-        self._schemas[id(schema)] = (schema, serialized)
-        return serialized
+        return self._schemas.get(schema, lambda: schema.serialize().to_pybytes())
 
     def _prepare(self, principal: Principal, text: str) -> bytes:
         self.planner.check_room(principal.user)  # before the work of planning

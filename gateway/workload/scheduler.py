@@ -25,6 +25,7 @@ from typing import Literal
 from gateway.config import MeshConfig
 from gateway.engine.plan_cost import PlanCost
 from gateway.errors import QueryRefused, ResourceExhausted
+from gateway.memo import IdentityMemo
 from gateway.security.principal import Principal
 from gateway.workload.cost import magnitude
 from gateway.workload.groups import ResourceGroup, group_of, resource_groups
@@ -91,20 +92,13 @@ class Workload:
         #: ``on_wait(group, phase, seconds)``: a slot was taken ("planning" or "running")
         #: or given up after waiting that long in its group's queue (0: at once)
         self.on_wait: Callable[[str, str, float], None] | None = None
-        self._group_of: dict[int, tuple[Principal, ResourceGroup]] = {}
+        self._group_of: IdentityMemo[Principal, ResourceGroup] = IdentityMemo(_GROUPS_KEPT)
 
     def group_of(self, principal: Principal) -> ResourceGroup:
         """``principal``'s group, kept per principal object while its calls repeat (the
         gateway hands out one object per login; the groups are fixed), taken only for the
         very object it was computed from."""
-        kept = self._group_of.get(id(principal))
-        if kept is not None and kept[0] is principal:
-            return kept[1]
-        group = group_of(self.groups, principal)
-        if len(self._group_of) >= _GROUPS_KEPT:
-            self._group_of.clear()
-        self._group_of[id(principal)] = (principal, group)
-        return group
+        return self._group_of.get(principal, lambda: group_of(self.groups, principal))
 
     # -- admission ------------------------------------------------------------------
 

@@ -1,0 +1,33 @@
+"""``IdentityMemo``: what was computed from an object, kept while that very object returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+_Object = TypeVar("_Object")
+_Value = TypeVar("_Value")
+
+
+class IdentityMemo(Generic[_Object, _Value]):
+    """Values keyed by an object's identity (and optional extra keys), for hot paths that
+    see the same object again and again (a repeated statement's schema, a login's
+    principal). The object is held with its value, so its id cannot be reused by another
+    while kept; all are forgotten once ``capacity`` is reached. Safe across threads: a
+    race computes a value twice, never hands out another object's."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._kept: dict[tuple[Hashable, ...], tuple[_Object, _Value]] = {}
+
+    def get(self, obj: _Object, compute: Callable[[], _Value], *also: Hashable) -> _Value:
+        """The value kept for ``obj`` (and ``also``), else ``compute()``, then kept."""
+        key = (id(obj), *also)
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] is obj:
+            return kept[1]
+        value = compute()
+        if len(self._kept) >= self.capacity:
+            self._kept.clear()
+        self._kept[key] = (obj, value)
+        return value
