@@ -177,7 +177,7 @@ class SqlService:
         group = self.workload.group_of(principal)
         kept = replace(
             planned,
-            query=planned.query if planned.query.ast is None else planned.query.evolve(ast=None),
+            query=planned.query.without_ast(),
             timeout_seconds=group.query_timeout_seconds,
             spill_limit_bytes=group.max_spill_bytes,
         )

@@ -95,6 +95,11 @@ class Query:
         """A copy with ``changes`` applied (steps never mutate their input)."""
         return replace(self, **changes)
 
+    def without_ast(self) -> Query:
+        """This query without its syntax tree (what a kept plan holds: memory); itself
+        when it has none already."""
+        return self if self.ast is None else self.evolve(ast=None)
+
     @property
     def product_keys(self) -> tuple[str, ...]:
         return tuple(sorted({p.key for p in self.products}))

@@ -91,7 +91,7 @@ class PlanCache:
             previous = self._entries.pop(key, None)
             if previous is not None:
                 self._bytes -= _weight(previous.query)
-            self._entries[key] = CachedPlan(plan.query.evolve(ast=None), plan.schema, plan.cost)
+            self._entries[key] = CachedPlan(plan.query.without_ast(), plan.schema, plan.cost)
             self._bytes += size
             while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)

@@ -332,11 +332,8 @@ class StatementPlanner:
         count = len(planned.parameters)
         reusable = None
         if not count:  # kept without its syntax tree (a cached plan has none already)
-            reusable = (
-                planned
-                if planned.query.ast is None
-                else replace(planned, query=planned.query.evolve(ast=None))
-            )
+            query = planned.query.without_ast()
+            reusable = planned if query is planned.query else replace(planned, query=query)
         handle = self._prepared.put(
             principal.user,
             PreparedStatement(text, count, planned=reusable, default_schema=default_schema),
