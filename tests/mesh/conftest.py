@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gateway.catalog.state import MeshState
 from gateway.config import load_config
 from gateway.flightsql.service import SqlService
+from tests.support.clients import adbc_connections
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +26,11 @@ def service(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> SqlSer
         )
     )
     return SqlService(MeshState(mesh_dir, load_config(mesh_dir)))
+
+
+@pytest.fixture(scope="module")
+def connections() -> Iterator:
+    """ADBC connections, one per (gateway, user), opened lazily and closed at the end (a
+    module whose servers must outlive them defines its own, depending on them)."""
+    with adbc_connections() as get:
+        yield get

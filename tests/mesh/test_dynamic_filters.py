@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 import sqlglot
 from sqlglot import exp
-from support.clients import adbc_connections
 from support.logs import log_offset
 from support.mesh import Mesh, federated, outcome, running_mesh
 from support.servers import RunningGateway, start_gateway, stop_gateway
@@ -128,12 +127,6 @@ def tpch_nodes(tpch_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("tpch-mesh")
     with running_mesh(tpch_mesh, root, {"orders": 1, "customers": 1, "parts": 1}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def connections():
-    with adbc_connections() as get:
-        yield get
 
 
 @pytest.mark.parametrize("user", [ADMIN_USER, ANALYST_USER])

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pytest
 import sqlglot
 from sqlglot import exp
-from support.clients import adbc_connections
 from support.logs import log_offset
 from support.mesh import Mesh, federated, outcome, running_mesh, sorted_rows
 from support.servers import RunningGateway
@@ -311,12 +310,6 @@ def nodes(demo_mesh: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("join-groups-mesh")
     with running_mesh(demo_mesh, root, {"sales": 1, "crm": 1, "logistics": 1}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def connections():
-    with adbc_connections() as get:
-        yield get
 
 
 @pytest.mark.parametrize("user", USERS)
