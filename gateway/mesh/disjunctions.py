@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 from sqlglot import exp
 
+from gateway.mesh.join_groups import select_sources
+
 #: Nodes that make a conjunct unfit to copy: subqueries, aggregates, windows, volatiles.
 _UNFIT = (exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
 
@@ -27,7 +29,7 @@ def add_implied_predicates(tree: exp.Expr) -> exp.Expr:
         where = select.args.get("where")
         if where is None:
             continue
-        sources = _source_names(select)
+        sources = {node.alias_or_name for node in select_sources(select)}
         implied: list[exp.Expr] = []
         for conjunct in _flat(where.this, exp.And):
             if isinstance(conjunct, exp.Or):
@@ -58,12 +60,6 @@ def _implied(disjunction: exp.Or, sources: set[str]) -> Iterator[exp.Expr]:
 def _reads_only(conjunct: exp.Expr, table: str) -> bool:
     columns = list(conjunct.find_all(exp.Column))
     return bool(columns) and all(column.table == table for column in columns)
-
-
-def _source_names(select: exp.Select) -> set[str]:
-    source = select.args.get("from_")
-    nodes = ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]
-    return {node.alias_or_name for node in nodes}
 
 
 def _flat(node: exp.Expr, kind: type[exp.Connector]) -> Iterator[exp.Expr]:

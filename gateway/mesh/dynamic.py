@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot import exp
 
 from gateway.mesh.fragments import FederatedPlan, Fragment
-from gateway.mesh.join_groups import select_conjuncts
+from gateway.mesh.join_groups import select_conjuncts, select_sources
 from gateway.planning.barrier import add_barrier
 from gateway.planning.naming import INTERNAL_CATALOG
 
@@ -146,7 +146,7 @@ def _outer_select(select: exp.Select, alias: str) -> exp.Select | None:
     """The nearest enclosing SELECT that reads a source as ``alias``."""
     outer = select.parent_select
     while outer is not None:
-        if any(source.alias_or_name == alias for source in _raw_sources(outer)):
+        if any(source.alias_or_name == alias for source in select_sources(outer)):
             return outer
         outer = outer.parent_select
     return None
@@ -156,7 +156,7 @@ def _outer_fragment(select: exp.Select, alias: str, names: set[str]) -> str | No
     """The fragment an enclosing SELECT reads as ``alias`` (the nearest that names it)."""
     outer = select.parent_select
     while outer is not None:
-        for source in _raw_sources(outer):
+        for source in select_sources(outer):
             if source.alias_or_name == alias:
                 if isinstance(source, exp.Table) and _fragment_name(source, names):
                     return source.name
@@ -173,14 +173,14 @@ def _subquery_column(query: exp.Expr | None, names: set[str]) -> tuple[str, str]
     if not isinstance(query, exp.Select) or len(query.expressions) != 1:
         return None
     column = query.expressions[0].unalias()
-    if isinstance(column, exp.Star) and len(sources := _raw_sources(query)) == 1:
+    if isinstance(column, exp.Star) and len(sources := select_sources(query)) == 1:
         source = sources[0]  # a subquery cut out whole: the fragment's one column
         if isinstance(source, exp.Table) and _fragment_name(source, names):
             return source.name, ONLY_COLUMN
         return None
     if not isinstance(column, exp.Column):
         return None
-    for source in _raw_sources(query):
+    for source in select_sources(query):
         if source.alias_or_name == column.table:
             if isinstance(source, exp.Table) and _fragment_name(source, names):
                 return source.name, column.name
@@ -345,7 +345,7 @@ def _sink_target(query: exp.Expr, name: str) -> tuple[exp.Select, exp.Column] | 
         return None
     if group is None and any(p.find(exp.AggFunc) for p in query.expressions):
         return None
-    source = next((s for s in _raw_sources(query) if s.alias_or_name == target.table), None)
+    source = next((s for s in select_sources(query) if s.alias_or_name == target.table), None)
     if isinstance(source, exp.Table) or source is None:
         return None  # the product itself: its row filter is here, keys do not go beside it
     if not isinstance(source, exp.Subquery):
@@ -391,7 +391,7 @@ def _bare(query: exp.Query, name: str) -> bool:
     target = projection.unalias() if projection is not None else None
     if not isinstance(target, exp.Column):
         return False
-    for source in _raw_sources(query):
+    for source in select_sources(query):
         if source.alias_or_name != target.table:
             continue
         if isinstance(source, exp.Table):
@@ -417,7 +417,7 @@ def _inner_sources(select: exp.Select, names: set[str]) -> dict[str, str]:
         ):
             return {}
     sources = {}
-    for source in _raw_sources(select):
+    for source in select_sources(select):
         if (
             isinstance(source, exp.Table)
             and _fragment_name(source, names)
@@ -425,8 +425,3 @@ def _inner_sources(select: exp.Select, names: set[str]) -> dict[str, str]:
         ):
             sources[source.alias_or_name] = source.name
     return sources
-
-
-def _raw_sources(select: exp.Select) -> list[exp.Expr]:
-    source = select.args.get("from_")
-    return ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]

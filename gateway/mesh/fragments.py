@@ -23,6 +23,7 @@ from gateway.mesh.join_groups import (
     group_same_domain_joins,
     projections_count_rows,
     secure_table,
+    select_sources,
 )
 from gateway.planning.naming import INTERNAL_CATALOG
 from gateway.planning.pivot import names_columns_from_data
@@ -622,17 +623,10 @@ def _agg_ancestors(node: exp.Expr, stop: exp.Expr) -> Iterator[exp.Expr]:
 
 def _own(select: exp.Select, *types: type[_N]) -> Iterator[_N]:
     """Nodes of ``types`` in ``select`` itself: not inside its FROM/JOIN sources nor WITH."""
-    sources = {id(s) for s in _raw_sources(select)} | {id(select.args.get("with_"))}
+    sources = {id(s) for s in select_sources(select)} | {id(select.args.get("with_"))}
     stack = [child for child in select.iter_expressions() if id(child) not in sources]
     while stack:
         node = stack.pop()
         if isinstance(node, types):
             yield node
         stack.extend(child for child in node.iter_expressions() if id(child) not in sources)
-
-
-def _raw_sources(select: exp.Select) -> list[exp.Expr]:
-    source = select.args.get("from_")
-    return ([source.this] if source else []) + [
-        join.this for join in select.args.get("joins") or ()
-    ]

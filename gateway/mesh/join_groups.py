@@ -131,6 +131,12 @@ def _served_domain(source: exp.Expr, served: frozenset[str]) -> str | None:
     return table.db if table is not None and table.db in served else None
 
 
+def select_sources(select: exp.Select) -> list[exp.Expr]:
+    """``select``'s FROM source and its joins' sources, in order (whatever the join kind)."""
+    source = select.args.get("from_")
+    return ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]
+
+
 def select_conjuncts(select: exp.Select) -> Iterator[exp.Expr]:
     """Every condition of ``select``'s WHERE and of its joins' ON, split at AND (through
     parentheses): the tree's own nodes."""
@@ -215,9 +221,7 @@ def _bound(column: exp.Column, conjunct: exp.Expr) -> bool:
 
 
 def _source_names(select: exp.Select) -> set[str]:
-    source = select.args.get("from_")
-    items = ([source.this] if source else []) + [j.this for j in select.args.get("joins") or ()]
-    items += select.args.get("laterals") or []
+    items = select_sources(select) + list(select.args.get("laterals") or [])
     return {item.alias_or_name for item in items}
 
 
