@@ -443,10 +443,10 @@ def run_fragments(
             for name in [name for name, _ in order] + sorted(involved):
                 if name not in futures:
                     futures[name] = pool.submit(keyed.run, name)
-        except BaseException:  # every stream opened so far is cut, also those still opening
-            _stop_all([r[0] for r in _finished(futures.values())])
-            pool.shutdown(wait=True, cancel_futures=True)
-            _stop_all([r[0] for r in _finished(futures.values())])
+        except BaseException:
+            for future in futures.values():
+                future.cancel()  # one not started yet never opens
+            _cut(list(futures.values()))
             raise
         started = _gather([futures[f.name] for f in plan.fragments], failures)
     timeline.mark("ready")
@@ -544,7 +544,16 @@ class _KeyedFragments:
 
 
 def _finished(futures: Iterable[Future[_T]]) -> list[_T]:
-    return [f.result() for f in futures if f.done() and f.exception() is None]
+    done = [f for f in futures if f.done() and not f.cancelled()]
+    return [f.result() for f in done if f.exception() is None]
+
+
+def _cut(futures: Sequence[Future[_Started]]) -> None:
+    """Stop every fragment stream ``futures`` started: those open now at once (so the
+    others end soon), then those still opening, once they are."""
+    _stop_all([r[0] for r in _finished(futures)])
+    wait(futures)
+    _stop_all([r[0] for r in _finished(futures)])
 
 
 def _gather(futures: Sequence[Future[_Started]], failures: list[MeshgateError]) -> list[_Started]:
@@ -554,9 +563,7 @@ def _gather(futures: Sequence[Future[_Started]], failures: list[MeshgateError]) 
     wait(futures, return_when=FIRST_EXCEPTION)
     if all(f.done() and f.exception() is None for f in futures):
         return [f.result() for f in futures]
-    _stop_all([r[0] for r in _finished(futures)])
-    wait(futures)
-    _stop_all([r[0] for r in _finished(futures)])
+    _cut(futures)
     errors = [error for f in futures if (error := f.exception()) is not None]
     raise failures[0] if failures else errors[0]
 
