@@ -154,15 +154,11 @@ def _outer_select(select: exp.Select, alias: str) -> exp.Select | None:
 
 def _outer_fragment(select: exp.Select, alias: str, names: set[str]) -> str | None:
     """The fragment an enclosing SELECT reads as ``alias`` (the nearest that names it)."""
-    outer = select.parent_select
-    while outer is not None:
-        for source in select_sources(outer):
-            if source.alias_or_name == alias:
-                if isinstance(source, exp.Table) and _fragment_name(source, names):
-                    return source.name
-                return None
-        outer = outer.parent_select
-    return None
+    outer = _outer_select(select, alias)
+    if outer is None:
+        return None
+    source = next(s for s in select_sources(outer) if s.alias_or_name == alias)
+    return source.name if isinstance(source, exp.Table) and _fragment_name(source, names) else None
 
 
 def _subquery_column(query: exp.Expr | None, names: set[str]) -> tuple[str, str] | None:
@@ -408,14 +404,8 @@ def _fragment_name(table: exp.Table, names: set[str]) -> bool:
 def _inner_sources(select: exp.Select, names: set[str]) -> dict[str, str]:
     """Alias -> fragment name of ``select``'s fragment sources; empty unless every join is
     a plain inner or cross join."""
-    for join in select.args.get("joins") or ():
-        if (
-            join.args.get("side")
-            or join.args.get("method")
-            or join.args.get("using")
-            or (join.args.get("kind") or "INNER") not in ("INNER", "CROSS")
-        ):
-            return {}
+    if not _inner_joins(select):
+        return {}
     sources = {}
     for source in select_sources(select):
         if (
