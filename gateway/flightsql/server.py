@@ -34,6 +34,8 @@ from gateway.flightsql.sessions import DESCRIPTIONS as SESSION_ACTIONS
 from gateway.security.auth import (
     MIDDLEWARE_KEY,
     AuthMiddlewareFactory,
+    CallIdentities,
+    CallIdentity,
     FailedLogin,
     HandshakeAuthHandler,
     LoginGuard,
@@ -51,7 +53,8 @@ R = TypeVar("R")
 
 
 def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
-    """Map every exception to a Flight status with a clean message.
+    """Map every exception to a Flight status with a clean message; hand the RPC its call's
+    identity (``CallIdentities``: taken by every RPC, so none is left behind).
 
     INVALID_ARGUMENT, NOT_FOUND and UNIMPLEMENTED can only be raised as Python exceptions,
     whose traceback pyarrow appends to the message unless ``sys.tracebacklimit`` is 0:
@@ -60,8 +63,9 @@ def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
 
     @functools.wraps(rpc)
     def wrapper(self, context, *args):
+        identity = self._calls.take()
         try:
-            return rpc(self, context, *args)
+            return rpc(self, context, identity, *args)
         except Exception as exc:  # noqa: BLE001 - the boundary: every error becomes a clean one
             raise self.client_error(exc, rpc.__name__) from None
 
@@ -85,12 +89,13 @@ class MeshgateFlightServer(flight.FlightServerBase):
         **kwargs,
     ) -> None:
         """``operator``: answers ``meshgate top`` and ``meshgate cancel`` (admins only)."""
+        self._calls = CallIdentities()
         super().__init__(
             location,
             auth_handler=HandshakeAuthHandler(),
             middleware={
                 MIDDLEWARE_KEY: AuthMiddlewareFactory(
-                    users, tokens, guard, on_failed_login, on_refused
+                    users, tokens, guard, self._calls, on_failed_login, on_refused
                 )
             },
             **kwargs,
@@ -102,19 +107,20 @@ class MeshgateFlightServer(flight.FlightServerBase):
         #: the principal of a call, per (login principal, peer, source, token): see _principal
         self._principals: dict[tuple[int, str, str, str | None], tuple[Principal, Principal]] = {}
 
-    def _principal(self, context: flight.ServerCallContext) -> Principal:
+    def _principal(
+        self, context: flight.ServerCallContext, identity: CallIdentity | None
+    ) -> Principal:
         """The caller as the service sees it: the login's principal with the call's peer,
         source and login digest; kept per login while its calls repeat (the same values
         every call of a connection), taken only for the very principal object it was made
         from."""
-        middleware = context.get_middleware(MIDDLEWARE_KEY)
-        if middleware is None:
+        if identity is None:
             raise AuthenticationError("authentication required")
         base, peer, source, token = (
-            middleware.principal,
+            identity.principal,
             context.peer(),
-            middleware.source,
-            middleware.token,
+            identity.source,
+            identity.token,
         )
         key = (id(base), peer, source, token)
         kept = self._principals.get(key)
@@ -154,17 +160,19 @@ class MeshgateFlightServer(flight.FlightServerBase):
         return pa.ArrowInvalid(message)
 
     @_flight_boundary
-    def get_flight_info(self, context, descriptor):
-        return self.service.flight_info(self._principal(context), descriptor)
+    def get_flight_info(self, context, identity, descriptor):
+        return self.service.flight_info(self._principal(context, identity), descriptor)
 
     @_flight_boundary
-    def get_schema(self, context, descriptor):
-        return flight.SchemaResult(self.service.schema(self._principal(context), descriptor))
+    def get_schema(self, context, identity, descriptor):
+        return flight.SchemaResult(
+            self.service.schema(self._principal(context, identity), descriptor)
+        )
 
     @_flight_boundary
-    def do_get(self, context, ticket):
+    def do_get(self, context, identity, ticket):
         schema, batches = self.service.stream(
-            self._principal(context), ticket.ticket, context.is_cancelled
+            self._principal(context, identity), ticket.ticket, context.is_cancelled
         )
         return flight.GeneratorStream(schema, self._guard_stream(batches))
 
@@ -188,31 +196,31 @@ class MeshgateFlightServer(flight.FlightServerBase):
         return flight.FlightServerError(str(error.args[0]) if error.args else "query failed")
 
     @_flight_boundary
-    def do_put(self, context, descriptor, reader, writer):
-        answer = self.service.put(self._principal(context), descriptor, reader)
+    def do_put(self, context, identity, descriptor, reader, writer):
+        answer = self.service.put(self._principal(context, identity), descriptor, reader)
         if answer is not None:
             writer.write(pa.py_buffer(answer))
 
     @_flight_boundary
-    def do_action(self, context, action):
+    def do_action(self, context, identity, action):
         if action.type == ACTION_HEALTH:
-            health = self.service.health(self._principal(context))
+            health = self.service.health(self._principal(context, identity))
             return [flight.Result(pa.py_buffer(json.dumps(health).encode()))]
         if action.type == ACTION_LOGOUT:
-            middleware = context.get_middleware(MIDDLEWARE_KEY)
-            if middleware is not None and middleware.token:
-                self._tokens.revoke(middleware.token)
+            if identity is not None and identity.token:
+                self._tokens.revoke(identity.token)
             return []
         body = action.body.to_pybytes() if action.body is not None else b""
         if action.type in OPERATOR_ACTIONS and self.operator is not None:
-            answer = self.operator.answer(self._principal(context), action.type, body)
+            answer = self.operator.answer(self._principal(context, identity), action.type, body)
             return [flight.Result(pa.py_buffer(answer))]
         return [
             flight.Result(pa.py_buffer(r))
-            for r in self.service.action(self._principal(context), action.type, body)
+            for r in self.service.action(self._principal(context, identity), action.type, body)
         ]
 
-    def list_actions(self, context):
+    @_flight_boundary
+    def list_actions(self, context, identity):
         return [
             flight.ActionType(ACTION_CREATE_PREPARED_STATEMENT, "Prepare a read-only statement"),
             flight.ActionType(ACTION_CLOSE_PREPARED_STATEMENT, "Close a prepared statement"),
@@ -232,11 +240,11 @@ class MeshgateFlightServer(flight.FlightServerBase):
         ]
 
     @_flight_boundary
-    def list_flights(self, context, criteria):
+    def list_flights(self, context, identity, criteria):
         raise NotSupported("ListFlights is not supported; use Flight SQL GetTables")
 
     @_flight_boundary
-    def do_exchange(self, context, descriptor, reader, writer):
+    def do_exchange(self, context, identity, descriptor, reader, writer):
         raise NotSupported("DoExchange is not supported")
 
 

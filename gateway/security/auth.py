@@ -5,7 +5,9 @@ ADBC and ``FlightClient.authenticate_basic_token`` send ``authorization: Basic .
 the Handshake RPC and expect ``authorization: Bearer <token>`` in the response headers;
 every later call carries that bearer header. pyarrow's ``ServerAuthHandler`` cannot
 answer headers, so the check is a server middleware; a no-op auth handler is installed
-only because pyarrow answers UNIMPLEMENTED to Handshake without one.
+only because pyarrow answers UNIMPLEMENTED to Handshake without one. Only a Handshake gets
+a middleware instance (to answer the token); any other call's identity reaches its RPC
+through ``CallIdentities``.
 
 A bearer value shaped as a JWT (three dot-separated parts) is the identity provider's and
 is checked as one; the gateway's own tokens (random, no dots) are looked up in the store.
@@ -19,6 +21,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn
 
 import pyarrow.flight as flight
 
@@ -139,35 +143,59 @@ class LoginGuard:
             self._failures.pop(user, None)
 
 
-class AuthMiddleware(flight.ServerMiddleware):
-    """Carries the caller's identity to the RPC; answers the token after a handshake."""
+@dataclass(frozen=True)
+class CallIdentity:
+    """Who makes a call: the login's principal, its bearer token and the client's source."""
 
-    def __init__(
-        self,
-        principal: Principal,
-        issued_token: str | None = None,
-        token: str | None = None,
-        source: str = "",
-    ) -> None:
-        self.principal = principal
-        self.source = source
+    principal: Principal
+    token: str | None = None
+    source: str = ""
+
+
+class CallIdentities:
+    """Hands each call's identity from the middleware to its RPC.
+
+    pyarrow runs a call's middleware and its RPC on the same thread, one call at a time,
+    so the identity is kept per OS thread (not in a ``threading.local``: pyarrow's thread
+    state, and with it a thread-local, does not outlive one entry into Python). A call
+    without a middleware instance costs no ``sending_headers`` or ``call_completed``
+    entry into Python."""
+
+    def __init__(self) -> None:
+        self._by_thread: dict[int, CallIdentity] = {}
+
+    def start(self) -> None:
+        """A call begins on this thread: forget what an earlier call left."""
+        self._by_thread.pop(threading.get_ident(), None)
+
+    def put(self, identity: CallIdentity) -> None:
+        self._by_thread[threading.get_ident()] = identity
+
+    def take(self) -> CallIdentity | None:
+        """The identity of the call on this thread, once."""
+        return self._by_thread.pop(threading.get_ident(), None)
+
+
+class HandshakeMiddleware(flight.ServerMiddleware):
+    """Answers the bearer token of a password login in the Handshake's response headers."""
+
+    def __init__(self, issued_token: str) -> None:
         self._issued_token = issued_token
-        self.token = token or issued_token
 
     def sending_headers(self) -> dict[str, str]:
-        if self._issued_token is None:
-            return {}
         return {"authorization": f"Bearer {self._issued_token}"}
 
 
 class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
-    """Checks Basic credentials on Handshake and the bearer token on every other call."""
+    """Checks Basic credentials on Handshake and the bearer token on every other call,
+    whose identity it hands to the RPC through ``calls``."""
 
     def __init__(
         self,
         users: UserDirectory,
         tokens: TokenStore,
         guard: LoginGuard,
+        calls: CallIdentities,
         on_failed_login: FailedLogin | None = None,
         on_refused: Callable[[bool], None] | None = None,
     ) -> None:
@@ -178,55 +206,64 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         self._users = users
         self._tokens = tokens
         self._guard = guard
+        self._calls = calls
         self._on_failed_login = on_failed_login
         self._on_refused = on_refused
 
-    def start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+    def start_call(self, info: flight.CallInfo, headers: dict) -> HandshakeMiddleware | None:
+        self._calls.start()
+        handshake = info.method == flight.FlightMethod.HANDSHAKE
         try:
-            return self._start_call(info, headers)
+            scheme, _, credentials = _header(headers, "authorization").partition(" ")
+            if handshake and scheme.lower() == "basic":
+                return self._login(credentials)
+            identity = self._bearer(headers)
+            if not handshake:  # a Handshake has no RPC of ours to take it
+                self._calls.put(identity)
+            return None
         except AuthenticationError as exc:
             if self._on_refused is not None:
-                self._on_refused(info.method == flight.FlightMethod.HANDSHAKE)
+                self._on_refused(handshake)
             raise flight.FlightUnauthenticatedError(str(exc)) from None
 
-    def _start_call(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
-        middleware = self._authenticated(info, headers)
-        middleware.source = client_source(headers)
-        return middleware
+    def _login(self, credentials: str) -> HandshakeMiddleware:
+        """A Handshake with Basic credentials: answered with a new bearer token."""
+        try:
+            user, password = _decode_basic(credentials)
+        except AuthenticationError as exc:
+            self._failed_login("", exc, MALFORMED_CREDENTIALS)
+            raise
+        if not self._users.passwords:
+            off = AuthenticationError(
+                "password logins are switched off on this gateway: send a bearer token "
+                "from the identity provider"
+            )
+            self._failed_login(user, off, PASSWORDS_OFF)
+            raise off
+        try:
+            self._guard.check(user)
+        except AuthenticationError as exc:
+            self._failed_login(user, exc, LOCKED_OUT)
+            raise
+        try:
+            principal = self._users.authenticate(user, password)
+        except AuthenticationError as exc:
+            self._guard.failed(user)
+            self._failed_login(user, exc, INVALID_CREDENTIALS)
+            raise
+        self._guard.succeeded(user)
+        return HandshakeMiddleware(self._tokens.issue(principal))
 
-    def _authenticated(self, info: flight.CallInfo, headers: dict) -> AuthMiddleware:
+    def _bearer(self, headers: dict) -> CallIdentity:
+        """A call with a bearer token: the token's identity."""
         value = _header(headers, "authorization")
         scheme, _, credentials = value.partition(" ")
-        scheme = scheme.lower()
-        if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
-            try:
-                user, password = _decode_basic(credentials)
-            except AuthenticationError as exc:
-                self._failed_login("", exc, MALFORMED_CREDENTIALS)
-                raise
-            if not self._users.passwords:
-                off = AuthenticationError(
-                    "password logins are switched off on this gateway: send a bearer token "
-                    "from the identity provider"
-                )
-                self._failed_login(user, off, PASSWORDS_OFF)
-                raise off
-            try:
-                self._guard.check(user)
-            except AuthenticationError as exc:
-                self._failed_login(user, exc, LOCKED_OUT)
-                raise
-            try:
-                principal = self._users.authenticate(user, password)
-            except AuthenticationError as exc:
-                self._guard.failed(user)
-                self._failed_login(user, exc, INVALID_CREDENTIALS)
-                raise
-            self._guard.succeeded(user)
-            return AuthMiddleware(principal, self._tokens.issue(principal))
-        if scheme == "bearer" and credentials:
+        if scheme.lower() == "bearer" and credentials:
             token = credentials.strip()
-            return AuthMiddleware(self._tokens.principal(token), token=token)
+            return CallIdentity(self._tokens.principal(token), token, client_source(headers))
+        self._refuse(value)
+
+    def _refuse(self, value: str) -> NoReturn:
         if not value:
             raise AuthenticationError(f"authentication required: {self._how()}")
         raise AuthenticationError(f"unsupported authorization scheme: {self._how()}")

@@ -124,6 +124,51 @@ def test_eight_concurrent_adbc_clients_get_correct_results(gateway, direct_arrow
             assert table.equals(expected[i]), f"client {i} ({QUERIES[i][0][:40]}...) got wrong rows"
 
 
+#: An answer that differs per user: bob reads emails, alice's are masked, carol's hashed;
+#: erin and dave may not read ``crm.customers``.
+PER_USER_SQL = (
+    "SELECT region, count(*) AS n, min(email) AS e FROM crm.customers GROUP BY 1 ORDER BY 1"
+)
+
+
+def test_concurrent_users_each_get_their_own_rows(gateway):
+    """Each call's identity reaches its own RPC only (``CallIdentities``): users with
+    different masks, two connections each, interleaved on the server's threads, always
+    get their own answer; erin and dave, who may not read the product, never get rows."""
+    users = ["alice", "bob", "carol"]
+
+    def answer(cur) -> list:
+        cur.execute(PER_USER_SQL)
+        return cur.fetchall()
+
+    alone = {}
+    for user in users:
+        with adbc_connect(gateway.uri, user) as conn, conn.cursor() as cur:
+            alone[user] = answer(cur)
+    assert len({repr(rows) for rows in alone.values()}) == len(users), alone
+    clients = [*users, *users, "erin", "dave"]
+    barrier = threading.Barrier(len(clients), timeout=20)
+
+    def client(i: int):
+        with adbc_connect(gateway.uri, clients[i]) as conn, conn.cursor() as cur:
+            barrier.wait()
+            answers = []
+            for _ in range(80):  # enough interleaved calls to catch a shared slot
+                try:
+                    answers.append(answer(cur))
+                except adbc_driver_manager.Error as exc:
+                    answers.append(type(exc))
+            return answers
+
+    results = run_in_threads(client, len(clients), timeout=90)
+    for user, result in zip(clients, results, strict=True):
+        assert not isinstance(result, BaseException), f"{user} failed: {result!r}"
+        if user in ("erin", "dave"):
+            assert all(a is adbc_driver_manager.ProgrammingError for a in result), result
+        else:
+            assert all(a == alone[user] for a in result), (user, result)
+
+
 def test_concurrent_prepared_statements_keep_their_own_parameters(gateway, direct):
     sql = "SELECT count(*) AS n, min(customer_id) AS lo FROM sales.orders WHERE customer_id >= ?"
     thresholds = [1, 2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500]
