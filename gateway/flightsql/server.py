@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TypeVar
 
@@ -50,6 +51,28 @@ ACTION_LOGOUT = "Logout"
 _PRINCIPALS_KEPT = 1024
 ACTION_HEALTH = "Health"
 R = TypeVar("R")
+
+
+def answer_stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> flight.FlightDataStream:
+    """A result of one batch (most small queries) goes out whole, read within this call
+    into Python; a longer one streams from its generator. At most two batches are read
+    ahead, and an error after the first still reaches the client after that batch.
+    ``batches`` raise Flight errors only (``MeshgateFlightServer._guard_stream``)."""
+    first = next(batches, None)
+    if first is None:
+        return flight.RecordBatchStream(pa.Table.from_batches([], schema))
+    try:
+        second = next(batches, None)
+    except flight.FlightError as exc:
+        return flight.GeneratorStream(schema, _then_raise(first, exc))
+    if second is None:
+        return flight.RecordBatchStream(pa.Table.from_batches([first], schema))
+    return flight.GeneratorStream(schema, itertools.chain((first, second), batches))
+
+
+def _then_raise(batch: pa.RecordBatch, error: Exception) -> Iterator[pa.RecordBatch]:
+    yield batch
+    raise error
 
 
 def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
@@ -174,7 +197,7 @@ class MeshgateFlightServer(flight.FlightServerBase):
         schema, batches = self.service.stream(
             self._principal(context, identity), ticket.ticket, context.is_cancelled
         )
-        return flight.GeneratorStream(schema, self._guard_stream(batches))
+        return answer_stream(schema, self._guard_stream(batches))
 
     def _guard_stream(self, batches):
         """Errors raised while streaming reach the client as clean messages too."""
