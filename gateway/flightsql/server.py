@@ -53,11 +53,17 @@ ACTION_HEALTH = "Health"
 R = TypeVar("R")
 
 
-def answer_stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> flight.FlightDataStream:
-    """A result of one batch (most small queries) goes out whole, read within this call
-    into Python; a longer one streams from its generator. At most two batches are read
-    ahead, and an error after the first still reaches the client after that batch.
-    ``batches`` raise Flight errors only (``MeshgateFlightServer._guard_stream``)."""
+def answer_stream(
+    schema: pa.Schema, batches: Iterator[pa.RecordBatch], quick: bool = True
+) -> flight.FlightDataStream:
+    """A ``quick`` result of one batch (most small queries) goes out whole, read within
+    this call into Python; any other streams from its generator. At most two batches are
+    read ahead, and an error after the first still reaches the client after that batch.
+    Not ``quick``, the schema goes out first, so that the client may cancel before the
+    first batch exists. ``batches`` raise Flight errors only
+    (``MeshgateFlightServer._guard_stream``)."""
+    if not quick:
+        return flight.GeneratorStream(schema, batches)
     first = next(batches, None)
     if first is None:
         return flight.RecordBatchStream(pa.Table.from_batches([], schema))
@@ -194,10 +200,10 @@ class MeshgateFlightServer(flight.FlightServerBase):
 
     @_flight_boundary
     def do_get(self, context, identity, ticket):
-        schema, batches = self.service.stream(
+        schema, batches, quick = self.service.answer(
             self._principal(context, identity), ticket.ticket, context.is_cancelled
         )
-        return answer_stream(schema, self._guard_stream(batches))
+        return answer_stream(schema, self._guard_stream(batches), quick)
 
     def _guard_stream(self, batches):
         """Errors raised while streaming reach the client as clean messages too."""

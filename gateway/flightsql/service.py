@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -38,7 +39,14 @@ from gateway.mesh.federation import NodeDirectory
 from gateway.mesh.tickets import MAGIC as TICKET_MAGIC
 from gateway.metrics.registry import GatewayMetrics
 from gateway.query import explain
-from gateway.query.executors import Endpoint, Executor, RoutedExecutor, Router, is_placing
+from gateway.query.executors import (
+    EMBEDDED,
+    Endpoint,
+    Executor,
+    RoutedExecutor,
+    Router,
+    is_placing,
+)
 from gateway.query.handles import HandleStore
 from gateway.query.result_cache import CachingExecutor, ResultCache
 from gateway.query.statements import StatementPlanner
@@ -51,9 +59,21 @@ _WRITES = (
     pb.CommandPreparedStatementUpdate,
     pb.CommandStatementIngest,
 )
+#: an embedded query estimated (``PlanCost.rows``) at most this is answered whole, its
+#: first batch read before its schema goes out (``answer_stream``)
+QUICK_ROWS = 100_000
 _READ_ONLY_MESSAGE = "the gateway is read-only: updates, inserts and ingestion are refused"
 _STATEMENTS = (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
 _Statement = str | pb.CommandStatementQuery | pb.CommandPreparedStatementQuery
+
+
+class Answer(NamedTuple):
+    """A DoGet's result: ``quick`` when its first batch is expected at once (nothing to
+    run, or a small embedded query), so it may be read before the schema goes out."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    quick: bool
 
 
 class SqlService:
@@ -242,11 +262,22 @@ class SqlService:
         batches run in a slot of the user's resource group, taken (after queueing if need
         be) when the client reads the first, within the group's time limit. Metadata and
         EXPLAIN answers, computed already, take no slot."""
+        schema, batches, _ = self.answer(principal, ticket, is_cancelled)
+        return schema, batches
+
+    def answer(
+        self, principal: Principal, ticket: bytes, is_cancelled: Callable[[], bool]
+    ) -> Answer:
+        """``stream``, and whether its first batch is expected at once (``Answer.quick``)."""
         self._refuse_when_draining()
         slot = self.workload.new_slot(principal, "running", is_cancelled)
         schema, batches = self._stream(principal, ticket, slot)
         inner = self._in_slot(slot if slot.engine else None, batches)
-        return schema, self._state.watchdog.expiring(inner, slot.group.query_timeout_seconds)
+        return Answer(
+            schema,
+            self._state.watchdog.expiring(inner, slot.group.query_timeout_seconds),
+            slot.quick or not slot.engine,
+        )
 
     def _stream(
         self, principal: Principal, ticket: bytes, slot: Slot
@@ -294,6 +325,11 @@ class SqlService:
             )
         executor = self._executor_for(planned)
         slot.engine, slot.heavy = executor.name, self.workload.is_heavy(planned.cost)
+        slot.quick = (
+            executor.name == EMBEDDED
+            and planned.cost is not None
+            and planned.cost.rows <= QUICK_ROWS
+        )
         return self._audit.streamed(
             planned,
             lambda finish: executor.open(planned, slot.is_cancelled, finish),

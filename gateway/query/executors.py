@@ -99,10 +99,14 @@ def is_placing(executor: object) -> TypeGuard[Placing]:
     return hasattr(executor, "node") and callable(getattr(executor, "endpoints", None))
 
 
+#: the name of ``EmbeddedExecutor``
+EMBEDDED = "embedded"
+
+
 class EmbeddedExecutor:
     """The gateway's own DuckDB."""
 
-    name = "embedded"
+    name = EMBEDDED
 
     def open(
         self,

@@ -67,6 +67,8 @@ class Slot:
     arrival: int = 0
     cancelled_by_operator: bool = False
     heavy: bool = False  # set once the query's cost is known (see ``Workload.is_heavy``)
+    #: set once routed: nothing to run, or an embedded query estimated to be small
+    quick: bool = False
 
     def is_cancelled(self) -> bool:
         return self.cancelled_by_operator or self.client_cancelled()

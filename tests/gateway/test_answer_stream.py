@@ -1,8 +1,9 @@
-"""``answer_stream``: one-batch results go out whole, longer ones stream, errors keep their
-place; read by a real pyarrow.flight client from a server on 127.0.0.1."""
+"""``answer_stream``: quick one-batch results go out whole, others stream, errors keep
+their place; read by a real pyarrow.flight client from a server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -19,13 +20,18 @@ def _batch(start: int) -> pa.RecordBatch:
 
 
 class _Server(flight.FlightServerBase):
-    def __init__(self, results: Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]):
+    def __init__(
+        self,
+        results: Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]],
+        quick: bool = True,
+    ):
         super().__init__("grpc://127.0.0.1:0")
         self.results = results
+        self.quick = quick
         self.streams: list[flight.FlightDataStream] = []
 
     def do_get(self, context, ticket):
-        stream = answer_stream(*self.results())
+        stream = answer_stream(*self.results(), self.quick)
         self.streams.append(stream)
         return stream
 
@@ -81,3 +87,25 @@ def test_an_error_reaches_the_client_after_the_batches_before_it(failing_batch: 
         range(3 * failing_batch)
     )
     assert error is not None and "time limit of 1 s" in str(error)
+
+
+def test_a_result_not_quick_sends_its_schema_before_its_first_batch_exists() -> None:
+    """The client has its reader (and may cancel) while the first batch is computed."""
+    reader_open = threading.Event()
+    waited: list[bool] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        waited.append(reader_open.wait(30))
+        yield _batch(0)
+
+    server = _Server(lambda: (SCHEMA, batches()), quick=False)
+    client = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+    try:
+        reader = client.do_get(flight.Ticket(b""))
+        reader_open.set()
+        assert reader.read_all().column("x").to_pylist() == [0, 1, 2]
+    finally:
+        client.close()
+        server.shutdown()
+    assert waited == [True]
+    assert isinstance(server.streams[0], flight.GeneratorStream)
