@@ -286,7 +286,7 @@ class Engine:
         (``DECIMAL(12,2)``), from one binding."""
         with self.cursor() as cursor:
             relation = cursor.sql(sql)
-            schema = plain_schema(self._arrow_types.schema(cursor, relation))
+            schema = self.relation_schema(cursor, relation)
             return schema, tuple(str(duck_type) for duck_type in relation.types)
 
     def parameter_schema(
@@ -318,6 +318,12 @@ class Engine:
     ) -> pa.Schema:
         """``result_schema`` on a given cursor: the query is bound, not planned nor run."""
         relation = cursor.sql(sql, params=list(params) if params else None)
+        return self.relation_schema(cursor, relation)
+
+    def relation_schema(
+        self, cursor: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation
+    ) -> pa.Schema:
+        """The schema a bound ``relation`` streams as, dictionaries decoded."""
         return plain_schema(self._arrow_types.schema(cursor, relation))
 
     def schema_and_plan_on(

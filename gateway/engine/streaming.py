@@ -199,6 +199,22 @@ def stream_batches(
     )
 
 
+def opened_sql(
+    engine: Engine,
+    sql: str,
+    parameters: Sequence[object],
+    is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
+    **log_fields: object,
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """``stream_sql`` of a query whose schema is the one DuckDB binds it to: bound once,
+    for its schema and its run, which starts when the first batch is asked for."""
+    steps = _stream_sql(
+        engine, sql, parameters, None, is_cancelled, on_finish, log_fields, announce=True
+    )
+    return next(steps), steps
+
+
 def stream_sql(
     engine: Engine,
     sql: str,
@@ -223,6 +239,39 @@ def stream_sql(
     names, not only its types (a dynamic PIVOT, whose names are values of the data), and
     its connection is not reused (see ``Engine.cursor``).
     """
+    return _stream_sql(
+        engine,
+        sql,
+        parameters,
+        schema,
+        is_cancelled,
+        on_finish,
+        log_fields,
+        tables,
+        sources,
+        timeout,
+        spill_limit,
+        same_names,
+    )
+
+
+def _stream_sql(
+    engine: Engine,
+    sql: str,
+    parameters: Sequence[object],
+    schema: pa.Schema | None,
+    is_cancelled: Callable[[], bool],
+    on_finish: Callable[[StreamStats, str, str | None], None] | None,
+    log_fields: Mapping[str, object],
+    tables: Mapping[str, pa.Table | StreamedTable] | None = None,
+    sources: TableSources | None = None,
+    timeout: float | None = None,
+    spill_limit: int | None = None,
+    same_names: bool = False,
+    announce: bool = False,
+) -> Iterator[pa.RecordBatch | pa.Schema]:
+    """``stream_sql``; ``schema`` None: the one DuckDB binds ``sql`` to; ``announce``:
+    yield the schema first, once bound, before the query runs."""
     settings = engine.settings
     limit = min(timeout or settings.query_timeout_seconds, settings.query_timeout_seconds)
     products = tuple(cast(Iterable[str], log_fields.get("products", ())))
@@ -239,6 +288,10 @@ def stream_sql(
             if sources is not None:
                 sources.watch(lambda: engine.interrupt(cursor))
             relation = cursor.sql(sql, params=list(parameters) or None)
+            if schema is None:
+                schema = engine.relation_schema(cursor, relation)
+            if announce:
+                yield schema
             reader = relation.to_arrow_reader(
                 rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
             )

@@ -23,7 +23,6 @@ change reaching the node's files, not when they expire.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import structlog
 from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
-from gateway.engine.streaming import StreamStats, result_schema, stream_sql
+from gateway.engine.streaming import StreamStats, opened_sql, result_schema
 from gateway.errors import ConfigError, MeshgateError
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
 from gateway.mesh.ends import EndOutbox, Tracker
@@ -177,30 +176,19 @@ class DomainNode(flight.FlightServerBase):
                 tracker.ended(outcome, error)
 
         try:
-            schema = result_schema(
-                catalog, node_ticket.sql, _typed_alike(node_ticket.parameters), node_ticket.products
+            schema, batches = opened_sql(  # bound once, for its schema and its run
+                catalog.engine,
+                node_ticket.sql,
+                node_ticket.parameters,
+                context.is_cancelled,
+                finish,
+                user=node_ticket.user,
+                products=list(node_ticket.products),
+                node=self.domain,
             )
-        except MeshgateError as exc:
-            finish(StreamStats(), "error", exc.client_message)
+        except MeshgateError as exc:  # ``finish`` has recorded it
             raise pa.ArrowInvalid(exc.client_message) from None
-        return flight.GeneratorStream(
-            schema,
-            self._count(
-                stream_sql(
-                    catalog.engine,
-                    node_ticket.sql,
-                    node_ticket.parameters,
-                    schema,
-                    context.is_cancelled,
-                    finish,
-                    user=node_ticket.user,
-                    products=list(node_ticket.products),
-                    node=self.domain,
-                ),
-                begun,
-                tracker,
-            ),
-        )
+        return flight.GeneratorStream(schema, self._count(batches, begun, tracker))
 
     def _count(self, batches, begun: int, tracker: Tracker | None):
         """The batches, counted (the node's counters; ``tracker``: an audited ticket's
@@ -266,21 +254,3 @@ class DomainNode(flight.FlightServerBase):
                 ACTION_ENDS, "End reports of audited tickets (body: a control ticket)"
             ),
         ]
-
-
-def _typed_alike(parameters: tuple[object, ...]) -> tuple[object, ...]:
-    """``parameters`` with each long list of integers, strings or dates (the keys of a
-    dynamic filter: ``gateway.mesh.dynamic``) cut to values DuckDB types the same way
-    (integers: the smallest and the largest), so that planning the result schema binds
-    a few values, not thousands; the query itself runs with every value."""
-    return tuple(_alike(value) if isinstance(value, list) else value for value in parameters)
-
-
-def _alike(values: list) -> list:
-    if len(values) <= 2:
-        return values
-    if all(type(v) is int for v in values):
-        return [min(values), max(values)]
-    if all(type(v) is str for v in values) or all(type(v) is dt.date for v in values):
-        return values[:1]
-    return values
