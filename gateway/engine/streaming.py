@@ -205,12 +205,14 @@ def opened_sql(
     parameters: Sequence[object],
     is_cancelled: Callable[[], bool],
     on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
+    tables: Mapping[str, pa.Table] | None = None,
     **log_fields: object,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """``stream_sql`` of a query whose schema is the one DuckDB binds it to: bound once,
-    for its schema and its run, which starts when the first batch is asked for."""
+    for its schema and its run, which starts when the first batch is asked for;
+    ``tables``: as ``stream_sql``'s."""
     steps = _stream_sql(
-        engine, sql, parameters, None, is_cancelled, on_finish, log_fields, announce=True
+        engine, sql, parameters, None, is_cancelled, on_finish, log_fields, tables, announce=True
     )
     return next(steps), steps
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -234,34 +235,51 @@ def _whole_product(sql: str) -> bool:
     )
 
 
-def key_predicate(
-    column: exp.Column, keys: pa.ChunkedArray, probe_type: pa.DataType, number: int
-) -> tuple[exp.Expr, tuple[object, ...], str, int] | None:
-    """The predicate keeping rows whose ``column`` (of ``probe_type``) is among ``keys``,
-    the parameters it binds (``$number`` on), its kind and the number of distinct keys;
-    None when the types are not ones sent (integers of one signedness, strings, dates).
+class KeyFilter(NamedTuple):
+    """A dynamic filter on a probe column: its predicate, the ``$n`` parameters it binds,
+    the key set it reads (kind ``in``), its kind and the number of distinct keys."""
 
-    Kinds: ``in``, a semi-join on the keys bound as one list parameter (DuckDB binds a
-    list at once, where an IN list of constants costs it a parse and bind per value);
-    ``range`` beyond ``IN_MAX_KEYS``; ``empty``, FALSE, when there is no key."""
+    predicate: exp.Expr
+    parameters: tuple[object, ...]
+    key_set: pa.Array | None
+    kind: str
+    distinct: int
+
+
+def key_predicate(
+    column: exp.Column,
+    keys: pa.ChunkedArray,
+    probe_type: pa.DataType,
+    number: int,
+    key_set: str,
+) -> KeyFilter | None:
+    """The filter keeping rows whose ``column`` (of ``probe_type``) is among ``keys``:
+    parameters from ``$number`` on, its key set the node's table named ``key_set``; None
+    when the types are not ones sent (integers of one signedness, strings, dates).
+
+    Kinds: ``in``, a semi-join on the keys, which travel as Arrow and the node registers
+    as a table (DuckDB hash-joins it, where binding a list parameter costs it a value
+    conversion per key); ``range`` beyond ``IN_MAX_KEYS``; ``empty``, FALSE, when there
+    is no key."""
     element = _list_type(keys.type, probe_type)
     if element is None:
         return None
     distinct = pc.unique(keys.drop_null())
     if len(distinct) == 0:
-        return exp.false(), (), "empty", 0
+        return KeyFilter(exp.false(), (), None, "empty", 0)
     if len(distinct) <= IN_MAX_KEYS:
-        bound = exp.cast(exp.Placeholder(this=str(number)), exp.DataType.build(f"{element}[]"))
-        # aliased: DuckDB names an unaliased column after its expression, the whole list
-        semi = exp.select(exp.alias_(exp.Unnest(expressions=[bound]), "key")).subquery()
-        return exp.In(this=column, query=semi), (distinct.to_pylist(),), "in", len(distinct)
+        key = exp.cast(exp.column("key", quoted=True), exp.DataType.build(element))
+        semi = exp.select(exp.alias_(key, "key")).from_(exp.to_table(key_set, quoted=True))
+        return KeyFilter(
+            exp.In(this=column, query=semi.subquery()), (), distinct, "in", len(distinct)
+        )
     low, high = pc.min_max(distinct).values()
     between = exp.Between(
         this=column,
         low=exp.cast(exp.Placeholder(this=str(number)), element),
         high=exp.cast(exp.Placeholder(this=str(number + 1)), element),
     )
-    return between, (low.as_py(), high.as_py()), "range", len(distinct)
+    return KeyFilter(between, (low.as_py(), high.as_py()), None, "range", len(distinct))
 
 
 def _list_type(build: pa.DataType, probe: pa.DataType) -> str | None:
@@ -294,10 +312,13 @@ _INTEGERS = {
 
 
 def filtered(
-    fragment: Fragment, predicates: Mapping[str, exp.Expr], parameters: tuple[object, ...]
+    fragment: Fragment,
+    predicates: Mapping[str, exp.Expr],
+    parameters: tuple[object, ...],
+    key_sets: Mapping[str, pa.Array],
 ) -> Fragment:
     """``fragment`` returning only the rows that pass ``predicates`` (by output column,
-    read through ``probe_column``),
+    read through ``probe_column``; binding ``parameters``, reading ``key_sets``),
     behind a barrier unless every filtered column is a bare product column (module doc)."""
     inner = sqlglot.parse_one(fragment.sql, read="duckdb")
     assert isinstance(inner, exp.Query)
@@ -306,9 +327,11 @@ def filtered(
     else:
         predicates = {c: p for c, p in predicates.items() if not _sunk(inner, c, p)}
         if not predicates:
-            return replace(fragment, sql=inner.sql("duckdb"), parameters=parameters)
+            return replace(
+                fragment, sql=inner.sql("duckdb"), parameters=parameters, key_sets=key_sets
+            )
     wrapper = exp.select(exp.Star()).from_(inner.subquery(_WRAPPER)).where(*predicates.values())
-    return replace(fragment, sql=wrapper.sql("duckdb"), parameters=parameters)
+    return replace(fragment, sql=wrapper.sql("duckdb"), parameters=parameters, key_sets=key_sets)
 
 
 def _sunk(query: exp.Query, name: str, predicate: exp.Expr) -> bool:

@@ -32,7 +32,7 @@ from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
 from gateway.mesh.ends import EndCollector, ReplicaSilent
 from gateway.mesh.fragments import FederatedPlan, Fragment
 from gateway.mesh.sizes import EstimateCache, SizeCache, measure_in_background
-from gateway.mesh.tickets import TicketSealer
+from gateway.mesh.tickets import KEY_SET_PREFIX, TicketSealer
 from gateway.security.principal import Principal
 
 log = structlog.get_logger("meshgate.federation")
@@ -338,6 +338,7 @@ class NodeDirectory:
             principal,
             fragment.products,
             decisions=decisions,
+            key_sets=fragment.key_sets,
         )
         stream = FragmentStream(fragment, *self.start(fragment.domain, sealed), failures)
         stream.requested = requested
@@ -507,6 +508,7 @@ class _KeyedFragments:
         fragment = self._fragments[name]
         predicates: dict[str, exp.Expr] = {}
         parameters: tuple[object, ...] = ()
+        key_sets: dict[str, pa.Array] = {}
         made: list[tuple[tuple[int, int], dynamic.Applied]] = []
         builds = self._filtered_by(name)
         for _, _, uses in builds:  # known before the keys are: while the builds run
@@ -524,21 +526,27 @@ class _KeyedFragments:
                     0 if join.build_column == dynamic.ONLY_COLUMN else join.build_column
                 )
                 probe_type = self._schema_of(fragment.sql).field(join.probe_column).type
-                predicate = dynamic.key_predicate(
+                key_set = f"{KEY_SET_PREFIX}{len(key_sets)}"
+                made_filter = dynamic.key_predicate(
                     dynamic.probe_column(join.probe_column),
                     keys,
                     probe_type,
                     len(parameters) + 1,
+                    key_set,
                 )
-                if predicate is None:
+                if made_filter is None:
                     continue
-                predicates[join.probe_column], values, kind, count = predicate
-                parameters += values
+                predicates[join.probe_column] = made_filter.predicate
+                parameters += made_filter.parameters
+                if made_filter.key_set is not None:
+                    key_sets[key_set] = made_filter.key_set
                 products = ",".join(fragment.products)
-                applied = dynamic.Applied(products, join.probe_column, build, kind, count)
+                applied = dynamic.Applied(
+                    products, join.probe_column, build, made_filter.kind, made_filter.distinct
+                )
                 made.append(((index, number), applied))
         if predicates:
-            fragment = dynamic.filtered(fragment, predicates, parameters)
+            fragment = dynamic.filtered(fragment, predicates, parameters, key_sets)
         stream, table, _ = self._opened(fragment, name in self._position)
         return stream, table, made
 

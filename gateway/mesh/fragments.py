@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TypeVar
 
+import pyarrow as pa
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SqlglotError
 from sqlglot.optimizer.annotate_types import annotate_types
@@ -59,8 +60,10 @@ class Fragment:
     sql: str
     products: tuple[str, ...]
     kind: str = "product"
-    #: Values of the SQL's ``$n`` (the keys of a dynamic filter: ``gateway.mesh.dynamic``).
+    #: Values of the SQL's ``$n`` (a dynamic filter's key range: ``gateway.mesh.dynamic``).
     parameters: tuple[object, ...] = ()
+    #: Key sets of dynamic filters the SQL reads, by table name (``KEY_SET_PREFIX``).
+    key_sets: Mapping[str, pa.Array] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ class DomainNode(flight.FlightServerBase):
             client=context.peer(),
             sql=node_ticket.sql,
             parameters=len(node_ticket.parameters),
+            key_sets=len(node_ticket.key_sets),
         )
         audit = node_ticket.audit
         tracker = self._ends.tracker(audit) if audit is not None else None
@@ -182,6 +183,7 @@ class DomainNode(flight.FlightServerBase):
                 node_ticket.parameters,
                 context.is_cancelled,
                 finish,
+                {name: pa.table({"key": keys}) for name, keys in node_ticket.key_sets.items()},
                 user=node_ticket.user,
                 products=list(node_ticket.products),
                 node=self.domain,

@@ -6,7 +6,7 @@ carries governed SQL, whose masks embed the hash key, and it travels through the
 The payload names the domain, the SQL, the principal as the gateway resolved it (user,
 roles, attributes: the node decides for them again, whether they came from mesh.toml or
 from an identity token) and the products, an expiry and a nonce, in JSON, followed by the
-SQL's parameters (Arrow IPC, as they are); ``ReplayGuard`` refuses a nonce seen twice.
+SQL's parameters and its dynamic filters' key sets (Arrow IPC, as they are); ``ReplayGuard`` refuses a nonce seen twice.
 A *control* ticket (purpose ``health``, ``stats`` or ``ends``, no SQL, no user, a few seconds
 of life) is how the gateway proves itself when it asks a node for its health, counters or
 end reports. A ticket of a query the client fetches from the node carries an ``AuditTag``:
@@ -43,10 +43,14 @@ from policies.engine import Subject
 if TYPE_CHECKING:
     from policies.engine import ProductAccess
 
-MAGIC = b"MGT2"
+MAGIC = b"MGT3"
 _NONCE_BYTES = 12
-_AAD = b"meshgate-node-ticket-v2"  # with MAGIC: a ticket of another format never opens
+_AAD = b"meshgate-node-ticket-v3"  # with MAGIC: a ticket of another format never opens
 _SEPARATOR = b"\n"  # after the JSON header (which escapes every newline in it)
+#: The name of a dynamic filter's key set, the table the node registers it as: this and a
+#: number (``gateway.mesh.dynamic.key_predicate``)
+KEY_SET_PREFIX = "__meshgate_keys_"
+_KEY_SET_COLUMN = "keys:"  # the IPC column of a key set: this and its name
 #: Lifetime of a control ticket: sealed for one call, opened at once.
 CONTROL_TTL_SECONDS = 10.0
 CONTROL_PURPOSES = ("health", "stats", "ends")
@@ -94,6 +98,8 @@ class NodeTicket:
     user: str
     products: tuple[str, ...]
     expires_at: float
+    #: key sets of dynamic filters, by table name (``KEY_SET_PREFIX``), as Arrow arrays
+    key_sets: Mapping[str, pa.Array] = field(default_factory=dict)
     purpose: str = "rows"  # "rows", "schema", or a control purpose ("health", "stats")
     nonce: bytes = b""
     #: product -> fingerprint of the user's policy decision the SQL was governed under
@@ -131,6 +137,7 @@ class TicketSealer:
         ttl_seconds: float | None = None,
         audit: AuditTag | None = None,
         gateway: str = "",
+        key_sets: Mapping[str, pa.Array] | None = None,
     ) -> bytes:
         payload: dict[str, object] = {
             "domain": domain,
@@ -151,7 +158,8 @@ class TicketSealer:
         nonce = os.urandom(_NONCE_BYTES)
         # the parameters (Arrow IPC) follow the JSON as they are: no hex, no JSON string
         # to scan (a dynamic filter's keys are up to 100k values)
-        plain = json.dumps(payload).encode() + _SEPARATOR + _parameters_to_ipc(parameters)
+        ipc = _parameters_to_ipc(parameters, key_sets or {})
+        plain = json.dumps(payload).encode() + _SEPARATOR + ipc
         return MAGIC + nonce + self._aead.encrypt(nonce, plain, _AAD)
 
     def seal_control(self, domain: str, purpose: str, gateway: str = "") -> bytes:
@@ -179,7 +187,7 @@ class TicketSealer:
             plain = self._aead.decrypt(nonce, raw[len(MAGIC) + _NONCE_BYTES :], _AAD)
             header, _, ipc = plain.partition(_SEPARATOR)
             payload = json.loads(header)
-            parameters = _parameters_from_ipc(ipc)
+            parameters, key_sets = _parameters_from_ipc(ipc)
         except (InvalidTag, ValueError) as exc:
             raise TicketError(
                 "ticket signature check failed (tampered, or sealed with another key)"
@@ -190,6 +198,7 @@ class TicketSealer:
             domain=payload["domain"],
             sql=payload["sql"],
             parameters=parameters,
+            key_sets=key_sets,
             user=payload["user"],
             products=tuple(payload["products"]),
             expires_at=payload["expires_at"],
@@ -237,18 +246,35 @@ class ReplayGuard:
             self._seen[ticket.nonce] = ticket.expires_at
 
 
-def _parameters_to_ipc(parameters: tuple[object, ...]) -> bytes:
+def _parameters_to_ipc(parameters: tuple[object, ...], key_sets: Mapping[str, pa.Array]) -> bytes:
+    """One row: a column per parameter (``p0``...), then a list column per key set."""
     batch = pa.RecordBatch.from_pylist(
         [{f"p{i}": value for i, value in enumerate(parameters)}] if parameters else [{}]
     )
+    if key_sets:
+        columns, names = list(batch.columns), list(batch.schema.names)
+        for name, keys in key_sets.items():
+            if not name.startswith(KEY_SET_PREFIX):
+                raise ValueError(f"not a key set name: {name!r}")
+            columns.append(pa.ListArray.from_arrays(pa.array([0, len(keys)], pa.int32()), keys))
+            names.append(_KEY_SET_COLUMN + name)
+        batch = pa.RecordBatch.from_arrays(columns, names=names)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
 
-def _parameters_from_ipc(raw: bytes) -> tuple[object, ...]:
+def _parameters_from_ipc(raw: bytes) -> tuple[tuple[object, ...], dict[str, pa.Array]]:
     table = pa.ipc.open_stream(raw).read_all()
-    if table.num_columns == 0:
-        return ()
-    return tuple(column[0].as_py() for column in table.columns)
+    parameters: list[object] = []
+    key_sets: dict[str, pa.Array] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name.startswith(_KEY_SET_COLUMN):
+            key_name = name[len(_KEY_SET_COLUMN) :]
+            if not key_name.startswith(KEY_SET_PREFIX):
+                raise ValueError(f"not a key set name: {key_name!r}")
+            key_sets[key_name] = column[0].values
+        else:
+            parameters.append(column[0].as_py())
+    return tuple(parameters), key_sets

@@ -35,6 +35,7 @@ from benchmarks.mesh import domains_of
 from benchmarks.settings import ADMIN_USER, ANALYST_USER, BenchConfig
 from benchmarks.tpch import QUERY_NUMBERS, qualified
 from gateway.audit.log import read_audit
+from gateway.mesh.tickets import KEY_SET_PREFIX
 from gateway.security.passwords import hash_password
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
@@ -74,12 +75,13 @@ def filtered_begins(begins: list[dict]) -> list[dict]:
 
 
 def dynamic_predicates(sql: str | exp.Expr) -> list[exp.In]:
-    """The semi-joins on a list parameter in ``sql`` (the dynamic filters)."""
+    """The semi-joins on a key set in ``sql`` (the dynamic filters)."""
     tree = sqlglot.parse_one(sql, read="duckdb") if isinstance(sql, str) else sql
     return [
         node
         for node in tree.find_all(exp.In)
-        if node.args.get("query") is not None and node.find(exp.Placeholder) is not None
+        if node.args.get("query") is not None
+        and any(t.name.startswith(KEY_SET_PREFIX) for t in node.find_all(exp.Table))
     ]
 
 
@@ -248,7 +250,7 @@ def test_alice_sends_keys_of_her_visible_orders_only(
         }
     ]
     (begin,) = filtered_begins(node_begins(demo_nodes, "crm", begins))
-    assert begin["user"] == "alice" and begin["parameters"] == 1
+    assert begin["user"] == "alice" and (begin["parameters"], begin["key_sets"]) == (0, 1)
     (crm,) = [f for f in record["fragments"] if f["domain"] == "crm"]
     # Every customer is visible to alice: a hidden order's key would have brought its
     # (non-EU) customer into the rows the crm node served.

@@ -33,8 +33,36 @@ def plan(final_sql: str) -> FederatedPlan:
     return FederatedPlan(fragments, final_sql, True)
 
 
+KEY_SET = "__meshgate_keys_0"
+
+
 def keys(*values: int) -> pa.ChunkedArray:
     return pa.chunked_array([pa.array(values, pa.int64())])
+
+
+def key_filter(column: str, values: pa.ChunkedArray, probe: pa.DataType) -> dynamic.KeyFilter:
+    made = dynamic.key_predicate(dynamic.probe_column(column), values, probe, 1, KEY_SET)
+    assert made is not None
+    return made
+
+
+def filtered_sql(fragment: Fragment, column: str, made: dynamic.KeyFilter) -> str:
+    sets = {KEY_SET: made.key_set} if made.key_set is not None else {}
+    return dynamic.filtered(fragment, {column: made.predicate}, made.parameters, sets).sql
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, made: dynamic.KeyFilter) -> list:
+    """``sql`` as a node runs it: the key set registered as its table."""
+    if made.key_set is not None:
+        con.register(KEY_SET, pa.table({"key": made.key_set}))
+    return sorted(con.execute(sql, list(made.parameters) or None).fetchall())
+
+
+def semi_joins(tree: exp.Expr) -> list[exp.In]:
+    """The IN subqueries reading the key set."""
+    return [
+        n for n in tree.find_all(exp.In) if any(t.name == KEY_SET for t in n.find_all(exp.Table))
+    ]
 
 
 def test_inner_equi_joins_filter_either_side():
@@ -60,51 +88,58 @@ def test_outer_joins_and_probes_read_twice_are_not_filtered():
 
 
 def test_keys_of_a_bare_column_filter_the_fragment_output_without_a_barrier():
-    predicate, values, kind, count = dynamic.key_predicate(
-        dynamic.probe_column("customer_id"), keys(3, 5, 3), pa.int32(), 1
-    )
-    assert (kind, count, sorted(values[0])) == ("in", 2, [3, 5])
-    tree = sqlglot.parse_one(
-        dynamic.filtered(BARE, {"customer_id": predicate}, values).sql, read="duckdb"
-    )
+    made = key_filter("customer_id", keys(3, 5, 3), pa.int32())
+    assert (made.kind, made.distinct, made.parameters) == ("in", 2, ())
+    assert sorted(made.key_set.to_pylist()) == [3, 5]
+    tree = sqlglot.parse_one(filtered_sql(BARE, "customer_id", made), read="duckdb")
     governed = tree.args["from_"].this.this
     assert governed.sql("duckdb") == sqlglot.parse_one(BARE.sql, read="duckdb").sql("duckdb")
-    assert tree.find(exp.Placeholder) is not None and governed.find(exp.Placeholder) is None
+    assert semi_joins(tree) and not semi_joins(governed)
 
 
 def test_keys_of_a_masked_column_stay_behind_a_barrier():
-    predicate, values, _, _ = dynamic.key_predicate(
-        dynamic.probe_column("email"),
-        pa.chunked_array([pa.array(["a***@x.org"])]),
-        pa.string(),
-        1,
-    )
-    tree = sqlglot.parse_one(
-        dynamic.filtered(MASKED, {"email": predicate}, values).sql, read="duckdb"
-    )
+    made = key_filter("email", pa.chunked_array([pa.array(["a***@x.org"])]), pa.string())
+    tree = sqlglot.parse_one(filtered_sql(MASKED, "email", made), read="duckdb")
     fence = tree.args["from_"].this.this
     assert isinstance(fence, exp.Select) and is_barrier(fence)
 
 
 def test_no_keys_filter_everything_and_many_keys_send_their_range():
-    predicate, values, kind, _ = dynamic.key_predicate(
-        dynamic.probe_column("x"), keys(), pa.int64(), 1
+    made = key_filter("x", keys(), pa.int64())
+    assert (made.predicate, made.parameters, made.key_set, made.kind) == (
+        exp.false(),
+        (),
+        None,
+        "empty",
     )
-    assert (predicate, values, kind) == (exp.false(), (), "empty")
-    many = keys(*range(dynamic.IN_MAX_KEYS + 1))
-    _, values, kind, count = dynamic.key_predicate(dynamic.probe_column("x"), many, pa.int64(), 1)
-    assert (kind, values, count) == ("range", (0, dynamic.IN_MAX_KEYS), dynamic.IN_MAX_KEYS + 1)
+    many = key_filter("x", keys(*range(dynamic.IN_MAX_KEYS + 1)), pa.int64())
+    assert (many.kind, many.parameters, many.key_set, many.distinct) == (
+        "range",
+        (0, dynamic.IN_MAX_KEYS),
+        None,
+        dynamic.IN_MAX_KEYS + 1,
+    )
 
 
 def test_the_filtered_fragment_runs_in_duckdb_with_its_keys():
     with duckdb.connect() as con:
         con.sql("CREATE TABLE t AS SELECT range AS x FROM range(100)")
         fragment = Fragment("f", "d", 'SELECT "t"."x" AS "x" FROM "t" AS "t"', ("d.t",))
-        predicate, values, _, _ = dynamic.key_predicate(
-            dynamic.probe_column("x"), keys(7, 70, 700), pa.int64(), 1
-        )
-        sql = dynamic.filtered(fragment, {"x": predicate}, values).sql
-        assert sorted(r[0] for r in con.execute(sql, list(values)).fetchall()) == [7, 70]
+        for made, expected in (
+            (key_filter("x", keys(7, 70, 700), pa.int64()), [(7,), (70,)]),
+            (key_filter("x", keys(*range(50, dynamic.IN_MAX_KEYS + 51)), pa.int64()), None),
+        ):
+            got = run(con, filtered_sql(fragment, "x", made), made)
+            assert got == (expected or [(x,) for x in range(50, 100)])
+
+
+def test_keys_narrower_than_the_probe_column_never_cast_it_down():
+    """INTEGER keys against a BIGINT column: the keys are read as BIGINT."""
+    with duckdb.connect() as con:
+        con.sql("CREATE TABLE t AS SELECT range * 4294967296 + 1 AS x FROM range(3)")
+        fragment = Fragment("f", "d", 'SELECT "t"."x" AS "x" FROM "t" AS "t"', ("d.t",))
+        made = key_filter("x", pa.chunked_array([pa.array([1], pa.int32())]), pa.int64())
+        assert run(con, filtered_sql(fragment, "x", made), made) == [(1,)]
 
 
 def test_semi_joins_correlations_and_equated_columns_filter_too():
@@ -136,8 +171,8 @@ AGGREGATE = Fragment(
 )
 
 
-def _in_keys(column: str, *values: int):
-    return dynamic.key_predicate(dynamic.probe_column(column), keys(*values), pa.int64(), 1)
+def _in_keys(column: str, *values: int) -> dynamic.KeyFilter:
+    return key_filter(column, keys(*values), pa.int64())
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -148,15 +183,13 @@ def _tables(con: duckdb.DuckDBPyConnection) -> None:
 def test_keys_of_a_group_key_filter_the_rows_before_they_are_grouped():
     """DuckDB moves no semi-join below an aggregate: the keys go into the WHERE of the
     join the group reads (the deepest SELECT above the products' own), same rows."""
-    predicate, values, _, _ = _in_keys("k", 3, 5, 30)
-    tree = sqlglot.parse_one(
-        dynamic.filtered(AGGREGATE, {"k": predicate}, values).sql, read="duckdb"
-    )
-    (semi,) = [node for node in tree.find_all(exp.In) if node.find(exp.Placeholder)]
+    made = _in_keys("k", 3, 5, 30)
+    tree = sqlglot.parse_one(filtered_sql(AGGREGATE, "k", made), read="duckdb")
+    (semi,) = semi_joins(tree)
     assert semi.this.sql("duckdb") == '"a"."k"'
     join = semi.parent_select
     assert join.args["from_"].this.alias == "a" and join is not tree  # below the GROUP BY
-    assert all(t.parent_select is not join for t in tree.find_all(exp.Table))
+    assert all(t.parent_select is not join for t in tree.find_all(exp.Table) if t.name != KEY_SET)
     with duckdb.connect() as con:
         _tables(con)
         wrapped = (
@@ -165,7 +198,7 @@ def test_keys_of_a_group_key_filter_the_rows_before_they_are_grouped():
             .where("w.k IN (3, 5, 30)")
         )
         expected = sorted(con.sql(wrapped.sql("duckdb")).fetchall())
-        got = sorted(con.execute(tree.sql("duckdb"), list(values)).fetchall())
+        got = run(con, tree.sql("duckdb"), made)
         assert got == expected == [(3, 480), (5, 500)]
 
 
@@ -178,14 +211,14 @@ def test_keys_stay_above_an_outer_join_whose_side_they_filter():
         'AS "b" ON "a"."k" = "b"."k"',
         ("d.a", "d.b"),
     )
-    predicate, values, _, _ = _in_keys("v", 1, 2)
-    sql = dynamic.filtered(fragment, {"v": predicate}, values).sql
+    made = _in_keys("v", 1, 2)
+    sql = filtered_sql(fragment, "v", made)
     tree = sqlglot.parse_one(sql, read="duckdb")
-    (semi,) = [node for node in tree.find_all(exp.In) if node.find(exp.Placeholder)]
+    (semi,) = semi_joins(tree)
     assert semi.parent_select is tree  # the outer join's own WHERE, not inside its side
     with duckdb.connect() as con:
         _tables(con)
-        assert sorted(con.execute(sql, list(values)).fetchall()) == [(1, 1), (2, 2)]
+        assert run(con, sql, made) == [(1, 1), (2, 2)]
 
 
 def test_a_correlated_probe_gets_the_keys_that_filter_its_outer_rows():
