@@ -159,21 +159,62 @@ class CallIdentities:
     so the identity is kept per OS thread (not in a ``threading.local``: pyarrow's thread
     state, and with it a thread-local, does not outlive one entry into Python). A call
     without a middleware instance costs no ``sending_headers`` or ``call_completed``
-    entry into Python."""
+    entry into Python. An identity no RPC took (a request pyarrow refused before its RPC,
+    on a thread gRPC then ended) is dropped once ``limit`` are kept and it is older than
+    ``stale_seconds``: an RPC takes its own within moments."""
 
-    def __init__(self) -> None:
-        self._by_thread: dict[int, CallIdentity] = {}
+    def __init__(
+        self,
+        limit: int = 1024,
+        stale_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._by_thread: dict[int, tuple[CallIdentity, float]] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._stale_seconds = stale_seconds
+        self._clock = clock
 
     def start(self) -> None:
         """A call begins on this thread: forget what an earlier call left."""
-        self._by_thread.pop(threading.get_ident(), None)
+        with self._lock:
+            self._by_thread.pop(threading.get_ident(), None)
 
     def put(self, identity: CallIdentity) -> None:
-        self._by_thread[threading.get_ident()] = identity
+        now = self._clock()
+        with self._lock:
+            if len(self._by_thread) >= self._limit:
+                self._by_thread = {
+                    thread: kept
+                    for thread, kept in self._by_thread.items()
+                    if now - kept[1] < self._stale_seconds
+                }
+            self._by_thread[threading.get_ident()] = (identity, now)
 
     def take(self) -> CallIdentity | None:
         """The identity of the call on this thread, once."""
-        return self._by_thread.pop(threading.get_ident(), None)
+        with self._lock:
+            kept = self._by_thread.pop(threading.get_ident(), None)
+        return kept[0] if kept is not None else None
+
+    def __len__(self) -> int:
+        return len(self._by_thread)
+
+
+#: the calls whose identity an RPC of ``MeshgateFlightServer`` takes (not Handshake, nor
+#: a call pyarrow answers itself, as PollFlightInfo)
+_TAKEN_BY_AN_RPC = frozenset(
+    {
+        flight.FlightMethod.LIST_FLIGHTS,
+        flight.FlightMethod.GET_FLIGHT_INFO,
+        flight.FlightMethod.GET_SCHEMA,
+        flight.FlightMethod.DO_GET,
+        flight.FlightMethod.DO_PUT,
+        flight.FlightMethod.DO_ACTION,
+        flight.FlightMethod.LIST_ACTIONS,
+        flight.FlightMethod.DO_EXCHANGE,
+    }
+)
 
 
 class HandshakeMiddleware(flight.ServerMiddleware):
@@ -218,7 +259,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             if handshake and scheme.lower() == "basic":
                 return self._login(credentials)
             identity = self._bearer(headers)
-            if not handshake:  # a Handshake has no RPC of ours to take it
+            if info.method in _TAKEN_BY_AN_RPC:  # no RPC of ours takes another's
                 self._calls.put(identity)
             return None
         except AuthenticationError as exc:
