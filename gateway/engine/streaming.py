@@ -326,6 +326,7 @@ def _stream_sql(
                 error = failure.client_message
                 raise failure from exc
             if not interrupted and stopped_by is None:
+                outcome, error = "error", "the query failed"
                 raise  # a genuine reader failure, not our interrupt
             outcome = stopped_by or "cancelled"
             error = stop_message(outcome, limit)

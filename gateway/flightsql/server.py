@@ -83,7 +83,7 @@ def _then_raise(batch: pa.RecordBatch, error: Exception) -> Iterator[pa.RecordBa
 
 def _flight_boundary(rpc: Callable[..., R]) -> Callable[..., R]:
     """Map every exception to a Flight status with a clean message; hand the RPC its call's
-    identity (``CallIdentities``: taken by every RPC, so none is left behind).
+    identity (``CallIdentities``: each RPC takes its own call's, first).
 
     INVALID_ARGUMENT, NOT_FOUND and UNIMPLEMENTED can only be raised as Python exceptions,
     whose traceback pyarrow appends to the message unless ``sys.tracebacklimit`` is 0:

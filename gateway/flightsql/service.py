@@ -59,8 +59,8 @@ _WRITES = (
     pb.CommandPreparedStatementUpdate,
     pb.CommandStatementIngest,
 )
-#: an embedded query estimated (``PlanCost.rows``) at most this is answered whole, its
-#: first batch read before its schema goes out (``answer_stream``)
+#: an embedded query estimated (``PlanCost.rows``) at most this, whose slot is free, is
+#: quick: its first batch is read before its schema goes out (``answer_stream``)
 QUICK_ROWS = 100_000
 _READ_ONLY_MESSAGE = "the gateway is read-only: updates, inserts and ingestion are refused"
 _STATEMENTS = (str, pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
@@ -260,8 +260,9 @@ class SqlService:
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The schema and batches for a ticket from GetFlightInfo (or raw SQL); a query's
         batches run in a slot of the user's resource group, taken (after queueing if need
-        be) when the client reads the first, within the group's time limit. Metadata and
-        EXPLAIN answers, computed already, take no slot."""
+        be) when the first is read (by the client, or within DoGet for a quick answer),
+        within the group's time limit. Metadata and EXPLAIN answers, computed already, take
+        no slot."""
         schema, batches, _ = self.answer(principal, ticket, is_cancelled)
         return schema, batches
 
@@ -329,6 +330,7 @@ class SqlService:
             executor.name == EMBEDDED
             and planned.cost is not None
             and planned.cost.rows <= QUICK_ROWS
+            and self.workload.has_room_now(slot)  # a query that queues sends its schema first
         )
         return self._audit.streamed(
             planned,

@@ -174,6 +174,7 @@ class CallIdentities:
         self._limit = limit
         self._stale_seconds = stale_seconds
         self._clock = clock
+        self._pruned_at = float("-inf")
 
     def start(self) -> None:
         """A call begins on this thread: forget what an earlier call left."""
@@ -183,7 +184,8 @@ class CallIdentities:
     def put(self, identity: CallIdentity) -> None:
         now = self._clock()
         with self._lock:
-            if len(self._by_thread) >= self._limit:
+            if len(self._by_thread) >= self._limit and now - self._pruned_at >= 1.0:
+                self._pruned_at = now  # at most once a second, however many are fresh
                 self._by_thread = {
                     thread: kept
                     for thread, kept in self._by_thread.items()

@@ -206,6 +206,12 @@ class Workload:
             slot.state = final_state
             self._running[group.name].append(slot)
 
+    def has_room_now(self, slot: Slot) -> bool:
+        """Whether ``slot`` would run at once, queueing behind nobody (a hint: another
+        query may take the room before ``acquire``)."""
+        with self._lock:
+            return not self._queued[slot.group.name] and self._has_room(slot)
+
     def _waited(self, slot: Slot, phase: str, seconds: float) -> None:
         if self.on_wait is not None:
             self.on_wait(slot.group.name, phase, seconds)
