@@ -257,10 +257,14 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         self._calls.start()
         handshake = info.method == flight.FlightMethod.HANDSHAKE
         try:
-            scheme, _, credentials = _header(headers, "authorization").partition(" ")
+            value = _header(headers, "authorization")
+            scheme, _, credentials = value.partition(" ")
             if handshake and scheme.lower() == "basic":
                 return self._login(credentials)
-            identity = self._bearer(headers)
+            if scheme.lower() != "bearer" or not credentials:
+                self._refuse(value)
+            token = credentials.strip()
+            identity = CallIdentity(self._tokens.principal(token), token, client_source(headers))
             if info.method in _TAKEN_BY_AN_RPC:  # no RPC of ours takes another's
                 self._calls.put(identity)
             return None
@@ -296,15 +300,6 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             raise
         self._guard.succeeded(user)
         return HandshakeMiddleware(self._tokens.issue(principal))
-
-    def _bearer(self, headers: dict) -> CallIdentity:
-        """A call with a bearer token: the token's identity."""
-        value = _header(headers, "authorization")
-        scheme, _, credentials = value.partition(" ")
-        if scheme.lower() == "bearer" and credentials:
-            token = credentials.strip()
-            return CallIdentity(self._tokens.principal(token), token, client_source(headers))
-        self._refuse(value)
 
     def _refuse(self, value: str) -> NoReturn:
         if not value:

@@ -67,7 +67,8 @@ class Slot:
     arrival: int = 0
     cancelled_by_operator: bool = False
     heavy: bool = False  # set once the query's cost is known (see ``Workload.is_heavy``)
-    #: set once routed: nothing to run, or an embedded query estimated to be small
+    #: set once routed: an embedded query estimated to be small, whose slot is free
+    #: (``SqlService.answer``: its first batch is read before its schema goes out)
     quick: bool = False
 
     def is_cancelled(self) -> bool:
