@@ -62,15 +62,18 @@ def row_wise_product(ast: exp.Expr) -> exp.Table | None:
     if not _plain_select(ast):
         return None
     source = ast.args["from_"].this
-    if not isinstance(source, exp.Subquery) or set(_present(source)) - {"this", "alias"}:
+    if isinstance(source, exp.Table):  # a product its user sees whole: its view itself
+        table, secure, plain = source, ast, _PLAIN_TABLE_ARGS | {"alias"}
+    elif isinstance(source, exp.Subquery) and not set(_present(source)) - {"this", "alias"}:
+        secure = source.this
+        if not _plain_select(secure, behind_barrier=True):
+            return None
+        table, plain = secure.args["from_"].this, _PLAIN_TABLE_ARGS
+    else:
         return None
-    secure = source.this
-    if not _plain_select(secure, behind_barrier=True) or not isinstance(
-        secure.args["from_"].this, exp.Table
-    ):
+    if not isinstance(table, exp.Table) or table.catalog != INTERNAL_CATALOG:
         return None
-    table = secure.args["from_"].this
-    if table.catalog != INTERNAL_CATALOG or set(_present(table)) - _PLAIN_TABLE_ARGS:
+    if set(_present(table)) - plain:
         return None
     if len(list(ast.find_all(exp.Table))) != 1 or any(
         query not in (ast, source, secure) for query in ast.find_all(exp.Query)
@@ -85,14 +88,18 @@ def row_wise_product(ast: exp.Expr) -> exp.Table | None:
 
 
 def substitute(ast: exp.Expr, table: exp.Table, replacement: exp.Table) -> exp.Expr:
-    """A copy of ``ast`` in which ``table`` (a node of ``ast``) reads ``replacement``."""
+    """A copy of ``ast`` in which ``table`` (a node of ``ast``) reads ``replacement``,
+    under ``table``'s alias."""
     path = _path_to(ast, table)
     copy = ast.copy()
     node = copy
     for key, index in path:
         child = node.args[key]
         node = child[index] if index is not None else child
-    node.replace(replacement.copy())
+    replaced = replacement.copy()
+    if table.args.get("alias") is not None:
+        replaced.set("alias", table.args["alias"].copy())
+    node.replace(replaced)
     return copy
 
 

@@ -3,12 +3,14 @@
 ``sales.orders AS o`` becomes ``(SELECT <visible columns, masked> FROM memory.sales.orders
 WHERE <row filter>) AS o``. Masks and filters sit underneath everything the user wrote,
 so joins, aggregates, windows, predicates, ``COLUMNS(*)``, ``#n`` and whole-row
-references only ever see filtered, masked values, and denied columns do not exist.
+references only ever see filtered, masked values, and denied columns do not exist. The
+one product of a statement that its user sees whole reads its view directly.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
@@ -26,6 +28,9 @@ from gateway.planning.query import PlanContext, Query
 from policies.engine import ProductAccess
 from policies.errors import PolicyExpressionError
 from policies.rules import CompiledMask
+
+if TYPE_CHECKING:
+    from gateway.catalog.catalog import Product
 
 _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
 _REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
@@ -183,6 +188,9 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
         for select, originals in from_where:
             remove_conjuncts(select, originals)
     unaliased: set[tuple[str, str]] = set()
+    # One product read whole goes unwrapped (see _sees_whole); only a statement of one
+    # product reference, for the DuckDB engine: mesh federation cuts at secure subqueries.
+    single = len(tables) == 1 and context.target == "duckdb"
     for table in tables:
         product = product_of[id(table)]
         for arg in _REFUSED_TABLE_ARGS:
@@ -193,11 +201,14 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             alias = exp.TableAlias(this=exp.to_identifier(product.name))
             unaliased.add((product.domain, product.name))
         source = context.sources.get(product.key)
-        if source is not None and _governed_already(
-            context, product.key
-        ):  # filtered and masked already
+        direct: exp.Expr | None = None
+        if source is not None and _governed_already(context, product.key):
+            direct = source.table  # filtered and masked already
+        elif single and source is None and _sees_whole(query.accesses[product.key], product, table):
+            direct = product_table(product.domain, product.name)
+        if direct is not None:
             for part in ("this", "db", "catalog"):
-                value = source.table.args.get(part)
+                value = direct.args.get(part)
                 table.set(part, value.copy() if value is not None else None)
             table.set("alias", alias)
             continue
@@ -221,6 +232,18 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
             column.set("db", None)
             column.set("catalog", None)
     return query.evolve(ast=ast)
+
+
+def _sees_whole(access: ProductAccess, product: Product, table: exp.Table) -> bool:
+    """Whether ``table``'s secure subquery would be the product's view as it is: no row
+    filter, every column visible and unmasked, in the view's order, and nothing carried
+    (a sample, a pivot). The view is then read directly: the subquery would hide nothing
+    and costs DuckDB a bind (about 0.2 ms)."""
+    if access.row_filter is not None or any(table.args.get(a) for a in _CARRIED_TABLE_ARGS):
+        return False
+    columns = access.columns
+    whole = all(c.visible and c.mask is None for c in columns)
+    return whole and [c.name for c in columns] == list(product.column_types)
 
 
 def _governed_already(context: PlanContext, key: str) -> bool:

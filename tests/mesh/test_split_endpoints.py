@@ -256,10 +256,17 @@ def test_only_row_wise_single_product_scans_split(service: SqlService):
     from gateway.mesh.partitions import partition_sqls
 
     bob = principal(service, "bob")
-    for sql in SCANS:
-        parts = partition_sqls(service.planner.plan(bob, sql), SPLIT)
-        assert len(parts) == SPLIT, sql
-        assert all(f"#{i}/{SPLIT}" in part for i, part in enumerate(parts)), sql
+    secured = set()
+    for user in (bob, principal(service, "alice")):
+        for sql in SCANS:
+            planned = service.planner.plan(user, sql)
+            parts = partition_sqls(planned, SPLIT)
+            assert len(parts) == SPLIT, sql
+            assert all(f"#{i}/{SPLIT}" in part for i, part in enumerate(parts)), sql
+            secured.add("(SELECT" in planned.sql)
+    # both shapes split: products bob sees whole (their views read directly), and alice's
+    # row-filtered reads through their secure subqueries
+    assert secured == {True, False}
     for sql in NOT_SPLIT:
         assert partition_sqls(service.planner.plan(bob, sql), SPLIT) == (), sql
     # one file, or not worth it: never split
