@@ -38,7 +38,8 @@ class SizeCache:
     """Estimated sizes of whole governed products, by (domain, governed SQL), for a minute;
     and which estimates are being measured (so that each is measured once at a time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._sizes: dict[tuple[str, str], tuple[float, int]] = {}
         self._measuring: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -47,14 +48,14 @@ class SizeCache:
         cached = self._sizes.get(key)
         return (
             cached[1]
-            if cached is not None and time.monotonic() - cached[0] < _SIZE_CACHE_SECONDS
+            if cached is not None and self._clock() - cached[0] < _SIZE_CACHE_SECONDS
             else None
         )
 
     def put(self, key: tuple[str, str], size: int) -> None:
         if len(self._sizes) >= _SIZE_CACHE_ENTRIES:
             self._sizes.clear()
-        self._sizes[key] = (time.monotonic(), size)
+        self._sizes[key] = (self._clock(), size)
 
     def claim(self, key: tuple[str, str]) -> bool:
         """True (and the caller measures ``key``) unless it is known or being measured."""
@@ -79,7 +80,8 @@ class EstimateCache:
     only steers which side is fetched first and how DuckDB plans around a stream, never
     which rows a query returns, so one a little stale after the data changed is harmless."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._rows: dict[str, tuple[float, int | None]] = {}
         self._lock = threading.Lock()
 
@@ -89,13 +91,13 @@ class EstimateCache:
         def rows(sql: str) -> int | None:
             with self._lock:
                 kept = self._rows.get(sql)
-            if kept is not None and time.monotonic() - kept[0] < _ESTIMATE_SECONDS:
+            if kept is not None and self._clock() - kept[0] < _ESTIMATE_SECONDS:
                 return kept[1]
             estimate = rows_of(sql)
             with self._lock:
                 if len(self._rows) >= _ESTIMATE_ENTRIES:
                     self._rows.clear()
-                self._rows[sql] = (time.monotonic(), estimate)
+                self._rows[sql] = (self._clock(), estimate)
             return estimate
 
         return rows

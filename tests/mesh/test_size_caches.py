@@ -1,0 +1,75 @@
+"""The federation's caches of sizes and row estimates: kept a minute by an injected clock,
+bounded in entries, and measured once at a time per product."""
+
+from __future__ import annotations
+
+from gateway.mesh import sizes
+from gateway.mesh.sizes import EstimateCache, SizeCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_estimate_is_kept_a_minute_then_planned_again() -> None:
+    clock, planned = Clock(), []
+
+    def rows_of(sql: str) -> int | None:
+        planned.append(sql)
+        return len(planned) * 10
+
+    rows = EstimateCache(clock).cached(rows_of)
+    assert rows("SELECT 1") == 10
+    clock.now += sizes._ESTIMATE_SECONDS - 1
+    assert rows("SELECT 1") == 10
+    assert planned == ["SELECT 1"]
+    clock.now += 1
+    assert rows("SELECT 1") == 20
+    assert planned == ["SELECT 1", "SELECT 1"]
+
+
+def test_an_unknown_estimate_is_kept_too() -> None:
+    planned: list[str] = []
+
+    def rows_of(sql: str) -> int | None:
+        planned.append(sql)
+        return None
+
+    rows = EstimateCache(Clock()).cached(rows_of)
+    assert rows("q") is None and rows("q") is None
+    assert planned == ["q"]
+
+
+def test_estimates_are_bounded() -> None:
+    cache = EstimateCache(Clock())
+    rows = cache.cached(lambda sql: 1)
+    for n in range(sizes._ESTIMATE_ENTRIES + 5):
+        rows(f"SELECT {n}")
+    assert len(cache._rows) <= sizes._ESTIMATE_ENTRIES
+
+
+def test_a_size_expires_after_a_minute_and_is_measured_once_at_a_time() -> None:
+    clock = Clock()
+    cache = SizeCache(clock)
+    key = ("sales", "SELECT * FROM orders")
+    assert cache.claim(key)
+    assert not cache.claim(key)  # being measured
+    cache.put(key, 4096)
+    cache.release(key)
+    assert cache.get(key) == 4096 and not cache.claim(key)  # known
+    clock.now += sizes._SIZE_CACHE_SECONDS
+    assert cache.get(key) is None
+    assert cache.claim(key)  # stale: measured again
+
+
+def test_sizes_measured_at_once_are_bounded() -> None:
+    cache = SizeCache(Clock())
+    keys = [("sales", f"q{n}") for n in range(sizes._SIZE_MEASURING + 2)]
+    claimed = [cache.claim(key) for key in keys]
+    assert claimed == [True] * sizes._SIZE_MEASURING + [False, False]
+    cache.release(keys[0])
+    assert cache.claim(keys[-1])
