@@ -98,3 +98,21 @@ def test_a_table_sample_keeps_the_subquery(clients: Clients) -> None:
     assert "(SELECT " in governed and not DIRECT_READ.search(governed), governed
     got = _answered(clients.run("bob", sql))
     assert got.rows == _answered(clients.run("bob", "SELECT count(*) AS n FROM sales.orders")).rows
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT rowid FROM sales.orders",
+        "SELECT filename FROM crm.customers",
+        "SELECT file_row_number FROM crm.customers",
+        "SELECT filename, file_index FROM logistics.shipments",
+    ],
+)
+def test_a_direct_read_shows_no_virtual_column(clients: Clients, sql: str) -> None:
+    """A product's view has its contract's columns and nothing else: neither row ids nor a
+    Parquet scan's file names, even read directly."""
+    outcome = clients.run("bob", sql)
+    assert outcome.refused, outcome.rows[:1]
+    assert "not found" in (outcome.error or "")
+    assert ".parquet" not in (outcome.error or "") and "/data/" not in (outcome.error or "")
