@@ -6,7 +6,8 @@ the same mesh.toml) binds N hidden views per splittable product, one per partiti
 row once. A governed query that reads one product row by row (the secure subquery
 filters and masks each row; the outer query only projects and filters rows) gives the
 same multiset of rows when that product's table is replaced by each partition view in
-turn and the results are concatenated. ``partition_sqls`` does that substitution on the
+turn and the results are concatenated (the product read through its secure subquery, or
+directly when its user sees it whole). ``partition_sqls`` does that substitution on the
 governed syntax tree (sqlglot, never text) and refuses, failing closed, anything that
 combines rows: aggregates, DISTINCT, ORDER BY, LIMIT/OFFSET, windows, joins, set
 operations, other subqueries, sampling, or any function DuckDB does not list as scalar.

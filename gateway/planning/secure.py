@@ -33,7 +33,19 @@ if TYPE_CHECKING:
     from gateway.catalog.catalog import Product
 
 _CARRIED_TABLE_ARGS = ("pivots", "sample", "laterals", "joins")
-_REFUSED_TABLE_ARGS = ("version", "system_time", "hints", "changes", "when", "partition", "indexed")
+#: what a product reference may carry; anything else (time travel, hints, ``ONLY``, ``WITH
+#: ORDINALITY``, ...) is refused, whether the product is read whole or through its subquery
+_KEPT_TABLE_ARGS = frozenset({"this", "db", "catalog", "alias", *_CARRIED_TABLE_ARGS})
+#: how an error names a refused table argument (others: the argument's name, upper case)
+_CLAUSES = {
+    "when": "AT (time travel)",
+    "version": "a table version (time travel)",
+    "system_time": "FOR SYSTEM_TIME",
+    "ordinality": "WITH ORDINALITY",
+    "rows_from": "ROWS FROM",
+    "indexed": "INDEXED BY",
+    "hints": "a table hint",
+}
 
 
 def governed_columns(
@@ -193,9 +205,10 @@ def secure_sources(query: Query, context: PlanContext) -> Query:
     single = len(tables) == 1 and context.target == "duckdb"
     for table in tables:
         product = product_of[id(table)]
-        for arg in _REFUSED_TABLE_ARGS:
-            if table.args.get(arg):
-                raise QueryRefused(f"{arg.upper()} on a product reference is not supported")
+        for arg, value in table.args.items():
+            if arg not in _KEPT_TABLE_ARGS and value not in (None, False, [], ""):
+                clause = _CLAUSES.get(arg, arg.upper())
+                raise QueryRefused(f"{clause} on a product reference is not supported")
         alias = table.args.get("alias")
         if alias is None:
             alias = exp.TableAlias(this=exp.to_identifier(product.name))

@@ -116,3 +116,22 @@ def test_a_direct_read_shows_no_virtual_column(clients: Clients, sql: str) -> No
     assert outcome.refused, outcome.rows[:1]
     assert "not found" in (outcome.error or "")
     assert ".parquet" not in (outcome.error or "") and "/data/" not in (outcome.error or "")
+
+
+@pytest.mark.parametrize(
+    ("sql", "clause"),
+    [
+        ("SELECT * FROM ONLY sales.orders", "ONLY"),
+        ("SELECT * FROM sales.orders WITH ORDINALITY", "WITH ORDINALITY"),
+        ("SELECT * FROM sales.orders AT (VERSION => 1)", "AT (time travel)"),
+    ],
+)
+def test_a_table_modifier_is_refused_whatever_the_policy(
+    clients: Clients, sql: str, clause: str
+) -> None:
+    """A modifier on a product reference is refused alike for a user who reads the product
+    whole (bob) and one who reads it through its subquery (alice), never silently dropped."""
+    for user in ("bob", "alice"):
+        outcome = clients.run(user, sql)
+        assert outcome.refused, (user, sql, outcome.rows[:1])
+        assert f"{clause} on a product reference is not supported" in (outcome.error or "")
