@@ -1,9 +1,11 @@
-"""Rows of a product that meet a row filter, counted on the engine and kept per snapshot."""
+"""Rows of a product that meet a row filter, counted on the engine and kept per snapshot
+and data version."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 
 import duckdb
 from sqlglot import exp
@@ -18,17 +20,23 @@ _ENTRIES = 1024
 class VisibleRows:
     """``count(catalog, product, row_filter)``: how many rows of ``product`` meet
     ``row_filter`` (what the user it applies to may see), counted once per catalog
-    snapshot and filter; thread-safe, bounded."""
+    snapshot, filter and data version; thread-safe, bounded."""
 
     def __init__(self) -> None:
-        self._counts: OrderedDict[tuple[int, str, str], int] = OrderedDict()
+        self._counts: OrderedDict[tuple[int, str, str, Hashable], int] = OrderedDict()
         self._catalog: Catalog | None = None
         self._lock = threading.Lock()
 
     def count(
-        self, catalog: Catalog, product: Product, row_filter: exp.Expr, timeout: float | None
+        self,
+        catalog: Catalog,
+        product: Product,
+        row_filter: exp.Expr,
+        timeout: float | None,
+        version: Hashable = None,
     ) -> int:
-        key = (id(catalog), product.key, row_filter.sql("duckdb"))
+        """``version``: the product's data version (its files'), None when it has none."""
+        key = (id(catalog), product.key, row_filter.sql("duckdb"), version)
         with self._lock:
             if self._catalog is not catalog:
                 self._counts.clear()

@@ -243,7 +243,10 @@ class StatementPlanner:
                 continue
             catalogued = context.catalog.product(product.domain, product.name)
             assert catalogued is not None  # resolved against this catalog
-            rows = self._visible_rows.count(context.catalog, catalogued, row_filter, timeout)
+            version = self._bound.versions(context.catalog, (product.key,))
+            rows = self._visible_rows.count(
+                context.catalog, catalogued, row_filter, timeout, version
+            )
             stand_ins[(product.domain, product.name)] = StandIn(
                 rows, catalogued.column_types, row_filter.sql("duckdb")
             )

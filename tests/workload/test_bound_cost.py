@@ -139,3 +139,28 @@ def test_parameter_types_are_read_once_per_statement(
     assert planner.parameter_schema(planned) == first
     assert len(calls) == 1
     assert str(first.field(0).type) == "int64"
+
+
+def test_a_row_filtered_estimate_counts_the_rows_anew_once_the_files_change(
+    mesh_copy: Path, bindings: list[str]
+) -> None:
+    """The visible rows behind a row-filtered user's estimate are counted again when the
+    product's files change, as the estimate itself is (not kept for the catalog's life)."""
+    policy = mesh_copy / "crm" / "policy.csv"
+    policy.write_text(
+        policy.read_text() + "p, analyst_eu, crm.customers, filter, allow, region = {user.region}\n"
+    )
+    state = MeshState(mesh_copy, load_config(mesh_copy))
+    planner = StatementPlanner(state, NullAuditRecorder())
+    alice = _principal(state, "alice")
+    before = planner.plan(alice, ABOVE, (0,))
+    assert before.cost == _fresh_cost(state, alice, ABOVE, (0,))
+    parquet = mesh_copy / "crm" / "data" / "customers.parquet"
+    smaller = parquet.with_suffix(".new")
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{parquet}') LIMIT 100) TO '{smaller}' (FORMAT parquet)"
+    )
+    os.replace(smaller, parquet)
+    after = planner.plan(alice, ABOVE, (0,))
+    assert after.cost == _fresh_cost(state, alice, ABOVE, (0,))
+    assert after.cost != before.cost
