@@ -7,7 +7,8 @@ a dashboard sends again. ``BoundCache`` keeps such results by (plan-cache key, t
 parameter values) for one catalog and policy version at a time, each entry valid only
 while the files of the products it read are unchanged (path, size, mtime, inode), so a
 cached estimate is always the one EXPLAIN would give now. A statement reading a product
-whose files cannot be versioned is never cached. Thread-safe, bounded LRU.
+whose files cannot be versioned is never cached. Thread-safe, an LRU bounded in entries
+and in the bytes of their keys (a key holds its statement's text).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Generic, TypeVar
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Catalog
 from gateway.errors import MeshgateError
+from gateway.query.plan_cache import MAX_ENTRY_BYTES
 from gateway.query.result_cache import FileVersion, files_version
 
 DEFAULT_CAPACITY = 4096
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _Value = TypeVar("_Value")
 Versions = tuple[FileVersion, ...]
 
@@ -32,9 +35,13 @@ class BoundCache(Generic[_Value]):
     """A bounded LRU of values per key, for one (catalog, policy version) at a time, each
     valid for the data versions it was computed under."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[Hashable, tuple[Versions, _Value]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Versions, _Value, int]] = OrderedDict()
+        self._bytes = 0
         self._catalog: object | None = None  # held, not its id: ids are reused after a reload
         self._policy_version: int | None = None
         self._paths: dict[str, tuple[Path, ...] | None] = {}
@@ -80,16 +87,26 @@ class BoundCache(Generic[_Value]):
         key: Hashable,
         versions: Versions,
         value: _Value,
+        key_bytes: int,
     ) -> None:
+        """Keep ``value`` unless its key (``key_bytes`` of text: a statement and its
+        parameters) is larger than a plan the plan cache would keep."""
+        if key_bytes > MAX_ENTRY_BYTES:
+            return
         with self._lock:
             if catalog is not self._catalog or policy_version != self._policy_version:
                 self._entries.clear()
                 self._paths.clear()
+                self._bytes = 0
                 self._catalog, self._policy_version = catalog, policy_version
-            self._entries[key] = (versions, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._bytes -= previous[2]
+            self._entries[key] = (versions, value, key_bytes)
+            self._bytes += key_bytes
+            while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
+                _, (_, _, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -186,7 +186,8 @@ class StatementPlanner:
         if known is not None:
             return known
         bound = self._result_schema(context, query, parameters, started)
-        self._bound.put(context.catalog, version, bound_key, versions, bound)
+        size = len(query.text) + len(bound_key[1])
+        self._bound.put(context.catalog, version, bound_key, versions, bound, size)
         return bound
 
     def _result_schema(
@@ -376,7 +377,7 @@ class StatementPlanner:
             return pa.schema([pa.field(f"${n}", pa.null()) for n in range(1, count + 1)])
         assert shaped.sql is not None  # set by generate_sql, the last step
         types = snapshot.catalog.engine.parameter_schema(shaped.sql, count)
-        self._parameter_types.put(snapshot.catalog, version, key, (), types)
+        self._parameter_types.put(snapshot.catalog, version, key, (), types, len(key[0]))
         return types
 
     def prepared_plan(self, principal: Principal, handle: bytes) -> PlannedQuery | None:
