@@ -32,6 +32,7 @@ _SIZE_CACHE_ENTRIES = 256
 _SIZE_MEASURING = 4  # whole-product size estimates measured at once, at most
 _ESTIMATE_SECONDS = 60.0
 _ESTIMATE_ENTRIES = 1024
+_ESTIMATE_SQL_BYTES = 64 * 1024  # a longer fragment is estimated each time (memory)
 
 
 class SizeCache:
@@ -89,6 +90,8 @@ class EstimateCache:
         """``rows_of``, answered from the cache when it knows the SQL."""
 
         def rows(sql: str) -> int | None:
+            if len(sql) > _ESTIMATE_SQL_BYTES:
+                return rows_of(sql)
             with self._lock:
                 kept = self._rows.get(sql)
             if kept is not None and self._clock() - kept[0] < _ESTIMATE_SECONDS:

@@ -184,7 +184,8 @@ class _Entry:
 
 
 class ResultCache:
-    """Arrow results by governed SQL and parameters, bounded by bytes (LRU)."""
+    """Arrow results by governed SQL and parameters, bounded by bytes (LRU): an entry
+    weighs its batches and its key (the governed SQL can outweigh an empty result)."""
 
     def __init__(self, max_bytes: int, max_entry_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
@@ -212,20 +213,25 @@ class ResultCache:
 
     def put(self, key: tuple[str, str], entry: _Entry) -> bool:
         """Store ``entry`` (evicting the least recently used); False when it is too big."""
-        if entry.nbytes > self.max_entry_bytes:
+        weight = _weight(key, entry)
+        if weight > self.max_entry_bytes:
             return False
         with self._lock:
             if key in self._entries:
                 self._drop(key)
-            while self._entries and self.bytes + entry.nbytes > self.max_bytes:
+            while self._entries and self.bytes + weight > self.max_bytes:
                 self._drop(next(iter(self._entries)))
                 self.evictions += 1
             self._entries[key] = entry
-            self.bytes += entry.nbytes
+            self.bytes += weight
             return True
 
     def _drop(self, key: tuple[str, str]) -> None:
-        self.bytes -= self._entries.pop(key).nbytes
+        self.bytes -= _weight(key, self._entries.pop(key))
+
+
+def _weight(key: tuple[str, str], entry: _Entry) -> int:
+    return entry.nbytes + len(key[0]) + len(key[1])
 
 
 class CachingExecutor:

@@ -282,3 +282,20 @@ def test_contract_may_keep_its_product_out_of_the_cache(cached, connect) -> None
 )
 def test_volatility_is_decided_on_the_tree(sql: str, deterministic: bool) -> None:
     assert is_deterministic(sql) is deterministic
+
+
+def test_an_entry_weighs_its_governed_sql_too() -> None:
+    """Empty results of large unique statements are bounded like large results: the key
+    (the governed SQL) counts towards the byte bound."""
+    from gateway.query.result_cache import ResultCache, _Entry
+
+    cache = ResultCache(max_bytes=1_000_000, max_entry_bytes=300_000)
+    schema = pa.schema([("n", pa.int64())])
+
+    def empty() -> _Entry:
+        return _Entry(schema, [], 0, (), [])
+
+    for n in range(20):
+        assert cache.put((f"SELECT '{'x' * 100_000}' AS pad, {n} AS n WHERE false", "()"), empty())
+    assert len(cache) <= 10 and cache.bytes <= 1_000_000
+    assert not cache.put(("x" * 300_001, "()"), empty())  # over the entry bound by its key alone

@@ -73,3 +73,12 @@ def test_sizes_measured_at_once_are_bounded() -> None:
     assert claimed == [True] * sizes._SIZE_MEASURING + [False, False]
     cache.release(keys[0])
     assert cache.claim(keys[-1])
+
+
+def test_a_long_fragment_is_estimated_each_time_not_kept() -> None:
+    planned: list[str] = []
+    cache = EstimateCache(Clock())
+    rows = cache.cached(lambda sql: planned.append(sql) or 7)
+    long_sql = "SELECT '" + "x" * sizes._ESTIMATE_SQL_BYTES + "'"
+    assert rows(long_sql) == 7 and rows(long_sql) == 7
+    assert len(planned) == 2 and not cache._rows
