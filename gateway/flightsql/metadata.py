@@ -245,9 +245,15 @@ def _catalog_matches(command) -> bool:
     return not command.HasField("catalog") or command.catalog in ("", FLIGHT_SQL_CATALOG)
 
 
-@lru_cache(maxsize=256)
 def _like(pattern: str | None) -> re.Pattern[str]:
-    """A SQL LIKE pattern (``%``, ``_``, backslash escapes) as a regex; None matches all."""
+    """A SQL LIKE pattern (``%``, ``_``, backslash escapes) as a regex; None matches all.
+    Patterns up to 1 KB are compiled once (the usual ones, kept), longer ones each time."""
+    if pattern is not None and len(pattern) > 1024:
+        return _compiled_like(pattern)
+    return _kept_like(pattern)
+
+
+def _compiled_like(pattern: str | None) -> re.Pattern[str]:
     if pattern is None:
         return re.compile(".*", re.DOTALL)
     out, escaped = [], False
@@ -264,3 +270,6 @@ def _like(pattern: str | None) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
     return re.compile("".join(out), re.DOTALL)
+
+
+_kept_like = lru_cache(maxsize=256)(_compiled_like)

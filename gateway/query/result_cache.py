@@ -119,10 +119,17 @@ _VOLATILE_NODES = frozenset(
 )
 
 
-@lru_cache(maxsize=4096)
+#: governed SQL up to this long is judged once (``_kept_verdict``), longer each time
+_KEPT_SQL_BYTES = 16 * 1024
+
+
 def is_deterministic(sql: str) -> bool:
     """Whether ``sql`` (governed DuckDB SQL) returns the same rows for the same data: no
     volatile function, no sampling. Unparseable SQL counts as volatile."""
+    return _kept_verdict(sql) if len(sql) <= _KEPT_SQL_BYTES else _verdict(sql)
+
+
+def _verdict(sql: str) -> bool:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except SqlglotError:
@@ -139,6 +146,9 @@ def is_deterministic(sql: str) -> bool:
         if name in VOLATILE_FUNCTIONS:
             return False
     return True
+
+
+_kept_verdict = lru_cache(maxsize=2048)(_verdict)
 
 
 FileVersion = tuple[tuple[str, int, int, int], ...]

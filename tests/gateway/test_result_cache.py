@@ -299,3 +299,15 @@ def test_an_entry_weighs_its_governed_sql_too() -> None:
         assert cache.put((f"SELECT '{'x' * 100_000}' AS pad, {n} AS n WHERE false", "()"), empty())
     assert len(cache) <= 10 and cache.bytes <= 1_000_000
     assert not cache.put(("x" * 300_001, "()"), empty())  # over the entry bound by its key alone
+
+
+def test_a_long_statement_is_judged_each_time_not_kept() -> None:
+    from gateway.query import result_cache
+
+    pad = "x" * (result_cache._KEPT_SQL_BYTES + 1)
+    before = result_cache._kept_verdict.cache_info().currsize
+    assert is_deterministic(f"SELECT '{pad}' AS p")
+    assert not is_deterministic(f"SELECT '{pad}' AS p, random() AS r")
+    assert result_cache._kept_verdict.cache_info().currsize == before
+    assert is_deterministic("SELECT 1 AS kept_verdict_probe")
+    assert result_cache._kept_verdict.cache_info().currsize == before + 1
