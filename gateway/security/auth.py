@@ -17,6 +17,7 @@ is checked as one; the gateway's own tokens (random, no dots) are looked up in t
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import threading
 import time
@@ -109,38 +110,62 @@ class TokenStore:
 
 
 class LoginGuard:
-    """Locks a user out for a while after too many failed logins (and says so)."""
+    """Locks a user out for a while after too many failed logins (and says so).
+
+    Any name counts, known or not (no enumeration), so failures are kept by a 16-byte
+    digest of the name, at most ``max_failures`` per name and ``capacity`` names, the
+    names whose last failure is oldest forgotten first: memory stays bounded whatever
+    names unauthenticated clients send."""
 
     def __init__(
         self,
         max_failures: int,
         lockout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        capacity: int = 100_000,
     ) -> None:
         self._max = max_failures
         self._lockout = lockout_seconds
         self._clock = clock
-        self._failures: dict[str, list[float]] = {}
+        self._capacity = capacity
+        self._failures: dict[bytes, list[float]] = {}
         self._lock = threading.Lock()
 
     def check(self, user: str) -> None:
         now = self._clock()
+        key = _name_key(user)
         with self._lock:
-            recent = [t for t in self._failures.get(user, []) if t > now - self._lockout]
-            self._failures[user] = recent
+            kept = self._failures.get(key)
+            if kept is None:
+                return
+            recent = [t for t in kept if t > now - self._lockout]
+            if not recent:
+                del self._failures[key]
+                return
+            self._failures[key] = recent
             if len(recent) >= self._max:
                 wait = int(recent[0] + self._lockout - now) + 1
                 raise AuthenticationError(f"too many failed logins; retry in {wait} s")
 
     def failed(self, user: str) -> None:
+        key = _name_key(user)
         with self._lock:
-            self._failures.setdefault(user, []).append(self._clock())
-            if len(self._failures) > 100_000:  # bounded: forget the oldest users
-                self._failures.pop(next(iter(self._failures)))
+            recent = self._failures.pop(key, [])  # back in last: the latest failure
+            recent.append(self._clock())
+            self._failures[key] = recent[-self._max :]
+            while len(self._failures) > self._capacity:
+                del self._failures[next(iter(self._failures))]
 
     def succeeded(self, user: str) -> None:
         with self._lock:
-            self._failures.pop(user, None)
+            self._failures.pop(_name_key(user), None)
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+def _name_key(user: str) -> bytes:
+    return hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,27 @@ def test_a_successful_login_clears_the_failures() -> None:
     guard.succeeded("bob")
     guard.failed("bob")
     guard.check("bob")
+
+
+def test_failed_logins_of_any_names_keep_bounded_memory() -> None:
+    """Unauthenticated clients choose the names: each is kept as a 16-byte digest, with at
+    most ``max_failures`` times, and the names failed longest ago are forgotten first."""
+    clock = FakeClock()
+    guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=clock, capacity=100)
+    for n in range(500):
+        guard.failed(f"{n}-" + "x" * 100_000)
+        clock.advance(0.01)
+    assert len(guard) == 100
+    assert all(len(key) == 16 and len(times) == 1 for key, times in guard._failures.items())
+    for _ in range(10):
+        guard.failed("mallory")
+    assert len(guard._failures[next(reversed(guard._failures))]) == 3
+    with pytest.raises(AuthenticationError, match="too many failed logins"):
+        guard.check("mallory")
+
+
+def test_checking_a_name_keeps_nothing() -> None:
+    guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=FakeClock())
+    for n in range(50):
+        guard.check(f"someone-{n}")
+    assert len(guard) == 0
