@@ -16,10 +16,16 @@ import threading
 import duckdb
 import pyarrow as pa
 
+#: type names up to this long are kept (a client can write a struct type of any length)
+_KEPT_NAME_CHARS = 1024
+#: at most this many kept types; past it the cache starts afresh
+_KEPT_TYPES = 4096
+
 
 class ArrowTypeCache:
     """DuckDB type -> Arrow type, learned from DuckDB and kept for the engine's lifetime
-    (an engine's settings, such as its time zone, are locked, so the answers never change)."""
+    (an engine's settings, such as its time zone, are locked, so the answers never change);
+    bounded: long type names are learned each time, and at most ``_KEPT_TYPES`` kept."""
 
     def __init__(self) -> None:
         self._types: dict[str, pa.DataType] = {}
@@ -36,15 +42,9 @@ class ArrowTypeCache:
             return relation.limit(0).to_arrow_table().schema
         types = relation.types
         keys = [str(duck_type) for duck_type in types]
-        missing = {
-            key: duck_type
-            for key, duck_type in zip(keys, types, strict=True)
-            if key not in self._types
-        }
-        if missing:
-            self._learn(cursor, missing)
+        arrow = self._arrow_types(cursor, dict(zip(keys, types, strict=True)))
         return pa.schema(
-            [pa.field(name, self._types[key]) for name, key in zip(names, keys, strict=True)]
+            [pa.field(name, arrow[key]) for name, key in zip(names, keys, strict=True)]
         )
 
     def types(
@@ -58,28 +58,38 @@ class ArrowTypeCache:
                 duck_types.append(None if name is None else cursor.sqltype(name))
             except duckdb.Error:
                 duck_types.append(None)
-        missing = {
-            str(duck_type): duck_type
-            for duck_type in duck_types
-            if duck_type is not None and str(duck_type) not in self._types
-        }
-        if missing:
-            self._learn(cursor, missing)
+        arrow = self._arrow_types(
+            cursor, {str(duck_type): duck_type for duck_type in duck_types if duck_type is not None}
+        )
         return [
-            pa.null() if duck_type is None else self._types[str(duck_type)]
-            for duck_type in duck_types
+            pa.null() if duck_type is None else arrow[str(duck_type)] for duck_type in duck_types
         ]
 
-    def _learn(
-        self, cursor: duckdb.DuckDBPyConnection, missing: dict[str, duckdb.sqltypes.DuckDBPyType]
-    ) -> None:
+    def _arrow_types(
+        self, cursor: duckdb.DuckDBPyConnection, wanted: dict[str, duckdb.sqltypes.DuckDBPyType]
+    ) -> dict[str, pa.DataType]:
+        """The Arrow type of each of ``wanted`` (by its DuckDB type name), kept or learned."""
+        with self._lock:
+            known = {key: self._types[key] for key in wanted if key in self._types}
+        missing = {key: duck_type for key, duck_type in wanted.items() if key not in known}
+        if not missing:
+            return known
         nulls = [
             duckdb.ConstantExpression(None).cast(duck_type).alias(f"c{index}")
             for index, duck_type in enumerate(missing.values())
         ]
         learned = cursor.sql("SELECT 1").select(*nulls).limit(0).to_arrow_table().schema
+        found = dict(zip(missing, learned.types, strict=True))
         with self._lock:
-            self._types.update(zip(missing, learned.types, strict=True))
+            for key, arrow in found.items():
+                if len(key) <= _KEPT_NAME_CHARS:
+                    if len(self._types) >= _KEPT_TYPES:
+                        self._types.clear()
+                    self._types[key] = arrow
+        return known | found
+
+    def __len__(self) -> int:
+        return len(self._types)
 
 
 def plain_type(data_type: pa.DataType) -> pa.DataType:

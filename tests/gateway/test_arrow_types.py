@@ -51,3 +51,28 @@ def test_the_query_itself_is_not_run(cursor):
     assert cache.schema(cursor, relation).names == ["boom"]
     with pytest.raises(duckdb.Error, match="ran"):
         relation.to_arrow_table()
+
+
+def test_long_type_names_are_learned_each_time_not_kept(cursor):
+    """A client can write a struct type of any length (``struct_pack("<200 KB>" := 1)``):
+    such a type is answered like any other and not kept."""
+    cache = ArrowTypeCache()
+    sql = f'SELECT struct_pack("{"k" * 5_000}" := 1) AS s, 1 AS n'
+    expected = cursor.sql(sql).limit(0).to_arrow_table().schema
+    for _ in range(2):
+        assert cache.schema(cursor, cursor.sql(sql)) == expected
+    assert len(cache) == 1  # INTEGER only
+
+
+def test_kept_types_are_bounded(cursor, monkeypatch):
+    from gateway.engine import arrow_types
+
+    monkeypatch.setattr(arrow_types, "_KEPT_TYPES", 5)
+    cache = ArrowTypeCache()
+    for width in range(1, 20):
+        sql = f"SELECT 1::DECIMAL({width + 1}, 1) AS d"
+        assert (
+            cache.schema(cursor, cursor.sql(sql))
+            == cursor.sql(sql).limit(0).to_arrow_table().schema
+        )
+        assert len(cache) <= 5
