@@ -279,8 +279,14 @@ class _EncodedParts:
             _bounded(self._principals, self._KEPT)[key] = encoded
         return encoded
 
+    #: a statement whose text and governed SQL pass this many characters is encoded each
+    #: time (kept, its key and encoding would hold several copies of it)
+    _KEPT_TEXT_CHARS = 16 * 1024
+
     def statement(self, planned: PlannedQuery) -> str:
         query = planned.query
+        if len(query.text) + len(query.display_sql or "") > self._KEPT_TEXT_CHARS:
+            return encode_members(_statement_fields(planned))
         key = (query.text, query.display_sql, query.explain, planned.products, id(query.accesses))
         kept = self._statements.get(key)
         if kept is not None and kept[0] is query.accesses:

@@ -67,3 +67,24 @@ def test_repeated_statements_of_users_under_different_policies(
     assert bob["columns"]["crm.customers"]["masked"] != alice["columns"]["crm.customers"]["masked"]
     assert alice["rules"] != bob["rules"]
     assert alice["governed_sql"] != bob["governed_sql"]
+
+
+def test_long_statements_are_encoded_each_time_not_kept(demo_mesh: Path) -> None:
+    """The begin record's statement fields are kept per statement only for short
+    statements: a long one is encoded alike, and nothing of it is kept."""
+    from gateway.audit.recorder import NullAuditRecorder, _EncodedParts
+    from gateway.catalog.state import MeshState
+    from gateway.config import load_config
+    from gateway.query.statements import StatementPlanner
+    from gateway.security.principal import Principal
+
+    planner = StatementPlanner(MeshState(demo_mesh, load_config(demo_mesh)), NullAuditRecorder())
+    bob = Principal("bob", ("admin",), {})
+    parts = _EncodedParts()
+    long_text = "SELECT order_id FROM sales.orders -- " + "x" * 20_000
+    long_planned = planner.plan(bob, long_text)
+    encoded = parts.statement(long_planned)
+    assert long_text in encoded
+    assert parts.statement(long_planned) == encoded and not parts._statements
+    short = planner.plan(bob, "SELECT order_id FROM sales.orders")
+    assert parts.statement(short) == parts.statement(short) and len(parts._statements) == 1

@@ -82,3 +82,25 @@ def test_a_long_fragment_is_estimated_each_time_not_kept() -> None:
     long_sql = "SELECT '" + "x" * sizes._ESTIMATE_SQL_BYTES + "'"
     assert rows(long_sql) == 7 and rows(long_sql) == 7
     assert len(planned) == 2 and not cache._rows
+
+
+def test_split_plans_of_long_statements_are_not_kept() -> None:
+    from sqlglot import parse_one
+
+    from gateway.config import NodesSettings
+    from gateway.mesh import federation
+
+    nodes = federation.NodeDirectory(
+        NodesSettings(ticket_key="ab" * 32, domains={"sales": ("grpc://127.0.0.1:1",)})
+    )
+    types = {"sales.orders": {"order_id": "INTEGER"}}
+
+    def split(sql: str) -> object:
+        return federation.split_fragments(parse_one(sql, read="duckdb"), types, nodes)
+
+    short = 'SELECT "order_id" FROM "memory"."sales"."orders" AS "o"'
+    assert split(short) is split(short) and len(nodes.plans) == 1
+    long_sql = f'{short} WHERE "order_id" IN ({", ".join(str(n) for n in range(20_000))})'
+    first = split(long_sql)
+    assert first.final_sql == split(long_sql).final_sql
+    assert len(nodes.plans) == 1  # the long statement's plan was split each time, not kept
