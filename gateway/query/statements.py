@@ -418,6 +418,11 @@ class StatementPlanner:
                 f"the statement has {prepared.parameter_count} parameter(s) but "
                 f"{table.num_columns} were bound"
             )
+        if table.nbytes > MAX_BOUND_BYTES:
+            raise InvalidQuery(
+                f"the bound parameters take {table.nbytes:,} bytes; at most "
+                f"{MAX_BOUND_BYTES:,} may be bound to a statement"
+            )
         values = _parameter_values(table)
         self._prepared.replace(user, handle, replace(prepared, parameters=values, planned=None))
 
@@ -425,6 +430,10 @@ class StatementPlanner:
         """Forget ``user``'s prepared statement ``handle``."""
         self._prepared.discard(user, handle)
 
+
+#: the bytes one row of bound parameters may take (kept with the prepared statement, up to
+#: ``max_prepared_statements_per_user`` of them, for as long as the statement lives)
+MAX_BOUND_BYTES = 64 * 1024
 
 #: the parameter schema of a statement without parameters: one object, whose IPC bytes
 #: the service keeps (``SqlService._serialized``)

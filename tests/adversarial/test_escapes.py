@@ -312,6 +312,27 @@ def test_prepared_statement_with_parameter_placeholder_as_sql(flights, oracle: O
     assert _read(alice, alice_options, command).column("n").to_pylist() == [0]
 
 
+def test_oversized_bound_parameters_are_refused_and_not_kept(flights) -> None:
+    """A prepared statement keeps its bound row for its life (up to 256 per user): a row
+    over the bound limit is refused, naming it, and the statement keeps no value."""
+    alice, alice_options = flights("alice")
+    handle = _prepare(alice, alice_options, "SELECT length(?) AS n")
+    command = _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
+    parameters = pa.table({"$1": ["x" * 200_000]})
+    writer, reader = alice.do_put(
+        flight.FlightDescriptor.for_command(command), parameters.schema, alice_options
+    )
+    writer.write_table(parameters)
+    writer.done_writing()
+    with pytest.raises(pa.ArrowInvalid) as refused:  # the DoPut's status, at its end
+        reader.read()
+        writer.close()
+    assert "at most 65,536 may be bound" in str(refused.value)
+    # nothing was bound: the statement still asks for its parameter
+    with pytest.raises(pa.ArrowInvalid, match="bind them first"):
+        _read(alice, alice_options, command)
+
+
 # --------------------------------------------------------------------------- size and depth
 
 
