@@ -119,6 +119,7 @@ class AuditRecorder:
         )
         ended_by = f'"query_id":"{query_id}","user":{encode_json(principal.user)},'
         metrics = self._metrics
+        products = planned.products  # what ``finish`` holds: not the planned query (its SQL)
 
         def finish(stats: StreamStats, outcome: str, error: str | None) -> None:
             duration_ms = monotonic_ms(stats.started)
@@ -143,7 +144,7 @@ class AuditRecorder:
                     metrics.result_cache(stats.cache)
                 metrics.ended(
                     principal,
-                    planned.products,
+                    products,
                     outcome,
                     stats.rows,
                     stats.bytes,

@@ -88,3 +88,26 @@ def test_long_statements_are_encoded_each_time_not_kept(demo_mesh: Path) -> None
     assert parts.statement(long_planned) == encoded and not parts._statements
     short = planner.plan(bob, "SELECT order_id FROM sales.orders")
     assert parts.statement(short) == parts.statement(short) and len(parts._statements) == 1
+
+
+def test_the_end_callback_holds_nothing_of_the_statement(demo_mesh: Path, tmp_path: Path) -> None:
+    """A placed query's end callback waits up to a ticket's life for its nodes' reports:
+    it holds the audit id, user and products, not the planned query and its SQL."""
+    from gateway.audit.recorder import AuditRecorder, NullAuditRecorder
+    from gateway.catalog.state import MeshState
+    from gateway.config import load_config
+    from gateway.engine.streaming import PlannedQuery, StreamStats
+    from gateway.query.statements import StatementPlanner
+    from gateway.security.principal import Principal
+
+    planner = StatementPlanner(MeshState(demo_mesh, load_config(demo_mesh)), NullAuditRecorder())
+    text = "SELECT order_id FROM sales.orders -- " + "y" * 5_000
+    planned = planner.plan(Principal("bob", ("admin",), {}), text)
+    log = AuditLog(tmp_path / "audit", fsync="batch")
+    _, finish = AuditRecorder(log).begin_deferred(planned)
+    held = [cell.cell_contents for cell in finish.__closure__ or ()]
+    assert not any(isinstance(value, PlannedQuery) for value in held)
+    assert not any(isinstance(value, str) and "y" * 100 in value for value in held)
+    finish(StreamStats(), "ok", None)
+    log.close()
+    assert [r["event"] for r in read_audit(tmp_path / "audit")] == ["query_begin", "query_end"]
