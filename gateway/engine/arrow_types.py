@@ -92,6 +92,16 @@ class ArrowTypeCache:
         return len(self._types)
 
 
+#: schemas wider than this are not memoized by identity (a client can ask for thousands of
+#: columns: ``SELECT *, *, *, ...``); byte-bounded caches weigh them (``schema_bytes``)
+WIDE_SCHEMA_FIELDS = 1024
+
+
+def schema_bytes(schema: pa.Schema) -> int:
+    """The bytes of ``schema`` as Arrow IPC: what a cache holding it weighs it at."""
+    return int(schema.serialize().size)
+
+
 def plain_type(data_type: pa.DataType) -> pa.DataType:
     """``data_type`` with every dictionary (a DuckDB ENUM), however deeply nested in lists,
     structs and maps, replaced by its value type: Flight generator streams send no

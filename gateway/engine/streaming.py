@@ -13,7 +13,7 @@ import structlog
 
 from gateway.catalog.catalog import Catalog
 from gateway.config import EngineSettings
-from gateway.engine.arrow_types import plain_type
+from gateway.engine.arrow_types import WIDE_SCHEMA_FIELDS, plain_type
 from gateway.engine.database import Engine
 from gateway.engine.errors import engine_failure
 from gateway.engine.failures import carries_engine_error, engine_type
@@ -152,6 +152,8 @@ def _bind(
 def rows_per_batch(schema: pa.Schema, max_rows: int, max_bytes: int) -> int:
     """A batch row count that keeps typical batches under ``max_bytes`` (kept per schema
     object: a repeated statement's plan hands out the same one)."""
+    if len(schema) > WIDE_SCHEMA_FIELDS:
+        return _rows_per_batch(schema, max_rows, max_bytes)
     return _ROWS_PER_BATCH.get(
         schema, lambda: _rows_per_batch(schema, max_rows, max_bytes), max_rows, max_bytes
     )

@@ -22,6 +22,7 @@ import pyarrow.flight as flight
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import AuditRecorder, NullAuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.engine.arrow_types import WIDE_SCHEMA_FIELDS
 from gateway.engine.streaming import PlannedQuery, StreamStats
 from gateway.errors import (
     HandleNotFound,
@@ -424,6 +425,8 @@ class SqlService:
     def _serialized(self, schema: pa.Schema) -> bytes:
         """``schema`` as Arrow IPC bytes, kept while the planner hands out the same schema
         object (a repeated statement's), taken only for that very object."""
+        if len(schema) > WIDE_SCHEMA_FIELDS:
+            return schema.serialize().to_pybytes()
         return self._schemas.get(schema, lambda: schema.serialize().to_pybytes())
 
     def _prepare(self, principal: Principal, text: str) -> bytes:

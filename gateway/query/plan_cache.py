@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
@@ -80,7 +81,8 @@ class PlanCache:
 
     def put(self, catalog: object, policy_version: int, key: PlanKey, plan: CachedPlan) -> None:
         """Keep ``plan`` (without its syntax tree) unless it is too large to be worth it."""
-        size = _weight(plan.query)
+        kept = CachedPlan(plan.query.without_ast(), plan.schema, plan.cost)
+        size = _weight(kept)
         if size > MAX_ENTRY_BYTES:
             return
         with self._lock:
@@ -90,17 +92,20 @@ class PlanCache:
                 self._catalog, self._policy_version = catalog, policy_version
             previous = self._entries.pop(key, None)
             if previous is not None:
-                self._bytes -= _weight(previous.query)
-            self._entries[key] = CachedPlan(plan.query.without_ast(), plan.schema, plan.cost)
+                self._bytes -= _weight(previous)
+            self._entries[key] = kept
             self._bytes += size
             while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self._bytes -= _weight(evicted.query)
+                self._bytes -= _weight(evicted)
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def _weight(query: Query) -> int:
-    """The bytes of text an entry keeps (its statement, governed and display SQL)."""
-    return len(query.text) + len(query.sql or "") + len(query.display_sql or "")
+def _weight(plan: CachedPlan) -> int:
+    """The bytes an entry keeps: its statement, governed and display SQL, and its result
+    schema (thousands of columns cost a client a few bytes of text each)."""
+    query = plan.query
+    text = len(query.text) + len(query.sql or "") + len(query.display_sql or "")
+    return text + (schema_bytes(plan.schema) if plan.schema is not None else 0)

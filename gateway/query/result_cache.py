@@ -38,6 +38,7 @@ from sqlglot.errors import SqlglotError
 from connectors.registry import connector_for
 from gateway.audit.recorder import Finish, Opened
 from gateway.catalog.catalog import Catalog
+from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
@@ -241,7 +242,7 @@ class ResultCache:
 
 
 def _weight(key: tuple[str, str], entry: _Entry) -> int:
-    return entry.nbytes + len(key[0]) + len(key[1])
+    return entry.nbytes + schema_bytes(entry.schema) + len(key[0]) + len(key[1])
 
 
 class CachingExecutor:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from gateway.audit.recorder import AuditRecorder
 from gateway.catalog.state import MeshSnapshot, MeshState
+from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema, result_schema_and_plan
 from gateway.engine.visible_rows import VisibleRows
@@ -186,7 +187,7 @@ class StatementPlanner:
         if known is not None:
             return known
         bound = self._result_schema(context, query, parameters, started)
-        size = len(query.text) + len(bound_key[1])
+        size = len(query.text) + len(bound_key[1]) + schema_bytes(bound[0])
         self._bound.put(context.catalog, version, bound_key, versions, bound, size)
         return bound
 
@@ -377,7 +378,8 @@ class StatementPlanner:
             return pa.schema([pa.field(f"${n}", pa.null()) for n in range(1, count + 1)])
         assert shaped.sql is not None  # set by generate_sql, the last step
         types = snapshot.catalog.engine.parameter_schema(shaped.sql, count)
-        self._parameter_types.put(snapshot.catalog, version, key, (), types, len(key[0]))
+        size = len(key[0]) + schema_bytes(types)
+        self._parameter_types.put(snapshot.catalog, version, key, (), types, size)
         return types
 
     def prepared_plan(self, principal: Principal, handle: bytes) -> PlannedQuery | None:

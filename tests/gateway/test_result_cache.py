@@ -311,3 +311,13 @@ def test_a_long_statement_is_judged_each_time_not_kept() -> None:
     assert result_cache._kept_verdict.cache_info().currsize == before
     assert is_deterministic("SELECT 1 AS kept_verdict_probe")
     assert result_cache._kept_verdict.cache_info().currsize == before + 1
+
+
+def test_an_empty_wide_result_weighs_its_schema() -> None:
+    from gateway.query.result_cache import ResultCache, _Entry
+
+    wide = pa.schema([(f"column_{n}", pa.int64()) for n in range(2_000)])
+    cache = ResultCache(max_bytes=1_000_000, max_entry_bytes=1_000_000)
+    for n in range(50):
+        assert cache.put((f"SELECT {n}", "()"), _Entry(wide, [], 0, (), []))
+    assert len(cache) * wide.serialize().size <= 1_000_000 and cache.bytes <= 1_000_000
