@@ -17,6 +17,7 @@ is checked as one; the gateway's own tokens (random, no dots) are looked up in t
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import secrets
 import threading
@@ -69,27 +70,55 @@ class UserDirectory:
 
 class TokenStore:
     """Bearer tokens with an expiry; thread-safe; tokens can be revoked. A JWT goes to the
-    ``identity`` provider, when there is one."""
+    ``identity`` provider, when there is one. At most ``per_user`` live tokens per user:
+    a user's oldest login is forgotten past it (memory stays bounded however often a user
+    logs in)."""
 
     def __init__(
         self,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         identity: IdentityProvider | None = None,
+        per_user: int = 10_000,
     ) -> None:
         self.identity = identity
         self._ttl = ttl_seconds
         self._clock = clock
+        self._per_user = per_user
+        #: in issue order, which is expiry order (one lifetime for all)
         self._tokens: dict[str, tuple[Principal, float]] = {}
+        self._of_user: dict[str, collections.deque[str]] = {}
         self._lock = threading.Lock()
 
     def issue(self, principal: Principal) -> str:
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
-            self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
+            self._forget_expired(now)
+            mine = self._of_user.setdefault(principal.user, collections.deque())
+            while len(mine) >= self._per_user:
+                self._tokens.pop(mine.popleft(), None)
             self._tokens[token] = (principal, now + self._ttl)
+            mine.append(token)
         return token
+
+    def _forget_expired(self, now: float) -> None:
+        """Under the lock: drop the expired tokens, the oldest first, and their users'
+        lists once those hold none alive."""
+        while self._tokens:
+            oldest = next(iter(self._tokens))
+            principal, expires = self._tokens[oldest]
+            if expires > now:
+                break
+            del self._tokens[oldest]
+            mine = self._of_user.get(principal.user)
+            while mine and mine[0] not in self._tokens:
+                mine.popleft()
+            if mine is not None and not mine:
+                del self._of_user[principal.user]
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
     def principal(self, token: str) -> Principal:
         if self.identity is not None and looks_like_jwt(token):

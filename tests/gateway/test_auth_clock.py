@@ -106,3 +106,26 @@ def test_checking_a_name_keeps_nothing() -> None:
     for n in range(50):
         guard.check(f"someone-{n}")
     assert len(guard) == 0
+
+
+def test_a_users_live_tokens_are_bounded_oldest_forgotten_first() -> None:
+    clock = FakeClock()
+    tokens = TokenStore(ttl_seconds=60, clock=clock, per_user=3)
+    bob = Principal("bob", ("admin",), {})
+    alice_token = tokens.issue(ALICE)
+    issued = [tokens.issue(bob) for _ in range(5)]
+    assert len(tokens) == 4  # bob's 3 newest and alice's
+    for token in issued[:2]:
+        with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+            tokens.principal(token)
+    assert all(tokens.principal(token) == bob for token in issued[2:])
+    assert tokens.principal(alice_token) == ALICE  # another user's logins are not touched
+
+
+def test_expired_tokens_are_forgotten_as_logins_come() -> None:
+    clock = FakeClock()
+    tokens = TokenStore(ttl_seconds=10, clock=clock)
+    for _ in range(100):
+        tokens.issue(ALICE)
+        clock.advance(1)
+    assert len(tokens) <= 11 and len(tokens._of_user["alice"]) <= 11
