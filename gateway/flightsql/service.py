@@ -49,6 +49,7 @@ from gateway.query.executors import (
     is_placing,
 )
 from gateway.query.handles import HandleStore
+from gateway.query.plan_cache import text_bytes
 from gateway.query.result_cache import CachingExecutor, ResultCache
 from gateway.query.statements import StatementPlanner
 from gateway.query.visibility import VisibleCatalog
@@ -118,7 +119,12 @@ class SqlService:
                 lambda: sum(c.bytes for c in state.current.catalog.engine.accelerated.values())
             )
         self._tickets: HandleStore[PlannedQuery] = HandleStore(
-            "ticket", settings.ticket_ttl_seconds, capacity=10_000, per_owner=32
+            "ticket",
+            settings.ticket_ttl_seconds,
+            capacity=10_000,
+            per_owner=32,
+            weigh=lambda planned: text_bytes(planned.query),
+            per_owner_bytes=_TICKET_BYTES_PER_USER,
         )
         #: Flight session options (the schema unqualified names mean), per login
         self.sessions = sessions.SessionStore(settings.token_ttl_seconds)
@@ -444,6 +450,8 @@ class SqlService:
 
 
 _SCHEMAS_KEPT = 256
+#: the SQL text one user's unredeemed tickets may hold (past it, the oldest are dropped)
+_TICKET_BYTES_PER_USER = 16 * 1024 * 1024
 
 
 def _statement_text(command: _Statement) -> str:

@@ -15,13 +15,15 @@ T = TypeVar("T")
 
 
 class HandleStore(Generic[T]):
-    """Values behind random handles, bounded in count and age, visible only to their owner.
+    """Values behind random handles, bounded in count, bytes and age, visible only to their
+    owner.
 
     A handle used by another user is reported exactly like an unknown one. An owner at
-    ``per_owner`` live handles either loses their oldest (tickets: a client that never
-    redeems them) or, with ``full_message``, is refused with ResourceExhausted carrying
-    ``full_message(owner, per_owner)`` (prepared statements: losing one would break a client
-    that still holds it).
+    ``per_owner`` live handles, or whose values would weigh more than ``per_owner_bytes``
+    (by ``weigh``), either loses their oldest (tickets: a client that never redeems them)
+    or, with ``full_message``, is refused with ResourceExhausted carrying
+    ``full_message(owner, per_owner)`` or ``full_message(owner, per_owner_bytes)``
+    (prepared statements: losing one would break a client that still holds it).
     """
 
     def __init__(
@@ -32,15 +34,24 @@ class HandleStore(Generic[T]):
         per_owner: int = 256,
         full_message: Callable[[str, int], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        weigh: Callable[[T], int] = lambda value: 0,
+        per_owner_bytes: int | None = None,
+        bytes_message: Callable[[str, int], str] | None = None,
     ) -> None:
-        """``clock``: monotonic seconds, for the handles' age (injectable in tests)."""
+        """``clock``: monotonic seconds, for the handles' age (injectable in tests);
+        ``weigh``: the bytes a value keeps; ``bytes_message``: the refusal past
+        ``per_owner_bytes`` (with ``full_message``)."""
         self._kind = kind
         self._ttl = ttl_seconds
         self._capacity = capacity
         self._per_owner = per_owner
         self._full_message = full_message
         self._clock = clock
-        self._entries: OrderedDict[bytes, tuple[str, float, T]] = OrderedDict()
+        self._weigh = weigh
+        self._per_owner_bytes = per_owner_bytes
+        self._bytes_message = bytes_message
+        self._entries: OrderedDict[bytes, tuple[str, float, T, int]] = OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def check_room(self, owner: str) -> None:
@@ -48,58 +59,104 @@ class HandleStore(Generic[T]):
         with self._lock:
             self._live_handles(owner, self._clock())
 
-    def _live_handles(self, owner: str, now: float) -> list[bytes]:
+    def _live_handles(self, owner: str, now: float, adding: int = 0) -> list[bytes]:
         """``owner``'s unexpired handles, oldest first (expired ones are dropped); refuses
-        when the owner is full and the store refuses rather than evicts. Under the lock."""
+        when the owner is full (or would pass its bytes with ``adding`` more) and the store
+        refuses rather than evicts. Under the lock."""
         mine = []
-        for handle, (entry_owner, expires, _) in list(self._entries.items()):
+        for handle, (entry_owner, expires, _, _) in list(self._entries.items()):
             if entry_owner != owner:
                 continue
             if expires <= now:
-                del self._entries[handle]
+                self._remove(handle)
             else:
                 mine.append(handle)
-        if self._full_message is not None and len(mine) >= self._per_owner:
-            raise ResourceExhausted(self._full_message(owner, self._per_owner))
+        if self._full_message is not None:
+            if len(mine) >= self._per_owner:
+                raise ResourceExhausted(self._full_message(owner, self._per_owner))
+            self._check_bytes(owner, adding)
         return mine
+
+    def _check_bytes(self, owner: str, adding: int) -> None:
+        limit = self._per_owner_bytes
+        if limit is not None and self._bytes.get(owner, 0) + adding > limit:
+            message = self._bytes_message or self._full_message
+            assert message is not None  # only a refusing store checks
+            raise ResourceExhausted(message(owner, limit))
+
+    def _remove(self, handle: bytes) -> tuple[str, float, T, int] | None:
+        """Forget ``handle`` and its bytes. Under the lock."""
+        entry = self._entries.pop(handle, None)
+        if entry is not None:
+            self._count_bytes(entry[0], -entry[3])
+        return entry
+
+    def _count_bytes(self, owner: str, change: int) -> None:
+        total = self._bytes.get(owner, 0) + change
+        if total > 0:
+            self._bytes[owner] = total
+        else:
+            self._bytes.pop(owner, None)
+
+    def _add(self, handle: bytes, entry: tuple[str, float, T, int]) -> None:
+        self._entries[handle] = entry
+        self._count_bytes(entry[0], entry[3])
 
     def put(self, owner: str, value: T) -> bytes:
         handle = secrets.token_bytes(16)
         now = self._clock()
+        weight = self._weigh(value)
         with self._lock:
-            mine = self._live_handles(owner, now)
+            mine = self._live_handles(owner, now, weight)
             for old in mine[: max(0, len(mine) - self._per_owner + 1)]:
-                del self._entries[old]  # an owner's oldest go first: no one evicts others
-            self._entries[handle] = (owner, now + self._ttl, value)
+                self._remove(old)  # an owner's oldest go first: no one evicts others
+            limit = self._per_owner_bytes
+            if limit is not None:
+                kept = [h for h in mine if h in self._entries]
+                while kept and self._bytes.get(owner, 0) + weight > limit:
+                    self._remove(kept.pop(0))
+            self._add(handle, (owner, now + self._ttl, value, weight))
             while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+                self._remove(next(iter(self._entries)))
         return handle
 
     def take(self, owner: str, handle: bytes) -> T:
         """``get`` and forget: a single-use handle."""
         value = self.get(owner, handle)
         with self._lock:
-            self._entries.pop(handle, None)
+            self._remove(handle)
         return value
 
     def get(self, owner: str, handle: bytes) -> T:
         with self._lock:
             entry = self._entries.get(handle)
             if entry is not None and entry[1] <= self._clock():
-                del self._entries[handle]
+                self._remove(handle)
                 entry = None
         if entry is None or not secrets.compare_digest(entry[0], owner):
             raise HandleNotFound(f"unknown or expired {self._kind}; run the statement again")
         return entry[2]
 
     def replace(self, owner: str, handle: bytes, value: T) -> None:
+        """Put ``value`` behind ``handle`` (refused, as ``put`` is, past the owner's
+        bytes)."""
         self.get(owner, handle)
+        weight = self._weigh(value)
         with self._lock:
-            if handle in self._entries:
-                stored_owner, expires, _ = self._entries[handle]
-                self._entries[handle] = (stored_owner, expires, value)
+            entry = self._entries.get(handle)
+            if entry is not None:
+                stored_owner, expires, _, old_weight = entry
+                if self._full_message is not None:
+                    self._check_bytes(stored_owner, weight - old_weight)
+                self._entries[handle] = (stored_owner, expires, value, weight)  # in place
+                self._count_bytes(stored_owner, weight - old_weight)
 
     def discard(self, owner: str, handle: bytes) -> None:
         self.get(owner, handle)
         with self._lock:
-            self._entries.pop(handle, None)
+            self._remove(handle)
+
+    def bytes_of(self, owner: str) -> int:
+        """What ``owner``'s live values weigh (expired ones until next dropped)."""
+        with self._lock:
+            return self._bytes.get(owner, 0)

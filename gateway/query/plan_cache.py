@@ -106,6 +106,10 @@ class PlanCache:
 def _weight(plan: CachedPlan) -> int:
     """The bytes an entry keeps: its statement, governed and display SQL, and its result
     schema (thousands of columns cost a client a few bytes of text each)."""
-    query = plan.query
-    text = len(query.text) + len(query.sql or "") + len(query.display_sql or "")
-    return text + (schema_bytes(plan.schema) if plan.schema is not None else 0)
+    schema = schema_bytes(plan.schema) if plan.schema is not None else 0
+    return text_bytes(plan.query) + schema
+
+
+def text_bytes(query: Query) -> int:
+    """The characters of text ``query`` keeps: its statement, governed and display SQL."""
+    return len(query.text) + len(query.sql or "") + len(query.display_sql or "")

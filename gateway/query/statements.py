@@ -30,7 +30,7 @@ from gateway.planning.stand_ins import StandIn, stand_in_sql
 from gateway.query import explain
 from gateway.query.bound_cache import BoundCache, parameters_key
 from gateway.query.handles import HandleStore
-from gateway.query.plan_cache import CachedPlan, PlanCache, PlanKey, plan_key
+from gateway.query.plan_cache import CachedPlan, PlanCache, PlanKey, plan_key, text_bytes
 from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -47,6 +47,16 @@ class PreparedStatement:
     planned: PlannedQuery | None = None  # the prepare-time plan, reused while still current
     #: the session schema at prepare time: its unqualified names keep meaning the same
     default_schema: str | None = None
+    #: the Arrow bytes of the bound row
+    parameter_bytes: int = 0
+
+    @property
+    def kept_bytes(self) -> int:
+        """What this statement keeps: its text, its plan's SQL (the plan shares the text),
+        its bound row."""
+        query = self.planned.query if self.planned is not None else None
+        planned = text_bytes(query) - len(query.text) if query is not None else 0
+        return len(self.text) + planned + self.parameter_bytes
 
 
 class StatementPlanner:
@@ -82,6 +92,9 @@ class StatementPlanner:
             per_owner=settings.max_prepared_statements_per_user,
             full_message=_too_many_prepared,
             clock=clock,
+            weigh=lambda prepared: prepared.kept_bytes,
+            per_owner_bytes=PREPARED_BYTES_PER_USER,
+            bytes_message=_too_many_prepared_bytes,
         )
 
     def context(
@@ -426,12 +439,16 @@ class StatementPlanner:
                 f"{MAX_BOUND_BYTES:,} may be bound to a statement"
             )
         values = _parameter_values(table)
-        self._prepared.replace(user, handle, replace(prepared, parameters=values, planned=None))
+        bound = replace(prepared, parameters=values, planned=None, parameter_bytes=table.nbytes)
+        self._prepared.replace(user, handle, bound)
 
     def close(self, user: str, handle: bytes) -> None:
         """Forget ``user``'s prepared statement ``handle``."""
         self._prepared.discard(user, handle)
 
+
+#: what one user's open prepared statements may hold (text, plans, bound rows)
+PREPARED_BYTES_PER_USER = 64 * 1024 * 1024
 
 #: the bytes one row of bound parameters may take (kept with the prepared statement, up to
 #: ``max_prepared_statements_per_user`` of them, for as long as the statement lives)
@@ -449,6 +466,15 @@ def _reusable_plan(prepared: PreparedStatement, principal: Principal) -> Planned
     if planned is None or prepared.parameter_count or planned.principal != principal:
         return None
     return planned
+
+
+def _too_many_prepared_bytes(user: str, limit: int) -> str:
+    """The refusal of a user whose open prepared statements hold too much text."""
+    return (
+        f"resource exhausted: {user}'s open prepared statements would hold more than "
+        f"{limit:,} bytes of SQL and parameters; close some (ClosePreparedStatement; in ADBC, "
+        "close the statement or cursor) before preparing another"
+    )
 
 
 def _too_many_prepared(user: str, limit: int) -> str:

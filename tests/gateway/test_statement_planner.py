@@ -184,3 +184,20 @@ def test_parameters_are_bound_to_their_own_users_statement(
     assert planner.plan_prepared(bob, handle).parameters == (7,)
     with pytest.raises(HandleNotFound):
         planner.plan_prepared(erin, handle)
+
+
+def test_a_users_prepared_statements_are_bounded_in_bytes(
+    state: MeshState, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text, kept plans and bound rows count: past the user's budget a prepare is refused
+    naming it, and closing one makes room again."""
+    monkeypatch.setattr(statements, "PREPARED_BYTES_PER_USER", 20_000)
+    planner = StatementPlanner(state, NullAuditRecorder(), clock=clock)
+    bob = user(state, "bob")
+    padded = ORDERS + " -- " + "x" * 12_000  # one fits, two do not
+    first, _ = planner.prepare(bob, padded)
+    with pytest.raises(ResourceExhausted, match="would hold more than 20,000 bytes"):
+        planner.prepare(bob, padded + " ")
+    planner.prepare(bob, ORDERS)  # a short one still fits
+    planner.close(bob.user, first)
+    planner.prepare(bob, padded + " ")

@@ -1,0 +1,78 @@
+"""Handles (tickets, prepared statements): bounded in count, bytes and age per owner;
+another owner's handle is unknown."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import HandleNotFound, ResourceExhausted
+from gateway.query.handles import HandleStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _full(owner: str, limit: int) -> str:
+    return f"{owner} is full at {limit}"
+
+
+def test_an_evicting_store_drops_an_owners_oldest_past_its_bytes() -> None:
+    store: HandleStore[str] = HandleStore(
+        "ticket", 60, capacity=100, per_owner=100, weigh=len, per_owner_bytes=1_000
+    )
+    handles = [store.put("erin", "x" * 300) for _ in range(5)]
+    assert store.bytes_of("erin") == 900
+    for handle in handles[:2]:
+        with pytest.raises(HandleNotFound):
+            store.get("erin", handle)
+    assert [store.get("erin", h) for h in handles[2:]] == ["x" * 300] * 3
+    other = store.put("bob", "y" * 300)  # another owner's bytes are their own
+    assert store.get("bob", other) and store.bytes_of("erin") == 900
+
+
+def test_a_refusing_store_refuses_past_the_bytes_and_keeps_what_it_has() -> None:
+    store: HandleStore[str] = HandleStore(
+        "prepared statement",
+        60,
+        capacity=100,
+        per_owner=100,
+        full_message=_full,
+        weigh=len,
+        per_owner_bytes=1_000,
+    )
+    kept = [store.put("erin", "x" * 400) for _ in range(2)]
+    with pytest.raises(ResourceExhausted, match="erin is full at 1000"):
+        store.put("erin", "x" * 400)
+    with pytest.raises(ResourceExhausted):
+        store.replace("erin", kept[0], "x" * 700)  # growing past it is refused too
+    assert store.get("erin", kept[0]) == "x" * 400
+    store.replace("erin", kept[0], "x" * 100)
+    assert store.bytes_of("erin") == 500
+    store.put("erin", "x" * 400)
+    store.discard("erin", kept[1])
+    assert store.bytes_of("erin") == 500
+
+
+def test_bytes_leave_with_taken_and_expired_handles() -> None:
+    clock = Clock()
+    store: HandleStore[str] = HandleStore(
+        "ticket", 10, capacity=100, per_owner=100, clock=clock, weigh=len, per_owner_bytes=10_000
+    )
+    taken = store.put("erin", "abc")
+    store.put("erin", "defg")
+    assert store.take("erin", taken) == "abc" and store.bytes_of("erin") == 4
+    clock.now = 11
+    store.put("erin", "hi")  # the expired one is dropped on the way
+    assert store.bytes_of("erin") == 2
+
+
+def test_another_owners_handle_is_unknown() -> None:
+    store: HandleStore[str] = HandleStore("ticket", 60, capacity=10)
+    handle = store.put("erin", "value")
+    with pytest.raises(HandleNotFound):
+        store.get("bob", handle)
