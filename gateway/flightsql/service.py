@@ -54,7 +54,7 @@ from gateway.query.result_cache import CachingExecutor, ResultCache
 from gateway.query.statements import StatementPlanner
 from gateway.query.visibility import VisibleCatalog
 from gateway.security.principal import Principal
-from gateway.workload.scheduler import Slot, Workload
+from gateway.workload.scheduler import Slot, Workload, activity_text
 
 _WRITES = (
     pb.CommandStatementUpdate,
@@ -313,7 +313,7 @@ class SqlService:
                 command, lambda: self.visible.products(principal), self._server_info
             )
             return table.schema, iter(table.to_batches())
-        slot.statement = planned.query.text
+        slot.statement = activity_text(planned.query.text)
         if planned.query.explain:
             finish = self._audit.begin(planned)
             table = explain.explanation(

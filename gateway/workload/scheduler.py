@@ -147,7 +147,7 @@ class Workload:
             principal=principal,
             group=self.group_of(principal),
             state=state,
-            statement=statement[:_STATEMENT_CHARS],
+            statement=activity_text(statement),
             engine="",
             client_cancelled=is_cancelled,
         )
@@ -319,3 +319,8 @@ class _Holding(AbstractContextManager[Slot]):
 
     def __exit__(self, *_: object) -> None:
         self._workload.release(self._slot)
+
+
+def activity_text(statement: str) -> str:
+    """What ``activity`` (``meshgate top``) keeps and shows of a statement."""
+    return statement[:_STATEMENT_CHARS]
