@@ -54,6 +54,9 @@ class GatewaySettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8815, ge=0, le=65535)
     token_ttl_seconds: int = Field(default=3600, gt=0)
+    max_tokens_per_user: int = Field(
+        default=100_000, gt=0, description="live bearer tokens; past it a user's oldest goes"
+    )
     ticket_ttl_seconds: int = Field(default=600, gt=0)
     max_prepared_statements_per_user: int = Field(default=256, gt=0, description="open at once")
     max_statement_bytes: int = Field(

@@ -1,7 +1,9 @@
-"""``IdentityMemo``: what was computed from an object, kept while that very object returns."""
+"""``IdentityMemo``: what was computed from an object, kept while that very object returns;
+``held_bytes``: what a kept string weighs."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -31,3 +33,9 @@ class IdentityMemo(Generic[_Object, _Value]):
             self._kept.clear()
         self._kept[key] = (obj, value)
         return value
+
+
+def held_bytes(text: str | None) -> int:
+    """The memory ``text`` holds (Python keeps 1, 2 or 4 bytes a character, by its widest):
+    what a cache keeping it weighs it at, and bounds it by."""
+    return sys.getsizeof(text) if text is not None else 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from gateway.audit.log import AuditLog, encode_json, encode_members, monotonic_ms
 from gateway.engine.streaming import StreamStats
 from gateway.errors import AccessDenied, MeshgateError, QueryRefused, UnknownObject
+from gateway.memo import held_bytes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -280,13 +281,13 @@ class _EncodedParts:
             _bounded(self._principals, self._KEPT)[key] = encoded
         return encoded
 
-    #: a statement whose text and governed SQL pass this many characters is encoded each
+    #: a statement whose text and governed SQL hold more than this is encoded each
     #: time (kept, its key and encoding would hold several copies of it)
-    _KEPT_TEXT_CHARS = 16 * 1024
+    _KEPT_TEXT_BYTES = 16 * 1024
 
     def statement(self, planned: PlannedQuery) -> str:
         query = planned.query
-        if len(query.text) + len(query.display_sql or "") > self._KEPT_TEXT_CHARS:
+        if held_bytes(query.text) + held_bytes(query.display_sql) > self._KEPT_TEXT_BYTES:
             return encode_members(_statement_fields(planned))
         key = (query.text, query.display_sql, query.explain, planned.products, id(query.accesses))
         kept = self._statements.get(key)

@@ -16,8 +16,11 @@ import threading
 import duckdb
 import pyarrow as pa
 
-#: type names up to this long are kept (a client can write a struct type of any length)
-_KEPT_NAME_CHARS = 1024
+from gateway.memo import held_bytes
+
+#: type names up to this many bytes are kept (a client can write a struct type of any
+#: length): at most 4,096 x 16 KiB
+_KEPT_NAME_BYTES = 16 * 1024
 #: at most this many kept types; past it the cache starts afresh
 _KEPT_TYPES = 4096
 
@@ -82,7 +85,7 @@ class ArrowTypeCache:
         found = dict(zip(missing, learned.types, strict=True))
         with self._lock:
             for key, arrow in found.items():
-                if len(key) <= _KEPT_NAME_CHARS:
+                if held_bytes(key) <= _KEPT_NAME_BYTES:
                     if len(self._types) >= _KEPT_TYPES:
                         self._types.clear()
                     self._types[key] = arrow

@@ -121,7 +121,11 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
             location,
             service,
             UserDirectory(config.users, config.identity is None or config.identity.password_logins),
-            TokenStore(settings.token_ttl_seconds, identity=_identity(config, audit)),
+            TokenStore(
+                settings.token_ttl_seconds,
+                identity=_identity(config, audit),
+                per_user=settings.max_tokens_per_user,
+            ),
             LoginGuard(settings.max_failed_logins, settings.failed_login_lockout_seconds),
             secrets=(config.governance.hash_key or "",),
             on_failed_login=failed_login,

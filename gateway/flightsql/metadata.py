@@ -14,6 +14,7 @@ from gateway.errors import NotSupported
 from gateway.flightsql import dialect, schemas, xdbc
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql.schemas import Int32Bitmask
+from gateway.memo import held_bytes
 from gateway.planning.naming import FLIGHT_SQL_CATALOG
 
 TABLE_TYPE = "TABLE"
@@ -248,7 +249,7 @@ def _catalog_matches(command) -> bool:
 def _like(pattern: str | None) -> re.Pattern[str]:
     """A SQL LIKE pattern (``%``, ``_``, backslash escapes) as a regex; None matches all.
     Patterns up to 1 KB are compiled once (the usual ones, kept), longer ones each time."""
-    if pattern is not None and len(pattern) > 1024:
+    if pattern is not None and held_bytes(pattern) > 1024:
         return _compiled_like(pattern)
     return _kept_like(pattern)
 

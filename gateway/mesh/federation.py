@@ -27,6 +27,7 @@ from gateway.config import NodesSettings
 from gateway.engine.database import Engine
 from gateway.engine.streaming import StreamedTable
 from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
+from gateway.memo import held_bytes
 from gateway.mesh import dynamic, fragments
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
 from gateway.mesh.ends import EndCollector, ReplicaSilent
@@ -42,7 +43,7 @@ _WATCH_SECONDS = 0.1  # how often a query's fragment streams are looked at
 _IDLE_SECONDS = 1.0  # a stream idle this long has its node's liveness checked (once a second)
 _STOP_GRACE_SECONDS = 1.0  # after a cancel or the time limit, before streams are cut
 _PLANS_KEPT = 256  # split plans kept per gateway
-_PLAN_SQL_CHARS = 64 * 1024  # a longer statement's plan is split each time
+_PLAN_SQL_BYTES = 64 * 1024  # a longer statement's plan is split each time
 _MAX_ESTIMATE = 10**15  # rows: a stream's estimate for DuckDB's planner, at most
 
 _T = TypeVar("_T")
@@ -394,7 +395,7 @@ def split_fragments(
     plan = fragments.split_fragments(
         ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown, nodes.join_groups
     )
-    if len(key[0]) > _PLAN_SQL_CHARS:
+    if held_bytes(key[0]) > _PLAN_SQL_BYTES:
         return plan  # kept, it would hold several copies of a long statement
     with nodes.plans_lock:
         nodes.plans[key] = plan

@@ -19,6 +19,7 @@ import structlog
 from sqlglot import exp, parse_one
 
 from gateway.errors import first_line
+from gateway.memo import held_bytes
 from gateway.mesh.fragments import Fragment
 from gateway.security.principal import Principal
 
@@ -90,7 +91,7 @@ class EstimateCache:
         """``rows_of``, answered from the cache when it knows the SQL."""
 
         def rows(sql: str) -> int | None:
-            if len(sql) > _ESTIMATE_SQL_BYTES:
+            if held_bytes(sql) > _ESTIMATE_SQL_BYTES:
                 return rows_of(sql)
             with self._lock:
                 kept = self._rows.get(sql)

@@ -88,11 +88,14 @@ class BoundCache(Generic[_Value]):
         versions: Versions,
         value: _Value,
         key_bytes: int,
+        value_bytes: int = 0,
     ) -> None:
         """Keep ``value`` unless its key (``key_bytes`` of text: a statement and its
-        parameters) is larger than a plan the plan cache would keep."""
+        parameters) is larger than a plan the plan cache would keep; the entry weighs
+        both (``value_bytes``: a schema's)."""
         if key_bytes > MAX_ENTRY_BYTES:
             return
+        weight = key_bytes + value_bytes
         with self._lock:
             if catalog is not self._catalog or policy_version != self._policy_version:
                 self._entries.clear()
@@ -102,8 +105,8 @@ class BoundCache(Generic[_Value]):
             previous = self._entries.pop(key, None)
             if previous is not None:
                 self._bytes -= previous[2]
-            self._entries[key] = (versions, value, key_bytes)
-            self._bytes += key_bytes
+            self._entries[key] = (versions, value, weight)
+            self._bytes += weight
             while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
                 _, (_, _, evicted) = self._entries.popitem(last=False)
                 self._bytes -= evicted

@@ -63,6 +63,15 @@ class HandleStore(Generic[T]):
         """``owner``'s unexpired handles, oldest first (expired ones are dropped); refuses
         when the owner is full (or would pass its bytes with ``adding`` more) and the store
         refuses rather than evicts. Under the lock."""
+        mine = self._drop_expired(owner, now)
+        if self._full_message is not None:
+            if len(mine) >= self._per_owner:
+                raise ResourceExhausted(self._full_message(owner, self._per_owner))
+            self._check_bytes(owner, adding)
+        return mine
+
+    def _drop_expired(self, owner: str, now: float) -> list[bytes]:
+        """Drop ``owner``'s expired handles; the live ones, oldest first. Under the lock."""
         mine = []
         for handle, (entry_owner, expires, _, _) in list(self._entries.items()):
             if entry_owner != owner:
@@ -71,10 +80,6 @@ class HandleStore(Generic[T]):
                 self._remove(handle)
             else:
                 mine.append(handle)
-        if self._full_message is not None:
-            if len(mine) >= self._per_owner:
-                raise ResourceExhausted(self._full_message(owner, self._per_owner))
-            self._check_bytes(owner, adding)
         return mine
 
     def _check_bytes(self, owner: str, adding: int) -> None:
@@ -143,6 +148,8 @@ class HandleStore(Generic[T]):
         self.get(owner, handle)
         weight = self._weigh(value)
         with self._lock:
+            if self._full_message is not None and handle in self._entries:
+                self._drop_expired(owner, self._clock())  # the dead weigh nothing
             entry = self._entries.get(handle)
             if entry is not None:
                 stored_owner, expires, _, old_weight = entry

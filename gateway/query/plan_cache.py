@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost
+from gateway.memo import held_bytes
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
 from policies.engine import Subject, subject_key
@@ -60,7 +61,7 @@ class PlanCache:
     ) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[PlanKey, CachedPlan] = OrderedDict()
+        self._entries: OrderedDict[PlanKey, tuple[CachedPlan, int]] = OrderedDict()
         self._bytes = 0
         self._catalog: object | None = None  # held, not its id: ids are reused after a reload
         self._policy_version: int | None = None
@@ -75,16 +76,20 @@ class PlanCache:
             if not self._current(catalog, policy_version):
                 return None
             entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
 
     def put(self, catalog: object, policy_version: int, key: PlanKey, plan: CachedPlan) -> None:
-        """Keep ``plan`` (without its syntax tree) unless it is too large to be worth it."""
+        """Keep ``plan`` (without its syntax tree) unless its text is too large to be worth
+        it; it weighs its text and its result schema (thousands of columns cost a client a
+        few bytes of text each)."""
         kept = CachedPlan(plan.query.without_ast(), plan.schema, plan.cost)
-        size = _weight(kept)
-        if size > MAX_ENTRY_BYTES:
+        text = text_bytes(kept.query)
+        if text > MAX_ENTRY_BYTES:
             return
+        weight = text + (schema_bytes(kept.schema) if kept.schema is not None else 0)
         with self._lock:
             if not self._current(catalog, policy_version):
                 self._entries.clear()
@@ -92,24 +97,17 @@ class PlanCache:
                 self._catalog, self._policy_version = catalog, policy_version
             previous = self._entries.pop(key, None)
             if previous is not None:
-                self._bytes -= _weight(previous)
-            self._entries[key] = kept
-            self._bytes += size
+                self._bytes -= previous[1]
+            self._entries[key] = (kept, weight)
+            self._bytes += weight
             while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= _weight(evicted)
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def _weight(plan: CachedPlan) -> int:
-    """The bytes an entry keeps: its statement, governed and display SQL, and its result
-    schema (thousands of columns cost a client a few bytes of text each)."""
-    schema = schema_bytes(plan.schema) if plan.schema is not None else 0
-    return text_bytes(plan.query) + schema
-
-
 def text_bytes(query: Query) -> int:
-    """The characters of text ``query`` keeps: its statement, governed and display SQL."""
-    return len(query.text) + len(query.sql or "") + len(query.display_sql or "")
+    """The memory of the text ``query`` keeps: its statement, governed and display SQL."""
+    return held_bytes(query.text) + held_bytes(query.sql) + held_bytes(query.display_sql)

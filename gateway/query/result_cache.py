@@ -46,6 +46,7 @@ from gateway.engine.streaming import (
     stop_message,
 )
 from gateway.errors import MeshgateError, QueryFailed
+from gateway.memo import held_bytes
 from gateway.query.executors import Executor
 
 log = structlog.get_logger("meshgate.cache")
@@ -127,7 +128,7 @@ _KEPT_SQL_BYTES = 16 * 1024
 def is_deterministic(sql: str) -> bool:
     """Whether ``sql`` (governed DuckDB SQL) returns the same rows for the same data: no
     volatile function, no sampling. Unparseable SQL counts as volatile."""
-    return _kept_verdict(sql) if len(sql) <= _KEPT_SQL_BYTES else _verdict(sql)
+    return _kept_verdict(sql) if held_bytes(sql) <= _KEPT_SQL_BYTES else _verdict(sql)
 
 
 def _verdict(sql: str) -> bool:
@@ -202,6 +203,7 @@ class ResultCache:
         self.max_bytes = max_bytes
         self.max_entry_bytes = min(max_entry_bytes or max_bytes, max_bytes)
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._weights: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.bytes = 0
         self.evictions = 0
@@ -234,15 +236,18 @@ class ResultCache:
                 self._drop(next(iter(self._entries)))
                 self.evictions += 1
             self._entries[key] = entry
+            self._weights[key] = weight
             self.bytes += weight
             return True
 
     def _drop(self, key: tuple[str, str]) -> None:
-        self.bytes -= _weight(key, self._entries.pop(key))
+        del self._entries[key]
+        self.bytes -= self._weights.pop(key)
 
 
 def _weight(key: tuple[str, str], entry: _Entry) -> int:
-    return entry.nbytes + schema_bytes(entry.schema) + len(key[0]) + len(key[1])
+    keys = held_bytes(key[0]) + held_bytes(key[1])
+    return entry.nbytes + schema_bytes(entry.schema) + keys
 
 
 class CachingExecutor:

@@ -22,6 +22,7 @@ from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema, result_schema_and_plan
 from gateway.engine.visible_rows import VisibleRows
 from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
+from gateway.memo import held_bytes
 from gateway.planning.pivot import with_static_pivots
 from gateway.planning.planner import SPARK_STEPS, plan
 from gateway.planning.query import PlanContext, PlanLimits, Query, TargetSource
@@ -55,8 +56,8 @@ class PreparedStatement:
         """What this statement keeps: its text, its plan's SQL (the plan shares the text),
         its bound row."""
         query = self.planned.query if self.planned is not None else None
-        planned = text_bytes(query) - len(query.text) if query is not None else 0
-        return len(self.text) + planned + self.parameter_bytes
+        planned = text_bytes(query) - held_bytes(query.text) if query is not None else 0
+        return held_bytes(self.text) + planned + self.parameter_bytes
 
 
 class StatementPlanner:
@@ -200,8 +201,10 @@ class StatementPlanner:
         if known is not None:
             return known
         bound = self._result_schema(context, query, parameters, started)
-        size = len(query.text) + len(bound_key[1]) + schema_bytes(bound[0])
-        self._bound.put(context.catalog, version, bound_key, versions, bound, size)
+        size = held_bytes(query.text) + held_bytes(bound_key[1])
+        self._bound.put(
+            context.catalog, version, bound_key, versions, bound, size, schema_bytes(bound[0])
+        )
         return bound
 
     def _result_schema(
@@ -391,8 +394,9 @@ class StatementPlanner:
             return pa.schema([pa.field(f"${n}", pa.null()) for n in range(1, count + 1)])
         assert shaped.sql is not None  # set by generate_sql, the last step
         types = snapshot.catalog.engine.parameter_schema(shaped.sql, count)
-        size = len(key[0]) + schema_bytes(types)
-        self._parameter_types.put(snapshot.catalog, version, key, (), types, size)
+        self._parameter_types.put(
+            snapshot.catalog, version, key, (), types, held_bytes(key[0]), schema_bytes(types)
+        )
         return types
 
     def prepared_plan(self, principal: Principal, handle: bytes) -> PlannedQuery | None:
@@ -473,7 +477,7 @@ def _too_many_prepared_bytes(user: str, limit: int) -> str:
     return (
         f"resource exhausted: {user}'s open prepared statements would hold more than "
         f"{limit:,} bytes of SQL and parameters; close some (ClosePreparedStatement; in ADBC, "
-        "close the statement or cursor) before preparing another"
+        "close the statement or cursor) and try again"
     )
 
 

@@ -17,7 +17,6 @@ is checked as one; the gateway's own tokens (random, no dots) are looked up in t
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import secrets
 import threading
@@ -79,7 +78,7 @@ class TokenStore:
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         identity: IdentityProvider | None = None,
-        per_user: int = 10_000,
+        per_user: int = 100_000,
     ) -> None:
         self.identity = identity
         self._ttl = ttl_seconds
@@ -87,7 +86,8 @@ class TokenStore:
         self._per_user = per_user
         #: in issue order, which is expiry order (one lifetime for all)
         self._tokens: dict[str, tuple[Principal, float]] = {}
-        self._of_user: dict[str, collections.deque[str]] = {}
+        #: each user's live tokens, in issue order
+        self._of_user: dict[str, dict[str, None]] = {}
         self._lock = threading.Lock()
 
     def issue(self, principal: Principal) -> str:
@@ -95,27 +95,32 @@ class TokenStore:
         now = self._clock()
         with self._lock:
             self._forget_expired(now)
-            mine = self._of_user.setdefault(principal.user, collections.deque())
+            mine = self._of_user.setdefault(principal.user, {})
             while len(mine) >= self._per_user:
-                self._tokens.pop(mine.popleft(), None)
+                self._forget(next(iter(mine)))
             self._tokens[token] = (principal, now + self._ttl)
-            mine.append(token)
+            self._of_user[principal.user][token] = None
         return token
 
     def _forget_expired(self, now: float) -> None:
-        """Under the lock: drop the expired tokens, the oldest first, and their users'
-        lists once those hold none alive."""
+        """Under the lock: drop the expired tokens, the oldest first."""
         while self._tokens:
             oldest = next(iter(self._tokens))
-            principal, expires = self._tokens[oldest]
-            if expires > now:
+            if self._tokens[oldest][1] > now:
                 break
-            del self._tokens[oldest]
-            mine = self._of_user.get(principal.user)
-            while mine and mine[0] not in self._tokens:
-                mine.popleft()
-            if mine is not None and not mine:
-                del self._of_user[principal.user]
+            self._forget(oldest)
+
+    def _forget(self, token: str) -> None:
+        """Under the lock: drop ``token``, and its user's list once empty."""
+        entry = self._tokens.pop(token, None)
+        if entry is None:
+            return
+        user = entry[0].user
+        mine = self._of_user.get(user)
+        if mine is not None:
+            mine.pop(token, None)
+            if not mine:
+                del self._of_user[user]
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -135,7 +140,7 @@ class TokenStore:
 
     def revoke(self, token: str) -> None:
         with self._lock:
-            self._tokens.pop(token, None)
+            self._forget(token)
 
 
 class LoginGuard:

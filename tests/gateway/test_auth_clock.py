@@ -128,4 +128,20 @@ def test_expired_tokens_are_forgotten_as_logins_come() -> None:
     for _ in range(100):
         tokens.issue(ALICE)
         clock.advance(1)
-    assert len(tokens) <= 11 and len(tokens._of_user["alice"]) <= 11
+    assert len(tokens) <= 11 and len(tokens._of_user["alice"]) == len(tokens)
+
+
+def test_revoked_and_expired_tokens_leave_their_users_list() -> None:
+    """A client that meets its expired token, or logs out, leaves nothing behind: the
+    user's list holds live tokens only, so none is counted against the cap."""
+    clock = FakeClock()
+    tokens = TokenStore(ttl_seconds=10, clock=clock, per_user=2)
+    expired = tokens.issue(ALICE)
+    clock.advance(10)
+    with pytest.raises(AuthenticationError, match="token expired"):
+        tokens.principal(expired)  # revoked on the way
+    logged_out = tokens.issue(ALICE)
+    tokens.revoke(logged_out)
+    assert len(tokens) == 0 and not tokens._of_user
+    first, second = tokens.issue(ALICE), tokens.issue(ALICE)
+    assert tokens.principal(first) == tokens.principal(second) == ALICE  # both within the cap

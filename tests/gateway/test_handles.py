@@ -76,3 +76,23 @@ def test_another_owners_handle_is_unknown() -> None:
     handle = store.put("erin", "value")
     with pytest.raises(HandleNotFound):
         store.get("bob", handle)
+
+
+def test_a_bind_is_judged_on_live_statements_only() -> None:
+    clock = Clock()
+    store: HandleStore[str] = HandleStore(
+        "prepared statement",
+        10,
+        capacity=100,
+        per_owner=100,
+        full_message=_full,
+        clock=clock,
+        weigh=len,
+        per_owner_bytes=1_000,
+    )
+    store.put("erin", "x" * 600)
+    clock.now = 5
+    live = store.put("erin", "x" * 300)
+    clock.now = 11  # the first has expired, the second not
+    store.replace("erin", live, "x" * 900)  # fits once the dead one weighs nothing
+    assert store.get("erin", live) == "x" * 900 and store.bytes_of("erin") == 900

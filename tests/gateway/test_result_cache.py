@@ -305,6 +305,7 @@ def test_a_long_statement_is_judged_each_time_not_kept() -> None:
     from gateway.query import result_cache
 
     pad = "x" * (result_cache._KEPT_SQL_BYTES + 1)
+    result_cache._kept_verdict.cache_clear()
     before = result_cache._kept_verdict.cache_info().currsize
     assert is_deterministic(f"SELECT '{pad}' AS p")
     assert not is_deterministic(f"SELECT '{pad}' AS p, random() AS r")

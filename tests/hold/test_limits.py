@@ -348,7 +348,7 @@ def test_unredeemed_tickets_do_not_pin_unbounded_memory(demo_mesh: Path, tmp_pat
         # bounded, the rounds measured 3, 5 and 1 MB. Under load the allocator's arenas
         # alone have added up to 70 MB.
         assert first < 100, f"400 unredeemed tickets for 100 MB of statements pinned {first} MB"
-        assert third - first < 100, (
+        assert third - first < 150, (
             f"800 more unredeemed tickets grew the server from {first} to {second} to {third} MB: "
             "statements pin memory without bound"
         )
