@@ -57,7 +57,7 @@ def test_long_type_names_are_learned_each_time_not_kept(cursor):
     """A client can write a struct type of any length (``struct_pack("<200 KB>" := 1)``):
     such a type is answered like any other and not kept."""
     cache = ArrowTypeCache()
-    sql = f'SELECT struct_pack("{"k" * 5_000}" := 1) AS s, 1 AS n'
+    sql = f'SELECT struct_pack("{"k" * 20_000}" := 1) AS s, 1 AS n'
     expected = cursor.sql(sql).limit(0).to_arrow_table().schema
     for _ in range(2):
         assert cache.schema(cursor, cursor.sql(sql)) == expected
