@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.clocks import ManualClock
 
 from gateway.errors import AuthenticationError
 from gateway.security.auth import LoginGuard, TokenStore
@@ -11,21 +12,8 @@ from gateway.security.principal import Principal
 ALICE = Principal("alice", ("analyst_eu",), {"region": "EU"})
 
 
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_a_token_is_valid_until_its_ttl_and_expired_from_then_on() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tokens = TokenStore(ttl_seconds=60, clock=clock)
     token = tokens.issue(ALICE)
     clock.advance(59.999)
@@ -39,7 +27,7 @@ def test_a_token_is_valid_until_its_ttl_and_expired_from_then_on() -> None:
 
 
 def test_issuing_forgets_expired_tokens_only() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tokens = TokenStore(ttl_seconds=10, clock=clock)
     old = tokens.issue(ALICE)
     clock.advance(5)
@@ -52,7 +40,7 @@ def test_issuing_forgets_expired_tokens_only() -> None:
 
 
 def test_a_revoked_token_is_refused_at_once() -> None:
-    tokens = TokenStore(ttl_seconds=60, clock=FakeClock())
+    tokens = TokenStore(ttl_seconds=60, clock=ManualClock(1000.0))
     token = tokens.issue(ALICE)
     tokens.revoke(token)
     with pytest.raises(AuthenticationError, match="unknown or revoked token"):
@@ -60,7 +48,7 @@ def test_a_revoked_token_is_refused_at_once() -> None:
 
 
 def test_failed_logins_lock_out_for_the_lockout_period_then_not() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=clock)
     for _ in range(3):
         guard.check("carol")
@@ -77,7 +65,7 @@ def test_failed_logins_lock_out_for_the_lockout_period_then_not() -> None:
 
 
 def test_a_successful_login_clears_the_failures() -> None:
-    guard = LoginGuard(max_failures=2, lockout_seconds=60, clock=FakeClock())
+    guard = LoginGuard(max_failures=2, lockout_seconds=60, clock=ManualClock(1000.0))
     guard.failed("bob")
     guard.succeeded("bob")
     guard.failed("bob")
@@ -87,7 +75,7 @@ def test_a_successful_login_clears_the_failures() -> None:
 def test_failed_logins_of_any_names_keep_bounded_memory() -> None:
     """Unauthenticated clients choose the names: each is kept as a 16-byte digest, with at
     most ``max_failures`` times, and the names failed longest ago are forgotten first."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=clock, capacity=100)
     for n in range(500):
         guard.failed(f"{n}-" + "x" * 100_000)
@@ -102,14 +90,14 @@ def test_failed_logins_of_any_names_keep_bounded_memory() -> None:
 
 
 def test_checking_a_name_keeps_nothing() -> None:
-    guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=FakeClock())
+    guard = LoginGuard(max_failures=3, lockout_seconds=60, clock=ManualClock(1000.0))
     for n in range(50):
         guard.check(f"someone-{n}")
     assert len(guard) == 0
 
 
 def test_a_users_live_tokens_are_bounded_oldest_forgotten_first() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tokens = TokenStore(ttl_seconds=60, clock=clock, per_user=3)
     bob = Principal("bob", ("admin",), {})
     alice_token = tokens.issue(ALICE)
@@ -123,7 +111,7 @@ def test_a_users_live_tokens_are_bounded_oldest_forgotten_first() -> None:
 
 
 def test_expired_tokens_are_forgotten_as_logins_come() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tokens = TokenStore(ttl_seconds=10, clock=clock)
     for _ in range(100):
         tokens.issue(ALICE)
@@ -134,7 +122,7 @@ def test_expired_tokens_are_forgotten_as_logins_come() -> None:
 def test_revoked_and_expired_tokens_leave_their_users_list() -> None:
     """A client that meets its expired token, or logs out, leaves nothing behind: the
     user's list holds live tokens only, so none is counted against the cap."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     tokens = TokenStore(ttl_seconds=10, clock=clock, per_user=2)
     expired = tokens.issue(ALICE)
     clock.advance(10)

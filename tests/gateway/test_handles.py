@@ -4,21 +4,28 @@ another owner's handle is unknown."""
 from __future__ import annotations
 
 import pytest
+from support.clocks import ManualClock
 
 from gateway.errors import HandleNotFound, ResourceExhausted
 from gateway.query.handles import HandleStore
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _full(owner: str, limit: int) -> str:
     return f"{owner} is full at {limit}"
+
+
+def refusing(clock: ManualClock | None = None, ttl: float = 60) -> HandleStore[str]:
+    """A store like the prepared statements': 1,000 bytes an owner, refused past them."""
+    return HandleStore(
+        "prepared statement",
+        ttl,
+        capacity=100,
+        per_owner=100,
+        full_message=_full,
+        clock=clock or ManualClock(),
+        weigh=len,
+        per_owner_bytes=1_000,
+    )
 
 
 def test_an_evicting_store_drops_an_owners_oldest_past_its_bytes() -> None:
@@ -36,15 +43,7 @@ def test_an_evicting_store_drops_an_owners_oldest_past_its_bytes() -> None:
 
 
 def test_a_refusing_store_refuses_past_the_bytes_and_keeps_what_it_has() -> None:
-    store: HandleStore[str] = HandleStore(
-        "prepared statement",
-        60,
-        capacity=100,
-        per_owner=100,
-        full_message=_full,
-        weigh=len,
-        per_owner_bytes=1_000,
-    )
+    store = refusing()
     kept = [store.put("erin", "x" * 400) for _ in range(2)]
     with pytest.raises(ResourceExhausted, match="erin is full at 1000"):
         store.put("erin", "x" * 400)
@@ -59,7 +58,7 @@ def test_a_refusing_store_refuses_past_the_bytes_and_keeps_what_it_has() -> None
 
 
 def test_bytes_leave_with_taken_and_expired_handles() -> None:
-    clock = Clock()
+    clock = ManualClock()
     store: HandleStore[str] = HandleStore(
         "ticket", 10, capacity=100, per_owner=100, clock=clock, weigh=len, per_owner_bytes=10_000
     )
@@ -79,17 +78,8 @@ def test_another_owners_handle_is_unknown() -> None:
 
 
 def test_a_bind_is_judged_on_live_statements_only() -> None:
-    clock = Clock()
-    store: HandleStore[str] = HandleStore(
-        "prepared statement",
-        10,
-        capacity=100,
-        per_owner=100,
-        full_message=_full,
-        clock=clock,
-        weigh=len,
-        per_owner_bytes=1_000,
-    )
+    clock = ManualClock()
+    store = refusing(clock, ttl=10)
     store.put("erin", "x" * 600)
     clock.now = 5
     live = store.put("erin", "x" * 300)

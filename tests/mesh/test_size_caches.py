@@ -3,20 +3,14 @@ bounded in entries, and measured once at a time per product."""
 
 from __future__ import annotations
 
+from support.clocks import ManualClock
+
 from gateway.mesh import sizes
 from gateway.mesh.sizes import EstimateCache, SizeCache
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_an_estimate_is_kept_a_minute_then_planned_again() -> None:
-    clock, planned = Clock(), []
+    clock, planned = ManualClock(), []
 
     def rows_of(sql: str) -> int | None:
         planned.append(sql)
@@ -39,13 +33,13 @@ def test_an_unknown_estimate_is_kept_too() -> None:
         planned.append(sql)
         return None
 
-    rows = EstimateCache(Clock()).cached(rows_of)
+    rows = EstimateCache(ManualClock()).cached(rows_of)
     assert rows("q") is None and rows("q") is None
     assert planned == ["q"]
 
 
 def test_estimates_are_bounded() -> None:
-    cache = EstimateCache(Clock())
+    cache = EstimateCache(ManualClock())
     rows = cache.cached(lambda sql: 1)
     for n in range(sizes._ESTIMATE_ENTRIES + 5):
         rows(f"SELECT {n}")
@@ -53,7 +47,7 @@ def test_estimates_are_bounded() -> None:
 
 
 def test_a_size_expires_after_a_minute_and_is_measured_once_at_a_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = SizeCache(clock)
     key = ("sales", "SELECT * FROM orders")
     assert cache.claim(key)
@@ -67,7 +61,7 @@ def test_a_size_expires_after_a_minute_and_is_measured_once_at_a_time() -> None:
 
 
 def test_sizes_measured_at_once_are_bounded() -> None:
-    cache = SizeCache(Clock())
+    cache = SizeCache(ManualClock())
     keys = [("sales", f"q{n}") for n in range(sizes._SIZE_MEASURING + 2)]
     claimed = [cache.claim(key) for key in keys]
     assert claimed == [True] * sizes._SIZE_MEASURING + [False, False]
@@ -77,7 +71,7 @@ def test_sizes_measured_at_once_are_bounded() -> None:
 
 def test_a_long_fragment_is_estimated_each_time_not_kept() -> None:
     planned: list[str] = []
-    cache = EstimateCache(Clock())
+    cache = EstimateCache(ManualClock())
     rows = cache.cached(lambda sql: planned.append(sql) or 7)
     long_sql = "SELECT '" + "x" * sizes._ESTIMATE_SQL_BYTES + "'"
     assert rows(long_sql) == 7 and rows(long_sql) == 7

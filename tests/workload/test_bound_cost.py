@@ -46,6 +46,16 @@ def _principal(state: MeshState, user: str) -> Principal:
     return Principal(user, tuple(entry.roles), dict(entry.attributes))
 
 
+def _keep_100_customers(mesh: Path) -> None:
+    """Rewrite crm.customers' Parquet file with its first 100 rows (a new file, renamed in)."""
+    parquet = mesh / "crm" / "data" / "customers.parquet"
+    smaller = parquet.with_suffix(".new")
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{parquet}') LIMIT 100) TO '{smaller}' (FORMAT parquet)"
+    )
+    os.replace(smaller, parquet)
+
+
 def _fresh_cost(state: MeshState, principal: Principal, sql: str, parameters: tuple) -> object:
     return StatementPlanner(state, NullAuditRecorder()).plan(principal, sql, parameters).cost
 
@@ -103,12 +113,7 @@ def test_a_change_of_the_products_files_is_estimated_anew(
     for sql in ("SELECT * FROM crm.customers", "SELECT 1"):  # parameterless too
         planner.plan(bob, sql)
     explained = len(bindings)
-    parquet = mesh_copy / "crm" / "data" / "customers.parquet"
-    smaller = parquet.with_suffix(".new")
-    duckdb.sql(
-        f"COPY (SELECT * FROM read_parquet('{parquet}') LIMIT 100) TO '{smaller}' (FORMAT parquet)"
-    )
-    os.replace(smaller, parquet)
+    _keep_100_customers(mesh_copy)
     after = planner.plan(bob, ABOVE, (0,))
     assert len(bindings) == explained + 1, "the changed product's statement was not re-estimated"
     planner.plan(bob, "SELECT * FROM crm.customers")
@@ -155,12 +160,7 @@ def test_a_row_filtered_estimate_counts_the_rows_anew_once_the_files_change(
     alice = _principal(state, "alice")
     before = planner.plan(alice, ABOVE, (0,))
     assert before.cost == _fresh_cost(state, alice, ABOVE, (0,))
-    parquet = mesh_copy / "crm" / "data" / "customers.parquet"
-    smaller = parquet.with_suffix(".new")
-    duckdb.sql(
-        f"COPY (SELECT * FROM read_parquet('{parquet}') LIMIT 100) TO '{smaller}' (FORMAT parquet)"
-    )
-    os.replace(smaller, parquet)
+    _keep_100_customers(mesh_copy)
     after = planner.plan(alice, ABOVE, (0,))
     assert after.cost == _fresh_cost(state, alice, ABOVE, (0,))
     assert after.cost != before.cost
