@@ -31,7 +31,7 @@ from gateway.planning.stand_ins import StandIn, stand_in_sql
 from gateway.query import explain
 from gateway.query.bound_cache import BoundCache, parameters_key
 from gateway.query.handles import HandleStore
-from gateway.query.plan_cache import CachedPlan, PlanCache, PlanKey, plan_key, text_bytes
+from gateway.query.plan_cache import CachedPlan, PlanCache, PlanKey, plan_key
 from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class PreparedStatement:
         """What this statement keeps: its text, its plan's SQL (the plan shares the text),
         its bound row."""
         query = self.planned.query if self.planned is not None else None
-        planned = text_bytes(query) - held_bytes(query.text) if query is not None else 0
+        planned = held_bytes(query.sql) + held_bytes(query.display_sql) if query else 0
         return held_bytes(self.text) + planned + self.parameter_bytes
 
 

@@ -95,11 +95,11 @@ class TokenStore:
         now = self._clock()
         with self._lock:
             self._forget_expired(now)
-            mine = self._of_user.setdefault(principal.user, {})
+            mine = self._of_user.get(principal.user, {})
             while len(mine) >= self._per_user:
-                self._forget(next(iter(mine)))
+                self._forget(next(iter(mine)))  # may drop the user's emptied list
             self._tokens[token] = (principal, now + self._ttl)
-            self._of_user[principal.user][token] = None
+            self._of_user.setdefault(principal.user, {})[token] = None
         return token
 
     def _forget_expired(self, now: float) -> None:

@@ -133,3 +133,12 @@ def test_revoked_and_expired_tokens_leave_their_users_list() -> None:
     assert len(tokens) == 0 and not tokens._of_user
     first, second = tokens.issue(ALICE), tokens.issue(ALICE)
     assert tokens.principal(first) == tokens.principal(second) == ALICE  # both within the cap
+
+
+def test_a_cap_of_one_token_keeps_the_newest_login() -> None:
+    tokens = TokenStore(ttl_seconds=60, clock=ManualClock(1000.0), per_user=1)
+    first = tokens.issue(ALICE)
+    second = tokens.issue(ALICE)  # forgets the first, and the list it emptied
+    assert tokens.principal(second) == ALICE and len(tokens) == 1
+    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+        tokens.principal(first)
