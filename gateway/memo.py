@@ -1,8 +1,10 @@
 """``IdentityMemo``: what was computed from an object, kept while that very object returns;
-``held_bytes``: what a kept string weighs."""
+``held_bytes``: what a kept string weighs; ``memoize_short``: an LRU memo of a function of
+one string that keeps only short ones."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -39,3 +41,28 @@ def held_bytes(text: str | None) -> int:
     """The memory ``text`` holds (Python keeps 1, 2 or 4 bytes a character, by its widest):
     what a cache keeping it weighs it at, and bounds it by."""
     return sys.getsizeof(text) if text is not None else 0
+
+
+_Text = TypeVar("_Text", str, str | None)
+_Result = TypeVar("_Result")
+
+
+def memoize_short(
+    maxsize: int, max_bytes: int
+) -> Callable[[Callable[[_Text], _Result]], Callable[[_Text], _Result]]:
+    """``functools.lru_cache(maxsize)`` for a function of one string (or None) that a
+    client chooses, keeping only strings that hold at most ``max_bytes``: a longer one is
+    computed each time, never kept. ``cache_info`` and ``cache_clear`` are the memo's."""
+
+    def decorate(function: Callable[[_Text], _Result]) -> Callable[[_Text], _Result]:
+        kept = functools.lru_cache(maxsize=maxsize)(function)
+
+        @functools.wraps(function)
+        def memoized(text: _Text) -> _Result:
+            return kept(text) if held_bytes(text) <= max_bytes else function(text)
+
+        memoized.cache_info = kept.cache_info  # type: ignore[attr-defined]
+        memoized.cache_clear = kept.cache_clear  # type: ignore[attr-defined]
+        return memoized
+
+    return decorate

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
 
 import pyarrow as pa
 
@@ -14,7 +13,7 @@ from gateway.errors import NotSupported
 from gateway.flightsql import dialect, schemas, xdbc
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql.schemas import Int32Bitmask
-from gateway.memo import held_bytes
+from gateway.memo import memoize_short
 from gateway.planning.naming import FLIGHT_SQL_CATALOG
 
 TABLE_TYPE = "TABLE"
@@ -246,15 +245,10 @@ def _catalog_matches(command) -> bool:
     return not command.HasField("catalog") or command.catalog in ("", FLIGHT_SQL_CATALOG)
 
 
+@memoize_short(maxsize=256, max_bytes=1024)
 def _like(pattern: str | None) -> re.Pattern[str]:
     """A SQL LIKE pattern (``%``, ``_``, backslash escapes) as a regex; None matches all.
     Patterns up to 1 KB are compiled once (the usual ones, kept), longer ones each time."""
-    if pattern is not None and held_bytes(pattern) > 1024:
-        return _compiled_like(pattern)
-    return _kept_like(pattern)
-
-
-def _compiled_like(pattern: str | None) -> re.Pattern[str]:
     if pattern is None:
         return re.compile(".*", re.DOTALL)
     out, escaped = [], False
@@ -271,6 +265,3 @@ def _compiled_like(pattern: str | None) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
     return re.compile("".join(out), re.DOTALL)
-
-
-_kept_like = lru_cache(maxsize=256)(_compiled_like)

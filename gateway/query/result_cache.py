@@ -25,7 +25,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from stat import S_ISDIR
 
@@ -46,7 +45,7 @@ from gateway.engine.streaming import (
     stop_message,
 )
 from gateway.errors import MeshgateError, QueryFailed
-from gateway.memo import held_bytes
+from gateway.memo import held_bytes, memoize_short
 from gateway.query.executors import Executor
 
 log = structlog.get_logger("meshgate.cache")
@@ -121,17 +120,14 @@ _VOLATILE_NODES = frozenset(
 )
 
 
-#: governed SQL up to this long is judged once (``_kept_verdict``), longer each time
+#: governed SQL up to this long is judged once and kept, longer each time
 _KEPT_SQL_BYTES = 16 * 1024
 
 
+@memoize_short(maxsize=2048, max_bytes=_KEPT_SQL_BYTES)
 def is_deterministic(sql: str) -> bool:
     """Whether ``sql`` (governed DuckDB SQL) returns the same rows for the same data: no
     volatile function, no sampling. Unparseable SQL counts as volatile."""
-    return _kept_verdict(sql) if held_bytes(sql) <= _KEPT_SQL_BYTES else _verdict(sql)
-
-
-def _verdict(sql: str) -> bool:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except SqlglotError:
@@ -148,9 +144,6 @@ def _verdict(sql: str) -> bool:
         if name in VOLATILE_FUNCTIONS:
             return False
     return True
-
-
-_kept_verdict = lru_cache(maxsize=2048)(_verdict)
 
 
 FileVersion = tuple[tuple[str, int, int, int], ...]

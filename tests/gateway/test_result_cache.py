@@ -305,13 +305,13 @@ def test_a_long_statement_is_judged_each_time_not_kept() -> None:
     from gateway.query import result_cache
 
     pad = "x" * (result_cache._KEPT_SQL_BYTES + 1)
-    result_cache._kept_verdict.cache_clear()
-    before = result_cache._kept_verdict.cache_info().currsize
+    is_deterministic.cache_clear()
+    before = is_deterministic.cache_info().currsize
     assert is_deterministic(f"SELECT '{pad}' AS p")
     assert not is_deterministic(f"SELECT '{pad}' AS p, random() AS r")
-    assert result_cache._kept_verdict.cache_info().currsize == before
+    assert is_deterministic.cache_info().currsize == before
     assert is_deterministic("SELECT 1 AS kept_verdict_probe")
-    assert result_cache._kept_verdict.cache_info().currsize == before + 1
+    assert is_deterministic.cache_info().currsize == before + 1
 
 
 def test_an_empty_wide_result_weighs_its_schema() -> None:
