@@ -1,11 +1,12 @@
 """``IdentityMemo``: what was computed from an object, kept while that very object returns;
 ``held_bytes``: what a kept string weighs; ``memoize_short``: an LRU memo of a function of
-one string that keeps only short ones."""
+one string that keeps only short ones; ``WeightedLRU``: values bounded in count and bytes."""
 
 from __future__ import annotations
 
 import functools
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -66,3 +67,56 @@ def memoize_short(
         return memoized
 
     return decorate
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class WeightedLRU(Generic[_Key, _Value]):
+    """Values by key, each with its weight (the bytes it keeps), the least recently used
+    dropped first past ``capacity`` entries (None: no count bound) or ``max_weight`` in
+    all. Not locked: its owner's lock guards it."""
+
+    def __init__(self, max_weight: int, capacity: int | None = None) -> None:
+        self.max_weight = max_weight
+        self.capacity = capacity
+        self.weight = 0
+        self._entries: OrderedDict[_Key, tuple[_Value, int]] = OrderedDict()
+
+    def get(self, key: _Key) -> _Value | None:
+        """``key``'s value, now the most recently used; None if not kept."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: _Key, value: _Value, weight: int) -> int:
+        """Keep ``value`` (in place of ``key``'s), then drop the least recently used while
+        past a bound; how many were dropped."""
+        self.pop(key)
+        self._entries[key] = (value, weight)
+        self.weight += weight
+        dropped = 0
+        while self._entries and (
+            self.weight > self.max_weight
+            or (self.capacity is not None and len(self._entries) > self.capacity)
+        ):
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.weight -= evicted
+            dropped += 1
+        return dropped
+
+    def pop(self, key: _Key) -> _Value | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self.weight -= entry[1]
+        return entry[0]
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.weight = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -14,7 +14,6 @@ and in the bytes of their keys (a key holds its statement's text).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -22,6 +21,7 @@ from typing import Generic, TypeVar
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Catalog
 from gateway.errors import MeshgateError
+from gateway.memo import WeightedLRU
 from gateway.query.plan_cache import MAX_ENTRY_BYTES
 from gateway.query.result_cache import FileVersion, files_version
 
@@ -38,10 +38,9 @@ class BoundCache(Generic[_Value]):
     def __init__(
         self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[Versions, _Value, int]] = OrderedDict()
-        self._bytes = 0
+        self._entries: WeightedLRU[Hashable, tuple[Versions, _Value]] = WeightedLRU(
+            max_bytes, capacity
+        )
         self._catalog: object | None = None  # held, not its id: ids are reused after a reload
         self._policy_version: int | None = None
         self._paths: dict[str, tuple[Path, ...] | None] = {}
@@ -77,7 +76,6 @@ class BoundCache(Generic[_Value]):
             entry = self._entries.get(key)
             if entry is None or entry[0] != versions:
                 return None
-            self._entries.move_to_end(key)
             return entry[1]
 
     def put(
@@ -100,16 +98,8 @@ class BoundCache(Generic[_Value]):
             if catalog is not self._catalog or policy_version != self._policy_version:
                 self._entries.clear()
                 self._paths.clear()
-                self._bytes = 0
                 self._catalog, self._policy_version = catalog, policy_version
-            previous = self._entries.pop(key, None)
-            if previous is not None:
-                self._bytes -= previous[2]
-            self._entries[key] = (versions, value, weight)
-            self._bytes += weight
-            while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
-                _, (_, _, evicted) = self._entries.popitem(last=False)
-                self._bytes -= evicted
+            self._entries.put(key, (versions, value), weight)
 
     def __len__(self) -> int:
         return len(self._entries)

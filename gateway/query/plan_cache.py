@@ -10,14 +10,13 @@ cached (each one is planned, refused and audited again). Entries keep no syntax 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost
-from gateway.memo import held_bytes
+from gateway.memo import WeightedLRU, held_bytes
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
 from policies.engine import Subject, subject_key
@@ -59,10 +58,7 @@ class PlanCache:
     def __init__(
         self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[PlanKey, tuple[CachedPlan, int]] = OrderedDict()
-        self._bytes = 0
+        self._entries: WeightedLRU[PlanKey, CachedPlan] = WeightedLRU(max_bytes, capacity)
         self._catalog: object | None = None  # held, not its id: ids are reused after a reload
         self._policy_version: int | None = None
         self._lock = threading.Lock()
@@ -75,11 +71,7 @@ class PlanCache:
         with self._lock:
             if not self._current(catalog, policy_version):
                 return None
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
+            return self._entries.get(key)
 
     def put(self, catalog: object, policy_version: int, key: PlanKey, plan: CachedPlan) -> None:
         """Keep ``plan`` (without its syntax tree) unless its text is too large to be worth
@@ -93,16 +85,8 @@ class PlanCache:
         with self._lock:
             if not self._current(catalog, policy_version):
                 self._entries.clear()
-                self._bytes = 0
                 self._catalog, self._policy_version = catalog, policy_version
-            previous = self._entries.pop(key, None)
-            if previous is not None:
-                self._bytes -= previous[1]
-            self._entries[key] = (kept, weight)
-            self._bytes += weight
-            while len(self._entries) > self.capacity or self._bytes > self.max_bytes:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                self._bytes -= evicted
+            self._entries.put(key, kept, weight)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -22,7 +22,6 @@ import itertools
 import os
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from gateway.engine.streaming import (
     stop_message,
 )
 from gateway.errors import MeshgateError, QueryFailed
-from gateway.memo import held_bytes, memoize_short
+from gateway.memo import WeightedLRU, held_bytes, memoize_short
 from gateway.query.executors import Executor
 
 log = structlog.get_logger("meshgate.cache")
@@ -193,13 +192,15 @@ class ResultCache:
     weighs its batches and its key (the governed SQL can outweigh an empty result)."""
 
     def __init__(self, max_bytes: int, max_entry_bytes: int | None = None) -> None:
-        self.max_bytes = max_bytes
         self.max_entry_bytes = min(max_entry_bytes or max_bytes, max_bytes)
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._weights: dict[tuple[str, str], int] = {}
+        self._entries: WeightedLRU[tuple[str, str], _Entry] = WeightedLRU(max_bytes)
         self._lock = threading.Lock()
-        self.bytes = 0
         self.evictions = 0
+
+    @property
+    def bytes(self) -> int:
+        """What the kept entries weigh (``_weight``)."""
+        return self._entries.weight
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -209,12 +210,9 @@ class ResultCache:
         dropped."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
+            if entry is not None and entry.valid_for != valid_for:
+                self._entries.pop(key)
                 return None
-            if entry.valid_for != valid_for:
-                self._drop(key)
-                return None
-            self._entries.move_to_end(key)
             return entry
 
     def put(self, key: tuple[str, str], entry: _Entry) -> bool:
@@ -223,19 +221,8 @@ class ResultCache:
         if weight > self.max_entry_bytes:
             return False
         with self._lock:
-            if key in self._entries:
-                self._drop(key)
-            while self._entries and self.bytes + weight > self.max_bytes:
-                self._drop(next(iter(self._entries)))
-                self.evictions += 1
-            self._entries[key] = entry
-            self._weights[key] = weight
-            self.bytes += weight
+            self.evictions += self._entries.put(key, entry, weight)
             return True
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        del self._entries[key]
-        self.bytes -= self._weights.pop(key)
 
 
 def _weight(key: tuple[str, str], entry: _Entry) -> int:

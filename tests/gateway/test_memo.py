@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.memo import IdentityMemo
+from gateway.memo import IdentityMemo, WeightedLRU, memoize_short
 
 
 class _Key:
@@ -36,3 +36,27 @@ def test_everything_is_forgotten_at_capacity() -> None:
         memo.get(key, lambda number=number: number)
     memo.get(_Key(), lambda: 99)  # the third: the first two are dropped
     assert memo.get(keys[0], lambda: -1) == -1
+
+
+def test_a_weighted_lru_drops_the_least_recently_used_past_its_bounds() -> None:
+    lru: WeightedLRU[str, int] = WeightedLRU(max_weight=100, capacity=3)
+    assert [lru.put(key, n, 30) for n, key in enumerate("abc")] == [0, 0, 0]
+    assert lru.get("a") == 0  # now the most recently used
+    assert lru.put("d", 3, 30) == 1 and lru.get("b") is None  # past the count: b went
+    assert lru.put("e", 4, 60) == 2 and len(lru) == 2 and lru.weight == 90  # past the weight
+    assert lru.put("e", 5, 10) == 0 and lru.weight == 40  # replaced, weighed once
+    assert lru.pop("e") == 5 and lru.weight == 30 and lru.pop("e") is None
+
+
+def test_memoize_short_keeps_only_short_inputs() -> None:
+    calls: list[str] = []
+
+    @memoize_short(maxsize=8, max_bytes=100)
+    def length(text: str) -> int:
+        calls.append(text)
+        return len(text)
+
+    long_text = "x" * 200
+    assert [length("ab"), length("ab"), length(long_text), length(long_text)] == [2, 2, 200, 200]
+    assert calls == ["ab", long_text, long_text]
+    assert length.cache_info().currsize == 1
