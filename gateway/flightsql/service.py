@@ -400,7 +400,7 @@ class SqlService:
         if not isinstance(command, pb.CommandPreparedStatementQuery):
             raise NotSupported(f"DoPut with {type(command).__name__} is not supported")
         handle = command.prepared_statement_handle
-        self.planner.bind(principal.user, handle, reader.read_all)
+        self.planner.bind(principal.user, handle, _batches(reader))
         return pb.DoPutPreparedStatementResult(prepared_statement_handle=handle).SerializeToString()
 
     # -- DoAction ---------------------------------------------------------------------
@@ -482,3 +482,14 @@ def _info(
     descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: bytes
 ) -> flight.FlightInfo:
     return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+
+
+def _batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The record batches of a DoPut, read one at a time (metadata-only messages skipped)."""
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            return
+        if chunk.data is not None:
+            yield chunk.data

@@ -9,7 +9,7 @@ parameters. Admission (the per-user limiter) and Flight SQL stay with the caller
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -423,24 +423,15 @@ class StatementPlanner:
             default_schema=prepared.default_schema,
         )
 
-    def bind(self, user: str, handle: bytes, read: Callable[[], pa.Table]) -> None:
-        """Bind the one row of parameters that ``read`` returns to ``user``'s statement
-        ``handle`` (read only once the handle is known)."""
+    def bind(self, user: str, handle: bytes, batches: Iterable[pa.RecordBatch]) -> None:
+        """Bind the one row of parameters that ``batches`` carry to ``user``'s statement
+        ``handle`` (read only once the handle is known, and only as far as the limits)."""
         prepared = self._prepared.get(user, handle)
-        table = read()
-        if table.num_rows != 1:
-            raise InvalidQuery(
-                f"bind exactly one row of parameters per execution (got {table.num_rows})"
-            )
+        table = _one_bound_row(batches)
         if table.num_columns != prepared.parameter_count:
             raise InvalidQuery(
                 f"the statement has {prepared.parameter_count} parameter(s) but "
                 f"{table.num_columns} were bound"
-            )
-        if table.nbytes > MAX_BOUND_BYTES:
-            raise InvalidQuery(
-                f"the bound parameters take {table.nbytes:,} bytes; at most "
-                f"{MAX_BOUND_BYTES:,} may be bound to a statement"
             )
         values = _parameter_values(table)
         bound = replace(prepared, parameters=values, planned=None, parameter_bytes=table.nbytes)
@@ -457,6 +448,31 @@ PREPARED_BYTES_PER_USER = 64 * 1024 * 1024
 #: the bytes one row of bound parameters may take (kept with the prepared statement, up to
 #: ``max_prepared_statements_per_user`` of them, for as long as the statement lives)
 MAX_BOUND_BYTES = 64 * 1024
+
+
+def _one_bound_row(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """The single row of parameters in ``batches``: a client streaming more rows or bytes
+    is refused at the first batch past the limit, before the rest of its stream is read."""
+    kept: list[pa.RecordBatch] = []
+    rows = size = 0
+    for batch in batches:
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows > 1:
+            raise InvalidQuery(
+                f"bind exactly one row of parameters per execution (got at least {rows})"
+            )
+        if size > MAX_BOUND_BYTES:
+            raise InvalidQuery(
+                f"the bound parameters take more than {MAX_BOUND_BYTES:,} bytes; at most "
+                f"{MAX_BOUND_BYTES:,} may be bound to a statement"
+            )
+        if batch.num_rows:
+            kept.append(batch)
+    if not kept:
+        raise InvalidQuery("bind exactly one row of parameters per execution (got 0)")
+    return pa.Table.from_batches(kept)
+
 
 #: the parameter schema of a statement without parameters: one object, whose IPC bytes
 #: the service keeps (``SqlService._serialized``)

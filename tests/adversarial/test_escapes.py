@@ -333,6 +333,32 @@ def test_oversized_bound_parameters_are_refused_and_not_kept(flights) -> None:
         _read(alice, alice_options, command)
 
 
+def test_a_streamed_bind_is_refused_before_the_stream_ends(flights) -> None:
+    """A DoPut streaming batch after batch (64 MiB here) is refused at the first batch past
+    the bound limit: the client's writes fail long before its stream is sent, and the
+    refusal names the limit."""
+    alice, alice_options = flights("alice")
+    handle = _prepare(alice, alice_options, "SELECT length(?) AS n")
+    command = _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
+    batch = pa.record_batch({"$1": [b"x" * (1 << 20)]})
+    writer, reader = alice.do_put(
+        flight.FlightDescriptor.for_command(command), batch.schema, alice_options
+    )
+    written = 0
+    with pytest.raises(pa.ArrowException) as refused:
+        for _ in range(64):
+            writer.write_batch(batch)
+            written += 1
+        writer.done_writing()
+        reader.read()
+    assert written < 64, "the whole stream was taken before the refusal"
+    assert "at most 65,536 may be bound" in str(refused.value)
+    with pytest.raises(pa.ArrowInvalid, match="at most 65,536 may be bound"):
+        writer.close()  # the call's status, once more
+    with pytest.raises(pa.ArrowInvalid, match="bind them first"):
+        _read(alice, alice_options, command)
+
+
 # --------------------------------------------------------------------------- size and depth
 
 

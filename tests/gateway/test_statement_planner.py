@@ -3,6 +3,7 @@ prepared statements (per-user limit, expiry on an injected clock, parameter bind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -171,19 +172,49 @@ def test_parameters_are_bound_to_their_own_users_statement(
 
     reads: list[str] = []
 
-    def row(*values: object) -> pa.Table:
+    def row(*values: object) -> Iterator[pa.RecordBatch]:
         reads.append("read")
-        return pa.table({f"${i + 1}": [v] for i, v in enumerate(values)})
+        yield pa.record_batch({f"${i + 1}": [v] for i, v in enumerate(values)})
 
     with pytest.raises(HandleNotFound):
-        planner.bind("erin", handle, lambda: row(7))
+        planner.bind("erin", handle, row(7))
     assert reads == []  # a foreign handle is refused before the parameters are read
     with pytest.raises(InvalidQuery, match="1 parameter\\(s\\) but 2 were bound"):
-        planner.bind("bob", handle, lambda: row(7, 8))
-    planner.bind("bob", handle, lambda: row(7))
+        planner.bind("bob", handle, row(7, 8))
+    with pytest.raises(
+        InvalidQuery, match=r"exactly one row of parameters per execution \(got 0\)"
+    ):
+        planner.bind("bob", handle, iter(()))
+    planner.bind("bob", handle, row(7))
     assert planner.plan_prepared(bob, handle).parameters == (7,)
     with pytest.raises(HandleNotFound):
         planner.plan_prepared(erin, handle)
+
+
+def test_a_bind_stops_reading_at_the_first_batch_past_its_limits(
+    planner: StatementPlanner, state: MeshState
+) -> None:
+    """A client streaming batch after batch is refused once the rows or the bytes pass the
+    limit: the rest of its stream is never read, and nothing is bound."""
+    bob = user(state, "bob")
+    handle, _ = planner.prepare(bob, BY_ID)
+    drawn: list[int] = []
+
+    def endless(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        while True:
+            drawn.append(batch.num_rows)
+            yield batch
+
+    with pytest.raises(InvalidQuery, match="exactly one row of parameters per execution"):
+        planner.bind("bob", handle, endless(pa.record_batch({"$1": [7]})))
+    assert drawn == [1, 1]
+    drawn.clear()
+    big = pa.record_batch({"$1": pa.array([b"x" * 100_000], pa.binary())})
+    with pytest.raises(InvalidQuery, match="at most 65,536 may be bound"):
+        planner.bind("bob", handle, endless(big))
+    assert drawn == [1]
+    with pytest.raises(InvalidQuery, match="bind them first"):
+        planner.plan_prepared(bob, handle)
 
 
 def test_a_users_prepared_statements_are_bounded_in_bytes(
