@@ -24,6 +24,7 @@ from gateway.mesh.join_groups import (
     group_same_domain_joins,
     projections_count_rows,
     secure_table,
+    select_conjuncts,
     select_sources,
 )
 from gateway.planning.naming import INTERNAL_CATALOG
@@ -124,6 +125,7 @@ def split_fragments(
         tree = _prune(ast.copy(), _schema(column_types))
     except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
         return _unpruned(ast, served, whole)  # still correct: whole governed products move
+    _sink_subquery_filters(tree, served)
     splitter = _Splitter(served)
     if group_joins:
         group_same_domain_joins(tree, served)
@@ -286,6 +288,76 @@ def _cut_subtrees(node: exp.Expr, splitter: _Splitter, root: bool = False) -> No
             return
     for child in list(node.iter_expressions()):
         _cut_subtrees(child, splitter)
+
+
+def _sink_subquery_filters(tree: exp.Expr, served: frozenset[str]) -> None:
+    """A condition on one derived table that compares it with a closed subquery of the same
+    domain moves into that table, so that both travel as one fragment (q15: the revenue
+    per supplier and its maximum are computed on the orders node, which returns the best
+    supplier's row, not every supplier's revenue and, apart, their maximum).
+
+    Only where every join is inner: the condition then filters the table's rows (after
+    their products' row filters, which are inside it) exactly as it filtered the joined
+    rows."""
+    for select in list(tree.find_all(exp.Select)):
+        if any(
+            join.side or (join.kind or "").upper() not in ("", "INNER", "CROSS")
+            for join in select.args.get("joins") or ()
+        ):
+            continue
+        derived = {
+            source.alias_or_name: source
+            for source in select_sources(select)
+            if isinstance(source, exp.Subquery) and _plain_derived(source)
+        }
+        for condition in list(select_conjuncts(select)) if derived else ():
+            target = _sinkable_into(condition, derived, served)
+            if target is not None:
+                _filter_source(target, condition.copy())
+                condition.replace(exp.true())
+
+
+def _plain_derived(source: exp.Subquery) -> bool:
+    """A derived table of the user's (not a product's secure subquery, whose conditions
+    join groups and dynamic filters read) without column aliases, pivots or samples: its
+    columns are named by its query's projections."""
+    alias = source.args.get("alias")
+    return (
+        isinstance(source.this, exp.Query)
+        and secure_table(source.this) is None
+        and alias is not None
+        and not alias.columns
+        and not any(source.args.get(arg) for arg in ("pivots", "sample", "laterals"))
+    )
+
+
+def _sinkable_into(
+    condition: exp.Expr, derived: Mapping[str, exp.Subquery], served: frozenset[str]
+) -> exp.Subquery | None:
+    """The derived table that ``condition`` may move into, if any (see
+    ``_sink_subquery_filters``)."""
+    outside = list(condition.walk(prune=lambda node: isinstance(node, exp.Query)))
+    subqueries = [node for node in outside if isinstance(node, exp.Query)]
+    if not subqueries or any(isinstance(node, _VOLATILE) for node in outside):
+        return None
+    tables = {node.table for node in outside if isinstance(node, exp.Column)}
+    if len(tables) != 1 or (source := derived.get(tables.pop())) is None:
+        return None
+    domain = _sole_domain(source.this, served)
+    if domain is None or any(_sole_domain(query, served) != domain for query in subqueries):
+        return None
+    return source
+
+
+def _filter_source(source: exp.Subquery, condition: exp.Expr) -> None:
+    """``(q) AS a`` becomes ``(SELECT a.c1, ... FROM (q) AS a WHERE condition) AS a``."""
+    alias = source.alias_or_name
+    query = source.this
+    columns = [exp.column(name, alias, quoted=True) for name in query.named_selects]
+    inner = exp.Subquery(
+        this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
+    )
+    source.set("this", exp.select(*columns).from_(inner).where(condition))
 
 
 def _cuttable_position(query: exp.Query) -> bool:

@@ -56,6 +56,22 @@ Q15_LIKE = (
     "WHERE c.customer_id = r.supplier_no AND r.total_revenue = (SELECT max(total_revenue) FROM revenue) "
     "ORDER BY c.customer_id"
 )
+#: TPC-H q15 as its text runs it: the view inlined twice, as derived tables
+_REVENUE = (
+    "(SELECT customer_id AS supplier_no, sum(amount) AS total_revenue FROM sales.orders "
+    "WHERE order_date >= DATE '2024-01-01' AND order_date < DATE '2024-04-01' GROUP BY customer_id)"
+)
+Q15_DERIVED = (
+    f"SELECT c.customer_id, c.name, r.total_revenue FROM crm.customers c, {_REVENUE} AS r "
+    "WHERE c.customer_id = r.supplier_no "
+    f"AND r.total_revenue = (SELECT max(total_revenue) FROM {_REVENUE} AS r2) ORDER BY c.customer_id"
+)
+#: the same beside an outer join: the comparison filters joined rows, not the revenue's
+Q15_OUTER = (
+    f"SELECT c.customer_id, r.total_revenue FROM crm.customers c LEFT JOIN {_REVENUE} AS r "
+    "ON c.customer_id = r.supplier_no "
+    f"WHERE r.total_revenue = (SELECT max(total_revenue) FROM {_REVENUE} AS r2) OR c.customer_id < 3"
+)
 SHIPPED = (
     "SELECT s.carrier, count(*) AS parcels, sum(o.amount) AS value, avg(o.order_id) AS mean_id "
     "FROM logistics.shipments s JOIN sales.orders o USING (order_id) GROUP BY s.carrier"
@@ -109,6 +125,7 @@ PUSHED = [
     (JOIN_AGGREGATE, {"sales": "partial_aggregate", "crm": "product"}),
     (SUBTREE, {"sales": "subtree", "crm": "partial_aggregate"}),
     (Q15_LIKE, {"sales": "subtree", "crm": "product"}),
+    (Q15_DERIVED, {"sales": "subtree", "crm": "product"}),
     (SHIPPED, {"sales": "partial_aggregate", "logistics": "product"}),
     (CORRELATED, {"sales": "partial_aggregate", "crm": "product"}),
     (UNION, {"sales": "subtree", "crm": "subtree"}),
@@ -236,6 +253,28 @@ def test_every_user_gets_the_governed_answer_in_process(service, user):
             continue
         got, expected, _ = run_split(planned, plan)
         assert_same(got, expected)
+
+
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_a_derived_table_and_its_same_domain_subquery_travel_as_one_fragment(service, user):
+    """q15's revenue and its maximum: one sales fragment, computed after alice's row filter
+    (her maximum is the EU's), returning only the best rows."""
+    planned, plan = split(service, user, Q15_DERIVED)
+    sales = [f for f in plan.fragments if f.domain == "sales"]
+    assert len(sales) == 1, [f.sql for f in plan.fragments]
+    assert "MAX(" in sales[0].sql.upper()
+    got, expected, tables = run_split(planned, plan)
+    assert_same(got, expected)
+    assert 0 < tables[sales[0].name].num_rows <= 2
+    if user == "alice":
+        assert "'EU'" in sales[0].sql
+
+
+def test_a_subquery_condition_beside_an_outer_join_stays_in_the_final_query(service):
+    planned, plan = split(service, "bob", Q15_OUTER)
+    assert len([f for f in plan.fragments if f.domain == "sales"]) == 2
+    got, expected, _ = run_split(planned, plan)
+    assert_same(got, expected)
 
 
 def test_partial_aggregate_moves_fewer_rows_and_keeps_the_policy(service):
