@@ -155,6 +155,13 @@ class AuditSettings(_Strict):
         ),
     )
     fsync_interval_ms: int = Field(default=50, gt=0, le=60_000)
+    keep_files: int = Field(
+        default=0,
+        ge=0,
+        description="rotated files kept: at each rotation the oldest beyond this many are "
+        "deleted, and the deletion is recorded in the new file; 0 (default) keeps every "
+        "file (archive them elsewhere)",
+    )
 
     def path(self, mesh_dir: Path) -> Path:
         return mesh_dir / self.directory

@@ -17,7 +17,9 @@ to the OS with one synchronous ``write`` before the caller goes on (a query's be
 before the query runs), so it survives a crash of the gateway process (``kill -9``); the
 flusher ``fsync``s what was written every ``fsync_interval`` seconds and on ``close``, so a
 power loss (or kernel crash) can lose at most that window. Files rotate at a
-size limit (``audit-<time>-<pid>-<n>.jsonl``). Several processes may append to one
+size limit (``audit-<time>-<pid>-<n>.jsonl``); with ``keep_files``, the oldest rotated files
+past that many are deleted at each rotation, and an ``audit_files_removed`` record opens
+the new file. Several processes may append to one
 directory (a gateway, and the ``meshgate query`` commands run beside it): their records
 never interleave within a line, and rotation is coordinated through a lock file. JSON
 lines were chosen over a DuckDB table because appends are atomic and durable line by
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from gateway.config import AuditSettings
 
 CURRENT_FILE = "audit.jsonl"
+#: Rotated files; their names sort in the order they were rotated.
+ROTATED_FILES = "audit-*.jsonl"
 ROTATION_LOCK = ".rotation.lock"
 #: A lazily appended record is flushed within twice this (see ``AuditLog.append_lazily``).
 LAZY_FLUSH_SECONDS = 0.2
@@ -68,6 +72,7 @@ class AuditLog:
             settings.max_file_bytes,
             fsync=settings.fsync,
             fsync_interval=settings.fsync_interval_ms / 1000,
+            keep_files=settings.keep_files,
         )
 
     def __init__(
@@ -76,8 +81,9 @@ class AuditLog:
         max_bytes: int = 64 * 1024 * 1024,
         fsync: FsyncMode = "always",
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+        keep_files: int = 0,
     ) -> None:
-        """``fsync``/``fsync_interval``: see the module docstring."""
+        """``fsync``/``fsync_interval``/``keep_files``: see the module docstring."""
         if fsync not in ("always", "batch"):
             raise ValueError(f"fsync must be 'always' or 'batch', not {fsync!r}")
         if fsync_interval <= 0:
@@ -86,6 +92,7 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.fsync_interval = fsync_interval
+        self.keep_files = keep_files
         self._batch = fsync == "batch"
         directory.mkdir(parents=True, exist_ok=True)
         self._changed = threading.Condition()
@@ -248,7 +255,20 @@ class AuditLog:
                 os.replace(current, self.directory / name)
             os.close(self._fd)
             self._fd = self._open()
+            removed = self._remove_oldest() if self.keep_files else []
+            if removed:  # the new file says what the log no longer holds
+                entry = {"time": utc_timestamp(), "event": "audit_files_removed", "files": removed}
+                os.write(self._fd, (encode_json(entry) + "\n").encode("utf-8"))
         self._size = os.fstat(self._fd).st_size
+
+    def _remove_oldest(self) -> list[str]:
+        """Under the rotation lock: delete the rotated files past ``keep_files``, oldest
+        first; their names."""
+        rotated = sorted(self.directory.glob(ROTATED_FILES))
+        doomed = rotated[: max(0, len(rotated) - self.keep_files)]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return [path.name for path in doomed]
 
     def close(self) -> None:
         """Flush every record written so far, then close."""
@@ -285,7 +305,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def read_audit(directory: Path) -> Iterator[dict]:
     """Every complete record, oldest file first; a torn last line (power loss) is skipped."""
-    files = [*sorted(directory.glob("audit-*.jsonl")), directory / CURRENT_FILE]
+    files = [*sorted(directory.glob(ROTATED_FILES)), directory / CURRENT_FILE]
     for path in files:
         if not path.exists():
             continue

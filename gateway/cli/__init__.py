@@ -401,7 +401,7 @@ def _session(path: Path) -> Iterator[tuple[SqlService, Callable[[str], Principal
     from gateway.config import load_config
 
     settings = load_config(path).audit
-    audit = AuditLog(settings.path(path), settings.max_file_bytes)
+    audit = AuditLog(settings.path(path), settings.max_file_bytes, keep_files=settings.keep_files)
     try:
         service, directory = _service(path, audit)
         client = cli_client()

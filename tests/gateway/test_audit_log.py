@@ -177,6 +177,33 @@ def test_rotation_keeps_every_record_once(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("audit-*.jsonl"))) >= 2
 
 
+def test_rotation_keeps_the_newest_files_and_records_what_it_removed(tmp_path: Path) -> None:
+    """``keep_files``: past that many rotated files the oldest go, newest kept, and the new
+    current file says which went; without it every file stays."""
+    log = AuditLog(tmp_path, max_bytes=1_000, keep_files=3)
+    for k in range(200):
+        log.record("query_begin", n=k, pad="x" * 40)
+    log.close()
+    rotated = sorted(path.name for path in tmp_path.glob("audit-*.jsonl"))
+    assert len(rotated) == 3
+    records = list(read_audit(tmp_path))
+    removals = [r for r in records if r["event"] == "audit_files_removed"]
+    removed = [name for r in removals for name in r["files"]]
+    assert removed, "the removals are recorded"
+    assert not set(removed) & set(rotated)
+    assert max(removed) < min(rotated), "the oldest went first"
+    kept = [r["n"] for r in records if r["event"] == "query_begin"]
+    assert kept == list(range(200 - len(kept), 200)), "the newest records stay, in order"
+
+    every = tmp_path / "every"
+    log = AuditLog(every, max_bytes=1_000)
+    for k in range(200):
+        log.record("query_begin", n=k, pad="x" * 40)
+    log.close()
+    assert len(list(every.glob("audit-*.jsonl"))) > 3
+    assert [r["n"] for r in read_audit(every)] == list(range(200))
+
+
 WRITER = """
 import sys
 from pathlib import Path
