@@ -76,10 +76,19 @@ def small_queries(small: dict, config: dict) -> list[str]:
     lines += [
         "",
         (
-            f"Each repetition is the median of {small.get('calls_per_repetition')} calls; one "
+            f"{small.get('repetitions')} repetitions, each the median of "
+            f"{small.get('calls_per_repetition')} calls; one "
             "connection/client reused (R1 is judged on the reused ADBC cursor and on pyarrow.flight's "
             "single-DoGet path, the way a pyarrow.flight client runs one query in one round trip; "
-            "the two-call path is shown beside it)."
+            "the two-call path is shown beside it). Against the bare Flight SQL floor (S1), each "
+            "repetition's gateway block runs right before the floor's, and the ratio is the median "
+            "of those paired ratios: "
+            + ", ".join(
+                f"{name} {times(e.get('adbc_vs_bare_sql'), 3)} reused, "
+                f"{times(e.get('adbc_new_statement_vs_bare_sql'), 3)} one-off"
+                for name, e in small.get("queries", {}).items()
+            )
+            + "."
         ),
     ]
     return lines

@@ -58,6 +58,14 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float | None:
+    """The median of per-repetition ratios of two variants measured side by side
+    (``interleaved`` blocks adjacent in time): a burst of noise on the machine hits both
+    blocks of a pair, where it would move only one of two medians taken apart."""
+    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if d > 0]
+    return statistics.median(pairs) if pairs else None
+
+
 def geomean(values: Iterable[float | None]) -> float | None:
     kept = [v for v in values if v is not None and v > 0]
     if not kept:

@@ -37,6 +37,9 @@ class BenchConfig:
     policy_sizes: tuple[int, ...] = (10, 1_000, 100_000)
     #: Calls per repetition of a small query (each repetition's value is their median).
     small_query_calls: int = 20
+    #: Repetitions of the small queries: their blocks take a tenth of a second, and the
+    #: floor ratios (S1) are the median of paired, adjacent blocks.
+    small_query_repetitions: int = 15
     #: Planning calls per query (p50 / p99 over them).
     planning_calls: int = 50
     #: Uncached decisions measured per policy size, and the time budget per size.
@@ -79,6 +82,7 @@ class BenchConfig:
                 "repetitions": 1,
                 "concurrency_seconds": 2.0,
                 "small_query_calls": 10,
+                "small_query_repetitions": 1,
                 "planning_calls": 10,
                 "decision_samples": 3,
                 "decision_budget_seconds": 10.0,

@@ -27,6 +27,7 @@ from benchmarks.measure import (
     duck_query,
     geomean,
     interleaved,
+    paired_ratio,
     percentile,
     ratio,
     same_result,
@@ -106,27 +107,36 @@ def small_queries(ctx: Context) -> dict:
     bare = FlightClient(ctx.bare.uri) if ctx.bare is not None else None
     bare_adbc = ctx.bare_adbc()
     queries = {"select_1": SELECT_ONE, "point_lookup": point_lookup()}
-    out: dict = {"calls_per_repetition": config.small_query_calls, "queries": {}}
+    out: dict = {
+        "calls_per_repetition": config.small_query_calls,
+        "repetitions": config.small_query_repetitions,
+        "queries": {},
+    }
     try:
         for name, sql in queries.items():
             variants = {
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
                 "adbc": lambda sql=sql: adbc.query(sql),
-                "flight": lambda sql=sql: fl.query(sql),
-                "flight_one_call": lambda sql=sql: fl.query_one_call(sql),
-                "adbc_new_statement": lambda sql=sql: adbc.query_new_statement(sql),
             }
-            if bare is not None:
-                variants["bare_flight"] = lambda sql=sql: bare.query(sql)
-                variants["bare_flight_one_call"] = lambda sql=sql: bare.query_one_call(sql)
-            if bare_adbc is not None:
+            if bare_adbc is not None:  # each floor's block right after the gateway's
                 variants["bare_sql_adbc"] = lambda sql=sql: bare_adbc.query(sql)
+            variants["adbc_new_statement"] = lambda sql=sql: adbc.query_new_statement(sql)
+            if bare_adbc is not None:
                 variants["bare_sql_adbc_new_statement"] = lambda sql=sql: (
                     bare_adbc.query_new_statement(sql)
                 )
+            variants["flight"] = lambda sql=sql: fl.query(sql)
+            variants["flight_one_call"] = lambda sql=sql: fl.query_one_call(sql)
+            if bare is not None:
+                variants["bare_flight"] = lambda sql=sql: bare.query(sql)
+                variants["bare_flight_one_call"] = lambda sql=sql: bare.query_one_call(sql)
             calls: dict[str, list[float]] = {}
             timings = interleaved(
-                variants, config.repetitions, calls=config.small_query_calls, warmup=3, raw=calls
+                variants,
+                config.small_query_repetitions,
+                calls=config.small_query_calls,
+                warmup=3,
+                raw=calls,
             )
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}
             entry["calls_ms"] = {k: [round(v, 4) for v in values] for k, values in calls.items()}
@@ -137,12 +147,9 @@ def small_queries(ctx: Context) -> dict:
                     entry[f"{client}_ratio"] = ratio(entry[client]["median"], base)
                     entry[f"{client}_overhead_ms"] = entry[client]["median"] - base
             if bare_adbc is not None:  # the gateway against the bare Flight SQL floor
-                entry["adbc_vs_bare_sql"] = ratio(
-                    entry["adbc"]["median"], entry["bare_sql_adbc"]["median"]
-                )
-                entry["adbc_new_statement_vs_bare_sql"] = ratio(
-                    entry["adbc_new_statement"]["median"],
-                    entry["bare_sql_adbc_new_statement"]["median"],
+                entry["adbc_vs_bare_sql"] = paired_ratio(timings["adbc"], timings["bare_sql_adbc"])
+                entry["adbc_new_statement_vs_bare_sql"] = paired_ratio(
+                    timings["adbc_new_statement"], timings["bare_sql_adbc_new_statement"]
                 )
             out["queries"][name] = entry
             ctx.advance(1)

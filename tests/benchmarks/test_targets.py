@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
 
-from benchmarks.measure import summary
+from benchmarks.measure import paired_ratio, summary
 from benchmarks.report import render_markdown, write_outputs
 from benchmarks.sections import KEYS, SECTIONS, all_targets, number, pick
 from benchmarks.settings import BenchConfig
@@ -131,3 +131,15 @@ def test_the_report_shows_a_missed_target_as_missed(tmp_path: Path) -> None:
     assert "## 2. TPC-H (ms; gateway through ADBC)\n\nFailed: RuntimeError" in text
     assert "Not measured: roapi not found" in text
     assert render_markdown(results) == text  # the report can be rebuilt from results.json
+
+
+def test_a_paired_ratio_is_the_median_of_adjacent_blocks() -> None:
+    """A burst that slows one repetition's pair moves both of its blocks: the pair's ratio
+    stays, where a ratio of medians taken apart would move."""
+    gateway = [3.3, 3.3, 9.9, 3.3, 3.3]
+    floor = [3.0, 3.0, 9.0, 3.0, 3.0]
+    assert paired_ratio(gateway, floor) == pytest.approx(1.1)
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 1.0]) == 4.0
+    assert paired_ratio([], []) is None
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
