@@ -394,12 +394,15 @@ def _mesh_tpch_lines(tpch: dict) -> list[str]:
             "gateway with `fragment_pushdown = true` (pushdown), one with it but `dynamic_filters = false` and "
             "`join_groups = false` (static), and one with `fragment_pushdown = false` (whole); bytes = Arrow bytes the gateway fetched "
             "from the nodes (its `federated_query` log line); whole products = the governed products of the "
-            "fragments read whole (the gateway's own figure when it logs one, else their drained sizes)."
+            "fragments read whole (the gateway's own figure when it logs one, else their drained sizes). "
+            "Each repetition runs the four statements back to back; a ratio is the median of the "
+            "repetitions' own ratios (the ratio of the medians shown is given beside the geomean)."
         ),
         "",
         (
             f"Cross-domain queries: pushdown/whole time geomean {times(tpch.get('geomean_pushdown_vs_whole'), 3)}, "
-            f"pushdown/embedded {times(tpch.get('geomean_pushdown_vs_embedded'), 3)} (worst "
+            f"pushdown/embedded {times(tpch.get('geomean_pushdown_vs_embedded'), 3)} (of the medians: "
+            f"{times(tpch.get('geomean_pushdown_vs_embedded_of_medians'), 3)}; worst "
             f"{times(tpch.get('max_pushdown_vs_embedded'), 3)}), static/embedded "
             f"{times(tpch.get('geomean_static_vs_embedded'), 3)}, whole/embedded "
             f"{times(tpch.get('geomean_whole_vs_embedded'), 3)}; bytes moved {megabytes(tpch.get('sum_bytes_pushdown'))} "
