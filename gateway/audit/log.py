@@ -156,7 +156,12 @@ class AuditLog:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
             os.write(self._fd, line)
-            self._size = os.fstat(self._fd).st_size  # other processes' records count too
+            status = os.fstat(self._fd)
+            if status.st_nlink == 0:  # a rotated file another process deleted (keep_files)
+                self._reopen()
+                os.write(self._fd, line)
+                status = os.fstat(self._fd)
+            self._size = status.st_size  # other processes' records count too
             self._written += 1
             sequence = self._written
             if self._size >= self.max_bytes:
@@ -259,7 +264,15 @@ class AuditLog:
             if removed:  # the new file says what the log no longer holds
                 entry = {"time": utc_timestamp(), "event": "audit_files_removed", "files": removed}
                 os.write(self._fd, (encode_json(entry) + "\n").encode("utf-8"))
+                self._written += 1  # flushed like any record
         self._size = os.fstat(self._fd).st_size
+
+    def _reopen(self) -> None:
+        """Under the lock: append to the current file again (this one was deleted)."""
+        while self._flushing:  # never close the descriptor the flusher is syncing
+            self._changed.wait()
+        os.close(self._fd)
+        self._fd = self._open()
 
     def _remove_oldest(self) -> list[str]:
         """Under the rotation lock: delete the rotated files past ``keep_files``, oldest

@@ -485,11 +485,15 @@ def _info(
 
 
 def _batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
-    """The record batches of a DoPut, read one at a time (metadata-only messages skipped)."""
+    """The record batches of a DoPut, read one at a time (a metadata-only message as an
+    empty batch: it counts as a message)."""
     while True:
         try:
             chunk = reader.read_chunk()
         except StopIteration:
             return
-        if chunk.data is not None:
-            yield chunk.data
+        yield (
+            chunk.data
+            if chunk.data is not None
+            else pa.RecordBatch.from_pylist([], schema=reader.schema)
+        )

@@ -22,6 +22,7 @@ from gateway.mesh.disjunctions import add_implied_predicates
 from gateway.mesh.join_groups import (
     ROW_SHAPING,
     group_same_domain_joins,
+    plain_sources,
     projections_count_rows,
     secure_table,
     select_conjuncts,
@@ -296,18 +297,15 @@ def _sink_subquery_filters(tree: exp.Expr, served: frozenset[str]) -> None:
     per supplier and its maximum are computed on the orders node, which returns the best
     supplier's row, not every supplier's revenue and, apart, their maximum).
 
-    Only where every join is inner: the condition then filters the table's rows (after
-    their products' row filters, which are inside it) exactly as it filtered the joined
-    rows."""
+    Only where every join is a plain inner or cross join (no outer, semi, anti, ASOF,
+    POSITIONAL, NATURAL or USING join, no lateral): the condition then filters the table's
+    rows (after their products' row filters, which are inside it) exactly as it filtered
+    the joined rows."""
     for select in list(tree.find_all(exp.Select)):
-        if any(
-            join.side or (join.kind or "").upper() not in ("", "INNER", "CROSS")
-            for join in select.args.get("joins") or ()
-        ):
-            continue
+        sources = plain_sources(select)  # plain inner and cross joins only
         derived = {
-            source.alias_or_name: source
-            for source in select_sources(select)
+            alias: source
+            for alias, source in (sources or {}).items()
             if isinstance(source, exp.Subquery) and _plain_derived(source)
         }
         for condition in list(select_conjuncts(select)) if derived else ():
@@ -319,15 +317,18 @@ def _sink_subquery_filters(tree: exp.Expr, served: frozenset[str]) -> None:
 
 def _plain_derived(source: exp.Subquery) -> bool:
     """A derived table of the user's (not a product's secure subquery, whose conditions
-    join groups and dynamic filters read) without column aliases, pivots or samples: its
-    columns are named by its query's projections."""
+    join groups and dynamic filters read) without column aliases, whose projections name
+    its columns, each once."""
     alias = source.args.get("alias")
+    names = source.this.named_selects if isinstance(source.this, exp.Query) else []
     return (
         isinstance(source.this, exp.Query)
         and secure_table(source.this) is None
         and alias is not None
         and not alias.columns
-        and not any(source.args.get(arg) for arg in ("pivots", "sample", "laterals"))
+        and bool(names)
+        and all(name and name != "*" for name in names)
+        and len(set(names)) == len(names)
     )
 
 

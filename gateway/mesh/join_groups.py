@@ -60,7 +60,7 @@ def group_same_domain_joins(tree: exp.Expr, served: frozenset[str]) -> exp.Expr:
 
 
 def _group(select: exp.Select, served: frozenset[str]) -> None:
-    sources = _plain_sources(select)
+    sources = plain_sources(select)
     if sources is None:
         return
     domains = {alias: _served_domain(source, served) for alias, source in sources.items()}
@@ -94,7 +94,7 @@ def _group(select: exp.Select, served: frozenset[str]) -> None:
     _rebuild(select, sources, replacements, dropped, kept)
 
 
-def _plain_sources(select: exp.Select) -> dict[str, exp.Expr] | None:
+def plain_sources(select: exp.Select) -> dict[str, exp.Expr] | None:
     """The SELECT's sources by alias, in order, when every join is a plain inner or cross
     join; None otherwise."""
     source = select.args.get("from_")

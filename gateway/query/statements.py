@@ -427,14 +427,21 @@ class StatementPlanner:
         """Bind the one row of parameters that ``batches`` carry to ``user``'s statement
         ``handle`` (read only once the handle is known, and only as far as the limits)."""
         prepared = self._prepared.get(user, handle)
-        table = _one_bound_row(batches)
-        if table.num_columns != prepared.parameter_count:
-            raise InvalidQuery(
-                f"the statement has {prepared.parameter_count} parameter(s) but "
-                f"{table.num_columns} were bound"
-            )
-        values = _parameter_values(table)
-        bound = replace(prepared, parameters=values, planned=None, parameter_bytes=table.nbytes)
+        try:
+            table = _one_bound_row(batches)
+            if table.num_columns != prepared.parameter_count:
+                raise InvalidQuery(
+                    f"the statement has {prepared.parameter_count} parameter(s) but "
+                    f"{table.num_columns} were bound"
+                )
+            values = _parameter_values(table)
+        except InvalidQuery:
+            if prepared.parameters is not None:  # never run with the values of an old bind
+                unbound = replace(prepared, parameters=None, planned=None, parameter_bytes=0)
+                self._prepared.replace(user, handle, unbound)
+            raise
+        size = table.get_total_buffer_size()
+        bound = replace(prepared, parameters=values, planned=None, parameter_bytes=size)
         self._prepared.replace(user, handle, bound)
 
     def close(self, user: str, handle: bytes) -> None:
@@ -448,16 +455,23 @@ PREPARED_BYTES_PER_USER = 64 * 1024 * 1024
 #: the bytes one row of bound parameters may take (kept with the prepared statement, up to
 #: ``max_prepared_statements_per_user`` of them, for as long as the statement lives)
 MAX_BOUND_BYTES = 64 * 1024
+#: the messages a bind may send (its row, and empty batches around it)
+MAX_BIND_MESSAGES = 64
 
 
 def _one_bound_row(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    """The single row of parameters in ``batches``: a client streaming more rows or bytes
-    is refused at the first batch past the limit, before the rest of its stream is read."""
+    """The single row of parameters in ``batches``: a client streaming more rows, bytes
+    (the buffers a batch holds, whatever part of them it uses) or messages is refused at
+    the first batch past the limit, before the rest of its stream is read."""
     kept: list[pa.RecordBatch] = []
     rows = size = 0
-    for batch in batches:
+    for count, batch in enumerate(batches, start=1):
         rows += batch.num_rows
-        size += batch.nbytes
+        size += batch.get_total_buffer_size()
+        if count > MAX_BIND_MESSAGES:
+            raise InvalidQuery(
+                f"a bind may send at most {MAX_BIND_MESSAGES} batches (one row of parameters)"
+            )
         if rows > 1:
             raise InvalidQuery(
                 f"bind exactly one row of parameters per execution (got at least {rows})"

@@ -204,6 +204,20 @@ def test_rotation_keeps_the_newest_files_and_records_what_it_removed(tmp_path: P
     assert [r["n"] for r in read_audit(every)] == list(range(200))
 
 
+def test_a_record_into_a_file_another_writer_deleted_is_written_again(tmp_path: Path) -> None:
+    """Two writers share a directory; one stays idle on a file the other rotates and, past
+    ``keep_files``, deletes: the idle one's next record lands in the current file."""
+    idle = AuditLog(tmp_path, max_bytes=1_000, keep_files=1)
+    idle.record("query_begin", writer="idle", n=0)
+    busy = AuditLog(tmp_path, max_bytes=1_000, keep_files=1)
+    for k in range(100):
+        busy.record("query_begin", writer="busy", n=k, pad="x" * 40)
+    idle.record("query_begin", writer="idle", n=1)
+    idle.close()
+    busy.close()
+    assert [r["n"] for r in read_audit(tmp_path) if r.get("writer") == "idle"] == [1]
+
+
 WRITER = """
 import sys
 from pathlib import Path

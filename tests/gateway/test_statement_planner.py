@@ -213,8 +213,34 @@ def test_a_bind_stops_reading_at_the_first_batch_past_its_limits(
     with pytest.raises(InvalidQuery, match="at most 65,536 may be bound"):
         planner.bind("bob", handle, endless(big))
     assert drawn == [1]
+    drawn.clear()
+    # one row that holds a big buffer it barely uses is weighed by the buffer
+    sliced = pa.record_batch({"$1": pa.array([b"x"] * 100_000, pa.binary())}).slice(0, 1)
+    with pytest.raises(InvalidQuery, match="at most 65,536 may be bound"):
+        planner.bind("bob", handle, endless(sliced))
+    drawn.clear()
+    with pytest.raises(InvalidQuery, match="at most 64 batches"):
+        planner.bind("bob", handle, endless(pa.record_batch({"$1": pa.array([], pa.int64())})))
+    assert len(drawn) == statements.MAX_BIND_MESSAGES + 1
     with pytest.raises(InvalidQuery, match="bind them first"):
         planner.plan_prepared(bob, handle)
+
+
+def test_a_refused_bind_leaves_no_earlier_values_bound(
+    planner: StatementPlanner, state: MeshState
+) -> None:
+    """A client that ignores a refused bind and executes gets "bind them first", never
+    the statement run with the values of its previous bind."""
+    bob = user(state, "bob")
+    handle, _ = planner.prepare(bob, BY_ID)
+    planner.bind("bob", handle, iter([pa.record_batch({"$1": [7]})]))
+    assert planner.plan_prepared(bob, handle).parameters == (7,)
+    with pytest.raises(InvalidQuery, match="exactly one row"):
+        planner.bind("bob", handle, iter([pa.record_batch({"$1": [8, 9]})]))
+    with pytest.raises(InvalidQuery, match="bind them first"):
+        planner.plan_prepared(bob, handle)
+    planner.bind("bob", handle, iter([pa.record_batch({"$1": [8]})]))
+    assert planner.plan_prepared(bob, handle).parameters == (8,)
 
 
 def test_a_users_prepared_statements_are_bounded_in_bytes(

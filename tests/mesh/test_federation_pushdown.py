@@ -66,11 +66,12 @@ Q15_DERIVED = (
     "WHERE c.customer_id = r.supplier_no "
     f"AND r.total_revenue = (SELECT max(total_revenue) FROM {_REVENUE} AS r2) ORDER BY c.customer_id"
 )
-#: the same beside an outer join: the comparison filters joined rows, not the revenue's
+#: the same beside an outer join: the comparison filters joined rows (NULL-extended
+#: customers drop out), which filtering the revenue first would keep
 Q15_OUTER = (
     f"SELECT c.customer_id, r.total_revenue FROM crm.customers c LEFT JOIN {_REVENUE} AS r "
     "ON c.customer_id = r.supplier_no "
-    f"WHERE r.total_revenue = (SELECT max(total_revenue) FROM {_REVENUE} AS r2) OR c.customer_id < 3"
+    f"WHERE r.total_revenue = (SELECT max(total_revenue) FROM {_REVENUE} AS r2)"
 )
 SHIPPED = (
     "SELECT s.carrier, count(*) AS parcels, sum(o.amount) AS value, avg(o.order_id) AS mean_id "
