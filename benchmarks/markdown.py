@@ -81,8 +81,8 @@ def small_queries(small: dict, config: dict) -> list[str]:
             "connection/client reused (R1 is judged on the reused ADBC cursor and on pyarrow.flight's "
             "single-DoGet path, the way a pyarrow.flight client runs one query in one round trip; "
             "the two-call path is shown beside it). Against the bare Flight SQL floor (S1), each "
-            "repetition's gateway block runs right before the floor's, and the ratio is the median "
-            "of those paired ratios: "
+            "repetition's gateway block runs beside the floor's (gateway first in even repetitions, "
+            "floor first in odd ones), and the ratio is the median of those paired ratios: "
             + ", ".join(
                 f"{name} {times(e.get('adbc_vs_bare_sql'), 3)} reused, "
                 f"{times(e.get('adbc_new_statement_vs_bare_sql'), 3)} one-off"
@@ -395,7 +395,8 @@ def _mesh_tpch_lines(tpch: dict) -> list[str]:
             "`join_groups = false` (static), and one with `fragment_pushdown = false` (whole); bytes = Arrow bytes the gateway fetched "
             "from the nodes (its `federated_query` log line); whole products = the governed products of the "
             "fragments read whole (the gateway's own figure when it logs one, else their drained sizes). "
-            "Each repetition runs the four statements back to back; a ratio is the median of the "
+            "Each repetition runs the four statements back to back (in reverse every other "
+            "repetition); a ratio is the median of the "
             "repetitions' own ratios (the ratio of the medians shown is given beside the geomean)."
         ),
         "",

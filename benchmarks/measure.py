@@ -87,8 +87,11 @@ def interleaved(
     warmup: int = 1,
     on_repetition: Callable[[], None] | None = None,
     raw: dict[str, list[float]] | None = None,
+    alternate: bool = False,
 ) -> dict[str, list[float]]:
-    """Run every variant in turn (A B C A B C ...), ``warmup`` rounds first (not kept).
+    """Run every variant in turn (A B C A B C ...), ``warmup`` rounds first (not kept);
+    ``alternate``: every other repetition in reverse (A B C C B A ...), so that neither of
+    two adjacent variants always runs first (``paired_ratio``).
 
     Each repetition runs each variant as a block of ``calls`` consecutive calls (a steady
     client), the variants one after the other; the repetition's value for a variant is
@@ -99,8 +102,10 @@ def interleaved(
         for action in variants.values():
             action()
     results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repetitions):
-        for name, action in variants.items():
+    order = list(variants.items())
+    for repetition in range(repetitions):
+        reverse = alternate and repetition % 2 == 1
+        for name, action in reversed(order) if reverse else order:
             block = [timed(action)[0] for _ in range(calls)]
             results[name].append(statistics.median(block))
             if raw is not None:

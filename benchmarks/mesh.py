@@ -505,9 +505,9 @@ def _query_entry(
     entry["rows"] = tables["embedded"].num_rows
     entry["identical"] = {name: _compare(tables[name], tables["embedded"]) for name in gateways}
     del tables
-    timings = interleaved(variants, repetitions, warmup=0)
+    timings = interleaved(variants, repetitions, warmup=0, alternate=True)
     entry.update({name: summary(values) for name, values in timings.items()})
-    # each repetition runs the four back to back: ratios of a repetition's own times
+    # each repetition runs the four back to back (ABCD, then DCBA): its own times' ratios
     entry["pushdown_vs_whole"] = paired_ratio(timings["pushdown"], timings["whole"])
     entry["pushdown_vs_embedded"] = paired_ratio(timings["pushdown"], timings["embedded"])
     entry["static_vs_embedded"] = paired_ratio(timings["static"], timings["embedded"])

@@ -72,7 +72,7 @@ def _small_query_targets(query: str) -> tuple[Target, ...]:
             f"queries.{query}.adbc_vs_bare_sql",
             "<=",
             1.10,
-            f"{query} p50 via ADBC (cursor reused) / the bare Flight SQL floor",
+            f"{query} via ADBC (cursor reused) / the bare Flight SQL floor (paired)",
             "x",
         ),
         Target(
@@ -81,7 +81,7 @@ def _small_query_targets(query: str) -> tuple[Target, ...]:
             f"queries.{query}.adbc_new_statement_vs_bare_sql",
             "<=",
             1.10,
-            f"{query} p50 via ADBC (one-off statement) / the bare Flight SQL floor",
+            f"{query} via ADBC (one-off statement) / the bare Flight SQL floor (paired)",
             "x",
         ),
     )

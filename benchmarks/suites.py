@@ -118,7 +118,7 @@ def small_queries(ctx: Context) -> dict:
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
                 "adbc": lambda sql=sql: adbc.query(sql),
             }
-            if bare_adbc is not None:  # each floor's block right after the gateway's
+            if bare_adbc is not None:  # each floor's block beside the gateway's
                 variants["bare_sql_adbc"] = lambda sql=sql: bare_adbc.query(sql)
             variants["adbc_new_statement"] = lambda sql=sql: adbc.query_new_statement(sql)
             if bare_adbc is not None:
@@ -137,6 +137,7 @@ def small_queries(ctx: Context) -> dict:
                 calls=config.small_query_calls,
                 warmup=3,
                 raw=calls,
+                alternate=True,
             )
             entry = {"sql": sql, **{k: summary(v) for k, v in timings.items()}}
             entry["calls_ms"] = {k: [round(v, 4) for v in values] for k, values in calls.items()}

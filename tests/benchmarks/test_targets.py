@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
 
-from benchmarks.measure import paired_ratio, summary
+from benchmarks.measure import interleaved, paired_ratio, summary
 from benchmarks.report import render_markdown, write_outputs
 from benchmarks.sections import KEYS, SECTIONS, all_targets, number, pick
 from benchmarks.settings import BenchConfig
@@ -143,3 +143,10 @@ def test_a_paired_ratio_is_the_median_of_adjacent_blocks() -> None:
     assert paired_ratio([], []) is None
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_alternate_repetitions_run_in_reverse() -> None:
+    ran: list[str] = []
+    variants = {name: (lambda name=name: ran.append(name)) for name in "ABC"}
+    interleaved(variants, 3, warmup=0, alternate=True)
+    assert "".join(ran) == "ABCCBAABC"
