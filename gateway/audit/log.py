@@ -320,9 +320,11 @@ def read_audit(directory: Path) -> Iterator[dict]:
     """Every complete record, oldest file first; a torn last line (power loss) is skipped."""
     files = [*sorted(directory.glob(ROTATED_FILES)), directory / CURRENT_FILE]
     for path in files:
-        if not path.exists():
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:  # not there yet, or deleted since listed (keep_files)
             continue
-        with path.open("rb") as handle:
+        with handle:
             for raw in handle:
                 if not raw.endswith(b"\n"):
                     break
