@@ -258,8 +258,7 @@ class AuditLog:
                 self._rotations += 1  # never two rotated files with one name, however fast
                 name = f"audit-{stamp}-{os.getpid()}-{self._rotations:06d}.jsonl"
                 os.replace(current, self.directory / name)
-            os.close(self._fd)
-            self._fd = self._open()
+            self._reopen()
             removed = self._remove_oldest() if self.keep_files else []
             if removed:  # the new file says what the log no longer holds
                 entry = {"time": utc_timestamp(), "event": "audit_files_removed", "files": removed}
@@ -268,7 +267,8 @@ class AuditLog:
         self._size = os.fstat(self._fd).st_size
 
     def _reopen(self) -> None:
-        """Under the lock: append to the current file again (this one was deleted)."""
+        """Under the lock: append to the current file from now on (this one was rotated or
+        deleted)."""
         while self._flushing:  # never close the descriptor the flusher is syncing
             self._changed.wait()
         os.close(self._fd)

@@ -319,11 +319,12 @@ def _plain_derived(source: exp.Subquery) -> bool:
     """A derived table of the user's (not a product's secure subquery, whose conditions
     join groups and dynamic filters read) without column aliases, whose projections name
     its columns, each once."""
+    if not isinstance(source.this, exp.Query):
+        return False
     alias = source.args.get("alias")
-    names = source.this.named_selects if isinstance(source.this, exp.Query) else []
+    names = source.this.named_selects
     return (
-        isinstance(source.this, exp.Query)
-        and secure_table(source.this) is None
+        secure_table(source.this) is None
         and alias is not None
         and not alias.columns
         and bool(names)
