@@ -12,9 +12,9 @@ import hashlib
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +32,7 @@ from gateway.engine.acceleration import AcceleratedCopy, FileSignature, files_si
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
+from gateway.engine.spill import new_spill_directory
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
 from gateway.planning.naming import (
@@ -56,7 +57,11 @@ class Engine:
         its own, with no memory ceiling."""
         self.settings = settings
         self.watchdog = watchdog if watchdog is not None else Watchdog()
-        self._spill_dir = Path(tempfile.mkdtemp(prefix="meshgate-spill-"))
+        self._spill_dir = new_spill_directory()
+        # removed when the engine is closed, or collected (a reload retired it), or at exit
+        self._remove_spill_dir = weakref.finalize(
+            self, shutil.rmtree, self._spill_dir, ignore_errors=True
+        )
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(self._spill_dir)})
         self._attached: dict[Path, str] = {}
         self._readable: set[Path] = set()
@@ -414,7 +419,7 @@ class Engine:
             while not self._idle.empty():
                 self._idle.get_nowait().close()
             self._db.close()
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._remove_spill_dir()
 
     def _attach(self, path: Path) -> str:
         alias = self._attached.get(path)

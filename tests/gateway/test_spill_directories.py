@@ -1,0 +1,152 @@
+"""Spill directories never pile up: an engine's goes when it is closed, when a reload
+retires it, when its process stops; one left by a killed process goes when the next
+engine on the host starts."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as flightsql_dbapi
+import pytest
+from support.servers import start_private
+
+from gateway.audit.recorder import NullAuditRecorder
+from gateway.catalog.state import MeshState
+from gateway.config import EngineSettings, load_config
+from gateway.engine.database import Engine
+from gateway.engine.spill import SPILL_PREFIX, _host_mark, new_spill_directory, remove_orphans
+from gateway.engine.streaming import stream_batches
+from gateway.query.statements import StatementPlanner
+from gateway.security.principal import Principal
+
+ALICE = Principal("alice", ("analyst_eu",), {"region": "EU"})
+
+
+def _spill_dirs(root: Path) -> list[Path]:
+    return sorted(path for path in root.iterdir() if path.name.startswith(SPILL_PREFIX))
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _wait_for(condition, what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        gc.collect()
+        time.sleep(0.05)
+
+
+def test_orphans_of_dead_processes_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    mark = _host_mark()
+    dead = tmp_path / f"{SPILL_PREFIX}{mark}-{_dead_pid()}-abc"
+    dead.mkdir()
+    (dead / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled rows")
+    alive = tmp_path / f"{SPILL_PREFIX}{mark}-{os.getppid()}-abc"  # pytest's parent runs
+    own = tmp_path / f"{SPILL_PREFIX}{mark}-{os.getpid()}-abc"
+    other_host = tmp_path / f"{SPILL_PREFIX}00000000-{_dead_pid()}-abc"
+    unnamed = tmp_path / f"{SPILL_PREFIX}x1y2z3"  # the old naming: nobody can tell its owner
+    not_ours = tmp_path / "unrelated-123-abc"
+    for kept in (alive, own, other_host, unnamed, not_ours):
+        kept.mkdir()
+    file_named_like_one = tmp_path / f"{SPILL_PREFIX}{mark}-{_dead_pid()}-file"
+    file_named_like_one.write_bytes(b"")
+
+    assert remove_orphans(tmp_path, mark) == [dead]
+
+    assert not dead.exists()
+    for kept in (alive, own, other_host, unnamed, not_ours, file_named_like_one):
+        assert kept.exists(), kept
+
+
+def test_a_new_directory_carries_host_and_pid(tmp_path: Path) -> None:
+    made = new_spill_directory(tmp_path)
+    assert made.parent == tmp_path
+    assert made.name.startswith(f"{SPILL_PREFIX}{_host_mark()}-{os.getpid()}-")
+    assert made.stat().st_mode & 0o777 == 0o700
+
+
+def test_closing_or_dropping_an_engine_removes_its_directory() -> None:
+    closed = Engine(EngineSettings())
+    closed_dir = closed._spill_dir
+    assert closed_dir.is_dir()
+    closed.close()
+    assert not closed_dir.exists()
+
+    dropped = Engine(EngineSettings())
+    dropped_dir = dropped._spill_dir
+    del dropped
+    _wait_for(lambda: not dropped_dir.exists(), "the dropped engine's spill directory to go")
+
+
+def test_a_reload_releases_the_retired_engine(mesh_copy: Path) -> None:
+    """After a contract change and a query on the new snapshot, nothing holds the old
+    engine (its DuckDB database, accelerated copies included) and its directory is gone."""
+    state = MeshState(mesh_copy, load_config(mesh_copy))
+    planner = StatementPlanner(state, NullAuditRecorder())
+    sql = "SELECT region, count(*) FROM sales.orders GROUP BY region"
+    before = sum(b.num_rows for b in stream_batches(planner.plan(ALICE, sql), lambda: False))
+    old_engine = weakref.ref(state.current.catalog.engine)
+    old_dir = state.current.catalog.engine._spill_dir
+
+    contract = mesh_copy / "crm" / "customers.odcs.yaml"
+    contract.write_text(contract.read_text(encoding="utf-8") + "\n# reviewed\n", "utf-8")
+    assert state.refresh()
+    new_engine = state.current.catalog.engine
+    assert new_engine is not old_engine()
+    after = sum(b.num_rows for b in stream_batches(planner.plan(ALICE, sql), lambda: False))
+    assert after == before == 1  # alice sees her region only
+
+    _wait_for(lambda: old_engine() is None, "the retired engine to be released")
+    assert not old_dir.exists()
+    assert new_engine._spill_dir.is_dir()
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp directory for the gateways this test starts (``TMPDIR``)."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(root))
+    return root
+
+
+def _region_count(uri: str) -> int:
+    with (
+        flightsql_dbapi.connect(uri, db_kwargs={"username": "bob", "password": "bob"}) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute("SELECT DISTINCT region FROM sales.orders")
+        return len(cursor.fetchall())
+
+
+def test_a_gateway_process_leaves_no_directory_behind(
+    mesh_copy: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    killed = start_private(mesh_copy, tmp_path / "killed.log")
+    assert _region_count(killed.uri) == 3
+    assert len(_spill_dirs(private_tmp)) == 1
+    killed.kill()  # SIGKILL: nothing of it runs to remove its directory
+    (left,) = _spill_dirs(private_tmp)
+    assert str(killed.pid) in left.name
+
+    stopped = start_private(mesh_copy, tmp_path / "stopped.log")
+    try:
+        (current,) = _spill_dirs(private_tmp)  # the killed one's was removed at start
+        assert current != left
+        assert _region_count(stopped.uri) == 3
+    finally:
+        stopped.stop()
+    assert stopped.process.returncode == 0
+    assert _spill_dirs(private_tmp) == []
