@@ -11,7 +11,6 @@ import json
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -27,7 +26,7 @@ from gateway.config import NodesSettings
 from gateway.engine.database import Engine
 from gateway.engine.streaming import StreamedTable
 from gateway.errors import MeshgateError, QueryFailed, Unavailable, first_line
-from gateway.memo import held_bytes
+from gateway.memo import WeightedLRU, held_bytes
 from gateway.mesh import dynamic, fragments
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_STATS
 from gateway.mesh.ends import EndCollector, ReplicaSilent
@@ -43,6 +42,7 @@ _WATCH_SECONDS = 0.1  # how often a query's fragment streams are looked at
 _IDLE_SECONDS = 1.0  # a stream idle this long has its node's liveness checked (once a second)
 _STOP_GRACE_SECONDS = 1.0  # after a cancel or the time limit, before streams are cut
 _PLANS_KEPT = 256  # split plans kept per gateway
+_PLANS_BYTES = 16 * 1024 * 1024  # ... and the SQL they hold, at most
 _PLAN_SQL_BYTES = 64 * 1024  # a longer statement's plan is split each time
 _MAX_ESTIMATE = 10**15  # rows: a stream's estimate for DuckDB's planner, at most
 
@@ -193,7 +193,9 @@ class NodeDirectory:
         self.sizes = SizeCache()
         self.estimates = EstimateCache()
         #: split plans by governed SQL and column types (``split_fragments``), LRU
-        self.plans: OrderedDict[tuple[str, tuple], FederatedPlan] = OrderedDict()
+        self.plans: WeightedLRU[tuple[str, tuple], FederatedPlan] = WeightedLRU(
+            _PLANS_BYTES, _PLANS_KEPT
+        )
         self.plans_lock = threading.Lock()
         self._clients: dict[str, flight.FlightClient] = {}
         self._ends_clients: dict[str, flight.FlightClient] = {}
@@ -390,17 +392,16 @@ def split_fragments(
     with nodes.plans_lock:
         plan = nodes.plans.get(key)
         if plan is not None:
-            nodes.plans.move_to_end(key)
             return plan
     plan = fragments.split_fragments(
         ast, column_types, frozenset(nodes.domains), nodes.fragment_pushdown, nodes.join_groups
     )
     if held_bytes(key[0]) > _PLAN_SQL_BYTES:
         return plan  # kept, it would hold several copies of a long statement
+    weight = held_bytes(key[0]) + held_bytes(plan.final_sql)
+    weight += sum(held_bytes(part.sql) for part in (*plan.fragments, *plan.whole_products))
     with nodes.plans_lock:
-        nodes.plans[key] = plan
-        while len(nodes.plans) > _PLANS_KEPT:
-            nodes.plans.popitem(last=False)
+        nodes.plans.put(key, plan, weight)
     return plan
 
 

@@ -1,8 +1,9 @@
 """The federation's caches of sizes and row estimates: kept a minute by an injected clock,
-bounded in entries, and measured once at a time per product."""
+bounded in entries (split plans also in bytes), and measured once at a time per product."""
 
 from __future__ import annotations
 
+import pytest
 from support.clocks import ManualClock
 
 from gateway.mesh import sizes
@@ -98,3 +99,33 @@ def test_split_plans_of_long_statements_are_not_kept() -> None:
     first = split(long_sql)
     assert first.final_sql == split(long_sql).final_sql
     assert len(nodes.plans) == 1  # the long statement's plan was split each time, not kept
+
+
+def test_split_plans_are_bounded_by_the_sql_they_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlglot import parse_one
+
+    from gateway.config import NodesSettings
+    from gateway.mesh import federation
+
+    monkeypatch.setattr(federation, "_PLANS_BYTES", 40_000)
+    nodes = federation.NodeDirectory(
+        NodesSettings(ticket_key="ab" * 32, domains={"sales": ("grpc://127.0.0.1:1",)})
+    )
+    types = {"sales.orders": {"order_id": "INTEGER"}}
+    base = 'SELECT "order_id" FROM "memory"."sales"."orders" AS "o" WHERE "order_id" IN '
+    statements = [
+        base + "(" + ", ".join(str(n) for n in range(start, start + 400)) + ")"
+        for start in range(0, 30 * 400, 400)
+    ]  # each well under the 64 KiB a statement may have to be kept at all
+    plans = [
+        federation.split_fragments(parse_one(sql, read="duckdb"), types, nodes)
+        for sql in statements
+    ]
+
+    assert 1 < len(nodes.plans) < len(statements)
+    assert 0 < nodes.plans.weight <= 40_000
+    last = parse_one(statements[-1], read="duckdb")
+    assert federation.split_fragments(last, types, nodes) is plans[-1]  # kept: recent
+    first = parse_one(statements[0], read="duckdb")
+    again = federation.split_fragments(first, types, nodes)
+    assert again is not plans[0] and again.final_sql == plans[0].final_sql  # dropped: oldest
