@@ -35,6 +35,8 @@ State = Literal["queued", "planning", "running"]
 _RATE_WINDOW_SECONDS = 60.0
 _POLL_SECONDS = 0.05  # how often a queued query looks at its client and its deadline
 _STATEMENT_CHARS = 200  # of a statement kept for ``activity``
+#: users idle for a minute forgotten per admission, at most (the oldest first)
+_IDLE_USERS_DROPPED = 8
 _GROUPS_KEPT = 1024  # principals whose group is kept (see ``Workload.group_of``)
 
 
@@ -90,7 +92,8 @@ class Workload:
         self._lock = threading.Condition()
         self._running: dict[str, list[Slot]] = defaultdict(list)  # group -> slots
         self._queued: dict[str, list[Slot]] = defaultdict(list)
-        self._recent: dict[str, deque[float]] = defaultdict(deque)
+        #: user -> admission times in the last minute; ordered by each user's last admission
+        self._recent: dict[str, deque[float]] = {}
         self._ids = itertools.count(1)
         #: ``on_wait(group, phase, seconds)``: a slot was taken ("planning" or "running")
         #: or given up after waiting that long in its group's queue (0: at once)
@@ -108,9 +111,15 @@ class Workload:
     def admit_rate(self, user: str) -> None:
         """Count one statement towards ``user``'s per-minute budget, or refuse it."""
         now = self._clock()
+        since = now - _RATE_WINDOW_SECONDS
         with self._lock:
-            recent = self._recent[user]
-            while recent and recent[0] <= now - _RATE_WINDOW_SECONDS:
+            recent = self._recent.pop(user, None) or deque()
+            for idle in list(itertools.islice(self._recent, _IDLE_USERS_DROPPED)):
+                if self._recent[idle] and self._recent[idle][-1] > since:
+                    break
+                del self._recent[idle]  # idle a minute: nothing of theirs counts any more
+            self._recent[user] = recent  # the last admitted: the dict runs oldest first
+            while recent and recent[0] <= since:
                 recent.popleft()
             if len(recent) >= self._max_per_minute:
                 wait = math.ceil(recent[0] + _RATE_WINDOW_SECONDS - now)

@@ -240,6 +240,26 @@ def test_the_per_minute_rate_is_counted_per_user_on_the_clock() -> None:
     work.admit_rate("alice")
 
 
+def test_users_idle_for_a_minute_are_forgotten_and_active_ones_still_counted() -> None:
+    """The per-minute counts keep no entry for a user idle a minute (a gateway whose
+    identity provider signs a new subject per login would otherwise grow forever)."""
+    now = [100.0]
+    work = workload(lambda: now[0])
+    for n in range(1000):
+        work.admit_rate(f"once-{n}")
+    now[0] = 150.0
+    for _ in range(3):
+        work.admit_rate("carol")  # at her limit until 210
+    now[0] = 161.0
+    for n in range(200):
+        work.admit_rate(f"later-{n}")
+    assert len(work._recent) == 201  # the 1000 are gone; carol and the 200 remain
+    with pytest.raises(ResourceExhausted, match=r"carol ran 3 queries"):
+        work.admit_rate("carol")
+    now[0] = 210.5
+    work.admit_rate("carol")
+
+
 def test_a_group_may_select_on_the_clients_source() -> None:
     work = workload(
         dashboards={"roles": ["analyst_eu"], "sources": ["superset.*", "grafana"]},
