@@ -112,6 +112,7 @@ def node(
     from gateway.config import load_config
     from gateway.logs import configure_logging, configure_server_process
     from gateway.mesh.node import DomainNode
+    from gateway.signals import wait_for_stop_signal
 
     configure_logging(json_lines=json_logs)
     configure_server_process()
@@ -125,7 +126,8 @@ def node(
         f"Meshgate node for domain [bold]{domain}[/bold] on grpc://{host}:{server.port} "
         f"({len(server.state.current.catalog)} products)"
     )
-    server.serve()
+    wait_for_stop_signal()
+    server.stop_gracefully(server.state.config.gateway.shutdown_grace_seconds)
 
 
 def _print_banner(gateway, address: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from gateway.security.auth import (
 )
 from gateway.security.identity import IdentityProvider
 from gateway.security.token_check import TokenRejected
+from gateway.signals import wait_for_stop_signal
 
 log = structlog.get_logger("meshgate.app")
 
@@ -47,6 +47,7 @@ class Gateway:
     server: MeshgateFlightServer
     _stop: threading.Event
     metrics: GatewayMetrics
+    audit: AuditLog
     metrics_server: MetricsServer | None = None
 
     @property
@@ -56,16 +57,11 @@ class Gateway:
     def serve_forever(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         _settle_garbage_collector()
-        stop = threading.Event()
 
-        def on_signal(*_: object) -> None:
-            self.service.draining = True  # refuse new queries at once
-            stop.set()
+        def refuse_new_queries() -> None:
+            self.service.draining = True
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, on_signal)
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal(refuse_new_queries)
         self.drain_and_shutdown()
 
     def drain_and_shutdown(self) -> None:
@@ -91,6 +87,7 @@ class Gateway:
             self.service.nodes.ends.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        self.audit.close()  # its last records fsynced (with fsync = "batch", a window)
 
 
 def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = None) -> Gateway:
@@ -158,7 +155,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         problems=len(state.current.catalog.problems),
         metrics=metrics_server.url if metrics_server is not None else None,
     )
-    return Gateway(mesh_dir, config, state, service, server, stop, metrics, metrics_server)
+    return Gateway(mesh_dir, config, state, service, server, stop, metrics, audit, metrics_server)
 
 
 def _identity(config: MeshConfig, audit: AuditLog) -> IdentityProvider | None:

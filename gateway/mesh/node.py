@@ -113,6 +113,17 @@ class DomainNode(flight.FlightServerBase):
         super().shutdown()
         self._audit.close()  # its last records fsynced, as the gateway's
 
+    def stop_gracefully(self, grace_seconds: float) -> None:
+        """Refuse new calls, let running ones finish for ``grace_seconds``, then stop their
+        queries, and shut down (``shutdown``)."""
+        stopping = threading.Thread(target=self.shutdown, name="meshgate-node-shutdown")
+        stopping.start()  # pyarrow's shutdown refuses new calls and waits for running ones
+        stopping.join(grace_seconds)
+        if stopping.is_alive():
+            log.warning("shutdown_cancels_queries", domain=self.domain)
+            self.state.watchdog.stop_all()
+            stopping.join()
+
     def _open(
         self, context: flight.ServerCallContext, raw: bytes, purpose: str
     ) -> tuple[NodeTicket, MeshSnapshot]:

@@ -1,11 +1,12 @@
 """Spill directories never pile up: an engine's goes when it is closed, when a reload
-retires it, when its process stops; one left by a killed process goes when the next
-engine on the host starts."""
+retires it, when its process stops (a gateway's or a domain node's, on SIGTERM); one
+left by a killed process goes when the next engine on the host starts."""
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql_dbapi
 import pytest
+from support.mesh import running_mesh
 from support.servers import start_private
 
 from gateway.audit.recorder import NullAuditRecorder
@@ -149,4 +151,25 @@ def test_a_gateway_process_leaves_no_directory_behind(
     finally:
         stopped.stop()
     assert stopped.process.returncode == 0
+    assert _spill_dirs(private_tmp) == []
+
+
+def test_a_domain_node_stops_on_sigterm_and_leaves_nothing(
+    demo_mesh: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    """A node stops as the gateway does: SIGTERM lets it finish, exit 0, its audit closed
+    and its spill directory removed (before, SIGTERM killed it where it stood)."""
+    with running_mesh(demo_mesh, tmp_path, {"sales": 1}) as mesh:
+        assert mesh.gateway is not None
+        assert _region_count(mesh.gateway.uri) == 3  # served by the sales node
+        node = mesh.node("sales")
+        assert node.process is not None
+        assert any(str(node.process.pid) in d.name for d in _spill_dirs(private_tmp))
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(timeout=60) == 0
+        assert not any(str(node.process.pid) in d.name for d in _spill_dirs(private_tmp))
+        audit = mesh.node_audit_path("sales").read_text(encoding="utf-8").splitlines()
+        assert audit and all(line.endswith("}") for line in audit)
+        gateway = mesh.gateway.process
+    assert gateway.returncode == 0
     assert _spill_dirs(private_tmp) == []
