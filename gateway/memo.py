@@ -1,11 +1,13 @@
 """``IdentityMemo``: what was computed from an object, kept while that very object returns;
 ``held_bytes``: what a kept string weighs; ``memoize_short``: an LRU memo of a function of
-one string that keeps only short ones; ``WeightedLRU``: values bounded in count and bytes."""
+one string that keeps only short ones; ``WeightedLRU``: values bounded in count and bytes;
+``WeakSlot``: the snapshot a cache serves, held weakly."""
 
 from __future__ import annotations
 
 import functools
 import sys
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -120,3 +122,19 @@ class WeightedLRU(Generic[_Key, _Value]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class WeakSlot:
+    """The one object (a catalog snapshot) a cache's entries were made for, held weakly:
+    the cache never keeps a retired snapshot alive (its engine, its in-memory copies), and
+    a new object never passes for a collected one whose ``id`` it reuses."""
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref[object] | None = None
+
+    def holds(self, obj: object) -> bool:
+        """Whether the slot holds ``obj`` itself."""
+        return self._ref is not None and self._ref() is obj
+
+    def set(self, obj: object) -> None:
+        self._ref = weakref.ref(obj)

@@ -13,6 +13,7 @@ from sqlglot import exp
 from gateway.catalog.catalog import Catalog, Product
 from gateway.engine.errors import engine_failure
 from gateway.errors import QueryFailed
+from gateway.memo import WeakSlot
 
 _ENTRIES = 1024
 
@@ -24,7 +25,7 @@ class VisibleRows:
 
     def __init__(self) -> None:
         self._counts: OrderedDict[tuple[int, str, str, Hashable], int] = OrderedDict()
-        self._catalog: Catalog | None = None
+        self._catalog = WeakSlot()
         self._lock = threading.Lock()
 
     def count(
@@ -38,9 +39,9 @@ class VisibleRows:
         """``version``: the product's data version (its files'), None when it has none."""
         key = (id(catalog), product.key, row_filter.sql("duckdb"), version)
         with self._lock:
-            if self._catalog is not catalog:
+            if not self._catalog.holds(catalog):
                 self._counts.clear()
-                self._catalog = catalog
+                self._catalog.set(catalog)
             known = self._counts.get(key)
         if known is not None:
             return known

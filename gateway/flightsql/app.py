@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,10 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
         raise
     stop = threading.Event()
     threading.Thread(
-        target=_watch_files, args=(state, stop, metrics), name="meshgate-reload", daemon=True
+        target=_watch_files,
+        args=(state, stop, metrics, service.planner.forget_stale_plans),
+        name="meshgate-reload",
+        daemon=True,
     ).start()
     log.info(
         "gateway_started",
@@ -208,11 +212,18 @@ def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
     return [(pair[0], pair[1])]
 
 
-def _watch_files(state: MeshState, stop: threading.Event, metrics: GatewayMetrics) -> None:
-    """Reload contracts and policy files when they change, every second."""
+def _watch_files(
+    state: MeshState,
+    stop: threading.Event,
+    metrics: GatewayMetrics,
+    on_reload: Callable[[], None],
+) -> None:
+    """Reload contracts and policy files when they change, every second; ``on_reload``
+    after each change."""
     while not stop.wait(RELOAD_INTERVAL_SECONDS):
         try:
-            state.refresh()
+            if state.refresh():
+                on_reload()
         except Exception:  # a reload must never take the server down
             metrics.reload_failures.inc()
             log.exception("reload_failed")

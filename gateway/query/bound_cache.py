@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Catalog
 from gateway.errors import MeshgateError
-from gateway.memo import WeightedLRU
+from gateway.memo import WeakSlot, WeightedLRU
 from gateway.query.plan_cache import MAX_ENTRY_BYTES
 from gateway.query.result_cache import FileVersion, files_version
 
@@ -41,7 +41,7 @@ class BoundCache(Generic[_Value]):
         self._entries: WeightedLRU[Hashable, tuple[Versions, _Value]] = WeightedLRU(
             max_bytes, capacity
         )
-        self._catalog: object | None = None  # held, not its id: ids are reused after a reload
+        self._catalog = WeakSlot()
         self._policy_version: int | None = None
         self._paths: dict[str, tuple[Path, ...] | None] = {}
         self._lock = threading.Lock()
@@ -58,11 +58,11 @@ class BoundCache(Generic[_Value]):
 
     def _paths_of(self, catalog: Catalog, key: str) -> tuple[Path, ...] | None:
         with self._lock:
-            if catalog is self._catalog and key in self._paths:
+            if self._catalog.holds(catalog) and key in self._paths:
                 return self._paths[key]
         paths = _data_paths(catalog, key)
         with self._lock:
-            if catalog is self._catalog:
+            if self._catalog.holds(catalog):
                 self._paths[key] = paths
         return paths
 
@@ -71,7 +71,7 @@ class BoundCache(Generic[_Value]):
     ) -> _Value | None:
         """The value of ``key`` computed under this catalog, policy and data, if any."""
         with self._lock:
-            if catalog is not self._catalog or policy_version != self._policy_version:
+            if not self._catalog.holds(catalog) or policy_version != self._policy_version:
                 return None
             entry = self._entries.get(key)
             if entry is None or entry[0] != versions:
@@ -95,10 +95,11 @@ class BoundCache(Generic[_Value]):
             return
         weight = key_bytes + value_bytes
         with self._lock:
-            if catalog is not self._catalog or policy_version != self._policy_version:
+            if not self._catalog.holds(catalog) or policy_version != self._policy_version:
                 self._entries.clear()
                 self._paths.clear()
-                self._catalog, self._policy_version = catalog, policy_version
+                self._catalog.set(catalog)
+                self._policy_version = policy_version
             self._entries.put(key, (versions, value), weight)
 
     def __len__(self) -> int:

@@ -82,6 +82,27 @@ class HandleStore(Generic[T]):
                 mine.append(handle)
         return mine
 
+    def _drop_expired_first(self, now: float) -> None:
+        """Drop the expired handles at the front, whoever owns them: with one age for all,
+        the oldest come first (an owner who never returns would keep theirs, and what
+        their values hold, until the count bound). Under the lock."""
+        while self._entries:
+            handle, (_, expires, _, _) = next(iter(self._entries.items()))
+            if expires > now:
+                return
+            self._remove(handle)
+
+    def revise(self, change: Callable[[T], T]) -> None:
+        """Put ``change(value)`` in place of every live value (reweighed, never refused):
+        e.g. drop what a reload made stale."""
+        with self._lock:
+            for handle, (owner, expires, value, weight) in list(self._entries.items()):
+                changed = change(value)
+                if changed is not value:
+                    new_weight = self._weigh(changed)
+                    self._entries[handle] = (owner, expires, changed, new_weight)
+                    self._count_bytes(owner, new_weight - weight)
+
     def _check_bytes(self, owner: str, adding: int) -> None:
         limit = self._per_owner_bytes
         if limit is not None and self._bytes.get(owner, 0) + adding > limit:
@@ -112,6 +133,7 @@ class HandleStore(Generic[T]):
         now = self._clock()
         weight = self._weigh(value)
         with self._lock:
+            self._drop_expired_first(now)
             mine = self._live_handles(owner, now, weight)
             for old in mine[: max(0, len(mine) - self._per_owner + 1)]:
                 self._remove(old)  # an owner's oldest go first: no one evicts others

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost
-from gateway.memo import WeightedLRU, held_bytes
+from gateway.memo import WeakSlot, WeightedLRU, held_bytes
 from gateway.planning.query import Query
 from gateway.security.principal import Principal
 from policies.engine import Subject, subject_key
@@ -59,12 +59,12 @@ class PlanCache:
         self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
         self._entries: WeightedLRU[PlanKey, CachedPlan] = WeightedLRU(max_bytes, capacity)
-        self._catalog: object | None = None  # held, not its id: ids are reused after a reload
+        self._catalog = WeakSlot()
         self._policy_version: int | None = None
         self._lock = threading.Lock()
 
     def _current(self, catalog: object, policy_version: int) -> bool:
-        return catalog is self._catalog and policy_version == self._policy_version
+        return self._catalog.holds(catalog) and policy_version == self._policy_version
 
     def get(self, catalog: object, policy_version: int, key: PlanKey) -> CachedPlan | None:
         """The plan for ``key`` made under this catalog and policy version, if any."""
@@ -85,7 +85,8 @@ class PlanCache:
         with self._lock:
             if not self._current(catalog, policy_version):
                 self._entries.clear()
-                self._catalog, self._policy_version = catalog, policy_version
+                self._catalog.set(catalog)
+                self._policy_version = policy_version
             self._entries.put(key, kept, weight)
 
     def __len__(self) -> int:

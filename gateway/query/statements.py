@@ -8,6 +8,7 @@ parameters. Admission (the per-user limiter) and Flight SQL stay with the caller
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema, result_schema_and_plan
 from gateway.engine.visible_rows import VisibleRows
-from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
+from gateway.errors import InvalidQuery, MeshgateError, QueryFailed, ResourceExhausted
 from gateway.memo import held_bytes
 from gateway.planning.pivot import with_static_pivots
 from gateway.planning.planner import SPARK_STEPS, plan
@@ -411,17 +412,44 @@ class StatementPlanner:
         prepared = self._prepared.get(principal.user, handle)
         reusable = _reusable_plan(prepared, principal)
         if reusable is not None:
-            return self.current(reusable)
+            fresh = self.current(reusable)
+            if fresh is not reusable:  # the catalog or policy changed: keep the new plan
+                self._keep_plan(principal.user, handle, prepared, fresh)
+            return fresh
         if prepared.parameters is None and prepared.parameter_count:
             raise InvalidQuery(
                 f"the prepared statement has {prepared.parameter_count} parameter(s); bind them first"
             )
-        return self.plan(
+        planned = self.plan(
             principal,
             prepared.text,
             prepared.parameters or (),
             default_schema=prepared.default_schema,
         )
+        if not prepared.parameter_count:  # its plan was dropped at a reload: keep the new one
+            self._keep_plan(principal.user, handle, prepared, planned)
+        return planned
+
+    def _keep_plan(
+        self, user: str, handle: bytes, prepared: PreparedStatement, planned: PlannedQuery
+    ) -> None:
+        """Keep ``planned`` (without its syntax tree) as ``handle``'s reusable plan."""
+        query = planned.query.without_ast()
+        kept = planned if query is planned.query else replace(planned, query=query)
+        # at the user's byte bound it is not kept: planned again next time
+        with contextlib.suppress(ResourceExhausted):
+            self._prepared.replace(user, handle, replace(prepared, planned=kept))
+
+    def forget_stale_plans(self) -> None:
+        """Drop the prepare-time plans that a reload made stale (planned again when next
+        executed): an open statement never keeps a retired catalog alive."""
+
+        def fresh(prepared: PreparedStatement) -> PreparedStatement:
+            if prepared.planned is None or self.is_current(prepared.planned):
+                return prepared
+            return replace(prepared, planned=None)
+
+        self._prepared.revise(fresh)
 
     def bind(self, user: str, handle: bytes, batches: Iterable[pa.RecordBatch]) -> None:
         """Bind the one row of parameters that ``batches`` carry to ``user``'s statement

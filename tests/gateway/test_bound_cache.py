@@ -6,7 +6,12 @@ from __future__ import annotations
 from gateway.query.bound_cache import BoundCache
 from gateway.query.plan_cache import MAX_ENTRY_BYTES
 
-CATALOG = object()
+
+class Snapshot:
+    """A stand-in catalog snapshot (caches hold theirs weakly)."""
+
+
+CATALOG = Snapshot()
 
 
 def test_entries_are_bounded_by_their_texts_bytes() -> None:

@@ -70,6 +70,35 @@ def test_bytes_leave_with_taken_and_expired_handles() -> None:
     assert store.bytes_of("erin") == 2
 
 
+def test_expired_handles_go_whoever_puts_next() -> None:
+    """An owner who never returns does not keep their expired values (and what those
+    hold: a retired catalog) until the count bound: anyone's next put drops them."""
+    clock = ManualClock()
+    store: HandleStore[str] = HandleStore(
+        "ticket", 10, capacity=100, per_owner=100, clock=clock, weigh=len
+    )
+    gone = [store.put("erin", "x" * 100) for _ in range(3)]
+    clock.now = 5
+    kept = store.put("erin", "y")
+    clock.now = 12  # erin's first three expired, her last not yet
+    assert store.bytes_of("erin") == 301
+    store.put("bob", "z")
+    assert store.bytes_of("erin") == 1
+    assert store.get("erin", kept) == "y"
+    for handle in gone:
+        with pytest.raises(HandleNotFound):
+            store.get("erin", handle)
+
+
+def test_revise_changes_every_value_and_reweighs() -> None:
+    store = refusing()
+    shrunk = store.put("erin", "x" * 400)
+    same = store.put("erin", "ab")
+    store.revise(lambda value: value[:10] if len(value) > 10 else value)
+    assert store.get("erin", shrunk) == "x" * 10 and store.get("erin", same) == "ab"
+    assert store.bytes_of("erin") == 12
+
+
 def test_another_owners_handle_is_unknown() -> None:
     store: HandleStore[str] = HandleStore("ticket", 60, capacity=10)
     handle = store.put("erin", "value")

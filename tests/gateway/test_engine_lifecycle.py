@@ -115,6 +115,33 @@ def test_a_reload_releases_the_retired_engine(mesh_copy: Path) -> None:
     assert new_engine._spill_dir.is_dir()
 
 
+def test_open_statements_and_caches_keep_no_retired_engine(mesh_copy: Path) -> None:
+    """A statement left open across a reload, the parameter types and the plans cached
+    for the old catalog: none of them keeps its engine alive once the reload thread has
+    run ``forget_stale_plans``; the statement runs on the new catalog, and keeps that plan."""
+    state = MeshState(mesh_copy, load_config(mesh_copy))
+    planner = StatementPlanner(state, NullAuditRecorder())
+    handle, _ = planner.prepare(ALICE, "SELECT count(*) FROM sales.orders")
+    assert planner.prepared_plan(ALICE, handle) is not None  # a reusable plan, kept
+    _, with_parameter = planner.prepare(
+        ALICE, "SELECT customer_id FROM sales.orders WHERE customer_id = ?"
+    )
+    assert len(planner.parameter_schema(with_parameter)) == 1  # types kept for this catalog
+    old_engine = weakref.ref(state.current.catalog.engine)
+    del with_parameter
+
+    contract = mesh_copy / "crm" / "customers.odcs.yaml"
+    contract.write_text(contract.read_text(encoding="utf-8") + "\n# reviewed\n", "utf-8")
+    assert state.refresh()
+    planner.forget_stale_plans()  # what the gateway's reload thread runs after a change
+    _wait_for(lambda: old_engine() is None, "the retired engine to be released")
+
+    replanned = planner.plan_prepared(ALICE, handle)
+    assert replanned.catalog is state.current.catalog
+    assert sum(b.num_rows for b in stream_batches(replanned, lambda: False)) == 1
+    assert planner.prepared_plan(ALICE, handle) is not None  # the fast path again
+
+
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp directory for the gateways this test starts (``TMPDIR``)."""
@@ -152,6 +179,37 @@ def test_a_gateway_process_leaves_no_directory_behind(
         stopped.stop()
     assert stopped.process.returncode == 0
     assert _spill_dirs(private_tmp) == []
+
+
+def test_a_statement_held_open_across_reloads_keeps_no_engine(
+    mesh_copy: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    """Through ADBC: a prepared statement left open while contracts change three times;
+    the gateway keeps one engine (one spill directory), and the statement still runs."""
+    running = start_private(mesh_copy, tmp_path / "gateway.log")
+    try:
+        with (
+            flightsql_dbapi.connect(
+                running.uri, db_kwargs={"username": "bob", "password": "bob"}
+            ) as conn,
+            conn.cursor() as held,
+        ):
+            held.adbc_prepare("SELECT count(*) FROM sales.orders")
+            held.execute("SELECT count(*) FROM sales.orders")
+            assert held.fetchall() == [(200_000,)]
+            contract = mesh_copy / "crm" / "customers.odcs.yaml"
+            for reload in range(1, 4):
+                text = contract.read_text(encoding="utf-8")
+                contract.write_text(text + f"\n# reviewed {reload}\n", "utf-8")
+                _wait_for(
+                    lambda reload=reload: len(running.events("catalog_reloaded")) == reload,
+                    f"reload {reload}",
+                )
+            _wait_for(lambda: len(_spill_dirs(private_tmp)) == 1, "one engine left")
+            held.execute("SELECT count(*) FROM sales.orders")
+            assert held.fetchall() == [(200_000,)]
+    finally:
+        running.stop()
 
 
 def test_a_domain_node_stops_on_sigterm_and_leaves_nothing(
