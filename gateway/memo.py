@@ -137,4 +137,5 @@ class WeakSlot:
         return self._ref is not None and self._ref() is obj
 
     def set(self, obj: object) -> None:
+        """Hold ``obj`` (weakly) in place of what the slot held."""
         self._ref = weakref.ref(obj)

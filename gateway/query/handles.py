@@ -92,6 +92,26 @@ class HandleStore(Generic[T]):
                 return
             self._remove(handle)
 
+    def update(self, owner: str, handle: bytes, change: Callable[[T], T]) -> bool:
+        """Put ``change(value)`` behind ``owner``'s live ``handle``, decided under the lock
+        (``revise`` cannot interleave); False, nothing changed, when the handle is gone,
+        ``change`` kept the value, or the new one would pass the owner's bytes."""
+        with self._lock:
+            entry = self._entries.get(handle)
+            if entry is None or entry[1] <= self._clock() or entry[0] != owner:
+                return False
+            stored_owner, expires, value, old_weight = entry
+            changed = change(value)
+            if changed is value:
+                return False
+            weight = self._weigh(changed)
+            limit = self._per_owner_bytes
+            if limit is not None and self._bytes.get(owner, 0) + weight - old_weight > limit:
+                return False
+            self._entries[handle] = (stored_owner, expires, changed, weight)
+            self._count_bytes(stored_owner, weight - old_weight)
+            return True
+
     def revise(self, change: Callable[[T], T]) -> None:
         """Put ``change(value)`` in place of every live value (reweighed, never refused):
         e.g. drop what a reload made stale."""

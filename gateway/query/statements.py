@@ -8,7 +8,6 @@ parameters. Admission (the per-user limiter) and Flight SQL stay with the caller
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.plan_cost import PlanCost, plan_cost
 from gateway.engine.streaming import PlannedQuery, result_schema, result_schema_and_plan
 from gateway.engine.visible_rows import VisibleRows
-from gateway.errors import InvalidQuery, MeshgateError, QueryFailed, ResourceExhausted
+from gateway.errors import InvalidQuery, MeshgateError, QueryFailed
 from gateway.memo import held_bytes
 from gateway.planning.pivot import with_static_pivots
 from gateway.planning.planner import SPARK_STEPS, plan
@@ -51,6 +50,8 @@ class PreparedStatement:
     default_schema: str | None = None
     #: the Arrow bytes of the bound row
     parameter_bytes: int = 0
+    #: the result schema the client was told at prepare time (statements without parameters)
+    schema: pa.Schema | None = None
 
     @property
     def kept_bytes(self) -> int:
@@ -358,7 +359,13 @@ class StatementPlanner:
             reusable = planned if query is planned.query else replace(planned, query=query)
         handle = self._prepared.put(
             principal.user,
-            PreparedStatement(text, count, planned=reusable, default_schema=default_schema),
+            PreparedStatement(
+                text,
+                count,
+                planned=reusable,
+                default_schema=default_schema,
+                schema=None if count else planned.schema,
+            ),
         )
         return handle, planned
 
@@ -414,7 +421,7 @@ class StatementPlanner:
         if reusable is not None:
             fresh = self.current(reusable)
             if fresh is not reusable:  # the catalog or policy changed: keep the new plan
-                self._keep_plan(principal.user, handle, prepared, fresh)
+                self._keep_plan(principal.user, handle, fresh)
             return fresh
         if prepared.parameters is None and prepared.parameter_count:
             raise InvalidQuery(
@@ -427,18 +434,29 @@ class StatementPlanner:
             default_schema=prepared.default_schema,
         )
         if not prepared.parameter_count:  # its plan was dropped at a reload: keep the new one
-            self._keep_plan(principal.user, handle, prepared, planned)
+            if prepared.schema is not None and planned.schema != prepared.schema:
+                raise InvalidQuery(
+                    "the catalog or the policy changed since this statement was prepared; "
+                    "prepare it again"
+                )
+            self._keep_plan(principal.user, handle, planned)
         return planned
 
-    def _keep_plan(
-        self, user: str, handle: bytes, prepared: PreparedStatement, planned: PlannedQuery
-    ) -> None:
-        """Keep ``planned`` (without its syntax tree) as ``handle``'s reusable plan."""
+    def _keep_plan(self, user: str, handle: bytes, planned: PlannedQuery) -> None:
+        """Keep ``planned`` (without its syntax tree) as ``handle``'s reusable plan, if it
+        is still current when the store's lock is held: a reload's ``forget_stale_plans``
+        either runs after (and drops it) or already swapped the snapshot (it is not kept).
+        Not kept either when the statement was closed meanwhile or the user's statements
+        are at their byte bound: it is planned again next time."""
         query = planned.query.without_ast()
         kept = planned if query is planned.query else replace(planned, query=query)
-        # at the user's byte bound it is not kept: planned again next time
-        with contextlib.suppress(ResourceExhausted):
-            self._prepared.replace(user, handle, replace(prepared, planned=kept))
+
+        def with_plan(current: PreparedStatement) -> PreparedStatement:
+            if not self.is_current(kept):
+                return current
+            return replace(current, planned=kept)
+
+        self._prepared.update(user, handle, with_plan)
 
     def forget_stale_plans(self) -> None:
         """Drop the prepare-time plans that a reload made stale (planned again when next

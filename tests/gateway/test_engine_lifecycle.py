@@ -9,13 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql_dbapi
 import pytest
+import yaml
 from support.mesh import running_mesh
+from support.polling import wait_until
 from support.servers import start_private
 
 from gateway.audit.recorder import NullAuditRecorder
@@ -24,6 +26,7 @@ from gateway.config import EngineSettings, load_config
 from gateway.engine.database import Engine
 from gateway.engine.spill import SPILL_PREFIX, _host_mark, new_spill_directory, remove_orphans
 from gateway.engine.streaming import stream_batches
+from gateway.errors import InvalidQuery
 from gateway.query.statements import StatementPlanner
 from gateway.security.principal import Principal
 
@@ -41,13 +44,10 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def _wait_for(condition, what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gc.collect()
-        time.sleep(0.05)
+def _wait_for(condition: Callable[[], object], what: str) -> None:
+    """``support.polling.wait_until``, collecting garbage between tries (reference cycles
+    may hold what is waited for)."""
+    wait_until(lambda: gc.collect() >= 0 and condition(), what=what)
 
 
 def test_orphans_of_dead_processes_are_removed_and_nothing_else(tmp_path: Path) -> None:
@@ -140,6 +140,58 @@ def test_open_statements_and_caches_keep_no_retired_engine(mesh_copy: Path) -> N
     assert replanned.catalog is state.current.catalog
     assert sum(b.num_rows for b in stream_batches(replanned, lambda: False)) == 1
     assert planner.prepared_plan(ALICE, handle) is not None  # the fast path again
+
+
+def test_a_plan_made_before_a_reload_is_not_kept_after_it(
+    mesh_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload (and its ``forget_stale_plans``) landing while an open statement is planned
+    again: the plan, made on the retired catalog, is not kept."""
+    state = MeshState(mesh_copy, load_config(mesh_copy))
+    planner = StatementPlanner(state, NullAuditRecorder())
+    handle, _ = planner.prepare(ALICE, "SELECT count(*) FROM sales.orders")
+    contract = mesh_copy / "crm" / "customers.odcs.yaml"
+    contract.write_text(contract.read_text(encoding="utf-8") + "\n# r1\n", "utf-8")
+    assert state.refresh()
+    planner.forget_stale_plans()  # the statement's plan is dropped: planned at next use
+    retiring = weakref.ref(state.current.catalog.engine)
+    plan = planner.plan
+
+    def plan_then_reload(*args, **kwargs):
+        planned = plan(*args, **kwargs)
+        contract.write_text(contract.read_text(encoding="utf-8") + "\n# r2\n", "utf-8")
+        assert state.refresh()
+        planner.forget_stale_plans()
+        return planned
+
+    monkeypatch.setattr(planner, "plan", plan_then_reload)
+    stale = planner.plan_prepared(ALICE, handle)
+    monkeypatch.setattr(planner, "plan", plan)
+    assert stale.catalog is not state.current.catalog
+    del stale
+    _wait_for(lambda: retiring() is None, "the retired engine to be released")
+    assert planner.plan_prepared(ALICE, handle).catalog is state.current.catalog
+
+
+def test_a_statement_whose_result_changed_at_a_reload_is_refused(mesh_copy: Path) -> None:
+    """Its plan dropped by the reload or not, an open statement never returns columns
+    other than those the client was told at prepare time."""
+    state = MeshState(mesh_copy, load_config(mesh_copy))
+    planner = StatementPlanner(state, NullAuditRecorder())
+    bob = Principal("bob", ("admin",))
+    handle, planned = planner.prepare(bob, "SELECT * FROM crm.customers")
+    assert "ssn" in planned.schema.names
+    contract = mesh_copy / "crm" / "customers.odcs.yaml"
+    document = yaml.safe_load(contract.read_text(encoding="utf-8"))
+    properties = document["schema"][0]["properties"]
+    document["schema"][0]["properties"] = [p for p in properties if p["name"] != "ssn"]
+    contract.write_text(yaml.safe_dump(document), "utf-8")
+    assert state.refresh()
+    planner.forget_stale_plans()
+    with pytest.raises(InvalidQuery, match="changed since this statement was prepared"):
+        planner.plan_prepared(bob, handle)
+    _, fresh = planner.prepare(bob, "SELECT * FROM crm.customers")
+    assert "ssn" not in fresh.schema.names
 
 
 @pytest.fixture

@@ -99,6 +99,19 @@ def test_revise_changes_every_value_and_reweighs() -> None:
     assert store.bytes_of("erin") == 12
 
 
+def test_update_changes_a_live_handle_only_within_the_bytes() -> None:
+    clock = ManualClock()
+    store = refusing(clock, ttl=10)
+    handle = store.put("erin", "x" * 100)
+    assert store.update("erin", handle, lambda value: value + "y")
+    assert store.get("erin", handle) == "x" * 100 + "y" and store.bytes_of("erin") == 101
+    assert not store.update("erin", handle, lambda value: value * 20)  # past 1,000 bytes
+    assert not store.update("bob", handle, lambda value: "")  # not bob's
+    assert store.get("erin", handle) == "x" * 100 + "y"
+    clock.now = 11
+    assert not store.update("erin", handle, lambda value: "z")  # expired
+
+
 def test_another_owners_handle_is_unknown() -> None:
     store: HandleStore[str] = HandleStore("ticket", 60, capacity=10)
     handle = store.put("erin", "value")
