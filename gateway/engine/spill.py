@@ -1,18 +1,18 @@
 """The engines' private spill directories, and the removal of those their processes left.
 
-A directory is named after the host and the process that made it
-(``meshgate-spill-<host>-<pid>-<random>``). An engine's is removed when the engine is
-closed or collected, or when its process exits; a process killed before that (``kill -9``,
-the OOM killer) leaves it behind, with whatever DuckDB had spilled into it, and the next
-engine made on the same host removes it once its process is gone.
+Each directory holds a lock file its process keeps locked (``flock``) for the engine's
+life. The directory is removed when the engine is closed or collected, or when its process
+exits; a process killed before that (``kill -9``, the OOM killer) leaves it behind, with
+whatever DuckDB had spilled into it, and the kernel releases its lock: the next engine
+made with the same temp directory removes it. A lock, not a process id, tells: it holds
+across PID namespaces (containers sharing ``/tmp``) and never mistakes a reused pid.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -21,26 +21,33 @@ import structlog
 log = structlog.get_logger("meshgate.engine")
 
 SPILL_PREFIX = "meshgate-spill-"
+_LOCK_FILE = ".owner.lock"
+_MAKING_PREFIX = ".meshgate-spill-making-"  # not swept: not yet locked
 
 
-def _host_mark() -> str:
-    """This host's short mark: a process of another host (or container) sharing the temp
-    directory is never judged by this host's process table."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def new_spill_directory(parent: Path | None = None) -> Path:
+def new_spill_directory(parent: Path | None = None) -> tuple[Path, int]:
     """A new private (0700) spill directory in ``parent`` (the temp directory by default),
-    after removing those whose processes on this host died without removing theirs."""
+    named after this process, and the descriptor holding its lock (``release`` it); the
+    directories of processes gone are removed first."""
     root = Path(parent if parent is not None else tempfile.gettempdir())
-    mark = _host_mark()
-    remove_orphans(root, mark)
-    return Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{mark}-{os.getpid()}-", dir=root))
+    remove_orphans(root)
+    making = Path(tempfile.mkdtemp(prefix=_MAKING_PREFIX, dir=root))
+    lock = os.open(making / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    made = root / f"{SPILL_PREFIX}{os.getpid()}-{making.name.removeprefix(_MAKING_PREFIX)}"
+    making.rename(made)  # visible to sweepers only once locked
+    return made, lock
 
 
-def remove_orphans(root: Path, mark: str) -> list[Path]:
-    """Remove this user's spill directories in ``root`` made on this host (``mark``) by a
-    process that no longer runs; returns them."""
+def release(directory: Path, lock: int) -> None:
+    """Remove ``directory`` and give up its lock (an engine's finalizer)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    os.close(lock)
+
+
+def remove_orphans(root: Path) -> list[Path]:
+    """Remove this user's spill directories in ``root`` whose lock nobody holds (their
+    process is gone); returns them."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(root))
@@ -48,38 +55,24 @@ def remove_orphans(root: Path, mark: str) -> list[Path]:
         return removed
     own = os.getuid()
     for entry in entries:
-        pid = _owner_pid(entry.name, mark)
-        if pid is None or pid == os.getpid():
+        if not entry.name.startswith(SPILL_PREFIX):
             continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != own:
                 continue
+            lock = os.open(Path(entry.path) / _LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
-            continue  # removed meanwhile
-        if _running(pid):
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(Path(entry.path))
+            continue  # no lock file (made before locks, or removed meanwhile): left alone
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its process runs
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if not os.path.lexists(entry.path):
+                removed.append(Path(entry.path))
+        finally:
+            os.close(lock)
     if removed:
         log.info("spill_directories_removed", count=len(removed), directory=str(root))
     return removed
-
-
-def _owner_pid(name: str, mark: str) -> int | None:
-    """The pid in a spill directory's name made on the host ``mark``, else None."""
-    head = f"{SPILL_PREFIX}{mark}-"
-    if not name.startswith(head):
-        return None
-    pid, _, rest = name[len(head) :].partition("-")
-    return int(pid) if pid.isdigit() and rest else None
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -7,8 +7,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import subprocess
-import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ from gateway.audit.recorder import NullAuditRecorder
 from gateway.catalog.state import MeshState
 from gateway.config import EngineSettings, load_config
 from gateway.engine.database import Engine
-from gateway.engine.spill import SPILL_PREFIX, _host_mark, new_spill_directory, remove_orphans
+from gateway.engine.spill import SPILL_PREFIX, new_spill_directory, release, remove_orphans
 from gateway.engine.streaming import stream_batches
 from gateway.errors import InvalidQuery
 from gateway.query.statements import StatementPlanner
@@ -37,46 +35,46 @@ def _spill_dirs(root: Path) -> list[Path]:
     return sorted(path for path in root.iterdir() if path.name.startswith(SPILL_PREFIX))
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
 def _wait_for(condition: Callable[[], object], what: str) -> None:
     """``support.polling.wait_until``, collecting garbage between tries (reference cycles
     may hold what is waited for)."""
     wait_until(lambda: gc.collect() >= 0 and condition(), what=what)
 
 
-def test_orphans_of_dead_processes_are_removed_and_nothing_else(tmp_path: Path) -> None:
-    mark = _host_mark()
-    dead = tmp_path / f"{SPILL_PREFIX}{mark}-{_dead_pid()}-abc"
-    dead.mkdir()
-    (dead / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled rows")
-    alive = tmp_path / f"{SPILL_PREFIX}{mark}-{os.getppid()}-abc"  # pytest's parent runs
-    own = tmp_path / f"{SPILL_PREFIX}{mark}-{os.getpid()}-abc"
-    other_host = tmp_path / f"{SPILL_PREFIX}00000000-{_dead_pid()}-abc"
-    unnamed = tmp_path / f"{SPILL_PREFIX}x1y2z3"  # the old naming: nobody can tell its owner
+def test_directories_whose_lock_nobody_holds_are_removed_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    live, lock = new_spill_directory(tmp_path)  # locked by this engine's descriptor
+    orphan = tmp_path / f"{SPILL_PREFIX}4242-abc"  # its process was killed
+    orphan.mkdir()
+    (orphan / ".owner.lock").touch()
+    (orphan / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled rows")
+    unlocked_old = tmp_path / f"{SPILL_PREFIX}x1y2z3"  # made before locks: owner unknown
+    being_made = tmp_path / ".meshgate-spill-making-abc"
     not_ours = tmp_path / "unrelated-123-abc"
-    for kept in (alive, own, other_host, unnamed, not_ours):
+    for kept in (unlocked_old, being_made, not_ours):
         kept.mkdir()
-    file_named_like_one = tmp_path / f"{SPILL_PREFIX}{mark}-{_dead_pid()}-file"
-    file_named_like_one.write_bytes(b"")
+    (being_made / ".owner.lock").touch()
+    link = tmp_path / f"{SPILL_PREFIX}4243-link"
+    link.symlink_to(orphan.parent / "unrelated-123-abc")
 
-    assert remove_orphans(tmp_path, mark) == [dead]
+    assert remove_orphans(tmp_path) == [orphan]
 
-    assert not dead.exists()
-    for kept in (alive, own, other_host, unnamed, not_ours, file_named_like_one):
+    for kept in (live, unlocked_old, being_made, not_ours, link):
         assert kept.exists(), kept
+    release(live, lock)
+    assert not live.exists()
 
 
-def test_a_new_directory_carries_host_and_pid(tmp_path: Path) -> None:
-    made = new_spill_directory(tmp_path)
-    assert made.parent == tmp_path
-    assert made.name.startswith(f"{SPILL_PREFIX}{_host_mark()}-{os.getpid()}-")
-    assert made.stat().st_mode & 0o777 == 0o700
+def test_a_new_directory_is_private_and_named_after_its_process(tmp_path: Path) -> None:
+    made, lock = new_spill_directory(tmp_path)
+    try:
+        assert made.parent == tmp_path
+        assert made.name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
+        assert made.stat().st_mode & 0o777 == 0o700
+        assert [p.name for p in tmp_path.iterdir()] == [made.name]
+    finally:
+        release(made, lock)
 
 
 def test_closing_or_dropping_an_engine_removes_its_directory() -> None:
