@@ -150,6 +150,11 @@ class EndOutbox:
                 else:
                     del self._ended[key]
 
+    def uncollected(self) -> int:
+        """End reports no gateway has collected yet."""
+        with self._lock:
+            return sum(len(kept) for kept in self._ended.values())
+
     def drain(self, gateway: str) -> dict[str, object]:
         """What ``gateway`` collects: this process, its tickets streaming now, and those
         that ended since it last asked (handed over once)."""

@@ -223,7 +223,7 @@ class NodeDirectory:
             return client
 
     def reachable_locations(self, domain: str) -> list[str]:
-        """``domain``'s replicas that answered a health check within the last second,
+        """``domain``'s replicas that answered a health check "ok" within the last second,
         rotated by one at every call (round-robin: each query or endpoint starts at the
         next replica, so replicas share the load; the others stay listed as failover);
         NodeUnavailable (naming the domain) when none does."""
@@ -232,9 +232,8 @@ class NodeDirectory:
         for location in self.locations(domain):
             checked = self._checked.get(location)
             if checked is None or now - checked[0] > _HEALTH_CACHE_SECONDS:
-                try:
-                    self._action(location, ACTION_HEALTH)
-                    checked = (now, True)
+                try:  # a node that is stopping answers, but takes nothing new
+                    checked = (now, self._action(location, ACTION_HEALTH)["status"] == "ok")
                 except flight.FlightError:
                     checked = (now, False)
                 self._checked[location] = checked

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,11 @@ from gateway.security.auth import HandshakeAuthHandler
 log = structlog.get_logger("meshgate.node")
 
 
+#: while stopping: how long the gateway gets to collect end reports after the last stream
+#: ended (it polls every ``gateway.mesh.ends.POLL_SECONDS``), and calls still running get
+_COLLECT_SECONDS = 2.0
+
+
 @dataclass
 class NodeCounters:
     """What a node has served and refused since it started."""
@@ -62,6 +68,7 @@ class NodeCounters:
     bytes: int = 0
     refused: int = 0
     collected: int = 0  # times a gateway collected the end reports
+    streaming: int = 0  # tickets streaming now
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict[str, int]:
@@ -98,6 +105,8 @@ class DomainNode(flight.FlightServerBase):
         self.counters = NodeCounters()
         self._ends = EndOutbox()
         self._stop = threading.Event()
+        #: stopping (``stop_gracefully``): new tickets refused, actions still answered
+        self.draining = False
         threading.Thread(target=self._reload, name="meshgate-node-reload", daemon=True).start()
 
     def _reload(self) -> None:
@@ -114,15 +123,28 @@ class DomainNode(flight.FlightServerBase):
         self._audit.close()  # its last records fsynced, as the gateway's
 
     def stop_gracefully(self, grace_seconds: float) -> None:
-        """Refuse new calls, let running ones finish for ``grace_seconds``, then stop their
-        queries, and shut down (``shutdown``)."""
-        stopping = threading.Thread(target=self.shutdown, name="meshgate-node-shutdown")
-        stopping.start()  # pyarrow's shutdown refuses new calls and waits for running ones
-        stopping.join(grace_seconds)
-        if stopping.is_alive():
+        """Refuse new tickets, let streaming ones finish for ``grace_seconds`` (then stop
+        their queries), give the gateway a moment to collect their end reports, and shut
+        down. Until then ``health`` answers "draining" (the gateway sends nothing new, and
+        does not take the node for gone) and ``ends`` is answered."""
+        self.draining = True
+        log.info("draining", domain=self.domain, streaming=self._streaming())
+        deadline = time.monotonic() + grace_seconds
+        while self._streaming() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._streaming():
             log.warning("shutdown_cancels_queries", domain=self.domain)
             self.state.watchdog.stop_all()
-            stopping.join()
+        deadline = time.monotonic() + _COLLECT_SECONDS
+        while (self._streaming() or self._ends.uncollected()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopping = threading.Thread(target=self.shutdown, name="meshgate-node-stop", daemon=True)
+        stopping.start()  # waits for calls still running: a client that stopped reading
+        stopping.join(_COLLECT_SECONDS)
+
+    def _streaming(self) -> int:
+        with self.counters.lock:
+            return self.counters.streaming
 
     def _open(
         self, context: flight.ServerCallContext, raw: bytes, purpose: str
@@ -158,6 +180,8 @@ class DomainNode(flight.FlightServerBase):
         return ticket, snapshot
 
     def do_get(self, context, ticket):
+        if self.draining:
+            raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
         node_ticket, snapshot = self._open(context, ticket.ticket, "rows")
         catalog = snapshot.catalog
         begun = self._audit.append(  # on disk before the first batch leaves (see _count)
@@ -208,6 +232,7 @@ class DomainNode(flight.FlightServerBase):
         progress, for the gateway's collector)."""
         with self.counters.lock:
             self.counters.tickets += 1
+            self.counters.streaming += 1
         if tracker is not None:
             tracker.started()
         try:
@@ -222,6 +247,9 @@ class DomainNode(flight.FlightServerBase):
                 yield batch
         except MeshgateError as exc:
             raise pa.ArrowInvalid(exc.client_message) from None
+        finally:
+            with self.counters.lock:
+                self.counters.streaming -= 1
 
     def do_action(self, context, action):
         body = action.body.to_pybytes() if action.body is not None else b""
@@ -238,7 +266,7 @@ class DomainNode(flight.FlightServerBase):
             catalog = snapshot.catalog
             answer = {
                 "domain": self.domain,
-                "status": "ok",
+                "status": "draining" if self.draining else "ok",
                 "products": [p.key for p in catalog],
                 "problems": [p.message for p in catalog.problems],
                 "policy_version": snapshot.governor.version,

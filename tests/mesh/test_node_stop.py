@@ -1,0 +1,87 @@
+"""A domain node stops gracefully: a stream running when it is told to stop finishes
+whole, while new tickets are refused, ``health`` answers "draining" (so the gateway sends
+it nothing new and does not take it for gone), and only then does it shut down.
+
+The node runs in this process behind a real gateway process; the client fetches a placed
+endpoint from the node as ADBC would, reading one batch before the stop and the rest after.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from pyarrow import flight
+from support.clients import raw_info
+from support.polling import wait_until
+from support.servers import copy_mesh, start_gateway, stop_gateway
+
+from benchmarks.launch import free_port, node_action
+from gateway.config import load_config
+from gateway.mesh.node import DomainNode
+
+pytestmark = pytest.mark.mesh
+
+ALL_ORDERS = "SELECT * FROM sales.orders"
+#: 2,000,000 rows, about 100 MB: more than gRPC buffers, so the node's stream waits for
+#: the client while it does not read
+TEN_TIMES = (
+    "SELECT o.*, t.order_id AS twin FROM sales.orders o "
+    "CROSS JOIN (SELECT order_id FROM sales.orders ORDER BY order_id LIMIT 10) t"
+)
+
+
+def test_a_stopping_node_finishes_its_streams_and_takes_nothing_new(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
+    location = f"grpc://127.0.0.1:{free_port()}"
+    key = os.urandom(32).hex()
+    with (mesh / "mesh.toml").open("a", encoding="utf-8") as config:
+        config.write(
+            f'\n[nodes]\nticket_key = "{key}"\n\n[nodes.domains]\nsales = ["{location}"]\n'
+        )
+    node = DomainNode(location, mesh, load_config(mesh), "sales")
+    threading.Thread(target=node.serve, name="test-node", daemon=True).start()
+    gateway = start_gateway(mesh, tmp_path / "gateway.log")
+    client = flight.FlightClient(location)
+    stopper = threading.Thread(target=node.stop_gracefully, args=(60.0,), name="test-stop")
+    try:
+        (running,) = raw_info(gateway.uri, "bob", TEN_TIMES).endpoints
+        (refused,) = raw_info(gateway.uri, "bob", ALL_ORDERS).endpoints
+        reader = client.do_get(running.ticket)
+        rows = reader.read_chunk().data.num_rows
+        wait_until(lambda: node.counters.as_dict()["tickets"] == 1, what="the stream to start")
+        stopper.start()
+        wait_until(lambda: node.draining, what="the node to drain")
+        assert node_action(location, "health", key, "sales")["status"] == "draining"
+        with pytest.raises(flight.FlightUnavailableError, match="stopping"):
+            client.do_get(refused.ticket).read_all()
+        wait_until(  # once its health check (cached a second) sees the node draining
+            lambda: _refused(gateway.uri), what="the gateway to send the node nothing new"
+        )
+        assert stopper.is_alive()  # waiting for the running stream
+        for chunk in reader:
+            rows += chunk.data.num_rows
+        assert rows == 2_000_000
+        stopper.join(timeout=60)
+        assert not stopper.is_alive()
+        with pytest.raises(flight.FlightUnavailableError):
+            node_action(location, "health", key, "sales")
+    finally:
+        client.close()
+        stop_gateway(gateway)
+        if not stopper.is_alive() and not stopper.ident:
+            node.shutdown()
+
+
+def _refused(uri: str) -> bool:
+    """Whether the gateway refuses a query of the sales domain as unavailable."""
+    try:
+        raw_info(uri, "bob", ALL_ORDERS)
+    except flight.FlightError as exc:
+        assert "domain sales is unavailable" in str(exc)
+        return True
+    return False
