@@ -208,9 +208,6 @@ def tpch(ctx: Context) -> dict:
                 entry["ratio_of_medians"] = ratio(
                     entry["gateway"]["median"], entry["duckdb"]["median"]
                 )
-                entry["ratio_policy_of_medians"] = ratio(
-                    entry["gateway_policy"]["median"], entry["duckdb_policy"]["median"]
-                )
                 entry["ratio_prepared"] = ratio(
                     entry["gateway_prepared"]["median"], entry["duckdb"]["median"]
                 )

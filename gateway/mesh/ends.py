@@ -223,6 +223,7 @@ class EndCollector:
         self._changed = threading.Condition()
         self._round = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def tag(self, query_id: str, part: int, parts: int) -> AuditTag:
         return AuditTag(self.gateway, query_id, part, parts)
@@ -265,8 +266,15 @@ class EndCollector:
             return len(self._pending)
 
     def close(self) -> None:
-        """At shutdown: collect once more, then end every query still pending (this process
-        will not hear of it again) as incomplete."""
+        """At shutdown: stop the collecting thread, collect once more, then end every query
+        still pending (this process will not hear of it again) as incomplete; nothing is
+        recorded after this returns (the audit log closes next)."""
+        with self._changed:
+            self._closing = True
+            thread = self._thread
+            self._changed.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
         self._collect_all()
         with self._changed:
             left = list(self._pending.values())
@@ -282,7 +290,7 @@ class EndCollector:
     def _run(self) -> None:
         while True:
             with self._changed:
-                if not self._pending:
+                if not self._pending or self._closing:
                     self._thread = None
                     return
             self._collect_all()

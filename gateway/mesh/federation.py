@@ -398,6 +398,9 @@ def split_fragments(
     if held_bytes(key[0]) > _PLAN_SQL_BYTES:
         return plan  # kept, it would hold several copies of a long statement
     weight = held_bytes(key[0]) + held_bytes(plan.final_sql)
+    weight += sum(
+        held_bytes(name) + held_bytes(kind) for _, pairs in key[1] for name, kind in pairs
+    )
     weight += sum(held_bytes(part.sql) for part in (*plan.fragments, *plan.whole_products))
     with nodes.plans_lock:
         nodes.plans.put(key, plan, weight)
