@@ -51,6 +51,8 @@ class HandleStore(Generic[T]):
         self._per_owner_bytes = per_owner_bytes
         self._bytes_message = bytes_message
         self._entries: OrderedDict[bytes, tuple[str, float, T, int]] = OrderedDict()
+        #: each owner's handles, oldest first: an owner's checks never walk the others'
+        self._owned: dict[str, dict[bytes, None]] = {}
         self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -73,10 +75,8 @@ class HandleStore(Generic[T]):
     def _drop_expired(self, owner: str, now: float) -> list[bytes]:
         """Drop ``owner``'s expired handles; the live ones, oldest first. Under the lock."""
         mine = []
-        for handle, (entry_owner, expires, _, _) in list(self._entries.items()):
-            if entry_owner != owner:
-                continue
-            if expires <= now:
+        for handle in list(self._owned.get(owner, ())):
+            if self._entries[handle][1] <= now:
                 self._remove(handle)
             else:
                 mine.append(handle)
@@ -135,6 +135,10 @@ class HandleStore(Generic[T]):
         entry = self._entries.pop(handle, None)
         if entry is not None:
             self._count_bytes(entry[0], -entry[3])
+            owned = self._owned[entry[0]]
+            del owned[handle]
+            if not owned:
+                del self._owned[entry[0]]
         return entry
 
     def _count_bytes(self, owner: str, change: int) -> None:
@@ -146,6 +150,7 @@ class HandleStore(Generic[T]):
 
     def _add(self, handle: bytes, entry: tuple[str, float, T, int]) -> None:
         self._entries[handle] = entry
+        self._owned.setdefault(entry[0], {})[handle] = None
         self._count_bytes(entry[0], entry[3])
 
     def put(self, owner: str, value: T) -> bytes:
@@ -168,19 +173,25 @@ class HandleStore(Generic[T]):
         return handle
 
     def take(self, owner: str, handle: bytes) -> T:
-        """``get`` and forget: a single-use handle."""
-        value = self.get(owner, handle)
+        """``get`` and forget, under one lock: a single-use handle is never taken twice."""
         with self._lock:
+            value = self._owned_value(owner, handle)
             self._remove(handle)
         return value
 
     def get(self, owner: str, handle: bytes) -> T:
         with self._lock:
-            entry = self._entries.get(handle)
-            if entry is not None and entry[1] <= self._clock():
-                self._remove(handle)
-                entry = None
-        if entry is None or not secrets.compare_digest(entry[0], owner):
+            return self._owned_value(owner, handle)
+
+    def _owned_value(self, owner: str, handle: bytes) -> T:
+        """``handle``'s value if it is ``owner``'s and live (an expired one is dropped);
+        HandleNotFound otherwise, the same for another owner's. Under the lock."""
+        entry = self._entries.get(handle)
+        if entry is not None and entry[1] <= self._clock():
+            self._remove(handle)
+            entry = None
+        # bytes: compare_digest refuses str with non-ASCII characters (a user "zoë")
+        if entry is None or not secrets.compare_digest(entry[0].encode(), owner.encode()):
             raise HandleNotFound(f"unknown or expired {self._kind}; run the statement again")
         return entry[2]
 

@@ -11,15 +11,17 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
 from support.clients import adbc_connect
 from support.polling import wait_until
-from support.servers import start_gateway, stop_gateway
+from support.servers import start_gateway, start_private, stop_gateway
 
 from benchmarks.launch import REPO
+from gateway.security.passwords import hash_password
 
 DEMO_USERS = ("alice", "bob", "carol", "dave", "erin")
 SQL = flight.FlightDescriptor.for_command(b"SELECT 1 AS x")
@@ -346,3 +348,21 @@ def test_tokens_expire(mesh_copy, tmp_path):
             client.close()
     finally:
         stop_gateway(private)
+
+
+def test_a_user_named_with_non_ascii_letters_runs_queries(mesh_copy: Path, tmp_path: Path) -> None:
+    """A user name is any string (``[users."zoë"]``, an OpenID subject): the gateway's
+    handle checks compare it as bytes (``compare_digest`` refuses non-ASCII ``str``)."""
+    with (mesh_copy / "mesh.toml").open("a", encoding="utf-8") as config:
+        config.write(
+            f'\n[users."zoë"]\npassword_hash = "{hash_password("zoë-secret")}"\nroles = ["admin"]\n'
+        )
+    running = start_private(mesh_copy, tmp_path / "gateway.log")
+    try:
+        with adbc_connect(running.uri, "zoë", "zoë-secret") as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM sales.orders")
+            assert cursor.fetchall() == [(200_000,)]
+            cursor.execute("SELECT count(*) FROM crm.customers WHERE region = ?", ("EU",))
+            assert cursor.fetchone()[0] > 0
+    finally:
+        running.stop()

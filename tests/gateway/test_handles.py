@@ -3,6 +3,9 @@ another owner's handle is unknown."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
 from support.clocks import ManualClock
 
@@ -110,6 +113,34 @@ def test_update_changes_a_live_handle_only_within_the_bytes() -> None:
     assert store.get("erin", handle) == "x" * 100 + "y"
     clock.now = 11
     assert not store.update("erin", handle, lambda value: "z")  # expired
+
+
+def test_owners_named_with_any_letters_are_told_apart() -> None:
+    store: HandleStore[str] = HandleStore("ticket", 60, capacity=10)
+    handle = store.put("zoë", "value")
+    with pytest.raises(HandleNotFound):
+        store.get("zoe", handle)
+    assert store.take("zoë", handle) == "value"
+
+
+def test_a_handle_is_taken_once_by_racing_callers() -> None:
+    store: HandleStore[int] = HandleStore("ticket", 60, capacity=1_000, per_owner=1_000)
+    handles = [store.put("erin", n) for n in range(300)]
+    taken: list[int] = []
+    start = threading.Barrier(2)
+
+    def take_all() -> None:
+        start.wait()
+        for handle in handles:
+            with contextlib.suppress(HandleNotFound):
+                taken.append(store.take("erin", handle))
+
+    racers = [threading.Thread(target=take_all) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted(taken) == list(range(300))
 
 
 def test_another_owners_handle_is_unknown() -> None:
