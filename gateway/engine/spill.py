@@ -32,10 +32,17 @@ def new_spill_directory(parent: Path | None = None) -> tuple[Path, int]:
     root = Path(parent if parent is not None else tempfile.gettempdir())
     remove_orphans(root)
     making = Path(tempfile.mkdtemp(prefix=_MAKING_PREFIX, dir=root))
-    lock = os.open(making / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
     made = root / f"{SPILL_PREFIX}{os.getpid()}-{making.name.removeprefix(_MAKING_PREFIX)}"
-    making.rename(made)  # visible to sweepers only once locked
+    lock = -1
+    try:
+        lock = os.open(making / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        making.rename(made)  # visible to sweepers only once locked
+    except OSError:
+        shutil.rmtree(making, ignore_errors=True)
+        if lock >= 0:
+            os.close(lock)
+        raise
     return made, lock
 
 

@@ -242,7 +242,7 @@ class NodeDirectory:
         if not alive:
             raise NodeUnavailable(
                 f"domain {domain} is unavailable: none of its {len(self.locations(domain))} node(s) "
-                "answered; queries that do not touch it still work"
+                "answered, or they are stopping; queries that do not touch it still work"
             )
         start = next(self._turns[domain]) % len(alive)
         return alive[start:] + alive[:start]

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +56,9 @@ from gateway.security.auth import HandshakeAuthHandler
 log = structlog.get_logger("meshgate.node")
 
 
-#: while stopping: how long the gateway gets to collect end reports after the last stream
-#: ended (it polls every ``gateway.mesh.ends.POLL_SECONDS``), and calls still running get
+#: while stopping, after the last stream ended: how long the gateway gets to collect their
+#: end reports (it polls every ``gateway.mesh.ends.POLL_SECONDS``), and pyarrow's shutdown
+#: gets (calls still blocked on a client that stopped reading are not waited for)
 _COLLECT_SECONDS = 2.0
 
 
@@ -68,7 +71,7 @@ class NodeCounters:
     bytes: int = 0
     refused: int = 0
     collected: int = 0  # times a gateway collected the end reports
-    streaming: int = 0  # tickets streaming now
+    streaming: int = 0  # tickets being opened or streamed now
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict[str, int]:
@@ -180,8 +183,26 @@ class DomainNode(flight.FlightServerBase):
         return ticket, snapshot
 
     def do_get(self, context, ticket):
-        if self.draining:
-            raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
+        with self.counters.lock:  # counted from here: a stop waits for it (stop_gracefully)
+            if self.draining:
+                raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
+            self.counters.streaming += 1
+        try:
+            schema, batches = self._ticket_rows(context, ticket)
+        except BaseException:
+            self._stream_done()
+            raise
+        weakref.finalize(batches, self._stream_done)  # ended, or dropped unstarted
+        return flight.GeneratorStream(schema, batches)
+
+    def _stream_done(self) -> None:
+        with self.counters.lock:
+            self.counters.streaming -= 1
+
+    def _ticket_rows(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """The schema and (counted) batches of the rows a sealed ticket names."""
         node_ticket, snapshot = self._open(context, ticket.ticket, "rows")
         catalog = snapshot.catalog
         begun = self._audit.append(  # on disk before the first batch leaves (see _count)
@@ -225,14 +246,13 @@ class DomainNode(flight.FlightServerBase):
             )
         except MeshgateError as exc:  # ``finish`` has recorded it
             raise pa.ArrowInvalid(exc.client_message) from None
-        return flight.GeneratorStream(schema, self._count(batches, begun, tracker))
+        return schema, self._count(batches, begun, tracker)
 
     def _count(self, batches, begun: int, tracker: Tracker | None):
         """The batches, counted (the node's counters; ``tracker``: an audited ticket's
         progress, for the gateway's collector)."""
         with self.counters.lock:
             self.counters.tickets += 1
-            self.counters.streaming += 1
         if tracker is not None:
             tracker.started()
         try:
@@ -247,9 +267,6 @@ class DomainNode(flight.FlightServerBase):
                 yield batch
         except MeshgateError as exc:
             raise pa.ArrowInvalid(exc.client_message) from None
-        finally:
-            with self.counters.lock:
-                self.counters.streaming -= 1
 
     def do_action(self, context, action):
         body = action.body.to_pybytes() if action.body is not None else b""

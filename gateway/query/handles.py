@@ -191,7 +191,7 @@ class HandleStore(Generic[T]):
             self._remove(handle)
             entry = None
         # bytes: compare_digest refuses str with non-ASCII characters (a user "zoë")
-        if entry is None or not secrets.compare_digest(entry[0].encode(), owner.encode()):
+        if entry is None or not secrets.compare_digest(_utf8(entry[0]), _utf8(owner)):
             raise HandleNotFound(f"unknown or expired {self._kind}; run the statement again")
         return entry[2]
 
@@ -220,3 +220,8 @@ class HandleStore(Generic[T]):
         """What ``owner``'s live values weigh (expired ones until next dropped)."""
         with self._lock:
             return self._bytes.get(owner, 0)
+
+
+def _utf8(name: str) -> bytes:
+    """``name``'s bytes, whatever it holds (a token's subject may carry a lone surrogate)."""
+    return name.encode("utf-8", "surrogatepass")
