@@ -72,7 +72,8 @@ class NodeCounters:
     refused: int = 0
     collected: int = 0  # times a gateway collected the end reports
     streaming: int = 0  # tickets being opened or streamed now
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # reentrant: a stream's finalizer (``_stream_done``) may run inside a locked block
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def as_dict(self) -> dict[str, int]:
         with self.lock:
