@@ -1,9 +1,10 @@
-"""Waiting, in a server process's main thread, for the signal to stop."""
+"""Stopping a server process: waiting for the signal, then for its running work."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -20,3 +21,10 @@ def wait_for_stop_signal(on_signal: Callable[[], None] = lambda: None) -> None:
         signal.signal(signum, handler)
     while not stop.wait(0.5):
         pass
+
+
+def wait_while(busy: Callable[[], object], seconds: float) -> None:
+    """Return once ``busy()`` is false, or ``seconds`` have passed (polled every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.05)

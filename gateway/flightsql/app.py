@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from gateway.security.auth import (
 )
 from gateway.security.identity import IdentityProvider
 from gateway.security.token_check import TokenRejected
-from gateway.signals import wait_for_stop_signal
+from gateway.signals import wait_for_stop_signal, wait_while
 
 log = structlog.get_logger("meshgate.app")
 
@@ -70,15 +69,11 @@ class Gateway:
         grace = self.config.gateway.shutdown_grace_seconds
         self.service.draining = True
         log.info("shutting_down", running=self.service.active_streams, grace_seconds=grace)
-        deadline = time.monotonic() + grace
-        while self.service.active_streams and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_while(lambda: self.service.active_streams, grace)
         if self.service.active_streams:
             log.warning("shutdown_cancels_queries", running=self.service.active_streams)
             self.state.watchdog.stop_all()
-            deadline = time.monotonic() + 2
-            while self.service.active_streams and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_while(lambda: self.service.active_streams, 2)
         self.shutdown()
 
     def shutdown(self) -> None:

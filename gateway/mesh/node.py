@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from gateway.mesh.tickets import (
     stale_products,
 )
 from gateway.security.auth import HandshakeAuthHandler
+from gateway.signals import wait_while
 
 log = structlog.get_logger("meshgate.node")
 
@@ -133,15 +133,11 @@ class DomainNode(flight.FlightServerBase):
         does not take the node for gone) and ``ends`` is answered."""
         self.draining = True
         log.info("draining", domain=self.domain, streaming=self._streaming())
-        deadline = time.monotonic() + grace_seconds
-        while self._streaming() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_while(self._streaming, grace_seconds)
         if self._streaming():
             log.warning("shutdown_cancels_queries", domain=self.domain)
             self.state.watchdog.stop_all()
-        deadline = time.monotonic() + _COLLECT_SECONDS
-        while (self._streaming() or self._ends.uncollected()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_while(lambda: self._streaming() or self._ends.uncollected(), _COLLECT_SECONDS)
         stopping = threading.Thread(target=self.shutdown, name="meshgate-node-stop", daemon=True)
         stopping.start()  # waits for calls still running: a client that stopped reading
         stopping.join(_COLLECT_SECONDS)

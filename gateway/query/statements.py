@@ -353,10 +353,7 @@ class StatementPlanner:
         ``default_schema`` as for ``plan``, kept with the statement."""
         planned = self.plan(principal, text, parameters=None, default_schema=default_schema)
         count = len(planned.parameters)
-        reusable = None
-        if not count:  # kept without its syntax tree (a cached plan has none already)
-            query = planned.query.without_ast()
-            reusable = planned if query is planned.query else replace(planned, query=query)
+        reusable = None if count else _without_ast(planned)
         handle = self._prepared.put(
             principal.user,
             PreparedStatement(
@@ -448,8 +445,7 @@ class StatementPlanner:
         either runs after (and drops it) or already swapped the snapshot (it is not kept).
         Not kept either when the statement was closed meanwhile or the user's statements
         are at their byte bound: it is planned again next time."""
-        query = planned.query.without_ast()
-        kept = planned if query is planned.query else replace(planned, query=query)
+        kept = _without_ast(planned)
 
         def with_plan(current: PreparedStatement) -> PreparedStatement:
             if not self.is_current(kept):
@@ -537,6 +533,12 @@ def _one_bound_row(batches: Iterable[pa.RecordBatch]) -> pa.Table:
 #: the parameter schema of a statement without parameters: one object, whose IPC bytes
 #: the service keeps (``SqlService._serialized``)
 _NO_PARAMETERS = pa.schema([])
+
+
+def _without_ast(planned: PlannedQuery) -> PlannedQuery:
+    """``planned`` without its syntax tree, to be kept (a cached plan has none already)."""
+    query = planned.query.without_ast()
+    return planned if query is planned.query else replace(planned, query=query)
 
 
 def _reusable_plan(prepared: PreparedStatement, principal: Principal) -> PlannedQuery | None:
