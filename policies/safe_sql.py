@@ -15,7 +15,9 @@ from collections.abc import Collection, Iterable
 from functools import lru_cache
 
 import duckdb
+import sqlglot
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from policies.errors import PolicyExpressionError
 
@@ -117,6 +119,41 @@ def duckdb_function_kinds() -> dict[str, frozenset[str]]:
             "WHERE NOT function_name LIKE '\\_\\_%' ESCAPE '\\' GROUP BY ALL"
         ).fetchall()
     return {name.lower(): frozenset(kinds) for name, kinds in rows}
+
+
+@lru_cache(maxsize=4)
+def duckdb_volatile_functions(known: frozenset[str]) -> frozenset[str]:
+    """``known`` (the caller's volatile names: the clock, the session), every function
+    DuckDB marks VOLATILE, and every macro whose body calls one of them, however deep
+    (``ago(i)`` is ``current_timestamp - i``); lower case. Scalar macros only: a table
+    macro cannot be called in a query."""
+    with duckdb.connect(":memory:") as con:
+        rows = con.sql(
+            "SELECT lower(function_name), stability, function_type, macro_definition "
+            "FROM duckdb_functions()"
+        ).fetchall()
+    volatile = set(known) | {name for name, stability, _, _ in rows if stability == "VOLATILE"}
+    # table macros cannot be called in a query (``function_refusal``)
+    bodies = {name: body for name, _, kind, body in rows if kind == "macro" and body}
+    calls = {name: _called_names(body) for name, body in bodies.items()}
+    grew = True
+    while grew:
+        grew = False
+        for name, called in calls.items():
+            if name not in volatile and (called is None or called & volatile):
+                volatile.add(name)  # an unreadable body counts as volatile
+                grew = True
+    return frozenset(volatile)
+
+
+def _called_names(body: str) -> frozenset[str] | None:
+    """The functions a macro body calls (keywords such as ``current_timestamp`` too), or
+    None when sqlglot cannot read it."""
+    try:
+        tree = sqlglot.parse_one(body, read="duckdb")
+    except SqlglotError:
+        return None
+    return frozenset(function_name(node) for node in tree.find_all(exp.Func))
 
 
 def function_name(node: exp.Func) -> str:

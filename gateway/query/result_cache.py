@@ -46,12 +46,13 @@ from gateway.engine.streaming import (
 from gateway.errors import MeshgateError, QueryFailed
 from gateway.memo import WeightedLRU, held_bytes, memoize_short
 from gateway.query.executors import Executor
+from policies.safe_sql import duckdb_volatile_functions, function_name
 
 log = structlog.get_logger("meshgate.cache")
 
-#: Functions whose value changes between executions (DuckDB's VOLATILE ones, and those
-#: reading the clock, the session or the engine's settings): a statement calling one is
-#: never cached.
+#: Functions whose value changes between executions (those reading the clock, the session
+#: or the engine's settings, and DuckDB's VOLATILE ones): a statement calling one, or a
+#: macro that calls one (``duckdb_volatile_functions``), is never cached.
 VOLATILE_FUNCTIONS = frozenset(
     {
         "random",
@@ -131,18 +132,31 @@ def is_deterministic(sql: str) -> bool:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except SqlglotError:
         return False
+    volatile = duckdb_volatile_functions(VOLATILE_FUNCTIONS)
     for node in tree.walk():
         if type(node).__name__ in _VOLATILE_NODES:
             return False
-        if isinstance(node, exp.Anonymous):
-            name = node.name.lower()
-        elif isinstance(node, exp.Func):
-            name = node.sql_name().lower()
-        else:
+        if not isinstance(node, exp.Func):
             continue
-        if name in VOLATILE_FUNCTIONS:
+        name = function_name(node)
+        if name in volatile or _argument_count(node) < _CLOCK_BELOW_ARGUMENTS.get(name, 0):
             return False
     return True
+
+
+#: functions that read the clock when called with fewer arguments than this: DuckDB's
+#: one-argument ``age(ts)`` is the age at today's date
+_CLOCK_BELOW_ARGUMENTS = {"age": 2}
+
+
+def _argument_count(node: exp.Func) -> int:
+    if isinstance(node, exp.Anonymous):
+        return len(node.expressions)
+    return sum(
+        len(value) if isinstance(value, list) else 1
+        for value in node.args.values()
+        if value is not None
+    )
 
 
 FileVersion = tuple[tuple[str, int, int, int], ...]

@@ -168,6 +168,8 @@ def test_parameters_are_part_of_the_key(cached, connect) -> None:
         "SELECT count(*) AS n, now() AS t FROM crm.customers",
         "SELECT count(*) AS n, uuid() AS u FROM crm.customers",
         "SELECT count(*) AS n FROM crm.customers USING SAMPLE 10%",
+        "SELECT count(*) AS n FROM logistics.shipments WHERE shipped_at > ago(INTERVAL 1 DAY)",
+        "SELECT max(age(shipped_at)) AS oldest FROM logistics.shipments",
     ],
 )
 def test_volatile_statements_are_never_cached(cached, connect, sql: str) -> None:
@@ -248,6 +250,53 @@ def test_policy_change_is_a_miss(cached, connect) -> None:
     assert how_bob == "miss" and again.equals(bob_rows)
 
 
+def test_a_row_filter_over_the_clock_is_never_cached(cached, connect) -> None:
+    """A policy may filter rows by the clock (the last N days): the governed SQL then calls
+    a clock macro, so no entry can keep rows that the filter has aged out since."""
+    erin = connect("erin")
+    sql = "SELECT count(*) AS n FROM logistics.shipments"
+    _run(cached, erin, "erin", sql)
+    assert _run(cached, erin, "erin", sql)[1] == "hit"  # cacheable without the filter
+    policy = cached.mesh / "logistics" / "policy.csv"
+    original = policy.read_text(encoding="utf-8")
+    policy.write_text(
+        original + "p, ops, logistics.shipments, filter, allow, "
+        "shipped_at > ago(INTERVAL 36500 DAY)\n",
+        encoding="utf-8",
+    )
+    try:
+        wait_until(
+            lambda: "AGO(" in _last_governed_sql(cached, "erin"), what="the clock filter in force"
+        )
+        runs = [_run(cached, erin, "erin", sql) for _ in range(3)]
+        assert [how for _, how in runs] == [None, None, None]
+        assert runs[0][0].column("n").to_pylist() == [_shipment_rows(cached)]
+    finally:
+        policy.write_text(original, encoding="utf-8")
+
+
+def _last_governed_sql(running, user: str) -> str:
+    """The governed SQL of ``user``'s last statement, after a fresh one."""
+    with adbc_connect(running.uri, user, user) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) AS n FROM logistics.shipments WHERE shipment_id > 0")
+        cursor.fetch_arrow_table()
+    begins = [
+        r for r in running.audit() if r.get("event") == "query_begin" and r.get("user") == user
+    ]
+    return str(begins[-1]["governed_sql"]) if begins else ""
+
+
+def _shipment_rows(running) -> int:
+    """Rows of the shipments' files (all of them: the filter keeps a century)."""
+    with duckdb.connect() as oracle:
+        found = oracle.execute(
+            "SELECT count(*) FROM read_parquet(?, hive_partitioning = true)",
+            [str(running.mesh / "logistics" / "data" / "shipments" / "**" / "*.parquet")],
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
 def test_contract_may_keep_its_product_out_of_the_cache(cached, connect) -> None:
     sql = "SELECT carrier, count(*) AS n FROM logistics.shipments GROUP BY 1 ORDER BY 1"
     bob = connect("bob")
@@ -278,6 +327,10 @@ def test_contract_may_keep_its_product_out_of_the_cache(cached, connect) -> None
         ("SELECT a FROM (SELECT a, random() AS r FROM t) WHERE r < 0.5", False),
         ("SELECT a FROM t WHERE v = getvariable('x')", False),
         ("SELECT a FROM t TABLESAMPLE 10%", False),
+        # a macro over the clock, and age() measured from today's date
+        ("SELECT a FROM t WHERE ts > ago(INTERVAL 1 HOUR)", False),
+        ("SELECT age(ts) AS old FROM t", False),
+        ("SELECT age(ts, TIMESTAMP '2026-01-01') AS old FROM t", True),
     ],
 )
 def test_volatility_is_decided_on_the_tree(sql: str, deterministic: bool) -> None:
