@@ -17,7 +17,14 @@ from pathlib import Path
 
 from duckdb import DuckDBPyConnection
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from benchmarks import suites
 from benchmarks.data import open_baseline, write_mesh
@@ -73,6 +80,32 @@ def _gateway_batch_rows(plain: DuckDBPyConnection, mesh_dir: Path) -> int:
         return 32_768
 
 
+class _Bars:
+    """Two progress bars: the whole run (with the time left, estimated from the steps done
+    so far) and the section running, named with what it measures now (``tpch: q7``)."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._progress = progress
+        self.run = progress.add_task("data", total=total)
+        self._section = progress.add_task("", total=1, visible=False)
+        self._name = ""
+
+    def status(self, description: str) -> None:
+        self._progress.update(self.run, description=description)
+
+    def section(self, name: str, steps: int) -> None:
+        self._name = name
+        self._progress.update(self.run, description="all sections")
+        self._progress.reset(self._section, total=steps, description=f"  {name}", visible=True)
+
+    def working_on(self, what: str) -> None:
+        self._progress.update(self._section, description=f"  {self._name}: {what}")
+
+    def advance(self, amount: float) -> None:
+        self._progress.advance(self.run, amount)
+        self._progress.advance(self._section, amount)
+
+
 def run_config(config: BenchConfig, console: Console | None = None) -> Path:
     """Run with every knob of ``config``; return the path of ``report.md``."""
     console = console or Console(stderr=True)
@@ -89,17 +122,20 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
         refresh_per_second=2,
     ) as progress:
         log = progress.console.print
-        task = progress.add_task("data", total=sum(s.steps(config) for s in picked))
+        bars = _Bars(progress, total=sum(s.steps(config) for s in picked))
+
         mesh = write_mesh(config, log)
         procs = Processes(config.logs_dir)
         plain = governed = None
         try:
-            progress.update(task, description="starting the gateway")
+            bars.status("starting the gateway")
             gateway = procs.start_gateway(mesh.mesh_dir, ADMIN_USER, ADMIN_USER)
             log(f"gateway on {gateway.uri} (pid {gateway.process.pid}), mesh {mesh.mesh_dir}")
             plain = open_baseline(mesh, config.engine_threads, config.engine_memory_limit)
@@ -134,7 +170,8 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                     governed=governed,
                     batch_rows=batch_rows,
                     log=log,
-                    advance=lambda amount: progress.advance(task, amount),
+                    advance=bars.advance,
+                    working_on=bars.working_on,
                     results=sections,
                     bare=bare,
                     bare_sql=bare_sql,
@@ -144,7 +181,7 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                     if section not in picked:
                         sections[name] = {"skipped": "not picked for this run"}
                         continue
-                    progress.update(task, description=name.replace("_", " "))
+                    bars.section(name.replace("_", " "), section.steps(config))
                     load.phase = name
                     section_started = time.perf_counter()
                     sections[name] = suites.safe_section(context, name, section.runner)
@@ -156,7 +193,7 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
             for con in (plain, governed):
                 if con is not None:
                     con.close()
-        progress.update(task, description="report")
+        bars.status("report")
     results = {
         "started": started_at,
         "duration_s": time.perf_counter() - started,

@@ -548,6 +548,7 @@ def cross_domain(ctx: suites.Context, run: MeshRun, main: Deployment) -> dict:
     per_query: dict = {}
     try:
         for number in QUERY_NUMBERS:
+            ctx.working_on(f"q{number}")
             sql = qualified(number, config.scale)
             try:
                 per_query[str(number)] = _query_entry(

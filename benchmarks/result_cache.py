@@ -51,6 +51,7 @@ def section(ctx: Context) -> dict:
     per_query: dict = {}
     try:
         for number in QUERY_NUMBERS:
+            ctx.working_on(f"q{number}")
             sql = qualified(number, config.scale)
             entry: dict = {"sql": sql}
             try:

@@ -78,6 +78,8 @@ class Context:
     #: The bare Flight SQL server over the same DuckDB (what ADBC costs without a gateway).
     bare_sql: Server | None = None
     advance: Callable[[float], None] = lambda amount: None
+    #: names what the section measures now (``q7``), shown beside its progress bar
+    working_on: Callable[[str], None] = lambda what: None
     results: dict = field(default_factory=dict)
 
     def adbc(self, user: str = ADMIN_USER) -> AdbcClient:
@@ -114,6 +116,7 @@ def small_queries(ctx: Context) -> dict:
     }
     try:
         for name, sql in queries.items():
+            ctx.working_on(name)
             variants = {
                 "duckdb": lambda sql=sql: duck_query(ctx.plain, sql),
                 "adbc": lambda sql=sql: adbc.query(sql),
@@ -176,6 +179,7 @@ def tpch(ctx: Context) -> dict:
     per_query: dict = {}
     try:
         for number in QUERY_NUMBERS:
+            ctx.working_on(f"q{number}")
             sql = qualified(number, config.scale)
             # A one-off statement per execution, as an analyst running a query gets it;
             # "gateway_prepared" re-executes the statement the cursor already prepared.
@@ -357,6 +361,7 @@ def planning(ctx: Context) -> dict:
     per_query: dict = {}
     try:
         for number in QUERY_NUMBERS:
+            ctx.working_on(f"q{number}")
             sql = qualified(number, config.scale)
             entry: dict = {}
             for label, user in users.items():
@@ -749,6 +754,7 @@ def peer(ctx: Context) -> dict:
 
         per_query: dict = {}
         for number in QUERY_NUMBERS:
+            ctx.working_on(f"q{number}")
             gw_sql, peer_sql = qualified(number, config.scale), raw_query(number, config.scale)
             entry: dict = {"sql": peer_sql}
             try:

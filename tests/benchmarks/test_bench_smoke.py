@@ -7,6 +7,7 @@ that the mesh section (domain nodes, mesh-mode gateways) reported each of its me
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -17,6 +18,8 @@ import pytest
 # The harness needs tools that are not test dependencies of the gateway: skip without them.
 pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
+
+from rich.console import Console
 
 from benchmarks.cli import run_config
 from benchmarks.data import find_executable
@@ -40,9 +43,14 @@ def test_quick_benchmark_writes_report_json_and_charts(tmp_path: Path) -> None:
         planning_calls=5,
         mesh_seconds=1.0,
     )
+    shown = io.StringIO()
     started = time.monotonic()
-    report = run_config(config)
+    report = run_config(config, Console(file=shown, width=160))
     elapsed = time.monotonic() - started
+    # progress: the whole run with the time left, and the last section at its last query
+    progress = shown.getvalue()
+    assert re.search(r"22/22 .*left", progress), progress[-2000:]
+    assert "result cache: q22" in progress, progress[-2000:]
 
     out = config.out_dir
     assert report == out / "report.md" and report.is_file()
