@@ -178,11 +178,29 @@ def demo(
 def products(
     mesh_dir: MeshDir = None,
     user: Annotated[str | None, typer.Option(help="Show only what this user may see.")] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            help="A running gateway (with --user): the accelerated column shows how fresh "
+            "its in-memory copies are, from its Health action."
+        ),
+    ] = None,
+    password: Annotated[
+        str, typer.Option(envvar="MESHGATE_PASSWORD", help="--user's password (for --uri).")
+    ] = "",
+    tls_root_certs: Annotated[
+        Path | None, typer.Option(help="PEM root certificates of a grpc+tls:// gateway.")
+    ] = None,
 ) -> None:
-    """List the mesh's products: owner, rows, columns and validation status."""
+    """List the mesh's products: owner, rows, columns, acceleration and validation status."""
     from gateway.engine.acceleration import describe_copy
 
     path = _mesh(mesh_dir)
+    live = None
+    if uri is not None:
+        if user is None:
+            _fail("--uri needs --user: the gateway's Health answers what that user may read")
+        live = _live_copies(uri, user, password, tls_root_certs)
     try:
         service, directory = _service(path)
         catalog = service.snapshot.catalog
@@ -192,13 +210,19 @@ def products(
     except MeshgateError as exc:
         _fail(exc)
     title = f"Products of {path}" + (f" visible to {user}" if user else "")
-    caption = (
-        f"rows —: counts are not shown per user (row filters apply); count with "
-        f'meshgate query --user {user} "SELECT count(*) FROM <product>"'
-        if user
-        else None
+    notes = []
+    if user:
+        notes.append(
+            f"rows —: counts are not shown per user (row filters apply); count with "
+            f'meshgate query --user {user} "SELECT count(*) FROM <product>"'
+        )
+    notes.append(
+        f"accelerated: as the gateway at {uri} holds its copies now"
+        if uri
+        else "accelerated: how fresh a running gateway's copies are: --uri URI --user USER"
     )
-    table = Table(title=title, caption=escape(caption) if caption else None)
+    caption = "\n".join(notes)
+    table = Table(title=title, caption=escape(caption))
     for column in ("product", "owner", "rows", "columns", "accelerated", "status"):
         table.add_column(column)
     for product in listed:
@@ -207,13 +231,17 @@ def products(
             f"{c.name}{' [' + ','.join(c.tags) + ']' if c.tags else ''}" for c in product.columns
         )
         shown_rows = "—" if rows is None else f"{rows:,}"
-        copy = catalog.engine.accelerated.get(product.key)
+        if live is not None:
+            facts = live.get(product.key)
+        else:  # this command's own copy: its size, not its age
+            copy = catalog.engine.accelerated.get(product.key)
+            facts = None if copy is None else ({"bytes": copy.bytes} if user is None else {})
         table.add_row(
             product.key,
             product.contract.owner,
             shown_rows,
             escape(columns),
-            "no" if copy is None else describe_copy(copy, operator=user is None),
+            "no" if facts is None else describe_copy(facts),
             "[green]ok[/green]",
         )
     problems = [] if user else catalog.problems
@@ -242,6 +270,24 @@ def products(
         err_console.print(f"[red]policy error:[/red] {escape(str(error))}")
     if problems:
         raise typer.Exit(code=2)
+
+
+def _live_copies(
+    uri: str, user: str, password: str, root_certs: Path | None
+) -> dict[str, dict[str, object]]:
+    """The accelerated copies a running gateway holds now, as its Health shows them to
+    ``user``: product -> loaded_at, age_seconds, stale (and sizes, for an operator)."""
+    from gateway.cli.top import call_action, connect
+    from gateway.flightsql.server import ACTION_HEALTH
+
+    if not password:
+        password = typer.prompt(f"{user}'s password", hide_input=True)
+    client, options = connect(uri, user, password, root_certs)
+    try:
+        health = call_action(client, options, ACTION_HEALTH)
+    finally:
+        client.close()
+    return dict(health.get("accelerated", {}).get("products", {}))
 
 
 @app.command()

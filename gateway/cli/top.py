@@ -1,4 +1,5 @@
-"""``meshgate top`` and ``meshgate cancel``: a running gateway's queries, for its admins.
+"""``meshgate top`` and ``meshgate cancel``: a running gateway's queries, for its admins;
+``connect`` and ``call_action`` for any command that asks a running gateway.
 
 Both talk to the gateway over Flight (the ``meshgate.list_queries`` and
 ``meshgate.cancel_query`` actions), authenticated like any client; the gateway answers
@@ -53,14 +54,14 @@ def top(
 
     from gateway.flightsql.operator import ACTION_LIST_QUERIES
 
-    client, options = _connect(uri, user, password, tls_root_certs)
+    client, options = connect(uri, user, password, tls_root_certs)
     try:
         if once:
-            console.print(_view(_action(client, options, ACTION_LIST_QUERIES), uri))
+            console.print(_view(call_action(client, options, ACTION_LIST_QUERIES), uri))
             return
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
-                live.update(_view(_action(client, options, ACTION_LIST_QUERIES), uri))
+                live.update(_view(call_action(client, options, ACTION_LIST_QUERIES), uri))
                 live.refresh()
                 time.sleep(interval)
     except KeyboardInterrupt:
@@ -79,10 +80,10 @@ def cancel(
     """Cancel a running or queued query of any user (admins only; audited)."""
     from gateway.flightsql.operator import ACTION_CANCEL_QUERY
 
-    client, options = _connect(uri, user, password, tls_root_certs)
+    client, options = connect(uri, user, password, tls_root_certs)
     try:
         body = json.dumps({"query_id": query_id}).encode()
-        answer = _action(client, options, ACTION_CANCEL_QUERY, body)
+        answer = call_action(client, options, ACTION_CANCEL_QUERY, body)
     finally:
         client.close()
     console.print(
@@ -91,7 +92,7 @@ def cancel(
     )
 
 
-def _connect(
+def connect(
     uri: str, user: str, password: str, root_certs: Path | None
 ) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
     import pyarrow.flight as flight
@@ -106,7 +107,7 @@ def _connect(
     return client, flight.FlightCallOptions(headers=[header], timeout=30)
 
 
-def _action(
+def call_action(
     client: flight.FlightClient, options: flight.FlightCallOptions, name: str, body: bytes = b""
 ) -> dict:
     import pyarrow as pa

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +50,16 @@ class AcceleratedCopy:
         return answer
 
 
-def describe_copy(copy: AcceleratedCopy, operator: bool) -> str:
-    """One line for ``meshgate products``: ``yes, 12 s old[, 1.2 MB][, stale]``."""
-    facts = copy.describe(operator)
-    parts = ["yes", f"{facts['age_seconds']} s old"]
-    if operator:
-        parts.append(f"{copy.bytes / 1024**2:.1f} MB")
-    if facts["stale"]:
+def describe_copy(facts: Mapping[str, object]) -> str:
+    """One line for ``meshgate products`` from a copy's facts (``AcceleratedCopy.describe``,
+    as a gateway's Health lists them): ``yes[, 12 s old][, 1.2 MB][, stale: refreshing]``."""
+    parts = ["yes"]
+    if "age_seconds" in facts:
+        parts.append(f"{facts['age_seconds']} s old")
+    size = facts.get("bytes")
+    if isinstance(size, int):
+        parts.append(f"{size / 1024**2:.1f} MB")
+    if facts.get("stale"):
         parts.append("stale: refreshing")
     return ", ".join(parts)
 

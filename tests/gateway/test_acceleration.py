@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,7 +171,54 @@ def test_products_command_shows_acceleration(demo_mesh: Path, tmp_path: Path) ->
         check=True,
     ).stdout
     lines = [line for line in shown.splitlines() if "crm.customers" in line]
-    assert lines and "yes," in lines[0] and " s old" in lines[0] and "MB" in lines[0]
+    # this command's own copy: its size; how fresh a gateway's copy is, only from a gateway
+    assert lines and "yes, " in lines[0] and "MB" in lines[0] and " s old" not in lines[0]
+    assert "--uri" in shown
+
+
+def test_products_command_shows_a_running_gateways_copies(accelerated) -> None:
+    """With --uri, the accelerated column is what the running gateway holds (its Health),
+    not a copy of the command's own: the age is the gateway's copy's."""
+    wait_until(
+        lambda: (
+            _health(accelerated.uri, "bob")["accelerated"]["products"]["crm.customers"][
+                "age_seconds"
+            ]
+            >= 2
+        ),
+        what="the gateway's copy two seconds old",
+    )
+    shown = subprocess.run(
+        _products_argv(accelerated),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250", "MESHGATE_PASSWORD": "bob"},
+        check=True,
+    ).stdout
+    for product in ("crm.customers", "sales.orders", "logistics.shipments"):
+        (line,) = [line for line in shown.splitlines() if f" {product} " in line]
+        age = re.search(r"yes, ([0-9.]+) s old", line)
+        assert age is not None and float(age.group(1)) >= 2, line
+
+
+def _products_argv(running) -> list[str]:
+    return [
+        *(sys.executable, "-m", "gateway.cli", "products", str(running.mesh)),
+        *("--uri", running.uri, "--user", "bob"),
+    ]
+
+
+def test_products_command_refuses_a_wrong_password(accelerated) -> None:
+    shown = subprocess.run(
+        _products_argv(accelerated),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MESHGATE_PASSWORD": "not-bob"},
+    )
+    assert shown.returncode != 0 and "crm.customers" not in shown.stdout
+    assert "Traceback" not in shown.stderr and shown.stderr.strip()
 
 
 def test_a_copy_over_the_memory_budget_is_served_from_its_files(
