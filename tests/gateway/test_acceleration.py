@@ -159,6 +159,38 @@ def test_a_rewritten_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Path) ->
         assert after["loaded_at"] >= before["loaded_at"] and after["stale"] is False
 
 
+def test_a_replaced_duckdb_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Path) -> None:
+    """A DuckDB product's publisher replaces its file whole (a gateway holds it attached,
+    so nobody can write it in place): the copy is loaded again from the new file."""
+    count = "SELECT count(*) FROM sales.orders"
+    with (
+        private_gateway(demo_mesh, tmp_path, engine=ACCELERATE_ALL) as running,
+        adbc_connections() as connect,
+    ):
+        conn = connect(running.uri, "bob")
+        before = _health(running.uri, "bob")["accelerated"]["products"]["sales.orders"]
+        total = _rows(conn, count).column(0)[0].as_py()
+        database = running.mesh / "sales" / "data" / "orders.duckdb"
+        staged = database.with_suffix(".new")
+        with duckdb.connect(str(staged)) as con:
+            con.execute("ATTACH ? AS published (READ_ONLY)", [str(database)])
+            con.execute("CREATE TABLE orders AS FROM published.main.orders WHERE order_id <= 300")
+            con.execute("DETACH published")
+            kept = con.execute("SELECT count(*) FROM orders").fetchone()
+        assert kept is not None and 0 < kept[0] < total
+        os.replace(staged, database)
+        wait_until(
+            lambda: _rows(conn, count).column(0)[0].as_py() == kept[0],
+            timeout=60,
+            what="the copy of sales.orders loaded from the new file",
+        )
+        after = wait_through_errors(
+            lambda: _health(running.uri, "bob")["accelerated"]["products"]["sales.orders"],
+            timeout=10,
+        )
+        assert after["loaded_at"] >= before["loaded_at"] and after["stale"] is False
+
+
 def test_products_command_shows_acceleration(demo_mesh: Path, tmp_path: Path) -> None:
     mesh = copy_mesh(demo_mesh, tmp_path / "mesh")
     configure(mesh, "engine", **ACCELERATE_ALL)
