@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
+
+#: how long a stopping server waits for calls still running once their queries were
+#: stopped, before it abandons them (a client that stopped reading never lets go)
+ABANDON_CALLS_AFTER_SECONDS = 2.0
 
 
 def wait_for_stop_signal(on_signal: Callable[[], None] = lambda: None) -> None:
@@ -28,3 +35,22 @@ def wait_while(busy: Callable[[], object], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def stopped_within(shutdown: Callable[[], None], seconds: float) -> bool:
+    """Run ``shutdown`` (a Flight server's: it waits for every call still running) in a
+    thread; whether it finished within ``seconds``. A call writing to a client that stopped
+    reading never finishes: gRPC's flow control holds it, and Python cannot cancel it."""
+    stopping = threading.Thread(target=shutdown, name="meshgate-stop", daemon=True)
+    stopping.start()
+    stopping.join(seconds)
+    return not stopping.is_alive()
+
+
+def exit_abandoning_calls(code: int = 0) -> NoReturn:
+    """End the process now, without the interpreter's exit handlers: pyarrow's would shut
+    the Flight server down once more and wait forever for the calls it could not stop.
+    The caller closed what must be closed first (audit log, spill directories)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

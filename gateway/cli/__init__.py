@@ -86,6 +86,7 @@ def serve(
     """Serve a mesh over Arrow Flight SQL."""
     from gateway.flightsql.app import build_gateway
     from gateway.logs import configure_logging, configure_server_process
+    from gateway.signals import exit_abandoning_calls
 
     configure_logging(json_lines=json_logs)
     configure_server_process()
@@ -95,7 +96,8 @@ def serve(
         _fail(exc)
     address = f"grpc://{host or gateway.config.gateway.host}:{gateway.port}"
     _print_banner(gateway, address)
-    gateway.serve_forever()
+    if not gateway.serve_forever():
+        exit_abandoning_calls()
 
 
 @app.command()
@@ -112,7 +114,7 @@ def node(
     from gateway.config import load_config
     from gateway.logs import configure_logging, configure_server_process
     from gateway.mesh.node import DomainNode
-    from gateway.signals import wait_for_stop_signal
+    from gateway.signals import exit_abandoning_calls, wait_for_stop_signal
 
     configure_logging(json_lines=json_logs)
     configure_server_process()
@@ -127,7 +129,8 @@ def node(
         f"({len(server.state.current.catalog)} products)"
     )
     wait_for_stop_signal()
-    server.stop_gracefully(server.state.config.gateway.shutdown_grace_seconds)
+    if not server.stop_gracefully(server.state.config.gateway.shutdown_grace_seconds):
+        exit_abandoning_calls()
 
 
 def _print_banner(gateway, address: str) -> None:

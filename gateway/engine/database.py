@@ -13,7 +13,6 @@ import os
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from gateway.engine.acceleration import AcceleratedCopy, FileSignature, files_si
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
-from gateway.engine.spill import new_spill_directory, release
+from gateway.engine.spill import new_spill_directory, released_with
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import first_line
 from gateway.planning.naming import (
@@ -58,7 +57,7 @@ class Engine:
         self.watchdog = watchdog if watchdog is not None else Watchdog()
         self._spill_dir, spill_lock = new_spill_directory()
         # removed when the engine is closed, or collected (a reload retired it), or at exit
-        self._remove_spill_dir = weakref.finalize(self, release, self._spill_dir, spill_lock)
+        self._remove_spill_dir = released_with(self, self._spill_dir, spill_lock)
         self._db = duckdb.connect(":memory:", config={"temp_directory": str(self._spill_dir)})
         self._attached: dict[Path, str] = {}
         self._readable: set[Path] = set()

@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import structlog
@@ -50,6 +51,27 @@ def release(directory: Path, lock: int) -> None:
     """Remove ``directory`` and give up its lock (an engine's finalizer)."""
     shutil.rmtree(directory, ignore_errors=True)
     os.close(lock)
+
+
+#: this process's spill directories not released yet (their removers)
+_REMOVERS: set[weakref.finalize] = set()
+
+
+def released_with(owner: object, directory: Path, lock: int) -> weakref.finalize:
+    """The remover of ``directory``: call it to ``release`` the directory; it runs by
+    itself when ``owner`` is collected, at exit, or on ``release_all``."""
+    _REMOVERS.difference_update([r for r in _REMOVERS if not r.alive])
+    remover = weakref.finalize(owner, release, directory, lock)
+    _REMOVERS.add(remover)
+    return remover
+
+
+def release_all() -> None:
+    """Release every spill directory of this process now: before it exits without the
+    interpreter's exit handlers (``gateway.signals.exit_abandoning_calls``)."""
+    for remover in list(_REMOVERS):
+        remover()
+    _REMOVERS.clear()
 
 
 def remove_orphans(root: Path) -> list[Path]:

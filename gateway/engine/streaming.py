@@ -349,11 +349,15 @@ def _stream_sql(
             raise failure from exc
         except GeneratorExit:
             # Closed by the client going away, or by the watchdog because the client stopped
-            # reading past the time limit (the client then gets the time-limit error).
+            # reading past the time limit (the client then gets the time-limit error) or
+            # while the server shuts down.
             timed_out = time.perf_counter() - stats.started > limit
-            outcome = "timeout" if timed_out else "disconnected"
-            if timed_out:
-                error = _STOP_MESSAGES["timeout"].format(timeout=limit)
+            if watchdog.shutting_down:
+                outcome, error = "shutdown", stop_message("shutdown", limit)
+            elif timed_out:
+                outcome, error = "timeout", _STOP_MESSAGES["timeout"].format(timeout=limit)
+            else:
+                outcome = "disconnected"
             engine.interrupt(cursor)
             raise
         except (QueryFailed, ResourceExhausted) as exc:

@@ -85,6 +85,8 @@ class Watchdog:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.memory_ceiling = memory_ceiling
+        #: set by ``close_streams``: the streams it closes end as "shutdown"
+        self.shutting_down = False
 
     def _ensure_thread(self) -> None:
         """Start the thread if it is not running (call with the lock held)."""
@@ -171,6 +173,15 @@ class Watchdog:
                 del self._running[token]
                 self._stopped[token] = reason
             return len(self._stopped)
+
+    def close_streams(self) -> int:
+        """Close every stream suspended between batches (at shutdown, after ``stop_all``: a
+        client that stopped reading holds its call, but no longer its query, slot and audit
+        record, which end as "shutdown"); returns how many."""
+        self.shutting_down = True
+        with self._lock:
+            streams = list(self._streams.values())
+        return sum(stalled.expire_if_idle() for stalled in streams)
 
     def _loop(self) -> None:
         idle = 0

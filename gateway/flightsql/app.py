@@ -14,6 +14,7 @@ import structlog
 from gateway.audit.log import AuditLog
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshState
 from gateway.config import MeshConfig, load_config
+from gateway.engine.spill import release_all
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ConfigError
 from gateway.flightsql.operator import OperatorActions
@@ -31,7 +32,12 @@ from gateway.security.auth import (
 )
 from gateway.security.identity import IdentityProvider
 from gateway.security.token_check import TokenRejected
-from gateway.signals import wait_for_stop_signal, wait_while
+from gateway.signals import (
+    ABANDON_CALLS_AFTER_SECONDS,
+    stopped_within,
+    wait_for_stop_signal,
+    wait_while,
+)
 
 log = structlog.get_logger("meshgate.app")
 
@@ -54,17 +60,17 @@ class Gateway:
     def port(self) -> int:
         return self.server.port
 
-    def serve_forever(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    def serve_forever(self) -> bool:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (``shutdown``)."""
         _settle_garbage_collector()
 
         def refuse_new_queries() -> None:
             self.service.draining = True
 
         wait_for_stop_signal(refuse_new_queries)
-        self.drain_and_shutdown()
+        return self.drain_and_shutdown()
 
-    def drain_and_shutdown(self) -> None:
+    def drain_and_shutdown(self) -> bool:
         """Refuse new queries, let running ones finish for the grace period, then stop."""
         grace = self.config.gateway.shutdown_grace_seconds
         self.service.draining = True
@@ -74,16 +80,25 @@ class Gateway:
             log.warning("shutdown_cancels_queries", running=self.service.active_streams)
             self.state.watchdog.stop_all()
             wait_while(lambda: self.service.active_streams, 2)
-        self.shutdown()
+            self.state.watchdog.close_streams()  # left: clients that stopped reading
+        return self.shutdown()
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Stop serving and close the audit log; False when a call could not be stopped
+        (a client stopped reading its stream): the process must then exit without waiting
+        for it (``gateway.signals.exit_abandoning_calls``), its spill directories removed."""
         self._stop.set()
-        self.server.shutdown()
+        stopped = stopped_within(self.server.shutdown, ABANDON_CALLS_AFTER_SECONDS)
+        if not stopped:
+            log.warning("shutdown_abandons_calls", waited_seconds=ABANDON_CALLS_AFTER_SECONDS)
         if self.service.nodes is not None:  # end the audit of queries placed on nodes
             self.service.nodes.ends.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.audit.close()  # its last records fsynced (with fsync = "batch", a window)
+        if not stopped:
+            release_all()
+        return stopped
 
 
 def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = None) -> Gateway:

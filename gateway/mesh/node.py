@@ -37,6 +37,7 @@ import structlog
 from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
+from gateway.engine.spill import release_all
 from gateway.engine.streaming import StreamStats, opened_sql, result_schema
 from gateway.errors import ConfigError, MeshgateError
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
@@ -51,7 +52,7 @@ from gateway.mesh.tickets import (
     stale_products,
 )
 from gateway.security.auth import HandshakeAuthHandler
-from gateway.signals import wait_while
+from gateway.signals import ABANDON_CALLS_AFTER_SECONDS, stopped_within, wait_while
 
 log = structlog.get_logger("meshgate.node")
 
@@ -121,16 +122,24 @@ class DomainNode(flight.FlightServerBase):
             except Exception:  # a reload must never take the node down
                 log.exception("reload_failed", domain=self.domain)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Stop serving and close the audit log; False when a call could not be stopped
+        (as ``Gateway.shutdown``)."""
         self._stop.set()
-        super().shutdown()
+        stopped = stopped_within(super().shutdown, ABANDON_CALLS_AFTER_SECONDS)
+        if not stopped:
+            log.warning("shutdown_abandons_calls", domain=self.domain)
         self._audit.close()  # its last records fsynced, as the gateway's
+        if not stopped:
+            release_all()
+        return stopped
 
-    def stop_gracefully(self, grace_seconds: float) -> None:
+    def stop_gracefully(self, grace_seconds: float) -> bool:
         """Refuse new tickets, let streaming ones finish for ``grace_seconds`` (then stop
         their queries), give the gateway a moment to collect their end reports, and shut
         down. Until then ``health`` answers "draining" (the gateway sends nothing new, and
-        does not take the node for gone) and ``ends`` is answered."""
+        does not take the node for gone) and ``ends`` is answered. Returns ``shutdown``'s
+        answer."""
         self.draining = True
         log.info("draining", domain=self.domain, streaming=self._streaming())
         wait_while(self._streaming, grace_seconds)
@@ -138,9 +147,7 @@ class DomainNode(flight.FlightServerBase):
             log.warning("shutdown_cancels_queries", domain=self.domain)
             self.state.watchdog.stop_all()
         wait_while(lambda: self._streaming() or self._ends.uncollected(), _COLLECT_SECONDS)
-        stopping = threading.Thread(target=self.shutdown, name="meshgate-node-stop", daemon=True)
-        stopping.start()  # waits for calls still running: a client that stopped reading
-        stopping.join(_COLLECT_SECONDS)
+        return self.shutdown()
 
     def _streaming(self) -> int:
         with self.counters.lock:
@@ -181,9 +188,13 @@ class DomainNode(flight.FlightServerBase):
 
     def do_get(self, context, ticket):
         with self.counters.lock:  # counted from here: a stop waits for it (stop_gracefully)
-            if self.draining:
-                raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
-            self.counters.streaming += 1
+            draining = self.draining
+            if not draining:
+                self.counters.streaming += 1
+        if draining:
+            message = f"the node of domain {self.domain} is stopping"
+            self._report_refused(ticket.ticket, message)
+            raise flight.FlightUnavailableError(message)
         try:
             schema, batches = self._ticket_rows(context, ticket)
         except BaseException:
@@ -191,6 +202,17 @@ class DomainNode(flight.FlightServerBase):
             raise
         weakref.finalize(batches, self._stream_done)  # ended, or dropped unstarted
         return flight.GeneratorStream(schema, batches)
+
+    def _report_refused(self, raw: bytes, message: str) -> None:
+        """Tell the gateway that placed a ticket refused while stopping that its query
+        failed (collected before the node exits), rather than let the query wait for its
+        tickets to expire. Only a sealed rows ticket of this domain is reported."""
+        try:
+            ticket = self._sealer.open(raw)
+        except TicketError:
+            return
+        if ticket.domain == self.domain and ticket.purpose == "rows" and ticket.audit is not None:
+            self._ends.failed(ticket.audit, "error", message)
 
     def _stream_done(self) -> None:
         with self.counters.lock:

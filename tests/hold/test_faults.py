@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -407,6 +408,41 @@ def test_sigterm_lets_an_in_flight_query_finish_and_refuses_new_ones(
     assert first.num_rows + rest.num_rows == 200_000 * 5
     assert exited < grace + 3
     assert running.process.returncode == 0
+
+
+def test_sigterm_stops_the_gateway_despite_a_client_that_stopped_reading(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    """A client that reads one batch of a large stream and then neither reads nor goes away
+    holds its gRPC call for ever (flow control), and pyarrow's shutdown waits for every
+    call: the gateway still exits after the grace, its query ended in the audit as
+    "shutdown", the audit log closed and its spill directory removed."""
+    grace = 1
+    sql = (
+        "SELECT a.*, b.order_id AS k FROM sales.orders a, "
+        "(SELECT order_id FROM sales.orders ORDER BY order_id LIMIT 10) b"
+    )
+    with private_gateway(demo_mesh, tmp_path, gateway={"shutdown_grace_seconds": grace}) as running:
+        spill = Path(tempfile.gettempdir()).glob(f"meshgate-spill-{running.process.pid}-*")
+        spill_dirs = list(spill)
+        client, options = running.client("bob")
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        assert reader.read_chunk().data.num_rows > 0  # then it reads no more
+        running.process.send_signal(signal.SIGTERM)
+        try:
+            running.process.wait(timeout=grace + 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the gateway never exited: SIGTERM waited for the stalled client")
+        finally:
+            reader.cancel()
+            client.close()
+        events = running.events()
+        ends = [r for r in running.audit() if r.get("event") == "query_end"]
+    assert running.process.returncode == 0
+    assert any(e.get("event") == "shutdown_abandons_calls" for e in events)
+    assert [e["outcome"] for e in ends] == ["shutdown"]
+    assert spill_dirs and not any(d.exists() for d in spill_dirs)
 
 
 def test_sigterm_cancels_a_query_still_running_at_the_end_of_the_grace(
