@@ -81,8 +81,8 @@ def _gateway_batch_rows(plain: DuckDBPyConnection, mesh_dir: Path) -> int:
 
 
 class _Bars:
-    """Two progress bars: the whole run (with the time left, estimated from the steps done
-    so far) and the section running, named with what it measures now (``tpch: q7``)."""
+    """Two progress bars: the whole run (with the time left, rich's estimate from the
+    recent pace of its steps) and the section running, named with what it measures now (``tpch: q7``)."""
 
     def __init__(self, progress: Progress, total: int) -> None:
         self._progress = progress

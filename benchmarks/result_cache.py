@@ -5,8 +5,8 @@ A gateway of its own serves a copy of the benchmark mesh with the cache on (the 
 sections' gateway keeps it off: their figures are computed results). Per query: one
 first run through ADBC (a miss, which fills the cache; its result compared with DuckDB's),
 then the repetitions, interleaved: the gateway through ADBC (one-off statements and a
-reused cursor) and through pyarrow.flight (GetFlightInfo and DoGet, the two calls of a
-Flight SQL statement without ADBC's own), and DuckDB re-executing the query on the
+reused cursor) and through pyarrow.flight (GetFlightInfo of the SQL as a raw command, then
+DoGet: two calls, without ADBC's own), and DuckDB re-executing the query on the
 baseline connection. The audit of that gateway confirms the repetitions were hits. Ratios
 only: DuckDB time / gateway time (the speed-up), judged on the worst query per client.
 """

@@ -95,13 +95,17 @@ def cancel(
 def connect(
     uri: str, user: str, password: str, root_certs: Path | None
 ) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
+    import pyarrow as pa
     import pyarrow.flight as flight
 
-    kwargs = {"tls_root_certs": root_certs.read_bytes()} if root_certs else {}
-    client = flight.FlightClient(uri, **kwargs)
+    try:
+        kwargs = {"tls_root_certs": root_certs.read_bytes()} if root_certs else {}
+        client = flight.FlightClient(uri, **kwargs)
+    except (pa.ArrowException, OSError) as exc:  # a malformed address, unreadable certificates
+        _fail(exc)
     try:
         header = client.authenticate_basic_token(user, password)
-    except flight.FlightError as exc:
+    except (pa.ArrowException, OSError) as exc:  # Flight errors too; a server that is not Flight
         client.close()
         _fail(exc)
     return client, flight.FlightCallOptions(headers=[header], timeout=30)

@@ -136,9 +136,15 @@ def is_deterministic(sql: str) -> bool:
     for node in tree.walk():
         if type(node).__name__ in _VOLATILE_NODES:
             return False
+        if isinstance(node, exp.Column) and not node.table:
+            # DuckDB reads a name no table has, quoted or not, as the keyword it spells:
+            # "current_date" is today
+            if node.name.lower() in volatile:
+                return False
+            continue
         if not isinstance(node, exp.Func):
             continue
-        name = function_name(node)
+        name = function_name(node).strip('"')
         if name in volatile or _argument_count(node) < _CLOCK_BELOW_ARGUMENTS.get(name, 0):
             return False
     return True

@@ -168,7 +168,6 @@ def test_a_replaced_duckdb_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Pa
         adbc_connections() as connect,
     ):
         conn = connect(running.uri, "bob")
-        before = _health(running.uri, "bob")["accelerated"]["products"]["sales.orders"]
         total = _rows(conn, count).column(0)[0].as_py()
         database = running.mesh / "sales" / "data" / "orders.duckdb"
         staged = database.with_suffix(".new")
@@ -188,7 +187,7 @@ def test_a_replaced_duckdb_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Pa
             lambda: _health(running.uri, "bob")["accelerated"]["products"]["sales.orders"],
             timeout=10,
         )
-        assert after["loaded_at"] >= before["loaded_at"] and after["stale"] is False
+        assert after["stale"] is False
 
 
 def test_products_command_shows_acceleration(demo_mesh: Path, tmp_path: Path) -> None:
@@ -239,6 +238,38 @@ def _products_argv(running) -> list[str]:
         *(sys.executable, "-m", "gateway.cli", "products", str(running.mesh)),
         *("--uri", running.uri, "--user", "bob"),
     ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--uri", "localhost:1"],  # no scheme
+        ["--uri", "not a uri"],
+        ["--uri", "grpc://127.0.0.1:1"],  # nobody listening
+        ["--uri", "grpc+tls://127.0.0.1:1", "--tls-root-certs", "/nonexistent/ca.pem"],
+    ],
+)
+def test_products_command_explains_an_unreachable_gateway(
+    demo_mesh: Path, options: list[str]
+) -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "products",
+            str(demo_mesh),
+            "--user",
+            "bob",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MESHGATE_PASSWORD": "bob"},
+    )
+    assert shown.returncode == 1 and "crm.customers" not in shown.stdout
+    assert "Traceback" not in shown.stderr and "error:" in shown.stderr
 
 
 def test_products_command_refuses_a_wrong_password(accelerated) -> None:
