@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: (path, size, mtime_ns) of every file a product reads, sorted.
-FileSignature = tuple[tuple[str, int, int], ...]
+FileSignature = tuple[tuple[str, int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ def describe_copy(facts: Mapping[str, object]) -> str:
 
 
 def files_signature(paths: Iterable[Path]) -> FileSignature:
-    """Size and modification time of every file under ``paths`` (files or directories);
-    a file that vanishes is simply absent (the signature changes)."""
-    entries: list[tuple[str, int, int]] = []
+    """Size, modification and change time of every file under ``paths`` (files or
+    directories); a file that vanishes is simply absent (the signature changes)."""
+    entries: list[tuple[str, int, int, int]] = []
     for path in paths:
         if path.is_dir():
             for root, _dirs, names in os.walk(path):
@@ -79,7 +79,7 @@ def files_signature(paths: Iterable[Path]) -> FileSignature:
 
 def source_bytes(signature: FileSignature) -> int:
     """Total size of the files of ``signature``."""
-    return sum(size for _path, size, _mtime in signature)
+    return sum(size for _path, size, _mtime, _ctime in signature)
 
 
 def wants_acceleration(hint: bool | None, size: int, below_bytes: int) -> bool:
@@ -90,9 +90,9 @@ def wants_acceleration(hint: bool | None, size: int, below_bytes: int) -> bool:
     return below_bytes > 0 and size < below_bytes
 
 
-def _entry(path: Path) -> tuple[str, int, int]:
+def _entry(path: Path) -> tuple[str, int, int, int]:
     try:
         stat = path.stat()
     except OSError:
-        return (str(path), -1, 0)
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+        return (str(path), -1, 0, 0)
+    return (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

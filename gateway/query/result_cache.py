@@ -165,13 +165,15 @@ def _argument_count(node: exp.Func) -> int:
     )
 
 
-FileVersion = tuple[tuple[str, int, int, int], ...]
+FileVersion = tuple[tuple[str, int, int, int, int], ...]
 
 
 def files_version(paths: Iterable[Path]) -> FileVersion:
-    """Path, size, mtime and inode of every file under ``paths`` (files or directories;
-    a DuckDB file's write-ahead log too): any rewrite changes it."""
-    entries: list[tuple[str, int, int, int]] = []
+    """Path, size, mtime, ctime and inode of every file under ``paths`` (files or
+    directories; a DuckDB file's write-ahead log too): any rewrite changes it, even one
+    that keeps the size and puts the old mtime back (``cp -p``, ``touch -r``): no tool
+    sets the ctime."""
+    entries: list[tuple[str, int, int, int, int]] = []
 
     def add(path: str, stat: os.stat_result | None = None) -> None:
         if stat is None:
@@ -179,7 +181,7 @@ def files_version(paths: Iterable[Path]) -> FileVersion:
                 stat = os.stat(path)
             except OSError:
                 return
-        entries.append((path, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        entries.append((path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
 
     for path in paths:
         name = str(path)

@@ -6,6 +6,8 @@ used first; a resource group may opt out."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import duckdb
@@ -384,3 +386,29 @@ def test_an_empty_wide_result_weighs_its_schema() -> None:
     for n in range(50):
         assert cache.put((f"SELECT {n}", "()"), _Entry(wide, [], 0, (), []))
     assert len(cache) * wide.serialize().size <= 1_000_000 and cache.bytes <= 1_000_000
+
+
+def test_a_same_size_rewrite_with_the_old_mtime_is_a_new_version(tmp_path: Path) -> None:
+    """``cp -p``, ``rsync --inplace -t`` or ``touch -r`` over a file: same inode, same size,
+    same mtime, other bytes. Only the change time tells, and the version must change."""
+    from gateway.engine.acceleration import files_signature
+    from gateway.query.result_cache import files_version
+
+    data = tmp_path / "part.parquet"
+    data.write_bytes(b"A" * 4096)
+    version, signature = files_version([tmp_path]), files_signature([tmp_path])
+    before = os.stat(data)
+    wait_until(  # the change time moves on (its clock ticks in jiffies on some kernels)
+        lambda: time.time_ns() > before.st_ctime_ns + 10_000_000, what="the clock to move"
+    )
+    with data.open("r+b") as rewritten:
+        rewritten.write(b"B" * 4096)
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(data)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert files_version([tmp_path]) != version
+    assert files_signature([tmp_path]) != signature
