@@ -55,6 +55,8 @@ class SourceSpec:
     server: Server
     server_index: int
     physical_name: str
+    #: the contract's schema object of the product (``schema[0]``), for error messages
+    schema_field: str = "schema[0]"
 
     def field(self, name: str) -> str:
         """The contract field path of a server attribute, for error messages."""
@@ -91,6 +93,11 @@ class Connector(ABC):
         """``count`` disjoint partition scans of the product, or None when the source cannot
         be split. Membership must depend on the data alone (never on when or where it is
         computed): the gateway and every node replica bind the same partitions."""
+        return None
+
+    def check_source(self, attach: AttachDatabase, value: QueryValue) -> None:
+        """Raise ConnectorError when the source holds code the engine must not run for
+        it (``value`` runs a query of one value); nothing to check by default."""
         return None
 
     def check_available(self) -> None:

@@ -40,6 +40,33 @@ class DuckDBFileConnector(Connector):
         alias = attach(self.database_path)
         return exp.table_(self.spec.physical_name, db=self.schema_name, catalog=alias, quoted=True)
 
+    def check_source(self, attach: AttachDatabase, value: QueryValue) -> None:
+        """Refuse a view: its SQL would run with the gateway's rights (any product's
+        files, the gateway's own catalog of ungoverned product views) and may read the
+        clock, which the result cache cannot see. A product is a table."""
+        alias = attach(self.database_path)
+        name = self.spec.physical_name
+        views = (
+            exp.select(exp.func("count", exp.Star()))
+            .from_(exp.Table(this=exp.Anonymous(this="duckdb_views")))
+            .where(
+                exp.and_(
+                    exp.column("database_name").eq(exp.Literal.string(alias)),
+                    exp.Lower(this=exp.column("schema_name")).eq(
+                        exp.Literal.string(self.schema_name.lower())
+                    ),
+                    exp.Lower(this=exp.column("view_name")).eq(exp.Literal.string(name.lower())),
+                )
+            )
+        )
+        if value(views):
+            raise self.spec.fail(
+                f"{self.spec.schema_field}.physicalName",
+                f"{name!r} in {self.database_path.name} is a view, whose SQL would run with "
+                "the gateway's rights (other products' files, the gateway's catalog)",
+                "publish the rows as a table",
+            )
+
     def partitions(
         self, count: int, attach: AttachDatabase, value: QueryValue
     ) -> Partitioning | None:

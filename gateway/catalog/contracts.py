@@ -171,6 +171,7 @@ def _product(
         server=server,
         server_index=0,
         physical_name=schema_object.physicalName or name,
+        schema_field=field,
     )
     return ProductContract(
         domain=domain,

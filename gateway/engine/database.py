@@ -93,6 +93,7 @@ class Engine:
         """
         assert not self._locked, "bind every product before lock()"
         scan = connector.scan(self._attach)
+        connector.check_source(self._attach, self._value)
         probe = exp.select("*").from_(scan).limit(0)
         actual = self._db.sql(probe.sql("duckdb"))
         check_columns(contract, list(zip(actual.columns, map(str, actual.types), strict=True)))

@@ -500,3 +500,52 @@ def test_extra_source_columns_are_fine(mesh_copy: Path) -> None:
         assert "internal_note" not in catalog.product("crm", "customers").schema.names
     finally:
         catalog.engine.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "SELECT * FROM orders_raw",  # harmless, but a view runs with the gateway's rights
+        # another domain's file, read past its policy
+        "SELECT o.* FROM orders_raw o JOIN read_parquet('{crm}') c USING (customer_id)",
+    ],
+)
+def test_a_view_in_the_duckdb_file_is_refused(mesh_copy: Path, body: str) -> None:
+    """A product is a table: a view's SQL would run with the gateway's rights (any
+    product's files, the gateway's catalog of ungoverned product views, the clock)."""
+    with duckdb.connect(str(mesh_copy / "sales/data/orders.duckdb")) as con:
+        con.execute("ALTER TABLE orders RENAME TO orders_raw")
+        crm = mesh_copy / "crm/data/customers.parquet"
+        con.execute(f"CREATE VIEW orders AS {body.format(crm=crm)}")
+    _, message = rejected(mesh_copy, "sales.orders")
+    path = mesh_copy / CONTRACTS["sales.orders"]
+    check_message(
+        message, path, "schema[0].physicalName", "is a view", "publish the rows as a table"
+    )
+
+
+def test_a_view_product_is_not_served_through_adbc(demo_mesh: Path, tmp_path: Path) -> None:
+    from support.clients import CLIENT_ERRORS, adbc_connections, error_text
+    from support.servers import private_gateway
+
+    def publish_a_view(mesh: Path) -> None:
+        crm = mesh / "crm/data/customers.parquet"
+        with duckdb.connect(str(mesh / "sales/data/orders.duckdb")) as con:
+            con.execute("ALTER TABLE orders RENAME TO orders_raw")
+            con.execute(
+                "CREATE VIEW orders AS SELECT o.order_id, o.customer_id, c.email AS region, "
+                f"o.amount, o.order_date FROM orders_raw o JOIN read_parquet('{crm}') c "
+                "USING (customer_id)"
+            )
+
+    with (
+        private_gateway(demo_mesh, tmp_path, prepare=publish_a_view) as running,
+        adbc_connections() as connect,
+        connect(running.uri, "bob").cursor() as cursor,
+    ):
+        with pytest.raises(CLIENT_ERRORS) as caught:
+            cursor.execute("SELECT region FROM sales.orders LIMIT 5")
+            cursor.fetch_arrow_table()
+        cursor.execute("SELECT count(*) FROM crm.customers")  # the others still serve
+        assert cursor.fetchone() == (ROW_COUNTS["crm.customers"],)
+    assert "sales.orders" in error_text(caught.value) and "@" not in error_text(caught.value)
