@@ -43,29 +43,46 @@ class DuckDBFileConnector(Connector):
     def check_source(self, attach: AttachDatabase, value: QueryValue) -> None:
         """Refuse a view: its SQL would run with the gateway's rights (any product's
         files, the gateway's own catalog of ungoverned product views) and may read the
-        clock, which the result cache cannot see. A product is a table."""
-        alias = attach(self.database_path)
-        name = self.spec.physical_name
-        views = (
+        clock, which the result cache cannot see; and generated columns, computed on every
+        read. A product is a table of plain columns."""
+        alias, name = attach(self.database_path), self.spec.physical_name
+        field = f"{self.spec.schema_field}.physicalName"
+        if value(self._catalog_count("duckdb_views", "view_name", alias)):
+            raise self.spec.fail(
+                field,
+                f"{name!r} in {self.database_path.name} is a view, whose SQL would run with "
+                "the gateway's rights (other products' files, the gateway's catalog)",
+                "publish the rows as a table",
+            )
+        if value(self._catalog_count("duckdb_columns", "table_name", alias, "is_generated")):
+            raise self.spec.fail(
+                field,
+                f"table {name!r} in {self.database_path.name} has generated columns, computed "
+                "on every read (random(), now(), ...)",
+                "publish their values as plain columns",
+            )
+
+    def _catalog_count(
+        self, function: str, name_column: str, alias: str, *conditions: str
+    ) -> exp.Query:
+        """How many rows of DuckDB's catalog ``function`` name this product's table in its
+        attached database (and meet ``conditions``, boolean columns)."""
+        return (
             exp.select(exp.func("count", exp.Star()))
-            .from_(exp.Table(this=exp.Anonymous(this="duckdb_views")))
+            .from_(exp.Table(this=exp.Anonymous(this=function)))
             .where(
                 exp.and_(
                     exp.column("database_name").eq(exp.Literal.string(alias)),
                     exp.Lower(this=exp.column("schema_name")).eq(
                         exp.Literal.string(self.schema_name.lower())
                     ),
-                    exp.Lower(this=exp.column("view_name")).eq(exp.Literal.string(name.lower())),
+                    exp.Lower(this=exp.column(name_column)).eq(
+                        exp.Literal.string(self.spec.physical_name.lower())
+                    ),
+                    *(exp.column(condition) for condition in conditions),
                 )
             )
         )
-        if value(views):
-            raise self.spec.fail(
-                f"{self.spec.schema_field}.physicalName",
-                f"{name!r} in {self.database_path.name} is a view, whose SQL would run with "
-                "the gateway's rights (other products' files, the gateway's catalog)",
-                "publish the rows as a table",
-            )
 
     def partitions(
         self, count: int, attach: AttachDatabase, value: QueryValue

@@ -50,7 +50,10 @@ def stopped_within(shutdown: Callable[[], None], seconds: float) -> bool:
 def exit_abandoning_calls(code: int = 0) -> NoReturn:
     """End the process now, without the interpreter's exit handlers: pyarrow's would shut
     the Flight server down once more and wait forever for the calls it could not stop.
-    The caller closed what must be closed first (audit log, spill directories)."""
+    The caller closed the audit log; the spill directories are removed here."""
+    from gateway.engine.spill import release_all
+
+    release_all()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

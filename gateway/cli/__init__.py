@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -86,7 +87,6 @@ def serve(
     """Serve a mesh over Arrow Flight SQL."""
     from gateway.flightsql.app import build_gateway
     from gateway.logs import configure_logging, configure_server_process
-    from gateway.signals import exit_abandoning_calls
 
     configure_logging(json_lines=json_logs)
     configure_server_process()
@@ -96,8 +96,7 @@ def serve(
         _fail(exc)
     address = f"grpc://{host or gateway.config.gateway.host}:{gateway.port}"
     _print_banner(gateway, address)
-    if not gateway.serve_forever():
-        exit_abandoning_calls()
+    _exit_when_stopped(gateway.serve_forever)
 
 
 @app.command()
@@ -114,7 +113,7 @@ def node(
     from gateway.config import load_config
     from gateway.logs import configure_logging, configure_server_process
     from gateway.mesh.node import DomainNode
-    from gateway.signals import exit_abandoning_calls, wait_for_stop_signal
+    from gateway.signals import wait_for_stop_signal
 
     configure_logging(json_lines=json_logs)
     configure_server_process()
@@ -129,7 +128,23 @@ def node(
         f"({len(server.state.current.catalog)} products)"
     )
     wait_for_stop_signal()
-    if not server.stop_gracefully(server.state.config.gateway.shutdown_grace_seconds):
+    _exit_when_stopped(
+        lambda: server.stop_gracefully(server.state.config.gateway.shutdown_grace_seconds)
+    )
+
+
+def _exit_when_stopped(stop: Callable[[], bool]) -> None:
+    """Run a server's ``stop``; when it could not stop every call (a client stopped
+    reading) or failed, end the process without the exit handlers that would wait for
+    those calls for ever."""
+    from gateway.signals import exit_abandoning_calls
+
+    try:
+        stopped = stop()
+    except Exception:  # noqa: BLE001 - the stop failed half-way: report it, never hang
+        traceback.print_exc()
+        exit_abandoning_calls(1)
+    if not stopped:
         exit_abandoning_calls()
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-#: (path, size, mtime_ns) of every file a product reads, sorted.
+#: (path, size, mtime_ns, ctime_ns) of every file a product reads, sorted.
 FileSignature = tuple[tuple[str, int, int, int], ...]
 
 

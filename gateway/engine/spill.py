@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -53,25 +54,29 @@ def release(directory: Path, lock: int) -> None:
     os.close(lock)
 
 
-#: this process's spill directories not released yet (their removers)
+#: this process's spill directories not released yet (their removers), under its lock
 _REMOVERS: set[weakref.finalize] = set()
+_REMOVERS_LOCK = threading.Lock()
 
 
 def released_with(owner: object, directory: Path, lock: int) -> weakref.finalize:
     """The remover of ``directory``: call it to ``release`` the directory; it runs by
     itself when ``owner`` is collected, at exit, or on ``release_all``."""
-    _REMOVERS.difference_update([r for r in _REMOVERS if not r.alive])
     remover = weakref.finalize(owner, release, directory, lock)
-    _REMOVERS.add(remover)
+    with _REMOVERS_LOCK:
+        _REMOVERS.difference_update([r for r in _REMOVERS if not r.alive])
+        _REMOVERS.add(remover)
     return remover
 
 
 def release_all() -> None:
     """Release every spill directory of this process now: before it exits without the
     interpreter's exit handlers (``gateway.signals.exit_abandoning_calls``)."""
-    for remover in list(_REMOVERS):
+    with _REMOVERS_LOCK:
+        removers = list(_REMOVERS)
+        _REMOVERS.clear()
+    for remover in removers:
         remover()
-    _REMOVERS.clear()
 
 
 def remove_orphans(root: Path) -> list[Path]:

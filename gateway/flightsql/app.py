@@ -14,7 +14,6 @@ import structlog
 from gateway.audit.log import AuditLog
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshState
 from gateway.config import MeshConfig, load_config
-from gateway.engine.spill import release_all
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ConfigError
 from gateway.flightsql.operator import OperatorActions
@@ -71,22 +70,26 @@ class Gateway:
         return self.drain_and_shutdown()
 
     def drain_and_shutdown(self) -> bool:
-        """Refuse new queries, let running ones finish for the grace period, then stop."""
+        """Refuse new queries, let running ones finish for the grace period, then stop
+        (``shutdown``: whatever happened meanwhile)."""
         grace = self.config.gateway.shutdown_grace_seconds
         self.service.draining = True
-        log.info("shutting_down", running=self.service.active_streams, grace_seconds=grace)
-        wait_while(lambda: self.service.active_streams, grace)
-        if self.service.active_streams:
-            log.warning("shutdown_cancels_queries", running=self.service.active_streams)
-            self.state.watchdog.stop_all()
-            wait_while(lambda: self.service.active_streams, 2)
-            self.state.watchdog.close_streams()  # left: clients that stopped reading
-        return self.shutdown()
+        try:
+            log.info("shutting_down", running=self.service.active_streams, grace_seconds=grace)
+            wait_while(lambda: self.service.active_streams, grace)
+            if self.service.active_streams:
+                log.warning("shutdown_cancels_queries", running=self.service.active_streams)
+                self.state.watchdog.stop_all()
+                wait_while(lambda: self.service.active_streams, 2)
+                self.state.watchdog.close_streams()  # left: clients that stopped reading
+        finally:
+            stopped = self.shutdown()
+        return stopped
 
     def shutdown(self) -> bool:
         """Stop serving and close the audit log; False when a call could not be stopped
         (a client stopped reading its stream): the process must then exit without waiting
-        for it (``gateway.signals.exit_abandoning_calls``), its spill directories removed."""
+        for it (``gateway.signals.exit_abandoning_calls``)."""
         self._stop.set()
         stopped = stopped_within(self.server.shutdown, ABANDON_CALLS_AFTER_SECONDS)
         if not stopped:
@@ -96,8 +99,6 @@ class Gateway:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.audit.close()  # its last records fsynced (with fsync = "batch", a window)
-        if not stopped:
-            release_all()
         return stopped
 
 

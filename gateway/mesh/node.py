@@ -37,7 +37,6 @@ import structlog
 from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
-from gateway.engine.spill import release_all
 from gateway.engine.streaming import StreamStats, opened_sql, result_schema
 from gateway.errors import ConfigError, MeshgateError
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
@@ -58,8 +57,7 @@ log = structlog.get_logger("meshgate.node")
 
 
 #: while stopping, after the last stream ended: how long the gateway gets to collect their
-#: end reports (it polls every ``gateway.mesh.ends.POLL_SECONDS``), and pyarrow's shutdown
-#: gets (calls still blocked on a client that stopped reading are not waited for)
+#: end reports (it polls every ``gateway.mesh.ends.POLL_SECONDS``)
 _COLLECT_SECONDS = 2.0
 
 
@@ -130,8 +128,6 @@ class DomainNode(flight.FlightServerBase):
         if not stopped:
             log.warning("shutdown_abandons_calls", domain=self.domain)
         self._audit.close()  # its last records fsynced, as the gateway's
-        if not stopped:
-            release_all()
         return stopped
 
     def stop_gracefully(self, grace_seconds: float) -> bool:
@@ -192,9 +188,7 @@ class DomainNode(flight.FlightServerBase):
             if not draining:
                 self.counters.streaming += 1
         if draining:
-            message = f"the node of domain {self.domain} is stopping"
-            self._report_refused(ticket.ticket, message)
-            raise flight.FlightUnavailableError(message)
+            raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
         try:
             schema, batches = self._ticket_rows(context, ticket)
         except BaseException:
@@ -202,17 +196,6 @@ class DomainNode(flight.FlightServerBase):
             raise
         weakref.finalize(batches, self._stream_done)  # ended, or dropped unstarted
         return flight.GeneratorStream(schema, batches)
-
-    def _report_refused(self, raw: bytes, message: str) -> None:
-        """Tell the gateway that placed a ticket refused while stopping that its query
-        failed (collected before the node exits), rather than let the query wait for its
-        tickets to expire. Only a sealed rows ticket of this domain is reported."""
-        try:
-            ticket = self._sealer.open(raw)
-        except TicketError:
-            return
-        if ticket.domain == self.domain and ticket.purpose == "rows" and ticket.audit is not None:
-            self._ends.failed(ticket.audit, "error", message)
 
     def _stream_done(self) -> None:
         with self.counters.lock:

@@ -524,6 +524,21 @@ def test_a_view_in_the_duckdb_file_is_refused(mesh_copy: Path, body: str) -> Non
     )
 
 
+def test_a_table_with_generated_columns_is_refused(mesh_copy: Path) -> None:
+    """A generated column is computed on every read: random() or now() there would make
+    the product's rows change with no file changing (the result cache could not tell)."""
+    with duckdb.connect(str(mesh_copy / "sales/data/orders.duckdb")) as con:
+        con.execute("ALTER TABLE orders RENAME TO orders_raw")
+        con.execute(
+            "CREATE TABLE orders (order_id BIGINT, customer_id BIGINT, region VARCHAR, "
+            "amount DECIMAL(12, 2), order_date DATE, drawn DOUBLE GENERATED ALWAYS AS (random()))"
+        )
+        con.execute("INSERT INTO orders SELECT * FROM orders_raw")
+    _, message = rejected(mesh_copy, "sales.orders")
+    path = mesh_copy / CONTRACTS["sales.orders"]
+    check_message(message, path, "schema[0].physicalName", "generated columns", "plain columns")
+
+
 def test_a_view_product_is_not_served_through_adbc(demo_mesh: Path, tmp_path: Path) -> None:
     from support.clients import CLIENT_ERRORS, adbc_connections, error_text
     from support.servers import private_gateway

@@ -188,6 +188,27 @@ def test_group_without_the_cache_reads_live(cached, connect) -> None:
         assert how is None
 
 
+def test_an_uncached_product_is_read_live(demo_mesh: Path, tmp_path: Path) -> None:
+    """``[cache] uncached_products``: a statement reading one is never cached, even
+    joined with others; statements on the other products are."""
+
+    def settings(mesh: Path) -> None:
+        configure(mesh, "cache", **CACHE, uncached_products=["crm.customers"])
+
+    joined = (
+        "SELECT c.region, count(*) AS n FROM sales.orders o "
+        "JOIN crm.customers c USING (customer_id) GROUP BY 1 ORDER BY 1"
+    )
+    with (
+        private_gateway(demo_mesh, tmp_path, prepare=settings) as running,
+        adbc_connections() as get,
+    ):
+        bob = get(running.uri, "bob")
+        for sql in (CUSTOMERS_BY_REGION, joined):
+            assert [_run(running, bob, "bob", sql)[1] for _ in range(2)] == [None, None]
+        assert [_run(running, bob, "bob", ORDERS)[1] for _ in range(2)] == ["miss", "hit"]
+
+
 def test_byte_bound_evicts_least_recently_used(cached, connect) -> None:
     bob = connect("bob")
     sqls = [
