@@ -355,7 +355,7 @@ def _stream_sql(
             if watchdog.shutting_down:
                 outcome, error = "shutdown", stop_message("shutdown", limit)
             elif timed_out:
-                outcome, error = "timeout", _STOP_MESSAGES["timeout"].format(timeout=limit)
+                outcome, error = "timeout", stop_message("timeout", limit)
             else:
                 outcome = "disconnected"
             engine.interrupt(cursor)

@@ -184,11 +184,9 @@ class DomainNode(flight.FlightServerBase):
 
     def do_get(self, context, ticket):
         with self.counters.lock:  # counted from here: a stop waits for it (stop_gracefully)
-            draining = self.draining
-            if not draining:
-                self.counters.streaming += 1
-        if draining:
-            raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
+            if self.draining:
+                raise flight.FlightUnavailableError(f"the node of domain {self.domain} is stopping")
+            self.counters.streaming += 1
         try:
             schema, batches = self._ticket_rows(context, ticket)
         except BaseException:
