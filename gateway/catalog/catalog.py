@@ -10,6 +10,7 @@ new one when contract files change.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -246,11 +247,16 @@ def _accelerates(contract: ProductContract, connector: Connector, settings: Engi
     return wants_acceleration(contract.accelerate, size, settings.accelerate_below_bytes)
 
 
-def _data_changed(engine: Engine) -> bool:
-    """Whether the files of an accelerated product changed since its copy was loaded (or
-    since loading it failed)."""
-    return any(copy.stale() for copy in engine.accelerated.values()) or any(
-        files_signature(paths) != signature for paths, signature in engine.unaccelerated.values()
+def _changed_data(engine: Engine) -> list[str]:
+    """The accelerated products whose files changed since their copy was loaded (or since
+    loading it failed), sorted."""
+    return sorted(
+        [name for name, copy in engine.accelerated.items() if copy.stale()]
+        + [
+            name
+            for name, (paths, signature) in engine.unaccelerated.items()
+            if files_signature(paths) != signature
+        ]
     )
 
 
@@ -290,10 +296,14 @@ class CatalogHolder:
         the current snapshot meanwhile: a refreshed copy is served only once complete."""
         with self._lock:
             current = self._current
-            if contracts_signature(
-                self._mesh_dir, self._domains
-            ) == current.signature and not _data_changed(current.engine):
+            contracts_changed = (
+                contracts_signature(self._mesh_dir, self._domains) != current.signature
+            )
+            refreshed = _changed_data(current.engine)
+            if not contracts_changed and not refreshed:
                 return False
+            started = time.perf_counter()
+            log.info("catalog_reloading", contracts_changed=contracts_changed, refreshed=refreshed)
             fresh = load_catalog(
                 self._mesh_dir,
                 self._settings,
@@ -303,5 +313,10 @@ class CatalogHolder:
                 watchdog=self.watchdog,
             )
             self._current = fresh
-            log.info("catalog_reloaded", products=len(fresh), problems=len(fresh.problems))
+            log.info(
+                "catalog_reloaded",
+                products=len(fresh),
+                problems=len(fresh.problems),
+                seconds=round(time.perf_counter() - started, 3),
+            )
             return True

@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -157,6 +159,54 @@ def test_a_rewritten_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Path) ->
             timeout=10,
         )
         assert after["loaded_at"] >= before["loaded_at"] and after["stale"] is False
+
+
+def _epoch(record: dict) -> float:
+    return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_queries_are_answered_from_the_old_copy_while_the_new_one_loads(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    """A refresh loads the new copy beside the old one: statements that start and end while
+    it loads are answered (from the old copy), and every answer is wholly the old copy's or
+    wholly the new one's, never a half-loaded one."""
+    statement = "SELECT count(*) AS n, sum(customer_id) AS total FROM crm.customers"
+    big = 2_000_000  # big enough that its load is a window many statements fit in
+    with (
+        private_gateway(demo_mesh, tmp_path, engine=ACCELERATE_ALL) as running,
+        adbc_connections() as connect,
+    ):
+        conn = connect(running.uri, "bob")
+        old = tuple(_rows(conn, statement).to_pylist()[0].values())
+        new = (big, big * (big + 1) // 2)
+        parquet = running.mesh / "crm" / "data" / "customers.parquet"
+        staged = parquet.with_suffix(".new")
+        duckdb.sql(
+            "COPY (SELECT i::BIGINT AS customer_id, 'name ' || i AS name, "
+            "'c' || i || '@example.com' AS email, printf('%03d-%02d-%04d', i % 1000, i % 100, "
+            "i % 10000) AS ssn, ['EU', 'US', 'APAC'][1 + i % 3] AS region "
+            f"FROM range(1, {big + 1}) t(i)) TO '{staged}' (FORMAT PARQUET)"
+        )
+        answers: list[tuple[float, float, tuple]] = []  # (started, ended, answer)
+
+        def answered_new() -> bool:
+            started = time.time()
+            answer = tuple(_rows(conn, statement).to_pylist()[0].values())
+            answers.append((started, time.time(), answer))
+            return answer == new
+
+        os.replace(staged, parquet)
+        wait_until(answered_new, timeout=120, interval=0, what="the copy loaded from the new file")
+        wait_until(lambda: running.events("catalog_reloaded"), timeout=10, what="the reload")
+    loading = running.events("catalog_reloading")[-1]
+    assert loading["refreshed"] == ["crm.customers"] and loading["contracts_changed"] is False
+    begun, done = _epoch(loading), _epoch(running.events("catalog_reloaded")[-1])
+    assert done > begun
+    assert {answer for _, _, answer in answers} <= {old, new}
+    during = [a for a in answers if begun < a[0] and a[1] < done]
+    assert during, f"no statement was answered during the {done - begun:.3f} s the load took"
+    assert {answer for _, _, answer in during} == {old}
 
 
 def test_a_replaced_duckdb_file_refreshes_the_copy(demo_mesh: Path, tmp_path: Path) -> None:
