@@ -13,6 +13,9 @@ from typing import NoReturn
 #: how long a stopping server waits for calls still running once their queries were
 #: stopped, before it abandons them (a client that stopped reading never lets go)
 ABANDON_CALLS_AFTER_SECONDS = 2.0
+#: how long a stopping server lets the queries it stopped end before it closes the streams
+#: left suspended between batches (clients that stopped reading)
+STOPPED_QUERIES_SECONDS = 2.0
 
 
 def wait_for_stop_signal(on_signal: Callable[[], None] = lambda: None) -> None:

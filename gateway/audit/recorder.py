@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway.audit.log import AuditLog, encode_json, encode_members, monotonic_ms
-from gateway.engine.streaming import StreamStats
+from gateway.engine.streaming import StreamStats, closed_outcome
 from gateway.errors import AccessDenied, MeshgateError, QueryRefused, UnknownObject
 from gateway.memo import held_bytes
 
@@ -196,7 +196,9 @@ class AuditRecorder:
                 yield from batches
             outcome, error = "ok", None
         except GeneratorExit:
-            outcome, error = "disconnected", None
+            catalog_engine = planned.catalog.engine
+            limit = planned.time_limit(catalog_engine.settings.query_timeout_seconds)
+            outcome, error = closed_outcome(catalog_engine.watchdog, stats, limit)
             raise
         except MeshgateError as exc:
             error = exc.client_message

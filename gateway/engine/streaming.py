@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -18,6 +18,7 @@ from gateway.engine.database import Engine
 from gateway.engine.errors import engine_failure
 from gateway.engine.failures import carries_engine_error, engine_type
 from gateway.engine.plan_cost import PlanCost
+from gateway.engine.watchdog import Watchdog
 from gateway.errors import MeshgateError, QueryFailed, ResourceExhausted
 from gateway.memo import IdentityMemo
 from gateway.planning.query import Query
@@ -209,7 +210,7 @@ def opened_sql(
     on_finish: Callable[[StreamStats, str, str | None], None] | None = None,
     tables: Mapping[str, pa.Table] | None = None,
     **log_fields: object,
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+) -> tuple[pa.Schema, Generator[pa.RecordBatch, None, None]]:
     """``stream_sql`` of a query whose schema is the one DuckDB binds it to: bound once,
     for its schema and its run, which starts when the first batch is asked for;
     ``tables``: as ``stream_sql``'s."""
@@ -273,7 +274,7 @@ def _stream_sql(
     spill_limit: int | None = None,
     same_names: bool = False,
     announce: bool = False,
-) -> Iterator[pa.RecordBatch | pa.Schema]:
+) -> Generator[pa.RecordBatch | pa.Schema, None, None]:
     """``stream_sql``; ``schema`` None: the one DuckDB binds ``sql`` to; ``announce``:
     yield the schema first, once bound, before the query runs."""
     settings = engine.settings
@@ -348,16 +349,7 @@ def _stream_sql(
             error = failure.client_message
             raise failure from exc
         except GeneratorExit:
-            # Closed by the client going away, or by the watchdog because the client stopped
-            # reading past the time limit (the client then gets the time-limit error) or
-            # while the server shuts down.
-            timed_out = time.perf_counter() - stats.started > limit
-            if watchdog.shutting_down:
-                outcome, error = "shutdown", stop_message("shutdown", limit)
-            elif timed_out:
-                outcome, error = "timeout", stop_message("timeout", limit)
-            else:
-                outcome = "disconnected"
+            outcome, error = closed_outcome(watchdog, stats, limit)
             engine.interrupt(cursor)
             raise
         except (QueryFailed, ResourceExhausted) as exc:
@@ -415,6 +407,17 @@ def count_within_limits(
             f"the result exceeds the limit of {settings.max_result_rows:,} rows or "
             f"{settings.max_result_bytes:,} bytes; add filters, aggregate or LIMIT"
         )
+
+
+def closed_outcome(watchdog: Watchdog, stats: StreamStats, limit: float) -> tuple[str, str | None]:
+    """The outcome and error of a stream closed before its end: by the server shutting
+    down, by the watchdog because the client stopped reading past the time limit ``limit``
+    (the client then gets the time-limit error), or by the client going away."""
+    if watchdog.shutting_down:
+        return "shutdown", stop_message("shutdown", limit)
+    if time.perf_counter() - stats.started > limit:
+        return "timeout", stop_message("timeout", limit)
+    return "disconnected", None
 
 
 def stop_message(reason: str, timeout: float) -> str:

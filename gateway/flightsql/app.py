@@ -33,6 +33,7 @@ from gateway.security.identity import IdentityProvider
 from gateway.security.token_check import TokenRejected
 from gateway.signals import (
     ABANDON_CALLS_AFTER_SECONDS,
+    STOPPED_QUERIES_SECONDS,
     stopped_within,
     wait_for_stop_signal,
     wait_while,
@@ -80,7 +81,7 @@ class Gateway:
             if self.service.active_streams:
                 log.warning("shutdown_cancels_queries", running=self.service.active_streams)
                 self.state.watchdog.stop_all()
-                wait_while(lambda: self.service.active_streams, 2)
+                wait_while(lambda: self.service.active_streams, STOPPED_QUERIES_SECONDS)
                 self.state.watchdog.close_streams()  # left: clients that stopped reading
         finally:
             stopped = self.shutdown()

@@ -51,7 +51,12 @@ from gateway.mesh.tickets import (
     stale_products,
 )
 from gateway.security.auth import HandshakeAuthHandler
-from gateway.signals import ABANDON_CALLS_AFTER_SECONDS, stopped_within, wait_while
+from gateway.signals import (
+    ABANDON_CALLS_AFTER_SECONDS,
+    STOPPED_QUERIES_SECONDS,
+    stopped_within,
+    wait_while,
+)
 
 log = structlog.get_logger("meshgate.node")
 
@@ -142,6 +147,8 @@ class DomainNode(flight.FlightServerBase):
         if self._streaming():
             log.warning("shutdown_cancels_queries", domain=self.domain)
             self.state.watchdog.stop_all()
+            wait_while(self._streaming, STOPPED_QUERIES_SECONDS)
+            self.state.watchdog.close_streams()  # left: clients that stopped reading
         wait_while(lambda: self._streaming() or self._ends.uncollected(), _COLLECT_SECONDS)
         return self.shutdown()
 
@@ -246,7 +253,10 @@ class DomainNode(flight.FlightServerBase):
             )
         except MeshgateError as exc:  # ``finish`` has recorded it
             raise pa.ArrowInvalid(exc.client_message) from None
-        return schema, self._count(batches, begun, tracker)
+        # watched: a client that stops reading frees the query past its time limit, and a
+        # stop closes it (``stop_gracefully``); its ticket_end says which
+        limit = catalog.engine.settings.query_timeout_seconds
+        return schema, self._count(self.state.watchdog.expiring(batches, limit), begun, tracker)
 
     def _count(self, batches, begun: int, tracker: Tracker | None):
         """The batches, counted (the node's counters; ``tracker``: an audited ticket's

@@ -29,7 +29,13 @@ import structlog
 
 from gateway.audit.recorder import Finish, Opened
 from gateway.config import NodesSettings
-from gateway.engine.streaming import PlannedQuery, StreamStats, stream_batches, stream_sql
+from gateway.engine.streaming import (
+    PlannedQuery,
+    StreamStats,
+    closed_outcome,
+    stream_batches,
+    stream_sql,
+)
 from gateway.errors import AuthenticationError, HandleNotFound, InvalidQuery, MeshgateError
 from gateway.mesh.federation import (
     NodeDirectory,
@@ -50,6 +56,7 @@ from gateway.mesh.tickets import (
 from gateway.security.principal import Principal
 
 if TYPE_CHECKING:
+    from gateway.engine.watchdog import Watchdog
     from policies.engine import ProductAccess
 
 log = structlog.get_logger("meshgate.service")
@@ -210,7 +217,11 @@ class NodeExecutor:
     ) -> Opened:
         """Relayed through the gateway (the ticket is sealed and fetched now), counted."""
         _, batches = self._relay.open(planned.principal, self.seal(planned))
-        return planned.schema, _finishing(_conformed(batches, planned.schema), on_finish)
+        engine = planned.catalog.engine
+        limit = planned.time_limit(engine.settings.query_timeout_seconds)
+        return planned.schema, _finishing(
+            _conformed(batches, planned.schema), on_finish, engine.watchdog, limit
+        )
 
 
 class FederatedExecutor:
@@ -414,17 +425,20 @@ def _relayed(
 
 
 def _finishing(
-    batches: Iterator[pa.RecordBatch], finish: Finish | None
+    batches: Iterator[pa.RecordBatch], finish: Finish | None, watchdog: Watchdog, limit: float
 ) -> Iterator[pa.RecordBatch]:
-    """Relayed batches, counted, with ``finish`` called at the end whatever happened."""
-    stats, outcome, error = StreamStats(), "ok", None
+    """Relayed batches, counted, with ``finish`` called at the end whatever happened
+    (``limit``: the query's time limit, for ``closed_outcome``)."""
+    stats: StreamStats = StreamStats()
+    outcome: str = "ok"
+    error: str | None = None
     try:
         for batch in batches:
             stats.rows += batch.num_rows
             stats.bytes += batch.nbytes
             yield batch
     except GeneratorExit:
-        outcome = "disconnected"
+        outcome, error = closed_outcome(watchdog, stats, limit)
         raise
     except MeshgateError as exc:
         outcome, error = "error", exc.client_message

@@ -40,6 +40,7 @@ from gateway.engine.arrow_types import schema_bytes
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
+    closed_outcome,
     count_within_limits,
     stop_message,
 )
@@ -328,7 +329,8 @@ class CachingExecutor:
         finish: Finish | None,
     ) -> Iterator[pa.RecordBatch]:
         """The stored batches, counted against the engine's limits like a computed result."""
-        settings = planned.catalog.engine.settings
+        engine = planned.catalog.engine
+        settings = engine.settings
         stats, outcome, error = StreamStats(), "ok", None
         stats_cache(stats, "hit")
         try:
@@ -346,7 +348,9 @@ class CachingExecutor:
                 stats.bytes += nbytes
                 yield batch
         except GeneratorExit:
-            outcome = "disconnected"
+            outcome, error = closed_outcome(
+                engine.watchdog, stats, planned.time_limit(settings.query_timeout_seconds)
+            )
             raise
         except MeshgateError as exc:
             outcome, error = (outcome if outcome != "ok" else "error"), exc.client_message

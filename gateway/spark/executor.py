@@ -26,6 +26,7 @@ from gateway.config import SparkSettings
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
+    closed_outcome,
     count_within_limits,
     split_by_bytes,
     stop_message,
@@ -279,8 +280,7 @@ class SparkExecutor:
                 error = stop_message(stopped_by, limit)
                 raise QueryFailed(error)
         except GeneratorExit:
-            timed_out = time.perf_counter() - stats.started > limit
-            outcome = "timeout" if timed_out else "disconnected"
+            outcome, error = closed_outcome(watchdog, stats, limit)
             interrupt()
             raise
         except MeshgateError as exc:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from pyarrow import flight
-from support.clients import raw_info
+from support.clients import flight_client, raw_info
+from support.logs import audit_records
 from support.mesh import running_mesh
 from support.polling import wait_until
 from support.servers import configure, copy_mesh, start_gateway, stop_gateway
@@ -115,6 +116,79 @@ def test_a_node_process_stops_despite_a_client_that_stopped_reading(
     assert "shutdown_abandons_calls" in log
     records = [json.loads(line) for line in audit]  # whole records only: closed, not torn
     assert any(r["event"] == "ticket_begin" for r in records)
+    # the stream the client left suspended was closed at the stop, its query freed
+    assert [r["outcome"] for r in records if r["event"] == "ticket_end"] == ["shutdown"]
+
+
+def _ticket_ends(mesh, domain: str) -> list[dict]:
+    path = mesh.node_audit_path(domain)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["event"] == "ticket_end"]
+
+
+def test_a_node_frees_the_stream_of_a_client_that_stopped_reading(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    """A client that reads one batch of a placed stream and then neither reads nor goes away
+    holds its call, but not the node's query past the time limit: the node closes the
+    stream, its ticket_end and the gateway's query_end say "timeout"."""
+    source = copy_mesh(demo_mesh, tmp_path / "source")
+    configure(source, "engine", query_timeout_seconds=2)
+    with running_mesh(source, tmp_path, {"sales": 1}) as mesh:
+        (endpoint,) = raw_info(mesh.gateway.uri, "bob", TEN_TIMES).endpoints
+        client = flight.FlightClient(endpoint.locations[0])
+        try:
+            reader = client.do_get(endpoint.ticket)
+            try:
+                assert reader.read_chunk().data.num_rows > 0  # then it reads no more
+                ends = wait_until(
+                    lambda: _ticket_ends(mesh, "sales"),
+                    timeout=60,
+                    what="the node to close the stream nobody reads",
+                )
+                assert [e["outcome"] for e in ends] == ["timeout"]
+                query_ends = wait_until(
+                    lambda: [r for r in audit_records(mesh.mesh_dir) if r["event"] == "query_end"],
+                    timeout=30,
+                    what="the gateway to collect the node's report",
+                )
+            finally:
+                reader.cancel()
+        finally:
+            client.close()
+    assert [e["outcome"] for e in query_ends] == ["timeout"]
+    assert "time limit" in query_ends[0]["error"]
+
+
+def test_a_relayed_stream_a_client_stopped_reading_ends_as_shutdown(
+    demo_mesh: Path, tmp_path: Path
+) -> None:
+    """Rows the gateway relays from a node (raw SQL as the DoGet ticket) to a client that
+    stopped reading: SIGTERM closes the stream after the grace, and the gateway's audit
+    says "shutdown", not that the client went away."""
+    source = copy_mesh(demo_mesh, tmp_path / "source")
+    configure(source, "gateway", shutdown_grace_seconds=1)
+    with running_mesh(source, tmp_path, {"sales": 1}) as mesh:
+        gateway = mesh.gateway
+        client, options = flight_client(gateway.uri, "bob")
+        try:
+            reader = client.do_get(flight.Ticket(TEN_TIMES.encode()), options)
+            try:
+                assert reader.read_chunk().data.num_rows > 0  # then it reads no more
+                gateway.process.send_signal(signal.SIGTERM)
+                try:
+                    gateway.process.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the gateway never exited: SIGTERM waited for the stalled client")
+            finally:
+                reader.cancel()
+        finally:
+            client.close()
+        ends = [r for r in audit_records(mesh.mesh_dir) if r["event"] == "query_end"]
+    assert gateway.process.returncode == 0
+    assert [(e["outcome"], e["error"]) for e in ends] == [
+        ("shutdown", "the query was cancelled: the gateway is shutting down; run it again")
+    ]
 
 
 def _refused(uri: str) -> bool:
