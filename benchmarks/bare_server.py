@@ -13,6 +13,10 @@ ticket it answers) is the SQL text itself.
   CreatePreparedStatement, GetFlightInfo, DoGet, ClosePreparedStatement) over the same
   DuckDB, the statement handle being the SQL itself: what ADBC costs against a Python
   Flight SQL server that does nothing else (no auth, no governance, no audit).
+- ``--submit``: DoGet runs the SQL through DuckDB 2's private ``_seam.submit``, as the
+  gateway runs a planned statement (``Engine.arrow_reader``), instead of
+  ``cursor.sql(q).to_arrow_reader()``, which parses and binds it once more first: the floor
+  with the gateway's own DuckDB path.
 
 Run: ``python -m benchmarks.bare_server --mesh DIR --port P --mode duckdb``.
 """
@@ -26,6 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from gateway.engine.database import Engine
 from gateway.flightsql import flightsql_pb2 as pb
 from gateway.flightsql import metadata
 from gateway.flightsql import protocol as flightsql
@@ -40,8 +45,10 @@ class BareServer(flight.FlightServerBase):
         mode: str,
         batch_rows: int,
         table: pa.Table | None,
+        submit: bool = False,
     ) -> None:
         super().__init__(location)
+        self._submit = submit
         self._con = con
         self._mode = mode
         self._batch_rows = batch_rows
@@ -71,7 +78,11 @@ class BareServer(flight.FlightServerBase):
             ticket = flight.Ticket(command.statement_handle)
         if self._mode == "memory":
             return flight.RecordBatchStream(self._table)
-        reader = self._relation(ticket.ticket.decode()).to_arrow_reader(self._batch_rows)
+        sql = ticket.ticket.decode()
+        if self._submit:
+            reader = Engine.arrow_reader(self._con.cursor(), sql, (), self._batch_rows)
+        else:
+            reader = self._relation(sql).to_arrow_reader(self._batch_rows)
         return flight.RecordBatchStream(reader)
 
     def list_actions(self, context):
@@ -126,6 +137,11 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="4GB")
     parser.add_argument("--preload", help="SQL materialised in memory (mode memory)")
     parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="run statements as the gateway runs a planned one (DuckDB's _seam.submit)",
+    )
+    parser.add_argument(
         "--setup",
         action="append",
         help="instead of the benchmark mesh's baseline: an in-memory DuckDB set up by these "
@@ -146,7 +162,9 @@ def main() -> None:
         table = pa.Table.from_batches(
             loaded.to_batches(max_chunksize=args.batch_rows), schema=loaded.schema
         )
-    server = BareServer(f"grpc://127.0.0.1:{args.port}", con, args.mode, args.batch_rows, table)
+    server = BareServer(
+        f"grpc://127.0.0.1:{args.port}", con, args.mode, args.batch_rows, table, args.submit
+    )
     server.serve()
 
 

@@ -159,6 +159,15 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                 config.engine_threads,
                 config.engine_memory_limit,
             )
+            bare_sql_submit = procs.start_bare(
+                "bare-flightsql-submit",
+                mesh.mesh_dir,
+                "flightsql",
+                batch_rows,
+                config.engine_threads,
+                config.engine_memory_limit,
+                submit=True,
+            )
             with RssSampler(gateway) as sampler, LoadSampler() as load:
                 context = suites.Context(
                     config=config,
@@ -175,6 +184,7 @@ def run_config(config: BenchConfig, console: Console | None = None) -> Path:
                     results=sections,
                     bare=bare,
                     bare_sql=bare_sql,
+                    bare_sql_submit=bare_sql_submit,
                 )
                 for section in SECTIONS:
                     name = section.key

@@ -62,6 +62,8 @@ def small_queries(small: dict, config: dict) -> list[str]:
         "adbc_new_statement": "gateway, ADBC one-off statement (prepare, execute, close)",
         "bare_sql_adbc": "bare Flight SQL server + DuckDB, ADBC, cursor reused (ADBC floor)",
         "bare_sql_adbc_new_statement": "bare Flight SQL server + DuckDB, ADBC one-off statement (ADBC floor)",
+        "bare_submit_adbc": "bare Flight SQL server on the gateway's DuckDB path (`--submit`), ADBC, cursor reused",
+        "bare_submit_adbc_new_statement": "bare Flight SQL server on the gateway's DuckDB path (`--submit`), ADBC one-off statement",
     }
     for e in small.get("queries", {}).values():
         for key, label in labels.items():
@@ -86,6 +88,14 @@ def small_queries(small: dict, config: dict) -> list[str]:
             + ", ".join(
                 f"{name} {times(e.get('adbc_vs_bare_sql'), 3)} reused, "
                 f"{times(e.get('adbc_new_statement_vs_bare_sql'), 3)} one-off"
+                for name, e in small.get("queries", {}).items()
+            )
+            + ". The gateway runs a planned statement through DuckDB's private `_seam.submit`, "
+            "without the second parse and bind of `cursor.sql(q)` that the floor pays; against "
+            "a floor that runs statements the same way (`bare_server --submit`), it adds: "
+            + ", ".join(
+                f"{name} {times(e.get('adbc_vs_bare_submit'), 3)} reused, "
+                f"{times(e.get('adbc_new_statement_vs_bare_submit'), 3)} one-off"
                 for name, e in small.get("queries", {}).items()
             )
             + "."

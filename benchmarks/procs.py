@@ -161,9 +161,11 @@ class Processes:
         preload: str | None = None,
         timeout: float = 600.0,
         setup: tuple[str, ...] = (),
+        submit: bool = False,
     ) -> Server:
         """A minimal pyarrow.flight server (``benchmarks.bare_server``) in a subprocess;
-        ``setup``: statements building its own in-memory DuckDB instead of the mesh's."""
+        ``setup``: statements building its own in-memory DuckDB instead of the mesh's;
+        ``submit``: its DoGet runs statements as the gateway does (``--submit``)."""
         port = free_port()
         command = [
             sys.executable,
@@ -186,6 +188,8 @@ class Processes:
             command += ["--preload", preload]
         for statement in setup:
             command += ["--setup", statement]
+        if submit:
+            command.append("--submit")
         server = self._spawn(name, command, port)
         return self._wait(server, _flight_ping, timeout)
 

@@ -77,6 +77,8 @@ class Context:
     bare: Server | None = None
     #: The bare Flight SQL server over the same DuckDB (what ADBC costs without a gateway).
     bare_sql: Server | None = None
+    #: The same with the gateway's DuckDB path (``bare_server --submit``).
+    bare_sql_submit: Server | None = None
     advance: Callable[[float], None] = lambda amount: None
     #: names what the section measures now (``q7``), shown beside its progress bar
     working_on: Callable[[str], None] = lambda what: None
@@ -91,6 +93,11 @@ class Context:
     def bare_adbc(self) -> AdbcClient | None:
         """An ADBC client of the bare Flight SQL server, if it runs."""
         return AdbcClient(self.bare_sql.uri) if self.bare_sql is not None else None
+
+    def bare_submit_adbc(self) -> AdbcClient | None:
+        """An ADBC client of the bare Flight SQL server on the gateway's DuckDB path."""
+        server = self.bare_sql_submit
+        return AdbcClient(server.uri) if server is not None else None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -108,6 +115,7 @@ def small_queries(ctx: Context) -> dict:
     adbc, fl = ctx.adbc(), ctx.flight()
     bare = FlightClient(ctx.bare.uri) if ctx.bare is not None else None
     bare_adbc = ctx.bare_adbc()
+    submit_adbc = ctx.bare_submit_adbc()
     queries = {"select_1": SELECT_ONE, "point_lookup": point_lookup()}
     out: dict = {
         "calls_per_repetition": config.small_query_calls,
@@ -123,10 +131,16 @@ def small_queries(ctx: Context) -> dict:
             }
             if bare_adbc is not None:  # each floor's block beside the gateway's
                 variants["bare_sql_adbc"] = lambda sql=sql: bare_adbc.query(sql)
+            if submit_adbc is not None:
+                variants["bare_submit_adbc"] = lambda sql=sql: submit_adbc.query(sql)
             variants["adbc_new_statement"] = lambda sql=sql: adbc.query_new_statement(sql)
             if bare_adbc is not None:
                 variants["bare_sql_adbc_new_statement"] = lambda sql=sql: (
                     bare_adbc.query_new_statement(sql)
+                )
+            if submit_adbc is not None:
+                variants["bare_submit_adbc_new_statement"] = lambda sql=sql: (
+                    submit_adbc.query_new_statement(sql)
                 )
             variants["flight"] = lambda sql=sql: fl.query(sql)
             variants["flight_one_call"] = lambda sql=sql: fl.query_one_call(sql)
@@ -155,6 +169,13 @@ def small_queries(ctx: Context) -> dict:
                 entry["adbc_new_statement_vs_bare_sql"] = paired_ratio(
                     timings["adbc_new_statement"], timings["bare_sql_adbc_new_statement"]
                 )
+            if submit_adbc is not None:  # ... and against the floor on the gateway's path
+                entry["adbc_vs_bare_submit"] = paired_ratio(
+                    timings["adbc"], timings["bare_submit_adbc"]
+                )
+                entry["adbc_new_statement_vs_bare_submit"] = paired_ratio(
+                    timings["adbc_new_statement"], timings["bare_submit_adbc_new_statement"]
+                )
             out["queries"][name] = entry
             ctx.advance(1)
     finally:
@@ -162,8 +183,9 @@ def small_queries(ctx: Context) -> dict:
         fl.close()
         if bare is not None:
             bare.close()
-        if bare_adbc is not None:
-            bare_adbc.close()
+        for floor in (bare_adbc, submit_adbc):
+            if floor is not None:
+                floor.close()
     return out
 
 

@@ -13,9 +13,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -42,6 +43,18 @@ from gateway.planning.naming import (
 )
 
 log = structlog.get_logger("meshgate.engine")
+
+
+def _duckdb_submit() -> Callable[..., Any] | None:
+    """DuckDB 2's ``_seam.submit(connection, sql, values, format, batch_size)``, or None."""
+    try:
+        from duckdb import _seam
+    except ImportError:
+        return None
+    return getattr(_seam, "submit", None)
+
+
+_submit = _duckdb_submit()
 
 _POOL_SIZE = 16
 
@@ -321,6 +334,19 @@ class Engine:
         """``result_schema`` on a given cursor: the query is bound, not planned nor run."""
         relation = cursor.sql(sql, params=list(params) if params else None)
         return self.relation_schema(cursor, relation)
+
+    @staticmethod
+    def arrow_reader(
+        cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object], batch_rows: int
+    ) -> pa.RecordBatchReader:
+        """Run ``sql`` (planned: its schema is known) on ``cursor`` and stream its result.
+        On DuckDB 2 through ``duckdb._seam.submit``, which the relation API runs a statement
+        with: ``cursor.sql(sql)`` would first parse and bind it once more, for a schema the
+        plan has (0.1-0.3 ms a statement); the relation API on another DuckDB."""
+        values = list(params) or None
+        if _submit is not None:
+            return _submit(cursor, sql, values, "stream", batch_rows).arrow_reader()
+        return cursor.sql(sql, params=values).to_arrow_reader(batch_rows)
 
     def relation_schema(
         self, cursor: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation

@@ -292,14 +292,21 @@ def _stream_sql(
                 _register(cursor, name, table)
             if sources is not None:
                 sources.watch(lambda: engine.interrupt(cursor))
-            relation = cursor.sql(sql, params=list(parameters) or None)
-            if schema is None:
+            if schema is None:  # bound first, for its schema (``opened_sql``)
+                relation = cursor.sql(sql, params=list(parameters) or None)
                 schema = engine.relation_schema(cursor, relation)
-            if announce:
-                yield schema
-            reader = relation.to_arrow_reader(
-                rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
-            )
+                if announce:
+                    yield schema
+                reader = relation.to_arrow_reader(
+                    rows_per_batch(schema, settings.batch_rows, settings.batch_bytes)
+                )
+            else:
+                reader = engine.arrow_reader(
+                    cursor,
+                    sql,
+                    parameters,
+                    rows_per_batch(schema, settings.batch_rows, settings.batch_bytes),
+                )
             decode = reader.schema != schema
             if same_names and reader.schema.names != schema.names:
                 raise QueryFailed(
