@@ -29,8 +29,9 @@ from gateway.catalog.contracts import (
     read_contract,
 )
 from gateway.config import EngineSettings
-from gateway.engine.acceleration import files_signature, source_bytes, wants_acceleration
+from gateway.engine.acceleration import wants_acceleration
 from gateway.engine.database import Engine
+from gateway.engine.file_versions import FileVersion, files_version, total_bytes
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ContractError
 from policies.rules import ColumnShape, ProductShape
@@ -89,7 +90,7 @@ class Catalog:
         products: dict[str, Product],
         problems: tuple[ContractProblem, ...],
         engine: Engine,
-        signature: tuple,
+        signature: FileVersion,
     ) -> None:
         self.mesh_dir = mesh_dir
         self._products = products
@@ -136,16 +137,9 @@ class Catalog:
         return tuple(sorted({p.domain for p in self._products.values()}))
 
 
-def contracts_signature(mesh_dir: Path, domains: frozenset[str] | None = None) -> tuple:
-    """What identifies the current state of the contract files (paths, sizes, mtimes)."""
-    entries = []
-    for path in find_contracts(mesh_dir, domains):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return tuple(entries)
+def contracts_signature(mesh_dir: Path, domains: frozenset[str] | None = None) -> FileVersion:
+    """The version of the contract files on disk."""
+    return files_version(find_contracts(mesh_dir, domains))
 
 
 def load_catalog(
@@ -243,7 +237,7 @@ def _accelerates(contract: ProductContract, connector: Connector, settings: Engi
     """Whether ``contract``'s product is held in memory (``gateway.engine.acceleration``)."""
     if contract.accelerate is None and settings.accelerate_below_bytes <= 0:
         return False  # no need to look at the files
-    size = source_bytes(files_signature(connector.data_paths))
+    size = total_bytes(files_version(connector.data_paths))
     return wants_acceleration(contract.accelerate, size, settings.accelerate_below_bytes)
 
 
@@ -255,7 +249,7 @@ def _changed_data(engine: Engine) -> list[str]:
         + [
             name
             for name, (paths, signature) in engine.unaccelerated.items()
-            if files_signature(paths) != signature
+            if files_version(paths) != signature
         ]
     )
 

@@ -5,20 +5,17 @@ true``) or, unless it says ``false``, when its files total less than the operato
 ``[engine] accelerate_below_bytes``. Its copy is loaded into the catalog snapshot's
 engine before the engine is locked, so a refresh is a new snapshot: queries keep reading
 the old copy until the new one is complete, then the snapshot is swapped in one step.
-The files' sizes and modification times (a DuckDB file's change at each checkpoint) say
-when a copy is stale.
+The version of its files (``gateway.engine.file_versions``) says when a copy is stale.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-#: (path, size, mtime_ns, ctime_ns) of every file a product reads, sorted.
-FileSignature = tuple[tuple[str, int, int, int], ...]
+from gateway.engine.file_versions import FileVersion, files_version
 
 
 @dataclass(frozen=True)
@@ -29,12 +26,12 @@ class AcceleratedCopy:
     bytes: int
     loaded_at: float
     paths: tuple[Path, ...]
-    source: FileSignature
+    source: FileVersion
 
     def stale(self) -> bool:
         """True when the product's files changed since the copy was loaded (a refresh is
         due at the next reload)."""
-        return files_signature(self.paths) != self.source
+        return files_version(self.paths) != self.source
 
     def describe(self, operator: bool, now: float | None = None) -> dict[str, object]:
         """How fresh the copy is; sizes only for the operator (a user under a row filter
@@ -64,35 +61,9 @@ def describe_copy(facts: Mapping[str, object]) -> str:
     return ", ".join(parts)
 
 
-def files_signature(paths: Iterable[Path]) -> FileSignature:
-    """Size, modification and change time of every file under ``paths`` (files or
-    directories); a file that vanishes is simply absent (the signature changes)."""
-    entries: list[tuple[str, int, int, int]] = []
-    for path in paths:
-        if path.is_dir():
-            for root, _dirs, names in os.walk(path):
-                entries.extend(_entry(Path(root) / name) for name in names)
-        else:
-            entries.append(_entry(path))
-    return tuple(sorted(e for e in entries if e[1] >= 0))
-
-
-def source_bytes(signature: FileSignature) -> int:
-    """Total size of the files of ``signature``."""
-    return sum(size for _path, size, _mtime, _ctime in signature)
-
-
 def wants_acceleration(hint: bool | None, size: int, below_bytes: int) -> bool:
     """Whether a product of ``size`` file bytes is accelerated: its contract's ``hint``
     decides when given, else the operator's threshold (0: off)."""
     if hint is not None:
         return hint
     return below_bytes > 0 and size < below_bytes
-
-
-def _entry(path: Path) -> tuple[str, int, int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (str(path), -1, 0, 0)
-    return (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

@@ -27,9 +27,10 @@ from connectors.base import Connector
 from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
-from gateway.engine.acceleration import AcceleratedCopy, FileSignature, files_signature
+from gateway.engine.acceleration import AcceleratedCopy
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
+from gateway.engine.file_versions import FileVersion, files_version
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
 from gateway.engine.spill import new_spill_directory, released_with
 from gateway.engine.watchdog import Watchdog
@@ -81,7 +82,7 @@ class Engine:
         #: product key -> its in-memory copy, for accelerated products
         self.accelerated: dict[str, AcceleratedCopy] = {}
         #: product key -> (its files, their signature) of products whose copy failed to load
-        self.unaccelerated: dict[str, tuple[tuple[Path, ...], FileSignature]] = {}
+        self.unaccelerated: dict[str, tuple[tuple[Path, ...], FileVersion]] = {}
         self._locked = False
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._tainted: set[duckdb.DuckDBPyConnection] = set()
@@ -142,7 +143,7 @@ class Engine:
     def _load_copy(self, contract: ProductContract, connector: Connector, rows: exp.Select) -> bool:
         """Load ``rows`` (the product's declared columns) into its hidden in-memory table;
         False, with nothing kept, when the copy would pass the memory budget."""
-        signature = files_signature(connector.data_paths)  # before reading: a change
+        signature = files_version(connector.data_paths)  # before reading: a change
         # during the load makes the copy stale, and the next reload loads it again
         table = accelerated_table(contract.domain, contract.name)
         self._db.execute(

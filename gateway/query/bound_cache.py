@@ -20,10 +20,10 @@ from typing import Generic, TypeVar
 
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Catalog
+from gateway.engine.file_versions import FileVersion, files_version
 from gateway.errors import MeshgateError
 from gateway.memo import WeakSlot, WeightedLRU
 from gateway.query.plan_cache import MAX_ENTRY_BYTES
-from gateway.query.result_cache import FileVersion, files_version
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024

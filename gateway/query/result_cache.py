@@ -19,13 +19,11 @@ against the engine's row and byte limits like any result; the audit's end record
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISDIR
 
 import pyarrow as pa
 import sqlglot
@@ -37,6 +35,7 @@ from connectors.registry import connector_for
 from gateway.audit.recorder import Finish, Opened
 from gateway.catalog.catalog import Catalog
 from gateway.engine.arrow_types import schema_bytes
+from gateway.engine.file_versions import files_version
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
@@ -164,41 +163,6 @@ def _argument_count(node: exp.Func) -> int:
         for value in node.args.values()
         if value is not None
     )
-
-
-FileVersion = tuple[tuple[str, int, int, int, int], ...]
-
-
-def files_version(paths: Iterable[Path]) -> FileVersion:
-    """Path, size, mtime, ctime and inode of every file under ``paths`` (files or
-    directories; a DuckDB file's write-ahead log too): any rewrite changes it, even one
-    that keeps the size and puts the old mtime back (``cp -p``, ``touch -r``): no tool
-    sets the ctime."""
-    entries: list[tuple[str, int, int, int, int]] = []
-
-    def add(path: str, stat: os.stat_result | None = None) -> None:
-        if stat is None:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                return
-        entries.append((path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-
-    for path in paths:
-        name = str(path)
-        try:
-            found = os.stat(name)
-        except OSError:
-            found = None
-        if found is not None and S_ISDIR(found.st_mode):
-            for root, _dirs, names in os.walk(path):
-                for file in names:
-                    add(os.path.join(root, file))
-        else:
-            if found is not None:
-                add(name, found)
-            add(f"{name}.wal")
-    return tuple(sorted(entries))
 
 
 @dataclass

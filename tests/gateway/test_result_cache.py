@@ -411,13 +411,13 @@ def test_an_empty_wide_result_weighs_its_schema() -> None:
 
 def test_a_same_size_rewrite_with_the_old_mtime_is_a_new_version(tmp_path: Path) -> None:
     """``cp -p``, ``rsync --inplace -t`` or ``touch -r`` over a file: same inode, same size,
-    same mtime, other bytes. Only the change time tells, and the version must change."""
-    from gateway.engine.acceleration import files_signature
-    from gateway.query.result_cache import files_version
+    same mtime, other bytes. Only the change time tells, and the version must change (the
+    one fingerprint of accelerated copies, cached results and bound plans)."""
+    from gateway.engine.file_versions import files_version
 
     data = tmp_path / "part.parquet"
     data.write_bytes(b"A" * 4096)
-    version, signature = files_version([tmp_path]), files_signature([tmp_path])
+    version = files_version([tmp_path])
     before = os.stat(data)
     wait_until(  # the change time moves on (its clock ticks in jiffies on some kernels)
         lambda: time.time_ns() > before.st_ctime_ns + 10_000_000, what="the clock to move"
@@ -432,4 +432,3 @@ def test_a_same_size_rewrite_with_the_old_mtime_is_a_new_version(tmp_path: Path)
         before.st_mtime_ns,
     )
     assert files_version([tmp_path]) != version
-    assert files_signature([tmp_path]) != signature
