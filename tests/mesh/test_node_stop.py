@@ -99,15 +99,7 @@ def test_a_node_process_stops_despite_a_client_that_stopped_reading(
         (endpoint,) = raw_info(mesh.gateway.uri, "bob", TEN_TIMES).endpoints
         client = flight.FlightClient(endpoint.locations[0])
         try:
-            reader = client.do_get(endpoint.ticket)
-            assert reader.read_chunk().data.num_rows > 0  # then it reads no more
-            node.process.send_signal(signal.SIGTERM)
-            try:
-                node.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                pytest.fail("the node never exited: SIGTERM waited for the stalled client")
-            finally:
-                reader.cancel()
+            _sigterm_while_stalled(node.process, client.do_get(endpoint.ticket), "node")
         finally:
             client.close()
         log = node.log_path.read_text(encoding="utf-8")
@@ -118,6 +110,22 @@ def test_a_node_process_stops_despite_a_client_that_stopped_reading(
     assert any(r["event"] == "ticket_begin" for r in records)
     # the stream the client left suspended was closed at the stop, its query freed
     assert [r["outcome"] for r in records if r["event"] == "ticket_end"] == ["shutdown"]
+
+
+def _sigterm_while_stalled(
+    process: subprocess.Popen, reader: flight.FlightStreamReader, name: str
+) -> None:
+    """Read one batch of ``reader``, then no more; SIGTERM ``process`` and wait for it to
+    exit. The reader is cancelled afterwards, whatever happened."""
+    try:
+        assert reader.read_chunk().data.num_rows > 0  # then it reads no more
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the {name} never exited: SIGTERM waited for the stalled client")
+    finally:
+        reader.cancel()
 
 
 def _ticket_ends(mesh, domain: str) -> list[dict]:
@@ -173,15 +181,7 @@ def test_a_relayed_stream_a_client_stopped_reading_ends_as_shutdown(
         client, options = flight_client(gateway.uri, "bob")
         try:
             reader = client.do_get(flight.Ticket(TEN_TIMES.encode()), options)
-            try:
-                assert reader.read_chunk().data.num_rows > 0  # then it reads no more
-                gateway.process.send_signal(signal.SIGTERM)
-                try:
-                    gateway.process.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    pytest.fail("the gateway never exited: SIGTERM waited for the stalled client")
-            finally:
-                reader.cancel()
+            _sigterm_while_stalled(gateway.process, reader, "gateway")
         finally:
             client.close()
         ends = [r for r in audit_records(mesh.mesh_dir) if r["event"] == "query_end"]
