@@ -26,6 +26,10 @@ from gateway.security.principal import Principal
 
 log = structlog.get_logger("meshgate.query")
 
+#: pyarrow's default IPC write options, built once: a Flight stream given none builds them
+#: anew (reading the environment) for every result
+IPC_OPTIONS = pa.ipc.IpcWriteOptions()
+
 _FIXED_WIDTH_GUESS = 16  # bytes per value assumed for variable-width columns
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import structlog
 
+from gateway.engine.streaming import IPC_OPTIONS
 from gateway.errors import (
     AuthenticationError,
     HandleNotFound,
@@ -63,17 +64,17 @@ def answer_stream(
     first batch exists. ``batches`` raise Flight errors only
     (``MeshgateFlightServer._guard_stream``)."""
     if not quick:
-        return flight.GeneratorStream(schema, batches)
+        return flight.GeneratorStream(schema, batches, IPC_OPTIONS)
     first = next(batches, None)
     if first is None:
-        return flight.RecordBatchStream(pa.Table.from_batches([], schema))
+        return flight.RecordBatchStream(pa.Table.from_batches([], schema), IPC_OPTIONS)
     try:
         second = next(batches, None)
     except flight.FlightError as exc:
-        return flight.GeneratorStream(schema, _then_raise(first, exc))
+        return flight.GeneratorStream(schema, _then_raise(first, exc), IPC_OPTIONS)
     if second is None:
-        return flight.RecordBatchStream(pa.Table.from_batches([first], schema))
-    return flight.GeneratorStream(schema, itertools.chain((first, second), batches))
+        return flight.RecordBatchStream(pa.Table.from_batches([first], schema), IPC_OPTIONS)
+    return flight.GeneratorStream(schema, itertools.chain((first, second), batches), IPC_OPTIONS)
 
 
 def _then_raise(batch: pa.RecordBatch, error: Exception) -> Iterator[pa.RecordBatch]:

@@ -37,7 +37,7 @@ import structlog
 from gateway.audit.log import AuditLog, monotonic_ms
 from gateway.catalog.state import RELOAD_INTERVAL_SECONDS, MeshSnapshot, MeshState
 from gateway.config import MeshConfig
-from gateway.engine.streaming import StreamStats, opened_sql, result_schema
+from gateway.engine.streaming import IPC_OPTIONS, StreamStats, opened_sql, result_schema
 from gateway.errors import ConfigError, MeshgateError
 from gateway.mesh.actions import ACTION_ENDS, ACTION_HEALTH, ACTION_SCHEMA, ACTION_STATS
 from gateway.mesh.ends import EndOutbox, Tracker
@@ -200,7 +200,7 @@ class DomainNode(flight.FlightServerBase):
             self._stream_done()
             raise
         weakref.finalize(batches, self._stream_done)  # ended, or dropped unstarted
-        return flight.GeneratorStream(schema, batches)
+        return flight.GeneratorStream(schema, batches, IPC_OPTIONS)
 
     def _stream_done(self) -> None:
         with self.counters.lock:
