@@ -136,6 +136,7 @@ class AuditRecorder:
                         "error": error,
                         "engine_operation": stats.operation,
                         "cache": stats.cache,
+                        "bytes_moved": stats.moved_bytes,
                     }
                 ),
                 lazily=True,
@@ -143,6 +144,8 @@ class AuditRecorder:
             if metrics is not None:
                 if stats.cache is not None:
                     metrics.result_cache(stats.cache)
+                if stats.moved_bytes is not None:
+                    metrics.moved(stats.moved_bytes)
                 metrics.ended(
                     principal,
                     products,

@@ -74,6 +74,8 @@ class StreamStats:
     operation: str | None = None
     #: the result cache's part (``gateway.query.result_cache``): "hit", "miss" or None
     cache: str | None = None
+    #: the Arrow bytes domain nodes sent for a federated query's fragments (None: not one)
+    moved_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -674,13 +674,18 @@ class FragmentStreams:
             for stream in self._streams:
                 stream.stop()
 
+    @property
+    def bytes_moved(self) -> int:
+        """The Arrow bytes the fragments moved so far (counted as their batches passed)."""
+        return sum(s.bytes for s in self._streams)
+
     def log_fields(self) -> dict[str, object]:
         """The ``federated_query`` log fields: what each fragment moved (counted as its
         batches passed: ``complete`` says whether it was read to its end) against what
         moving the whole governed products would cost, measured when that is what moved
         (``fragment_pushdown = false``), otherwise estimated (null until known: see
         ``gateway.mesh.sizes``)."""
-        moved = sum(s.bytes for s in self._streams)
+        moved = self.bytes_moved
         fields: dict[str, object] = {
             "pushed_down": self.plan.pushed_down,
             "fragments": [

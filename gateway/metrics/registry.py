@@ -118,6 +118,11 @@ class GatewayMetrics:
         )
         for result in ("hit", "miss"):
             self.result_cache_lookups.labels(result)
+        self.bytes_moved = Counter(
+            "meshgate_federated_bytes_moved",
+            "Arrow bytes domain nodes sent to the gateway for federated queries' fragments",
+            registry=registry,
+        )
         self.result_cache_bytes = Gauge(
             "meshgate_result_cache_bytes",
             "Bytes of results the result cache holds (bounded by [cache] max_bytes)",
@@ -178,6 +183,10 @@ class GatewayMetrics:
         child(self.duration, group).observe(seconds)
         child(self.rows, group).inc(rows)
         child(self.bytes, group).inc(bytes_)
+
+    def moved(self, nbytes: int) -> None:
+        """A federated query ended, its fragments having moved ``nbytes`` from the nodes."""
+        self.bytes_moved.inc(nbytes)
 
     def result_cache(self, result: str) -> None:
         """A cacheable query was answered from the result cache (``hit``) or computed

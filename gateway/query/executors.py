@@ -270,6 +270,12 @@ class FederatedExecutor:
             is_cancelled,
             planned.time_limit(engine.settings.query_timeout_seconds),
         )
+
+        def finished(stats: StreamStats, outcome: str, error: str | None) -> None:
+            stats.moved_bytes = streams.bytes_moved  # final: closed before the query ends
+            if finish is not None:
+                finish(stats, outcome, error)
+
         try:
             yield from stream_sql(
                 engine,
@@ -277,7 +283,7 @@ class FederatedExecutor:
                 (),
                 planned.schema,
                 is_cancelled,
-                finish,
+                finished,
                 tables=streams.tables,
                 sources=streams,
                 timeout=planned.timeout_seconds,
