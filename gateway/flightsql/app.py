@@ -160,7 +160,7 @@ def build_gateway(mesh_dir: Path, host: str | None = None, port: int | None = No
     stop = threading.Event()
     threading.Thread(
         target=_watch_files,
-        args=(state, stop, metrics, service.planner.forget_stale_plans),
+        args=(state, stop, metrics, lambda: _reloaded(state, service, metrics)),
         name="meshgate-reload",
         daemon=True,
     ).start()
@@ -222,6 +222,12 @@ def _tls_certificates(mesh_dir: Path, settings) -> list[tuple[bytes, bytes]]:
                 f"{mesh_dir / 'mesh.toml'}: field `gateway.{field}`: cannot read {path}: {exc}"
             ) from exc
     return [(pair[0], pair[1])]
+
+
+def _reloaded(state: MeshState, service: SqlService, metrics: GatewayMetrics) -> None:
+    """After a reload: forget plans and product series of what is no longer served."""
+    service.planner.forget_stale_plans()
+    metrics.forget_products({product.key for product in state.current.catalog})
 
 
 def _watch_files(

@@ -9,7 +9,7 @@ name, a statement or an error text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -148,10 +148,22 @@ class GatewayMetrics:
             self.rows.labels(group)
             self.bytes.labels(group)
 
+    def forget_products(self, served: Collection[str]) -> None:
+        """Remove the series of products no longer ``served`` (after a reload): a product
+        renamed or withdrawn leaves no series behind for ever."""
+        gone = [
+            key
+            for key in list(self._children)
+            if key[0] is self.product_queries and key[1][0] not in served
+        ]
+        for key in gone:
+            self._children.pop(key, None)
+            self.product_queries.remove(*key[1])
+
     def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, kept: label sets are bounded (see above), and a
-        series once created is never removed, so a repeated query looks its series up in
-        one dict instead of validating and hashing its labels again."""
+        """``metric.labels(*labels)``, kept: label sets are bounded (see above; a
+        product's series go with it, ``forget_products``), so a repeated query looks its
+        series up in one dict instead of validating and hashing its labels again."""
         key = (metric, labels)
         child = self._children.get(key)
         if child is None:

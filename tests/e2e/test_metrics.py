@@ -140,6 +140,27 @@ def test_metrics_show_the_engine_and_the_process(served: Private):
     assert "meshgate_node_up" not in now.names()  # embedded: no nodes
 
 
+def test_a_withdrawn_product_takes_its_series_with_it(served: Private):
+    """A product whose contract is removed leaves ``/metrics`` with the reload: no series
+    of a product that is gone grows the scrape for ever; the others stay."""
+    url = url_of(served)
+    products = "meshgate_product_queries_total"
+    fetch(served.uri, "bob", ORDERS_BY_REGION)
+    fetch(served.uri, "bob", SEVEN_CUSTOMERS)
+    before = scrape(url)
+    assert before.value(products, product="crm.customers", outcome="ok") == 1
+    assert before.value(products, product="sales.orders", outcome="ok") == 1
+    assert before.labels(products, "product") == {"crm.customers", "sales.orders"}
+    (served.mesh / "crm" / "customers.odcs.yaml").unlink()
+    after = wait_until(
+        lambda: "crm.customers" not in (s := scrape(url)).labels(products, "product") and s,
+        what="the withdrawn product's series to go",
+    )
+    assert isinstance(after, Scrape)
+    assert after.labels(products, "product") == {"sales.orders"}
+    assert after.value(products, product="sales.orders", outcome="ok") == 1
+
+
 def test_a_rejected_policy_file_is_counted_once_and_shown_until_fixed(served: Private):
     url = url_of(served)
     assert scrape(url).value("meshgate_policy_reload_failures_total") == 0
