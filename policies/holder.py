@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from connectors.file_versions import files_version
 from policies.engine import Governor
 from policies.errors import PolicyError
 from policies.loader import GLOBAL_SCOPE, PolicyFile, policy_paths, read_policy_file
@@ -64,7 +65,7 @@ class PolicyHolder:
         being written in place (truncated, then filled) is never read half-written."""
         domains = sorted({p.domain for p in products.values()})
         paths = policy_paths(self._mesh_dir, domains)
-        files = _files_signature(paths)
+        files = files_version(paths.values())
         signature = (files, id(products))
         with self._lock:
             if signature == self._signature and self._governor is not None:
@@ -128,14 +129,3 @@ class PolicyHolder:
                 closed_domains=sorted(closed),
             )
             return True
-
-
-def _files_signature(paths: Mapping[str, Path]) -> tuple:
-    entries: list[tuple[str, int | None, int | None]] = []
-    for scope, path in sorted(paths.items()):
-        try:
-            stat = path.stat()
-            entries.append((scope, stat.st_size, stat.st_mtime_ns))
-        except FileNotFoundError:
-            entries.append((scope, None, None))
-    return tuple(entries)

@@ -201,7 +201,7 @@ class AuditRecorder:
         except GeneratorExit:
             catalog_engine = planned.catalog.engine
             limit = planned.time_limit(catalog_engine.settings.query_timeout_seconds)
-            outcome, error = closed_outcome(catalog_engine.watchdog, stats, limit)
+            outcome, error = closed_outcome(catalog_engine.watchdog, limit)
             raise
         except MeshgateError as exc:
             error = exc.client_message

@@ -21,6 +21,7 @@ import pyarrow as pa
 import structlog
 
 from connectors.base import Connector
+from connectors.file_versions import FileVersion, files_version, total_bytes
 from connectors.registry import connector_for
 from gateway.catalog.contracts import (
     ColumnContract,
@@ -31,7 +32,6 @@ from gateway.catalog.contracts import (
 from gateway.config import EngineSettings
 from gateway.engine.acceleration import wants_acceleration
 from gateway.engine.database import Engine
-from gateway.engine.file_versions import FileVersion, files_version, total_bytes
 from gateway.engine.watchdog import Watchdog
 from gateway.errors import ContractError
 from policies.rules import ColumnShape, ProductShape

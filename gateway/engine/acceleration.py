@@ -5,7 +5,7 @@ true``) or, unless it says ``false``, when its files total less than the operato
 ``[engine] accelerate_below_bytes``. Its copy is loaded into the catalog snapshot's
 engine before the engine is locked, so a refresh is a new snapshot: queries keep reading
 the old copy until the new one is complete, then the snapshot is swapped in one step.
-The version of its files (``gateway.engine.file_versions``) says when a copy is stale.
+The version of its files (``connectors.file_versions``) says when a copy is stale.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.engine.file_versions import FileVersion, files_version
+from connectors.file_versions import FileVersion, files_version
 
 
 @dataclass(frozen=True)

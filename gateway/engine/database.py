@@ -24,13 +24,13 @@ import structlog
 from sqlglot import exp
 
 from connectors.base import Connector
+from connectors.file_versions import FileVersion, files_version
 from gateway.catalog.contracts import ProductContract
 from gateway.catalog.source_check import check_columns
 from gateway.config import EngineSettings
 from gateway.engine.acceleration import AcceleratedCopy
 from gateway.engine.arrow_types import ArrowTypeCache, plain_type
 from gateway.engine.failures import Diagnosis, diagnose
-from gateway.engine.file_versions import FileVersion, files_version
 from gateway.engine.parameters import PLAN_OF_STATEMENT, parameter_type_names
 from gateway.engine.spill import new_spill_directory, released_with
 from gateway.engine.watchdog import Watchdog
@@ -252,12 +252,14 @@ class Engine:
             ("threads", settings.threads),
             ("lock_configuration", True),
         ]
-        for name, value in statements:
+        for name, value in statements:  # GLOBAL: a plain SET binds this session only, and
+            # every query runs on a cursor, a session of its own
             self._db.execute(
                 exp.Set(
                     expressions=[
                         exp.SetItem(
-                            this=exp.EQ(this=exp.to_identifier(name), expression=_literal(value))
+                            this=exp.EQ(this=exp.to_identifier(name), expression=_literal(value)),
+                            kind="GLOBAL",
                         )
                     ]
                 ).sql("duckdb")
@@ -343,7 +345,7 @@ class Engine:
         """Run ``sql`` (planned: its schema is known) on ``cursor`` and stream its result.
         On DuckDB 2 through ``duckdb._seam.submit``, which the relation API runs a statement
         with: ``cursor.sql(sql)`` would first parse and bind it once more, for a schema the
-        plan has (0.1-0.3 ms a statement); the relation API on another DuckDB."""
+        plan has (0.2-0.6 ms a statement in the server); the relation API on another DuckDB."""
         values = list(params) or None
         if _submit is not None:
             return _submit(cursor, sql, values, "stream", batch_rows).arrow_reader()

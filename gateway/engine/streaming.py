@@ -362,7 +362,7 @@ def _stream_sql(
             error = failure.client_message
             raise failure from exc
         except GeneratorExit:
-            outcome, error = closed_outcome(watchdog, stats, limit)
+            outcome, error = closed_outcome(watchdog, limit)
             engine.interrupt(cursor)
             raise
         except (QueryFailed, ResourceExhausted) as exc:
@@ -422,15 +422,15 @@ def count_within_limits(
         )
 
 
-def closed_outcome(watchdog: Watchdog, stats: StreamStats, limit: float) -> tuple[str, str | None]:
-    """The outcome and error of a stream closed before its end: by the server shutting
-    down, by the watchdog because the client stopped reading past the time limit ``limit``
-    (the client then gets the time-limit error), or by the client going away."""
-    if watchdog.shutting_down:
-        return "shutdown", stop_message("shutdown", limit)
-    if time.perf_counter() - stats.started > limit:
-        return "timeout", stop_message("timeout", limit)
-    return "disconnected", None
+def closed_outcome(watchdog: Watchdog, limit: float) -> tuple[str, str | None]:
+    """The outcome and error of a stream closed before its end: by the watchdog because
+    the client stopped reading past the time limit ``limit`` (the client then gets the
+    time-limit error) or at shutdown, or by the client going away (while the server shuts
+    down: "shutdown")."""
+    reason = watchdog.closing_reason() or ("shutdown" if watchdog.shutting_down else None)
+    if reason is None:
+        return "disconnected", None
+    return reason, stop_message(reason, limit)
 
 
 def stop_message(reason: str, timeout: float) -> str:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("meshgate.query")
 
+#: why the stream the watchdog is closing on this thread is closed (``closing_reason``)
+_closing = threading.local()
+
 
 @dataclass
 class StalledStream:
@@ -50,16 +53,20 @@ class StalledStream:
                 raise StopIteration
             return next(self.stream)
 
-    def expire_if_idle(self) -> bool:
-        """Close the stream if nobody is advancing it now; False if somebody is (a running
-        query is then stopped by the engine interrupt instead)."""
+    def expire_if_idle(self, reason: str) -> bool:
+        """Close the stream for ``reason`` ("timeout", "shutdown") if nobody is advancing
+        it now; False if somebody is (a running query is then stopped by the engine
+        interrupt instead). Its cleanup runs on this thread, and ``closing_reason`` tells
+        it why."""
         if not self.lock.acquire(blocking=False):
             return False
         try:
             self.expired = True
+            _closing.reason = reason
             self.stream.close()  # suspended at a yield: runs its cleanup now
             return True
         finally:
+            _closing.reason = None
             self.lock.release()
 
     def close(self) -> None:
@@ -148,10 +155,18 @@ class Watchdog:
     def expiring(
         self, stream: Generator[object, None, None], timeout_seconds: float
     ) -> Iterator[object]:
-        """``stream`` watched from now, with a second's grace past ``timeout_seconds``: its
-        items, ending with an error (never a silently short result) when the watchdog
-        closed it because the client stopped reading."""
-        return _expiring(self, self.watch_stream(stream, timeout_seconds + 1.0), timeout_seconds)
+        """``stream`` watched from its first item on, with a second's grace past
+        ``timeout_seconds``: its items, ending with an error (never a silently short result)
+        when the watchdog closed it because the client stopped reading. Dropped before its
+        first item, it was never watched: ``stream`` goes with it (closed by the collector)."""
+        return _expiring(self, stream, timeout_seconds)
+
+    @staticmethod
+    def closing_reason() -> str | None:
+        """Why the watchdog closes the stream whose cleanup runs on this thread now
+        ("timeout": its client stopped reading; "shutdown"); None when it is not the
+        watchdog closing it (the client went away)."""
+        return getattr(_closing, "reason", None)
 
     def unwatch_stream(self, stalled: StalledStream) -> None:
         with self._lock:
@@ -163,7 +178,10 @@ class Watchdog:
         with self._lock:
             due = [s for s in self._streams.values() if now > s.deadline and not s.expired]
         for stalled in due:
-            stalled.expire_if_idle()
+            try:
+                stalled.expire_if_idle("timeout")
+            except Exception:  # its cleanup failed (the audit's disk): the thread goes on
+                log.exception("stream_close_failed")
 
     def stop_all(self, reason: str = "shutdown") -> int:
         """Interrupt every running query (at shutdown); returns how many."""
@@ -184,7 +202,7 @@ class Watchdog:
         closed = 0
         for stalled in streams:
             try:
-                closed += stalled.expire_if_idle()
+                closed += stalled.expire_if_idle("shutdown")
             except Exception:  # its cleanup failed (the audit's disk): close the others
                 log.exception("stream_close_failed")
         return closed
@@ -224,7 +242,10 @@ class Watchdog:
                     return
 
 
-def _expiring(watchdog: Watchdog, stalled: StalledStream, timeout: float) -> Iterator[object]:
+def _expiring(
+    watchdog: Watchdog, stream: Generator[object, None, None], timeout: float
+) -> Iterator[object]:
+    stalled = watchdog.watch_stream(stream, timeout + 1.0)
     try:
         while True:
             try:

@@ -18,9 +18,9 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from connectors.file_versions import FileVersion, files_version
 from connectors.registry import connector_for
 from gateway.catalog.catalog import Catalog
-from gateway.engine.file_versions import FileVersion, files_version
 from gateway.errors import MeshgateError
 from gateway.memo import WeakSlot, WeightedLRU
 from gateway.query.plan_cache import MAX_ENTRY_BYTES

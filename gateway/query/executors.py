@@ -444,7 +444,7 @@ def _finishing(
             stats.bytes += batch.nbytes
             yield batch
     except GeneratorExit:
-        outcome, error = closed_outcome(watchdog, stats, limit)
+        outcome, error = closed_outcome(watchdog, limit)
         raise
     except MeshgateError as exc:
         outcome, error = "error", exc.client_message

@@ -31,11 +31,11 @@ import structlog
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+from connectors.file_versions import files_version
 from connectors.registry import connector_for
 from gateway.audit.recorder import Finish, Opened
 from gateway.catalog.catalog import Catalog
 from gateway.engine.arrow_types import schema_bytes
-from gateway.engine.file_versions import files_version
 from gateway.engine.streaming import (
     PlannedQuery,
     StreamStats,
@@ -313,7 +313,7 @@ class CachingExecutor:
                 yield batch
         except GeneratorExit:
             outcome, error = closed_outcome(
-                engine.watchdog, stats, planned.time_limit(settings.query_timeout_seconds)
+                engine.watchdog, planned.time_limit(settings.query_timeout_seconds)
             )
             raise
         except MeshgateError as exc:

@@ -280,7 +280,7 @@ class SparkExecutor:
                 error = stop_message(stopped_by, limit)
                 raise QueryFailed(error)
         except GeneratorExit:
-            outcome, error = closed_outcome(watchdog, stats, limit)
+            outcome, error = closed_outcome(watchdog, limit)
             interrupt()
             raise
         except MeshgateError as exc:

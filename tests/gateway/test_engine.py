@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -84,6 +85,17 @@ def test_configuration_is_unchanged_after_the_attempts(catalog: Catalog) -> None
     assert str(setting(catalog, "lock_configuration")).lower() == "true"
     assert str(setting(catalog, "autoload_known_extensions")).lower() == "false"
     assert str(setting(catalog, "autoinstall_known_extensions")).lower() == "false"
+
+
+def test_a_cursor_never_reads_a_python_object_by_name(catalog: Catalog) -> None:
+    """DuckDB's Python replacement scan reads an Arrow table or DataFrame a statement names
+    from the calling code's variables. It is off in every cursor a query runs on, not only
+    in the database's own session (a plain SET reaches that one alone)."""
+    leaked = pa.table({"secret": [42]})
+    assert leaked.num_rows == 1  # what the scan would find by the name "leaked"
+    assert str(setting(catalog, "python_enable_replacements")).lower() == "false"
+    with catalog.engine.cursor() as cursor, pytest.raises(duckdb.Error):
+        cursor.sql("SELECT * FROM leaked").fetchall()
 
 
 @pytest.mark.parametrize(

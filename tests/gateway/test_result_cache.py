@@ -413,7 +413,7 @@ def test_a_same_size_rewrite_with_the_old_mtime_is_a_new_version(tmp_path: Path)
     """``cp -p``, ``rsync --inplace -t`` or ``touch -r`` over a file: same inode, same size,
     same mtime, other bytes. Only the change time tells, and the version must change (the
     one fingerprint of accelerated copies, cached results and bound plans)."""
-    from gateway.engine.file_versions import files_version
+    from connectors.file_versions import files_version
 
     data = tmp_path / "part.parquet"
     data.write_bytes(b"A" * 4096)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from support.clients import adbc_connect, flight_client
 from support.logs import log_records
 from support.oracle import DENIED_TEMPLATE, hash_key, sql_string
-from support.polling import wait_through_errors
+from support.polling import wait_through_errors, wait_until
 from support.servers import RunningGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
@@ -157,6 +158,31 @@ def test_domain_grant_and_revocation_take_effect_within_seconds(served: RunningG
     )
     # Nobody else lost anything.
     assert "ssn" in columns_of(served, "alice", "crm.customers")
+
+
+def test_a_revocation_written_with_the_old_size_and_mtime_takes_effect(served: RunningGateway):
+    """A policy file rewritten in place to the same size with its old mtime put back (as
+    ``cp -p`` or ``rsync -t`` of a staged copy leaves it): only its change time tells,
+    and the revocation must still take effect."""
+    crm_policy = served.mesh_dir / "crm" / "policy.csv"
+    assert not denied(served, "carol", "crm.customers")
+    text = crm_policy.read_text(encoding="utf-8")
+    revoked = text.replace(MARKETING_READ, "#" + MARKETING_READ[1:])  # same size
+    assert revoked != text and len(revoked) == len(text)
+    before = crm_policy.stat()
+    wait_until(  # the change time moves on (its clock ticks in jiffies on some kernels)
+        lambda: time.time_ns() > before.st_ctime_ns + 10_000_000, what="the clock to move"
+    )
+    with crm_policy.open("r+", encoding="utf-8") as handle:
+        handle.write(revoked)
+    os.utime(crm_policy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = crm_policy.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert wait_through_errors(
+        lambda: denied(served, "carol", "crm.customers"),
+        RELOAD_TIMEOUT,
+        what="carol's read of crm.customers revoked",
+    )
 
 
 def test_prepared_statement_is_reauthorized_after_a_revocation(served: RunningGateway):

@@ -1,5 +1,5 @@
 """Which version of a set of files is on disk: the fingerprint that says when an accelerated
-copy, a cached result or a bound plan is stale, and when contracts changed."""
+copy, a cached result or a bound plan is stale, and when contracts or policy files changed."""
 
 from __future__ import annotations
 
