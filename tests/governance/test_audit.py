@@ -17,7 +17,7 @@ from datetime import datetime
 import pyarrow.flight as flight
 import pytest
 from support.clients import adbc_connect, flight_client
-from support.logs import audit_file, audit_records, audit_text, strip_ansi
+from support.logs import audit_file, audit_records, audit_text, statement_records, strip_ansi
 from support.oracle import DENIED_TEMPLATE, hash_key
 from support.policy_files import rule_origin
 from support.polling import wait_through_errors
@@ -86,13 +86,6 @@ def run_adbc(uri: str, user: str, sql: str, params=None):
             connection.close()
 
 
-def records_for(mesh, sql: str) -> list[dict]:
-    """The begin/refused records of ``sql`` and the end records of those queries, in order."""
-    records = audit_records(mesh)
-    ids = {r["query_id"] for r in records if r.get("sql") == sql}
-    return [r for r in records if r.get("query_id") in ids]
-
-
 def one(records: list[dict], event: str) -> dict:
     found = [r for r in records if r["event"] == event]
     assert len(found) == 1, f"expected one {event} record, got {found}"
@@ -101,7 +94,7 @@ def one(records: list[dict], event: str) -> dict:
 
 def ended(mesh, sql: str, executions: int = 1) -> list[dict] | None:
     """``sql``'s records once ``executions`` query_end records are written, else None."""
-    records = records_for(mesh, sql)
+    records = statement_records(mesh, sql)
     return records if sum(r["event"] == "query_end" for r in records) >= executions else None
 
 
@@ -212,7 +205,7 @@ def test_refused_attempts_are_recorded(gateway, user, template, decision, messag
     outcome = run_adbc(gateway.uri, user, sql)
     assert isinstance(outcome, Exception), "the statement should have been refused"
     records = wait_through_errors(
-        lambda: records_for(gateway.mesh_dir, sql), timeout=5, what="the refusal record"
+        lambda: statement_records(gateway.mesh_dir, sql), timeout=5, what="the refusal record"
     )
     refused = one(records, "query_refused")
     assert [r["event"] for r in records] == ["query_refused"]
@@ -306,7 +299,7 @@ def test_hash_key_never_reaches_the_audit_file(gateway, demo_key):
 def _events_on_disk(mesh, sql: str) -> list[str]:
     """The events of ``sql``'s queries in the audit file as it is now."""
     assert audit_file(mesh).exists()
-    return [r["event"] for r in records_for(mesh, sql)]
+    return [r["event"] for r in statement_records(mesh, sql)]
 
 
 def _assert_begin_before_end(mesh, sql: str) -> None:

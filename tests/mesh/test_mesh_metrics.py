@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.clients import adbc_connect
-from support.logs import audit_records, log_records
+from support.logs import log_records, statement_records
 from support.mesh import running_mesh
 from support.metrics import metrics_url, scrape
 from support.polling import wait_until
@@ -76,7 +76,7 @@ def test_bytes_moved_by_a_federated_query_reach_its_audit_and_the_metrics(
                     cursor.execute(sql)
                     assert cursor.fetch_arrow_table().num_rows > 0
         ends = wait_until(
-            lambda: _ends_by_sql(audit_records(mesh.mesh_dir), (joined, single)),
+            lambda: _ends_of(mesh.mesh_dir, (joined, single)),
             timeout=60,
             what="both queries' end records",
         )
@@ -87,9 +87,12 @@ def test_bytes_moved_by_a_federated_query_reach_its_audit_and_the_metrics(
     assert ends[single]["outcome"] == "ok" and ends[single]["bytes_moved"] is None
 
 
-def _ends_by_sql(records: list[dict], statements: tuple[str, ...]) -> dict[str, dict] | None:
-    """The end record of each statement (by its begin record's SQL), once all are written."""
-    ids = {r["query_id"]: r["sql"] for r in records if r["event"] == "query_begin"}
-    ends = {ids.get(r["query_id"]): r for r in records if r["event"] == "query_end"}
-    found = {sql: ends[sql] for sql in statements if sql in ends}
+def _ends_of(mesh: Path, statements: tuple[str, ...]) -> dict[str, dict] | None:
+    """The end record of each statement, once all are written."""
+    found = {
+        sql: record
+        for sql in statements
+        for record in statement_records(mesh, sql)
+        if record["event"] == "query_end"
+    }
     return found if len(found) == len(statements) else None

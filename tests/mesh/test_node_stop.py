@@ -24,6 +24,7 @@ from support.polling import wait_until
 from support.servers import configure, copy_mesh, start_gateway, stop_gateway
 
 from benchmarks.launch import free_port, node_action
+from gateway.audit.log import read_audit
 from gateway.config import load_config
 from gateway.mesh.node import DomainNode
 
@@ -129,9 +130,8 @@ def _sigterm_while_stalled(
 
 
 def _ticket_ends(mesh, domain: str) -> list[dict]:
-    path = mesh.node_audit_path(domain)
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return [r for r in map(json.loads, lines) if r["event"] == "ticket_end"]
+    records = read_audit(mesh.node_audit_path(domain).parent)
+    return [r for r in records if r["event"] == "ticket_end"]
 
 
 def test_a_node_frees_the_stream_of_a_client_that_stopped_reading(

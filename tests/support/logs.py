@@ -81,6 +81,14 @@ def audit_records(mesh: Path) -> list[dict]:
     ]
 
 
+def statement_records(mesh: Path, sql: str) -> list[dict]:
+    """The audit records of the queries of ``sql``: their begin (or refusal) records and
+    the end records of those queries, in order."""
+    records = audit_records(mesh)
+    ids = {r["query_id"] for r in records if r.get("sql") == sql}
+    return [r for r in records if r.get("query_id") in ids]
+
+
 def audit_text(mesh: Path) -> str:
     """Every audit file of the mesh (current and rotated), as one text."""
     directory = mesh / ".meshgate" / "audit"
